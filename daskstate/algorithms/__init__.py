@@ -1,0 +1,1 @@
+"""One module per algorithm: its State, then the estimator that wraps it."""

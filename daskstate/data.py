@@ -1,0 +1,450 @@
+"""Inputs to batches: schema discovery, partition ids, and validation of bad input.
+
+Every input a user can pass to ``fit`` becomes an :class:`Input`: a schema plus
+either a list of lazy Dask partitions (each with a source id) or a one-shot
+iterator of in-memory batches. :func:`to_batch` turns one partition into the
+numeric ``(X, y)`` arrays an update consumes, raising errors that name the
+partition, the column and the count.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from daskstate.errors import DataError, SchemaError
+from daskstate.state import Schema
+
+ON_INVALID = ("raise", "skip")
+DEFAULT_BATCH_ROWS = 65_536
+
+
+# ---------------------------------------------------------------------------- schema
+def _is_numeric(dtype: Any) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+
+
+def frame_schema(
+    dtypes: pd.Series, features: Sequence[str] | None, target: str | None, where: str = "input"
+) -> Schema:
+    """Schema of a DataFrame-like input from its column dtypes.
+
+    ``features=None`` means every numeric column but the target.
+    """
+    columns = [str(c) for c in dtypes.index]
+    dtypes = pd.Series(list(dtypes), index=columns)
+    if target is not None and target not in columns:
+        raise SchemaError(f"{where}: target column {target!r} is missing (columns: {columns})")
+    if features is None:
+        features = [c for c in columns if c != target and _is_numeric(dtypes[c])]
+        if not features:
+            raise SchemaError(f"{where}: no numeric feature columns (columns: {columns})")
+    else:
+        features = [str(f) for f in features]
+        missing = [f for f in features if f not in columns]
+        if missing:
+            raise SchemaError(f"{where}: feature column(s) {missing} missing (columns: {columns})")
+        if target is not None and target in features:
+            raise SchemaError(f"{where}: column {target!r} is both a feature and the target")
+    bad = [f"{f!r} ({dtypes[f]})" for f in features if not _is_numeric(dtypes[f])]
+    if bad:
+        raise SchemaError(
+            f"{where}: feature column(s) {', '.join(bad)} are not numeric; "
+            "features must be integer, float or boolean"
+        )
+    return Schema(tuple(features), tuple(str(dtypes[f]) for f in features), target)
+
+
+def array_schema(n_features: int, dtype: Any, features: Sequence[str] | None, where: str = "input") -> Schema:
+    """Schema of an array input; features are named ``x0, x1, ...`` unless given."""
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+        raise SchemaError(f"{where}: array dtype {dtype} is not numeric")
+    if features is None:
+        features = [f"x{i}" for i in range(n_features)]
+    elif len(features) != n_features:
+        raise SchemaError(f"{where}: {len(features)} feature names given for {n_features} columns")
+    return Schema(tuple(str(f) for f in features), (str(np.dtype(dtype)),) * n_features, None)
+
+
+# ---------------------------------------------------------------------------- batches
+def to_features(part: Any, schema: Schema, *, dtype: type = np.float64, where: str = "batch") -> np.ndarray:
+    """The feature matrix of one partition (DataFrame or array), with column checks."""
+    if isinstance(part, pd.DataFrame):
+        if not all(isinstance(c, str) for c in part.columns):
+            part = part.rename(columns=str)
+        columns = list(part.columns)
+        missing = [c for c in schema.features if c not in columns]
+        if missing:
+            raise SchemaError(f"{where}: feature column(s) {missing} missing (columns: {columns})")
+        bad = [f"{c!r} ({part[c].dtype})" for c in schema.features if not _is_numeric(part[c].dtype)]
+        if bad:
+            raise SchemaError(f"{where}: feature column(s) {', '.join(bad)} are not numeric")
+        return part[list(schema.features)].to_numpy(dtype=dtype, na_value=np.nan)
+    X = np.asarray(part)
+    if X.ndim == 1:
+        X = X.reshape(-1, 1) if schema.n_features == 1 else X.reshape(1, -1)
+    if X.ndim != 2 or X.shape[1] != schema.n_features:
+        raise SchemaError(f"{where}: array of shape {X.shape}; expected {schema.n_features} feature columns")
+    if not (np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)):
+        raise SchemaError(f"{where}: array dtype {X.dtype} is not numeric")
+    return X.astype(dtype, copy=False)
+
+
+def to_batch(
+    part: Any,
+    y: Any,
+    schema: Schema,
+    *,
+    dtype: type = np.float64,
+    on_invalid: str = "raise",
+    where: str = "batch",
+    need_target: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Turn one partition into ``(X, y, n_dropped)`` with validation.
+
+    Raises
+    ------
+    SchemaError
+        missing or non-numeric columns, wrong number of columns.
+    DataError
+        NaN or inf values when ``on_invalid="raise"``.
+    """
+    X = to_features(part, schema, dtype=dtype, where=where)
+    if need_target:
+        if y is None and isinstance(part, pd.DataFrame) and schema.target is not None:
+            if schema.target not in part.columns:
+                raise SchemaError(f"{where}: target column {schema.target!r} missing (columns: {list(part.columns)})")
+            y = part[schema.target]
+        if y is None:
+            raise SchemaError(f"{where}: a target is needed (pass target=... or y)")
+        y = _target_array(y, len(X), where)
+    else:
+        y = None
+    return _drop_invalid(X, y, schema, on_invalid, where)
+
+
+def _target_array(y: Any, n: int, where: str) -> np.ndarray:
+    if isinstance(y, pd.DataFrame):
+        if y.shape[1] != 1:
+            raise SchemaError(f"{where}: target must be one column, got {y.shape[1]}")
+        y = y.iloc[:, 0]
+    if isinstance(y, pd.Series):
+        y = y.to_numpy(dtype=np.float64, na_value=np.nan) if _is_numeric(y.dtype) else y.to_numpy()
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n:
+        raise SchemaError(f"{where}: target has shape {y.shape}; expected ({n},) to match the features")
+    return y
+
+
+def _drop_invalid(
+    X: np.ndarray, y: np.ndarray | None, schema: Schema, on_invalid: str, where: str
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    finite = np.isfinite(X)
+    bad_rows = ~finite.all(axis=1)
+    y_bad = None
+    if y is not None:
+        if np.issubdtype(y.dtype, np.number):
+            y_bad = ~np.isfinite(y)
+        else:
+            y_bad = pd.isna(y)
+        bad_rows |= y_bad
+    n_bad = int(bad_rows.sum())
+    if n_bad == 0:
+        return X, y, 0
+    if on_invalid == "skip":
+        keep = ~bad_rows
+        return X[keep], (y[keep] if y is not None else None), n_bad
+    per_column = (~finite).sum(axis=0)
+    cols = [f"{schema.features[j]!r} ({int(per_column[j])})" for j in np.flatnonzero(per_column)]
+    if y_bad is not None and y_bad.any():
+        cols.append(f"target {schema.target or 'y'!r} ({int(y_bad.sum())})")
+    first = int(np.flatnonzero(bad_rows)[0])
+    raise DataError(
+        f"{where}: {n_bad} row(s) with NaN or inf (first at row {first}); by column: {', '.join(cols)}. "
+        "Pass on_invalid='skip' to drop such rows (they are counted in the state)."
+    )
+
+
+# ---------------------------------------------------------------------------- inputs
+@dataclass
+class Input:
+    """An input ready to fold.
+
+    Dask inputs have ``parts`` (one Delayed per partition, or a ``(X, y)`` pair of
+    Delayed) and ``sources`` (an id per partition). Local inputs have ``batches``,
+    a one-shot iterator of ``(X, y)`` in-memory batches.
+    """
+
+    schema: Schema
+    parts: list[Any] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    batches: Iterator[tuple[Any, Any]] | None = None
+    n_rows: int | None = None
+    collection: Any = None
+
+    @property
+    def is_dask(self) -> bool:
+        return self.batches is None
+
+    @property
+    def npartitions(self) -> int:
+        return len(self.parts)
+
+
+def is_dask_collection(obj: Any) -> bool:
+    return isinstance(obj, dd.DataFrame | dd.Series | da.Array)
+
+
+def as_input(
+    X: Any,
+    y: Any = None,
+    *,
+    features: Sequence[str] | None = None,
+    target: str | None = None,
+    need_target: bool = False,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Input:
+    """Wrap any supported input (Dask DataFrame or Array, pandas, numpy, iterator)."""
+    if isinstance(X, dd.DataFrame):
+        return _dask_frame_input(X, y, features, target, need_target)
+    if isinstance(X, da.Array):
+        return _dask_array_input(X, y, features, need_target)
+    if isinstance(X, pd.DataFrame):
+        schema = frame_schema(X.dtypes, features, target if y is None else None)
+        if need_target and y is None and schema.target is None:
+            raise SchemaError("input: a target is needed (pass target=... or y)")
+        return Input(schema, batches=_slices(X, y, batch_rows), n_rows=len(X))
+    if isinstance(X, np.ndarray):
+        if X.ndim != 2:
+            raise SchemaError(f"input: array must be 2-dimensional (rows x features), got shape {X.shape}")
+        if need_target and y is None:
+            raise SchemaError("input: a target is needed (pass y)")
+        schema = array_schema(X.shape[1], X.dtype, features)
+        return Input(schema, batches=_slices(X, y, batch_rows), n_rows=len(X))
+    if isinstance(X, Iterable) and not isinstance(X, str | bytes | dict):
+        return _iterator_input(iter(X), features, target, need_target)
+    raise TypeError(
+        f"unsupported input of type {type(X).__name__}; pass a Dask DataFrame or Array, "
+        "a pandas DataFrame, a numpy array, or an iterator of batches"
+    )
+
+
+def _slices(X: Any, y: Any, rows: int) -> Iterator[tuple[Any, Any]]:
+    n = len(X)
+    if y is not None and len(y) != n:
+        raise SchemaError(f"input: {len(y)} target values for {n} rows")
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        xb = X.iloc[start:stop] if isinstance(X, pd.DataFrame) else X[start:stop]
+        yb = None
+        if y is not None:
+            yb = y.iloc[start:stop] if isinstance(y, pd.Series | pd.DataFrame) else np.asarray(y)[start:stop]
+        yield xb, yb
+
+
+def _iterator_input(it: Iterator, features, target, need_target) -> Input:
+    try:
+        first = next(it)
+    except StopIteration:
+        raise DataError("input: the iterator of batches is empty") from None
+    fx, fy = first if isinstance(first, tuple) else (first, None)
+    if isinstance(fx, pd.DataFrame):
+        schema = frame_schema(fx.dtypes, features, target if fy is None else None, where="batch 0")
+    else:
+        fx = np.asarray(fx)
+        if fx.ndim != 2:
+            raise SchemaError(f"batch 0: array must be 2-dimensional, got shape {fx.shape}")
+        schema = array_schema(fx.shape[1], fx.dtype, features, where="batch 0")
+
+    def chain() -> Iterator[tuple[Any, Any]]:
+        yield fx, fy
+        for item in it:
+            yield item if isinstance(item, tuple) else (item, None)
+
+    return Input(schema, batches=chain())
+
+
+def _dask_frame_input(ddf: dd.DataFrame, y, features, target, need_target) -> Input:
+    if y is not None:
+        if not isinstance(y, dd.Series | dd.DataFrame):
+            raise TypeError("with a Dask DataFrame, pass the target as target='column' or a Dask Series")
+        if y.npartitions != ddf.npartitions:
+            raise SchemaError(
+                f"input: target has {y.npartitions} partitions but the features have {ddf.npartitions}"
+            )
+        target = None
+    schema = frame_schema(ddf.dtypes, features, target)
+    if need_target and y is None and schema.target is None:
+        raise SchemaError("input: a target is needed (pass target=... or y)")
+    sources = partition_sources(ddf)
+    columns = list(schema.features) + ([schema.target] if schema.target and need_target else [])
+    # Projection before reading: only these columns are loaded from Parquet.
+    parts = list(ddf[columns].to_delayed(optimize_graph=True))
+    if y is not None:
+        parts = list(zip(parts, y.to_delayed(optimize_graph=True), strict=True))
+    return Input(schema, parts=parts, sources=sources, collection=ddf)
+
+
+def _dask_array_input(X: da.Array, y, features, need_target) -> Input:
+    if X.ndim != 2:
+        raise SchemaError(f"input: array must be 2-dimensional (rows x features), got shape {X.shape}")
+    if any(np.isnan(c) for c in X.chunks[0]):
+        X.compute_chunk_sizes()
+    schema = array_schema(X.shape[1], X.dtype, features)
+    if need_target and y is None:
+        raise SchemaError("input: a target is needed (pass y)")
+    if X.numblocks[1] != 1:
+        X = X.rechunk({1: -1})
+    blocks = list(X.to_delayed(optimize_graph=True)[:, 0])
+    if y is not None:
+        y = da.asarray(y)
+        if y.shape[0] != X.shape[0]:
+            raise SchemaError(f"input: {y.shape[0]} target values for {X.shape[0]} rows")
+        y = y.rechunk({0: X.chunks[0]}) if y.chunks[0] != X.chunks[0] else y
+        ys = y.to_delayed(optimize_graph=True)
+        ys = list(ys[:, 0]) if ys.ndim == 2 else list(ys)
+        blocks = list(zip(blocks, ys, strict=True))
+    sources = [f"{X.name}:{i}" for i in range(len(blocks))]
+    return Input(schema, parts=blocks, sources=sources, n_rows=int(X.shape[0]), collection=X)
+
+
+# ---------------------------------------------------------------------------- Parquet with ids
+def partition_sources(ddf: dd.DataFrame) -> list[str]:
+    """An id per partition: file and row group for :func:`read_parquet` inputs.
+
+    Other Dask DataFrames get ``<collection name>:<partition index>``, which is
+    stable for the same inputs but changes when the data or its reading options do.
+    """
+    reader = _find_piece_reader(ddf)
+    if reader is not None and len(reader.pieces) == ddf.npartitions:
+        return [p.id for p in reader.pieces]
+    return [f"{ddf._name}:{i}" for i in range(ddf.npartitions)]
+
+
+def _find_piece_reader(ddf: dd.DataFrame) -> PieceReader | None:
+    try:
+        from dask.dataframe.dask_expr.io.io import FromMap
+    except ImportError:  # pragma: no cover - older dask
+        return None
+    found = [
+        e.operand("func") for e in ddf.expr.walk()
+        if isinstance(e, FromMap) and isinstance(e.operand("func"), PieceReader)
+    ]
+    ios = [e for e in ddf.expr.walk() if type(e).__name__.startswith(("FromMap", "ReadParquet", "FromPandas"))]
+    return found[0] if len(found) == 1 and len(ios) == 1 else None
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One row group of one Parquet file: the unit of reading and of bookkeeping."""
+
+    path: str
+    row_group: int
+    num_rows: int
+    root: str = ""
+
+    @property
+    def id(self) -> str:
+        rel = os.path.relpath(self.path, self.root) if self.root else self.path
+        return f"{rel}#rg{self.row_group}"
+
+
+class PieceReader:
+    """Reads one :class:`Piece`; the callable behind :func:`read_parquet`'s partitions."""
+
+    def __init__(self, pieces: Sequence[Piece]):
+        self.pieces = list(pieces)
+
+    def __call__(self, piece: Piece, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        with pq.ParquetFile(piece.path) as f:
+            table = f.read_row_group(piece.row_group, columns=list(columns) if columns is not None else None)
+        return table.to_pandas()
+
+    def __dask_tokenize__(self):
+        return ("daskstate-piece-reader", tuple(self.pieces))
+
+
+def list_parquet_files(path: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[str], str]:
+    """Parquet files under ``path`` (a file, a folder, a glob or a list), sorted, and their root."""
+    import glob
+
+    if isinstance(path, str | os.PathLike):
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            files = [
+                os.path.join(d, f)
+                for d, _, fs in os.walk(path)
+                for f in fs
+                if f.endswith((".parquet", ".parq", ".pq")) and not f.startswith(("_", "."))
+            ]
+            root = path
+        else:
+            files = glob.glob(path) if any(ch in path for ch in "*?[") else [path]
+            root = os.path.dirname(path.split("*")[0]) if files else ""
+    else:
+        files = [os.fspath(p) for p in path]
+        root = os.path.commonpath([os.path.dirname(f) for f in files]) if files else ""
+    files = sorted(files)
+    if not files:
+        raise DataError(f"no Parquet files found at {path!r}")
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise DataError(f"Parquet file(s) not found: {missing[:3]}")
+    return files, root
+
+
+def read_parquet(path: str | os.PathLike | Sequence[str], columns: Sequence[str] | None = None) -> dd.DataFrame:
+    """Read Parquet into a Dask DataFrame with one partition per row group.
+
+    Unlike :func:`dask.dataframe.read_parquet`, each partition carries a source id
+    (file and row group), so a state records exactly what it consumed and
+    ``partial_fit`` on the same folder after new files arrived reads only the new
+    partitions. Column projection still happens before reading.
+
+    Parameters
+    ----------
+    path : str, path, glob or list of paths
+        A Parquet file, a folder of them (searched recursively), a glob, or a list.
+    columns : list of str, optional
+        Columns to expose (default: all).
+
+    Examples
+    --------
+    >>> ddf = daskstate.read_parquet("data/")            # doctest: +SKIP
+    >>> daskstate.StandardScaler().fit(ddf)              # doctest: +SKIP
+    """
+    files, root = list_parquet_files(path)
+    pieces: list[Piece] = []
+    schema = None
+    for f in files:
+        meta = pq.read_metadata(f)
+        if schema is None:
+            schema = pq.read_schema(f)
+        for rg in range(meta.num_row_groups):
+            n = meta.row_group(rg).num_rows
+            if n:
+                pieces.append(Piece(f, rg, n, root))
+    if not pieces:
+        raise DataError(f"the Parquet data at {path!r} has no rows")
+    empty = schema.empty_table().to_pandas()
+    if columns is not None:
+        empty = empty[list(columns)]
+    reader = PieceReader(pieces)
+    ddf = dd.from_map(reader, pieces, meta=empty, enforce_metadata=False, label="read-parquet-piece")
+    return ddf if columns is None else ddf[list(columns)]
+
+
+def compute_one(obj: Any) -> Any:
+    """Materialise one lazy partition (used by tests and the in-memory paths)."""
+    return dask.compute(obj)[0]

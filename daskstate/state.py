@@ -1,0 +1,300 @@
+"""The model state: a fixed-size, mergeable summary of all data seen so far.
+
+Every algorithm subclasses :class:`State` and implements four small pieces:
+
+- ``_init_arrays()``: the empty summary's arrays, from hyperparameters and schema;
+- ``_update(X, y)``: fold one batch into ``self`` (called on a private copy);
+- ``_merge(other)``: fold another state of disjoint data into ``self`` (private copy);
+- ``finalize(**overrides)``: the working model, without reading data.
+
+The public ``update`` and ``merge`` are pure: they copy, mutate the copy, and
+return it, so an exception leaves the original state untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from daskstate.errors import SchemaError, StateError
+
+FORMAT_VERSION = 1
+
+_REGISTRY: dict[str, type[State]] = {}
+
+
+def register(cls: type[State]) -> type[State]:
+    """Class decorator: make a State loadable by its ``algorithm`` name."""
+    if not cls.algorithm:
+        raise TypeError(f"{cls.__name__} must set the class attribute 'algorithm'")
+    if cls.algorithm in _REGISTRY and _REGISTRY[cls.algorithm] is not cls:
+        raise TypeError(f"algorithm name {cls.algorithm!r} is already registered")
+    _REGISTRY[cls.algorithm] = cls
+    return cls
+
+
+def state_class(algorithm: str) -> type[State]:
+    """The registered State class for ``algorithm``."""
+    try:
+        return _REGISTRY[algorithm]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise StateError(f"unknown algorithm {algorithm!r} (known: {known})") from None
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Names and dtypes of the feature columns, and the target column if any."""
+
+    features: tuple[str, ...]
+    dtypes: tuple[str, ...] = ()
+    target: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    def to_json(self) -> dict:
+        return {"features": list(self.features), "dtypes": list(self.dtypes), "target": self.target}
+
+    @classmethod
+    def from_json(cls, obj: Mapping) -> Schema:
+        return cls(tuple(obj["features"]), tuple(obj.get("dtypes", ())), obj.get("target"))
+
+    def check_same_features(self, other: Schema, where: str) -> None:
+        """Raise a SchemaError that says how ``other``'s features differ from ours."""
+        if self.features == other.features:
+            return
+        mine, theirs = list(self.features), list(other.features)
+        missing = [c for c in mine if c not in theirs]
+        extra = [c for c in theirs if c not in mine]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing}")
+            if extra:
+                parts.append(f"unexpected {extra}")
+            detail = "; ".join(parts)
+        else:
+            detail = f"same columns in another order: expected {mine}, got {theirs}"
+        raise SchemaError(
+            f"{where}: features differ from the ones the state was fitted on "
+            f"({len(mine)} expected, {len(theirs)} given): {detail}"
+        )
+
+
+class State:
+    """Base class of every model state.
+
+    Attributes
+    ----------
+    params : dict
+        Hyperparameters that shape the state (JSON-serialisable).
+    schema : Schema
+        Features (names and dtypes) and target the state was built from.
+    n_rows : int
+        Rows folded in so far.
+    n_skipped : int
+        Rows dropped as invalid (NaN/inf) under ``on_invalid="skip"``.
+    consumed : frozenset of str
+        Ids of the input partitions folded in, so that re-running a fit on a
+        grown dataset (or after a crash) reads only what is new.
+    """
+
+    algorithm: ClassVar[str] = ""
+    #: dtype the engine converts feature batches to before ``_update``.
+    input_dtype: ClassVar[type] = np.float64
+    #: whether ``_update`` needs a target column.
+    supervised: ClassVar[bool] = False
+    #: names of the arrays that make up the summary (saved and checksummed).
+    array_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, schema: Schema, params: Mapping[str, Any] | None = None):
+        self.schema = schema
+        self.params = dict(params or {})
+        self.n_rows = 0
+        self.n_skipped = 0
+        self.consumed: frozenset[str] = frozenset()
+        self.extra_meta: dict[str, Any] = {}
+        self._init_arrays()
+
+    # ---- to implement -------------------------------------------------------------
+    def _init_arrays(self) -> None:
+        """Set the empty summary's arrays on ``self``."""
+        raise NotImplementedError
+
+    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        """Fold the batch ``X`` (n x d, ``input_dtype``) into ``self`` in place."""
+        raise NotImplementedError
+
+    def _merge(self, other: State) -> None:
+        """Fold ``other`` (disjoint data, same schema and params) into ``self`` in place.
+
+        Called only when both states have seen rows.
+        """
+        raise NotImplementedError
+
+    def finalize(self, **overrides: Any) -> Any:
+        """The working model from the summary alone."""
+        raise NotImplementedError
+
+    # ---- public, pure operations -----------------------------------------------
+    @property
+    def n_features(self) -> int:
+        return self.schema.n_features
+
+    def empty_like(self) -> State:
+        """An empty state with the same hyperparameters and schema."""
+        return type(self)(self.schema, self.params)
+
+    def copy(self) -> State:
+        return copy.deepcopy(self)
+
+    def update(self, X: np.ndarray, y: np.ndarray | None = None, *, source: str | None = None) -> State:
+        """Return a new state with the batch ``X`` (and ``y``) folded in."""
+        new = self.copy()
+        new.update_inplace(X, y, source=source)
+        return new
+
+    def update_inplace(self, X: np.ndarray, y: np.ndarray | None = None, *, source: str | None = None) -> None:
+        """Fold a batch into ``self``; only for states the caller owns privately."""
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise SchemaError(
+                f"batch has shape {X.shape}; expected 2 dimensions with {self.n_features} feature columns"
+            )
+        if self.supervised and y is None:
+            raise SchemaError(f"{self.algorithm} needs a target, but the batch has none")
+        if len(X):
+            self._update(X, y)
+            self.n_rows += len(X)
+        if source is not None:
+            self.consumed = self.consumed | {source}
+
+    def merge(self, other: State) -> State:
+        """Return the summary of the union of ``self``'s and ``other``'s data."""
+        new = self.copy()
+        new.merge_inplace(other)
+        return new
+
+    def merge_inplace(self, other: State) -> None:
+        """Fold ``other`` into ``self``; only for states the caller owns privately."""
+        self._check_mergeable(other)
+        if other.n_rows and self.n_rows == 0:
+            for name in self.array_names:
+                setattr(self, name, np.array(getattr(other, name), copy=True))
+            self.extra_meta = {**copy.deepcopy(other.extra_meta), **self.extra_meta}
+        elif other.n_rows:
+            self._merge(other)
+        self.n_rows += other.n_rows
+        self.n_skipped += other.n_skipped
+        self.consumed = self.consumed | other.consumed
+
+    def _check_mergeable(self, other: State) -> None:
+        if type(other) is not type(self):
+            raise StateError(f"cannot merge a {other.algorithm!r} state into a {self.algorithm!r} state")
+        if other.params != self.params:
+            diff = sorted(k for k in set(self.params) | set(other.params) if self.params.get(k) != other.params.get(k))
+            raise StateError(f"cannot merge {self.algorithm} states with different hyperparameters: {diff}")
+        self.schema.check_same_features(other.schema, "merge")
+        overlap = self.consumed & other.consumed
+        if overlap:
+            sample = sorted(overlap)[:3]
+            raise StateError(
+                f"cannot merge states that both consumed the same {len(overlap)} input(s), e.g. {sample}: "
+                "the same data would be counted twice"
+            )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the summary's arrays (independent of the rows seen)."""
+        return int(sum(np.asarray(a).nbytes for a in self.arrays().values()))
+
+    # ---- serialisation ----------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The summary's arrays by name."""
+        return {name: getattr(self, name) for name in self.array_names}
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-serialisable description of the state (without the arrays)."""
+        return {
+            "algorithm": self.algorithm,
+            "format_version": FORMAT_VERSION,
+            "params": self.params,
+            "schema": self.schema.to_json(),
+            "n_rows": int(self.n_rows),
+            "n_skipped": int(self.n_skipped),
+            "consumed": sorted(self.consumed),
+            "extra": self.extra_meta,
+        }
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The state as ``(arrays, metadata)``: numeric arrays plus JSON."""
+        return {k: np.asarray(v) for k, v in self.arrays().items()}, self.metadata()
+
+    @staticmethod
+    def from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> State:
+        """Rebuild a state from :meth:`to_arrays` output; validates names and shapes."""
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StateError(
+                f"state format version {version!r} is not supported (this daskstate reads version {FORMAT_VERSION})"
+            )
+        cls = state_class(meta.get("algorithm", ""))
+        state = cls(Schema.from_json(meta["schema"]), meta["params"])
+        expected = state.arrays()
+        if set(arrays) != set(expected):
+            raise StateError(
+                f"{cls.algorithm} state arrays are {sorted(arrays)}; expected {sorted(expected)}"
+            )
+        for name, template in expected.items():
+            arr = np.asarray(arrays[name])
+            if not _shape_compatible(template, arr):
+                raise StateError(
+                    f"{cls.algorithm} state array {name!r} has shape {arr.shape}, dtype {arr.dtype}; "
+                    f"expected shape {np.shape(template)}, dtype {np.asarray(template).dtype}"
+                )
+            setattr(state, name, arr.astype(np.asarray(template).dtype, copy=True))
+        state.n_rows = int(meta["n_rows"])
+        state.n_skipped = int(meta.get("n_skipped", 0))
+        state.consumed = frozenset(meta.get("consumed", ()))
+        state.extra_meta = dict(meta.get("extra", {}))
+        state._after_load()
+        return state
+
+    def _after_load(self) -> None:
+        """Hook for states whose array shapes are only fixed once data was seen."""
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.algorithm}: {self.n_rows} rows, "
+            f"{self.n_features} features, {self.nbytes} bytes>"
+        )
+
+
+def _shape_compatible(template: Any, arr: np.ndarray) -> bool:
+    """Same number of dimensions and dtype kind; shapes may differ where the template has 0.
+
+    States whose sizes are fixed only after the first batch (e.g. k-means' core set
+    before seeding) declare such axes as length 0 in their empty arrays.
+    """
+    t = np.asarray(template)
+    if t.ndim != arr.ndim or t.dtype.kind != arr.dtype.kind:
+        return False
+    return all(ts == 0 or ts == s for ts, s in zip(t.shape, arr.shape, strict=True))
+
+
+def merge_all(states: Iterable[State]) -> State:
+    """Merge a non-empty sequence of states left to right into a new state."""
+    it = iter(states)
+    try:
+        acc = next(it).copy()
+    except StopIteration:
+        raise ValueError("merge_all needs at least one state") from None
+    for s in it:
+        acc.merge_inplace(s)
+    return acc
