@@ -1,0 +1,1 @@
+"""Benchmarks for daskstate: run by hand, results written to benchmarks/results/."""
