@@ -71,7 +71,9 @@ def array_schema(n_features: int, dtype: Any, features: Sequence[str] | None, wh
     if features is None:
         features = [f"x{i}" for i in range(n_features)]
     elif len(features) != n_features:
-        raise SchemaError(f"{where}: {len(features)} feature names given for {n_features} columns")
+        raise SchemaError(
+            f"{where}: the array has {n_features} columns; {len(features)} features expected {list(features)}"
+        )
     return Schema(tuple(str(f) for f in features), (str(np.dtype(dtype)),) * n_features, None)
 
 
