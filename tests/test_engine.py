@@ -220,3 +220,16 @@ def test_pandas_with_strings_uses_numeric_columns_only():
     df = pd.DataFrame({"a": [1.0, 2.0], "s": ["x", "y"]})
     sc = daskstate.StandardScaler().fit(df)
     assert list(sc.feature_names_in_) == ["a"]
+
+
+@pytest.mark.distributed
+def test_tasks_run_on_worker_processes_under_step_names(cluster_client):
+    from distributed import get_task_stream
+
+    df = gaussian_frame(2_000, 3, seed=12)
+    with cluster_client.as_current(), get_task_stream(cluster_client) as ts:
+        sc = daskstate.StandardScaler().fit(dd.from_pandas(df, npartitions=6))
+    groups = {dask.utils.key_split(t["key"]) for t in ts.data}
+    assert {"standard_scaler-update", "standard_scaler-merge"} <= groups
+    assert len({t["worker"] for t in ts.data}) >= 1
+    np.testing.assert_allclose(sc.var_, df.var(ddof=0).to_numpy(), rtol=1e-12)

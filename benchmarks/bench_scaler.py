@@ -1,0 +1,88 @@
+"""StandardScaler vs the read-pass floor, and peak RSS as the data grows 10x.
+
+Usage::
+
+    python -m benchmarks.bench_scaler --rows 2000000 --files 20 --data /tmp/daskstate-bench
+
+Writes benchmarks/results/scaler.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from benchmarks.common import (
+    make_dataset,
+    markdown_table,
+    read_pass_floor,
+    run_measured,
+    write_results,
+)
+
+FEATURES = [f"f{j}" for j in range(16)]
+
+
+def floor_job(folder: str) -> dict:
+    import dask
+
+    import daskstate
+
+    with dask.config.set(scheduler="threads"):
+        state = read_pass_floor(daskstate.read_parquet(folder), FEATURES)
+    return {"rows": state.n_rows}
+
+
+def scaler_job(folder: str) -> dict:
+    import dask
+
+    import daskstate
+
+    with dask.config.set(scheduler="threads"):
+        sc = daskstate.StandardScaler(features=FEATURES).fit(daskstate.read_parquet(folder))
+    return {"rows": sc.n_samples_seen_, "state_bytes": sc.state_.nbytes}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--files", type=int, default=20)
+    ap.add_argument("--growth", type=int, default=10, help="the RSS check fits on rows x growth too")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--data", default="/tmp/daskstate-bench")
+    args = ap.parse_args()
+
+    rows_out = []
+    for rows in (args.rows, args.rows * args.growth):
+        files = args.files if rows == args.rows else args.files * args.growth
+        ds = make_dataset(os.path.join(args.data, f"blobs-{rows}"), rows, 16, files)
+        best = {}
+        for name, job in (("floor", floor_job), ("StandardScaler", scaler_job)):
+            runs = [run_measured(job, folder=ds["folder"]) for _ in range(args.repeat)]
+            bad = [r for r in runs if not r["ok"]]
+            if bad:
+                raise SystemExit(f"{name} failed: {bad[0]['error']}")
+            best[name] = min(runs, key=lambda r: r["seconds"])
+            best[name]["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+        floor = best["floor"]["seconds"]
+        for name, r in best.items():
+            rows_out.append({
+                "rows": rows, "files": files, "fit": name, "seconds": r["seconds"],
+                "ratio_to_floor": r["seconds"] / floor, "rows_per_s": rows / r["seconds"],
+                "peak_rss_mb": r["peak_rss_mb"], "gb_on_disk": ds["bytes_on_disk"] / 1e9,
+            })
+    small = next(r for r in rows_out if r["fit"] == "StandardScaler" and r["rows"] == args.rows)
+    large = next(r for r in rows_out if r["fit"] == "StandardScaler" and r["rows"] != args.rows)
+    summary = {
+        "scaler_ratio_to_floor": small["ratio_to_floor"],
+        "rss_growth_10x": large["peak_rss_mb"] / small["peak_rss_mb"] - 1,
+    }
+    path = write_results("scaler", {"rows": rows_out, "summary": summary, "args": vars(args)})
+    print(markdown_table(rows_out, ["rows", "files", "fit", "seconds", "ratio_to_floor", "rows_per_s",
+                                    "peak_rss_mb"]))
+    print(summary)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
