@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
@@ -447,6 +446,47 @@ def read_parquet(path: str | os.PathLike | Sequence[str], columns: Sequence[str]
     return ddf if columns is None else ddf[list(columns)]
 
 
-def compute_one(obj: Any) -> Any:
-    """Materialise one lazy partition (used by tests and the in-memory paths)."""
-    return dask.compute(obj)[0]
+# ---------------------------------------------------------------------------- any path
+def _is_zarr(path: str) -> bool:
+    return path.rstrip("/").endswith(".zarr") or os.path.exists(os.path.join(path, "zarr.json")) \
+        or os.path.exists(os.path.join(path, ".zarray")) or os.path.exists(os.path.join(path, ".zgroup"))
+
+
+def read_zarr(path: str | os.PathLike) -> tuple[da.Array, da.Array | None]:
+    """Features (and target) from a Zarr array, or a group with arrays ``X`` (and ``y``).
+
+    Dask chunks follow the store's shards (or chunks) along rows and span all
+    columns, so every task reads whole stored chunks.
+    """
+    import zarr
+
+    node = zarr.open(os.fspath(path), mode="r")
+    if isinstance(node, zarr.Group):
+        names = sorted(node.array_keys())
+        if "X" not in names:
+            raise DataError(f"Zarr group {os.fspath(path)!r} has arrays {names}; expected 'X' (and optionally 'y')")
+        X, y = node["X"], node["y"] if "y" in names else None
+    else:
+        X, y = node, None
+
+    def lazy(arr) -> da.Array:
+        rows = (getattr(arr, "shards", None) or arr.chunks)[0]
+        return da.from_zarr(arr, chunks=(rows,) + tuple(arr.shape[1:]))
+
+    return lazy(X), (lazy(y) if y is not None else None)
+
+
+def read_input(path: str | os.PathLike) -> tuple[Any, Any]:
+    """``(X, y)`` for a path: Parquet (file, folder or glob), Zarr (array or group), or CSV.
+
+    ``y`` is ``None`` except for a Zarr group holding a ``y`` array; for Parquet and
+    CSV the target is a column named by the estimator's ``target=``.
+    """
+    path = os.fspath(path)
+    if _is_zarr(path):
+        return read_zarr(path)
+    if path.endswith((".csv", ".csv.gz")) or (os.path.isdir(path) and any(
+            f.endswith(".csv") for f in os.listdir(path))):
+        pattern = os.path.join(path, "*.csv") if os.path.isdir(path) else path
+        return dd.read_csv(pattern), None
+    return read_parquet(path), None

@@ -36,6 +36,8 @@ class StateEstimator:
     """
 
     state_class: ClassVar[type[State]]
+    #: other names the command line accepts for this estimator
+    aliases: ClassVar[tuple[str, ...]] = ()
     #: minimum rows a fit needs, as a function of the hyperparameters
     _min_rows: ClassVar[int] = 1
 

@@ -92,6 +92,7 @@ class StandardScaler(StateEstimator):
     """
 
     state_class = ScalerState
+    aliases = ("scaler",)
 
     def __init__(self, features: list[str] | None = None, *, with_mean: bool = True,
                  with_std: bool = True, on_invalid: str = "raise"):
