@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 
+import dask
+
+import daskstate
 from benchmarks.common import (
     make_dataset,
     markdown_table,
@@ -24,20 +27,12 @@ FEATURES = [f"f{j}" for j in range(16)]
 
 
 def floor_job(folder: str) -> dict:
-    import dask
-
-    import daskstate
-
     with dask.config.set(scheduler="threads"):
         state = read_pass_floor(daskstate.read_parquet(folder), FEATURES)
     return {"rows": state.n_rows}
 
 
 def scaler_job(folder: str) -> dict:
-    import dask
-
-    import daskstate
-
     with dask.config.set(scheduler="threads"):
         sc = daskstate.StandardScaler(features=FEATURES).fit(daskstate.read_parquet(folder))
     return {"rows": sc.n_samples_seen_, "state_bytes": sc.state_.nbytes}

@@ -94,6 +94,10 @@ def read_pass_floor(ddf, columns: list[str], split_every: int = 8) -> None:
 
 def _child(conn, func: Callable, kwargs: dict) -> None:
     try:
+        import dask.dataframe  # noqa: F401 - imports are not part of the measured time
+
+        import daskstate  # noqa: F401
+
         t0 = time.perf_counter()
         out = func(**kwargs)
         seconds = time.perf_counter() - t0
