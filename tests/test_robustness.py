@@ -1,0 +1,322 @@
+"""Prove it survives: bad input through fit, partial_fit and predict for every estimator,
+dead workers, many partitions. Nothing already learned is lost on error.
+
+Every estimator joins through ``CASES``: how to build it, how to apply it, what it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import daskstate
+from daskstate.errors import DataError, SchemaError
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+
+
+@dataclass
+class Case:
+    name: str
+    make: Any  # (**overrides) -> estimator
+    apply: str  # method that maps rows to outputs
+    target: str | None = None  # target column for supervised estimators
+    min_rows_param: tuple[str, int] | None = None  # (hyperparameter, value) that needs that many rows
+    bad_params: list[tuple[dict, str]] = field(default_factory=list)  # (params, name in the message)
+    classifier: bool = False
+
+
+def _scaler(**kw):
+    return daskstate.StandardScaler(features=FEATURES, **kw)
+
+
+CASES = [
+    Case("StandardScaler", _scaler, "transform", bad_params=[({"on_invalid": "drop"}, "on_invalid")]),
+]
+
+
+def _maybe_add_algorithms() -> None:
+    """Join every estimator the package exports (each added when its issue lands)."""
+    if hasattr(daskstate, "KMeans"):
+        CASES.append(Case(
+            "KMeans", lambda **kw: daskstate.KMeans(n_clusters=3, features=FEATURES, random_state=0, **kw),
+            "predict", min_rows_param=("n_clusters", 10_000),
+            bad_params=[({"n_clusters": 0}, "n_clusters"), ({"init": "bogus"}, "init")],
+        ))
+    if hasattr(daskstate, "PCA"):
+        CASES.append(Case(
+            "PCA", lambda **kw: daskstate.PCA(n_components=2, features=FEATURES, **kw),
+            "transform", min_rows_param=("n_components", 3),
+            bad_params=[({"n_components": 0}, "n_components"), ({"mode": "bogus"}, "mode")],
+        ))
+    if hasattr(daskstate, "LinearLearner"):
+        CASES.append(Case(
+            "LinearLearner-regressor",
+            lambda **kw: daskstate.LinearLearner(predictor_type="regressor", features=FEATURES, target="y",
+                                                 epochs=2, random_state=0, **kw),
+            "predict", target="y",
+            bad_params=[({"epochs": 0}, "epochs"), ({"predictor_type": "bogus"}, "predictor_type")],
+        ))
+        CASES.append(Case(
+            "LinearLearner-multiclass",
+            lambda **kw: daskstate.LinearLearner(predictor_type="multiclass_classifier", features=FEATURES,
+                                                 target="label", epochs=2, random_state=0, **kw),
+            "predict", target="label", classifier=True,
+        ))
+
+
+_maybe_add_algorithms()
+IDS = [c.name for c in CASES]
+
+
+def frame(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    centers = np.array([[0, 0, 0, 0], [6, 6, 0, 0], [0, 6, 6, 6]], dtype=float)
+    which = rng.integers(0, 3, n)
+    X = centers[which] + rng.normal(size=(n, 4))
+    df = pd.DataFrame(X, columns=FEATURES)
+    df["y"] = X @ np.array([1.0, -2.0, 0.5, 3.0]) + rng.normal(scale=0.1, size=n)
+    df["label"] = which
+    return df
+
+
+def ddf_of(df: pd.DataFrame, n: int = 4) -> dd.DataFrame:
+    return dd.from_pandas(df, npartitions=n, sort=False)
+
+
+def snapshot(est) -> tuple[dict[str, np.ndarray], dict]:
+    arrays, meta = est.state_.to_arrays()
+    return {k: v.copy() for k, v in arrays.items()}, meta
+
+
+def assert_unchanged(est, before, X, *, ignore_consumed: bool = False) -> None:
+    arrays, meta = snapshot(est)
+    expected = dict(before[0][1])
+    if ignore_consumed:  # empty partitions are recorded as consumed, nothing else changes
+        meta = {k: v for k, v in meta.items() if k != "consumed"}
+        expected.pop("consumed")
+    assert meta == expected
+    for name, value in before[0][0].items():
+        np.testing.assert_array_equal(arrays[name], value, err_msg=name)
+    np.testing.assert_array_equal(np.asarray(getattr(est, est._case.apply)(X)), before[1])
+
+
+@pytest.fixture(params=CASES, ids=IDS)
+def case(request) -> Case:
+    return request.param
+
+
+@pytest.fixture
+def fitted(case):
+    df = frame()
+    est = case.make().fit(ddf_of(df))
+    est._case = case
+    X = df[FEATURES].iloc[:50]
+    return est, (snapshot(est), np.asarray(getattr(est, case.apply)(X))), X
+
+
+def _with(df: pd.DataFrame, **cols) -> pd.DataFrame:
+    out = df.copy()
+    for k, v in cols.items():
+        out[k] = v
+    return out
+
+
+def test_non_numeric_feature(case, fitted):
+    est, before, X = fitted
+    bad = _with(frame(seed=1), f2="text")
+    with pytest.raises(SchemaError, match=r"'f2'.*not numeric"):
+        case.make().fit(ddf_of(bad))
+    with pytest.raises(SchemaError, match=r"'f2'.*not numeric"):
+        est.partial_fit(ddf_of(bad))
+    with pytest.raises(SchemaError, match=r"'f2'.*not numeric"):
+        getattr(est, case.apply)(bad[FEATURES])
+    assert_unchanged(est, before, X)
+
+
+def test_missing_feature_and_target(case, fitted):
+    est, before, X = fitted
+    df = frame(seed=2)
+    with pytest.raises(SchemaError, match=r"\['f1'\] missing"):
+        case.make().fit(ddf_of(df.drop(columns="f1")))
+    with pytest.raises(SchemaError, match=r"\['f1'\] missing"):
+        est.partial_fit(ddf_of(df.drop(columns="f1")))
+    with pytest.raises(DataError, match=r"\['f1'\].*missing"):
+        getattr(est, case.apply)(df[FEATURES].drop(columns="f1"))
+    if case.target:
+        with pytest.raises(SchemaError, match=rf"target column '{case.target}' is missing"):
+            case.make().fit(ddf_of(df.drop(columns=case.target)))
+        with pytest.raises(SchemaError, match=rf"'{case.target}'.*missing"):
+            est.partial_fit(ddf_of(df.drop(columns=case.target)))
+    assert_unchanged(est, before, X)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_in_features(case, fitted, value):
+    est, before, X = fitted
+    df = frame(seed=3)
+    df.iloc[[170, 171], 1] = value  # partition 1 of 4
+    with pytest.raises(DataError, match=r"partition 1.*2 row\(s\) with NaN or inf.*'f1' \(2\)"):
+        case.make().fit(ddf_of(df))
+    with pytest.raises(DataError, match=r"partition 1.*'f1' \(2\)"):
+        est.partial_fit(ddf_of(df))
+    with pytest.raises(DataError, match=r"'f1' \(2\)"):
+        getattr(est, case.apply)(df[FEATURES].iloc[160:180])
+    assert_unchanged(est, before, X)
+    skipping = case.make(on_invalid="skip").fit(ddf_of(df))
+    assert skipping.state_.n_skipped >= 2
+
+
+def test_nan_in_target(case, fitted):
+    if not case.target:
+        pytest.skip("unsupervised")
+    est, before, X = fitted
+    df = frame(seed=4)
+    df[case.target] = df[case.target].astype("float64")
+    df.iloc[400, df.columns.get_loc(case.target)] = np.nan
+    with pytest.raises(DataError, match=rf"partition 2.*target '{case.target}' \(1\)"):
+        case.make().fit(ddf_of(df))
+    with pytest.raises(DataError, match=rf"target '{case.target}' \(1\)"):
+        est.partial_fit(ddf_of(df))
+    assert_unchanged(est, before, X)
+
+
+def test_partition_whose_schema_differs(case, fitted):
+    est, before, X = fitted
+    good, odd = frame(seed=5), _with(frame(seed=6), f3="x")
+    ddf = dd.from_delayed([dask.delayed(good), dask.delayed(odd)], meta=good.iloc[:0], verify_meta=False)
+    with pytest.raises(SchemaError, match=r"partition 1.*'f3'.*not numeric"):
+        case.make().fit(ddf)
+    with pytest.raises(SchemaError, match=r"partition 1.*'f3'.*not numeric"):
+        est.partial_fit(ddf)
+    assert_unchanged(est, before, X)
+
+
+def test_features_differ_from_state(case, fitted):
+    est, before, X = fitted
+    df = frame(seed=7)
+    renamed = df.rename(columns={"f3": "g3"})
+    with pytest.raises(SchemaError, match=r"\['f3'\] missing"):
+        est.partial_fit(ddf_of(renamed))
+    with pytest.raises(DataError, match=r"\['f3'\].*missing"):
+        getattr(est, case.apply)(renamed[["f0", "f1", "f2", "g3"]])
+    with pytest.raises(DataError, match="fitted on 4 features"):
+        getattr(est, case.apply)(df[FEATURES].to_numpy()[:, :3])
+    assert_unchanged(est, before, X)
+    # another column order selects by name: the same outputs
+    np.testing.assert_array_equal(
+        np.asarray(getattr(est, case.apply)(X[FEATURES[::-1]])), before[1])
+
+
+def test_empty_dataset_and_empty_partitions(case, fitted):
+    est, before, X = fitted
+    df = frame(seed=8)
+    empty = ddf_of(df)
+    empty = empty[empty.f0 > 1e9]
+    with pytest.raises(DataError, match="needs at least"):
+        case.make().fit(empty)
+    est.partial_fit(empty)  # nothing to fold: the model is unchanged
+    assert_unchanged(est, before, X, ignore_consumed=True)
+    parts = [df.iloc[:0], df.iloc[:300], df.iloc[300:300], df.iloc[300:]]
+    with_empty = dd.from_delayed([dask.delayed(p) for p in parts], meta=df.iloc[:0])
+    assert case.make().fit(with_empty).n_samples_seen_ >= len(df) * (0.5 if case.target else 1)
+
+
+def test_too_few_rows_for_the_hyperparameters(case):
+    if case.min_rows_param is None:
+        pytest.skip("no row requirement beyond one row")
+    name, value = case.min_rows_param
+    with pytest.raises((DataError, ValueError), match=name):
+        case.make(**{name: value}).fit(frame(n=value - 1 if value < 100 else 50))
+
+
+def test_integer_boolean_float32_columns_are_accepted(case):
+    df = frame(seed=9)
+    mixed = df.astype({"f0": "float32"})
+    mixed["f1"] = (df["f1"] * 10).round().astype("int64")
+    mixed["f2"] = df["f2"] > 0
+    est = case.make().fit(ddf_of(mixed))
+    assert est.n_samples_seen_ > 0
+    out = np.asarray(getattr(est, case.apply)(mixed[FEATURES]))
+    assert np.isfinite(out.astype(float)).all()
+
+
+def test_hyperparameters_out_of_range_are_named(case):
+    for params, name in case.bad_params:
+        with pytest.raises(ValueError, match=name):
+            case.make(**params).fit(frame(seed=10))
+
+
+def test_unseen_class_at_partial_fit(case, fitted):
+    if not case.classifier:
+        pytest.skip("not a classifier")
+    est, before, X = fitted
+    df = frame(seed=11)
+    df.loc[df.index[:5], case.target] = 7
+    with pytest.raises(DataError, match="7"):
+        est.partial_fit(ddf_of(df))
+    assert_unchanged(est, before, X)
+
+
+# ---- dead workers and load ----------------------------------------------------------------
+def _slow_partition(i: int, n: int = 400) -> pd.DataFrame:
+    time.sleep(0.3)
+    return frame(n=n, seed=100 + i)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_worker_killed_mid_fit_gives_the_undisturbed_result(case, cluster_client):
+    ddf = dd.from_map(_slow_partition, list(range(16)), meta=frame(n=0))
+    with cluster_client.as_current():
+        undisturbed = case.make().fit(ddf)
+        killer_done = threading.Event()
+        pids = cluster_client.run(os.getpid)
+
+        def kill_one_worker() -> None:
+            time.sleep(1.0)
+            os.kill(sorted(pids.values())[0], signal.SIGKILL)
+            killer_done.set()
+
+        threading.Thread(target=kill_one_worker, daemon=True).start()
+        disturbed = case.make().fit(ddf)
+        assert killer_done.wait(30)
+        cluster_client.wait_for_workers(2, timeout=60)
+        assert sorted(pids.values())[0] not in cluster_client.run(os.getpid).values()  # it really died
+    a, _ = undisturbed.state_.to_arrays()
+    b, _ = disturbed.state_.to_arrays()
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_ten_thousand_tiny_partitions():
+    df = frame(n=20_000, seed=12)
+    ddf = dd.from_pandas(df, npartitions=10_000, sort=False)
+    assert ddf.npartitions == 10_000
+    with dask.config.set(scheduler="threads"):
+        sc = daskstate.StandardScaler(features=FEATURES).fit(ddf)
+    assert sc.n_samples_seen_ == 20_000 and len(sc.state_.consumed) == 10_000
+    np.testing.assert_allclose(sc.mean_, df[FEATURES].mean().to_numpy(), rtol=1e-10)
+
+
+@pytest.mark.distributed
+def test_five_hundred_partitions_on_two_worker_processes_with_steady_memory(cluster_client):
+    ddf = dd.from_map(lambda i: frame(n=2_000, seed=i), list(range(500)), meta=frame(n=0))
+    with cluster_client.as_current():
+        before = {w: m["metrics"]["memory"] for w, m in cluster_client.scheduler_info()["workers"].items()}
+        sc = daskstate.StandardScaler(features=FEATURES).fit(ddf)
+        after = {w: m["metrics"]["memory"] for w, m in cluster_client.scheduler_info()["workers"].items()}
+    assert sc.n_samples_seen_ == 1_000_000
+    for w in before:
+        if w in after:
+            assert after[w] - before[w] < 300e6, (w, before[w], after[w])
