@@ -58,7 +58,12 @@ def run_demo(workers: int = 2, keep_cluster: bool = False, print_fn: Callable[[s
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster, Client(cluster):
-        print_fn(f"dask dashboard: {cluster.dashboard_link}")
+        try:
+            import bokeh  # noqa: F401
+
+            print_fn(f"dask dashboard: {cluster.dashboard_link}")
+        except ImportError:
+            print_fn("dask dashboard: not available (pip install 'daskstate[dashboard]' adds bokeh)")
         with tempfile.TemporaryDirectory(prefix="daskstate-demo-") as folder:
             make_demo_data(folder)
             ddf = read_parquet(folder)

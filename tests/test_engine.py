@@ -233,3 +233,12 @@ def test_tasks_run_on_worker_processes_under_step_names(cluster_client):
     assert {"standard_scaler-update", "standard_scaler-merge"} <= groups
     assert len({t["worker"] for t in ts.data}) >= 1
     np.testing.assert_allclose(sc.var_, df.var(ddof=0).to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.distributed
+def test_progress_bar_distributed(cluster_client, capsys):
+    ddf = dd.from_pandas(gaussian_frame(100, 2), npartitions=3)
+    with cluster_client.as_current():
+        sc = daskstate.StandardScaler().fit(ddf, progress=True)
+    assert sc.n_samples_seen_ == 100
+    assert "100%" in capsys.readouterr().out
