@@ -7,9 +7,10 @@ working model at any time. :func:`fold` runs that over Dask partitions with a
 tree reduction, so a fit is one pass, incremental, resumable and distributed.
 """
 
+from daskstate.algorithms.linear import LinearLearner, LinearState
 from daskstate.algorithms.scaler import ScalerState, StandardScaler
 from daskstate.data import read_parquet
-from daskstate.engine import fold
+from daskstate.engine import fold, fold_rounds
 from daskstate.errors import DataError, NotFittedError, SchemaError, StateError, StateFileError
 from daskstate.estimator import StateEstimator, load
 from daskstate.state import Schema, State
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataError",
+    "LinearLearner",
+    "LinearState",
     "NotFittedError",
     "ScalerState",
     "Schema",
@@ -29,6 +32,7 @@ __all__ = [
     "StateEstimator",
     "StateFileError",
     "fold",
+    "fold_rounds",
     "load",
     "load_state",
     "read_parquet",

@@ -74,3 +74,171 @@ def squared_distances(X: np.ndarray, C: np.ndarray, C_sq: np.ndarray | None = No
     d += C_sq[None, :]
     np.maximum(d, 0.0, out=d)
     return d
+
+
+# ---- stochastic gradient descent: link functions, losses, optimisers, row hashing ----
+def sigmoid(S: np.ndarray) -> np.ndarray:
+    """Logistic function, overflow-free (via ``tanh``), in ``S``'s float dtype."""
+    return 0.5 * (1.0 + np.tanh(0.5 * S))
+
+
+def softmax(S: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis``, shifted by the maximum so it never overflows."""
+    E = np.exp(S - S.max(axis=axis, keepdims=True))
+    E /= E.sum(axis=axis, keepdims=True)
+    return E
+
+
+def logsumexp(S: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``log(sum(exp(S)))`` along ``axis`` without overflow."""
+    top = S.max(axis=axis, keepdims=True)
+    return (np.log(np.exp(S - top).sum(axis=axis, keepdims=True)) + top).squeeze(axis)
+
+
+REGRESSION_LOSSES = ("squared", "absolute", "huber", "quantile")
+BINARY_LOSSES = ("logistic", "hinge")
+MULTICLASS_LOSSES = ("softmax",)
+
+
+def loss_and_grad(
+    loss: str,
+    S: np.ndarray,
+    T: np.ndarray,
+    *,
+    grad: bool = True,
+    value: bool = False,
+    huber_delta: float = 1.0,
+    quantile: float = 0.5,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-row loss and its gradient for many models at once.
+
+    Parameters
+    ----------
+    loss : str
+        One of ``REGRESSION_LOSSES`` (targets real), ``BINARY_LOSSES`` (targets 0/1)
+        or ``MULTICLASS_LOSSES`` (targets are class indices).
+    S : ndarray of shape (rows, models, outputs)
+        Scores; ``outputs`` is 1 except for softmax.
+    T : ndarray of shape (rows,)
+        Targets, shared by all models.
+    grad, value : bool
+        Which of the two to compute.
+
+    Returns
+    -------
+    G : ndarray like ``S`` or None
+        d loss / d score.
+    L : ndarray of shape (rows, models) or None
+        The loss of each row under each model.
+
+    Examples
+    --------
+    >>> G, L = loss_and_grad("squared", np.array([[[2.0]]]), np.array([0.5]), value=True)
+    >>> float(G[0, 0, 0]), float(L[0, 0])
+    (1.5, 1.125)
+    """
+    G = L = None
+    if loss in REGRESSION_LOSSES:
+        R = S[..., 0] - T[:, None]
+        if loss == "squared":
+            G = R if grad else None
+            L = 0.5 * R * R if value else None
+        elif loss == "absolute":
+            G = np.sign(R) if grad else None
+            L = np.abs(R) if value else None
+        elif loss == "huber":
+            G = np.clip(R, -huber_delta, huber_delta) if grad else None
+            if value:
+                A = np.abs(R)
+                L = np.where(A <= huber_delta, 0.5 * R * R, huber_delta * (A - 0.5 * huber_delta))
+        else:  # quantile (pinball): under-prediction costs quantile, over-prediction 1 - quantile
+            G = np.where(R > 0, 1.0 - quantile, -quantile).astype(S.dtype) if grad else None
+            L = np.where(R > 0, (1.0 - quantile) * R, -quantile * R) if value else None
+        return (G[..., None] if G is not None else None), L
+    if loss == "logistic":
+        s = S[..., 0]
+        t = T[:, None]
+        G = (sigmoid(s) - t)[..., None] if grad else None
+        L = np.logaddexp(0.0, s) - t * s if value else None
+        return G, L
+    if loss == "hinge":
+        s = S[..., 0]
+        u = (2.0 * T - 1.0).astype(S.dtype)[:, None]
+        margin = u * s
+        G = np.where(margin < 1.0, -u, 0.0).astype(S.dtype)[..., None] if grad else None
+        L = np.maximum(0.0, 1.0 - margin) if value else None
+        return G, L
+    if loss == "softmax":
+        idx = np.broadcast_to(T.astype(np.intp)[:, None, None], S.shape[:-1] + (1,))
+        if grad:
+            G = softmax(S)
+            np.put_along_axis(G, idx, np.take_along_axis(G, idx, axis=-1) - 1.0, axis=-1)
+        if value:
+            L = logsumexp(S) - np.take_along_axis(S, idx, axis=-1)[..., 0]
+        return G, L
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def adam_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    t: float,
+    lr: np.ndarray | float,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-8,
+) -> np.ndarray:
+    """One Adam step, in place on ``param``, ``m`` and ``v``; ``t`` counts steps from 1.
+
+    ``lr`` broadcasts against ``param`` (one learning rate per packed model).
+    Returns the per-coordinate step size applied to the first moment, which a
+    proximal L1 step scales its threshold by.
+    """
+    m *= beta_1
+    m += (1.0 - beta_1) * grad
+    v *= beta_2
+    v += (1.0 - beta_2) * (grad * grad)
+    step = lr / (1.0 - beta_1**t) / (np.sqrt(v / (1.0 - beta_2**t)) + epsilon)
+    param -= step * m
+    return step
+
+
+def soft_threshold(W: np.ndarray, threshold: np.ndarray | float) -> None:
+    """Proximal step of an L1 penalty, in place: shrink towards 0 by ``threshold``, stop at 0."""
+    np.copysign(np.maximum(np.abs(W) - threshold, 0.0), W, out=W)
+
+
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    z = z ^ (z >> np.uint64(30))
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def row_hash(X: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A seeded 64-bit hash of each row's values (uint64, one per row).
+
+    It depends only on the row's values (``-0.0`` counts as ``0.0``), so a split
+    made with it picks the same rows on every pass, worker and partitioning.
+    Exact integer arithmetic: the same bits on every machine. Each column's bits
+    are multiplied by an odd per-column salt, summed (wrapping, order-free) and mixed.
+    """
+    X = np.add(X, 0.0, dtype=np.float64)
+    d = X.shape[1]
+    seed_mix = _mix64(np.array([seed], dtype=np.uint64) * _GOLDEN + _GOLDEN)
+    salt = _mix64(np.arange(1, d + 1, dtype=np.uint64) * _GOLDEN ^ seed_mix) | np.uint64(1)
+    return _mix64((X.view(np.uint64) @ salt) ^ seed_mix)  # integer matmul: exact, wrapping
+
+
+def hash_unit(X: np.ndarray, seed: int = 0) -> np.ndarray:
+    """:func:`row_hash` as floats uniform in [0, 1): ``hash_unit(X) < f`` keeps a fraction ``f``."""
+    return (row_hash(X, seed) >> np.uint64(11)).astype(np.float64) * 2.0**-53
