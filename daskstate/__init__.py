@@ -8,6 +8,7 @@ tree reduction, so a fit is one pass, incremental, resumable and distributed.
 """
 
 from daskstate.algorithms.linear import LinearLearner, LinearState
+from daskstate.algorithms.pca import PCA, PCAState
 from daskstate.algorithms.scaler import ScalerState, StandardScaler
 from daskstate.data import read_parquet
 from daskstate.engine import fold, fold_rounds
@@ -23,6 +24,8 @@ __all__ = [
     "LinearLearner",
     "LinearState",
     "NotFittedError",
+    "PCA",
+    "PCAState",
     "ScalerState",
     "Schema",
     "SchemaError",

@@ -45,8 +45,25 @@ def demo_scaler(ddf: dd.DataFrame) -> list[str]:
     ]
 
 
+def demo_pca(ddf: dd.DataFrame) -> list[str]:
+    from daskstate import PCA
+
+    features = [f"f{j}" for j in range(N_FEATURES)]
+    pca = PCA(n_components=3, max_components=8, features=features).fit(ddf)
+    two = pca.finalize(n_components=2)  # from the same state, no data read
+    wide = PCA(n_components=3, mode="randomized", features=features).fit(ddf)
+    return [
+        f"regular: {pca.n_samples_seen_:,} rows; state {pca.state_.nbytes:,} bytes (16 x 16 scatter, whatever the rows)",
+        f"explained variance ratio {np.round(pca.explained_variance_ratio_, 4)}",
+        f"finalize(n_components=2) without data: ratio {np.round(two.explained_variance_ratio_, 4)}",
+        f"randomized (Frequent Directions, {wide.state_.sketch.shape[0]} x 16 sketch): ratio "
+        f"{np.round(wide.explained_variance_ratio_, 4)}",
+    ]
+
+
 DEMOS: list[tuple[str, Callable[[dd.DataFrame], list[str]]]] = [
     ("StandardScaler", demo_scaler),
+    ("PCA", demo_pca),
 ]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +76,140 @@ def squared_distances(X: np.ndarray, C: np.ndarray, C_sq: np.ndarray | None = No
     d += C_sq[None, :]
     np.maximum(d, 0.0, out=d)
     return d
+
+
+# ---- PCA: mini-batch sizing, sign convention, Frequent Directions ------------------------
+def rows_per_batch(n_features: int, max_bytes: int = 1 << 25) -> int:
+    """Rows of a float64 mini-batch with ``n_features`` columns that fit in ``max_bytes``.
+
+    At most :data:`MINI_BATCH_ROWS`; keeps the temporaries of wide data (a centred
+    copy of the batch) bounded: 8,192 rows at 512 features with the 32 MiB default.
+    """
+    return int(max(1, min(MINI_BATCH_ROWS, max_bytes // (8 * max(1, n_features)))))
+
+
+def centre_rows(X: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean offset of ``X`` from ``shift`` and the rows centred on the batch mean (a new array)."""
+    D = X - shift
+    offset = D.mean(axis=0)
+    D -= offset
+    return offset, D
+
+
+def svd_flip_rows(V: np.ndarray) -> np.ndarray:
+    """Flip rows so the entry of largest magnitude in each is positive.
+
+    scikit-learn's ``svd_flip(u, v, u_based_decision=False)``, the sign
+    convention of its ``PCA`` (ties: the first such entry).
+
+    Examples
+    --------
+    >>> svd_flip_rows(np.array([[0.6, -0.8], [0.8, 0.6]]))
+    array([[-0.6,  0.8],
+           [ 0.8,  0.6]])
+    """
+    V = np.array(V, dtype=np.float64, copy=True)
+    if V.size == 0:
+        return V
+    pick = np.abs(V).argmax(axis=1)
+    signs = np.sign(V[np.arange(len(V)), pick])
+    signs[signs == 0] = 1.0
+    V *= signs[:, None]
+    return V
+
+
+def fd_shrink(Z: np.ndarray, ell: int) -> tuple[np.ndarray, float]:
+    """One Frequent Directions shrink: an ``ell x d`` sketch of the rows of ``Z``, and its ``delta``.
+
+    With ``Z^T Z = sum_i lam_i v_i v_i^T`` (``lam`` descending), ``delta =
+    lam_{ell+1}`` (0 if the rank is at most ``ell``) and the sketch ``B`` has rows
+    ``sqrt(lam_i - delta) v_i`` for ``i <= ell``. Hence ``0 <= Z^T Z - B^T B <=
+    delta * I`` and the squared Frobenius norm drops by at least ``(ell + 1) *
+    delta`` (Liberty 2013; Ghashami, Liberty, Phillips and Woodruff 2016).
+
+    The eigen-decomposition is of the smaller Gram matrix: ``Z Z^T`` for short
+    wide blocks (then ``B = diag(sqrt(1 - delta / lam)) U^T Z``), ``Z^T Z``
+    otherwise. Rows beyond the rank are zero.
+    """
+    m, d = Z.shape
+    B = np.zeros((ell, d))
+    if m == 0:
+        return B, 0.0
+    if m <= d:
+        lam, U = np.linalg.eigh(Z @ Z.T)
+    else:
+        lam, U = np.linalg.eigh(Z.T @ Z)
+    lam, U = lam[::-1], U[:, ::-1]
+    delta = max(float(lam[ell]), 0.0) if len(lam) > ell else 0.0
+    keep = min(ell, len(lam))
+    lam_k = lam[:keep]
+    positive = lam_k > 0
+    if m <= d:
+        factor = np.sqrt(np.clip(1.0 - delta / np.where(positive, lam_k, 1.0), 0.0, None)) * positive
+        B[:keep] = (U[:, :keep] * factor).T @ Z
+    else:
+        B[:keep] = np.sqrt(np.clip(lam_k - delta, 0.0, None))[:, None] * U[:, :keep].T
+    return B, delta
+
+
+def fd_update(sketch: np.ndarray, rows: np.ndarray, chunk_rows: int) -> tuple[np.ndarray, float]:
+    """Fold ``rows`` into a Frequent Directions ``sketch``, ``chunk_rows`` at a time.
+
+    Returns the new sketch (same shape) and the sum of the ``delta`` of each
+    shrink: for every unit vector ``x``, ``0 <= |A x|^2 - |B x|^2 <= total delta``
+    where ``A`` stacks the rows the old sketch summarised and ``rows``.
+    """
+    ell = len(sketch)
+    total = 0.0
+    step = max(1, int(chunk_rows))
+    for start in range(0, len(rows), step):
+        sketch, delta = fd_shrink(np.vstack([sketch, rows[start : start + step]]), ell)
+        total += delta
+    return sketch, total
+
+
+class single_blas_thread:
+    """Context manager: BLAS on one thread while tasks run on a pool of threads.
+
+    Dask's threaded scheduler runs one task per core; each BLAS call (``X.T @ X``)
+    would start a BLAS thread per core too, and the oversubscribed, spin-waiting
+    threads made a 512-feature PCA fit about 3x slower on 2 cores. Off the main
+    thread (pool workers), the limit is set when the first task enters and the
+    original limits are restored when the last one leaves (reference-counted, so
+    concurrent tasks do not undo each other). On the main thread (in-memory fits)
+    BLAS keeps all its threads, and Dask's worker processes already run BLAS on
+    one thread. Needs ``threadpoolctl`` (a scikit-learn dependency); a no-op without it.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _limiter: Any = None
+
+    def __enter__(self) -> single_blas_thread:
+        self._active = threading.current_thread() is not threading.main_thread()
+        if not self._active:
+            return self
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                try:
+                    from threadpoolctl import threadpool_limits
+                except ImportError:
+                    self._active = False
+                    return self
+                cls._limiter = threadpool_limits(1, user_api="blas")
+            cls._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._active:
+            return
+        cls = type(self)
+        with cls._lock:
+            cls._depth -= 1
+            if cls._depth == 0 and cls._limiter is not None:
+                cls._limiter.restore_original_limits()
+                cls._limiter = None
 
 
 # ---- stochastic gradient descent: link functions, losses, optimisers, row hashing ----
