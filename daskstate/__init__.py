@@ -7,6 +7,7 @@ working model at any time. :func:`fold` runs that over Dask partitions with a
 tree reduction, so a fit is one pass, incremental, resumable and distributed.
 """
 
+from daskstate.algorithms.kmeans import KMeans, KMeansState
 from daskstate.algorithms.linear import LinearLearner, LinearState
 from daskstate.algorithms.pca import PCA, PCAState
 from daskstate.algorithms.scaler import ScalerState, StandardScaler
@@ -21,6 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataError",
+    "KMeans",
+    "KMeansState",
     "LinearLearner",
     "LinearState",
     "NotFittedError",

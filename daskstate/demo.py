@@ -61,9 +61,29 @@ def demo_pca(ddf: dd.DataFrame) -> list[str]:
     ]
 
 
+def demo_kmeans(ddf: dd.DataFrame) -> list[str]:
+    from daskstate import KMeans
+
+    features = [f"f{j}" for j in range(N_FEATURES)]
+    km = KMeans(n_clusters=N_CLASSES, k_max=8, random_state=0, features=features).fit(ddf)
+    curve = km.cost_curve(range(1, 9))  # from the state alone: no data read
+    three = km.finalize(n_clusters=3)
+    both = dd.concat([km.predict(ddf).rename("cluster"), ddf["label"]], axis=1).compute()
+    table = pd.crosstab(both["cluster"], both["label"])
+    purity = table.max(axis=1).sum() / table.values.sum()
+    return [
+        f"{km.n_samples_seen_:,} rows -> core set of {km.state_.n_centers} weighted centres "
+        f"({km.state_.nbytes:,} bytes, whatever the rows)",
+        f"elbow (estimated SSE / 1e3, k = 1..8): {np.round(curve.to_numpy() / 1e3, 1)}",
+        f"finalize(n_clusters=3) without data: centres {three.cluster_centers_.shape}",
+        f"clusters vs the true blobs: purity {purity:.4f}",
+    ]
+
+
 DEMOS: list[tuple[str, Callable[[dd.DataFrame], list[str]]]] = [
     ("StandardScaler", demo_scaler),
     ("PCA", demo_pca),
+    ("KMeans", demo_kmeans),
 ]
 
 

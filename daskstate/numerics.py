@@ -179,14 +179,20 @@ class single_blas_thread:
     concurrent tasks do not undo each other). On the main thread (in-memory fits)
     BLAS keeps all its threads, and Dask's worker processes already run BLAS on
     one thread. Needs ``threadpoolctl`` (a scikit-learn dependency); a no-op without it.
+
+    ``main_thread=True`` limits the main thread too: for many small GEMMs (k-means'
+    distance blocks) BLAS threads cost more than they bring, wherever the call runs.
     """
 
     _lock = threading.Lock()
     _depth = 0
     _limiter: Any = None
 
+    def __init__(self, main_thread: bool = False):
+        self._main_thread = main_thread
+
     def __enter__(self) -> single_blas_thread:
-        self._active = threading.current_thread() is not threading.main_thread()
+        self._active = self._main_thread or threading.current_thread() is not threading.main_thread()
         if not self._active:
             return self
         cls = type(self)
@@ -210,6 +216,266 @@ class single_blas_thread:
             if cls._depth == 0 and cls._limiter is not None:
                 cls._limiter.restore_original_limits()
                 cls._limiter = None
+
+
+# ---- clustering ---------------------------------------------------------------------
+def row_norms_sq(X: np.ndarray) -> np.ndarray:
+    """Squared Euclidean norm of each row."""
+    return np.einsum("ij,ij->i", X, X)
+
+
+def nearest_centers(
+    X: np.ndarray,
+    C: np.ndarray,
+    *,
+    shift: np.ndarray | None = None,
+    dtype: type = np.float64,
+    block_bytes: int = 1 << 22,
+    work: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index of, and squared distance to, the nearest row of ``C`` for each row of ``X``.
+
+    Distances come from one GEMM per block of rows on augmented matrices,
+    ``[X - shift, 1] @ [-2 (C - shift)^T ; |C - shift|^2]``, so the ``argmin`` needs
+    no further pass over the ``rows x k`` block. ``dtype=np.float32`` doubles the
+    speed; ``shift`` (a point near the data, e.g. its mean) keeps float32's digits
+    for the distances when the data's mean is large next to its spread. Temporary
+    memory is bounded by ``block_bytes`` (the distance block), not by ``len(X)``;
+    pass the same ``work`` dict to repeated calls to reuse the buffers.
+
+    Returns
+    -------
+    labels : ndarray of intp, shape (n,)
+    sq_dist : ndarray of float64, shape (n,), clipped at 0
+    """
+    n, d = X.shape
+    k = len(C)
+    dtype = np.dtype(dtype)
+    shift = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64)
+    Cs = np.asarray(C, dtype=np.float64) - shift
+    C_aug = np.empty((d + 1, k), dtype=dtype)
+    C_aug[:d] = -2.0 * Cs.T
+    C_aug[d] = row_norms_sq(Cs)
+    rows = int(min(max(n, 1), max(256, block_bytes // max(1, k * dtype.itemsize))))
+    work = {} if work is None else work
+    key = (rows, d, k, dtype.str)
+    if work.get("key") != key:
+        work.clear()
+        work.update(key=key, Xa=np.empty((rows, d + 1), dtype=dtype), G=np.empty((rows, k), dtype=dtype))
+    Xa, G = work["Xa"], work["G"]
+    Xa[:, d] = 1.0
+    labels = np.empty(n, dtype=np.intp)
+    sq_dist = np.empty(n, dtype=np.float64)
+    for s in range(0, n, rows):
+        m = min(rows, n - s)
+        xa, g = Xa[:m], G[:m]
+        np.subtract(X[s : s + m], shift, out=xa[:, :d], casting="same_kind")
+        np.matmul(xa, C_aug, out=g)
+        lab = labels[s : s + m]
+        np.argmin(g, axis=1, out=lab)
+        best = np.take_along_axis(g, lab[:, None], axis=1)[:, 0]
+        sq_dist[s : s + m] = row_norms_sq(xa[:, :d])
+        sq_dist[s : s + m] += best
+    np.maximum(sq_dist, 0.0, out=sq_dist)
+    return labels, sq_dist
+
+
+def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per-cluster (weighted) sums of the rows of ``X``: a ``k x d`` float64 array.
+
+    One flat ``bincount`` (no per-row Python loop, no ``k x n`` one-hot matrix).
+    """
+    n, d = X.shape
+    idx = (labels[:, None] * d + np.arange(d)).ravel()
+    vals = X if weights is None else X * weights[:, None]
+    return np.bincount(idx, weights=vals.ravel(), minlength=k * d).reshape(k, d)
+
+
+def weighted_kmeans_pp(
+    X: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    n_local_trials: int | None = None,
+) -> np.ndarray:
+    """Indices of ``k`` seeds chosen from the weighted points ``X`` by k-means++.
+
+    A point is drawn with probability proportional to ``weight * D(x)^2`` (its
+    squared distance to the nearest seed so far). With ``n_local_trials > 1`` each
+    step draws that many candidates and keeps the one that lowers the weighted
+    potential most (greedy k-means++; default ``2 + log(k)`` as in scikit-learn).
+    When fewer than ``k`` distinct points exist, the rest are filled with unused
+    indices (duplicates of chosen points).
+    """
+    n = len(X)
+    if k > n:
+        raise ValueError(f"cannot choose {k} seeds from {n} points")
+    w = np.asarray(weights, dtype=np.float64)
+    trials = max(1, int(2 + np.log(k)) if n_local_trials is None else int(n_local_trials))
+    X_sq = row_norms_sq(X)
+    cum = np.cumsum(w)
+    first = int(min(np.searchsorted(cum, rng.random() * cum[-1], side="right"), n - 1))
+    chosen = [first]
+    closest = row_norms_sq(X - X[first])
+    for _ in range(1, k):
+        wd = w * closest
+        cum = np.cumsum(wd)
+        pot = cum[-1]
+        if not pot > 0:
+            break
+        cand = np.minimum(np.searchsorted(cum, rng.random(trials) * pot, side="right"), n - 1)
+        Cc = X[cand]
+        d = X @ Cc.T
+        d *= -2.0
+        d += X_sq[:, None]
+        d += X_sq[cand][None, :]
+        np.maximum(d, 0.0, out=d)
+        np.minimum(d, closest[:, None], out=d)
+        best = int(np.argmin(w @ d)) if trials > 1 else 0
+        closest = d[:, best].copy()
+        chosen.append(int(cand[best]))
+    if len(chosen) < k:  # fewer distinct points than k
+        rest = np.setdiff1d(np.arange(n), chosen)[: k - len(chosen)]
+        chosen.extend(int(i) for i in rest)
+    return np.asarray(chosen, dtype=np.intp)
+
+
+def d2_sample_rounds(
+    X: np.ndarray,
+    weights: np.ndarray | None,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    existing: np.ndarray | None = None,
+    rounds: int = 16,
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """Indices of up to ``k`` rows of ``X`` drawn by (weighted) D^2 sampling in rounds.
+
+    k-means++ draws one seed at a time; this draws ``ceil(remaining / rounds left)``
+    seeds per round, without replacement, with probability proportional to
+    ``weight * D(x)^2`` (distance to the nearest seed or ``existing`` centre), then
+    updates the distances with one GEMM (the k-means|| idea with a fixed budget of
+    ``k``). A few dozen numpy calls instead of ``k`` Python iterations, at nearly
+    k-means++'s coverage. Stops early when every point coincides with a seed.
+    """
+    n = len(X)
+    k = min(int(k), n)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    chosen = np.zeros(n, dtype=bool)
+    if existing is not None and len(existing):
+        _, closest = nearest_centers(X, existing, dtype=dtype)
+    else:
+        first = int(min(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right"), n - 1))
+        chosen[first] = True
+        closest = row_norms_sq(X - X[first])
+    picked = int(chosen.sum())
+    rounds = max(1, int(rounds))
+    x_sq = row_norms_sq(X)
+    for r in range(rounds):
+        want = -(-(k - picked) // (rounds - r))
+        if want <= 0:
+            break
+        p = w * closest
+        p[chosen] = 0.0
+        ok = np.flatnonzero(p > 0)
+        if not len(ok):
+            break
+        # Efraimidis-Spirakis: the `want` smallest Exp(1) / p are a weighted sample without replacement
+        keys = rng.exponential(size=len(ok)) / p[ok]
+        take = ok[np.argpartition(keys, want - 1)[:want]] if want < len(ok) else ok
+        chosen[take] = True
+        picked += len(take)
+        np.minimum(closest, _min_sq_dist_to_few(X, X[take], x_sq), out=closest)
+    return np.flatnonzero(chosen)
+
+
+def _min_sq_dist_to_few(X: np.ndarray, C: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
+    """Squared distance of each row of ``X`` to the nearest of a few centres ``C``.
+
+    Computed as a ``len(C) x n`` block reduced over its first axis: with few
+    centres, that is much faster than an ``argmin`` along short rows.
+    """
+    D = C @ X.T
+    D *= -2.0
+    D += row_norms_sq(C)[:, None]
+    out = D.min(axis=0)
+    out += x_sq
+    np.maximum(out, 0.0, out=out)
+    return out
+
+
+def weighted_lloyd(
+    X: np.ndarray,
+    weights: np.ndarray,
+    centers: np.ndarray,
+    *,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Weighted Lloyd iterations on a small weighted point set, from ``centers``.
+
+    Stops when the assignment no longer changes or when the total squared move of
+    the centres falls below ``tol`` times the points' mean (weighted) per-feature
+    variance, as scikit-learn does. An empty cluster is moved to the point with the
+    largest weighted squared distance to its centre. The returned centres are the
+    weighted means of the returned assignment (the weighted centroid condition
+    holds exactly), so the cost is that of the returned pair.
+
+    Returns
+    -------
+    centers : ndarray (k, d)
+    labels : ndarray of intp (n,)
+    cost : float
+        ``sum(weights * squared distance to the assigned centre)``.
+    n_iter : int
+        Iterations run.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    C = np.array(centers, dtype=np.float64, copy=True)
+    wsum = w.sum()
+    mean = (w @ X) / wsum
+    tol_abs = tol * float(w @ row_norms_sq(X - mean)) / wsum / X.shape[1]
+    labels = None
+    n_iter = 0
+    while n_iter < max(1, int(max_iter)):
+        n_iter += 1
+        new_labels, d2 = nearest_centers(X, C)
+        if labels is not None and np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        C_new = _weighted_means(X, w, labels, C)
+        _relocate_empty(X, w, labels, d2, C_new)
+        move = float(((C_new - C) ** 2).sum())
+        C = C_new
+        if move <= tol_abs:
+            break
+    labels, _ = nearest_centers(X, C)
+    C = _weighted_means(X, w, labels, C)
+    d2 = row_norms_sq(X - C[labels])
+    return C, labels, float(w @ d2), n_iter
+
+
+def _weighted_means(X: np.ndarray, w: np.ndarray, labels: np.ndarray, C: np.ndarray) -> np.ndarray:
+    k = len(C)
+    W = np.bincount(labels, weights=w, minlength=k)
+    S = cluster_sums(labels, X, k, w)
+    out = C.copy()
+    nz = W > 0
+    out[nz] = S[nz] / W[nz, None]
+    return out
+
+
+def _relocate_empty(X: np.ndarray, w: np.ndarray, labels: np.ndarray, d2: np.ndarray, C: np.ndarray) -> None:
+    """Move centres without points onto the points farthest (weighted) from their centre."""
+    k = len(C)
+    W = np.bincount(labels, weights=w, minlength=k)
+    empty = np.flatnonzero(W <= 0)
+    if not len(empty):
+        return
+    far = np.argsort(-(w * d2), kind="stable")[: len(empty)]
+    C[empty[: len(far)]] = X[far]
 
 
 # ---- stochastic gradient descent: link functions, losses, optimisers, row hashing ----

@@ -1,0 +1,221 @@
+"""KMeans side by side: read-pass floor, daskstate, dask-ml, scikit-learn MiniBatchKMeans and KMeans.
+
+Usage::
+
+    python -m benchmarks.bench_kmeans --rows 2000000 --files 20 --ks 10 100 --data /tmp/daskstate-bench
+
+On one generated Parquet dataset (Gaussian blobs, 16 features, ``--files`` files),
+each in a fresh process (its own peak RSS), on the local threaded scheduler:
+
+- ``floor``: read every partition and touch every value (the same graph shape as a fit);
+- ``daskstate``: ``KMeans(k).fit`` in one pass (and ``epochs=2``: one exact Lloyd pass more);
+- ``dask-ml``: ``dask_ml.cluster.KMeans(k)`` (k-means|| then Lloyd) on the persisted Dask array,
+  as its documentation advises;
+- ``MiniBatchKMeans``: scikit-learn's, fed one Parquet file at a time with ``partial_fit``;
+- ``sklearn KMeans(n_init=10)``: in memory, the quality reference (its time is listed, not compared).
+
+Every model's SSE is computed exactly, in float64, on all rows. Then the 10x larger
+dataset is fitted too, to check that peak RSS stays flat. Writes
+``benchmarks/results/kmeans.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import time
+
+import numpy as np
+
+from benchmarks.common import (
+    make_dataset,
+    markdown_table,
+    read_pass_floor,
+    run_measured,
+    write_results,
+)
+
+FEATURES = [f"f{j}" for j in range(16)]
+
+
+# ---------------------------------------------------------------------------- jobs (subprocesses)
+def floor_job(folder: str) -> dict:
+    import dask
+
+    import daskstate
+
+    with dask.config.set(scheduler="threads"):
+        state = read_pass_floor(daskstate.read_parquet(folder), FEATURES)
+    return {"rows": state.n_rows}
+
+
+def daskstate_job(folder: str, k: int, epochs: int = 1) -> dict:
+    import dask
+
+    import daskstate
+
+    with dask.config.set(scheduler="threads"):
+        km = daskstate.KMeans(k, epochs=epochs, random_state=0, features=FEATURES).fit(daskstate.read_parquet(folder))
+    return {"centers": km.cluster_centers_, "state_bytes": km.state_.nbytes, "core_set": km.state_.n_centers,
+            "estimated_sse": km.estimated_inertia_, "rows": km.n_samples_seen_}
+
+
+def daskml_job(folder: str, k: int) -> dict:
+    import dask
+    import dask.dataframe as dd
+    from dask_ml.cluster import KMeans
+
+    with dask.config.set(scheduler="threads"):
+        X = dd.read_parquet(folder, columns=FEATURES).to_dask_array(lengths=True).persist()
+        km = KMeans(n_clusters=k, random_state=0).fit(X)
+    return {"centers": np.asarray(km.cluster_centers_), "n_iter": int(km.n_iter_)}
+
+
+def _files(folder: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(folder, "*.parquet")))
+
+
+def mbkm_job(folder: str, k: int) -> dict:
+    import pyarrow.parquet as pq
+    from sklearn.cluster import MiniBatchKMeans
+
+    km = MiniBatchKMeans(n_clusters=k, random_state=0, n_init=1)
+    for f in _files(folder):
+        km.partial_fit(pq.read_table(f, columns=FEATURES).to_pandas().to_numpy())
+    return {"centers": km.cluster_centers_}
+
+
+def sklearn_job(folder: str, k: int, n_init: int) -> dict:
+    from sklearn.cluster import KMeans
+
+    X = load_all(folder)
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=0).fit(X)
+    return {"centers": km.cluster_centers_, "n_iter": int(km.n_iter_)}
+
+
+def load_all(folder: str) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    return np.concatenate([pq.read_table(f, columns=FEATURES).to_pandas().to_numpy() for f in _files(folder)])
+
+
+def exact_sse(X: np.ndarray, centers: np.ndarray) -> float:
+    from daskstate.numerics import nearest_centers
+
+    total = 0.0
+    for s in range(0, len(X), 500_000):
+        total += float(nearest_centers(X[s : s + 500_000], centers, shift=X[:1000].mean(axis=0))[1].sum())
+    return total
+
+
+# ---------------------------------------------------------------------------- driver
+def measure(job, repeat: int, timeout: float, **kwargs) -> dict:
+    runs = [run_measured(job, timeout=timeout, **kwargs) for _ in range(repeat)]
+    bad = [r for r in runs if not r["ok"]]
+    if bad:
+        return {"ok": False, "error": bad[0]["error"]}
+    best = min(runs, key=lambda r: r["seconds"])
+    return {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "all_seconds": [r["seconds"] for r in runs]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--files", type=int, default=20)
+    ap.add_argument("--ks", type=int, nargs="+", default=[10, 100])
+    ap.add_argument("--growth", type=int, default=10, help="the RSS check fits on rows x growth too (0: skip)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--sklearn-n-init", type=int, default=10)
+    ap.add_argument("--skip-dask-ml", action="store_true")
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--data", default="/tmp/daskstate-bench")
+    args = ap.parse_args()
+
+    ds = make_dataset(os.path.join(args.data, f"blobs-{args.rows}"), args.rows, 16, args.files)
+    folder = ds["folder"]
+    X = load_all(folder)
+    rows_out: list[dict] = []
+    floor = measure(floor_job, args.repeat, args.timeout, folder=folder)
+    if not floor["ok"]:
+        raise SystemExit(f"floor failed: {floor['error']}")
+    t_floor = floor["seconds"]
+    rows_out.append({"k": None, "fit": "read-pass floor", "seconds": t_floor, "ratio_to_floor": 1.0,
+                     "peak_rss_mb": floor["peak_rss_mb"]})
+    print(f"floor {t_floor:.3f} s", flush=True)
+
+    summary: dict = {"floor_seconds": t_floor}
+    for k in args.ks:
+        plan = [
+            ("daskstate KMeans", daskstate_job, {"k": k}, args.repeat),
+            ("daskstate KMeans epochs=2", daskstate_job, {"k": k, "epochs": 2}, args.repeat),
+            ("MiniBatchKMeans partial_fit", mbkm_job, {"k": k}, args.repeat),
+        ]
+        if not args.skip_dask_ml:
+            plan.append(("dask-ml KMeans", daskml_job, {"k": k}, 1))
+        plan.append((f"sklearn KMeans(n_init={args.sklearn_n_init})", sklearn_job,
+                     {"k": k, "n_init": args.sklearn_n_init}, 1))
+        results = {}
+        for name, job, kw, repeat in plan:
+            t0 = time.perf_counter()
+            r = measure(job, repeat, args.timeout, folder=folder, **kw)
+            if r["ok"]:
+                r["sse"] = exact_sse(X, np.asarray(r["result"]["centers"]))
+            results[name] = r
+            print(f"k={k} {name}: {r.get('seconds', r.get('error'))} ({time.perf_counter() - t0:.0f} s wall)",
+                  flush=True)
+        ref = results[plan[-1][0]]
+        ref_sse = ref.get("sse")
+        for name, r in results.items():
+            row = {"k": k, "fit": name}
+            if not r["ok"]:
+                row["error"] = r["error"]
+            else:
+                res = r["result"]
+                row.update({
+                    "seconds": r["seconds"], "ratio_to_floor": r["seconds"] / t_floor,
+                    "sse": r["sse"], "sse_ratio": r["sse"] / ref_sse if ref_sse else None,
+                    "peak_rss_mb": r["peak_rss_mb"], "all_seconds": r["all_seconds"],
+                    "state_bytes": res.get("state_bytes"), "core_set": res.get("core_set"),
+                    "estimated_sse_ratio": res["estimated_sse"] / r["sse"] if "estimated_sse" in res else None,
+                })
+            rows_out.append(row)
+        ours = results["daskstate KMeans"]
+        ours2 = results["daskstate KMeans epochs=2"]
+        mb = results["MiniBatchKMeans partial_fit"]
+        dml = results.get("dask-ml KMeans", {"ok": False})
+        summary[f"k={k}"] = {
+            "fit_ratio_to_floor": ours["seconds"] / t_floor,
+            "sse_ratio": ours["sse"] / ref_sse,
+            "epochs2_ratio_to_floor": ours2["seconds"] / t_floor,
+            "epochs2_sse_ratio": ours2["sse"] / ref_sse,
+            "speedup_vs_dask_ml": dml["seconds"] / ours["seconds"] if dml.get("ok") else None,
+            "speedup_vs_minibatch": mb["seconds"] / ours["seconds"] if mb.get("ok") else None,
+            "epochs2_speedup_vs_minibatch": mb["seconds"] / ours2["seconds"] if mb.get("ok") else None,
+            "minibatch_sse_ratio": mb["sse"] / ref_sse if mb.get("ok") else None,
+            "dask_ml_sse_ratio": dml["sse"] / ref_sse if dml.get("ok") else None,
+        }
+
+    if args.growth:
+        rows_big = args.rows * args.growth
+        big = make_dataset(os.path.join(args.data, f"blobs-{rows_big}"), rows_big, 16, args.files * args.growth)
+        k = args.ks[0]
+        small_fit = next(r for r in rows_out if r["k"] == k and r["fit"] == "daskstate KMeans")
+        f_big = measure(floor_job, 1, args.timeout, folder=big["folder"])
+        r_big = measure(daskstate_job, 1, args.timeout, folder=big["folder"], k=k)
+        for name, r in (("read-pass floor", f_big), ("daskstate KMeans", r_big)):
+            rows_out.append({"k": k if "KMeans" in name else None, "fit": f"{name} ({rows_big:,} rows)",
+                             "seconds": r.get("seconds"), "ratio_to_floor": r.get("seconds", np.nan) / f_big.get(
+                                 "seconds", np.nan), "peak_rss_mb": r.get("peak_rss_mb"), "error": r.get("error")})
+        summary["rss_growth_10x"] = r_big["peak_rss_mb"] / small_fit["peak_rss_mb"] - 1 if r_big["ok"] else None
+        summary["big_fit_ratio_to_floor"] = r_big["seconds"] / f_big["seconds"] if r_big["ok"] else None
+
+    path = write_results("kmeans", {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args)})
+    print(markdown_table(rows_out, ["k", "fit", "seconds", "ratio_to_floor", "sse_ratio", "peak_rss_mb"]))
+    print(summary)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

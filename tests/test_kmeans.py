@@ -1,0 +1,358 @@
+"""Streaming k-means: quality against scikit-learn, the state's invariants, Dask, save/load, errors."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import daskstate
+from daskstate import DataError, KMeans, KMeansState, StateError
+from daskstate.algorithms.kmeans import KMeansLloydState
+from daskstate.state import Schema, merge_all
+from tests.conftest import write_parquet
+
+sklearn_cluster = pytest.importorskip("sklearn.cluster")
+sklearn_datasets = pytest.importorskip("sklearn.datasets")
+
+
+def sse(X: np.ndarray, C: np.ndarray) -> float:
+    """Exact sum of squared distances to the nearest centre (the test's own oracle)."""
+    d = ((X[:, None, :] - C[None, :, :]) ** 2).sum(axis=2)
+    return float(d.min(axis=1).sum())
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, _ = sklearn_datasets.make_blobs(6000, n_features=8, centers=6, cluster_std=1.5, random_state=3)
+    return X
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return sklearn_datasets.load_digits().data.astype(np.float64)
+
+
+_REF: dict = {}
+
+
+def sk_inertia(X: np.ndarray, k: int) -> float:
+    key = (X.shape, float(X[:5].sum()), k)
+    if key not in _REF:
+        _REF[key] = sklearn_cluster.KMeans(k, n_init=10, random_state=0).fit(X).inertia_
+    return _REF[key]
+
+
+# ---------------------------------------------------------------------------- quality
+@pytest.mark.parametrize("data, k", [("blobs", 6), ("digits", 10)])
+def test_one_pass_within_2_percent_of_sklearn(request, data, k):
+    X = request.getfixturevalue(data)
+    ref = sk_inertia(X, k)
+    km = KMeans(k, random_state=0).fit(X)
+    assert km.inertia_ == pytest.approx(sse(X, km.cluster_centers_), rel=1e-9)
+    assert km.inertia_ <= 1.02 * ref
+    # the state's own estimate (no data read) is close, too
+    assert km.estimated_inertia_ == pytest.approx(km.inertia_, rel=0.1)
+
+
+@pytest.mark.parametrize("data, k", [("blobs", 6), ("digits", 10)])
+def test_three_epochs_within_half_a_percent(request, data, k):
+    X = request.getfixturevalue(data)
+    ref = sk_inertia(X, k)
+    ratios = []
+    for seed in range(5):
+        km = KMeans(k, epochs=3, random_state=seed).fit(X)
+        assert 1 <= km.n_passes_ <= 2 and km.n_iter_ >= km.n_passes_
+        ratios.append(km.inertia_ / ref)
+    # digits has local optima within 1% of each other: 19 of 20 seeds land within 0.5%
+    assert sorted(ratios)[3] <= 1.005, ratios
+    assert max(ratios) <= 1.01, ratios
+
+
+def test_partitioned_dask_input_merges_to_the_same_quality(digits):
+    ref = sk_inertia(digits, 10)
+    Xd = da.from_array(digits, chunks=200)  # 9 partitions: a two-level merge tree
+    km = KMeans(10, random_state=0).fit(Xd, split_every=4)
+    assert km.n_samples_seen_ == len(digits)
+    assert sse(digits, km.cluster_centers_) <= 1.02 * ref
+
+
+@pytest.mark.parametrize("data, k_max, k", [("blobs", 8, 3), ("digits", 10, 5)])
+def test_smaller_k_from_the_same_state_within_3_percent(request, data, k_max, k):
+    X = request.getfixturevalue(data)
+    km = KMeans(k_max, random_state=0).fit(X)
+    small = km.finalize(n_clusters=k)
+    assert small.cluster_centers_.shape == (k, X.shape[1])
+    assert small.state_ is km.state_  # no data read: the same state
+    assert sse(X, small.cluster_centers_) <= 1.03 * sk_inertia(X, k)
+
+
+def test_cost_curve_shows_the_elbow(blobs):
+    km = KMeans(6, k_max=10, random_state=0).fit(blobs)
+    curve = km.cost_curve(range(1, 11))
+    assert list(curve.index) == list(range(1, 11))
+    values = curve.to_numpy()
+    assert np.all(np.diff(values) <= 1e-9 * values[0])  # more clusters never cost more
+    assert values[4] > 1.3 * values[5]  # big drop up to the true k = 6 ...
+    assert values[6] > 0.9 * values[5]  # ... then a flat tail
+    assert values[5] == pytest.approx(sse(blobs, km.cluster_centers_), rel=0.1)
+    with pytest.raises(StateError, match="k_max=10"):
+        km.cost_curve([11])
+
+
+def test_finalize_beyond_k_max_is_refused(blobs):
+    km = KMeans(4, k_max=6, random_state=0).fit(blobs)
+    with pytest.raises(StateError, match="k_max=6"):
+        km.finalize(n_clusters=7)
+
+
+# ---------------------------------------------------------------------------- the state
+def _fresh(d: int = 3, k_max: int = 3, factor: int = 4, half_life: float = 0.0, batch: int = 50) -> KMeansState:
+    params = KMeans(k_max, extra_center_factor=factor, mini_batch_size=batch, half_life_time_size=half_life,
+                    random_state=7)._state_params(None)
+    return KMeansState(Schema(tuple(f"x{j}" for j in range(d))), params)
+
+
+def _invariants(s: KMeansState, X: np.ndarray) -> None:
+    """What every core set keeps exactly: rows, weighted mean, total sum of squares."""
+    assert s.n_centers <= s.max_centers
+    assert s.weights.sum() == pytest.approx(len(X), rel=1e-12)
+    assert (s.weights @ s.centers) == pytest.approx(X.sum(axis=0), rel=1e-9, abs=1e-6)
+    mean = X.mean(axis=0)
+    tss = ((X - mean) ** 2).sum()
+    between = s.weights @ ((s.centers - mean) ** 2).sum(axis=1)
+    # the spread comes from float32 distances: exact to float32 rounding
+    assert s.spread.sum() + between == pytest.approx(tss, rel=1e-4)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 120), min_size=3, max_size=3),
+    seed=st.integers(0, 2**16),
+    spread=st.floats(0.1, 10.0),
+)
+def test_merge_is_associative_on_what_it_keeps_exactly(sizes, seed, spread):
+    rng = np.random.default_rng(seed)
+    parts = [rng.normal(0, spread, size=(n, 3)) + rng.integers(-5, 5, size=(1, 3)) for n in sizes]
+    X = np.concatenate(parts)
+    a, b, c = (_fresh().update(p) for p in parts)
+    left = a.merge(b).merge(c)
+    right = a.merge(b.merge(c))
+    for s in (left, right, merge_all([a, b, c])):
+        assert s.n_rows == len(X)
+        _invariants(s, X)
+    # the models of both groupings agree closely (the reduction is a heuristic, not exact)
+    k = min(3, left.n_centers, right.n_centers)
+    cl = left.finalize(n_clusters=k)["cluster_centers_"]
+    cr = right.finalize(n_clusters=k)["cluster_centers_"]
+    assert sse(X, cl) == pytest.approx(sse(X, cr), rel=0.25, abs=1e-9)
+
+
+def test_state_size_does_not_grow_with_rows():
+    rng = np.random.default_rng(0)
+    small = _fresh().update(rng.normal(size=(500, 3)))
+    big = small
+    for i in range(20):
+        big = big.merge(_fresh().update(rng.normal(size=(2000, 3)) + i))
+    assert small.n_centers == big.n_centers == big.max_centers == 12
+    assert big.nbytes == small.nbytes
+
+
+def test_update_is_pure_and_deterministic_from_data_and_seed():
+    X = np.random.default_rng(1).normal(size=(400, 3))
+    s0 = _fresh()
+    a, b = s0.update(X), s0.update(X)
+    assert s0.n_rows == 0 and s0.n_centers == 0
+    for name in a.array_names:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_decay_follows_a_drifting_stream():
+    rng = np.random.default_rng(2)
+    old = rng.normal(0.0, 1.0, size=(20_000, 2))
+    new = rng.normal(50.0, 1.0, size=(5_000, 2))
+    fixed = KMeans(1, mini_batch_size=500, random_state=0).fit(iter([old, new]))
+    decayed = KMeans(1, mini_batch_size=500, half_life_time_size=1000, random_state=0).fit(iter([old, new]))
+    assert fixed.cluster_centers_[0] == pytest.approx([10.0, 10.0], abs=0.5)  # the overall mean
+    # weights halve every 1000 rows, per mini-batch of 500: batch j (0 = the last) weighs 2^(-j/2)
+    w = 2.0 ** (-np.arange(50) / 2)
+    expected = 50.0 * w[:10].sum() / w.sum()  # ~48.5: mostly the recent data
+    assert decayed.cluster_centers_[0] == pytest.approx([expected, expected], abs=0.1)
+
+
+def test_decay_merge_is_associative_in_weights():
+    rng = np.random.default_rng(3)
+    parts = [rng.normal(size=(n, 3)) for n in (300, 200, 100)]
+    a, b, c = (_fresh(half_life=150).update(p) for p in parts)
+    left, right = a.merge(b).merge(c), a.merge(b.merge(c))
+    assert left.weights.sum() == pytest.approx(right.weights.sum(), rel=1e-12)
+    assert left.weights.sum() < 600
+
+
+@settings(max_examples=20, deadline=None)
+@given(n1=st.integers(1, 200), n2=st.integers(1, 200), seed=st.integers(0, 2**16))
+def test_lloyd_statistics_are_exact_and_mergeable(n1, n2, seed):
+    rng = np.random.default_rng(seed)
+    A, B = rng.normal(size=(n1, 4)) * 3, rng.normal(size=(n2, 4)) * 3 + 1
+    C = rng.normal(size=(3, 4)) * 3
+    start = KMeansLloydState.starting_from(Schema(tuple("abcd")), C)
+    merged = start.empty_like().update(A).merge(start.empty_like().update(B))
+    whole = start.update(np.concatenate([A, B]))
+    for name in ("sums", "counts", "sse"):
+        np.testing.assert_allclose(getattr(merged, name), getattr(whole, name), rtol=1e-10, atol=1e-9)
+    X = np.concatenate([A, B])
+    assert merged.finalize()["inertia"][0] == pytest.approx(sse(X, C), rel=1e-9)
+
+
+# ---------------------------------------------------------------------------- Dask, schedulers
+@pytest.fixture(scope="module")
+def parquet_blobs(tmp_path_factory):
+    X, y = sklearn_datasets.make_blobs(12_000, n_features=5, centers=4, random_state=5)
+    df = pd.DataFrame(X, columns=[f"f{j}" for j in range(5)])
+    df["label"] = y
+    folder = tmp_path_factory.mktemp("kmeans-parquet")
+    write_parquet(folder, df, n_files=6, row_group_size=1000)  # 12 row groups
+    return folder, df
+
+
+FEATURES = [f"f{j}" for j in range(5)]
+
+
+def test_same_result_on_threads_and_on_the_local_cluster(scheduler, parquet_blobs):
+    folder, df = parquet_blobs
+    with dask.config.set(scheduler="sync"):
+        reference = KMeans(4, k_max=6, epochs=2, random_state=1, features=FEATURES).fit(
+            daskstate.read_parquet(folder), split_every=4)
+    km = KMeans(4, k_max=6, epochs=2, random_state=1, features=FEATURES).fit(
+        daskstate.read_parquet(folder), split_every=4)
+    np.testing.assert_allclose(km.cluster_centers_, reference.cluster_centers_, rtol=1e-12)
+    np.testing.assert_array_equal(km.state_.centers, reference.state_.centers)
+    assert km.n_samples_seen_ == len(df)
+    X = df[FEATURES].to_numpy()
+    assert sse(X, km.cluster_centers_) <= 1.005 * sk_inertia(X, 4)
+    labels = km.predict(daskstate.read_parquet(folder))
+    assert isinstance(labels, dd.Series)
+    np.testing.assert_array_equal(labels.compute().to_numpy(), km.predict(X))
+
+
+def test_dask_outputs_are_lazy_and_match_in_memory(parquet_blobs):
+    folder, df = parquet_blobs
+    ddf = daskstate.read_parquet(folder)
+    X = df[FEATURES].to_numpy()
+    km = KMeans(4, random_state=0, features=FEATURES, compute_inertia=True).fit(ddf)
+    assert not hasattr(km, "labels_")  # Dask input: use predict
+    assert km.inertia_ == pytest.approx(sse(X, km.cluster_centers_), rel=1e-9)
+    T = km.transform(ddf)
+    assert isinstance(T, dd.DataFrame) and list(T.columns) == ["d0", "d1", "d2", "d3"]
+    expected = np.sqrt(((X[:, None, :] - km.cluster_centers_[None]) ** 2).sum(axis=2))
+    np.testing.assert_allclose(T.compute().to_numpy(), expected, rtol=1e-9, atol=1e-9)
+    assert km.ssd(ddf) == pytest.approx(km.inertia_, rel=1e-9)
+    assert km.msd(ddf) == pytest.approx(km.inertia_ / len(X), rel=1e-9)
+    assert km.score(ddf) == pytest.approx(-km.inertia_, rel=1e-9)
+    arr = da.from_array(X, chunks=3000)
+    np.testing.assert_array_equal(km.predict(arr).compute(), km.predict(X))
+    assert km.ssd(arr) == pytest.approx(km.inertia_, rel=1e-9)
+    # in-memory input keeps labels_ and the exact inertia_
+    mem = KMeans(4, random_state=0).fit(df[FEATURES])
+    np.testing.assert_array_equal(mem.labels_, mem.predict(df[FEATURES]).to_numpy())
+    assert mem.inertia_ == pytest.approx(sse(X, mem.cluster_centers_), rel=1e-9)
+
+
+def test_partial_fit_reads_only_new_partitions_and_drops_refined_centres(tmp_path):
+    rng = np.random.default_rng(4)
+    centers = rng.normal(0, 8, size=(3, 4))
+    frame = lambda n: pd.DataFrame(centers[rng.integers(0, 3, n)] + rng.normal(size=(n, 4)),  # noqa: E731
+                                   columns=list("abcd"))
+    write_parquet(tmp_path, frame(3000), n_files=3, prefix="day1")
+    km = KMeans(3, epochs=2, random_state=0).fit(daskstate.read_parquet(tmp_path))
+    assert km.n_passes_ == 1 and len(km.state_.refined_centers) == 3
+    write_parquet(tmp_path, frame(2000), n_files=2, prefix="day2")
+    km.partial_fit(daskstate.read_parquet(tmp_path))
+    assert km.n_samples_seen_ == 5000
+    assert len(km.state_.consumed) == 5
+    assert len(km.state_.refined_centers) == 0 and km.n_passes_ == 0  # refinement was for day 1 only
+
+
+def test_fit_from_an_iterator_of_batches(blobs):
+    km = KMeans(6, random_state=0).fit(iter(np.array_split(blobs, 7)))
+    assert km.n_samples_seen_ == len(blobs)
+    assert sse(blobs, km.cluster_centers_) <= 1.02 * sk_inertia(blobs, 6)
+    with pytest.raises(ValueError, match="iterator"):
+        KMeans(6, epochs=2).fit(iter(np.array_split(blobs, 7)))
+
+
+def test_invalid_rows_raise_or_are_skipped():
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    X[5, 1] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        KMeans(2).fit(X)
+    km = KMeans(2, on_invalid="skip", random_state=0).fit(X)
+    assert km.state_.n_skipped == 1 and km.n_samples_seen_ == 199
+    assert km.labels_[5] == -1
+
+
+# ---------------------------------------------------------------------------- save / load
+def test_save_load_round_trip(tmp_path, blobs):
+    km = KMeans(5, k_max=8, epochs=2, random_state=0).fit(blobs)
+    km.save(tmp_path / "km.zarr")
+    again = daskstate.load(tmp_path / "km.zarr")
+    assert isinstance(again, KMeans) and again.get_params() == km.get_params()
+    np.testing.assert_array_equal(again.cluster_centers_, km.cluster_centers_)
+    assert again.inertia_ == pytest.approx(km.inertia_, rel=1e-12)  # the exact pass is kept
+    for name in km.state_.array_names:
+        np.testing.assert_array_equal(getattr(again.state_, name), getattr(km.state_, name))
+    np.testing.assert_array_equal(again.predict(blobs[:100]), km.predict(blobs[:100]))
+    np.testing.assert_allclose(again.finalize(n_clusters=3).cluster_centers_,
+                               km.finalize(n_clusters=3).cluster_centers_)
+    daskstate.save_state(km.state_, tmp_path / "state.zarr")
+    state = daskstate.load_state(tmp_path / "state.zarr", algorithm="kmeans")
+    assert state.n_centers == km.state_.n_centers
+
+
+# ---------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("param, value", [
+    ("n_clusters", 0), ("n_clusters", 2.5), ("n_clusters", True), ("k_max", 1), ("extra_center_factor", 0),
+    ("extra_center_factor", "big"), ("init", "kmeans++"), ("epochs", 0), ("mini_batch_size", 0),
+    ("local_lloyd_max_iter", 0), ("local_lloyd_tol", -1.0), ("local_lloyd_num_trials", 0),
+    ("half_life_time_size", -5), ("random_state", -1), ("random_state", "seed"),
+    ("compute_inertia", "yes"), ("on_invalid", "ignore"),
+])
+def test_bad_hyperparameters_name_the_parameter(param, value):
+    km = KMeans(3, **{param: value}) if param != "n_clusters" else KMeans(value)
+    with pytest.raises(ValueError, match=param):
+        km.fit(np.zeros((10, 2)))
+
+
+def test_decay_with_epochs_is_refused():
+    with pytest.raises(ValueError, match="half_life_time_size"):
+        KMeans(2, epochs=2, half_life_time_size=100).fit(np.zeros((10, 2)))
+
+
+def test_too_few_rows_for_n_clusters():
+    with pytest.raises(DataError, match="n_clusters=5 needs at least 5 rows; the input had 3"):
+        KMeans(5).fit(np.random.default_rng(0).normal(size=(3, 2)))
+
+
+def test_fewer_distinct_points_than_clusters_still_fits():
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]]), 50, axis=0)
+    km = KMeans(2, random_state=0).fit(X)
+    assert km.inertia_ == pytest.approx(0.0, abs=1e-9)
+    with pytest.warns(UserWarning, match="2 distinct"):
+        km3 = KMeans(3, random_state=0).fit(X)
+    assert km3.cluster_centers_.shape == (3, 2) and km3.inertia_ == pytest.approx(0.0, abs=1e-9)
+
+
+def test_checkpointed_fit_resumes_to_the_same_model(tmp_path, parquet_blobs):
+    folder, _ = parquet_blobs
+    ckpt = tmp_path / "ckpt.zarr"
+    first = KMeans(4, epochs=2, random_state=0, features=FEATURES).fit(
+        daskstate.read_parquet(folder), checkpoint=ckpt, checkpoint_every=4)
+    assert ckpt.exists() and (tmp_path / "ckpt.zarr-epoch2").exists()
+    again = KMeans(4, epochs=2, random_state=0, features=FEATURES).fit(
+        daskstate.read_parquet(folder), checkpoint=ckpt, checkpoint_every=4)
+    np.testing.assert_array_equal(again.cluster_centers_, first.cluster_centers_)
