@@ -37,6 +37,7 @@ from benchmarks.common import (
 )
 
 FEATURES = [f"f{j}" for j in range(16)]
+MAX_LOAD, MAX_WAIT = 1.5, 0.0  # set from --max-load / --max-wait
 
 
 # ---------------------------------------------------------------------------- jobs (subprocesses)
@@ -63,11 +64,13 @@ def daskstate_job(folder: str, k: int, epochs: int = 1) -> dict:
 
 def daskml_job(folder: str, k: int) -> dict:
     import dask
-    import dask.dataframe as dd
     from dask_ml.cluster import KMeans
 
+    import daskstate
+
     with dask.config.set(scheduler="threads"):
-        X = dd.read_parquet(folder, columns=FEATURES).to_dask_array(lengths=True).persist()
+        # one chunk per Parquet row group (dask's own reader may merge small files into fewer)
+        X = daskstate.read_parquet(folder, columns=FEATURES).to_dask_array(lengths=True).persist()
         km = KMeans(n_clusters=k, random_state=0).fit(X)
     return {"centers": np.asarray(km.cluster_centers_), "n_iter": int(km.n_iter_)}
 
@@ -110,14 +113,27 @@ def exact_sse(X: np.ndarray, centers: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------- driver
+def wait_quiet(max_load: float, max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) until the 1-minute load average is below ``max_load``; return it.
+
+    Other processes on the machine share its cores: a busy machine slows every
+    measurement, and the load is recorded with each row so readers can judge.
+    """
+    deadline = time.time() + max_wait
+    while os.getloadavg()[0] > max_load and time.time() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
 def measure(job, repeat: int, timeout: float, **kwargs) -> dict:
+    load = wait_quiet(MAX_LOAD, MAX_WAIT)
     runs = [run_measured(job, timeout=timeout, **kwargs) for _ in range(repeat)]
     bad = [r for r in runs if not r["ok"]]
     if bad:
         return {"ok": False, "error": bad[0]["error"]}
     best = min(runs, key=lambda r: r["seconds"])
     return {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "all_seconds": [r["seconds"] for r in runs]}
+            "all_seconds": [r["seconds"] for r in runs], "load_before": load, "load_after": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -131,7 +147,12 @@ def main() -> None:
     ap.add_argument("--skip-dask-ml", action="store_true")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--data", default="/tmp/daskstate-bench")
+    ap.add_argument("--max-load", type=float, default=1.5,
+                    help="before each measurement, wait until the 1-minute load average is below this")
+    ap.add_argument("--max-wait", type=float, default=600, help="... but at most this many seconds")
     args = ap.parse_args()
+    global MAX_LOAD, MAX_WAIT
+    MAX_LOAD, MAX_WAIT = args.max_load, args.max_wait
 
     ds = make_dataset(os.path.join(args.data, f"blobs-{args.rows}"), args.rows, 16, args.files)
     folder = ds["folder"]
@@ -142,7 +163,8 @@ def main() -> None:
         raise SystemExit(f"floor failed: {floor['error']}")
     t_floor = floor["seconds"]
     rows_out.append({"k": None, "fit": "read-pass floor", "seconds": t_floor, "ratio_to_floor": 1.0,
-                     "peak_rss_mb": floor["peak_rss_mb"]})
+                     "peak_rss_mb": floor["peak_rss_mb"], "all_seconds": floor["all_seconds"],
+                     "load": floor["load_before"]})
     print(f"floor {t_floor:.3f} s", flush=True)
 
     summary: dict = {"floor_seconds": t_floor}
@@ -176,7 +198,7 @@ def main() -> None:
                 row.update({
                     "seconds": r["seconds"], "ratio_to_floor": r["seconds"] / t_floor,
                     "sse": r["sse"], "sse_ratio": r["sse"] / ref_sse if ref_sse else None,
-                    "peak_rss_mb": r["peak_rss_mb"], "all_seconds": r["all_seconds"],
+                    "peak_rss_mb": r["peak_rss_mb"], "all_seconds": r["all_seconds"], "load": r["load_before"],
                     "state_bytes": res.get("state_bytes"), "core_set": res.get("core_set"),
                     "estimated_sse_ratio": res["estimated_sse"] / r["sse"] if "estimated_sse" in res else None,
                 })
@@ -207,12 +229,13 @@ def main() -> None:
         for name, r in (("read-pass floor", f_big), ("daskstate KMeans", r_big)):
             rows_out.append({"k": k if "KMeans" in name else None, "fit": f"{name} ({rows_big:,} rows)",
                              "seconds": r.get("seconds"), "ratio_to_floor": r.get("seconds", np.nan) / f_big.get(
-                                 "seconds", np.nan), "peak_rss_mb": r.get("peak_rss_mb"), "error": r.get("error")})
+                                 "seconds", np.nan), "peak_rss_mb": r.get("peak_rss_mb"), "error": r.get("error"),
+                             "load": r.get("load_before")})
         summary["rss_growth_10x"] = r_big["peak_rss_mb"] / small_fit["peak_rss_mb"] - 1 if r_big["ok"] else None
         summary["big_fit_ratio_to_floor"] = r_big["seconds"] / f_big["seconds"] if r_big["ok"] else None
 
     path = write_results("kmeans", {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args)})
-    print(markdown_table(rows_out, ["k", "fit", "seconds", "ratio_to_floor", "sse_ratio", "peak_rss_mb"]))
+    print(markdown_table(rows_out, ["k", "fit", "seconds", "ratio_to_floor", "sse_ratio", "peak_rss_mb", "load"]))
     print(summary)
     print(f"written to {path}")
 

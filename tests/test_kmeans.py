@@ -8,6 +8,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_parquet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,6 @@ import daskstate
 from daskstate import DataError, KMeans, KMeansState, StateError
 from daskstate.algorithms.kmeans import KMeansLloydState
 from daskstate.state import Schema, merge_all
-from tests.conftest import write_parquet
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 sklearn_datasets = pytest.importorskip("sklearn.datasets")

@@ -519,9 +519,11 @@ class KMeans(StateEstimator):
         reduction.
     epochs : int, default 1
         Passes over the data. Passes after the first refine the ``n_clusters``
-        centres with exact Lloyd iterations over all rows (they stop early once the
-        centres no longer move by more than ``local_lloyd_tol``). Needs an input
-        that can be read again (Dask, pandas or numpy; not an iterator).
+        centres with exact Lloyd iterations over all rows, starting from the best
+        few distinct reductions of the core set and keeping the one with the lowest
+        exact SSE; they stop early once the centres move by less than
+        ``local_lloyd_tol``. Needs an input that can be read again (Dask, pandas or
+        numpy; not an iterator). ``partial_fit`` always makes one streaming pass.
     mini_batch_size : int, default 5000
         Rows per update step (rows are assigned to the centres of the previous step).
     local_lloyd_max_iter : int, default 300
@@ -562,6 +564,20 @@ class KMeans(StateEstimator):
     n_passes_ : int
         Exact Lloyd passes over the data (``epochs - 1`` unless converged earlier).
     state_ : KMeansState
+
+    Notes
+    -----
+    Methods: :meth:`predict` (nearest centre), :meth:`transform` (distances to the
+    centres), :meth:`ssd` and :meth:`msd` (sum and mean of squared distances to the
+    nearest centre), :meth:`score` (``-ssd``), :meth:`finalize` (the model for
+    other ``n_clusters``, ``init`` or ``local_lloyd_*`` settings, no data read) and
+    :meth:`cost_curve` (estimated SSE for each ``k``, no data read).
+
+    One pass is within about 2% of scikit-learn's ``KMeans(n_init=10)`` SSE where
+    clusters are well separated; when many clusters split few natural groups (say
+    ``k = 100`` on 10 Gaussian blobs in 16 dimensions) the core set's cells straddle
+    the final clusters and one pass is about 2-3% above it, whatever ``K``: one more
+    epoch (an exact Lloyd pass) brings it to about 1%.
 
     Examples
     --------
