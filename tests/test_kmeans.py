@@ -356,3 +356,8 @@ def test_checkpointed_fit_resumes_to_the_same_model(tmp_path, parquet_blobs):
     again = KMeans(4, epochs=2, random_state=0, features=FEATURES).fit(
         daskstate.read_parquet(folder), checkpoint=ckpt, checkpoint_every=4)
     np.testing.assert_array_equal(again.cluster_centers_, first.cluster_centers_)
+    # without a random_state, the seed comes from the checkpoint's path: a re-run resumes
+    unseeded = tmp_path / "unseeded.zarr"
+    a = KMeans(4, features=FEATURES).fit(daskstate.read_parquet(folder), checkpoint=unseeded)
+    b = KMeans(4, features=FEATURES).fit(daskstate.read_parquet(folder), checkpoint=unseeded)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)

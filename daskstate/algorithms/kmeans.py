@@ -33,6 +33,7 @@ at hand (never from task order), so a recomputed task gives the same state.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 import zlib
 from typing import Any
@@ -542,7 +543,8 @@ class KMeans(StateEstimator):
     random_state : int, optional
         Seed. Randomness is derived from it and from the data's content, never from
         the order tasks run in, so a recomputed task gives the same state.
-        ``None`` draws a seed once per ``fit`` (stored in the state).
+        ``None`` draws a seed once per ``fit`` (stored in the state); with a
+        ``checkpoint``, the seed comes from its path, so that a re-run resumes.
     features : list of str, optional
         Columns to use (default: every numeric column).
     on_invalid : {"raise", "skip"}
@@ -736,7 +738,11 @@ class KMeans(StateEstimator):
                 "but an iterator of batches is read once; pass a Dask, pandas or numpy input"
             )
         fold_kwargs = {"progress": progress, "split_every": split_every}
-        state = KMeansState(inp.schema, self._state_params(inp))
+        params = self._state_params(inp)
+        if self.random_state is None and checkpoint is not None:
+            # a re-run of the same call must find the same hyperparameters to resume
+            params["seed"] = zlib.crc32(os.fspath(checkpoint).encode())
+        state = KMeansState(inp.schema, params)
         state = self._fold(inp, state, checkpoint=checkpoint, checkpoint_every=checkpoint_every, **fold_kwargs)
         self._check_enough_rows(state)
         overrides = self._finalize_overrides()
