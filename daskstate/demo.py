@@ -80,10 +80,29 @@ def demo_kmeans(ddf: dd.DataFrame) -> list[str]:
     ]
 
 
+def demo_linear(ddf: dd.DataFrame) -> list[str]:
+    from daskstate import LinearLearner
+
+    features = [f"f{j}" for j in range(N_FEATURES)]
+    clf = LinearLearner("multiclass_classifier", features=features, target="label", epochs=5).fit(ddf)
+    best = clf.models_.loc[clf.model_]
+    ols = LinearLearner("regressor", solver="exact", features=features, target="y").fit(ddf)
+    ridge = ols.finalize(wd=1e4)  # another ridge penalty from the same state: no data read
+    return [
+        f"{len(clf.models_)} softmax models packed in one pass per epoch, {clf.epochs_run_} epochs in rounds "
+        f"of {clf.sync_every} partitions; state {clf.state_.nbytes:,} bytes",
+        f"selected model {clf.model_} (learning rate {best['learning_rate']:.4f}, l1 {best['l1']:.1e}, "
+        f"wd {best['wd']:.1e}): validation accuracy {best['accuracy']:.4f}",
+        f"exact least squares: R^2 {ols.models_.loc[0, 'train_r2']:.5f}; finalize(wd=1e4) without data: "
+        f"coef[:3] {np.round(ridge.coef_[:3], 4)} vs {np.round(ols.coef_[:3], 4)}",
+    ]
+
+
 DEMOS: list[tuple[str, Callable[[dd.DataFrame], list[str]]]] = [
     ("StandardScaler", demo_scaler),
     ("PCA", demo_pca),
     ("KMeans", demo_kmeans),
+    ("LinearLearner", demo_linear),
 ]
 
 

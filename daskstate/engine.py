@@ -21,6 +21,7 @@ Epochs repeat the rounds in a seeded, shuffled partition order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -530,7 +531,7 @@ def fold_rounds(
     if checkpoint is not None:
         per_compute = max(1, -(-(checkpoint_every or sync_every) // sync_every))
 
-    def save(epoch: int, rnd: int, stopped: bool = False) -> None:
+    def save(running: State, epoch: int, rnd: int, stopped: bool = False) -> None:
         if checkpoint is None:
             return
         snapshot = running.copy()
@@ -539,6 +540,27 @@ def fold_rounds(
 
     epoch, rnd = int(position["epoch"]), int(position["round"])
     stopped = bool(position.get("stopped", False))
+    with _single_threaded_blas():
+        return _epochs(inp, running, indices, epoch, rnd, stopped, epochs, sync_every, seed, shuffle,
+                       per_compute, split_every, on_invalid, progress, epoch_end, save)
+
+
+def _single_threaded_blas() -> contextlib.AbstractContextManager:
+    """BLAS on one thread while partition tasks run in parallel (with threadpoolctl, if installed).
+
+    Each SGD step multiplies small matrices; a multi-threaded BLAS would spin up
+    threads per call and oversubscribe the cores the scheduler already fills.
+    Worker processes of ``distributed`` are single-threaded for BLAS already.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _epochs(inp, running, indices, epoch, rnd, stopped, epochs, sync_every, seed, shuffle, per_compute,
+            split_every, on_invalid, progress, epoch_end, save) -> State:
     while epoch < epochs and not stopped and indices:
         rounds = epoch_rounds(indices, sync_every, seed, epoch, shuffle)
         step = per_compute or len(rounds)
@@ -548,12 +570,12 @@ def fold_rounds(
                                   on_invalid=on_invalid, progress=progress)
             rnd += len(chunk)
             if rnd < len(rounds):
-                save(epoch, rnd)
+                save(running, epoch, rnd)
         if epoch_end is not None:
             running, stopped = epoch_end(running, epoch)
             stopped = bool(stopped)
         epoch, rnd = epoch + 1, 0
-        save(epoch, 0, stopped)
+        save(running, epoch, 0, stopped)
     return running
 
 
