@@ -79,8 +79,8 @@ class StateEstimator:
             raise ValueError(f"on_invalid must be 'raise' or 'skip', got {self.on_invalid!r}")
 
     def _state_params(self, inp: Input) -> dict[str, Any]:
-        """Hyperparameters stored in (and shaping) the state."""
-        raise NotImplementedError
+        """Hyperparameters stored in (and shaping) the state (none by default)."""
+        return {}
 
     def _finalize_overrides(self) -> dict[str, Any]:
         """Overrides applied at finalize by default (hyperparameters that only shape the model)."""

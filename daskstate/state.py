@@ -13,6 +13,7 @@ return it, so an exception leaves the original state untouched.
 
 from __future__ import annotations
 
+import abc
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ class Schema:
         )
 
 
-class State:
+class State(abc.ABC):
     """Base class of every model state.
 
     Attributes
@@ -124,24 +125,24 @@ class State:
         self._init_arrays()
 
     # ---- to implement -------------------------------------------------------------
+    @abc.abstractmethod
     def _init_arrays(self) -> None:
         """Set the empty summary's arrays on ``self``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
         """Fold the batch ``X`` (n x d, ``input_dtype``) into ``self`` in place."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _merge(self, other: State) -> None:
         """Fold ``other`` (disjoint data, same schema and params) into ``self`` in place.
 
         Called only when both states have seen rows.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def finalize(self, **overrides: Any) -> Any:
         """The working model from the summary alone."""
-        raise NotImplementedError
 
     # ---- public, pure operations -----------------------------------------------
     @property
@@ -268,6 +269,7 @@ class State:
 
     def _after_load(self) -> None:
         """Hook for states whose array shapes are only fixed once data was seen."""
+        return None
 
     def __repr__(self) -> str:
         return (
