@@ -310,10 +310,15 @@ class LinearState(State):
         return Z.astype(_F32)
 
     def _validation_mask(self, X: np.ndarray) -> np.ndarray | None:
+        """Which rows are validation rows: a seeded hash of each row's values, in bounded blocks."""
         frac = float(self.params.get("validation_fraction", 0.0))
         if frac <= 0:
             return None
-        return hash_unit(X, int(self.params.get("seed", 0))) < frac
+        seed = int(self.params.get("seed", 0))
+        mask = np.empty(len(X), dtype=bool)
+        for rows in mini_batches(len(X)):
+            mask[rows] = hash_unit(X[rows], seed) < frac
+        return mask
 
     def _scores(self, Z: np.ndarray, coef: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """Scores of every packed model for the rows ``Z``: one GEMM, shape (rows, M, K)."""
@@ -335,28 +340,30 @@ class LinearState(State):
     def _update_sgd(self, X: np.ndarray, y: np.ndarray) -> None:
         ctx = getattr(self, "round_context", None) or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
         t = self._encode_target(y)
-        Z = self._standardise(X)
         val = self._validation_mask(X)
         if val is not None:
-            if val.any():
-                self._monitor(Z[val], t[val])
+            held_out = np.flatnonzero(val)
+            if len(held_out):
+                self._monitor(X, t, held_out)
             train = np.flatnonzero(~val)
         else:
-            train = np.arange(len(Z))
+            train = np.arange(len(X))
         order = ctx.rng().permutation(train)
-        Z, t = Z[order], t[order]
         monitor_train = self.params.get("validation", "split") == "none"
         B = int(self.params.get("mini_batch_size", 1000))
-        for rows in mini_batches(len(Z), B):
-            self._sgd_step(Z[rows], t[rows], monitor_train)
-        self._trained_rows = len(Z)
+        for rows in mini_batches(len(order), B):  # temporaries: one mini-batch
+            idx = order[rows]
+            self._sgd_step(self._standardise(X[idx]), t[idx], monitor_train)
+        self._trained_rows = len(order)
 
-    def _monitor(self, Z: np.ndarray, t: np.ndarray) -> None:
-        for rows in mini_batches(len(Z), self._score_rows()):
-            S = self._scores(Z[rows], self.coef, self.bias)
-            _, L = loss_and_grad(self.loss, S, t[rows], grad=False, value=True, **self._loss_kwargs())
+    def _monitor(self, X: np.ndarray, t: np.ndarray, idx: np.ndarray) -> None:
+        """Add the loss of every packed model on the rows ``idx`` (validation) to the epoch's sum."""
+        for rows in mini_batches(len(idx), self._score_rows()):
+            sel = idx[rows]
+            S = self._scores(self._standardise(X[sel]), self.coef, self.bias)
+            _, L = loss_and_grad(self.loss, S, t[sel], grad=False, value=True, **self._loss_kwargs())
             self.mon_loss += L.sum(axis=0, dtype=np.float64)
-        self.mon_n += len(Z)
+        self.mon_n += len(idx)
 
     def _sgd_step(self, Z: np.ndarray, t: np.ndarray, monitor: bool) -> None:
         M, d, K = self.coef.shape
@@ -391,16 +398,14 @@ class LinearState(State):
     def _update_eval(self, X: np.ndarray, y: np.ndarray) -> None:
         how = self.extra_meta.get("eval", {})
         t = self._encode_target(y)
-        if how.get("rows") == "validation":
-            val = self._validation_mask(X)
-            if val is not None:
-                X, t = X[val], t[val]
-        Z = self._standardise(X)
+        val = self._validation_mask(X) if how.get("rows") == "validation" else None
+        idx = np.flatnonzero(val) if val is not None else np.arange(len(X))
         coef, bias = (self.best_coef, self.best_bias) if how.get("params") == "best" else (self.coef, self.bias)
         M = coef.shape[0]
-        for rows in mini_batches(len(Z), self._score_rows()):
-            tb = t[rows]
-            S = self._scores(Z[rows], coef, bias)
+        for rows in mini_batches(len(idx), self._score_rows()):
+            sel = idx[rows]
+            tb = t[sel]
+            S = self._scores(self._standardise(X[sel]), coef, bias)
             _, L = loss_and_grad(self.loss, S, tb, grad=False, value=True, **self._loss_kwargs())
             self.ev_loss += L.sum(axis=0, dtype=np.float64)
             self.ev_n += len(tb)
@@ -408,8 +413,8 @@ class LinearState(State):
                 p = sigmoid(S[..., 0])
                 bins = np.minimum((p * HIST_BINS).astype(np.intp), HIST_BINS - 1)
                 bins = np.maximum(bins, 0)
-                idx = (np.arange(M)[None, :] * 2 + tb.astype(np.intp)[:, None]) * HIST_BINS + bins
-                self.ev_hist += np.bincount(idx.ravel(), minlength=M * 2 * HIST_BINS).reshape(M, 2, HIST_BINS)
+                cell = (np.arange(M)[None, :] * 2 + tb.astype(np.intp)[:, None]) * HIST_BINS + bins
+                self.ev_hist += np.bincount(cell.ravel(), minlength=M * 2 * HIST_BINS).reshape(M, 2, HIST_BINS)
             elif self.predictor_type == "multiclass_classifier":
                 self.ev_correct += (S.argmax(axis=-1) == tb[:, None]).sum(axis=0)
             else:
