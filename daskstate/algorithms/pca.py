@@ -376,6 +376,19 @@ class PCA(StateEstimator):
         return {"n_components": self.n_components, "whiten": bool(self.whiten),
                 "subtract_mean": bool(self.subtract_mean)}
 
+    def _fold(self, inp: Input, state: State, **fold_kwargs: Any) -> State:
+        """Fold with BLAS on one thread for the whole pass over Dask partitions.
+
+        Held here, once, the limit is never switched back and forth by the per-task
+        guards while other tasks run BLAS (which made repeated fits take 3.5 to 7 s
+        instead of a steady 3.5 s). In-memory inputs fold on this thread alone and keep
+        every BLAS thread.
+        """
+        if not inp.is_dask:
+            return super()._fold(inp, state, **fold_kwargs)
+        with single_blas_thread(main_thread=True):
+            return super()._fold(inp, state, **fold_kwargs)
+
     def _min_rows_needed(self) -> int:
         return max(2, self.n_components or 1)
 
