@@ -70,7 +70,7 @@ def daskml_job(folder: str, k: int) -> dict:
 
     with dask.config.set(scheduler="threads"):
         # one chunk per Parquet row group (dask's own reader may merge small files into fewer)
-        X = daskstate.read_parquet(folder, columns=FEATURES).to_dask_array(lengths=True).persist()
+        X = daskstate.read_parquet(folder)[FEATURES].to_dask_array(lengths=True).persist()
         km = KMeans(n_clusters=k, random_state=0).fit(X)
     return {"centers": np.asarray(km.cluster_centers_), "n_iter": int(km.n_iter_)}
 
@@ -136,6 +136,15 @@ def measure(job, repeat: int, timeout: float, **kwargs) -> dict:
             "all_seconds": [r["seconds"] for r in runs], "load_before": load, "load_after": os.getloadavg()[0]}
 
 
+def _ratio(results: dict, a: str, b: str | None, key: str = "seconds", t_floor: float = 1.0) -> float | None:
+    """``results[a][key] / results[b][key]`` (or ``/ t_floor`` when ``b`` is None); None if either failed."""
+    ra = results.get(a, {})
+    rb = results.get(b, {}) if b else {"ok": True, key: t_floor}
+    if not (ra.get("ok") and rb.get("ok") and key in ra and key in rb):
+        return None
+    return ra[key] / rb[key]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
@@ -183,7 +192,10 @@ def main() -> None:
             t0 = time.perf_counter()
             r = measure(job, repeat, args.timeout, folder=folder, **kw)
             if r["ok"]:
-                r["sse"] = exact_sse(X, np.asarray(r["result"]["centers"]))
+                try:
+                    r["sse"] = exact_sse(X, np.asarray(r["result"]["centers"]))
+                except Exception as exc:  # a wrong result shape must not lose the other results
+                    r = {"ok": False, "error": f"SSE: {type(exc).__name__}: {exc}"}
             results[name] = r
             print(f"k={k} {name}: {r.get('seconds', r.get('error'))} ({time.perf_counter() - t0:.0f} s wall)",
                   flush=True)
@@ -203,20 +215,20 @@ def main() -> None:
                     "estimated_sse_ratio": res["estimated_sse"] / r["sse"] if "estimated_sse" in res else None,
                 })
             rows_out.append(row)
-        ours = results["daskstate KMeans"]
-        ours2 = results["daskstate KMeans epochs=2"]
-        mb = results["MiniBatchKMeans partial_fit"]
-        dml = results.get("dask-ml KMeans", {"ok": False})
+        write_results("kmeans", {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args),
+                                 "partial": True})
+        ours, ours2 = "daskstate KMeans", "daskstate KMeans epochs=2"
+        mb, dml, sk = "MiniBatchKMeans partial_fit", "dask-ml KMeans", plan[-1][0]
         summary[f"k={k}"] = {
-            "fit_ratio_to_floor": ours["seconds"] / t_floor,
-            "sse_ratio": ours["sse"] / ref_sse,
-            "epochs2_ratio_to_floor": ours2["seconds"] / t_floor,
-            "epochs2_sse_ratio": ours2["sse"] / ref_sse,
-            "speedup_vs_dask_ml": dml["seconds"] / ours["seconds"] if dml.get("ok") else None,
-            "speedup_vs_minibatch": mb["seconds"] / ours["seconds"] if mb.get("ok") else None,
-            "epochs2_speedup_vs_minibatch": mb["seconds"] / ours2["seconds"] if mb.get("ok") else None,
-            "minibatch_sse_ratio": mb["sse"] / ref_sse if mb.get("ok") else None,
-            "dask_ml_sse_ratio": dml["sse"] / ref_sse if dml.get("ok") else None,
+            "fit_ratio_to_floor": _ratio(results, ours, None, t_floor=t_floor),
+            "sse_ratio": _ratio(results, ours, sk, "sse"),
+            "epochs2_ratio_to_floor": _ratio(results, ours2, None, t_floor=t_floor),
+            "epochs2_sse_ratio": _ratio(results, ours2, sk, "sse"),
+            "speedup_vs_dask_ml": _ratio(results, dml, ours),
+            "speedup_vs_minibatch": _ratio(results, mb, ours),
+            "epochs2_speedup_vs_minibatch": _ratio(results, mb, ours2),
+            "minibatch_sse_ratio": _ratio(results, mb, sk, "sse"),
+            "dask_ml_sse_ratio": _ratio(results, dml, sk, "sse"),
         }
 
     if args.growth:
