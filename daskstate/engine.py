@@ -340,6 +340,14 @@ def merge_round_results(*results: RoundResult) -> RoundResult:
 
     Pairwise ``a + (b - a) * w_b / (w_a + w_b)``, so averaging identical arrays
     returns them bit for bit, and a single result passes through unchanged.
+
+    Examples
+    --------
+    >>> a = RoundResult(1.0, {"w": np.array([0.0])}, {"loss": np.array([2.0])})
+    >>> b = RoundResult(3.0, {"w": np.array([4.0])}, {"loss": np.array([5.0])})
+    >>> m = merge_round_results(a, b)
+    >>> m.weight, m.averaged["w"], m.summed["loss"]
+    (4.0, array([3.]), array([7.]))
     """
     if not results:
         raise ValueError("merge_round_results needs at least one result")
@@ -384,7 +392,15 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
 
 def epoch_rounds(indices: Sequence[int], sync_every: int, seed: int, epoch: int, shuffle: bool = True
                  ) -> list[list[int]]:
-    """The rounds of one epoch: the partition indices in seeded shuffled order, ``sync_every`` at a time."""
+    """The rounds of one epoch: the partition indices in seeded shuffled order, ``sync_every`` at a time.
+
+    Examples
+    --------
+    >>> [len(r) for r in epoch_rounds(range(10), 4, seed=0, epoch=0)]
+    [4, 4, 2]
+    >>> epoch_rounds(range(5), 2, seed=0, epoch=0, shuffle=False)
+    [[0, 1], [2, 3], [4]]
+    """
     order = [int(indices[j]) for j in epoch_order(len(indices), seed, epoch, shuffle)]
     return [order[i : i + sync_every] for i in range(0, len(order), sync_every)]
 

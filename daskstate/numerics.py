@@ -480,19 +480,37 @@ def _relocate_empty(X: np.ndarray, w: np.ndarray, labels: np.ndarray, d2: np.nda
 
 # ---- stochastic gradient descent: link functions, losses, optimisers, row hashing ----
 def sigmoid(S: np.ndarray) -> np.ndarray:
-    """Logistic function, overflow-free (via ``tanh``), in ``S``'s float dtype."""
+    """Logistic function, overflow-free (via ``tanh``), in ``S``'s float dtype.
+
+    Examples
+    --------
+    >>> sigmoid(np.array([-1000.0, 0.0, 1000.0]))
+    array([0. , 0.5, 1. ])
+    """
     return 0.5 * (1.0 + np.tanh(0.5 * S))
 
 
 def softmax(S: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax along ``axis``, shifted by the maximum so it never overflows."""
+    """Softmax along ``axis``, shifted by the maximum so it never overflows.
+
+    Examples
+    --------
+    >>> softmax(np.array([[1000.0, 1000.0]]))
+    array([[0.5, 0.5]])
+    """
     E = np.exp(S - S.max(axis=axis, keepdims=True))
     E /= E.sum(axis=axis, keepdims=True)
     return E
 
 
 def logsumexp(S: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``log(sum(exp(S)))`` along ``axis`` without overflow."""
+    """``log(sum(exp(S)))`` along ``axis`` without overflow.
+
+    Examples
+    --------
+    >>> round(float(logsumexp(np.array([1000.0, 1000.0]))) - 1000.0, 6)
+    0.693147
+    """
     top = S.max(axis=axis, keepdims=True)
     return (np.log(np.exp(S - top).sum(axis=axis, keepdims=True)) + top).squeeze(axis)
 
@@ -597,6 +615,13 @@ def adam_step(
     ``lr`` broadcasts against ``param`` (one learning rate per packed model).
     Returns the per-coordinate step size applied to the first moment, which a
     proximal L1 step scales its threshold by.
+
+    Examples
+    --------
+    >>> w, m, v = np.array([1.0, -1.0]), np.zeros(2), np.zeros(2)
+    >>> _ = adam_step(w, np.array([0.5, -2.0]), m, v, t=1, lr=0.1)
+    >>> w  # the first step moves every coordinate by about lr, whatever the gradient's size
+    array([ 0.9, -0.9])
     """
     m *= beta_1
     m += (1.0 - beta_1) * grad
@@ -608,8 +633,17 @@ def adam_step(
 
 
 def soft_threshold(W: np.ndarray, threshold: np.ndarray | float) -> None:
-    """Proximal step of an L1 penalty, in place: shrink towards 0 by ``threshold``, stop at 0."""
+    """Proximal step of an L1 penalty, in place: shrink towards 0 by ``threshold``, stop at 0.
+
+    Examples
+    --------
+    >>> W = np.array([0.5, -0.05, -2.0])
+    >>> soft_threshold(W, 0.1)
+    >>> W
+    array([ 0.4,  0. , -1.9])
+    """
     np.copysign(np.maximum(np.abs(W) - threshold, 0.0), W, out=W)
+    W += 0.0  # -0.0 -> 0.0
 
 
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -633,6 +667,15 @@ def row_hash(X: np.ndarray, seed: int = 0) -> np.ndarray:
     made with it picks the same rows on every pass, worker and partitioning.
     Exact integer arithmetic: the same bits on every machine. Each column's bits
     are multiplied by an odd per-column salt, summed (wrapping, order-free) and mixed.
+
+    Examples
+    --------
+    >>> X = np.array([[1.0, 2.0], [3.0, 4.0], [-0.0, 2.0]])
+    >>> h = row_hash(X, seed=7)
+    >>> bool(h[0] == row_hash(X[:1], seed=7)[0]), bool(h[0] != h[1])
+    (True, True)
+    >>> bool(row_hash(np.array([[0.0, 2.0]]), 7)[0] == h[2])   # -0.0 is 0.0
+    True
     """
     X = np.add(X, 0.0, dtype=np.float64)
     d = X.shape[1]
@@ -642,5 +685,12 @@ def row_hash(X: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def hash_unit(X: np.ndarray, seed: int = 0) -> np.ndarray:
-    """:func:`row_hash` as floats uniform in [0, 1): ``hash_unit(X) < f`` keeps a fraction ``f``."""
+    """:func:`row_hash` as floats uniform in [0, 1): ``hash_unit(X) < f`` keeps a fraction ``f``.
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).normal(size=(100_000, 3))
+    >>> round(float(np.mean(hash_unit(X, seed=1) < 0.1)), 2)
+    0.1
+    """
     return (row_hash(X, seed) >> np.uint64(11)).astype(np.float64) * 2.0**-53
