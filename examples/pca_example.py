@@ -58,4 +58,4 @@ if __name__ == "__main__":
               exact.state_.scatter.shape, f"({exact.state_.nbytes:,} bytes)")
         print("explained variance, sketch / exact:", (sketch.explained_variance_ / exact.explained_variance_).round(5))
         print("certified bound on each explained variance:", f"{sketch.explained_variance_bound_:.3g}",
-              "(the estimates are high by at most this)")
+              "(each estimate is within this of the exact value)")
