@@ -188,6 +188,19 @@ def test_selection_criteria_and_threshold_calibration(data, binary_model):
                                   (proba["1"].to_numpy() >= binary_model.threshold_).astype(int))
 
 
+def test_selection_metrics_are_exact_for_the_selected_snapshot(data, binary_model):
+    """Validation metrics come from scoring the snapshot itself (the epoch's anchor), not a running estimate."""
+    train = data["train"]
+    val = hash_unit(train[FEATURES].to_numpy(), 3) < 0.1
+    pred = binary_model.predict(train[FEATURES][val])
+    acc = float(np.mean(pred == train["label"][val].to_numpy()))
+    row = binary_model.models_.loc[binary_model.model_]
+    assert row["accuracy"] == pytest.approx(acc, abs=2.5 / val.sum())  # float32 scores near the threshold
+    assert binary_model.state_.best_ev_n[0] == val.sum()
+    assert binary_model.epochs_run_ == len(binary_model.history_)
+    assert all(h["evaluated_epochs"] == h["epoch"] for h in binary_model.history_)  # anchors lag one epoch
+
+
 def test_packed_models_match_single_models():
     """A packed model trains exactly like the same model alone (models do not interact)."""
     rng = np.random.default_rng(5)
@@ -248,7 +261,7 @@ def test_validation_rows_come_from_a_seeded_hash_of_the_row(data):
     # the selection pass counts exactly the hashed rows
     est = LinearLearner("regressor", features=FEATURES, target="y", num_models=2, epochs=1, random_state=3)
     est.fit(data["train"])
-    assert est.state_.ev_n[0] == mask.sum()
+    assert est.state_.best_ev_n[0] == mask.sum()
     assert est.selection_on_ == "validation"
 
 
@@ -258,7 +271,7 @@ def test_given_validation_data_and_early_stopping(data):
                         early_stopping_patience=1, early_stopping_tolerance=0.01)
     est.fit(train, validation_data=test)
     assert est.epochs_run_ < 15
-    assert est.state_.ev_n[0] == len(test)
+    assert est.state_.best_ev_n[0] == len(test)
     assert len(est.history_) == est.epochs_run_
     assert est.models_.loc[est.model_, "accuracy"] == pytest.approx(est.score(test[FEATURES], test["label"]),
                                                                     abs=0.003)
@@ -269,7 +282,7 @@ def test_no_validation_uses_training_rows():
     X = rng.normal(size=(2000, 3))
     est = LinearLearner("regressor", validation_fraction=0.0, num_models=2, epochs=2, mini_batch_size=20)
     est.fit(X, X @ [1.0, 2.0, 3.0])
-    assert est.selection_on_ == "training" and est.state_.ev_n[0] == 2000
+    assert est.selection_on_ == "training" and est.state_.best_ev_n[0] == 2000
     assert est.score(X, X @ [1.0, 2.0, 3.0]) > 0.999
 
 

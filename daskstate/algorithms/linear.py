@@ -12,23 +12,25 @@ The state's arrays
       ``norm_mean``/``norm_scale`` when training starts;
     - ``num_models`` packed models in standardised space: ``coef`` of shape
       (models, features, outputs) and ``bias``, with Adam's moments and step count;
-    - per model: learning rate, ``l1``, ``wd``, positive weight; the best snapshot
-      seen at an epoch's end (``best_coef``, ``best_bias``, ``best_loss``);
-    - accumulators: the epoch's monitored loss, and the final validation metrics
-      (loss, a histogram of validation scores per class for threshold calibration,
-      correct counts, squared and absolute errors).
+    - per model: learning rate, ``l1``, ``wd``, positive weight; the epoch's
+      *anchor* (the parameters the epoch started from, being validated), and the
+      best validated snapshot (``best_coef``, ``best_bias``, ``best_loss``) with its
+      validation metrics (``best_ev_*``);
+    - accumulators (``ev_*``): validation loss, a histogram of validation scores per
+      class for threshold calibration, correct counts, squared and absolute errors.
     With ``solver="exact"`` the state is the centred scatter matrix of
     ``[X, y]`` (X^T X, X^T y, y^T y about the mean; count): one pass, exact, mergeable.
 
 ``update``
     A first pass folds moments (and classes). Then, per partition of a round: the
     validation rows (a seeded hash of the row: the same rows on every pass and
-    worker) are scored with the round's parameters; the other rows, shuffled with
-    a seed from (seed, epoch, partition), are consumed in mini-batches, each one
-    tensor operation for all packed models (``rows x features @ features x
-    (models * outputs)``). Features are standardised per partition; the
-    normalisation is folded into the coefficients at finalize, so predictions take
-    raw features.
+    worker) are scored with the epoch's anchor, so at the epoch's end its
+    validation metrics are exact, with no pass of their own; the other rows,
+    shuffled with a seed from (seed, epoch, partition), are consumed in
+    mini-batches, each one tensor operation for all packed models (``rows x
+    features @ features x (models * outputs)``). Features are standardised per
+    mini-batch; the normalisation is folded into the coefficients at finalize, so
+    predictions take raw features.
 
 ``merge``
     First pass: Chan's formulas. Training: count-weighted averaging of the
@@ -110,8 +112,9 @@ class LinearState(State):
     """Normaliser, packed linear models with their optimiser state, and validation metrics.
 
     Phases (``extra_meta["phase"]``): ``"stats"`` (first pass; the whole fit for
-    ``solver="exact"``), ``"sgd"`` (epochs of rounds), ``"eval"`` (the selection
-    pass), ``"done"``. The arrays are listed in the module docstring; their shapes
+    ``solver="exact"``), ``"sgd"`` (epochs of rounds), ``"eval"`` (a scoring pass,
+    only when the epochs ran out before early stopping, or without validation
+    rows), ``"done"``. The arrays are listed in the module docstring; their shapes
     are ``M = num_models``, ``d`` features, ``K`` outputs (1, or the number of
     classes for multiclass).
 
@@ -134,10 +137,13 @@ class LinearState(State):
         "shift", "offset", "m2", "class_counts", "norm_mean", "norm_scale",
         "coef", "bias", "coef_m", "coef_v", "bias_m", "bias_v", "step",
         "lr", "l1", "wd", "pos_weight",
-        "best_coef", "best_bias", "best_loss", "best_epoch", "progress",
+        "anchor_coef", "anchor_bias", "best_coef", "best_bias", "best_loss", "best_epoch", "progress",
         "mon_loss", "mon_n",
         "ev_loss", "ev_n", "ev_hist", "ev_correct", "ev_sq", "ev_abs", "ev_t",
+        "best_ev_loss", "best_ev_n", "best_ev_hist", "best_ev_correct", "best_ev_sq", "best_ev_abs", "best_ev_t",
     )
+    #: validation accumulators: per packed model, except the row count and target sums (``_n``, ``_t``)
+    EVAL_ARRAYS = ("ev_loss", "ev_n", "ev_hist", "ev_correct", "ev_sq", "ev_abs", "ev_t")
 
     # ---- hyperparameters --------------------------------------------------------
     @property
@@ -186,20 +192,24 @@ class LinearState(State):
         self.class_counts = np.zeros(len(self.classes) if self.params.get("num_classes") else 0)
         self.norm_mean = np.zeros(p)
         self.norm_scale = np.ones(p)
-        for name in ("coef", "coef_m", "coef_v", "best_coef"):
+        for name in ("coef", "coef_m", "coef_v", "anchor_coef", "best_coef"):
             setattr(self, name, np.zeros((M, d, K)))
-        for name in ("bias", "bias_m", "bias_v", "best_bias"):
+        for name in ("bias", "bias_m", "bias_v", "anchor_bias", "best_bias"):
             setattr(self, name, np.zeros((M, K)))
         self.step = np.zeros(1)
-        for name in ("lr", "l1", "wd", "pos_weight", "mon_loss", "ev_loss", "ev_correct", "ev_sq", "ev_abs"):
+        for name in ("lr", "l1", "wd", "pos_weight", "mon_loss"):
             setattr(self, name, np.zeros(M))
         self.best_loss = np.full(M, np.inf)
         self.best_epoch = np.full(M, -1.0)
         self.progress = np.array([0.0, np.inf, 0.0])  # epochs run, best monitored loss, epochs without gain
         self.mon_n = np.zeros(1)
-        self.ev_n = np.zeros(1)
-        self.ev_hist = np.zeros((M, 2, HIST_BINS) if self.predictor_type == "binary_classifier" else (M, 0, 0))
-        self.ev_t = np.zeros(2)
+        hist = (M, 2, HIST_BINS) if self.predictor_type == "binary_classifier" else (M, 0, 0)
+        for prefix in ("ev_", "best_ev_"):
+            for name in ("loss", "correct", "sq", "abs"):
+                setattr(self, prefix + name, np.zeros(M))
+            setattr(self, prefix + "n", np.zeros(1))
+            setattr(self, prefix + "hist", np.zeros(hist))
+            setattr(self, prefix + "t", np.zeros(2))
         self.extra_meta.setdefault("phase", "stats")
 
     # rounds protocol (daskstate.engine.fold_rounds)
@@ -212,9 +222,9 @@ class LinearState(State):
     @property
     def round_summed(self) -> tuple[str, ...]:
         if self.phase == "sgd":
-            return ("mon_loss", "mon_n")
+            return ("mon_loss", "mon_n", *self.EVAL_ARRAYS)
         if self.phase == "eval":
-            return ("ev_loss", "ev_n", "ev_hist", "ev_correct", "ev_sq", "ev_abs", "ev_t")
+            return self.EVAL_ARRAYS
         return ()
 
     def round_weight(self) -> float:
@@ -343,64 +353,94 @@ class LinearState(State):
         val = self._validation_mask(X)
         if val is not None:
             held_out = np.flatnonzero(val)
-            if len(held_out):
-                self._monitor(X, t, held_out)
+            if len(held_out):  # exact validation metrics of the epoch's anchor (its start parameters)
+                self._evaluate(X, t, held_out, self.anchor_coef, self.anchor_bias)
             train = np.flatnonzero(~val)
         else:
             train = np.arange(len(X))
         order = ctx.rng().permutation(train)
-        monitor_train = self.params.get("validation", "split") == "none"
-        B = int(self.params.get("mini_batch_size", 1000))
-        for rows in mini_batches(len(order), B):  # temporaries: one mini-batch
-            idx = order[rows]
-            self._sgd_step(self._standardise(X[idx]), t[idx], monitor_train)
+        self._train(X, t, order, monitor=self.params.get("validation", "split") == "none")
         self._trained_rows = len(order)
 
-    def _monitor(self, X: np.ndarray, t: np.ndarray, idx: np.ndarray) -> None:
-        """Add the loss of every packed model on the rows ``idx`` (validation) to the epoch's sum."""
-        for rows in mini_batches(len(idx), self._score_rows()):
-            sel = idx[rows]
-            S = self._scores(self._standardise(X[sel]), self.coef, self.bias)
-            _, L = loss_and_grad(self.loss, S, t[sel], grad=False, value=True, **self._loss_kwargs())
-            self.mon_loss += L.sum(axis=0, dtype=np.float64)
-        self.mon_n += len(idx)
+    def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool) -> None:
+        """Mini-batch SGD over the rows ``order``: every packed model in each matrix product.
 
-    def _sgd_step(self, Z: np.ndarray, t: np.ndarray, monitor: bool) -> None:
+        The loop works on a fused layout: weights and bias as one
+        ``(features + 1) x (models * outputs)`` matrix ``W``, each mini-batch as
+        ``rows x (features + 1)`` with a column of ones, so a step is two GEMMs
+        (scores, gradient), the loss and one Adam update, whatever ``num_models``.
+        Temporaries are bounded by a mini-batch.
+        """
         M, d, K = self.coef.shape
-        B = len(Z)
-        S = self._scores(Z, self.coef, self.bias)
-        G, L = loss_and_grad(self.loss, S, t, value=monitor, **self._loss_kwargs())
-        if self.predictor_type == "binary_classifier" and np.any(self.pos_weight != 1.0):
-            G *= np.where(t[:, None] == 1.0, self.pos_weight.astype(_F32), _F32(1.0))[..., None]
-        gW = (Z.T @ G.reshape(B, M * K)).reshape(d, M, K).transpose(1, 0, 2).astype(np.float64)
-        gW /= B
-        gb = G.sum(axis=0).astype(np.float64) / B
-        gW += self.wd[:, None, None] * self.coef
-        self.step += 1.0
-        lr3 = self.lr[:, None, None]
-        if self.params.get("optimizer", "adam") == "adam":
-            b1, b2, eps = (float(self.params.get(k, v)) for k, v in (("beta_1", 0.9), ("beta_2", 0.999),
-                                                                      ("epsilon", 1e-8)))
-            t_step = float(self.step[0])
-            size = adam_step(self.coef, gW, self.coef_m, self.coef_v, t_step, lr3, b1, b2, eps)
-            adam_step(self.bias, gb, self.bias_m, self.bias_v, t_step, self.lr[:, None], b1, b2, eps)
-        else:
-            self.coef -= lr3 * gW
-            self.bias -= self.lr[:, None] * gb
-            size = lr3
-        if np.any(self.l1 > 0):
-            soft_threshold(self.coef, size * self.l1[:, None, None])
-        if monitor:
-            self.mon_loss += L.sum(axis=0, dtype=np.float64)
-            self.mon_n += B
+        MK = M * K
 
-    # the selection pass: validation metrics of every packed model
+        def fused(w: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.concatenate([w.transpose(1, 0, 2).reshape(d, MK), b.reshape(1, MK)], axis=0)
+
+        W, Wm, Wv = fused(self.coef, self.bias), fused(self.coef_m, self.bias_m), fused(self.coef_v, self.bias_v)
+        lr, wd, l1 = (np.repeat(v, K)[None, :] for v in (self.lr, self.wd, self.l1))
+        use_wd, use_l1 = bool(np.any(wd > 0)), bool(np.any(l1 > 0))
+        pos_weight = None
+        if self.predictor_type == "binary_classifier" and np.any(self.pos_weight != 1.0):
+            pos_weight = self.pos_weight.astype(_F32)
+        adam = self.params.get("optimizer", "adam") == "adam"
+        b1, b2, eps = (float(self.params.get(k, v)) for k, v in (("beta_1", 0.9), ("beta_2", 0.999),
+                                                                  ("epsilon", 1e-8)))
+        loss, loss_kwargs = self.loss, self._loss_kwargs()
+        mean, inv_scale = self.norm_mean[:d], 1.0 / self.norm_scale[:d]
+        step = float(self.step[0])
+        B = int(self.params.get("mini_batch_size", 1000))
+        buf = np.empty((min(B, len(order)), d + 1), dtype=_F32)
+        buf[:, d] = 1.0
+        for rows in mini_batches(len(order), B):
+            idx = order[rows]
+            n = len(idx)
+            Z = buf[:n]
+            np.multiply(X[idx] - mean, inv_scale, out=Z[:, :d], casting="same_kind")
+            S = Z @ W.astype(_F32)
+            tb = t[idx]
+            G, L = loss_and_grad(loss, S.reshape(n, M, K), tb, value=monitor, **loss_kwargs)
+            G = G.reshape(n, MK)
+            if pos_weight is not None:
+                G *= np.where(tb[:, None] == 1.0, pos_weight, _F32(1.0))
+            g = (Z.T @ G).astype(np.float64)
+            g *= 1.0 / n
+            if use_wd:
+                g[:d] += wd * W[:d]
+            step += 1.0
+            if adam:
+                size = adam_step(W, g, Wm, Wv, step, lr, b1, b2, eps)
+            else:
+                W -= lr * g
+                size = lr
+            if use_l1:
+                soft_threshold(W[:d], size[:d] * l1 if adam else lr * l1)
+            if monitor:
+                self.mon_loss += L.sum(axis=0, dtype=np.float64)
+                self.mon_n += n
+
+        def unfused(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return F[:d].reshape(d, M, K).transpose(1, 0, 2).copy(), F[d].reshape(M, K).copy()
+
+        self.coef, self.bias = unfused(W)
+        self.coef_m, self.bias_m = unfused(Wm)
+        self.coef_v, self.bias_v = unfused(Wv)
+        self.step = np.array([step])
+
+    # the selection pass: validation metrics of chosen parameters of every packed model
     def _update_eval(self, X: np.ndarray, y: np.ndarray) -> None:
         how = self.extra_meta.get("eval", {})
         t = self._encode_target(y)
         val = self._validation_mask(X) if how.get("rows") == "validation" else None
         idx = np.flatnonzero(val) if val is not None else np.arange(len(X))
-        coef, bias = (self.best_coef, self.best_bias) if how.get("params") == "best" else (self.coef, self.bias)
+        which = how.get("params", "anchor")
+        coef, bias = {"best": (self.best_coef, self.best_bias), "current": (self.coef, self.bias),
+                      "anchor": (self.anchor_coef, self.anchor_bias)}[which]
+        self._evaluate(X, t, idx, coef, bias)
+        self._trained_rows = 0
+
+    def _evaluate(self, X: np.ndarray, t: np.ndarray, idx: np.ndarray, coef: np.ndarray, bias: np.ndarray) -> None:
+        """Add the rows ``idx``'s loss and metrics under ``coef``/``bias`` to the ``ev_`` accumulators."""
         M = coef.shape[0]
         for rows in mini_batches(len(idx), self._score_rows()):
             sel = idx[rows]
@@ -423,7 +463,6 @@ class LinearState(State):
                 self.ev_abs += np.abs(R).sum(axis=0)
                 tb64 = tb.astype(np.float64)
                 self.ev_t += np.array([tb64.sum(), tb64 @ tb64])
-        self._trained_rows = 0
 
     # ---- merge ------------------------------------------------------------------
     def _merge(self, other: LinearState) -> None:
@@ -485,16 +524,23 @@ class LinearState(State):
 
     def _init_training(self) -> None:
         M, d, K = int(self.params["num_models"]), self.n_features, self._n_outputs()
-        for name in ("coef", "coef_m", "coef_v", "best_coef"):
+        for name in ("coef", "coef_m", "coef_v", "anchor_coef", "best_coef"):
             setattr(self, name, np.zeros((M, d, K)))
-        for name in ("bias", "bias_m", "bias_v", "best_bias"):
+        for name in ("bias", "bias_m", "bias_v", "anchor_bias", "best_bias"):
             setattr(self, name, np.zeros((M, K)))
         self.step = np.zeros(1)
         self.lr, self.l1, self.wd, self.pos_weight = self._spreads(M)
-        self.best_loss = np.full(M, np.inf)
-        self.best_epoch = np.full(M, -1.0)
-        self.progress = np.array([0.0, np.inf, 0.0])
-        self.mon_loss, self.mon_n = np.zeros(M), np.zeros(1)
+        self.progress = np.zeros(3)
+        self._reset_selection()
+
+    def _reset_selection(self) -> None:
+        """Forget the best snapshots' scores and every accumulator (a new fit or partial_fit)."""
+        self.best_loss = np.full_like(self.best_loss, np.inf)
+        self.best_epoch = np.full_like(self.best_epoch, -1.0)
+        self.progress = np.array([self.progress[0], np.inf, 0.0])
+        for name in ("mon_loss", "mon_n", *self.EVAL_ARRAYS, *("best_" + n for n in self.EVAL_ARRAYS)):
+            setattr(self, name, np.zeros_like(getattr(self, name)))
+        self.extra_meta["early_stopped"] = False
 
     def _spreads(self, M: int) -> tuple[np.ndarray, ...]:
         """Per-model hyperparameters: given values, or for "auto" a seeded log-uniform spread.
@@ -523,21 +569,33 @@ class LinearState(State):
             out.append(values.astype(np.float64))
         return tuple(out)
 
-    def end_epoch(self, patience: int | None, tolerance: float) -> bool:
+    def end_epoch(self, patience: int | None, tolerance: float, evaluated_epochs: int | None = None) -> bool:
         """Close an epoch in place: keep each model's best snapshot, count epochs without gain.
 
-        Returns True when the best monitored loss over all models has not improved
-        by a relative ``tolerance`` for ``patience`` epochs (early stopping).
+        With validation rows, the ``ev_`` accumulators hold the exact validation
+        metrics of the epoch's *anchor* (its parameters when the epoch started, or
+        the ones a callback evaluated, trained ``evaluated_epochs`` epochs); a model
+        whose anchor beats its best snapshot keeps the anchor and its metrics.
+        Without validation rows, the running training loss of the epoch judges the
+        current parameters. Then the current parameters become the next anchor.
+
+        Returns True when the best loss over all models has not improved by a
+        relative ``tolerance`` for ``patience`` epochs (early stopping).
         """
         epoch = int(self.progress[0])
-        n = float(self.mon_n[0])
-        if n > 0:
-            loss = self.mon_loss / n
-            better = loss < self.best_loss
-            self.best_coef[better] = self.coef[better]
-            self.best_bias[better] = self.bias[better]
-            self.best_loss[better] = loss[better]
-            self.best_epoch[better] = epoch
+        if self.ev_n[0] > 0:
+            trained = epoch if evaluated_epochs is None else int(evaluated_epochs)
+            loss = self._absorb(self.anchor_coef, self.anchor_bias, trained)
+        elif self.mon_n[0] > 0:
+            trained = epoch + 1
+            loss = self.mon_loss / self.mon_n[0]
+            self._keep_better(loss, self.coef, self.bias, trained)
+        else:  # nothing to judge by: the latest parameters are the best we know
+            trained, loss = epoch + 1, None
+            self.best_coef, self.best_bias = self.coef.copy(), self.bias.copy()
+            self.best_epoch[:] = trained
+        entry: dict[str, Any] = {"epoch": epoch, "evaluated_epochs": trained, "loss": None, "model": None}
+        if loss is not None:
             finite = np.isfinite(loss)
             overall = float(loss[finite].min()) if finite.any() else math.inf
             best = float(self.progress[1])
@@ -546,31 +604,68 @@ class LinearState(State):
                 self.progress[2] = 0.0
             else:
                 self.progress[2] += 1.0
-            entry = {"epoch": epoch, "loss": overall if math.isfinite(overall) else None,
-                     "model": int(np.nanargmin(np.where(finite, loss, np.nan))) if finite.any() else None}
-        else:  # nothing to monitor: the latest parameters are the best we know
-            self.best_coef, self.best_bias = self.coef.copy(), self.bias.copy()
-            self.best_epoch[:] = epoch
-            entry = {"epoch": epoch, "loss": None, "model": None}
+            if finite.any():
+                entry.update(loss=overall, model=int(np.argmin(np.where(finite, loss, np.inf))))
         self.extra_meta["history"] = [*self.extra_meta.get("history", []), entry]
-        self.mon_loss[:] = 0.0
-        self.mon_n[:] = 0.0
+        self.anchor_coef, self.anchor_bias = self.coef.copy(), self.bias.copy()
+        for name in ("mon_loss", "mon_n", *self.EVAL_ARRAYS):
+            getattr(self, name)[...] = 0.0
         self.progress[0] += 1.0
-        return bool(patience) and self.progress[2] >= int(patience)
+        stop = bool(patience) and bool(self.progress[2] >= int(patience))
+        self.extra_meta["early_stopped"] = stop
+        return stop
 
-    def begin_eval(self, params: str = "best", rows: str = "validation") -> LinearState:
-        """A copy that scores its models (``params``: "best" snapshots or "current") on ``rows``."""
+    def _keep_better(self, loss: np.ndarray, coef: np.ndarray, bias: np.ndarray, trained: int) -> np.ndarray:
+        better = loss < self.best_loss
+        self.best_coef[better] = coef[better]
+        self.best_bias[better] = bias[better]
+        self.best_loss[better] = loss[better]
+        self.best_epoch[better] = trained
+        return better
+
+    def _absorb(self, coef: np.ndarray, bias: np.ndarray, trained: int) -> np.ndarray:
+        """Per-model validation loss of ``coef``/``bias`` from ``ev_``; better models keep them and their metrics."""
+        loss = self.ev_loss / self.ev_n[0]
+        better = self._keep_better(loss, coef, bias, trained)
+        for name in ("ev_loss", "ev_hist", "ev_correct", "ev_sq", "ev_abs"):
+            getattr(self, "best_" + name)[better] = getattr(self, name)[better]
+        self.best_ev_n, self.best_ev_t = self.ev_n.copy(), self.ev_t.copy()  # the same rows every time
+        return loss
+
+    def begin_eval(self, params: str = "anchor", rows: str = "validation") -> LinearState:
+        """A copy that scores ``params`` ("anchor", "best" or "current") of every model on ``rows``.
+
+        ``rows`` is "validation" (the hashed rows) or "all". Fold it with
+        :func:`daskstate.engine.fold_rounds`, then :meth:`absorb_evaluation`.
+        """
         if self.phase not in ("sgd", "eval", "done"):
             raise StateError(f"begin_eval needs a trained state, this one is in phase {self.phase!r}")
+        if params not in ("anchor", "best", "current") or rows not in ("validation", "all"):
+            raise ValueError(f"begin_eval: params={params!r}, rows={rows!r}")
         new = self.copy()
-        for name in ("ev_loss", "ev_n", "ev_hist", "ev_correct", "ev_sq", "ev_abs", "ev_t"):
+        for name in self.EVAL_ARRAYS:
             setattr(new, name, np.zeros_like(getattr(self, name)))
         new.extra_meta["phase"] = "eval"
         new.extra_meta["eval"] = {"params": params, "rows": rows}
         return new
 
-    def end_eval(self, selection_on: str) -> LinearState:
-        """A finished copy; ``selection_on`` says which rows the metrics come from."""
+    def absorb_evaluation(self) -> LinearState:
+        """After an evaluation pass: the anchor competes for best snapshots; "best" gets its metrics."""
+        new = self.copy()
+        which = self.extra_meta.get("eval", {}).get("params")
+        if self.ev_n[0] > 0:
+            if which == "anchor":
+                new._absorb(self.anchor_coef, self.anchor_bias, int(self.progress[0]))
+            elif which == "best":
+                for name in self.EVAL_ARRAYS:
+                    setattr(new, "best_" + name, getattr(self, name).copy())
+        for name in self.EVAL_ARRAYS:
+            setattr(new, name, np.zeros_like(getattr(self, name)))
+        new.extra_meta["phase"] = "sgd"
+        return new
+
+    def finish(self, selection_on: str) -> LinearState:
+        """A finished copy; ``selection_on`` says which rows the selection metrics come from."""
         new = self.copy()
         new.extra_meta["phase"] = "done"
         new.extra_meta["selection_on"] = selection_on
@@ -583,10 +678,8 @@ class LinearState(State):
         new = self.copy()
         if self.phase == "done":
             new.coef, new.bias = self.best_coef.copy(), self.best_bias.copy()
-        new.best_loss = np.full_like(self.best_loss, np.inf)
-        new.progress = np.array([self.progress[0], np.inf, 0.0])
-        new.mon_loss[:] = 0.0
-        new.mon_n[:] = 0.0
+        new.anchor_coef, new.anchor_bias = new.coef.copy(), new.bias.copy()
+        new._reset_selection()
         new.extra_meta["phase"] = "sgd"
         return new
 
@@ -644,8 +737,8 @@ class LinearState(State):
                 raise StateError(f"model must be 'best' or an index 0..{M - 1}, got {model!r}")
             chosen = int(model)
         table["selected"] = table.index == chosen
-        trained = self.phase != "sgd" or self.progress[0] > 0
-        W, b = (self.best_coef[chosen], self.best_bias[chosen]) if trained else (self.coef[chosen], self.bias[chosen])
+        snapshot = self.best_epoch[chosen] >= 0  # else: mid-training, nothing validated yet
+        W, b = (self.best_coef[chosen], self.best_bias[chosen]) if snapshot else (self.coef[chosen], self.bias[chosen])
         coef, intercept = self._raw_coefficients(W, b)
         out: dict[str, Any] = {"models_": table, "best_model_": int(selected), "model_": chosen,
                                "loss_": self.loss, "epochs_run_": int(self.progress[0]),
@@ -677,11 +770,10 @@ class LinearState(State):
         if self.predictor_type == "binary_classifier":
             table["positive_example_weight_mult"] = self.pos_weight
         table["best_epoch"] = self.best_epoch.astype(int)
-        table["monitor_loss"] = self.best_loss
         thresholds = np.full(M, 0.5)
-        n = float(self.ev_n[0])
-        evaluated = self.phase == "done" and n > 0
-        val_loss = self.ev_loss / n if evaluated else np.full(M, np.nan)
+        n = float(self.best_ev_n[0])
+        evaluated = n > 0
+        val_loss = self.best_ev_loss / n if evaluated else np.full(M, np.nan)
         table["val_loss"] = val_loss
         rank_loss = np.where(np.isfinite(val_loss), val_loss, np.inf) if evaluated else \
             np.where(np.isfinite(self.best_loss), self.best_loss, np.inf)
@@ -690,7 +782,8 @@ class LinearState(State):
             if binary_criterion not in BINARY_CRITERIA:
                 raise StateError(f"binary_classifier_model_selection_criteria must be one of {BINARY_CRITERIA}, "
                                  f"got {binary_criterion!r}")
-            metrics = _threshold_metrics(self.ev_hist, binary_criterion, target_recall, target_precision, f_beta)
+            metrics = _threshold_metrics(self.best_ev_hist, binary_criterion, target_recall, target_precision,
+                                         f_beta)
             thresholds = metrics["threshold"]
             for key, values in metrics.items():
                 table[key] = values
@@ -700,15 +793,15 @@ class LinearState(State):
             if multiclass_criterion not in MULTICLASS_CRITERIA:
                 raise StateError(f"multiclass_classifier_model_selection_criteria must be one of "
                                  f"{MULTICLASS_CRITERIA}, got {multiclass_criterion!r}")
-            table["accuracy"] = self.ev_correct / n
+            table["accuracy"] = self.best_ev_correct / n
             if multiclass_criterion == "accuracy":
-                selected = _argbest(self.ev_correct / n, rank_loss)
+                selected = _argbest(self.best_ev_correct / n, rank_loss)
         elif self.regression and evaluated:
             ys = self.norm_scale[-1]
-            table["mse"] = self.ev_sq / n * ys**2
-            table["mae"] = self.ev_abs / n * ys
-            sst = self.ev_t[1] - self.ev_t[0] ** 2 / n
-            table["r2"] = 1.0 - self.ev_sq / sst if sst > 0 else np.nan
+            table["mse"] = self.best_ev_sq / n * ys**2
+            table["mae"] = self.best_ev_abs / n * ys
+            sst = self.best_ev_t[1] - self.best_ev_t[0] ** 2 / n
+            table["r2"] = 1.0 - self.best_ev_sq / sst if sst > 0 else np.nan
         table.index.name = "model"
         return table, selected, thresholds
 
@@ -924,7 +1017,8 @@ class LinearLearner(StateEstimator):
     classes_ : ndarray
         Class labels (classifiers).
     threshold_ : float
-        Binary: predict the positive class when ``predict_proba >= threshold_``.
+        Binary: predict the positive class when ``predict_proba >= threshold_`` (with
+        hinge loss: when the sigmoid of ``decision_function`` is), calibrated on validation.
     models_ : pandas.DataFrame
         Every packed model's hyperparameters and validation metrics; ``selected`` marks the one in use.
     best_model_ : int
@@ -1244,11 +1338,15 @@ class LinearLearner(StateEstimator):
 
         def epoch_end(s: LinearState, epoch: int) -> tuple[LinearState, bool]:
             s = s.copy()
-            if validation is not None:
-                scored = engine.fold_rounds(validation, s.begin_eval("current", "all"), sync_every=10**9,
+            evaluated = None
+            if validation is not None:  # score this epoch's result on the given validation rows
+                s.anchor_coef, s.anchor_bias = s.coef.copy(), s.bias.copy()
+                scored = engine.fold_rounds(validation, s.begin_eval("anchor", "all"), sync_every=10**9,
                                             shuffle=False, split_every=split_every, on_invalid=on_invalid)
-                s.mon_loss, s.mon_n = scored.ev_loss.copy(), scored.ev_n.copy()
-            stop = s.end_epoch(patience, tolerance)
+                for name in LinearState.EVAL_ARRAYS:
+                    setattr(s, name, getattr(scored, name).copy())
+                evaluated = int(s.progress[0]) + 1
+            stop = s.end_epoch(patience, tolerance, evaluated)
             return s, stop
 
         running = engine.fold_rounds(
@@ -1260,20 +1358,21 @@ class LinearLearner(StateEstimator):
             unchanged = state.copy()
             unchanged.consumed, unchanged.n_skipped = running.consumed, running.n_skipped
             return unchanged
-        mode = running.params.get("validation")
-        if validation is not None:
-            plan = [(validation, "all", "validation")]
-        elif mode == "split":
-            plan = [(inp, "validation", "validation"), (inp, "all", "training")]
-        else:
-            plan = [(inp, "all", "training")]
-        for data, rows, selection_on in plan:
-            scored = engine.fold_rounds(data, running.begin_eval("best", rows), sync_every=10**9, shuffle=False,
-                                        split_every=split_every, skip_sources=skip if data is inp else (),
-                                        progress=progress, on_invalid=on_invalid)
-            if scored.ev_n[0] > 0:  # else (no validation row fell out of the hash): fall back to training rows
-                return scored.end_eval(selection_on)
-        return scored.end_eval(selection_on)
+
+        def evaluate(data: Input, params: str, rows: str) -> LinearState:
+            return engine.fold_rounds(data, running.begin_eval(params, rows), sync_every=10**9, shuffle=False,
+                                      split_every=split_every, skip_sources=skip if data is inp else (),
+                                      progress=progress, on_invalid=on_invalid).absorb_evaluation()
+
+        selection_on = "validation"
+        if running.params.get("validation") == "split" and not running.extra_meta.get("early_stopped"):
+            # the epochs ran out: the last epoch's result has not been validated yet (one pass, validation rows)
+            running = evaluate(inp, "anchor", "validation")
+        if running.best_ev_n[0] == 0:
+            # no validation rows (validation_fraction=0, or none fell out of the hash): score on training rows
+            running = evaluate(inp, "best", "all")
+            selection_on = "training"
+        return running.finish(selection_on)
 
     # ---- applying the model -------------------------------------------------------------
     def decision_function(self, X: Any) -> Any:
