@@ -255,17 +255,17 @@ class LinearState(State):
 
     # first pass: moments and classes
     def _update_stats(self, X: np.ndarray, y: np.ndarray) -> None:
-        if self.regression:
+        yv = None
+        if self.regression:  # the label is the last column of the moments
             yv = _numeric_target(y, self._where())
-            A = np.column_stack([X, yv])
         else:
-            A = X
             self._count_classes(y)
         if self.n_rows == 0:
-            self.shift = A[0].copy()
+            self.shift = X[0].copy() if yv is None else np.append(X[0], yv[0])
         n = self.n_rows
-        for rows in mini_batches(len(A)):
-            nb, off, m2b = batch_moments(A[rows], self.shift, scatter=self.exact)
+        for rows in mini_batches(len(X)):
+            A = X[rows] if yv is None else np.column_stack([X[rows], yv[rows]])
+            nb, off, m2b = batch_moments(A, self.shift, scatter=self.exact)
             n, self.offset, self.m2 = merge_moments(n, self.offset, self.m2, nb, off, m2b)
 
     def _count_classes(self, y: np.ndarray) -> None:
