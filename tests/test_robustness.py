@@ -49,28 +49,30 @@ def _maybe_add_algorithms() -> None:
     """Join every estimator the package exports (each added when its issue lands)."""
     if hasattr(daskstate, "KMeans"):
         CASES.append(Case(
-            "KMeans", lambda **kw: daskstate.KMeans(n_clusters=3, features=FEATURES, random_state=0, **kw),
+            "KMeans", lambda **kw: daskstate.KMeans(**{"n_clusters": 3, "features": FEATURES, "random_state": 0, **kw}),
             "predict", min_rows_param=("n_clusters", 10_000),
             bad_params=[({"n_clusters": 0}, "n_clusters"), ({"init": "bogus"}, "init")],
         ))
     if hasattr(daskstate, "PCA"):
         CASES.append(Case(
-            "PCA", lambda **kw: daskstate.PCA(n_components=2, features=FEATURES, **kw),
+            "PCA", lambda **kw: daskstate.PCA(**{"n_components": 2, "features": FEATURES, **kw}),
             "transform", min_rows_param=("n_components", 3),
             bad_params=[({"n_components": 0}, "n_components"), ({"mode": "bogus"}, "mode")],
         ))
     if hasattr(daskstate, "LinearLearner"):
         CASES.append(Case(
             "LinearLearner-regressor",
-            lambda **kw: daskstate.LinearLearner(predictor_type="regressor", features=FEATURES, target="y",
-                                                 epochs=2, random_state=0, **kw),
+            lambda **kw: daskstate.LinearLearner(**{
+                "predictor_type": "regressor", "features": FEATURES, "target": "y", "epochs": 2,
+                "random_state": 0, **kw}),
             "predict", target="y",
             bad_params=[({"epochs": 0}, "epochs"), ({"predictor_type": "bogus"}, "predictor_type")],
         ))
         CASES.append(Case(
             "LinearLearner-multiclass",
-            lambda **kw: daskstate.LinearLearner(predictor_type="multiclass_classifier", features=FEATURES,
-                                                 target="label", epochs=2, random_state=0, **kw),
+            lambda **kw: daskstate.LinearLearner(**{
+                "predictor_type": "multiclass_classifier", "features": FEATURES, "target": "label",
+                "epochs": 2, "random_state": 0, **kw}),
             "predict", target="label", classifier=True,
         ))
 
@@ -274,25 +276,36 @@ def _slow_partition(i: int, n: int = 400) -> pd.DataFrame:
     return frame(n=n, seed=100 + i)
 
 
+@pytest.fixture
+def own_cluster():
+    """A LocalCluster of 2 worker processes for this test alone (one of them will be killed)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster, Client(cluster, set_as_default=False) as client:
+        yield client
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_worker_killed_mid_fit_gives_the_undisturbed_result(case, cluster_client):
+def test_worker_killed_mid_fit_gives_the_undisturbed_result(case, own_cluster):
     ddf = dd.from_map(_slow_partition, list(range(16)), meta=frame(n=0))
-    with cluster_client.as_current():
+    with own_cluster.as_current():
         undisturbed = case.make().fit(ddf)
-        killer_done = threading.Event()
-        pids = cluster_client.run(os.getpid)
+        pids = own_cluster.run(os.getpid)
+        victim = sorted(pids.values())[0]
+        killed = threading.Event()
 
         def kill_one_worker() -> None:
             time.sleep(1.0)
-            os.kill(sorted(pids.values())[0], signal.SIGKILL)
-            killer_done.set()
+            os.kill(victim, signal.SIGKILL)
+            killed.set()
 
         threading.Thread(target=kill_one_worker, daemon=True).start()
         disturbed = case.make().fit(ddf)
-        assert killer_done.wait(30)
-        cluster_client.wait_for_workers(2, timeout=60)
-        assert sorted(pids.values())[0] not in cluster_client.run(os.getpid).values()  # it really died
+        assert killed.wait(30)
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)  # it really died
     a, _ = undisturbed.state_.to_arrays()
     b, _ = disturbed.state_.to_arrays()
     for name in a:
