@@ -277,6 +277,21 @@ def test_given_validation_data_and_early_stopping(data):
                                                                     abs=0.003)
 
 
+def test_normaliser_from_a_sample_of_partitions(data):
+    ddf = daskstate.read_parquet(data["folder"])
+    kw = dict(features=FEATURES, target="label", num_models=2, epochs=2, random_state=1)
+    sampled = LinearLearner("binary_classifier", normalization_rows=5000, **kw).fit(ddf)
+    full = LinearLearner("binary_classifier", normalization_rows=None, **kw).fit(ddf)
+    assert sampled.n_samples_seen_ == full.n_samples_seen_ == 40_000
+    assert len(sampled.state_.consumed) == 8
+    mean = data["train"][FEATURES].mean().to_numpy()
+    np.testing.assert_allclose(full.state_.norm_mean, mean, rtol=1e-10)
+    assert not np.allclose(sampled.state_.norm_mean, mean, rtol=1e-6)  # one partition's estimate...
+    np.testing.assert_allclose(sampled.state_.norm_mean, mean, atol=0.1 * data["train"][FEATURES].std().max())
+    test = data["test"]
+    assert abs(sampled.score(test[FEATURES], test["label"]) - full.score(test[FEATURES], test["label"])) < 0.01
+
+
 def test_no_validation_uses_training_rows():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2000, 3))
@@ -392,7 +407,7 @@ def test_trained_states_merge_only_with_the_same_normaliser():
     ("predictor_type", "ranker"), ("loss", "logistic"), ("solver", "lbfgs"), ("num_models", 0),
     ("learning_rate", -1.0), ("l1", -0.1), ("wd", "lots"), ("positive_example_weight_mult", 0),
     ("optimizer", "rmsprop"), ("beta_1", 1.0), ("mini_batch_size", 0), ("epochs", 0), ("sync_every", 0),
-    ("early_stopping_patience", 0), ("validation_fraction", 1.0), ("num_classes", 1),
+    ("early_stopping_patience", 0), ("validation_fraction", 1.0), ("num_classes", 1), ("normalization_rows", 0),
     ("binary_classifier_model_selection_criteria", "auc"), ("quantile", 1.5), ("random_state", -1),
     ("on_invalid", "ignore"),
 ])

@@ -996,6 +996,13 @@ class LinearLearner(StateEstimator):
         Share of rows held out for validation, chosen by a seeded hash of the row's
         values (ignored when ``fit`` gets ``validation_data``). With 0 and no
         validation data, early stopping and selection use the training rows.
+    normalization_rows : int or None
+        The feature (and label) normaliser is estimated from at least this many
+        rows: whole partitions in a seeded order, 1, 2, 4, ... at a time, before
+        training (like SageMaker's ``num_point_for_scaler``). None: a full first
+        pass. Binary classification reads on until both classes have appeared; a
+        multiclass classifier without ``num_classes`` always makes a full first
+        pass, to learn every class.
     binary_classifier_model_selection_criteria : str
         "accuracy", "f_beta", "precision_at_target_recall",
         "recall_at_target_precision" or "loss_function".
@@ -1074,6 +1081,7 @@ class LinearLearner(StateEstimator):
         early_stopping_patience: int | None = 3,
         early_stopping_tolerance: float = 0.001,
         validation_fraction: float = 0.1,
+        normalization_rows: int | None = 100_000,
         binary_classifier_model_selection_criteria: str = "accuracy",
         multiclass_classifier_model_selection_criteria: str = "accuracy",
         target_recall: float = 0.8,
@@ -1105,6 +1113,7 @@ class LinearLearner(StateEstimator):
         self.early_stopping_patience = early_stopping_patience
         self.early_stopping_tolerance = early_stopping_tolerance
         self.validation_fraction = validation_fraction
+        self.normalization_rows = normalization_rows
         self.binary_classifier_model_selection_criteria = binary_classifier_model_selection_criteria
         self.multiclass_classifier_model_selection_criteria = multiclass_classifier_model_selection_criteria
         self.target_recall = target_recall
@@ -1163,6 +1172,8 @@ class LinearLearner(StateEstimator):
         check("early_stopping_patience", p is None or (integer(p) and p >= 1), "None or an integer >= 1")
         check("early_stopping_tolerance", number(self.early_stopping_tolerance) and self.early_stopping_tolerance >= 0,
               "a number >= 0")
+        check("normalization_rows", self.normalization_rows is None
+              or (integer(self.normalization_rows) and self.normalization_rows >= 1), "None or an integer >= 1")
         check("validation_fraction", number(self.validation_fraction) and 0 <= self.validation_fraction < 1,
               "in [0, 1)")
         check("binary_classifier_model_selection_criteria",
@@ -1325,8 +1336,8 @@ class LinearLearner(StateEstimator):
             return engine.fold(inp, state, split_every=split_every, checkpoint=sub("exact"),
                                checkpoint_every=checkpoint_every, progress=progress, on_invalid=on_invalid)
         if state.phase == "stats":  # a fresh fit: first pass, then train on everything
-            first = engine.fold(inp, state, split_every=split_every, checkpoint=sub("first-pass"),
-                                checkpoint_every=checkpoint_every, progress=progress, on_invalid=on_invalid)
+            first = self._first_pass(inp, state, checkpoint=sub("first-pass"), checkpoint_every=checkpoint_every,
+                                     progress=progress, split_every=split_every)
             self._check_enough_rows(first)
             running, skip = first.start_training(), frozenset()
         else:  # partial_fit: only partitions not trained on yet
@@ -1373,6 +1384,29 @@ class LinearLearner(StateEstimator):
             running = evaluate(inp, "best", "all")
             selection_on = "training"
         return running.finish(selection_on)
+
+    def _first_pass(self, inp: Input, state: LinearState, *, checkpoint: str | None,
+                    checkpoint_every: int | None, progress: bool, split_every: int) -> LinearState:
+        """Moments and classes: from all partitions, or from a seeded sample of whole partitions."""
+        full = (self.normalization_rows is None or not inp.is_dask
+                or (state.predictor_type == "multiclass_classifier" and not state.params.get("num_classes")))
+        if full:
+            return engine.fold(inp, state, split_every=split_every, checkpoint=checkpoint,
+                               checkpoint_every=checkpoint_every, progress=progress, on_invalid=self.on_invalid)
+        order = np.random.default_rng([int(state.params["seed"]), 0xF125]).permutation(inp.npartitions)
+        running, taken, step = state, 0, 1
+        while taken < len(order):
+            chunk = [int(i) for i in order[taken : taken + step]]
+            part = Input(inp.schema, parts=[inp.parts[i] for i in chunk], sources=[inp.sources[i] for i in chunk])
+            running = engine.fold(part, running, split_every=split_every, progress=progress,
+                                  on_invalid=self.on_invalid)
+            taken, step = taken + len(chunk), step * 2
+            enough = running.n_rows >= self.normalization_rows
+            if state.predictor_type == "binary_classifier":
+                enough = enough and len(running.classes) >= 2
+            if enough:
+                break
+        return running
 
     # ---- applying the model -------------------------------------------------------------
     def decision_function(self, X: Any) -> Any:
