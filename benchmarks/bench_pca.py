@@ -92,11 +92,28 @@ def ipca_job(folder: str, cols: int) -> dict:
     return {"rows": rows, "explained_variance": ipca.explained_variance_.tolist()}
 
 
+def _interleaved(jobs: dict[str, tuple[Any, dict]], repeat: int, timeout: float) -> dict[str, dict]:
+    """Run every job ``repeat`` times, round-robin, so a burst of load from other processes
+    hits the floor and the fits alike; each keeps its best time and its largest peak RSS."""
+    from benchmarks.common import run_measured
+
+    runs: dict[str, list] = {name: [] for name in jobs}
+    loads: dict[str, list] = {name: [] for name in jobs}
+    for _ in range(repeat):
+        for name, (job, kwargs) in jobs.items():
+            loads[name].append(os.getloadavg()[0])
+            runs[name].append(run_measured(job, timeout=timeout, **kwargs))
+    return {name: _summarise(name, runs[name], max(loads[name])) for name in jobs}
+
+
 def _run(name: str, job: Any, repeat: int, timeout: float, **kwargs: Any) -> dict:
     from benchmarks.common import run_measured
 
     load = os.getloadavg()[0]  # other processes on the machine skew the timings: record it
-    runs = [run_measured(job, timeout=timeout, **kwargs) for _ in range(repeat)]
+    return _summarise(name, [run_measured(job, timeout=timeout, **kwargs) for _ in range(repeat)], load)
+
+
+def _summarise(name: str, runs: list[dict], load: float) -> dict:
     ok = [r for r in runs if r["ok"]]
     if not ok:
         print(f"  {name}: FAILED {runs[0]['error']}", flush=True)
@@ -120,7 +137,8 @@ def main() -> None:
     ap.add_argument("--wide-cols", type=int, default=512)
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--growth", type=int, default=10, help="RSS check: rows and files x growth")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of the floor and daskstate (best time kept)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="interleaved runs of the floor and daskstate (best time kept)")
     ap.add_argument("--skip-baselines", action="store_true", help="no dask-ml / IncrementalPCA runs")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--data", default="/tmp/daskstate-bench")
@@ -136,13 +154,11 @@ def main() -> None:
             print(f"{label}: {rows:,} rows x {cols} features, {files} files, {ds['bytes_on_disk'] / 1e9:.2f} GB",
                   flush=True)
             kw = {"folder": folder, "cols": cols}
-            results = {
-                "floor": _run("floor", floor_job, args.repeat, args.timeout, **kw),
-                "daskstate regular": _run("daskstate regular", daskstate_job, args.repeat, args.timeout,
-                                          mode="regular", **kw),
-                "daskstate randomized": _run("daskstate randomized", daskstate_job, args.repeat, args.timeout,
-                                             mode="randomized", **kw),
-            }
+            results = _interleaved({
+                "floor": (floor_job, kw),
+                "daskstate regular": (daskstate_job, {**kw, "mode": "regular"}),
+                "daskstate randomized": (daskstate_job, {**kw, "mode": "randomized"}),
+            }, args.repeat, args.timeout)
             if growth == 1 and not args.skip_baselines:
                 for solver in ("full", "randomized"):
                     results[f"dask-ml PCA {solver}"] = _run(f"dask-ml {solver}", daskml_job, 1, args.timeout,
