@@ -185,7 +185,8 @@ def run_lazy(args: argparse.Namespace) -> None:
                 row["error"] = r["error"]
             out.append(row)
             print(row, flush=True)
-    path = write_results("out_of_core_lazy", {"rows": out, "args": vars(args)})
+            write_results("out_of_core_lazy", {"rows": out, "args": vars(args), "complete": False})
+    path = write_results("out_of_core_lazy", {"rows": out, "args": vars(args), "complete": True})
     print(markdown_table(out, ["fit", "gb", "rows", "seconds", "gb_per_s", "peak_rss_mb", "state_bytes"]))
     print(f"written to {path}")
 

@@ -333,3 +333,123 @@ def test_five_hundred_partitions_on_two_worker_processes_with_steady_memory(clus
     for w in before:
         if w in after:
             assert after[w] - before[w] < 300e6, (w, before[w], after[w])
+
+
+# ---- killed processes and damaged files, for every estimator ---------------------------------
+KILLED_FIT = """
+import sys, time, dask
+sys.path.insert(0, sys.argv[1])
+import daskstate
+from test_robustness import CASES
+original = daskstate.data.PieceReader.__call__
+def slow(self, piece, columns=None):
+    time.sleep(0.02)
+    with open(sys.argv[5], "a") as fh:  # one line per partition read, for the test to pick its moment
+        fh.write(piece.id + "\\n")
+    return original(self, piece, columns)
+daskstate.data.PieceReader.__call__ = slow
+case = next(c for c in CASES if c.name == sys.argv[2])
+with dask.config.set(scheduler="synchronous"):
+    case.make().fit(daskstate.read_parquet(sys.argv[3]), checkpoint=sys.argv[4], checkpoint_every=4)
+"""
+
+
+@pytest.fixture(scope="module")
+def parquet_frame(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("frames")
+    df = frame(n=4_800, seed=33)
+    for i in range(6):
+        df.iloc[i * 800 : (i + 1) * 800].to_parquet(folder / f"part-{i}.parquet", row_group_size=200,
+                                                    index=False)
+    return folder  # 24 row groups
+
+
+def _spy_reads(monkeypatch) -> list[str]:
+    reads: list[str] = []
+    original = daskstate.data.PieceReader.__call__
+
+    def spy(self, piece, columns=None):
+        reads.append(piece.id)
+        return original(self, piece, columns)
+
+    monkeypatch.setattr(daskstate.data.PieceReader, "__call__", spy)
+    return reads
+
+
+@pytest.mark.parametrize("fraction", [0.4, pytest.param(0.8, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_sigkilled_fit_resumes_to_the_uninterrupted_result(case, fraction, parquet_frame, tmp_path, monkeypatch):
+    import pathlib
+    import subprocess
+    import sys
+
+    reads = _spy_reads(monkeypatch)
+    with dask.config.set(scheduler="threads"):
+        # uninterrupted, with the same checkpoint schedule (merge order shapes approximate states)
+        whole = case.make().fit(daskstate.read_parquet(parquet_frame), checkpoint=tmp_path / "whole.zarr",
+                                checkpoint_every=4)
+    whole_reads = len(reads)
+
+    ckpt, progress = tmp_path / "ckpt.zarr", tmp_path / "progress.txt"
+    progress.touch()
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_FIT, str(pathlib.Path(__file__).parent), case.name,
+                             str(parquet_frame), str(ckpt), str(progress)])
+    deadline = time.time() + 120
+    while len(progress.read_text().splitlines()) < fraction * whole_reads and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the fit finished or failed before it was killed"
+    assert ckpt.exists()
+
+    reads.clear()
+    with dask.config.set(scheduler="threads"):
+        resumed = case.make().fit(daskstate.read_parquet(parquet_frame), checkpoint=ckpt, checkpoint_every=4)
+    assert len(reads) < whole_reads  # what the checkpoint holds was not read again
+    a, meta_a = whole.state_.to_arrays()
+    b, meta_b = resumed.state_.to_arrays()
+    assert meta_a["n_rows"] == meta_b["n_rows"]
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_damaged_model_files_fail_clearly_for_every_estimator(case, tmp_path):
+    import json
+    import shutil
+
+    from daskstate.errors import StateFileError
+
+    est = case.make().fit(frame(seed=40))
+    path = tmp_path / "m.zarr"
+    est.save(path)
+    loaded = daskstate.load(path)
+    X = frame(seed=41)[FEATURES]
+    np.testing.assert_array_equal(np.asarray(getattr(loaded, case.apply)(X)),
+                                  np.asarray(getattr(est, case.apply)(X)))
+    array_dirs = sorted(p for p in (path / "state").iterdir() if p.is_dir())
+    # a flipped bit in every array in turn
+    for array_dir in array_dirs:
+        damaged = tmp_path / f"flip-{array_dir.name}.zarr"
+        shutil.copytree(path, damaged)
+        chunks = sorted(p for p in (damaged / "state" / array_dir.name / "c").rglob("*") if p.is_file())
+        if not chunks:
+            continue
+        data = bytearray(chunks[0].read_bytes())
+        data[len(data) // 2] ^= 0x10
+        chunks[0].write_bytes(bytes(data))
+        with pytest.raises(StateFileError):
+            daskstate.load(damaged)
+    # edited hyperparameters
+    edited = tmp_path / "edited.zarr"
+    shutil.copytree(path, edited)
+    meta = json.loads((edited / "zarr.json").read_text())
+    meta["attributes"]["daskstate"]["n_rows"] += 1
+    (edited / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(StateFileError, match="checksum"):
+        daskstate.load(edited)
+    # truncated: an array's metadata gone
+    truncated = tmp_path / "truncated.zarr"
+    shutil.copytree(path, truncated)
+    (truncated / "state" / array_dirs[0].name / "zarr.json").unlink()
+    with pytest.raises(StateFileError, match="missing"):
+        daskstate.load(truncated)
