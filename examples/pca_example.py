@@ -3,6 +3,7 @@
 Run: python examples/pca_example.py
 """
 
+import functools
 import os
 import tempfile
 
@@ -12,11 +13,15 @@ import pandas as pd
 import daskstate
 
 
+@functools.cache
+def hidden_axes(cols: int) -> np.ndarray:
+    return np.linalg.qr(np.random.default_rng(0).normal(size=(cols, cols)))[0]
+
+
 def write(folder: str, name: str, rows: int, cols: int, seed: int) -> None:
-    """Rows around a mean of 1e6 whose variance decays along a few hidden directions."""
+    """Rows around a mean of 1e6 whose variance decays along hidden directions."""
     rng = np.random.default_rng(seed)
-    basis = np.linalg.qr(np.random.default_rng(0).normal(size=(cols, cols)))[0]
-    X = (rng.normal(size=(rows, cols)) / np.arange(1, cols + 1)) @ basis.T + 1e6
+    X = (rng.normal(size=(rows, cols)) / np.arange(1, cols + 1)) @ hidden_axes(cols).T + 1e6
     pd.DataFrame(X, columns=[f"f{j}" for j in range(cols)]).to_parquet(
         f"{folder}/{name}.parquet", row_group_size=rows // 4)
 
@@ -49,8 +54,8 @@ if __name__ == "__main__":
         # ---- randomized mode: a (k + extra) x d sketch instead of d x d, for wide data
         wide = f"{folder}/wide"
         os.makedirs(wide)
-        write(wide, "part-0", 4_000, 1_000, seed=3)
-        write(wide, "part-1", 4_000, 1_000, seed=4)
+        write(wide, "part-0", 3_000, 600, seed=3)
+        write(wide, "part-1", 3_000, 600, seed=4)
         ddf = daskstate.read_parquet(wide)
         sketch = daskstate.PCA(n_components=5, mode="randomized").fit(ddf)
         exact = daskstate.PCA(n_components=5).fit(ddf)
