@@ -123,7 +123,11 @@ def run_measured(func: Callable, timeout: float = 3600, **kwargs: Any) -> dict[s
     if not parent.poll(timeout):
         proc.kill()
         return {"ok": False, "error": f"timeout after {timeout} s"}
-    out = parent.recv()
+    try:
+        out = parent.recv()
+    except EOFError:  # the child died without reporting (killed, out of memory)
+        proc.join()
+        return {"ok": False, "error": f"the measured process died (exit code {proc.exitcode})"}
     proc.join()
     return out
 

@@ -21,7 +21,6 @@ Epochs repeat the rounds in a seeded, shuffled partition order.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from dask.base import tokenize
 
 from daskstate.data import Input, as_input, to_batch
 from daskstate.errors import StateFileError
+from daskstate.numerics import single_blas_thread
 from daskstate.state import State, merge_all
 from daskstate.store import checksum, read_group, save_state, state_from_attrs
 
@@ -561,18 +561,14 @@ def fold_rounds(
                        per_compute, split_every, on_invalid, progress, epoch_end, save)
 
 
-def _single_threaded_blas() -> contextlib.AbstractContextManager:
-    """BLAS on one thread while partition tasks run in parallel (with threadpoolctl, if installed).
+def _single_threaded_blas() -> single_blas_thread:
+    """BLAS on one thread while partition tasks run in parallel.
 
     Each SGD step multiplies small matrices; a multi-threaded BLAS would spin up
     threads per call and oversubscribe the cores the scheduler already fills.
     Worker processes of ``distributed`` are single-threaded for BLAS already.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return single_blas_thread(main_thread=True)
 
 
 def _epochs(inp, running, indices, epoch, rnd, stopped, epochs, sync_every, seed, shuffle, per_compute,

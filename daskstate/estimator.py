@@ -17,12 +17,13 @@ import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from dask.base import tokenize
 
 from daskstate import engine
 from daskstate.data import Input, as_input, to_batch, to_features
 from daskstate.errors import DataError, NotFittedError, StateFileError
 from daskstate.state import Schema, State
-from daskstate.store import read_group, state_from_attrs, write_group
+from daskstate.store import checksum, read_group, state_from_attrs, write_group
 
 _ESTIMATORS: dict[str, type[StateEstimator]] = {}
 
@@ -237,20 +238,24 @@ class StateEstimator:
             _check_frame_features(X.columns, schema, name)
             meta = _meta(columns, dtype)
 
-            def part_func(df: pd.DataFrame, partition_info: dict | None = None) -> Any:
+            def part_func(df: pd.DataFrame, model: str = "", partition_info: dict | None = None) -> Any:
+                # ``model`` only makes the task keys depend on the fitted model
                 where = f"{name}: partition {partition_info['number']}" if partition_info else name
                 return _wrap(apply(df, where), columns, df.index)
 
-            return X[list(schema.features)].map_partitions(part_func, meta=meta, token=f"{self._prefix()}-{name}")
+            return X[list(schema.features)].map_partitions(part_func, meta=meta, token=f"{self._prefix()}-{name}",
+                                                           model=self._model_token())
         if isinstance(X, da.Array):
             if X.ndim != 2 or X.shape[1] != schema.n_features:
                 raise _shape_error(X.shape, schema, name)
             X = X.rechunk({1: -1})
+            # the key must depend on the model and the input: two models, one array, two results
+            key = f"{self._prefix()}-{name}-{tokenize(X.name, self._model_token())}"
             if columns is None:
                 return X.map_blocks(lambda b: apply(b, name), drop_axis=1, dtype=dtype,
-                                    name=f"{self._prefix()}-{name}")
+                                    name=key)
             return X.map_blocks(lambda b: apply(b, name), chunks=(X.chunks[0], (len(columns),)), dtype=dtype,
-                                name=f"{self._prefix()}-{name}")
+                                name=key)
         if isinstance(X, pd.DataFrame):
             _check_frame_features(X.columns, schema, name)
             return _wrap(apply(X, name), columns, X.index)
@@ -261,6 +266,12 @@ class StateEstimator:
 
     def _prefix(self) -> str:
         return self.state_class.algorithm
+
+    def _model_token(self) -> str:
+        """A token of what the fitted model computes: its state and finalize overrides."""
+        arrays, meta = self.state_.to_arrays()
+        return tokenize(checksum(arrays, meta), sorted(map(str, self.finalize_overrides_.items())),
+                        sorted(map(str, self.get_params().items())))
 
     # ---- saving ----------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -242,3 +242,20 @@ def test_progress_bar_distributed(cluster_client, capsys):
         sc = daskstate.StandardScaler().fit(ddf, progress=True)
     assert sc.n_samples_seen_ == 100
     assert "100%" in capsys.readouterr().out
+
+
+def test_lazy_outputs_of_two_models_on_one_input_do_not_share_keys():
+    import dask.array as da
+
+    X = np.random.default_rng(0).normal(5.0, 2.0, size=(500, 3))
+    a = daskstate.StandardScaler().fit(X)
+    b = a.finalize(with_mean=False)
+    arr = da.from_array(X, chunks=(100, 3))
+    ta, tb = a.transform(arr), b.transform(arr)
+    assert ta.name != tb.name
+    out_a, out_b = dask.compute(ta, tb)
+    np.testing.assert_allclose(out_a, a.transform(X))
+    np.testing.assert_allclose(out_b, b.transform(X))
+    df = dd.from_array(X, columns=["x0", "x1", "x2"])
+    fa, fb = dask.compute(a.transform(df), b.transform(df))
+    np.testing.assert_allclose(fb.to_numpy(), b.transform(X))
