@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -198,14 +199,29 @@ class single_blas_thread:
         cls = type(self)
         with cls._lock:
             if cls._depth == 0:
-                try:
-                    from threadpoolctl import threadpool_limits
-                except ImportError:
+                controller = cls._blas_controller()
+                if controller is None:
                     self._active = False
                     return self
-                cls._limiter = threadpool_limits(1, user_api="blas")
+                cls._limiter = controller.limit(limits=1, user_api="blas")
             cls._depth += 1
         return self
+
+    _controller: Any = None
+    _modules_seen = -1
+
+    @classmethod
+    def _blas_controller(cls) -> Any:
+        """A cached ``ThreadpoolController``: building one scans the loaded libraries
+        (a few ms, as much as a small task's work); rebuilt when modules were imported since."""
+        if cls._controller is None or cls._modules_seen != len(sys.modules):
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                return None
+            cls._controller = ThreadpoolController()
+            cls._modules_seen = len(sys.modules)
+        return cls._controller
 
     def __exit__(self, *exc: object) -> None:
         if not self._active:
@@ -232,6 +248,7 @@ def nearest_centers(
     dtype: type = np.float64,
     block_bytes: int = 1 << 22,
     work: dict | None = None,
+    groups: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Index of, and squared distance to, the nearest row of ``C`` for each row of ``X``.
 
@@ -241,12 +258,14 @@ def nearest_centers(
     speed; ``shift`` (a point near the data, e.g. its mean) keeps float32's digits
     for the distances when the data's mean is large next to its spread. Temporary
     memory is bounded by ``block_bytes`` (the distance block), not by ``len(X)``;
-    pass the same ``work`` dict to repeated calls to reuse the buffers.
+    pass the same ``work`` dict to repeated calls to reuse the buffers. With
+    ``groups=g``, ``C`` stacks ``g`` sets of centres of equal size and each row gets
+    its nearest centre within each set (one GEMM for all of them).
 
     Returns
     -------
-    labels : ndarray of intp, shape (n,)
-    sq_dist : ndarray of float64, shape (n,), clipped at 0
+    labels : ndarray of intp, shape (n,), or (n, g) of indices within each set
+    sq_dist : ndarray of float64, same shape, clipped at 0
     """
     n, d = X.shape
     k = len(C)
@@ -264,18 +283,26 @@ def nearest_centers(
         work.update(key=key, Xa=np.empty((rows, d + 1), dtype=dtype), G=np.empty((rows, k), dtype=dtype))
     Xa, G = work["Xa"], work["G"]
     Xa[:, d] = 1.0
-    labels = np.empty(n, dtype=np.intp)
-    sq_dist = np.empty(n, dtype=np.float64)
+    shape = (n,) if groups == 1 else (n, groups)
+    labels = np.empty(shape, dtype=np.intp)
+    sq_dist = np.empty(shape, dtype=np.float64)
     for s in range(0, n, rows):
         m = min(rows, n - s)
         xa, g = Xa[:m], G[:m]
         np.subtract(X[s : s + m], shift, out=xa[:, :d], casting="same_kind")
         np.matmul(xa, C_aug, out=g)
-        lab = labels[s : s + m]
-        np.argmin(g, axis=1, out=lab)
-        best = np.take_along_axis(g, lab[:, None], axis=1)[:, 0]
-        sq_dist[s : s + m] = row_norms_sq(xa[:, :d])
-        sq_dist[s : s + m] += best
+        x_sq = row_norms_sq(xa[:, :d])
+        if groups == 1:
+            lab = labels[s : s + m]
+            np.argmin(g, axis=1, out=lab)
+            sq_dist[s : s + m] = np.take_along_axis(g, lab[:, None], axis=1)[:, 0]
+            sq_dist[s : s + m] += x_sq
+        else:
+            g3 = g.reshape(m, groups, k // groups)
+            lab = g3.argmin(axis=2)
+            labels[s : s + m] = lab
+            sq_dist[s : s + m] = np.take_along_axis(g3, lab[:, :, None], axis=2)[:, :, 0]
+            sq_dist[s : s + m] += x_sq[:, None]
     np.maximum(sq_dist, 0.0, out=sq_dist)
     return labels, sq_dist
 

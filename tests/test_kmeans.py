@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import daskstate
 from daskstate import DataError, KMeans, KMeansState, StateError
 from daskstate.algorithms.kmeans import KMeansLloydState
+from daskstate.data import Input
 from daskstate.state import Schema, merge_all
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
@@ -69,9 +70,7 @@ def test_three_epochs_within_half_a_percent(request, data, k):
         km = KMeans(k, epochs=3, random_state=seed).fit(X)
         assert 1 <= km.n_passes_ <= 2 and km.n_iter_ >= km.n_passes_
         ratios.append(km.inertia_ / ref)
-    # digits has local optima within 1% of each other: 19 of 20 seeds land within 0.5%
-    assert sorted(ratios)[3] <= 1.005, ratios
-    assert max(ratios) <= 1.01, ratios
+    assert max(ratios) <= 1.005, ratios
 
 
 def test_partitioned_dask_input_merges_to_the_same_quality(digits):
@@ -112,15 +111,18 @@ def test_finalize_beyond_k_max_is_refused(blobs):
 
 
 # ---------------------------------------------------------------------------- the state
-def _fresh(d: int = 3, k_max: int = 3, factor: int = 4, half_life: float = 0.0, batch: int = 50) -> KMeansState:
+def _fresh(d: int = 3, k_max: int = 3, factor: int = 4, half_life: float = 0.0, batch: int = 50,
+           sample: int = 40) -> KMeansState:
+    schema = Schema(tuple(f"x{j}" for j in range(d)))
     params = KMeans(k_max, extra_center_factor=factor, mini_batch_size=batch, half_life_time_size=half_life,
-                    random_state=7)._state_params(None)
-    return KMeansState(Schema(tuple(f"x{j}" for j in range(d))), params)
+                    sample_size=sample, random_state=7)._state_params(Input(schema))
+    return KMeansState(schema, params)
 
 
 def _invariants(s: KMeansState, X: np.ndarray) -> None:
     """What every core set keeps exactly: rows, weighted mean, total sum of squares."""
     assert s.n_centers <= s.max_centers
+    assert len(s.sample) == len(s.sample_key) == len(s.sample_logw) == min(len(X), s.sample_size + 1)
     assert s.weights.sum() == pytest.approx(len(X), rel=1e-12)
     assert (s.weights @ s.centers) == pytest.approx(X.sum(axis=0), rel=1e-9, abs=1e-6)
     mean = X.mean(axis=0)
@@ -151,6 +153,33 @@ def test_merge_is_associative_on_what_it_keeps_exactly(sizes, seed, spread):
     cl = left.finalize(n_clusters=k)["cluster_centers_"]
     cr = right.finalize(n_clusters=k)["cluster_centers_"]
     assert sse(X, cl) == pytest.approx(sse(X, cr), rel=0.25, abs=1e-9)
+
+
+def test_sample_merges_exactly_and_stands_for_the_rows():
+    rng = np.random.default_rng(5)
+    parts = [rng.normal(size=(n, 3)) for n in (70, 50, 90)]
+    a, b, c = (_fresh().update(p) for p in parts)
+    left, right = a.merge(b).merge(c), a.merge(b.merge(c))
+    order = np.argsort(left.sample_key)
+    np.testing.assert_array_equal(left.sample[order], right.sample[np.argsort(right.sample_key)])
+    rows, v = left.sample_rows()
+    assert len(rows) == 40 and v.sum() == pytest.approx(210, rel=0.35)  # unbiased for the row count
+    decayed = [_fresh(half_life=60).update(p) for p in parts]
+    merged = merge_all(decayed)
+    rows, v = merged.sample_rows()
+    assert v.sum() == pytest.approx(merged.weights.sum(), rel=0.35)  # ... and for the decayed weight
+    assert (merged.sample_logw <= 0).all()
+
+
+def test_many_clusters_across_partitions_within_2_percent():
+    # many clusters per natural group, many partitions: the merged core set alone is
+    # ~3% off here; the sample's polish at finalize brings it within 1-2%
+    X, _ = sklearn_datasets.make_blobs(40_000, n_features=16, centers=5, random_state=1)
+    ref = sk_inertia(X, 20)
+    km = KMeans(20, random_state=0).fit(da.from_array(X, chunks=5000))
+    assert sse(X, km.cluster_centers_) <= 1.02 * ref
+    core_only = KMeans(20, sample_size=0, random_state=0).fit(da.from_array(X, chunks=5000))
+    assert sse(X, km.cluster_centers_) < sse(X, core_only.cluster_centers_)
 
 
 def test_state_size_does_not_grow_with_rows():

@@ -18,8 +18,19 @@ on the rows.
   merged centre moves (Chan's formula), so the total weight, the weighted mean
   and the total sum of squares of the rows are preserved by every merge.
 - ``finalize(n_clusters=k)`` for any ``k <= k_max``: weighted greedy k-means++
-  (best of ``local_lloyd_num_trials``) and weighted Lloyd on the core set; no data
-  read.
+  (best of ``local_lloyd_num_trials``) and weighted Lloyd on the core set, then a
+  few Lloyd iterations on the state's sample of rows; no data read.
+
+The sample is an addition to the core-set design of the issue. A core set's
+centres are cell centroids; where many cells make one final cluster (large ``k``,
+and above all after merging the core sets of many partitions, whose cells come
+from different tessellations), the weighted k-means of the centroids is not the
+data's: with 20 partitions and ``k = 100`` on 16-dimensional blobs the merged core
+set alone gave an SSE 5.8% above scikit-learn's ``KMeans(n_init=10)`` (the union of
+all 20 unreduced core sets still 4.2%, so no better merge fixes it), while a
+single partition's core set gave 1.3%. A priority sample of the rows (uniform, or
+weighted by decay; 20,000 rows for 16 features, 2.6 MB) is exactly mergeable and
+brings it to 0.6%; ``sample_size=0`` gives the pure core set.
 
 ``epochs > 1`` refines the ``n_clusters`` centres with exact Lloyd passes over the
 data: :class:`KMeansLloydState` holds per-centre sums, counts and squared
@@ -68,6 +79,10 @@ MERGE_SEED_ROUNDS = 16
 #: candidate models (best distinct reductions of the core set) scored on the data by the
 #: first refining pass of ``epochs > 1`` (at most ``K / (2 k)``, so the pass stays cheap)
 REFINE_CANDIDATES = 4
+#: the sample polishes finalize's centres when it holds at least this many rows per cluster
+SAMPLE_ROWS_PER_CLUSTER = 50
+#: Lloyd iterations of that polish when the sample is a strict sample of the rows
+POLISH_MAX_ITER = 10
 #: number of trials of finalize's local k-means when ``local_lloyd_num_trials="auto"``
 AUTO_NUM_TRIALS = 10
 
@@ -82,6 +97,15 @@ def auto_extra_center_factor(k_max: int) -> int:
     ``K = 200`` and ``K = 2000``, while the update's cost grows with ``K``.
     """
     return int(min(20, max(2, math.ceil(200 / max(1, k_max)))))
+
+
+def auto_sample_size(n_features: int) -> int:
+    """The ``sample_size`` used for ``"auto"``: 4 MiB of float64 rows, between 1,000 and 20,000 rows.
+
+    The polish's own noise costs about ``k / sample_size`` of the SSE; on 16-dimensional
+    blobs with ``k = 100`` a 10,000-row sample gave 0.9% above scikit-learn, 20,000 rows 0.6%.
+    """
+    return int(min(20_000, max(1_000, (1 << 22) // (8 * max(1, n_features)))))
 
 
 def _seed(*parts: Any) -> np.random.Generator:
@@ -116,6 +140,15 @@ class KMeansState(State):
         Rows each centre stands for (decayed with ``half_life_time_size``).
     spread : (m,)
         Sum of squared distances of those rows to the centre (the cost estimate).
+    sample : (s, d), s <= sample_size + 1
+        A priority sample of the rows (uniform; with decay, in proportion to the
+        rows' weights), exactly mergeable and seeded like the rest, so it is
+        reproducible. ``finalize`` polishes the core set's reduction with Lloyd
+        iterations on it: the core set's cells are centroids, and where many of
+        them make one cluster (large ``k``, or after merges of partitions' core
+        sets) their k-means is not the data's.
+    sample_key, sample_logw : (s,)
+        Each sampled row's ``log(u / w)`` (smaller is better) and ``log(w)``.
     refined_centers : (k, d) or (0, d)
         Centres for ``n_clusters = k`` refined by exact Lloyd passes over the data
         (``epochs > 1``); dropped when new data is merged in, as is the exact
@@ -123,7 +156,8 @@ class KMeansState(State):
     """
 
     algorithm = "kmeans"
-    array_names = ("shift", "centers", "weights", "spread", "refined_centers")
+    array_names = ("shift", "centers", "weights", "spread", "sample", "sample_key", "sample_logw",
+                   "refined_centers")
 
     def _init_arrays(self) -> None:
         d = self.n_features
@@ -131,6 +165,9 @@ class KMeansState(State):
         self.centers = np.zeros((0, d))
         self.weights = np.zeros(0)
         self.spread = np.zeros(0)
+        self.sample = np.zeros((0, d))
+        self.sample_key = np.zeros(0)
+        self.sample_logw = np.zeros(0)
         self.refined_centers = np.zeros((0, d))
 
     @property
@@ -146,12 +183,64 @@ class KMeansState(State):
         """Running estimate of the sum of squared distances of the rows to the core set."""
         return float(self.spread.sum())
 
+    @property
+    def half_life(self) -> float:
+        return float(self.params.get("half_life_time_size", 0) or 0)
+
     def _decay(self, n_new: float) -> None:
-        half_life = float(self.params.get("half_life_time_size", 0) or 0)
+        half_life = self.half_life
         if half_life > 0 and n_new > 0 and len(self.weights):
             f = 0.5 ** (n_new / half_life)
             self.weights = self.weights * f
             self.spread = self.spread * f
+
+    # ---- the sample -------------------------------------------------------------------
+    # Priority sampling (Duffield, Lund & Thorup): row r of weight w_r (1, or 2^(-age /
+    # half_life) with decay) gets the priority w_r / u_r, u_r ~ U(0, 1); the state keeps
+    # the sample_size + 1 highest (as keys log(u_r / w_r), smallest first). With tau the
+    # lowest kept priority, each of the other rows stands for max(w_r, tau) rows: an
+    # unbiased weighted sample of any size, exactly mergeable (keep the best of the
+    # union), and a row's key and weight age together as newer rows arrive.
+    @property
+    def sample_size(self) -> int:
+        return int(self.params.get("sample_size", 0) or 0)
+
+    def _age_sample(self, n_new: int) -> None:
+        if self.half_life > 0 and n_new:
+            shift = n_new * math.log(2.0) / self.half_life
+            self.sample_key = self.sample_key + shift
+            self.sample_logw = self.sample_logw - shift
+
+    def _sample_update(self, X: np.ndarray, rng: np.random.Generator) -> None:
+        """Offer the rows of ``X`` (the newest rows) to the sample."""
+        size = self.sample_size
+        if not size:
+            return
+        n = len(X)
+        key = np.log(rng.random(n) + 1e-300)
+        logw = np.zeros(n)
+        if self.half_life > 0:
+            logw = -(n - 1 - np.arange(n)) * (math.log(2.0) / self.half_life)
+            key -= logw
+        self._age_sample(n)
+        take = np.argpartition(key, size)[: size + 1] if n > size + 1 else np.arange(n)
+        self._keep_best(np.concatenate([self.sample_key, key[take]]), np.concatenate([self.sample, X[take]]),
+                        np.concatenate([self.sample_logw, logw[take]]))
+
+    def _keep_best(self, key: np.ndarray, rows: np.ndarray, logw: np.ndarray) -> None:
+        size = self.sample_size
+        if len(key) > size + 1:
+            keep = np.sort(np.argpartition(key, size)[: size + 1])
+            key, rows, logw = key[keep], rows[keep], logw[keep]
+        self.sample_key, self.sample, self.sample_logw = key, rows, logw
+
+    def sample_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sampled rows and the (decayed) number of rows each stands for."""
+        if len(self.sample_key) <= self.sample_size:  # every row offered so far
+            return self.sample, np.exp(self.sample_logw)
+        last = int(np.argmax(self.sample_key))  # the threshold row
+        keep = np.arange(len(self.sample_key)) != last
+        return self.sample[keep], np.exp(np.maximum(self.sample_logw[keep], -self.sample_key[last]))
 
     # ---- update ---------------------------------------------------------------------
     def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
@@ -166,6 +255,7 @@ class KMeansState(State):
         with single_blas_thread(main_thread=True):
             for rows in mini_batches(len(X), size):
                 self._update_batch(X[rows], rng, work, polish)
+        self._sample_update(X, _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]), 1))
 
     def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False) -> None:
         if self.n_centers < self.max_centers:
@@ -221,6 +311,11 @@ class KMeansState(State):
                                           tol=self.params["local_lloyd_tol"])
             C = C + self.shift
         self.centers, self.weights, self.spread = C, w, s
+        if self.sample_size:
+            self._age_sample(other.n_rows)
+            self._keep_best(np.concatenate([self.sample_key, other.sample_key]),
+                            np.concatenate([self.sample, other.sample]),
+                            np.concatenate([self.sample_logw, other.sample_logw]))
         # Refined centres described the data before this merge: they no longer hold.
         self.refined_centers = np.zeros((0, self.n_features))
         self.extra_meta.pop("refined", None)
@@ -235,13 +330,15 @@ class KMeansState(State):
         local_lloyd_tol: float = 1e-4,
         local_lloyd_num_trials: int | str = "auto",
     ) -> dict[str, Any]:
-        """The k-means model for ``n_clusters <= k_max`` from the core set alone.
+        """The k-means model for ``n_clusters <= k_max`` from the state alone (no data read).
 
-        Returns ``cluster_centers_``, ``n_iter_``, ``n_passes_``,
-        ``estimated_inertia_`` (the core set's cost for these centres: no data read)
-        and ``inertia`` (exact, when a pass over the data computed it for these
-        centres, else ``None``). For the ``k`` that ``epochs > 1`` refined, the
-        refined centres are returned.
+        Weighted k-means of the core set (best of ``local_lloyd_num_trials``), then
+        Lloyd iterations on the state's sample when it holds at least
+        ``SAMPLE_ROWS_PER_CLUSTER`` rows per cluster. Returns ``cluster_centers_``,
+        ``n_iter_``, ``n_passes_``, ``estimated_inertia_`` (see
+        :meth:`estimate_cost`) and ``inertia`` (exact, when a pass over the data
+        computed it for these centres, else ``None``). For the ``k`` that
+        ``epochs > 1`` refined, the refined centres are returned.
         """
         k = int(self.params["k_max"] if n_clusters is None else n_clusters)
         refined = self.extra_meta.get("refined")
@@ -249,9 +346,10 @@ class KMeansState(State):
             centers = self.refined_centers.copy()
             n_iter, passes = int(refined.get("n_iter", 0)), int(refined.get("passes", 0))
         else:
-            centers, _, n_iter = self.reduce(
-                k, init=init, max_iter=local_lloyd_max_iter, tol=local_lloyd_tol, num_trials=local_lloyd_num_trials
-            )
+            centers, n_iter = self.candidates(
+                k, 1, init=init, max_iter=local_lloyd_max_iter, tol=local_lloyd_tol,
+                num_trials=local_lloyd_num_trials,
+            )[0]
             passes = 0
         memo = self.extra_meta.get("inertia") or {}
         known = memo.get("centers") == _array_hash(centers)
@@ -264,16 +362,40 @@ class KMeansState(State):
         }
 
     def estimate_cost(self, centers: np.ndarray) -> float:
-        """Estimated sum of squared distances of the rows to ``centers``, from the core set alone.
+        """Estimated sum of squared distances of the rows to ``centers``, from the state alone.
 
-        Each core-set centre's rows are counted at its own distance to the nearest
-        of ``centers``, plus their spread around it (exact when no cell straddles
-        two of ``centers``; an upper bound in spirit, it is usually a little high).
+        From the sample when there is one (its mean squared distance times the
+        rows' total weight: exact when the sample holds every row, unbiased for
+        centres that were not fitted to it, a little low for those that were), else
+        from the core set (each centre's rows at its distance to the nearest of
+        ``centers``, plus their spread: usually a little high).
         """
+        if len(self.sample):
+            rows, v = self.sample_rows()
+            _, d2 = nearest_centers(rows, centers, shift=self.shift)
+            return float((v @ d2) / v.sum() * self.weights.sum())
         if not len(self.centers):
             return math.nan
         _, d2 = nearest_centers(self.centers, centers, shift=self.shift)
         return float(self.weights @ d2) + self.estimated_cost
+
+    def polish(self, centers: np.ndarray, *, max_iter: int = 300, tol: float = 1e-4) -> tuple[np.ndarray, int]:
+        """Lloyd iterations on the sample from ``centers``: ``(centers, n_iter)``.
+
+        Only when the sample has at least ``SAMPLE_ROWS_PER_CLUSTER`` rows per
+        cluster (fewer would fit the sample rather than the data); else unchanged.
+        At most ``POLISH_MAX_ITER`` iterations unless the sample holds every row.
+        """
+        if len(self.sample) < SAMPLE_ROWS_PER_CLUSTER * len(centers):
+            return centers, 0
+        rows, v = self.sample_rows()
+        if len(self.sample_key) > self.sample_size:
+            # a strict sample: a few iterations move the boundaries the core set got wrong;
+            # running to convergence would fit the sample's noise (measured: no better)
+            max_iter = min(max_iter, POLISH_MAX_ITER)
+        with single_blas_thread(main_thread=True):
+            C, _, _, n_iter = weighted_lloyd(rows - self.shift, v, centers - self.shift, max_iter=max_iter, tol=tol)
+        return C + self.shift, n_iter
 
     def with_model(self, centers: np.ndarray, *, n_iter: int = 0, passes: int = 0,
                    inertia: float | None = None) -> KMeansState:
@@ -301,7 +423,7 @@ class KMeansState(State):
         The best (lowest weighted cost) of ``num_trials`` seedings, each followed
         by weighted Lloyd. Deterministic for a given state and ``k``.
         """
-        return self.candidates(k, 1, init=init, max_iter=max_iter, tol=tol, num_trials=num_trials)[0]
+        return self._core_set_kmeans(k, 1, init=init, max_iter=max_iter, tol=tol, num_trials=num_trials)[0]
 
     def candidates(
         self,
@@ -312,12 +434,31 @@ class KMeansState(State):
         max_iter: int = 300,
         tol: float = 1e-4,
         num_trials: int | str = "auto",
-    ) -> list[tuple[np.ndarray, float, int]]:
-        """The ``n`` best distinct results of :meth:`reduce`'s trials, best first.
+    ) -> list[tuple[np.ndarray, int]]:
+        """Up to ``n`` distinct models ``(centers, n_iter)``, best first: the best distinct
+        results of :meth:`reduce`'s trials, each polished on the sample (:meth:`polish`).
 
-        ``epochs > 1`` scores them on the data in its first refining pass: the core
-        set's cost ranks local optima well, but not perfectly.
+        ``epochs > 1`` scores them on the data in its first refining pass: the
+        state ranks local optima well, but not perfectly.
         """
+        out: list[tuple[np.ndarray, int]] = []
+        for C, _, n_iter in self._core_set_kmeans(k, n, init=init, max_iter=max_iter, tol=tol,
+                                                  num_trials=num_trials):
+            C, more = self.polish(C, max_iter=max_iter, tol=tol)
+            out.append((C, n_iter + more))
+        return out
+
+    def _core_set_kmeans(
+        self,
+        k: int,
+        n: int,
+        *,
+        init: str = "k-means++",
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        num_trials: int | str = "auto",
+    ) -> list[tuple[np.ndarray, float, int]]:
+        """The ``n`` best distinct results ``(centers, weighted cost, n_iter)`` of the trials, best first."""
         k_max = int(self.params["k_max"])
         if not 1 <= k <= k_max:
             raise StateError(
@@ -359,8 +500,8 @@ class KMeansState(State):
         return out
 
     def cost_curve(self, ks: Any, **options: Any) -> np.ndarray:
-        """Estimated sum of squared distances for each ``k`` in ``ks`` (no data read)."""
-        return np.array([self.reduce(int(k), **options)[1] + self.estimated_cost for k in ks])
+        """Estimated sum of squared distances of :meth:`finalize`'s model for each ``k`` in ``ks``."""
+        return np.array([self.finalize(n_clusters=int(k), **options)["estimated_inertia_"] for k in ks])
 
 
 def reduce_core_set(
@@ -450,17 +591,21 @@ class KMeansLloydState(State):
         shift = self.centers.mean(axis=0)
         Cs = self.centers - shift
         work: dict = {}
+        t = self.n_models
+        offsets = np.arange(t) * k
         with single_blas_thread(main_thread=True):
             for rows in mini_batches(len(X), 16_384):
                 Xs = X[rows] - shift
-                for t in range(self.n_models):
-                    C = Cs[t * k : (t + 1) * k]
-                    labels, _ = nearest_centers(Xs, C, dtype=np.float32, work=work)
-                    d2 = row_norms_sq(Xs - C[labels])  # exact, float64
-                    labels += t * k
-                    self.counts += np.bincount(labels, minlength=m)
-                    self.sums += cluster_sums(labels, Xs, m)
-                    self.sse += np.bincount(labels, weights=d2, minlength=m)
+                # one float64 GEMM for every model's assignment and squared distances
+                labels, d2 = nearest_centers(Xs, Cs, work=work, groups=t)
+                if t > 1:
+                    labels, d2 = (labels + offsets).T, d2.T
+                else:
+                    labels, d2 = labels[None], d2[None]
+                for lab, dist in zip(labels, d2, strict=True):
+                    self.counts += np.bincount(lab, minlength=m)
+                    self.sums += cluster_sums(lab, Xs, m)
+                    self.sse += np.bincount(lab, weights=dist, minlength=m)
 
     def _merge(self, other: KMeansLloydState) -> None:
         if not np.array_equal(self.centers, other.centers):
@@ -537,6 +682,13 @@ class KMeans(StateEstimator):
         0: every row counts the same. Otherwise the weight of old rows halves every
         that many rows (for drifting streams; applied per mini-batch and on merge,
         where the merged-in state holds the newer rows).
+    sample_size : int or "auto"
+        Rows of the state's uniform sample (0: none), on which ``finalize`` polishes
+        the core set's reduction with Lloyd iterations. ``"auto"``: see
+        :func:`auto_sample_size` (4 MiB of rows: 20,000 up to 26 features, 8,192 for 64).
+        Not in the original core-set design: one pass with 20 partitions and
+        ``k = 100`` on 16-dimensional blobs is 5.8% above scikit-learn's SSE from
+        the merged core set alone, 0.6% with the sample.
     compute_inertia : bool, default False
         Compute the exact ``inertia_`` with one more pass over Dask input (for
         in-memory input it is always computed, along with ``labels_``).
@@ -575,11 +727,11 @@ class KMeans(StateEstimator):
     other ``n_clusters``, ``init`` or ``local_lloyd_*`` settings, no data read) and
     :meth:`cost_curve` (estimated SSE for each ``k``, no data read).
 
-    One pass is within about 2% of scikit-learn's ``KMeans(n_init=10)`` SSE where
-    clusters are well separated; when many clusters split few natural groups (say
-    ``k = 100`` on 10 Gaussian blobs in 16 dimensions) the core set's cells straddle
-    the final clusters and one pass is about 2-3% above it, whatever ``K``: one more
-    epoch (an exact Lloyd pass) brings it to about 1%.
+    Measured against scikit-learn's ``KMeans(n_init=10)`` SSE: one pass is within
+    0.5% on digits (k = 10) and exact on separated blobs; with 20 partitions and
+    ``k = 100`` on 10 blobs in 16 dimensions (many clusters per natural group), one
+    pass is 0.6% above it (5.8% with ``sample_size=0``). The polish's own noise is
+    about ``k / sample_size`` of the SSE; ``epochs=2`` removes it.
 
     Examples
     --------
@@ -610,6 +762,7 @@ class KMeans(StateEstimator):
         local_lloyd_tol: float = 1e-4,
         local_lloyd_num_trials: int | str = "auto",
         half_life_time_size: int = 0,
+        sample_size: int | str = "auto",
         compute_inertia: bool = False,
         random_state: int | None = None,
         features: list[str] | None = None,
@@ -625,6 +778,7 @@ class KMeans(StateEstimator):
         self.local_lloyd_tol = local_lloyd_tol
         self.local_lloyd_num_trials = local_lloyd_num_trials
         self.half_life_time_size = half_life_time_size
+        self.sample_size = sample_size
         self.compute_inertia = compute_inertia
         self.random_state = random_state
         self.features = features
@@ -656,6 +810,7 @@ class KMeans(StateEstimator):
                 f"epochs={self.epochs} refines on all rows alike, which contradicts "
                 f"half_life_time_size={h}; use epochs=1 with decay"
             )
+        _check_int("sample_size", self.sample_size, 0, allow=("auto",))
         if not isinstance(self.compute_inertia, bool | np.bool_):
             raise ValueError(f"compute_inertia must be True or False, got {self.compute_inertia!r}")
         if self.random_state is not None:
@@ -679,6 +834,8 @@ class KMeans(StateEstimator):
             "mini_batch_size": int(self.mini_batch_size),
             "local_lloyd_tol": float(self.local_lloyd_tol),
             "half_life_time_size": float(self.half_life_time_size),
+            "sample_size": auto_sample_size(inp.schema.n_features) if self.sample_size == "auto"
+            else int(self.sample_size),
             "seed": int(seed),
         }
 
@@ -761,10 +918,9 @@ class KMeans(StateEstimator):
                 checkpoint_every: int | None, fold_kwargs: dict) -> KMeansState:
         """Exact Lloyd passes (``epochs - 1``) and, if asked, an inertia pass; kept in the state.
 
-        The passes refine the best few distinct results of the core set's reduction
-        together (each pass scores them all on the data, exactly) and keep the one
-        with the lowest SSE in the last pass: the core set ranks local optima well,
-        but not perfectly.
+        The first pass scores the best few distinct models of
+        :meth:`KMeansState.candidates` on the data (exact SSE, one GEMM for all) and
+        continues with the best: the state ranks local optima well, but not perfectly.
         """
         k = int(overrides["n_clusters"])
         n_models = max(1, min(REFINE_CANDIDATES, state.max_centers // (2 * k))) if self.epochs > 1 else 1
@@ -772,8 +928,8 @@ class KMeans(StateEstimator):
             k, n_models, init=overrides["init"], max_iter=overrides["local_lloyd_max_iter"],
             tol=overrides["local_lloyd_tol"], num_trials=overrides["local_lloyd_num_trials"],
         )
-        models = [C for C, _, _ in found]
-        n_iter = found[0][2]
+        models = [C for C, _ in found]
+        n_iter = found[0][1]
         inertia = None
         passes = 0
         tol = self.local_lloyd_tol * _mean_variance(state)
@@ -792,13 +948,13 @@ class KMeans(StateEstimator):
             best = int(np.argmin(res["inertia"]))  # by the exact SSE of each model this pass started from
             moved = float(((res["centers"][best] - models[best]) ** 2).sum())
             passes += 1
-            n_iter = found[best][2] + passes
+            n_iter = found[best][1] + passes
             if moved <= tol:
                 # converged: keep the centres this pass scored, whose SSE is now known exactly
                 centers, inertia = models[best], float(res["inertia"][best])
                 break
             centers = res["centers"][best]
-            models = list(res["centers"])
+            models = [centers]  # the first pass chose; later passes refine that model alone
         if self.compute_inertia and inertia is None:
             inertia = float(one_pass([centers], self.epochs + 1)["inertia"][0])
         return state.with_model(centers, n_iter=n_iter, passes=passes, inertia=inertia)
@@ -906,9 +1062,9 @@ class KMeans(StateEstimator):
     def cost_curve(self, ks: Any) -> pd.Series:
         """Estimated sum of squared distances for each ``k`` in ``ks``, from the state alone.
 
-        An elbow plot without reading data: each value is the weighted k-means cost
-        of the core set reduced to ``k`` plus the core set's own spread. Every
-        ``k`` must be ``<= k_max``.
+        An elbow plot without reading data: each value is the ``estimated_inertia_``
+        of ``finalize(n_clusters=k)`` (from the state's sample, or its core set).
+        Every ``k`` must be ``<= k_max``.
 
         Examples
         --------
@@ -917,11 +1073,7 @@ class KMeans(StateEstimator):
         self._check_fitted()
         ks = [int(k) for k in ks]
         o = self.finalize_overrides_
-        costs = self.state_.cost_curve(
-            ks, init=o.get("init", self.init), max_iter=o.get("local_lloyd_max_iter", self.local_lloyd_max_iter),
-            tol=o.get("local_lloyd_tol", self.local_lloyd_tol),
-            num_trials=o.get("local_lloyd_num_trials", self.local_lloyd_num_trials),
-        )
+        costs = self.state_.cost_curve(ks, **{key: v for key, v in o.items() if key != "n_clusters"})
         return pd.Series(costs, index=pd.Index(ks, name="n_clusters"), name="estimated_ssd")
 
 
