@@ -108,7 +108,7 @@ def test_hinge_loss_classifies_like_logistic(data, binary_model):
 
 
 # ---------------------------------------------------------------------------- exact solver
-def test_exact_solver_matches_sklearn_to_1e8(data):
+def test_exact_solver_matches_sklearn_to_1e8(data, tmp_path):
     train = data["train"]
     ddf = daskstate.read_parquet(data["folder"])
     est = LinearLearner("regressor", solver="exact", features=FEATURES, target="y").fit(ddf)
@@ -122,6 +122,10 @@ def test_exact_solver_matches_sklearn_to_1e8(data):
         np.testing.assert_allclose(path.coef_, ridge.coef_, rtol=1e-8, atol=1e-8)
         assert abs(path.intercept_ - ridge.intercept_) < 1e-8 * max(1.0, abs(ridge.intercept_))
     assert est.models_.loc[0, "train_r2"] == pytest.approx(lr.score(train[FEATURES], train["y"]), abs=1e-10)
+    # from the saved state alone (no data anywhere): the same ridge path
+    est.save(tmp_path / "ols.zarr")
+    loaded = daskstate.load(tmp_path / "ols.zarr")
+    np.testing.assert_array_equal(loaded.finalize(wd=10.0).coef_, est.finalize(wd=10.0).coef_)
     # the same state from numpy in one go, and merged from halves
     whole = LinearLearner("regressor", solver="exact").fit(train[FEATURES].to_numpy(), train["y"].to_numpy())
     np.testing.assert_allclose(whole.coef_, est.coef_, rtol=1e-10)
