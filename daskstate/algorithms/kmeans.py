@@ -713,8 +713,8 @@ class KMeans(StateEstimator):
     estimated_inertia_ : float
         The state's own estimate of ``inertia_`` (no data read).
     n_iter_ : int
-        Lloyd iterations behind ``cluster_centers_``: weighted ones on the core set,
-        plus the exact passes over the data of ``epochs > 1``.
+        Lloyd iterations behind ``cluster_centers_``: weighted ones on the core set
+        and on the state's sample, plus the exact passes over the data of ``epochs > 1``.
     n_passes_ : int
         Exact Lloyd passes over the data (``epochs - 1`` unless converged earlier).
     state_ : KMeansState
