@@ -76,6 +76,10 @@ def cluster(scheduler: str | None, workers: int | None, report: str | None) -> I
                 client = stack.enter_context(Client(local))
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
             if report:
+                try:
+                    import bokeh  # noqa: F401
+                except ImportError:
+                    raise ValueError("--report needs bokeh: pip install 'daskstate[dashboard]'") from None
                 from distributed import performance_report
 
                 stack.enter_context(performance_report(filename=report))

@@ -193,10 +193,21 @@ class Input:
     batches: Iterator[tuple[Any, Any]] | None = None
     n_rows: int | None = None
     collection: Any = None
+    #: each partition's number in the original input (for error messages), when a subset
+    numbers: list[int] | None = None
 
     @property
     def is_dask(self) -> bool:
         return self.batches is None
+
+    def number(self, i: int) -> int:
+        """The original partition number of ``parts[i]``."""
+        return self.numbers[i] if self.numbers is not None else i
+
+    def subset(self, indices: Sequence[int]) -> Input:
+        """The partitions at ``indices``; errors still name their numbers in the whole input."""
+        return Input(self.schema, parts=[self.parts[i] for i in indices], sources=[self.sources[i] for i in indices],
+                     collection=self.collection, numbers=[self.number(i) for i in indices])
 
     @property
     def npartitions(self) -> int:

@@ -121,7 +121,8 @@ def fold_partitions(
     empty_d = dask.delayed(empty, name=f"{alg}-empty-{token}")
     update_d = dask.delayed(update_partition, pure=True)
     leaves = [
-        update_d(empty_d, inp.parts[i], i, inp.sources[i], on_invalid, dask_key_name=(f"{alg}-update-{token}", i))
+        update_d(empty_d, inp.parts[i], inp.number(i), inp.sources[i], on_invalid,
+                 dask_key_name=(f"{alg}-update-{token}", i))
         for i in indices
     ]
     root = tree_reduce(leaves, f"{alg}-merge-{token}", split_every)
@@ -420,7 +421,7 @@ def _run_rounds(
     for k, indices in enumerate(rounds):
         rnd = first_round + k
         leaves = [
-            update_d(current, inp.parts[i], i, inp.sources[i], on_invalid,
+            update_d(current, inp.parts[i], inp.number(i), inp.sources[i], on_invalid,
                      RoundContext(epoch, rnd, i, inp.sources[i], seed),
                      dask_key_name=(f"{alg}-update-{token}", rnd, i))
             for i in indices

@@ -1397,7 +1397,7 @@ class LinearLearner(StateEstimator):
         running, taken, step = state, 0, 1
         while taken < len(order):
             chunk = [int(i) for i in order[taken : taken + step]]
-            part = Input(inp.schema, parts=[inp.parts[i] for i in chunk], sources=[inp.sources[i] for i in chunk])
+            part = inp.subset(chunk)
             running = engine.fold(part, running, split_every=split_every, progress=progress,
                                   on_invalid=self.on_invalid)
             taken, step = taken + len(chunk), step * 2
