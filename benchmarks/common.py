@@ -92,6 +92,23 @@ def read_pass_floor(ddf, columns: list[str], split_every: int = 8) -> None:
     return daskstate.fold(ddf, state, split_every=split_every)
 
 
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS in MiB: ``VmHWM`` from /proc (Linux), else ``ru_maxrss``.
+
+    ``ru_maxrss`` survives ``exec``: a spawned child starts with its parent's
+    high-water mark, so a driver that generated data in memory would hide the
+    child's own peak. ``VmHWM`` belongs to the new process image alone.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(conn, func: Callable, kwargs: dict) -> None:
     try:
         import dask.dataframe  # noqa: F401 - imports are not part of the measured time
@@ -101,7 +118,7 @@ def _child(conn, func: Callable, kwargs: dict) -> None:
         t0 = time.perf_counter()
         out = func(**kwargs)
         seconds = time.perf_counter() - t0
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+        rss = own_peak_rss_mb()
         conn.send({"ok": True, "seconds": seconds, "peak_rss_mb": rss, "result": out})
     except BaseException as exc:  # report, never hang the parent
         conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
