@@ -51,3 +51,18 @@ def write_parquet(folder, df: pd.DataFrame, n_files: int, row_group_size: int | 
 def gaussian_frame(n: int, d: int, seed: int = 0, mean: float = 0.0, scale: float = 1.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(rng.normal(mean, scale, size=(n, d)), columns=[f"f{j}" for j in range(d)])
+
+
+def spy_reads(monkeypatch) -> list[str]:
+    """Record the id of every Parquet row group that ``daskstate.read_parquet`` partitions read."""
+    import daskstate
+
+    reads: list[str] = []
+    original = daskstate.data.PieceReader.__call__
+
+    def spy(self, piece, columns=None):
+        reads.append(piece.id)
+        return original(self, piece, columns)
+
+    monkeypatch.setattr(daskstate.data.PieceReader, "__call__", spy)
+    return reads

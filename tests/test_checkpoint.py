@@ -12,7 +12,7 @@ import time
 import dask
 import numpy as np
 import pytest
-from conftest import gaussian_frame, write_parquet
+from conftest import gaussian_frame, spy_reads, write_parquet
 
 import daskstate
 from daskstate.errors import StateFileError
@@ -39,18 +39,6 @@ def dataset(tmp_path):
     return df, tmp_path / "data"
 
 
-def _count_reads(monkeypatch):
-    reads = []
-    original = daskstate.data.PieceReader.__call__
-
-    def spy(self, piece, columns=None):
-        reads.append(piece.id)
-        return original(self, piece, columns)
-
-    monkeypatch.setattr(daskstate.data.PieceReader, "__call__", spy)
-    return reads
-
-
 @pytest.mark.parametrize("trial", range(3))
 def test_sigkill_then_resume_equals_uninterrupted(dataset, tmp_path, monkeypatch, trial):
     df, folder = dataset
@@ -65,7 +53,7 @@ def test_sigkill_then_resume_equals_uninterrupted(dataset, tmp_path, monkeypatch
     saved = daskstate.load_state(ckpt)
     assert 0 < len(saved.consumed) < 24 and saved.n_rows == 250 * len(saved.consumed)
 
-    reads = _count_reads(monkeypatch)
+    reads = spy_reads(monkeypatch)
     with dask.config.set(scheduler="threads"):
         resumed = daskstate.StandardScaler().fit(daskstate.read_parquet(folder), checkpoint=ckpt,
                                                  checkpoint_every=3)
@@ -81,7 +69,7 @@ def test_rerun_after_completion_reads_nothing(dataset, tmp_path, monkeypatch):
     _, folder = dataset
     ckpt = tmp_path / "c.zarr"
     first = daskstate.StandardScaler().fit(daskstate.read_parquet(folder), checkpoint=ckpt)
-    reads = _count_reads(monkeypatch)
+    reads = spy_reads(monkeypatch)
     again = daskstate.StandardScaler().fit(daskstate.read_parquet(folder), checkpoint=ckpt)
     assert reads == [] and np.array_equal(again.var_, first.var_)
 

@@ -7,7 +7,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import gaussian_frame, write_parquet
+from conftest import gaussian_frame, spy_reads, write_parquet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -176,14 +176,7 @@ def test_partial_fit_equals_merge_of_folds():
 def test_incremental_parquet_reads_only_new_partitions(tmp_path, monkeypatch):
     df = gaussian_frame(4_000, 3, seed=11)
     write_parquet(tmp_path, df.iloc[:2_000], n_files=4, row_group_size=250, prefix="a")
-    reads = []
-    original = daskstate.data.PieceReader.__call__
-
-    def spy(self, piece, columns=None):
-        reads.append(piece.id)
-        return original(self, piece, columns)
-
-    monkeypatch.setattr(daskstate.data.PieceReader, "__call__", spy)
+    reads = spy_reads(monkeypatch)
     with dask.config.set(scheduler="threads"):
         sc = daskstate.StandardScaler().fit(daskstate.read_parquet(tmp_path))
         assert len(reads) == 8 and len(sc.state_.consumed) == 8

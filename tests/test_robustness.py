@@ -18,6 +18,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import spy_reads
 
 import daskstate
 from daskstate.errors import DataError, SchemaError
@@ -364,18 +365,6 @@ def parquet_frame(tmp_path_factory):
     return folder  # 24 row groups
 
 
-def _spy_reads(monkeypatch) -> list[str]:
-    reads: list[str] = []
-    original = daskstate.data.PieceReader.__call__
-
-    def spy(self, piece, columns=None):
-        reads.append(piece.id)
-        return original(self, piece, columns)
-
-    monkeypatch.setattr(daskstate.data.PieceReader, "__call__", spy)
-    return reads
-
-
 @pytest.mark.parametrize("fraction", [0.4, pytest.param(0.8, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_sigkilled_fit_resumes_to_the_uninterrupted_result(case, fraction, parquet_frame, tmp_path, monkeypatch):
@@ -383,7 +372,7 @@ def test_sigkilled_fit_resumes_to_the_uninterrupted_result(case, fraction, parqu
     import subprocess
     import sys
 
-    reads = _spy_reads(monkeypatch)
+    reads = spy_reads(monkeypatch)
     with dask.config.set(scheduler="threads"):
         # uninterrupted, with the same checkpoint schedule (merge order shapes approximate states)
         whole = case.make().fit(daskstate.read_parquet(parquet_frame), checkpoint=tmp_path / "whole.zarr",
