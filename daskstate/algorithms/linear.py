@@ -315,9 +315,9 @@ class LinearState(State):
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         d = self.n_features
-        Z = X - self.norm_mean[:d]
-        Z /= self.norm_scale[:d]
-        return Z.astype(_F32)
+        Z = np.empty(X.shape, dtype=_F32)
+        np.multiply(X - self.norm_mean[:d], 1.0 / self.norm_scale[:d], out=Z, casting="same_kind")
+        return Z
 
     def _validation_mask(self, X: np.ndarray) -> np.ndarray | None:
         """Which rows are validation rows: a seeded hash of each row's values, in bounded blocks."""
@@ -396,9 +396,11 @@ class LinearState(State):
             idx = order[rows]
             n = len(idx)
             Z = buf[:n]
-            np.multiply(X[idx] - mean, inv_scale, out=Z[:, :d], casting="same_kind")
+            Xb = _rows(X, idx)
+            Xb -= mean
+            np.multiply(Xb, inv_scale, out=Z[:, :d], casting="same_kind")
             S = Z @ W.astype(_F32)
-            tb = t[idx]
+            tb = np.take(t, idx)
             G, L = loss_and_grad(loss, S.reshape(n, M, K), tb, value=monitor, **loss_kwargs)
             G = G.reshape(n, MK)
             if pos_weight is not None:
@@ -444,8 +446,8 @@ class LinearState(State):
         M = coef.shape[0]
         for rows in mini_batches(len(idx), self._score_rows()):
             sel = idx[rows]
-            tb = t[sel]
-            S = self._scores(self._standardise(X[sel]), coef, bias)
+            tb = np.take(t, sel)
+            S = self._scores(self._standardise(_rows(X, sel)), coef, bias)
             _, L = loss_and_grad(self.loss, S, tb, grad=False, value=True, **self._loss_kwargs())
             self.ev_loss += L.sum(axis=0, dtype=np.float64)
             self.ev_n += len(tb)
@@ -842,6 +844,11 @@ class LinearState(State):
 
 
 # ---- helpers of the state ---------------------------------------------------------------
+def _rows(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``X[idx]`` as a new array: ``np.take`` (several times faster) when rows are contiguous."""
+    return np.take(X, idx, axis=0) if X.flags.c_contiguous else X[idx]
+
+
 def _numeric_target(y: np.ndarray, where: str) -> np.ndarray:
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: the regression target must be numeric, got values of type {y.dtype}")
