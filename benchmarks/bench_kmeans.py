@@ -185,6 +185,7 @@ def main() -> None:
     ap.add_argument("--skip-dask-ml", action="store_true")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--data", default="/tmp/daskstate-bench")
+    ap.add_argument("--results-name", default="kmeans", help="writes benchmarks/results/<name>.json")
     ap.add_argument("--max-load", type=float, default=1.5,
                     help="before each measurement, wait until the 1-minute load average is below this")
     ap.add_argument("--max-wait", type=float, default=600, help="... but at most this many seconds")
@@ -245,7 +246,7 @@ def main() -> None:
                     "estimated_sse_ratio": res["estimated_sse"] / r["sse"] if "estimated_sse" in res else None,
                 })
             rows_out.append(row)
-        write_results("kmeans", {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args),
+        write_results(args.results_name, {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args),
                                  "partial": True})
         ours, ours2 = "daskstate KMeans", "daskstate KMeans epochs=2"
         mb, dml, sk = "MiniBatchKMeans partial_fit", "dask-ml KMeans", plan[-1][0]
@@ -279,7 +280,7 @@ def main() -> None:
         summary["rss_growth_10x"] = r_big["peak_rss_mb"] / small_fit["peak_rss_mb"] - 1 if r_big["ok"] else None
         summary["big_fit_ratio_to_floor"] = r_big["seconds"] / f_big["seconds"] if r_big["ok"] else None
 
-    path = write_results("kmeans", {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args)})
+    path = write_results(args.results_name, {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args)})
     print(markdown_table(rows_out, ["k", "fit", "seconds", "ratio_to_floor", "sse_ratio", "peak_rss_mb", "load"]))
     print(summary)
     print(f"written to {path}")
