@@ -375,16 +375,19 @@ class Piece:
 class PieceReader:
     """Reads one :class:`Piece`; the callable behind :func:`read_parquet`'s partitions."""
 
-    def __init__(self, pieces: Sequence[Piece]):
+    def __init__(self, pieces: Sequence[Piece], columns: Sequence[str] | None = None):
         self.pieces = list(pieces)
+        self.columns = list(columns) if columns is not None else None
 
     def __call__(self, piece: Piece, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        # Dask passes a projection when it pushed one down; otherwise read what read_parquet exposed.
+        columns = self.columns if columns is None else columns
         with pq.ParquetFile(piece.path) as f:
             table = f.read_row_group(piece.row_group, columns=list(columns) if columns is not None else None)
         return table.to_pandas()
 
     def __dask_tokenize__(self):
-        return ("daskstate-piece-reader", tuple(self.pieces))
+        return ("daskstate-piece-reader", tuple(self.pieces), self.columns)
 
 
 def list_parquet_files(path: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[str], str]:
@@ -452,7 +455,7 @@ def read_parquet(path: str | os.PathLike | Sequence[str], columns: Sequence[str]
     empty = schema.empty_table().to_pandas()
     if columns is not None:
         empty = empty[list(columns)]
-    reader = PieceReader(pieces)
+    reader = PieceReader(pieces, columns)
     ddf = dd.from_map(reader, pieces, meta=empty, enforce_metadata=False, label="read-parquet-piece")
     return ddf if columns is None else ddf[list(columns)]
 

@@ -219,6 +219,8 @@ class StateEstimator:
         self._check_fitted()
         schema = self.state_.schema
         on_invalid = getattr(self, "on_invalid", "raise")
+        if on_invalid != "raise":
+            dtype = np.float64  # invalid rows come out as NaN
 
         def apply(block: Any, where: str) -> np.ndarray:
             if on_invalid == "raise":

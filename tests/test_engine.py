@@ -252,3 +252,21 @@ def test_lazy_outputs_of_two_models_on_one_input_do_not_share_keys():
     df = dd.from_array(X, columns=["x0", "x1", "x2"])
     fa, fb = dask.compute(a.transform(df), b.transform(df))
     np.testing.assert_allclose(fb.to_numpy(), b.transform(X))
+
+
+def test_read_parquet_columns_are_what_partitions_hold(tmp_path):
+    write_parquet(tmp_path, gaussian_frame(200, 5), n_files=2)
+    ddf = daskstate.read_parquet(tmp_path, columns=["f1", "f3"])
+    part = ddf.partitions[0].compute()
+    assert list(part.columns) == ["f1", "f3"]
+    assert ddf.to_dask_array(lengths=True).compute().shape == (200, 2)
+
+
+def test_skip_mode_predictions_declare_float_output():
+    df = gaussian_frame(300, 3, seed=3)
+    km = daskstate.KMeans(n_clusters=2, random_state=0, on_invalid="skip").fit(df)
+    bad = df.copy()
+    bad.iloc[5, 0] = np.nan
+    out = km.predict(dd.from_pandas(bad, npartitions=2))
+    computed = out.compute()
+    assert out.dtype == computed.dtype == np.float64 and np.isnan(computed.iloc[5])
