@@ -171,6 +171,37 @@ def test_sample_merges_exactly_and_stands_for_the_rows():
     assert (merged.sample_logw <= 0).all()
 
 
+def test_sampled_keys_have_the_order_statistics_of_uniforms():
+    from daskstate.algorithms.kmeans import _smallest_log_uniforms
+
+    n, m, reps = 40, 4, 4000
+    rng = np.random.default_rng(0)
+    keys, hits = np.zeros((reps, m)), np.zeros(n)
+    for r in range(reps):
+        rows, key = _smallest_log_uniforms(n, m, rng)
+        assert len(set(rows.tolist())) == m and np.all(np.diff(key) > 0)
+        keys[r] = key
+        hits[rows] += 1
+    # E[U_(i)] = i / (n + 1) for the i-th smallest of n uniforms; every row equally likely
+    np.testing.assert_allclose(np.exp(keys).mean(axis=0), np.arange(1, m + 1) / (n + 1), rtol=0.05)
+    assert abs(hits / reps - m / n).max() < 0.03
+    rows, key = _smallest_log_uniforms(3, 10, rng)  # fewer rows than asked: all of them
+    assert sorted(rows.tolist()) == [0, 1, 2] and len(key) == 3
+
+
+def test_polish_is_skipped_where_it_only_adds_the_samples_noise():
+    # k = number of well-separated blobs: the core set's reduction is already the data's
+    # k-means, and a polish on a strict sample would only move the centres by its noise
+    X, _ = sklearn_datasets.make_blobs(60_000, n_features=4, centers=3, cluster_std=1.0, random_state=2)
+    km = KMeans(3, sample_size=600, random_state=0).fit(da.from_array(X, chunks=10_000))
+    state = km.state_
+    assert len(state.sample_key) > state.sample_size  # a strict sample
+    centers = state.reduce(3)[0]
+    polished, n_iter = state.polish(centers)
+    assert n_iter == 0 and np.array_equal(polished, centers)
+    assert sse(X, km.cluster_centers_) <= 1.0001 * sk_inertia(X, 3)
+
+
 def test_many_clusters_across_partitions_within_2_percent():
     # many clusters per natural group, many partitions: the merged core set alone is
     # ~3% off here; the sample's polish at finalize brings it within 1-2%
