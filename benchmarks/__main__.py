@@ -24,13 +24,15 @@ import time
 
 from benchmarks.common import RESULTS, machine, markdown_table
 
-BENCHMARKS = ("scaler", "kmeans", "pca", "linear")
+BENCHMARKS = ("scaler", "kmeans", "pca", "linear", "spark")
 
 
 def command(name: str, args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", f"benchmarks.bench_{name}", "--files", str(args.files), "--data", args.data]
     if name == "pca":
         cmd += ["--narrow-rows", str(args.rows), "--wide-rows", str(max(args.rows // 10, 1000))]
+    elif name == "spark":
+        cmd += ["--rows", str(args.rows), "--wide-rows", str(max(args.rows // 10, 1000))]
     else:
         cmd += ["--rows", str(args.rows)]
     return cmd
@@ -45,8 +47,116 @@ def _flatten(prefix: str, obj, out: dict) -> None:
         out[prefix.rstrip(".")] = obj
 
 
+QUALITY = {
+    "scaler": (None, None),
+    "kmeans": ("sse_ratio", "SSE / scikit-learn KMeans(n_init=10)"),
+    "pca": ("max_rel_ev_diff", "max rel. diff of explained variances from exact"),
+    "linear": ("score", "held-out accuracy (binary) or R^2 (regression)"),
+}
+OURS = {"scaler": "StandardScaler", "kmeans": "daskstate KMeans", "pca": "daskstate regular",
+        "linear": "LinearLearner"}
+
+
+def _fit(r: dict, seconds_key: str = "seconds", quality_key: str | None = None) -> dict:
+    return {"fit": r.get("fit"), "seconds": r.get(seconds_key), "ratio_to_floor": r.get("ratio_to_floor"),
+            "quality": r.get(quality_key) if quality_key else None, "peak_rss_mb": r.get("peak_rss_mb"),
+            "error": r.get("error")}
+
+
+def _cases(name: str, res: dict) -> dict[str, dict]:
+    """``case -> {floor, rows, fits}`` from one benchmark's own layout (its first size of each data kind)."""
+    cases: dict[str, dict] = {}
+    rows = res.get("rows") if isinstance(res.get("rows"), list) else []
+    metric = QUALITY.get(name, (None, None))[0]
+    if name in ("scaler", "pca"):
+        first: dict = {}  # the smallest size of each data kind (the 10x runs only check RSS)
+        for r in rows:
+            first.setdefault(r.get("data", ""), r.get("rows"))
+        for r in rows:
+            key = r.get("data", "")
+            if r.get("rows") != first[key]:
+                continue
+            case = f"{r['rows']:,} x {r.get('cols', 16)}" + (f" ({key})" if key else "")
+            entry = cases.setdefault(case, {"floor": None, "rows": r["rows"], "fits": []})
+            if r.get("fit") == "floor":
+                entry["floor"] = r.get("seconds")
+            else:
+                entry["fits"].append(_fit(r, quality_key=metric))
+    elif name == "kmeans":
+        floor = next((r.get("seconds") for r in rows if r.get("fit") == "read-pass floor"), None)
+        n = (res.get("dataset") or {}).get("rows")
+        for r in rows:
+            if r.get("k") is None or "rows)" in str(r.get("fit")):
+                continue
+            cases.setdefault(f"k={r['k']}", {"floor": floor, "rows": n, "fits": []})["fits"].append(
+                _fit(r, quality_key=metric))
+    elif name == "linear":
+        floor = (res.get("floor") or {}).get("fit_seconds")
+        n = (res.get("floor") or {}).get("rows")
+        for case, group in (("binary", res.get("classification", []) + res.get("daskml", [])),
+                            ("regression", res.get("regression", []))):
+            for r in group:
+                cases.setdefault(case, {"floor": floor, "rows": n, "fits": []})["fits"].append(
+                    _fit(r, "fit_seconds", "score"))
+    return cases
+
+
+def _spark_case(row: dict, cases: dict) -> str | None:
+    """The case of another benchmark that a Spark row belongs to (same case and number of rows)."""
+    want = str(row.get("case", ""))
+    for case, entry in cases.items():
+        same = case == want or (row.get("algorithm") == "pca" and f"({want.split(' ')[0]})" in case)
+        if same and entry["rows"] == row.get("rows"):
+            return case
+    return None
+
+
+def comparisons(results: dict[str, dict]) -> list[dict]:
+    """One normalised row per (algorithm, case, fit): time, x floor, x daskstate's time, quality, peak RSS.
+
+    ``x_floor`` is the benchmark's own ratio where it measured one (interleaved with
+    its own floor runs), else the time over the case's floor.
+    """
+    spark = [r for r in (results.get("spark") or {}).get("rows", []) if isinstance(r, dict)]
+    out: list[dict] = []
+    for name in ("scaler", "kmeans", "pca", "linear"):
+        if name not in results:
+            continue
+        cases = _cases(name, results[name])
+        for r in spark:
+            if r.get("algorithm") == name and (case := _spark_case(r, cases)):
+                quality = r.get(QUALITY[name][0]) if name != "linear" else r.get("accuracy", r.get("r2"))
+                cases[case]["fits"].append({**_fit(r), "quality": quality})
+        for case, entry in cases.items():
+            floor, fits = entry["floor"], entry["fits"]
+            ours = next((f for f in fits if str(f["fit"]).startswith(OURS[name]) and f.get("seconds")), None)
+            for f in fits:
+                sec = f.get("seconds")
+                out.append({
+                    "algorithm": name, "case": case, "fit": f["fit"], "seconds": sec,
+                    "x_floor": f.get("ratio_to_floor") or (sec / floor if sec and floor else None),
+                    "x_daskstate": sec / ours["seconds"] if sec and ours else None,
+                    "quality": f.get("quality"), "peak_rss_mb": f.get("peak_rss_mb"), "error": f.get("error"),
+                })
+    return out
+
+
 def report(results: dict[str, dict]) -> str:
     lines = ["# daskstate benchmark suite", "", f"Machine: `{json.dumps(machine())}`", ""]
+    rows = comparisons(results)
+    if rows:
+        lines += [
+            "## All fits side by side", "",
+            "`x_floor`: time over the read-pass floor of the same data. `x_daskstate`: time over daskstate's "
+            "fit of the same case (above 1: slower than daskstate). Quality: " + "; ".join(
+                f"{n}: {q}" for n, (_, q) in QUALITY.items() if q) + ". Peak RSS in MiB (Spark: driver + JVM).",
+            "",
+            markdown_table(rows, ["algorithm", "case", "fit", "seconds", "x_floor", "x_daskstate", "quality",
+                                  "peak_rss_mb", "error"]),
+            "",
+        ]
+    if (results.get("spark") or {}).get("skipped"):
+        lines += [f"Spark MLlib: skipped ({results['spark']['skipped']}).", ""]
     for name, res in results.items():
         lines += [f"## {name}", "", f"Run at {res.get('when')} with `{json.dumps(res.get('args'))}`", ""]
         summary: dict = {}
@@ -56,9 +166,9 @@ def report(results: dict[str, dict]) -> str:
                                      ["measure", "value"]), ""]
         rows = res.get("rows")
         if isinstance(rows, list) and rows:
-            columns = [c for c in ("data", "k", "rows", "cols", "fit", "seconds", "ratio_to_floor", "sse_ratio",
-                                   "max_rel_ev_diff", "accuracy", "r2", "peak_rss_mb", "state_bytes")
-                       if any(c in r for r in rows)]
+            columns = [c for c in ("data", "k", "algorithm", "case", "rows", "cols", "fit", "seconds",
+                                   "ratio_to_floor", "sse_ratio", "sse_vs_daskstate", "max_rel_ev_diff", "accuracy",
+                                   "r2", "peak_rss_mb", "state_bytes") if any(c in r for r in rows)]
             lines += [markdown_table(rows, columns), ""]
     return "\n".join(lines)
 
