@@ -133,7 +133,7 @@ def _available(names: list[str]) -> list[str]:
 
 def run_stored(args: argparse.Namespace) -> None:
     rows = int(args.gb * 1e9 / (ROW_BYTES + 4))
-    algorithms = _available(["floor", "StandardScaler", "KMeans", "PCA", "LinearLearner"])
+    algorithms = _available(args.algorithms)
     out = []
     for kind in args.formats:
         path = os.path.join(args.data, f"ooc.{kind}")
@@ -164,7 +164,7 @@ def run_stored(args: argparse.Namespace) -> None:
                 print(out[-1], flush=True)
         finally:
             shutil.rmtree(path, ignore_errors=True)
-    path = write_results("out_of_core_stored", {"rows": out, "args": vars(args)})
+    path = write_results(args.results_name, {"rows": out, "args": vars(args)})
     print(markdown_table(out, ["format", "fit", "gb_features", "seconds", "gb_per_s", "rows_per_s",
                                "ratio_to_floor", "peak_rss_mb"]))
     print(f"written to {path}")
@@ -199,6 +199,9 @@ def main() -> None:
     stored.add_argument("--data", default="/tmp/daskstate-ooc")
     stored.add_argument("--formats", nargs="+", default=["zarr", "parquet"])
     stored.add_argument("--chunk-rows", type=int, default=1_000_000)
+    stored.add_argument("--algorithms", nargs="+", default=["floor", "StandardScaler", "KMeans", "PCA", "LinearLearner"],
+                        help="fits to run (keep 'floor' first: the ratios are to it)")
+    stored.add_argument("--results-name", default="out_of_core_stored", help="writes benchmarks/results/<name>.json")
     lazy = sub.add_parser("lazy")
     lazy.add_argument("--sizes", type=float, nargs="+", default=[1, 10, 100], help="GB of float32 features")
     lazy.add_argument("--algorithms", nargs="+", default=["KMeans", "PCA"])

@@ -310,11 +310,19 @@ def nearest_centers(
 def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
     """Per-cluster (weighted) sums of the rows of ``X``: a ``k x d`` float64 array.
 
-    One flat ``bincount`` (no per-row Python loop, no ``k x n`` one-hot matrix).
+    One flat ``bincount`` (no per-row Python loop, no ``k x n`` one-hot matrix), or
+    one per column for a column-major ``X``.
     """
     n, d = X.shape
-    idx = (labels[:, None] * d + np.arange(d)).ravel()
     vals = X if weights is None else X * weights[:, None]
+    if vals.flags.f_contiguous and not vals.flags.c_contiguous:
+        # column-major (what pandas' to_numpy gives): one bincount per contiguous column
+        # is twice as fast as raveling (copying) the batch into row order
+        out = np.empty((k, d))
+        for j in range(d):
+            out[:, j] = np.bincount(labels, weights=vals[:, j], minlength=k)
+        return out
+    idx = (labels[:, None] * d + np.arange(d)).ravel()
     return np.bincount(idx, weights=vals.ravel(), minlength=k * d).reshape(k, d)
 
 

@@ -104,6 +104,15 @@ def test_cost_curve_shows_the_elbow(blobs):
         km.cost_curve([11])
 
 
+def test_small_data_is_clustered_on_its_rows_for_any_k(digits):
+    # the sample holds all 1,797 rows: finalize's restarts run on them, not on the core set,
+    # so a k far from the data's groups (k = 40, where a 200-centre summary is coarse) still
+    # matches scikit-learn's KMeans(n_init=10)
+    km = KMeans(40, random_state=0).fit(digits)
+    assert km.state_.sample_is_complete
+    assert km.inertia_ <= 1.02 * sk_inertia(digits, 40)
+
+
 def test_finalize_beyond_k_max_is_refused(blobs):
     km = KMeans(4, k_max=6, random_state=0).fit(blobs)
     with pytest.raises(StateError, match="k_max=6"):
