@@ -185,8 +185,8 @@ def run_lazy(args: argparse.Namespace) -> None:
                 row["error"] = r["error"]
             out.append(row)
             print(row, flush=True)
-            write_results("out_of_core_lazy", {"rows": out, "args": vars(args), "complete": False})
-    path = write_results("out_of_core_lazy", {"rows": out, "args": vars(args), "complete": True})
+            write_results(args.results_name, {"rows": out, "args": vars(args), "complete": False})
+    path = write_results(args.results_name, {"rows": out, "args": vars(args), "complete": True})
     print(markdown_table(out, ["fit", "gb", "rows", "seconds", "gb_per_s", "peak_rss_mb", "state_bytes"]))
     print(f"written to {path}")
 
@@ -206,6 +206,7 @@ def main() -> None:
     lazy.add_argument("--sizes", type=float, nargs="+", default=[1, 10, 100], help="GB of float32 features")
     lazy.add_argument("--algorithms", nargs="+", default=["KMeans", "PCA"])
     lazy.add_argument("--chunk-rows", type=int, default=1_000_000)
+    lazy.add_argument("--results-name", default="out_of_core_lazy", help="writes benchmarks/results/<name>.json")
     args = ap.parse_args()
     pd.set_option("display.width", 200)
     (run_stored if args.part == "stored" else run_lazy)(args)
