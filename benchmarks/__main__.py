@@ -8,9 +8,12 @@ Usage::
 
 Each benchmark runs as its own process (``python -m benchmarks.bench_<name> ...``) and
 writes ``benchmarks/results/<name>.json``; this collects them into
-``benchmarks/results/suite.json`` and ``benchmarks/results/suite.md``: every fit's time,
-ratio to the read-pass floor, ratio to each installed peer, quality next to the peer's,
-and peak RSS, exactly as each benchmark measured them.
+``benchmarks/results/suite.json`` and ``benchmarks/results/suite.md``: first one table of
+every fit side by side (time, ratio to the read-pass floor, ratio to daskstate's time,
+quality next to the peers', peak RSS), then each benchmark's own tables, exactly as it
+measured them. Spark MLlib runs when ``pyspark`` and Java are installed (else the report
+says why not). The out-of-core runs (``bench_out_of_core``, tens of GB) are run by hand;
+their results are included when present.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import time
 from benchmarks.common import RESULTS, machine, markdown_table
 
 BENCHMARKS = ("scaler", "kmeans", "pca", "linear", "spark")
+#: results of ``bench_out_of_core`` (run by hand: tens of GB, an hour) that the report includes when present
+OUT_OF_CORE = ("out_of_core_stored", "out_of_core_stored_kmeans", "out_of_core_lazy", "out_of_core_lazy_kmeans")
 
 
 def command(name: str, args: argparse.Namespace) -> list[str]:
@@ -166,9 +171,11 @@ def report(results: dict[str, dict]) -> str:
                                      ["measure", "value"]), ""]
         rows = res.get("rows")
         if isinstance(rows, list) and rows:
-            columns = [c for c in ("data", "k", "algorithm", "case", "rows", "cols", "fit", "seconds",
-                                   "ratio_to_floor", "sse_ratio", "sse_vs_daskstate", "max_rel_ev_diff", "accuracy",
-                                   "r2", "peak_rss_mb", "state_bytes") if any(c in r for r in rows)]
+            columns = [c for c in ("format", "data", "k", "algorithm", "case", "fit", "gb", "gb_features", "rows",
+                                   "cols", "seconds", "gb_per_s", "rows_per_s", "ratio_to_floor",
+                                   "floor_throughput_share", "sse_ratio", "sse_vs_daskstate", "max_rel_ev_diff",
+                                   "accuracy", "r2", "peak_rss_mb", "state_bytes", "error")
+                       if any(c in r for r in rows)]
             lines += [markdown_table(rows, columns), ""]
     return "\n".join(lines)
 
@@ -191,7 +198,7 @@ def main() -> None:
                 failed.append(name)
             print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
     results = {}
-    for name in BENCHMARKS:
+    for name in BENCHMARKS + OUT_OF_CORE:
         path = os.path.join(RESULTS, f"{name}.json")
         if os.path.exists(path):
             with open(path) as fh:
