@@ -307,6 +307,73 @@ def nearest_centers(
     return labels, sq_dist
 
 
+#: ``nearest_centers_packed`` handles up to this many centres (7 index bits); above it the
+#: packing's extra passes over the distance block cost more than ``argmin`` saves
+PACKED_MAX_CENTERS = 100
+
+
+def nearest_centers_packed(
+    X: np.ndarray, C: np.ndarray, *, shift: np.ndarray, work: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest of at most ``PACKED_MAX_CENTERS`` centres, 2x faster than :func:`nearest_centers` in float32.
+
+    ``np.argmin`` along a row of a few dozen distances costs about 60 ns per row
+    whatever the row's length; a minimum over the other axis is vectorised across
+    rows. So the distances are computed transposed (``k x rows``, one float32 GEMM
+    on ``[X - shift, 1, |X - shift|^2]``), the centre's index is written into the
+    low ``ceil(log2 k)`` mantissa bits of each distance, and one integer minimum over
+    the centres gives both the index and the distance. Non-negative floats order like
+    their bit patterns, so the winner is the nearest centre except between centres
+    whose distances agree to ``2^-(23 - bits)`` relatively (ties at float32
+    precision); the returned squared distance is truncated by as much (at most
+    ``1.5e-5`` relatively for 100 centres). For the assignment and cost estimate
+    of streaming k-means, not for exact inertia.
+
+    Returns
+    -------
+    labels : ndarray of intp (n,)
+    sq_dist : ndarray of float64 (n,), clipped at 0
+    """
+    n, d = X.shape
+    k = len(C)
+    if not 1 <= k <= PACKED_MAX_CENTERS:
+        raise ValueError(f"nearest_centers_packed handles 1 to {PACKED_MAX_CENTERS} centres, got {k}")
+    low = np.int32((1 << max(1, (k - 1).bit_length())) - 1)
+    shift = np.asarray(shift, dtype=np.float64)
+    Cs = np.asarray(C, dtype=np.float64) - shift
+    A = np.empty((k, d + 2), dtype=np.float32)
+    A[:, :d] = -2.0 * Cs
+    A[:, d] = row_norms_sq(Cs)
+    A[:, d + 1] = 1.0
+    cols = int(min(max(n, 1), max(256, (1 << 21) // (4 * k))))
+    work = {} if work is None else work
+    key = ("packed", cols, d, k)
+    if work.get("key") != key:
+        work.clear()
+        B = np.empty((d + 2, cols), dtype=np.float32)
+        B[d] = 1.0
+        work.update(key=key, B=B, G=np.empty((k, cols), dtype=np.float32),
+                    index=np.arange(k, dtype=np.int32)[:, None])
+    B, G, index = work["B"], work["G"], work["index"]
+    labels = np.empty(n, dtype=np.intp)
+    sq_dist = np.empty(n, dtype=np.float32)
+    for s in range(0, n, cols):
+        m = min(cols, n - s)
+        b, g = B[:, :m], G[:, :m]
+        np.subtract(X[s : s + m].T, shift[:, None], out=b[:d], casting="same_kind")
+        np.einsum("ij,ij->j", b[:d], b[:d], out=b[d + 1])
+        np.matmul(A, b, out=g)
+        bits = g.view(np.int32)
+        np.bitwise_and(bits, ~low, out=bits)
+        np.bitwise_or(bits, index, out=bits)
+        best = bits.min(axis=0)
+        labels[s : s + m] = best & low
+        # a tiny negative distance (rounding, a row on its centre) is negative as an int
+        # too, so it still wins; it is clipped to 0 below
+        sq_dist[s : s + m] = (best & ~low).view(np.float32)
+    return labels, np.maximum(sq_dist, 0.0).astype(np.float64)
+
+
 def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
     """Per-cluster (weighted) sums of the rows of ``X``: a ``k x d`` float64 array.
 

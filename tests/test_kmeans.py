@@ -430,3 +430,24 @@ def test_checkpointed_fit_resumes_to_the_same_model(tmp_path, parquet_blobs):
     a = KMeans(4, features=FEATURES).fit(daskstate.read_parquet(folder), checkpoint=unseeded)
     b = KMeans(4, features=FEATURES).fit(daskstate.read_parquet(folder), checkpoint=unseeded)
     np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+@pytest.mark.parametrize("k, order", [(1, "C"), (7, "F"), (50, "F"), (100, "C")])
+def test_packed_assignment_matches_argmin(k, order):
+    from daskstate.numerics import nearest_centers, nearest_centers_packed
+
+    rng = np.random.default_rng(k)
+    X = rng.normal(size=(3000, 5)) * 3 + 1e4  # a large mean: the shift keeps float32's digits
+    X = np.asfortranarray(X) if order == "F" else X
+    C = X[rng.choice(len(X), k, replace=False)] + rng.normal(scale=0.1, size=(k, 5))
+    shift = X[:100].mean(axis=0)
+    labels, d2 = nearest_centers_packed(X, C, shift=shift, work={})
+    exact = ((X[:, None, :] - C[None]) ** 2).sum(axis=2)
+    true = exact.min(axis=1)
+    # the nearest centre, up to ties at float32 precision; its distance to ~1e-5
+    assert np.all(exact[np.arange(len(X)), labels] <= true * (1 + 1e-4) + 1e-3)
+    np.testing.assert_allclose(d2, true, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="1 to 100 centres"):
+        nearest_centers_packed(X, np.zeros((101, 5)), shift=shift)
+    same, _ = nearest_centers(X, C, shift=shift, dtype=np.float32)
+    assert np.mean(same == labels) > 0.999

@@ -58,10 +58,12 @@ from daskstate.data import Input
 from daskstate.errors import DataError, StateError
 from daskstate.estimator import StateEstimator
 from daskstate.numerics import (
+    PACKED_MAX_CENTERS,
     cluster_sums,
     d2_sample_rounds,
     mini_batches,
     nearest_centers,
+    nearest_centers_packed,
     row_norms_sq,
     single_blas_thread,
     weighted_kmeans_pp,
@@ -297,8 +299,11 @@ class KMeansState(State):
     def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False) -> None:
         if self.n_centers < self.max_centers:
             self._grow(X, rng, polish)
-        # float32 distances on shifted rows: only the argmin and the cost estimate use them
-        labels, d2 = nearest_centers(X, self.centers, shift=self.shift, dtype=np.float32, work=work)
+        # float32 distances on shifted rows: only the assignment and the cost estimate use them
+        if self.n_centers <= PACKED_MAX_CENTERS:
+            labels, d2 = nearest_centers_packed(X, self.centers, shift=self.shift, work=work)
+        else:
+            labels, d2 = nearest_centers(X, self.centers, shift=self.shift, dtype=np.float32, work=work)
         m = self.n_centers
         counts = np.bincount(labels, minlength=m).astype(np.float64)
         sums = cluster_sums(labels, X, m)  # float64, exact
