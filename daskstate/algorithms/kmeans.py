@@ -10,8 +10,10 @@ on the rows.
   k-means++'s D^2 sampling (drawn in a few rounds, k-means|| style, rather than
   one centre per Python step), then assign each row to the nearest of the ``K``
   centres (one float32 BLAS GEMM per cache-sized block of rows, on rows shifted
-  to the data's first mean) and move every centre to the running mean of all the
-  rows it received (float64 sums).
+  to the data's first mean; for up to 100 centres the nearest one is found by an
+  integer minimum over distances with the centre's index packed into their low
+  bits, see :func:`daskstate.numerics.nearest_centers_packed`) and move every
+  centre to the running mean of all the rows it received (float64 sums).
 - ``merge``: the union of both core sets, reduced back to ``K`` centres with
   weighted k-means++ seeding (again drawn in rounds) and a few weighted Lloyd
   steps. Weights add up; spreads add up exactly with the squared distance each
