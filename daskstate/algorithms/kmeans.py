@@ -108,15 +108,15 @@ def auto_extra_center_factor(k_max: int) -> int:
     return int(min(20, max(2, math.ceil(centres / k))))
 
 
-def auto_sample_size(n_features: int, k_max: int = 50) -> int:
+def auto_sample_size(n_features: int, k_max: int) -> int:
     """The ``sample_size`` used for ``"auto"``: ``400 k_max`` rows, at most 20,000 rows or 4 MiB, at least 1,000.
 
     The polish's own noise costs about ``k / sample_size`` of the SSE, so the sample
     grows with ``k``: on 16-dimensional blobs with ``k = 100`` a 10,000-row sample gave
     0.9% above scikit-learn, 20,000 rows 0.6%. Small ``k`` needs fewer rows (the
     polish is rarely needed there, see :meth:`KMeansState.polish`), and a smaller
-    state keeps the merge tree's memory flat: with ``k = 10`` and a 20,000-row sample
-    (2.9 MB states) peak RSS grew by 13% from 20 to 200 partitions, with 4,000 rows by less.
+    state keeps the merge tree's memory small: up to ``split_every - 1`` states wait
+    at each of its levels (18 states alive at once were counted with 200 partitions).
     """
     by_k = 400 * max(1, int(k_max))
     by_bytes = (1 << 22) // (8 * max(1, n_features))
@@ -444,7 +444,7 @@ class KMeansState(State):
         rows = rows - self.shift
         C0 = centers - self.shift
         with single_blas_thread(main_thread=True):
-            if len(self.sample_key) > self.sample_size:
+            if not self.sample_is_complete:
                 # a strict sample: a few iterations move the boundaries the core set got wrong;
                 # running to convergence would fit the sample's noise (measured: no better)
                 max_iter = min(max_iter, POLISH_MAX_ITER)
