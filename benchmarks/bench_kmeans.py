@@ -22,7 +22,6 @@ dataset is fitted too, to check that peak RSS stays flat. Writes
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import time
 
@@ -31,6 +30,7 @@ import numpy as np
 from benchmarks.common import (
     make_dataset,
     markdown_table,
+    parquet_files,
     read_pass_floor,
     run_measured,
     write_results,
@@ -89,16 +89,12 @@ def daskml_job(folder: str, k: int) -> dict:
     return {"centers": np.asarray(km.cluster_centers_), "n_iter": int(km.n_iter_), "vm_hwm_mb": own_peak_rss_mb()}
 
 
-def _files(folder: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(folder, "*.parquet")))
-
-
 def mbkm_job(folder: str, k: int) -> dict:
     import pyarrow.parquet as pq
     from sklearn.cluster import MiniBatchKMeans
 
     km = MiniBatchKMeans(n_clusters=k, random_state=0, n_init=1)
-    for f in _files(folder):
+    for f in parquet_files(folder):
         km.partial_fit(pq.read_table(f, columns=FEATURES).to_pandas().to_numpy())
     return {"centers": km.cluster_centers_, "vm_hwm_mb": own_peak_rss_mb()}
 
@@ -114,7 +110,7 @@ def sklearn_job(folder: str, k: int, n_init: int) -> dict:
 def load_all(folder: str) -> np.ndarray:
     import pyarrow.parquet as pq
 
-    return np.concatenate([pq.read_table(f, columns=FEATURES).to_pandas().to_numpy() for f in _files(folder)])
+    return np.concatenate([pq.read_table(f, columns=FEATURES).to_pandas().to_numpy() for f in parquet_files(folder)])
 
 
 def exact_sse(X: np.ndarray, centers: np.ndarray) -> float:

@@ -31,7 +31,6 @@ Writes ``benchmarks/results/spark.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -40,7 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, make_dataset, markdown_table, run_measured, write_results
+from benchmarks.common import (
+    RESULTS,
+    make_dataset,
+    markdown_table,
+    parquet_files,
+    run_measured,
+    write_results,
+)
 
 FEATURES = [f"f{j}" for j in range(16)]
 N_COMPONENTS = 10
@@ -162,10 +168,6 @@ def daskstate_reference(task: str, folder: str, columns: list[str], **params: An
         return {"explained_variance": ev, "total_variance": float(ev[0] / ratio[0])}
 
 
-def _files(folder: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(folder, "*.parquet")))
-
-
 def _sklearn_sse(folder: str, rows: int, k: int) -> float | None:
     """scikit-learn ``KMeans(n_init=10)``'s SSE from results/kmeans.json, if it ran on this dataset."""
     path = os.path.join(RESULTS, "kmeans.json")
@@ -217,7 +219,7 @@ def main() -> None:
         ds = make_dataset(os.path.join(args.data, f"blobs-{args.rows}"), args.rows, 16, args.files)
         X = load_all(ds["folder"])
         for k in args.ks:
-            r = run("kmeans", paths=_files(ds["folder"]), columns=FEATURES, k=k)
+            r = run("kmeans", paths=parquet_files(ds["folder"]), columns=FEATURES, k=k)
             ref = run_measured(daskstate_reference, task="kmeans", folder=ds["folder"], columns=FEATURES, k=k)
             ours_sse = exact_sse(X, np.asarray(ref["result"]["centers"])) if ref["ok"] else None
             sk_sse = _sklearn_sse(ds["folder"], args.rows, k)
@@ -238,7 +240,7 @@ def main() -> None:
         for name, rows, cols, folder in cases:
             make_dataset(folder, rows, cols, args.files, kind="blobs")
             columns = [f"f{j}" for j in range(cols)]
-            r = run("pca", paths=_files(folder), columns=columns)
+            r = run("pca", paths=parquet_files(folder), columns=columns)
             ref = run_measured(daskstate_reference, task="pca", folder=folder, columns=columns)
             row = {"algorithm": "pca", "case": f"{name} ({cols} cols)", "fit": "Spark MLlib PCA", "rows": rows,
                    "error": r.get("error") or (None if ref["ok"] else ref["error"]), "seconds": r.get("seconds"),
@@ -254,7 +256,7 @@ def main() -> None:
         test_n = max(1, args.files // 10)
         per_file = args.rows // args.files
         make_dataset(linear_folder, per_file * (args.files + test_n), 16, args.files + test_n, n_classes=2, seed=0)
-        files = _files(linear_folder)
+        files = parquet_files(linear_folder)
         train, test = files[: args.files], files[args.files :]
         for task, name, metric in (("logistic", "Spark MLlib LogisticRegression", "accuracy"),
                                    ("linear", "Spark MLlib LinearRegression", "r2")):

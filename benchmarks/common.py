@@ -6,6 +6,7 @@ Every measured run happens in a fresh subprocess so that its peak RSS
 
 from __future__ import annotations
 
+import glob
 import json
 import multiprocessing as mp
 import os
@@ -77,6 +78,11 @@ def make_dataset(
 def _describe(folder: str, desc: dict) -> dict[str, Any]:
     size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".parquet"))
     return {"folder": folder, **desc, "bytes_on_disk": size}
+
+
+def parquet_files(folder: str) -> list[str]:
+    """The dataset's Parquet files, in order."""
+    return sorted(glob.glob(os.path.join(folder, "*.parquet")))
 
 
 def read_pass_floor(ddf, columns: list[str], split_every: int = 8) -> None:
