@@ -10,7 +10,8 @@ partition, the column and the count.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,6 +341,22 @@ def _with_target(frame: dd.DataFrame, y: dd.Series) -> dd.DataFrame:
 
 def _split_target(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     return frame.drop(columns=_TARGET_COLUMN), frame[_TARGET_COLUMN]
+
+
+def warn_if_nothing_new(inp: Input, consumed: Collection[str], estimator: str) -> bool:
+    """Warn when ``partial_fit`` finds every partition of a Dask input already in the state.
+
+    Returns True when it warned (the fold will then read nothing).
+    """
+    if not inp.is_dask or not inp.sources or not all(s in consumed for s in inp.sources):
+        return False
+    warnings.warn(
+        f"{estimator}.partial_fit found nothing new: all {len(inp.sources)} partitions of the input "
+        "are already in the state, so nothing was read and the model is unchanged "
+        "(call fit to train on the same data again)",
+        UserWarning, stacklevel=3,
+    )
+    return True
 
 
 def _dask_array_input(X: da.Array, y, features, need_target) -> Input:

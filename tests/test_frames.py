@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 
 import dask
 import dask.dataframe as dd
@@ -274,3 +275,38 @@ def test_fused_frame_on_a_cluster(diabetes, cluster_client):
     _assert_same_fit("LinearLearner-exact", got, ref, df, features)
     _assert_same_fit("StandardScaler", scaler, daskstate.StandardScaler(features=features[::-1]).fit(df),
                      df, features[::-1])
+
+
+# ---------------------------------------------------------------- partial_fit with nothing new
+@pytest.mark.parametrize("name", list(_estimators(["x"])))
+def test_partial_fit_that_finds_nothing_new_says_so(tmp_path, diabetes, name):
+    df, _ = diabetes
+    df.iloc[:300].to_parquet(tmp_path / "a.parquet", index=False, row_group_size=100)
+    features = ["s3", "bmi"]
+    with dask.config.set(scheduler="threads"):
+        est = _estimators(features)[name]().fit(daskstate.read_parquet(tmp_path))
+        before = est.state_
+        with pytest.warns(UserWarning, match=r"partial_fit found nothing new: all 3 partitions"):
+            est.partial_fit(daskstate.read_parquet(tmp_path))
+        assert est.state_.n_rows == before.n_rows == 300
+        df.iloc[300:].to_parquet(tmp_path / "b.parquet", index=False, row_group_size=100)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*nothing new")
+            est.partial_fit(daskstate.read_parquet(tmp_path))  # two new row groups: no warning
+    assert est.n_samples_seen_ == len(df)
+
+
+def test_partial_fit_nothing_new_on_a_plain_dask_frame(diabetes):
+    df, folder = diabetes
+    ddf = dd.read_parquet(folder)[["s6", "bp"]]  # fused by Dask: fewer partitions than files
+    with dask.config.set(scheduler="threads"):
+        sc = daskstate.StandardScaler().fit(ddf)
+        n = len(sc.state_.consumed)
+        assert n < N_FILES
+        with pytest.warns(UserWarning, match=rf"all {n} partitions of the input are already in the state"):
+            sc.partial_fit(ddf)
+    assert sc.n_samples_seen_ == len(df)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*nothing new")
+        sc.partial_fit(df[["s6", "bp"]])  # in-memory rows carry no ids: always folded
+    assert sc.n_samples_seen_ == 2 * len(df)

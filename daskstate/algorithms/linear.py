@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from daskstate import engine
-from daskstate.data import DEFAULT_BATCH_ROWS, Input, as_input
+from daskstate.data import DEFAULT_BATCH_ROWS, Input, as_input, warn_if_nothing_new
 from daskstate.engine import RoundContext
 from daskstate.errors import DataError, StateError
 from daskstate.estimator import StateEstimator
@@ -1329,6 +1329,7 @@ class LinearLearner(StateEstimator):
         self._validate_params()
         inp = self._input(X, y, schema=self.state_.schema)
         self.state_.schema.check_same_features(inp.schema, "partial_fit")
+        warn_if_nothing_new(inp, self.state_.consumed, type(self).__name__)
         val_inp = None if validation_data is None else self._validation_input(validation_data, self.state_.schema)
         state = self._fold(inp, self.state_, validation=val_inp, **fold_kwargs)
         self._set_state(state, getattr(self, "finalize_overrides_", {}))
