@@ -59,6 +59,18 @@ def _fitted(estimator: Any, name: str, default: Any = NotFittedError) -> Any:
     return default
 
 
+def _integer_ticks(ax: Any, values: Sequence[int]) -> None:
+    """Ticks at whole numbers (at most about 20 of them)."""
+    values = list(values)
+    ax.set_xticks(values[:: max(1, -(-len(values) // 20))])
+
+
+def _rows_judged(estimator: Any) -> str:
+    """`` (validation)`` or `` (training)``: which rows the recorded metrics come from."""
+    on = _fitted(estimator, "selection_on_", None)
+    return f" ({on})" if on and on != "none" else ""
+
+
 # ---------------------------------------------------------------------------- k-means
 def elbow(kmeans: Any, ks: Sequence[int] | None = None, *, ax: Any = None) -> Any:
     """The k-means elbow: estimated sum of squared distances for each number of clusters.
@@ -96,7 +108,7 @@ def elbow(kmeans: Any, ks: Sequence[int] | None = None, *, ax: Any = None) -> An
     ax.set_xlabel("number of clusters k")
     ax.set_ylabel("sum of squared distances (estimated)")
     ax.set_title("k-means elbow")
-    ax.set_xticks(ks if len(ks) <= 20 else ks[:: -(-len(ks) // 20)])
+    _integer_ticks(ax, ks)
     ax.legend()
     return ax
 
@@ -143,7 +155,7 @@ def scree(pca: Any, n_components: int | None = None, *, ax: Any = None) -> Any:
     ax.set_xlabel("component")
     ax.set_ylabel("explained variance")
     ax.set_title("PCA scree")
-    ax.set_xticks(index if len(index) <= 20 else index[:: -(-len(index) // 20)])
+    _integer_ticks(ax, index)
     ax.legend()
     return ax
 
@@ -195,10 +207,9 @@ def packed_models(learner: Any, metric: str | None = None, *, ax: Any = None) ->
     label = metric
     if metric == "criterion":
         label = _fitted(learner, _criterion_param(learner), "criterion")
-    on = _fitted(learner, "selection_on_", None)
     ax.set_xlabel("packed model")
-    ax.set_ylabel(f"{label}" + (f" ({on})" if on and on != "none" else ""))
-    ax.set_xticks(models)
+    ax.set_ylabel(label + _rows_judged(learner))
+    _integer_ticks(ax, models)
     ax.set_title(f"{len(values)} packed models")
     return ax
 
@@ -244,10 +255,8 @@ def loss_curve(estimator: Any, *, ax: Any = None) -> Any:
         for m, losses in enumerate(np.asarray(per_model, dtype=float).T):
             ax.plot(epochs, losses, alpha=0.35, linewidth=1, label="each packed model" if m == 0 else None)
     ax.plot(epochs, [float(h["loss"]) for h in history], marker="o", label="best model")
-    on = _fitted(estimator, "selection_on_", None)
-    loss = _fitted(estimator, "loss_", "loss")
     ax.set_xlabel("epochs trained")
-    ax.set_ylabel(f"{loss} loss" + (f" ({on})" if on and on != "none" else ""))
+    ax.set_ylabel(f"{_fitted(estimator, 'loss_', 'loss')} loss" + _rows_judged(estimator))
     ax.set_title("loss per epoch")
     ax.legend()
     return ax
