@@ -4,11 +4,10 @@ The data is scikit-learn's handwritten digits (1,797 images of 8 x 8 pixels), wr
 to Parquet first. Every picture comes from the fitted states: drawing reads no data.
 Needs the plot extra: pip install 'daskstate[plot]'.
 
-Run: python examples/plot_example.py [pictures.png]
+Run: python examples/plot_example.py   (writes daskstate-pictures.png to the system's temporary folder)
 """
 
 import os
-import sys
 import tempfile
 
 import matplotlib
@@ -23,7 +22,6 @@ import daskstate.plot  # noqa: E402
 digits = load_digits(as_frame=True).frame.rename(columns={"target": "digit"})
 pixels = [c for c in digits.columns if c != "digit"]
 digits[pixels] = digits[pixels].astype("float64")
-own_path = len(sys.argv) > 1 and os.path.basename(sys.argv[0]) == "plot_example.py"
 
 with tempfile.TemporaryDirectory() as folder:
     digits.to_parquet(f"{folder}/digits.parquet", row_group_size=200)
@@ -39,9 +37,9 @@ with tempfile.TemporaryDirectory() as folder:
     daskstate.plot.scree(pca, n_components=20, ax=axes[0, 1])  # with the sketch's error band
     daskstate.plot.packed_models(clf, ax=axes[1, 0])       # validation accuracy of each packed model
     daskstate.plot.loss_curve(clf, ax=axes[1, 1])          # validation loss per epoch
-    out = sys.argv[1] if own_path else os.path.join(folder, "pictures.png")
+    out = os.path.join(tempfile.gettempdir(), "daskstate-pictures.png")
     fig.savefig(out, dpi=100)
     print(f"k-means cost at k=10: {kmeans.state_.cost_curve([10])[0]:.4g}; "
           f"PCA bound: {pca.explained_variance_bound_:.3g}; "
           f"model {clf.model_} of {len(clf.models_)} in use, accuracy {clf.models_['accuracy'].max():.3f}")
-    print(f"wrote {out}" if own_path else "pass a file name to keep the pictures")
+    print(f"wrote {out}")
