@@ -48,15 +48,9 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 def estimator_class(name: str):
     """The estimator class for a command-line algorithm name (e.g. ``kmeans``, ``pca``)."""
     import daskstate  # noqa: F401 - registers every estimator
-    from daskstate.estimator import _ESTIMATORS
+    from daskstate.estimator import estimator_for
 
-    wanted = name.lower().replace("-", "_")
-    for cls_name, cls in _ESTIMATORS.items():
-        aliases = {cls_name.lower(), cls.state_class.algorithm, *cls.aliases}
-        if wanted in aliases or wanted == cls_name.lower().replace("_", ""):
-            return cls
-    known = sorted(c.state_class.algorithm for c in _ESTIMATORS.values() if c.__module__.startswith("daskstate"))
-    raise ValueError(f"unknown algorithm {name!r}; choose one of {known}")
+    return estimator_for(name)
 
 
 @contextlib.contextmanager

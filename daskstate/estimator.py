@@ -39,6 +39,8 @@ class StateEstimator:
     """
 
     state_class: ClassVar[type[State]]
+    #: other states a fitted model of this estimator may hold (e.g. an exact solver's)
+    other_state_classes: ClassVar[tuple[type[State], ...]] = ()
     #: other names the command line accepts for this estimator
     aliases: ClassVar[tuple[str, ...]] = ()
     #: minimum rows a fit needs, as a function of the hyperparameters
@@ -46,7 +48,8 @@ class StateEstimator:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _ESTIMATORS[cls.__name__] = cls
+        if "state_class" in cls.__dict__:  # a concrete estimator, not an intermediate base
+            _ESTIMATORS[cls.__name__] = cls
 
     # ---- parameters (scikit-learn protocol) ---------------------------------------
     @classmethod
@@ -329,6 +332,29 @@ class StateEstimator:
         return est
 
 
+def estimators() -> dict[str, type[StateEstimator]]:
+    """Every estimator class by name (the registry the command line and :func:`load` use).
+
+    Examples
+    --------
+    >>> import daskstate
+    >>> sorted(daskstate.estimator.estimators())[:2]
+    ['KMeans', 'LinearLearner']
+    """
+    return dict(_ESTIMATORS)
+
+
+def estimator_for(name: str) -> type[StateEstimator]:
+    """The estimator for a class name, an algorithm name or an alias (``kmeans``, ``linear``, ``PCA``)."""
+    wanted = name.lower().replace("-", "_")
+    for cls_name, cls in _ESTIMATORS.items():
+        names = {cls_name.lower(), cls.state_class.algorithm, *cls.aliases}
+        if wanted in names or wanted == cls_name.lower().replace("_", ""):
+            return cls
+    known = sorted(c.state_class.algorithm for c in _ESTIMATORS.values() if c.__module__.startswith("daskstate"))
+    raise ValueError(f"unknown algorithm {name!r}; choose one of {known}")
+
+
 def load(path: str | os.PathLike) -> StateEstimator:
     """Load a fitted estimator saved with ``est.save(path)``; no pickle is involved.
 
@@ -343,7 +369,7 @@ def load(path: str | os.PathLike) -> StateEstimator:
     cls = _ESTIMATORS.get(name)
     if cls is None:
         raise StateFileError(f"{os.fspath(path)}: unknown estimator {name!r}")
-    if attrs.get("algorithm") != cls.state_class.algorithm:
+    if attrs.get("algorithm") not in {c.algorithm for c in (cls.state_class, *cls.other_state_classes)}:
         raise StateFileError(
             f"{os.fspath(path)}: estimator {name} with a {attrs.get('algorithm')!r} state does not fit together"
         )
