@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import dask.array as da
@@ -142,7 +142,7 @@ class SGDState(State):
             setattr(self, "best_" + p, np.zeros_like(template))
         self.best_loss = np.full(M, np.inf)
         self.best_epoch = np.full(M, -1.0)
-        self.progress = np.array([0.0, np.inf, 0.0])  # epochs run, best monitored value, epochs without gain
+        self.progress = np.array([0.0, -np.inf, 0.0])  # epochs run, best selection metric, epochs without gain
         self.mon_loss, self.mon_n, self.trained = np.zeros(M), np.zeros(1), np.zeros(1)
         shapes = {"loss": (M,), "n": (1,), **self._metric_shapes()}
         for prefix in ("ev_", "best_ev_"):
@@ -245,7 +245,7 @@ class SGDState(State):
         """Forget the best snapshots' scores and every accumulator (a new fit or partial_fit)."""
         self.best_loss = np.full_like(self.best_loss, np.inf)
         self.best_epoch = np.full_like(self.best_epoch, -1.0)
-        self.progress = np.array([self.progress[0], np.inf, 0.0])
+        self.progress = np.array([self.progress[0], -np.inf, 0.0])
         for name in (*MONITOR_ARRAYS, *self.eval_arrays(), *("best_" + n for n in self.eval_arrays())):
             setattr(self, name, np.zeros_like(getattr(self, name)))
         self.extra_meta["early_stopped"] = False
@@ -268,13 +268,20 @@ class SGDState(State):
             setattr(self, "best_ev_" + name, getattr(self, "ev_" + name).copy())
         return loss
 
-    def selection_scores(self) -> np.ndarray:
-        """Per model, the validation metric the selection maximises (default: minus the loss)."""
+    def selected(self) -> tuple[int, float, float]:
+        """The model the selection would pick now, its validation metric (higher is better) and loss.
+
+        The default selects by validation loss (the metric is minus the loss);
+        a state whose models are chosen by another criterion overrides this.
+        """
         n = float(self.best_ev_n[0])
-        return -self.best_ev_loss / n if n > 0 else -self.best_loss
+        loss = self.best_ev_loss / n if n > 0 else self.best_loss
+        rank = np.where(np.isfinite(loss), loss, np.inf)
+        model = int(np.argmin(rank))
+        return model, -float(rank[model]), float(rank[model])
 
     def end_epoch(self, patience: int | None, tolerance: float, evaluated_epochs: int | None = None) -> bool:
-        """Close an epoch in place: keep each model's best snapshot, count epochs without gain.
+        """Close an epoch in place: keep each model's best snapshot; stop when the selection has converged.
 
         With validation rows, the ``ev_`` accumulators hold the exact validation
         metrics of the epoch's *anchor* (its parameters when the epoch started, or
@@ -283,9 +290,12 @@ class SGDState(State):
         Without validation rows, the running training loss of the epoch judges the
         current parameters. Then the current parameters become the next anchor.
 
-        Returns True when neither the best loss over all models nor the selected
-        model's validation metric has improved by a relative ``tolerance`` for
-        ``patience`` epochs (early stopping).
+        Returns True (early stopping) when the selected model's validation
+        metric (see :meth:`selected`: the selection criterion, e.g. accuracy, or
+        minus the loss) has not improved by a relative ``tolerance`` for
+        ``patience`` epochs. A loss that keeps shrinking while the metric stays
+        put (the logistic loss on separable classes falls for ever as the
+        weights grow) does not keep the fit going.
         """
         epoch = int(self.progress[0])
         if self.ev_n[0] > 0:
@@ -299,17 +309,17 @@ class SGDState(State):
             trained, loss = epoch + 1, None
             self._set_params("best", self._params("current"))
             self.best_epoch[:] = trained
-        entry: dict[str, Any] = {"epoch": epoch, "evaluated_epochs": trained, "loss": None, "model": None}
+        entry: dict[str, Any] = {"epoch": epoch, "evaluated_epochs": trained, "loss": None, "model": None,
+                                 "metric": None}
         if loss is not None:
-            finite = np.isfinite(loss)
-            overall = float(loss[finite].min()) if finite.any() else math.inf
-            if _improved(overall, float(self.progress[1]), tolerance):
-                self.progress[1] = overall
+            model, metric, model_loss = self.selected()
+            if _improved(-metric, -float(self.progress[1]), tolerance):
+                self.progress[1] = metric
                 self.progress[2] = 0.0
             else:
                 self.progress[2] += 1.0
-            if finite.any():
-                entry.update(loss=overall, model=int(np.argmin(np.where(finite, loss, np.inf))))
+            if math.isfinite(model_loss):
+                entry.update(loss=model_loss, model=model, metric=metric)
         self.extra_meta["history"] = [*self.extra_meta.get("history", []), entry]
         self._set_params("anchor", self._params("current"))
         for name in (*MONITOR_ARRAYS, *self.eval_arrays()):
@@ -393,6 +403,8 @@ class Schedule:
     patience: int | None
     tolerance: float
     statistics_rows: int | None = None
+    #: the finalize overrides that choose among the packed models (what early stopping watches)
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 def statistics_pass(inp: Input, state: State, options: engine.FitOptions, rows: int | None,
@@ -434,7 +446,8 @@ def train_epochs(inp: Input, state: SGDState, options: engine.FitOptions, schedu
     skip = frozenset() if fresh else frozenset(state.consumed)
     if skip and all(s in skip for s in inp.sources):
         return state
-    running = state if fresh else state.resume_training()
+    running = (state if fresh else state.resume_training()).copy()
+    running.extra_meta["selection"] = dict(schedule.selection)
     quiet = options.replace(checkpoint=None, progress=False)
 
     def epoch_end(s: SGDState, epoch: int) -> tuple[SGDState, bool]:

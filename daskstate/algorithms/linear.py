@@ -91,6 +91,7 @@ DEFAULT_NUM_MODELS = 32
 #: finalize overrides that only choose among the packed models (no data needed)
 SELECTION_OVERRIDES = ("binary_classifier_model_selection_criteria", "multiclass_classifier_model_selection_criteria",
                        "target_recall", "target_precision", "f_beta")
+SELECTION_DEFAULTS = dict(zip(SELECTION_OVERRIDES, ("accuracy", "accuracy", 0.8, 0.8, 1.0), strict=True))
 #: bins of the validation-score histogram (uniform in sigmoid(score)) used to calibrate thresholds
 HIST_BINS = 1024
 #: hyperparameters of the first ("default") packed model when a spread is "auto"
@@ -515,6 +516,22 @@ class LinearState(_LinearParams, SGDState):
             intercept = intercept * self.norm_scale[-1] + self.norm_mean[-1]
         return coef, intercept
 
+    def selected(self) -> tuple[int, float, float]:
+        """The model the fit's selection criterion picks now, its criterion value and validation loss.
+
+        The criterion is the metric early stopping watches: accuracy (or another
+        binary criterion) for classifiers, minus the loss for regression and
+        ``loss_function``.
+        """
+        how = {**SELECTION_DEFAULTS, **self.extra_meta.get("selection", {})}
+        table, model, _ = self._models_table(*(how[k] for k in SELECTION_OVERRIDES))
+        loss = float(table["val_loss"].iloc[model]) if self.best_ev_n[0] > 0 else float(self.best_loss[model])
+        column = {"binary_classifier": "criterion", "multiclass_classifier": "accuracy"}.get(self.predictor_type)
+        by_loss = self.regression or how[SELECTION_OVERRIDES[0 if column == "criterion" else 1]] == "loss_function"
+        if by_loss or column not in table:
+            return model, -loss, loss
+        return model, float(table[column].iloc[model]), loss
+
     def _models_table(self, binary_criterion: str, multiclass_criterion: str, target_recall: float,
                       target_precision: float, f_beta: float) -> tuple[pd.DataFrame, int, np.ndarray]:
         M = self.coef.shape[0]
@@ -883,7 +900,7 @@ class LinearLearner(SGDEstimator):
             rows = None
         return Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
                         patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
-                        statistics_rows=rows)
+                        statistics_rows=rows, selection=self._finalize_overrides())
 
     def _min_rows_needed(self) -> int:
         return 2
