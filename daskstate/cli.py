@@ -98,9 +98,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
         params["features"] = args.features
     if args.target:
         params["target"] = args.target
-    unknown = sorted(set(params) - set(cls._param_names()))
+    unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
-        raise ValueError(f"{cls.__name__} has no parameter(s) {unknown}; valid: {cls._param_names()}")
+        raise ValueError(f"{cls.__name__} has no parameter(s) {unknown}; valid: {cls._get_param_names()}")
     est = cls(**params)
     X, y = read_input(args.input)
     est.fit(X, y, **_fit_kwargs(args))

@@ -8,7 +8,6 @@ finalize overrides)``, so saving the state saves the model.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -18,6 +17,8 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.base import tokenize
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from daskstate import engine
 from daskstate.data import Input, as_input, to_batch, to_features
@@ -30,12 +31,15 @@ _ESTIMATORS: dict[str, type[StateEstimator]] = {}
 _RUN_OPTIONS = ("checkpoint", "checkpoint_every", "progress", "split_every")
 
 
-class StateEstimator:
+class StateEstimator(BaseEstimator):
     """Base class: ``fit``, ``partial_fit``, ``finalize``, ``save`` over a :class:`State`.
 
-    Subclasses set ``state_class``, implement ``_state_params`` (hyperparameters
-    that shape the state) and ``_validate_params``, and may override
-    ``_fold`` (iterative algorithms) and ``_apply_model``.
+    A scikit-learn estimator (``get_params``, ``set_params``, ``clone``, ``repr``
+    from :class:`sklearn.base.BaseEstimator`). Subclasses set ``state_class``,
+    declare ``_parameter_constraints``, implement ``_state_params``
+    (hyperparameters that shape the state), and may override ``_new_state`` and
+    ``_fold`` (iterative algorithms: see :class:`daskstate.training.SGDEstimator`)
+    and ``_apply_model``.
     """
 
     state_class: ClassVar[type[State]]
@@ -51,38 +55,22 @@ class StateEstimator:
         if "state_class" in cls.__dict__:  # a concrete estimator, not an intermediate base
             _ESTIMATORS[cls.__name__] = cls
 
-    # ---- parameters (scikit-learn protocol) ---------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD
-                or p.kind == p.KEYWORD_ONLY]
+    # ---- hyperparameters: scikit-learn's get_params / set_params / repr, and a table of constraints ----
+    #: ``{name: [constraint, ...]}`` checked by ``_validate_params`` at fit (scikit-learn's machinery:
+    #: ``Interval``, ``StrOptions``, ``"boolean"``, ``None``, ...); subclasses extend it
+    _parameter_constraints: ClassVar[dict] = {"on_invalid": [StrOptions({"raise", "skip"})]}
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Hyperparameters by name, as given to ``__init__``."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> StateEstimator:
-        """Set hyperparameters; unknown names raise ``ValueError``."""
-        valid = set(self._param_names())
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; valid: {sorted(valid)}")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {
-            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
-        }
-        shown = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
-        return f"{type(self).__name__}({', '.join(shown)})"
-
-    # ---- to implement ------------------------------------------------------------
     def _validate_params(self) -> None:
-        """Raise ``ValueError`` naming the parameter for out-of-range hyperparameters."""
-        if getattr(self, "on_invalid", "raise") not in ("raise", "skip"):
-            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {self.on_invalid!r}")
+        """Check every hyperparameter against ``_parameter_constraints``, then ``_check_params_together``.
+
+        Raises ``ValueError`` naming the parameter, the allowed values and the value given.
+        """
+        validate_parameter_constraints(self._parameter_constraints, self.get_params(deep=False),
+                                       caller_name=type(self).__name__)
+        self._check_params_together()
+
+    def _check_params_together(self) -> None:
+        """Rules that involve several hyperparameters (a constraint table checks each one alone)."""
 
     def _state_params(self, inp: Input) -> dict[str, Any]:
         """Hyperparameters stored in (and shaping) the state (none by default)."""
@@ -226,9 +214,7 @@ class StateEstimator:
         """
         self._check_fitted()
         new = type(self)(**self.get_params())
-        for key, value in overrides.items():
-            if key in new._param_names():
-                setattr(new, key, value)
+        new.set_params(**{k: v for k, v in overrides.items() if k in new.get_params(deep=False)})
         new._set_state(self.state_, {**self.finalize_overrides_, **overrides})
         return new
 
@@ -383,13 +369,6 @@ def load(path: str | os.PathLike) -> StateEstimator:
 
 
 # ---- helpers ------------------------------------------------------------------------
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b) if not isinstance(a, np.ndarray) else False
-    except Exception:
-        return False
-
-
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}

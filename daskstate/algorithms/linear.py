@@ -42,12 +42,14 @@ The states
 from __future__ import annotations
 
 import math
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from daskstate.data import Input
 from daskstate.errors import DataError, StateError
@@ -232,7 +234,7 @@ class LinearExactState(_LinearParams, MomentsState):
                               "train_r2": [1.0 - sse / Syy if Syy > 0 else np.nan], "selected": [True]})
         table.index.name = "model"
         return {"coef_": w, "intercept_": intercept, "models_": table, "best_model_": 0, "model_": 0,
-                "loss_": "squared", "epochs_run_": 1, "history_": [], "selection_on_": "training"}
+                "loss_": "squared", "epochs_run_": 1, "n_epochs_": 1, "history_": [], "selection_on_": "training"}
 
 
 
@@ -495,6 +497,7 @@ class LinearState(_LinearParams, SGDState):
         coef, intercept = self._raw_coefficients(params["coef"], params["bias"])
         out: dict[str, Any] = {"models_": table, "best_model_": int(selected), "model_": chosen,
                                "loss_": self.loss, "epochs_run_": int(self.progress[0]),
+                               "n_epochs_": int(self.progress[0]),
                                "history_": list(self.extra_meta.get("history", [])),
                                "selection_on_": self.extra_meta.get("selection_on", "none")}
         if self.regression:
@@ -539,6 +542,7 @@ class LinearState(_LinearParams, SGDState):
         if self.predictor_type == "binary_classifier":
             table["positive_example_weight_mult"] = self.pos_weight
         table["best_epoch"] = self.best_epoch.astype(int)
+        table["epochs"] = int(self.progress[0])  # epochs trained (early stopping may end them all at once)
         thresholds = np.full(M, 0.5)
         n = float(self.best_ev_n[0])
         evaluated = n > 0
@@ -641,7 +645,9 @@ class LinearLearner(SGDEstimator):
         small data split into many partitions wants a small value.
     early_stopping_patience : int or None
         Stop after this many epochs without a relative gain of
-        ``early_stopping_tolerance`` in the best model's validation loss (None: never).
+        ``early_stopping_tolerance`` in the selected model's validation metric:
+        the selection criterion (e.g. accuracy), or the loss for regression and
+        ``loss_function`` (None: never stop early).
     early_stopping_tolerance : float
     validation_fraction : float
         Share of rows held out for validation, chosen by a seeded hash of the row's
@@ -681,9 +687,12 @@ class LinearLearner(SGDEstimator):
         Every packed model's hyperparameters and validation metrics; ``selected`` marks the one in use.
     best_model_ : int
         The model the criterion picks; ``model_`` the one in use (``finalize(model=i)``).
-    epochs_run_ : int
+    n_epochs_ : int
+        Epochs actually trained (``epochs``, or fewer when early stopping saw the
+        selected model's validation metric converge); also ``epochs_run_`` and the
+        ``epochs`` column of ``models_``.
     history_ : list of dict
-        Per epoch, the best monitored loss and the model with it.
+        Per epoch, the selected model, its validation loss and metric.
     state_ : LinearState
 
     Examples
@@ -777,68 +786,55 @@ class LinearLearner(SGDEstimator):
         self.on_invalid = on_invalid
 
     # ---- hyperparameters ----------------------------------------------------------
-    def _validate_params(self) -> None:
-        super()._validate_params()
+    _parameter_constraints: ClassVar[dict] = {
+        **SGDEstimator._parameter_constraints,
+        "predictor_type": [StrOptions(set(PREDICTOR_TYPES))],
+        "features": [list, tuple, None],
+        "target": [str, None],
+        "loss": [StrOptions({"auto", *REGRESSION_LOSSES, *BINARY_LOSSES, *MULTICLASS_LOSSES})],
+        "solver": [StrOptions(set(SOLVERS))],
+        "num_classes": [Interval(Integral, 2, None, closed="left"), None],
+        "num_models": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "l1": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "wd": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "positive_example_weight_mult": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto", "balanced"})],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "mini_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "sync_every": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping_patience": [Interval(Integral, 1, None, closed="left"), None],
+        "early_stopping_tolerance": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "normalization_rows": [Interval(Integral, 1, None, closed="left"), None],
+        "binary_classifier_model_selection_criteria": [StrOptions(set(BINARY_CRITERIA))],
+        "multiclass_classifier_model_selection_criteria": [StrOptions(set(MULTICLASS_CRITERIA))],
+        "target_recall": [Interval(Real, 0, 1, closed="both")],
+        "target_precision": [Interval(Real, 0, 1, closed="both")],
+        "f_beta": [Interval(Real, 0, None, closed="neither")],
+        "huber_delta": [Interval(Real, 0, None, closed="neither")],
+        "quantile": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
 
-        def check(name: str, ok: bool, expected: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-
-        def number(v: Any) -> bool:
-            return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) \
-                and math.isfinite(float(v))
-
-        def integer(v: Any) -> bool:
-            return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-        check("predictor_type", self.predictor_type in PREDICTOR_TYPES, f"one of {PREDICTOR_TYPES}")
+    def _check_params_together(self) -> None:
         losses = LOSSES[self.predictor_type]
-        check("loss", _is_auto(self.loss) or self.loss in losses, f"'auto' or one of {losses} for a "
-              f"{self.predictor_type}")
-        check("solver", self.solver in SOLVERS, f"one of {SOLVERS}")
+        if not (_is_auto(self.loss) or self.loss in losses):
+            raise ValueError(f"loss must be 'auto' or one of {losses} for a {self.predictor_type}, got {self.loss!r}")
         if self.solver == "exact":
-            check("solver", self.predictor_type == "regressor" and (_is_auto(self.loss) or self.loss == "squared"),
-                  "'sgd' unless predictor_type='regressor' with squared loss ('exact' solves least squares)")
-        check("num_classes", self.num_classes is None or (integer(self.num_classes) and self.num_classes >= 2),
-              "None or an integer >= 2")
-        check("num_models", _is_auto(self.num_models) or (integer(self.num_models) and self.num_models >= 1),
-              "'auto' or an integer >= 1")
-        if self.solver == "exact":
-            check("num_models", _is_auto(self.num_models) or self.num_models == 1, "'auto' or 1 with solver='exact'")
-        check("learning_rate", _is_auto(self.learning_rate) or (number(self.learning_rate) and self.learning_rate > 0),
-              "'auto' or a number > 0")
-        for name in ("l1", "wd"):
-            v = getattr(self, name)
-            check(name, _is_auto(v) or (number(v) and v >= 0), "'auto' or a number >= 0")
-        pw = self.positive_example_weight_mult
-        check("positive_example_weight_mult", pw in ("auto", "balanced") or (number(pw) and pw > 0),
-              "'auto', 'balanced' or a number > 0")
-        check("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}")
-        check("beta_1", number(self.beta_1) and 0 <= self.beta_1 < 1, "in [0, 1)")
-        check("beta_2", number(self.beta_2) and 0 <= self.beta_2 < 1, "in [0, 1)")
-        check("epsilon", number(self.epsilon) and self.epsilon > 0, "a number > 0")
-        check("mini_batch_size", integer(self.mini_batch_size) and self.mini_batch_size >= 1, "an integer >= 1")
-        check("epochs", integer(self.epochs) and self.epochs >= 1, "an integer >= 1")
-        check("sync_every", integer(self.sync_every) and self.sync_every >= 1, "an integer >= 1")
-        p = self.early_stopping_patience
-        check("early_stopping_patience", p is None or (integer(p) and p >= 1), "None or an integer >= 1")
-        check("early_stopping_tolerance", number(self.early_stopping_tolerance) and self.early_stopping_tolerance >= 0,
-              "a number >= 0")
-        check("normalization_rows", self.normalization_rows is None
-              or (integer(self.normalization_rows) and self.normalization_rows >= 1), "None or an integer >= 1")
-        check("validation_fraction", number(self.validation_fraction) and 0 <= self.validation_fraction < 1,
-              "in [0, 1)")
-        check("binary_classifier_model_selection_criteria",
-              self.binary_classifier_model_selection_criteria in BINARY_CRITERIA, f"one of {BINARY_CRITERIA}")
-        check("multiclass_classifier_model_selection_criteria",
-              self.multiclass_classifier_model_selection_criteria in MULTICLASS_CRITERIA,
-              f"one of {MULTICLASS_CRITERIA}")
-        for name in ("target_recall", "target_precision"):
-            check(name, number(getattr(self, name)) and 0 <= getattr(self, name) <= 1, "in [0, 1]")
-        check("f_beta", number(self.f_beta) and self.f_beta > 0, "a number > 0")
-        check("huber_delta", number(self.huber_delta) and self.huber_delta > 0, "a number > 0")
-        check("quantile", number(self.quantile) and 0 < self.quantile < 1, "in (0, 1)")
-        check("random_state", integer(self.random_state) and self.random_state >= 0, "an integer >= 0")
+            if not (self.predictor_type == "regressor" and (_is_auto(self.loss) or self.loss == "squared")):
+                raise ValueError("solver must be 'sgd' unless predictor_type='regressor' with squared loss "
+                                 f"('exact' solves least squares), got {self.solver!r}")
+            if not (_is_auto(self.num_models) or self.num_models == 1):
+                raise ValueError(f"num_models must be 'auto' or 1 with solver='exact', got {self.num_models!r}")
+        for name in ("learning_rate", "l1", "wd", "beta_1", "beta_2", "epsilon", "early_stopping_tolerance",
+                     "f_beta", "huber_delta"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be finite, got {value!r}")
 
     def _state_params(self, inp: Input, validation: str = "split") -> dict[str, Any]:
         exact = self.solver == "exact"

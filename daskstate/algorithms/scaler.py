@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -68,6 +68,12 @@ class StandardScaler(StateEstimator):
 
     state_class = ScalerState
     aliases = ("scaler",)
+    _parameter_constraints: ClassVar[dict] = {
+        **StateEstimator._parameter_constraints,
+        "features": [list, tuple, None],
+        "with_mean": ["boolean"],
+        "with_std": ["boolean"],
+    }
 
     def __init__(self, features: list[str] | None = None, *, with_mean: bool = True,
                  with_std: bool = True, on_invalid: str = "raise"):
