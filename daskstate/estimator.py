@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import dask
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
@@ -285,6 +286,43 @@ class StateEstimator(BaseEstimator):
         if arr.ndim != 2 or arr.shape[1] != schema.n_features:
             raise _shape_error(arr.shape, schema, name)
         return apply(arr, name)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Accuracy (classifiers) or R^2 (regressors) of ``predict(X)``; lazy inputs are computed.
+
+        The target comes from ``y`` or the fitted ``target`` column of a DataFrame ``X``.
+        """
+        self._check_fitted()
+        target = self.state_.schema.target
+        if y is None:
+            if target is None or not isinstance(X, pd.DataFrame | dd.DataFrame) or target not in X.columns:
+                raise ValueError("score needs y, or a DataFrame with the target column")
+            y = X[target]
+        pred = self.predict(X)
+        if isinstance(pred, dd.Series | da.Array):
+            if isinstance(y, dd.Series) and isinstance(pred, dd.Series):
+                y_true = y
+            else:
+                y_arr = y.to_dask_array(lengths=True) if isinstance(y, dd.Series) else da.asarray(y)
+                pred = pred.to_dask_array(lengths=True) if isinstance(pred, dd.Series) else pred
+                y_true = y_arr
+            if self._score_kind() == "r2":
+                y_true = y_true.astype(np.float64)
+                resid = ((y_true - pred) ** 2).sum()
+                mean = y_true.mean()
+                ssr, sst = dask.compute(resid, ((y_true - mean) ** 2).sum())
+                return float(1.0 - ssr / sst)
+            return float(dask.compute((pred == y_true).mean())[0])
+        y_true = np.asarray(y)
+        pred = np.asarray(pred)
+        if self._score_kind() == "r2":
+            y_true = y_true.astype(np.float64)
+            return float(1.0 - ((y_true - pred) ** 2).sum() / ((y_true - y_true.mean()) ** 2).sum())
+        return float(np.mean(pred == y_true.astype(pred.dtype) if pred.dtype != object else pred == y_true))
+
+    def _score_kind(self) -> str:
+        """What :meth:`score` measures: "accuracy" or "r2"."""
+        raise NotImplementedError(f"{type(self).__name__} has no score")
 
     def _prefix(self) -> str:
         return self.state_class.algorithm

@@ -45,8 +45,6 @@ import math
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
-import dask.array as da
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -955,36 +953,5 @@ class LinearLearner(SGDEstimator):
                 return classes[np.argmax(A @ coef.T + intercept, axis=1)]
         return self._map_rows(X, label, None, "predict", dtype=dtype)
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Accuracy (classifiers) or R^2 (regression) on ``X`` (target from ``y`` or the ``target`` column)."""
-        self._check_fitted()
-        target = self.state_.schema.target
-        if y is None:
-            if target is None or not isinstance(X, pd.DataFrame | dd.DataFrame) or target not in X.columns:
-                raise ValueError("score needs y, or a DataFrame with the target column")
-            y = X[target]
-        pred = self.predict(X)
-        if isinstance(pred, dd.Series | da.Array):
-            import dask
-
-            if isinstance(y, dd.Series) and isinstance(pred, dd.Series):
-                y_true = y
-            else:
-                y_arr = y.to_dask_array(lengths=True) if isinstance(y, dd.Series) else da.asarray(y)
-                pred = pred.to_dask_array(lengths=True) if isinstance(pred, dd.Series) else pred
-                y_true = y_arr
-            if self.predictor_type == "regressor":
-                y_true = y_true.astype(np.float64)
-                resid = ((y_true - pred) ** 2).sum()
-                mean = y_true.mean()
-                ssr, sst = dask.compute(resid, ((y_true - mean) ** 2).sum())
-                return float(1.0 - ssr / sst)
-            return float(dask.compute((pred == y_true).mean())[0])
-        y_true = np.asarray(y)
-        pred = np.asarray(pred)
-        if self.predictor_type == "regressor":
-            y_true = y_true.astype(np.float64)
-            return float(1.0 - ((y_true - pred) ** 2).sum() / ((y_true - y_true.mean()) ** 2).sum())
-        return float(np.mean(pred == y_true.astype(pred.dtype) if pred.dtype != object else pred == y_true))
-
-
+    def _score_kind(self) -> str:
+        return "r2" if self.predictor_type == "regressor" else "accuracy"
