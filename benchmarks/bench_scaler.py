@@ -18,8 +18,8 @@ import daskstate
 from benchmarks.common import (
     make_dataset,
     markdown_table,
+    measure,
     read_pass_floor,
-    run_measured,
     write_results,
 )
 
@@ -45,26 +45,22 @@ def main() -> None:
     ap.add_argument("--growth", type=int, default=10, help="the RSS check fits on rows x growth too")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--data", default="/tmp/daskstate-bench")
+    ap.add_argument("--max-load", type=float, default=1.5, help="wait for the load average to fall below this")
+    ap.add_argument("--max-wait", type=float, default=0.0, help="... at most this many seconds per run")
     args = ap.parse_args()
 
     rows_out = []
     for rows in (args.rows, args.rows * args.growth):
         files = args.files if rows == args.rows else args.files * args.growth
         ds = make_dataset(os.path.join(args.data, f"blobs-{rows}"), rows, 16, files)
-        best = {}
-        for name, job in (("floor", floor_job), ("StandardScaler", scaler_job)):
-            runs = [run_measured(job, folder=ds["folder"]) for _ in range(args.repeat)]
-            bad = [r for r in runs if not r["ok"]]
-            if bad:
-                raise SystemExit(f"{name} failed: {bad[0]['error']}")
-            best[name] = min(runs, key=lambda r: r["seconds"])
-            best[name]["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-        floor = best["floor"]["seconds"]
-        for name, r in best.items():
+        runs = measure({"floor": (floor_job, {"folder": ds["folder"]}),
+                        "StandardScaler": (scaler_job, {"folder": ds["folder"]})},
+                       repeat=args.repeat, floor="floor", max_load=args.max_load, max_wait=args.max_wait)
+        for name, r in runs.items():
             rows_out.append({
                 "rows": rows, "files": files, "fit": name, "seconds": r["seconds"],
-                "ratio_to_floor": r["seconds"] / floor, "rows_per_s": rows / r["seconds"],
-                "peak_rss_mb": r["peak_rss_mb"], "gb_on_disk": ds["bytes_on_disk"] / 1e9,
+                "ratio_to_floor": r["ratio_to_floor"], "rows_per_s": rows / r["seconds"],
+                "peak_rss_mb": r["peak_rss_mb"], "gb_on_disk": ds["bytes_on_disk"] / 1e9, "loads": r["loads"],
             })
     small = next(r for r in rows_out if r["fit"] == "StandardScaler" and r["rows"] == args.rows)
     large = next(r for r in rows_out if r["fit"] == "StandardScaler" and r["rows"] != args.rows)

@@ -41,6 +41,9 @@ def make_dataset(
 
     ``kind="blobs"``: Gaussian clusters around ``n_centers`` centres; targets ``y``
     (linear + noise) and ``label`` (``n_classes`` classes from a linear score).
+    ``kind="separable"``: standard normal features and two nearly separable classes
+    (``label`` is the sign of a linear score plus 5% noise), the easy binary problem
+    a new user tries first; ``y`` is the score.
     Returns a description (folder, rows, cols, files, bytes on disk).
     Files already there with the same description are reused.
     """
@@ -62,6 +65,15 @@ def make_dataset(
     per_file = np.diff(np.linspace(0, rows, files + 1).astype(int))
     for i, n in enumerate(per_file):
         frng = np.random.default_rng([seed, i])
+        if kind == "separable":
+            X = frng.normal(size=(n, cols)).astype(dtype)
+            score = X @ coef
+            table = {f"f{j}": X[:, j] for j in range(cols)}
+            table["y"] = score
+            table["label"] = (score + frng.normal(scale=0.05 * np.linalg.norm(coef), size=n) > 0).astype("int64")
+            pq.write_table(pa.table(table), os.path.join(folder, f"part-{i:05d}.parquet"),
+                           row_group_size=row_group_rows or n)
+            continue
         which = frng.integers(0, n_centers, n)
         X = (centers[which] + frng.normal(size=(n, cols))).astype(dtype)
         table = {f"f{j}": X[:, j] for j in range(cols)}
@@ -118,6 +130,7 @@ def own_peak_rss_mb() -> float:
 def _child(conn, func: Callable, kwargs: dict) -> None:
     try:
         import dask.dataframe  # noqa: F401 - imports are not part of the measured time
+        import distributed  # noqa: F401 - dask.compute imports it on first use (seconds on a busy machine)
 
         import daskstate  # noqa: F401
 
@@ -153,6 +166,62 @@ def run_measured(func: Callable, timeout: float = 3600, **kwargs: Any) -> dict[s
         return {"ok": False, "error": f"the measured process died (exit code {proc.exitcode})"}
     proc.join()
     return out
+
+
+def wait_quiet(max_load: float, max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) until the 1-minute load average is below ``max_load``; return it.
+
+    The machine is shared: other processes' load skews timings, so each measured run
+    starts on a quiet machine when possible, and the load it saw is recorded.
+    """
+    deadline = time.time() + max_wait
+    while os.getloadavg()[0] > max_load and time.time() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
+def measure(jobs: dict[str, tuple[Callable, dict[str, Any]]], *, repeat: int = 3, floor: str | None = None,
+            max_load: float = 1.5, max_wait: float = 0.0, timeout: float = 3600) -> dict[str, dict[str, Any]]:
+    """Run every job ``repeat`` times, interleaved (round by round), each in a fresh process.
+
+    Per job: the best time (a job's ``fit_seconds`` result if it reports one, else
+    the whole call), every time, its peak RSS (MiB, the maximum over repeats), the
+    load average each run started at, and with ``floor`` the median over rounds of
+    the ratio to the floor job's time in the same round (the floor runs first in
+    every round, so a ratio compares runs seconds apart on the shared machine).
+
+    Raises SystemExit naming the job if a run fails.
+    """
+    names = list(jobs)
+    if floor is not None:
+        names.remove(floor)
+        names.insert(0, floor)
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for _ in range(repeat):
+        for name in names:
+            func, kwargs = jobs[name]
+            load = wait_quiet(max_load, max_wait)
+            out = run_measured(func, timeout=timeout, **kwargs)
+            if not out["ok"]:
+                raise SystemExit(f"{name} failed: {out['error']}")
+            out["seconds"] = (out.get("result") or {}).get("fit_seconds", out["seconds"]) \
+                if isinstance(out.get("result"), dict) else out["seconds"]
+            out["load"] = load
+            runs[name].append(out)
+            print(f"  {name}: {out['seconds']:.2f} s (load {load:.1f})", flush=True)
+    rows = {}
+    for name in names:
+        rs = runs[name]
+        best = min(rs, key=lambda r: r["seconds"])
+        row = {"fit": name, **(best["result"] if isinstance(best["result"], dict) else {}),
+               "seconds": best["seconds"], "all_seconds": [r["seconds"] for r in rs],
+               "peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "loads": [r["load"] for r in rs]}
+        if floor is not None:
+            ratios = [r["seconds"] / f["seconds"] for r, f in zip(rs, runs[floor], strict=True)]
+            row["round_ratios"] = ratios
+            row["ratio_to_floor"] = float(np.median(ratios))
+        rows[name] = row
+    return rows
 
 
 def machine() -> dict[str, Any]:

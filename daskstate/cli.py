@@ -48,15 +48,9 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 def estimator_class(name: str):
     """The estimator class for a command-line algorithm name (e.g. ``kmeans``, ``pca``)."""
     import daskstate  # noqa: F401 - registers every estimator
-    from daskstate.estimator import _ESTIMATORS
+    from daskstate.estimator import estimator_for
 
-    wanted = name.lower().replace("-", "_")
-    for cls_name, cls in _ESTIMATORS.items():
-        aliases = {cls_name.lower(), cls.state_class.algorithm, *cls.aliases}
-        if wanted in aliases or wanted == cls_name.lower().replace("_", ""):
-            return cls
-    known = sorted(c.state_class.algorithm for c in _ESTIMATORS.values() if c.__module__.startswith("daskstate"))
-    raise ValueError(f"unknown algorithm {name!r}; choose one of {known}")
+    return estimator_for(name)
 
 
 @contextlib.contextmanager
@@ -104,9 +98,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
         params["features"] = args.features
     if args.target:
         params["target"] = args.target
-    unknown = sorted(set(params) - set(cls._param_names()))
+    unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
-        raise ValueError(f"{cls.__name__} has no parameter(s) {unknown}; valid: {cls._param_names()}")
+        raise ValueError(f"{cls.__name__} has no parameter(s) {unknown}; valid: {cls._get_param_names()}")
     est = cls(**params)
     X, y = read_input(args.input)
     est.fit(X, y, **_fit_kwargs(args))

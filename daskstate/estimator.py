@@ -8,16 +8,18 @@ finalize overrides)``, so saving the state saves the model.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import dask
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.base import tokenize
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from daskstate import engine
 from daskstate.data import Input, as_input, to_batch, to_features, warn_if_nothing_new
@@ -30,15 +32,20 @@ _ESTIMATORS: dict[str, type[StateEstimator]] = {}
 _RUN_OPTIONS = ("checkpoint", "checkpoint_every", "progress", "split_every")
 
 
-class StateEstimator:
+class StateEstimator(BaseEstimator):
     """Base class: ``fit``, ``partial_fit``, ``finalize``, ``save`` over a :class:`State`.
 
-    Subclasses set ``state_class``, implement ``_state_params`` (hyperparameters
-    that shape the state) and ``_validate_params``, and may override
-    ``_fold`` (iterative algorithms) and ``_apply_model``.
+    A scikit-learn estimator (``get_params``, ``set_params``, ``clone``, ``repr``
+    from :class:`sklearn.base.BaseEstimator`). Subclasses set ``state_class``,
+    declare ``_parameter_constraints``, implement ``_state_params``
+    (hyperparameters that shape the state), and may override ``_new_state`` and
+    ``_fold`` (iterative algorithms: see :class:`daskstate.training.SGDEstimator`)
+    and ``_apply_model``.
     """
 
     state_class: ClassVar[type[State]]
+    #: other states a fitted model of this estimator may hold (e.g. an exact solver's)
+    other_state_classes: ClassVar[tuple[type[State], ...]] = ()
     #: other names the command line accepts for this estimator
     aliases: ClassVar[tuple[str, ...]] = ()
     #: minimum rows a fit needs, as a function of the hyperparameters
@@ -46,40 +53,25 @@ class StateEstimator:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _ESTIMATORS[cls.__name__] = cls
+        if "state_class" in cls.__dict__:  # a concrete estimator, not an intermediate base
+            _ESTIMATORS[cls.__name__] = cls
 
-    # ---- parameters (scikit-learn protocol) ---------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD
-                or p.kind == p.KEYWORD_ONLY]
+    # ---- hyperparameters: scikit-learn's get_params / set_params / repr, and a table of constraints ----
+    #: ``{name: [constraint, ...]}`` checked by ``_validate_params`` at fit (scikit-learn's machinery:
+    #: ``Interval``, ``StrOptions``, ``"boolean"``, ``None``, ...); subclasses extend it
+    _parameter_constraints: ClassVar[dict] = {"on_invalid": [StrOptions({"raise", "skip"})]}
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Hyperparameters by name, as given to ``__init__``."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> StateEstimator:
-        """Set hyperparameters; unknown names raise ``ValueError``."""
-        valid = set(self._param_names())
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; valid: {sorted(valid)}")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {
-            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
-        }
-        shown = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
-        return f"{type(self).__name__}({', '.join(shown)})"
-
-    # ---- to implement ------------------------------------------------------------
     def _validate_params(self) -> None:
-        """Raise ``ValueError`` naming the parameter for out-of-range hyperparameters."""
-        if getattr(self, "on_invalid", "raise") not in ("raise", "skip"):
-            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {self.on_invalid!r}")
+        """Check every hyperparameter against ``_parameter_constraints``, then ``_check_params_together``.
+
+        Raises ``ValueError`` naming the parameter, the allowed values and the value given.
+        """
+        validate_parameter_constraints(self._parameter_constraints, self.get_params(deep=False),
+                                       caller_name=type(self).__name__)
+        self._check_params_together()
+
+    def _check_params_together(self) -> None:
+        """Rules that involve several hyperparameters (a constraint table checks each one alone)."""
 
     def _state_params(self, inp: Input) -> dict[str, Any]:
         """Hyperparameters stored in (and shaping) the state (none by default)."""
@@ -224,9 +216,7 @@ class StateEstimator:
         """
         self._check_fitted()
         new = type(self)(**self.get_params())
-        for key, value in overrides.items():
-            if key in new._param_names():
-                setattr(new, key, value)
+        new.set_params(**{k: v for k, v in overrides.items() if k in new.get_params(deep=False)})
         new._set_state(self.state_, {**self.finalize_overrides_, **overrides})
         return new
 
@@ -298,6 +288,43 @@ class StateEstimator:
             raise _shape_error(arr.shape, schema, name)
         return apply(arr, name)
 
+    def score(self, X: Any, y: Any = None) -> float:
+        """Accuracy (classifiers) or R^2 (regressors) of ``predict(X)``; lazy inputs are computed.
+
+        The target comes from ``y`` or the fitted ``target`` column of a DataFrame ``X``.
+        """
+        self._check_fitted()
+        target = self.state_.schema.target
+        if y is None:
+            if target is None or not isinstance(X, pd.DataFrame | dd.DataFrame) or target not in X.columns:
+                raise ValueError("score needs y, or a DataFrame with the target column")
+            y = X[target]
+        pred = self.predict(X)
+        if isinstance(pred, dd.Series | da.Array):
+            if isinstance(y, dd.Series) and isinstance(pred, dd.Series):
+                y_true = y
+            else:
+                y_arr = y.to_dask_array(lengths=True) if isinstance(y, dd.Series) else da.asarray(y)
+                pred = pred.to_dask_array(lengths=True) if isinstance(pred, dd.Series) else pred
+                y_true = y_arr
+            if self._score_kind() == "r2":
+                y_true = y_true.astype(np.float64)
+                resid = ((y_true - pred) ** 2).sum()
+                mean = y_true.mean()
+                ssr, sst = dask.compute(resid, ((y_true - mean) ** 2).sum())
+                return float(1.0 - ssr / sst)
+            return float(dask.compute((pred == y_true).mean())[0])
+        y_true = np.asarray(y)
+        pred = np.asarray(pred)
+        if self._score_kind() == "r2":
+            y_true = y_true.astype(np.float64)
+            return float(1.0 - ((y_true - pred) ** 2).sum() / ((y_true - y_true.mean()) ** 2).sum())
+        return float(np.mean(pred == y_true.astype(pred.dtype) if pred.dtype != object else pred == y_true))
+
+    def _score_kind(self) -> str:
+        """What :meth:`score` measures: "accuracy" or "r2"."""
+        raise NotImplementedError(f"{type(self).__name__} has no score")
+
     def _prefix(self) -> str:
         return self.state_class.algorithm
 
@@ -330,6 +357,29 @@ class StateEstimator:
         return est
 
 
+def estimators() -> dict[str, type[StateEstimator]]:
+    """Every estimator class by name (the registry the command line and :func:`load` use).
+
+    Examples
+    --------
+    >>> import daskstate
+    >>> sorted(daskstate.estimator.estimators())[:2]
+    ['KMeans', 'LinearLearner']
+    """
+    return dict(_ESTIMATORS)
+
+
+def estimator_for(name: str) -> type[StateEstimator]:
+    """The estimator for a class name, an algorithm name or an alias (``kmeans``, ``linear``, ``PCA``)."""
+    wanted = name.lower().replace("-", "_")
+    for cls_name, cls in _ESTIMATORS.items():
+        names = {cls_name.lower(), cls.state_class.algorithm, *cls.aliases}
+        if wanted in names or wanted == cls_name.lower().replace("_", ""):
+            return cls
+    known = sorted(c.state_class.algorithm for c in _ESTIMATORS.values() if c.__module__.startswith("daskstate"))
+    raise ValueError(f"unknown algorithm {name!r}; choose one of {known}")
+
+
 def load(path: str | os.PathLike) -> StateEstimator:
     """Load a fitted estimator saved with ``est.save(path)``; no pickle is involved.
 
@@ -344,7 +394,7 @@ def load(path: str | os.PathLike) -> StateEstimator:
     cls = _ESTIMATORS.get(name)
     if cls is None:
         raise StateFileError(f"{os.fspath(path)}: unknown estimator {name!r}")
-    if attrs.get("algorithm") != cls.state_class.algorithm:
+    if attrs.get("algorithm") not in {c.algorithm for c in (cls.state_class, *cls.other_state_classes)}:
         raise StateFileError(
             f"{os.fspath(path)}: estimator {name} with a {attrs.get('algorithm')!r} state does not fit together"
         )
@@ -358,13 +408,6 @@ def load(path: str | os.PathLike) -> StateEstimator:
 
 
 # ---- helpers ------------------------------------------------------------------------
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b) if not isinstance(a, np.ndarray) else False
-    except Exception:
-        return False
-
-
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}

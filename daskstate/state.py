@@ -64,6 +64,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from daskstate.errors import SchemaError, StateError
+from daskstate.numerics import batch_moments, merge_moments, mini_batches, rebase
 
 FORMAT_VERSION = 1
 
@@ -413,3 +414,71 @@ def merge_all(states: Iterable[State]) -> State:
     for s in it:
         acc.merge_inplace(s)
     return acc
+
+
+@register
+class MomentsState(State):
+    """Count, mean and centred second moment of the columns of every batch: exact and mergeable.
+
+    The statistics pass of any algorithm that needs a normaliser or a scatter
+    matrix. The mean is kept as ``shift + offset`` (``shift`` is the first row
+    seen) so that data with a large mean and a small spread loses no digits;
+    batches and states combine with Chan's formulas
+    (:func:`daskstate.numerics.batch_moments`, :func:`daskstate.numerics.merge_moments`),
+    so ``merge(update(A), update(B)) == update(A ∪ B)`` to rounding.
+
+    Subclasses choose the columns by overriding :meth:`_moment_columns` (e.g. the
+    features and the label side by side) and set ``scatter = True`` to keep the
+    full centred scatter matrix instead of per-column sums of squares.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = MomentsState(Schema(("a", "b"))).update(np.array([[1.0, 10.0], [3.0, 30.0]]))
+    >>> m.mean, m.variance
+    (array([ 2., 20.]), array([  1., 100.]))
+    """
+
+    algorithm = "moments"
+    array_names = ("shift", "offset", "m2")
+    #: keep the centred scatter matrix (columns x columns) instead of per-column sums of squares
+    scatter: ClassVar[bool] = False
+
+    def _n_columns(self) -> int:
+        return self.n_features
+
+    def _init_arrays(self) -> None:
+        p = self._n_columns()
+        self.shift = np.zeros(p)
+        self.offset = np.zeros(p)
+        self.m2 = np.zeros((p, p)) if self.scatter else np.zeros(p)
+
+    def _moment_columns(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> np.ndarray:
+        """The matrix whose columns' moments are kept (default: the features)."""
+        return X
+
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
+        if self.n_rows == 0:
+            self.shift = self._moment_columns(X[:1], None if y is None else y[:1], context)[0].copy()
+        n = self.n_rows
+        for rows in mini_batches(len(X)):
+            A = self._moment_columns(X[rows], None if y is None else y[rows], context)
+            nb, off_b, m2_b = batch_moments(A, self.shift, scatter=self.scatter)
+            n, self.offset, self.m2 = merge_moments(n, self.offset, self.m2, nb, off_b, m2_b)
+
+    def _merge(self, other: MomentsState) -> None:
+        off_b = rebase(other.offset, other.shift, self.shift)
+        _, self.offset, self.m2 = merge_moments(self.n_rows, self.offset, self.m2, other.n_rows, off_b, other.m2)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.shift + self.offset
+
+    @property
+    def variance(self) -> np.ndarray:
+        """Population variance (ddof=0) of each column; NaN before any row."""
+        m2 = np.diagonal(self.m2) if self.scatter else self.m2
+        return m2 / self.n_rows if self.n_rows else np.full(len(m2), np.nan)
+
+    def finalize(self) -> dict[str, Any]:
+        return {"mean_": self.mean, "var_": self.variance, "n_samples_seen_": self.n_rows}

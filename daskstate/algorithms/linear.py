@@ -6,36 +6,32 @@ Hyperparameters
     and positive-example weight, the optimiser (Adam or SGD), epochs, rounds
     (``sync_every``), early stopping and the validation split.
 
-The state's arrays
-    - normaliser: feature (and, for regression, label) moments from a first pass
-      (``shift``/``offset``/``m2`` as in the StandardScaler), frozen into
-      ``norm_mean``/``norm_scale`` when training starts;
-    - ``num_models`` packed models in standardised space: ``coef`` of shape
-      (models, features, outputs) and ``bias``, with Adam's moments and step count;
-    - per model: learning rate, ``l1``, ``wd``, positive weight; the epoch's
-      *anchor* (the parameters the epoch started from, being validated), and the
-      best validated snapshot (``best_coef``, ``best_bias``, ``best_loss``) with its
-      validation metrics (``best_ev_*``);
-    - accumulators (``ev_*``): validation loss, a histogram of validation scores per
-      class for threshold calibration, correct counts, squared and absolute errors.
-    With ``solver="exact"`` the state is the centred scatter matrix of
-    ``[X, y]`` (X^T X, X^T y, y^T y about the mean; count): one pass, exact, mergeable.
+The states
+    - :class:`LinearStatsState`, the statistics pass: feature (and, for
+      regression, label) moments (a :class:`~daskstate.state.MomentsState`) and
+      the class counts;
+    - :class:`LinearState`, SGD training (a :class:`~daskstate.training.SGDState`):
+      the normaliser frozen from the statistics (``norm_mean``/``norm_scale``),
+      ``num_models`` packed models in standardised space (``coef`` of shape
+      (models, features, outputs) and ``bias``) with Adam's moments and step
+      count, per model its learning rate, ``l1``, ``wd`` and positive weight; the
+      trainer adds snapshots and validation accumulators (a histogram of
+      validation scores per class for threshold calibration, correct counts,
+      squared and absolute errors);
+    - :class:`LinearExactState`, ``solver="exact"``: the centred scatter matrix of
+      ``[X, y]`` (one pass, exact, mergeable).
 
 ``update``
-    A first pass folds moments (and classes). Then, per partition of a round: the
-    validation rows (a seeded hash of the row: the same rows on every pass and
-    worker) are scored with the epoch's anchor, so at the epoch's end its
-    validation metrics are exact, with no pass of their own; the other rows,
-    shuffled with a seed from (seed, epoch, partition), are consumed in
+    Per partition of a round, the trainer scores the validation rows with the
+    epoch's anchor and hands the other rows, shuffled, to :meth:`LinearState._train`:
     mini-batches, each one tensor operation for all packed models (``rows x
     features @ features x (models * outputs)``). Features are standardised per
     mini-batch; the normalisation is folded into the coefficients at finalize, so
     predictions take raw features.
 
 ``merge``
-    First pass: Chan's formulas. Training: count-weighted averaging of the
-    parameters and optimiser statistics (the engine's rounds,
-    :func:`daskstate.engine.fold_rounds`); accumulators are summed.
+    Statistics: Chan's formulas. Training: count-weighted averaging of the
+    parameters and optimiser statistics (the rounds protocol); accumulators are summed.
 
 ``finalize``
     The model selected by the validation criterion (or ``model=i``), with its
@@ -46,33 +42,37 @@ The state's arrays
 from __future__ import annotations
 
 import math
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
-import dask.array as da
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from daskstate import engine
-from daskstate.data import DEFAULT_BATCH_ROWS, Input, as_input
+from daskstate.data import Input
 from daskstate.errors import DataError, StateError
-from daskstate.estimator import StateEstimator
 from daskstate.numerics import (
     BINARY_LOSSES,
     MULTICLASS_LOSSES,
     REGRESSION_LOSSES,
     adam_step,
-    batch_moments,
-    hash_unit,
     loss_and_grad,
-    merge_moments,
     mini_batches,
-    rebase,
     sigmoid,
     soft_threshold,
     softmax,
 )
-from daskstate.state import RoundContext, Schema, State, register
+from daskstate.state import MomentsState, RoundContext, State, register
+from daskstate.training import (
+    ClassCounts,
+    Schedule,
+    SGDEstimator,
+    SGDState,
+    argbest,
+    display_classes,
+    encode_labels,
+    threshold_metrics,
+)
 
 PREDICTOR_TYPES = ("regressor", "binary_classifier", "multiclass_classifier")
 LOSSES = {
@@ -88,6 +88,10 @@ MULTICLASS_CRITERIA = ("accuracy", "loss_function")
 OPTIMIZERS = ("adam", "sgd")
 SOLVERS = ("sgd", "exact")
 DEFAULT_NUM_MODELS = 32
+#: finalize overrides that only choose among the packed models (no data needed)
+SELECTION_OVERRIDES = ("binary_classifier_model_selection_criteria", "multiclass_classifier_model_selection_criteria",
+                       "target_recall", "target_precision", "f_beta")
+SELECTION_DEFAULTS = dict(zip(SELECTION_OVERRIDES, ("accuracy", "accuracy", 0.8, 0.8, 1.0), strict=True))
 #: bins of the validation-score histogram (uniform in sigmoid(score)) used to calibrate thresholds
 HIST_BINS = 1024
 #: hyperparameters of the first ("default") packed model when a spread is "auto"
@@ -104,46 +108,12 @@ def _is_auto(value: Any) -> bool:
     return isinstance(value, str) and value == "auto"
 
 
-# ============================================================================ the state
-@register
-class LinearState(State):
-    """Normaliser, packed linear models with their optimiser state, and validation metrics.
+# ============================================================================ the states
+class _LinearParams:
+    """The hyperparameters every linear state reads from ``params``."""
 
-    Phases (``extra_meta["phase"]``): ``"stats"`` (first pass; the whole fit for
-    ``solver="exact"``), ``"sgd"`` (epochs of rounds), ``"eval"`` (a scoring pass,
-    only when the epochs ran out before early stopping, or without validation
-    rows), ``"done"``. The arrays are listed in the module docstring; their shapes
-    are ``M = num_models``, ``d`` features, ``K`` outputs (1, or the number of
-    classes for multiclass).
+    params: dict[str, Any]
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from daskstate.state import Schema
-    >>> params = {"predictor_type": "regressor", "solver": "exact", "num_models": 1}
-    >>> s = LinearState(Schema(("a", "b")), params)
-    >>> X = np.random.default_rng(0).normal(size=(100, 2))
-    >>> s = s.update(X, X @ [1.0, -2.0] + 3.0)
-    >>> model = s.finalize()
-    >>> np.round(model["coef_"], 6), round(model["intercept_"], 6)
-    (array([ 1., -2.]), 3.0)
-    """
-
-    algorithm = "linear_learner"
-    supervised = True
-    array_names = (
-        "shift", "offset", "m2", "class_counts", "norm_mean", "norm_scale",
-        "coef", "bias", "coef_m", "coef_v", "bias_m", "bias_v", "step",
-        "lr", "l1", "wd", "pos_weight",
-        "anchor_coef", "anchor_bias", "best_coef", "best_bias", "best_loss", "best_epoch", "progress",
-        "mon_loss", "mon_n", "trained",
-        "ev_loss", "ev_n", "ev_hist", "ev_correct", "ev_sq", "ev_abs", "ev_t",
-        "best_ev_loss", "best_ev_n", "best_ev_hist", "best_ev_correct", "best_ev_sq", "best_ev_abs", "best_ev_t",
-    )
-    #: validation accumulators: per packed model, except the row count and target sums (``_n``, ``_t``)
-    EVAL_ARRAYS = ("ev_loss", "ev_n", "ev_hist", "ev_correct", "ev_sq", "ev_abs", "ev_t")
-
-    # ---- hyperparameters --------------------------------------------------------
     @property
     def predictor_type(self) -> str:
         return self.params.get("predictor_type", "regressor")
@@ -153,17 +123,134 @@ class LinearState(State):
         return self.predictor_type == "regressor"
 
     @property
-    def exact(self) -> bool:
-        return self.params.get("solver", "sgd") == "exact"
-
-    @property
     def loss(self) -> str:
         loss = self.params.get("loss", "auto")
         return DEFAULT_LOSS[self.predictor_type] if _is_auto(loss) else loss
 
-    @property
-    def phase(self) -> str:
-        return self.extra_meta.get("phase", "stats")
+
+@register
+class LinearStatsState(ClassCounts, _LinearParams, MomentsState):
+    """The statistics pass: moments of the features (and the regression label) and the class counts."""
+
+    algorithm = "linear_learner_stats"
+    supervised = True
+    array_names = ("shift", "offset", "m2", "class_counts")
+
+    def _n_columns(self) -> int:
+        return self.n_features + (1 if self.regression else 0)
+
+    def _init_arrays(self) -> None:
+        super()._init_arrays()
+        self._init_class_counts()
+
+    def _moment_columns(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> np.ndarray:
+        if not self.regression:
+            return X
+        return np.column_stack([X, _numeric_target(y, "batch" if context is None else context.where)])
+
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
+        if self.regression:  # the label is the last column of the moments
+            _numeric_target(y, "batch" if context is None else context.where)
+        else:
+            self._count_classes(y, "batch" if context is None else context.where)
+        super()._update(X, y, context)
+
+    def _merge(self, other: LinearStatsState) -> None:
+        super()._merge(other)
+        self._merge_class_counts(other, exact=self.regression)
+
+    def finalize(self) -> dict[str, Any]:
+        return {"mean_": self.mean, "var_": self.variance, "classes_": display_classes(self.classes)}
+
+
+@register
+class LinearExactState(_LinearParams, MomentsState):
+    """``solver="exact"``: the centred scatter matrix of ``[X, y]``; any ridge penalty at finalize.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from daskstate.state import Schema
+    >>> s = LinearExactState(Schema(("a", "b")), {"predictor_type": "regressor", "solver": "exact"})
+    >>> X = np.random.default_rng(0).normal(size=(100, 2))
+    >>> s = s.update(X, X @ [1.0, -2.0] + 3.0)
+    >>> model = s.finalize()
+    >>> np.round(model["coef_"], 6), round(model["intercept_"], 6)
+    (array([ 1., -2.]), 3.0)
+    """
+
+    algorithm = "linear_learner_exact"
+    supervised = True
+    scatter = True
+
+    def _n_columns(self) -> int:
+        return self.n_features + 1
+
+    def _moment_columns(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> np.ndarray:
+        return np.column_stack([X, _numeric_target(y, "batch" if context is None else context.where)])
+
+    def finalize(self, model: int | str | None = None, wd: float | None = None, **selection: Any) -> dict[str, Any]:
+        """Ridge regression with penalty ``wd`` (default: the hyperparameter) from the scatter matrix."""
+        unknown = sorted(set(selection) - set(SELECTION_OVERRIDES))
+        if unknown:
+            raise StateError(f"{unknown[0]} shapes training and cannot be changed without data; finalize accepts "
+                             "model, wd (exact solver), the selection criteria, target_recall, target_precision "
+                             "and f_beta")
+        if model not in (None, "best", 0):
+            raise StateError(f"model={model!r}: solver='exact' fits one model (model=0)")
+        return self._finalize_exact(self._exact_wd(wd))
+
+    def _exact_wd(self, wd: Any) -> float:
+        if wd is None or _is_auto(wd):
+            spec = self.params.get("wd", "auto")
+            wd = 0.0 if _is_auto(spec) else spec
+        try:
+            wd = float(wd)
+        except (TypeError, ValueError):
+            raise StateError(f"wd must be a number >= 0, got {wd!r}") from None
+        if not wd >= 0:
+            raise StateError(f"wd must be >= 0, got {wd}")
+        return wd
+
+    def _finalize_exact(self, wd: float) -> dict[str, Any]:
+        if self.n_rows == 0:
+            raise StateError("the exact solver's state has seen no rows")
+        d = self.n_features
+        mean = self.shift + self.offset
+        Sxx, Sxy, Syy = self.m2[:d, :d], self.m2[:d, d], float(self.m2[d, d])
+        A = Sxx + wd * np.eye(d)
+        try:
+            w = np.linalg.solve(A, Sxy)
+            if not np.all(np.isfinite(w)):
+                raise np.linalg.LinAlgError
+        except np.linalg.LinAlgError:  # singular (e.g. a constant or duplicated feature, wd=0)
+            w = np.linalg.lstsq(A, Sxy, rcond=None)[0]
+        intercept = float(mean[d] - mean[:d] @ w)
+        sse = max(Syy - 2.0 * w @ Sxy + w @ Sxx @ w, 0.0)
+        n = self.n_rows
+        table = pd.DataFrame({"wd": [wd], "train_mse": [sse / n],
+                              "train_r2": [1.0 - sse / Syy if Syy > 0 else np.nan], "selected": [True]})
+        table.index.name = "model"
+        return {"coef_": w, "intercept_": intercept, "models_": table, "best_model_": 0, "model_": 0,
+                "loss_": "squared", "epochs_run_": 1, "n_epochs_": 1, "history_": [], "selection_on_": "training"}
+
+
+
+@register
+class LinearState(_LinearParams, SGDState):
+    """Normaliser, packed linear models with their optimiser state; the trainer's snapshots and metrics.
+
+    Shapes: ``M = num_models``, ``d`` features, ``K`` outputs (1, or the number
+    of classes for multiclass).
+    """
+
+    algorithm = "linear_learner"
+    parameters = ("coef", "bias")
+    optimizer_arrays = ("coef_m", "coef_v", "bias_m", "bias_v", "step")
+    model_metrics = ("hist", "correct", "sq", "abs")
+    shared_metrics = ("t",)
+    frozen_arrays = ("norm_mean", "norm_scale", "lr", "l1", "wd")
+    model_arrays = ("norm_mean", "norm_scale", "coef", "bias", *optimizer_arrays, "lr", "l1", "wd", "pos_weight")
 
     @property
     def classes(self) -> list:
@@ -172,156 +259,80 @@ class LinearState(State):
         return list(self.extra_meta.get("classes", []))
 
     def _n_outputs(self) -> int:
-        if self.predictor_type != "multiclass_classifier":
-            return 1
-        if self.phase != "stats" or self.params.get("num_classes"):
-            return len(self.classes)
-        return 0
+        return len(self.classes) if self.predictor_type == "multiclass_classifier" else 1
 
     # ---- the arrays -------------------------------------------------------------
-    def _init_arrays(self) -> None:
-        d = self.n_features
-        M = int(self.params.get("num_models", 1))
-        K = self._n_outputs()
+    def _init_model(self) -> None:
+        d, M, K = self.n_features, self.num_models, self._n_outputs()
         p = d + (1 if self.regression else 0)
-        self.shift = np.zeros(p)
-        self.offset = np.zeros(p)
-        self.m2 = np.zeros((p, p)) if self.exact else np.zeros(p)
-        self.class_counts = np.zeros(len(self.classes) if self.params.get("num_classes") else 0)
-        self.norm_mean = np.zeros(p)
-        self.norm_scale = np.ones(p)
-        for name in ("coef", "coef_m", "coef_v", "anchor_coef", "best_coef"):
-            setattr(self, name, np.zeros((M, d, K)))
-        for name in ("bias", "bias_m", "bias_v", "anchor_bias", "best_bias"):
-            setattr(self, name, np.zeros((M, K)))
+        self.norm_mean, self.norm_scale = np.zeros(p), np.ones(p)
+        self.coef, self.coef_m, self.coef_v = (np.zeros((M, d, K)) for _ in range(3))
+        self.bias, self.bias_m, self.bias_v = (np.zeros((M, K)) for _ in range(3))
         self.step = np.zeros(1)
-        for name in ("lr", "l1", "wd", "pos_weight", "mon_loss"):
-            setattr(self, name, np.zeros(M))
-        self.best_loss = np.full(M, np.inf)
-        self.best_epoch = np.full(M, -1.0)
-        self.progress = np.array([0.0, np.inf, 0.0])  # epochs run, best monitored loss, epochs without gain
-        self.mon_n = np.zeros(1)
-        self.trained = np.zeros(1)
+        self.lr, self.l1, self.wd, self.pos_weight = (np.zeros(M) for _ in range(4))
+
+    def _metric_shapes(self) -> dict[str, tuple[int, ...]]:
+        M = self.num_models
         hist = (M, 2, HIST_BINS) if self.predictor_type == "binary_classifier" else (M, 0, 0)
-        for prefix in ("ev_", "best_ev_"):
-            for name in ("loss", "correct", "sq", "abs"):
-                setattr(self, prefix + name, np.zeros(M))
-            setattr(self, prefix + "n", np.zeros(1))
-            setattr(self, prefix + "hist", np.zeros(hist))
-            setattr(self, prefix + "t", np.zeros(2))
-        self.extra_meta.setdefault("phase", "stats")
+        return {"hist": hist, "correct": (M,), "sq": (M,), "abs": (M,), "t": (2,)}
 
-    # rounds protocol (daskstate.engine.fold_rounds): the evaluation pass changes no averaged array
-    # and trains no row (weight 0), so one declaration serves every pass
-    round_averaged = ("coef", "bias", "coef_m", "coef_v", "bias_m", "bias_v", "step")
-    round_summed = ("mon_loss", "mon_n", "ev_loss", "ev_n", "ev_hist", "ev_correct", "ev_sq", "ev_abs", "ev_t",
-                    "trained")
-    round_weight = "trained"
-    blas_threads = 1
-
-    # ---- update -----------------------------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
-        self._context = context  # for error messages and seeds of this call only
-        try:
-            self._update_phase(X, y)
-        finally:
-            self._context = None
-
-    def _update_phase(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        phase = self.phase
-        if phase == "stats":
-            self._update_stats(X, y)
-        elif phase == "sgd":
-            with np.errstate(over="ignore", invalid="ignore"):
-                self._update_sgd(X, y)
-        elif phase == "eval":
-            with np.errstate(over="ignore", invalid="ignore"):
-                self._update_eval(X, y)
-        else:
-            raise StateError(
-                "this linear-learner state has finished training; call resume_training() to train it on more data"
-            )
-
-    def _where(self) -> str:
-        ctx = self._context
-        return "batch" if ctx is None else ctx.where
-
-    # first pass: moments and classes
-    def _update_stats(self, X: np.ndarray, y: np.ndarray) -> None:
-        yv = None
-        if self.regression:  # the label is the last column of the moments
-            yv = _numeric_target(y, self._where())
-        else:
-            self._count_classes(y)
-        if self.n_rows == 0:
-            self.shift = X[0].copy() if yv is None else np.append(X[0], yv[0])
-        n = self.n_rows
-        for rows in mini_batches(len(X)):
-            A = X[rows] if yv is None else np.column_stack([X[rows], yv[rows]])
-            nb, off, m2b = batch_moments(A, self.shift, scatter=self.exact)
-            n, self.offset, self.m2 = merge_moments(n, self.offset, self.m2, nb, off, m2b)
-
-    def _count_classes(self, y: np.ndarray) -> None:
-        labels = _label_array(y, self._where())
-        if self.params.get("num_classes"):
-            C = int(self.params["num_classes"])
-            if labels.dtype == object:
-                raise DataError(f"{self._where()}: with num_classes={C} the labels must be class indices "
-                                f"0..{C - 1}, got strings such as {labels[:3].tolist()}")
-            bad = ~np.isin(labels, np.arange(C, dtype=np.float64))
-            if bad.any():
-                shown = pd.unique(labels[bad])[:5].tolist()
-                raise DataError(
-                    f"{self._where()}: {int(bad.sum())} label(s) are not class indices 0..{C - 1} "
-                    f"(num_classes={C}), e.g. {shown}"
-                )
-            self.class_counts = self.class_counts + np.bincount(labels.astype(np.intp), minlength=C)
-            return
-        values, counts = np.unique(labels, return_counts=True)
-        old = self.extra_meta.get("classes", [])
-        merged = _sorted_union(old, _jsonable_classes(values), self._where())
-        self.class_counts = _remap_counts(old, self.class_counts, merged) + _remap_counts(
-            _jsonable_classes(values), counts.astype(np.float64), merged)
-        self.extra_meta["classes"] = merged
-
-    # targets as the loss wants them: standardised reals, 0/1, or class indices
-    def _encode_target(self, y: np.ndarray) -> np.ndarray:
-        if self.regression:
-            yv = _numeric_target(y, self._where())
-            return ((yv - self.norm_mean[-1]) / self.norm_scale[-1]).astype(_F32)
-        labels = _label_array(y, self._where())
-        classes = np.asarray(self.classes, dtype=labels.dtype if labels.dtype == object else np.float64)
-        if labels.dtype == object and classes.dtype != object or labels.dtype != object and classes.dtype == object:
-            raise DataError(f"{self._where()}: labels of type {labels.dtype} but the classes are {self.classes[:5]}")
-        codes = np.searchsorted(classes, labels)
-        codes = np.minimum(codes, len(classes) - 1)
-        unseen = classes[codes] != labels
-        if unseen.any():
-            shown = pd.unique(labels[unseen])[:5].tolist()
+    def _start(self, statistics: LinearStatsState) -> None:
+        """Freeze the normaliser from the statistics pass; spread the packed hyperparameters."""
+        classes = self.classes
+        if self.predictor_type == "binary_classifier" and len(classes) != 2:
             raise DataError(
-                f"{self._where()}: {int(unseen.sum())} row(s) with class(es) {shown} not seen when the model "
-                f"was first fitted (classes: {_display_classes(self.classes).tolist()})"
+                f"binary_classifier needs exactly 2 classes in the target; found {len(classes)}: "
+                f"{display_classes(classes).tolist()[:10]}"
             )
-        if self.predictor_type == "binary_classifier":
-            return codes.astype(_F32)
-        return codes.astype(np.intp)
+        if self.predictor_type == "multiclass_classifier" and len(classes) < 2:
+            raise DataError(f"multiclass_classifier needs at least 2 classes; found {classes}")
+        self._init_arrays()  # shapes now that the classes are known
+        scale = np.sqrt(np.maximum(statistics.m2 / statistics.n_rows, 0.0))
+        self.norm_mean = statistics.shift + statistics.offset
+        self.norm_scale = np.where(scale > 0, scale, 1.0)
+        self.lr, self.l1, self.wd, self.pos_weight = self._spreads(self.num_models, statistics.class_counts)
+
+    def _spreads(self, M: int, class_counts: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per-model hyperparameters: given values, or for "auto" a seeded log-uniform spread.
+
+        Model 0 always gets the default value, so ``num_models=1`` is the default model.
+        """
+        rng = np.random.default_rng([int(self.params.get("seed", 0)), 0x11AE])
+        opt = self.params.get("optimizer", "adam")
+        out = []
+        for name in ("learning_rate", "l1", "wd", "positive_example_weight_mult"):
+            spec = self.params.get(name, "auto")
+            lo_hi = SPREADS[name][opt] if name == "learning_rate" else SPREADS[name]
+            draws = np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]), size=M))
+            zeros = rng.random(M) < 0.5
+            if name == "positive_example_weight_mult" and spec == "balanced":
+                counts = class_counts
+                values = np.full(M, counts[0] / max(counts[1], 1.0))
+            elif _is_auto(spec):
+                default = DEFAULTS[name][opt] if name == "learning_rate" else DEFAULTS[name]
+                values = np.where(zeros, 0.0, draws) if name in ("l1", "wd") else draws
+                values[0] = default
+            else:
+                values = np.full(M, float(spec))
+            if name == "positive_example_weight_mult" and self.predictor_type != "binary_classifier":
+                values = np.ones(M)
+            out.append(values.astype(np.float64))
+        return tuple(out)
+
+    # ---- update: targets, scores, gradient steps ------------------------------------
+    def _encode_target(self, y: np.ndarray, where: str) -> np.ndarray:
+        """Targets as the loss wants them: standardised reals, 0/1, or class indices."""
+        if self.regression:
+            yv = _numeric_target(y, where)
+            return ((yv - self.norm_mean[-1]) / self.norm_scale[-1]).astype(_F32)
+        codes = encode_labels(self.classes, y, where)
+        return codes.astype(_F32) if self.predictor_type == "binary_classifier" else codes
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         d = self.n_features
         Z = np.empty(X.shape, dtype=_F32)
         np.multiply(X - self.norm_mean[:d], 1.0 / self.norm_scale[:d], out=Z, casting="same_kind")
         return Z
-
-    def _validation_mask(self, X: np.ndarray) -> np.ndarray | None:
-        """Which rows are validation rows: a seeded hash of each row's values, in bounded blocks."""
-        frac = float(self.params.get("validation_fraction", 0.0))
-        if frac <= 0:
-            return None
-        seed = int(self.params.get("seed", 0))
-        mask = np.empty(len(X), dtype=bool)
-        for rows in mini_batches(len(X)):
-            mask[rows] = hash_unit(X[rows], seed) < frac
-        return mask
 
     def _scores(self, Z: np.ndarray, coef: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """Scores of every packed model for the rows ``Z``: one GEMM, shape (rows, M, K)."""
@@ -338,22 +349,6 @@ class LinearState(State):
     def _loss_kwargs(self) -> dict[str, float]:
         return {"huber_delta": float(self.params.get("huber_delta", 1.0)),
                 "quantile": float(self.params.get("quantile", 0.5))}
-
-    # training: one partition of a round
-    def _update_sgd(self, X: np.ndarray, y: np.ndarray) -> None:
-        ctx = self._context or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
-        t = self._encode_target(y)
-        val = self._validation_mask(X)
-        if val is not None:
-            held_out = np.flatnonzero(val)
-            if len(held_out):  # exact validation metrics of the epoch's anchor (its start parameters)
-                self._evaluate(X, t, held_out, self.anchor_coef, self.anchor_bias)
-            train = np.flatnonzero(~val)
-        else:
-            train = np.arange(len(X))
-        order = ctx.rng().permutation(train)
-        self._train(X, t, order, monitor=self.params.get("validation", "split") == "none")
-        self.trained += len(order)
 
     def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool) -> None:
         """Mini-batch SGD over the rows ``order``: every packed model in each matrix product.
@@ -422,19 +417,9 @@ class LinearState(State):
         self.coef_v, self.bias_v = unfused(Wv)
         self.step = np.array([step])
 
-    # the selection pass: validation metrics of chosen parameters of every packed model
-    def _update_eval(self, X: np.ndarray, y: np.ndarray) -> None:
-        how = self.extra_meta.get("eval", {})
-        t = self._encode_target(y)
-        val = self._validation_mask(X) if how.get("rows") == "validation" else None
-        idx = np.flatnonzero(val) if val is not None else np.arange(len(X))
-        which = how.get("params", "anchor")
-        coef, bias = {"best": (self.best_coef, self.best_bias), "current": (self.coef, self.bias),
-                      "anchor": (self.anchor_coef, self.anchor_bias)}[which]
-        self._evaluate(X, t, idx, coef, bias)
-
-    def _evaluate(self, X: np.ndarray, t: np.ndarray, idx: np.ndarray, coef: np.ndarray, bias: np.ndarray) -> None:
-        """Add the rows ``idx``'s loss and metrics under ``coef``/``bias`` to the ``ev_`` accumulators."""
+    def _evaluate(self, X: np.ndarray, t: np.ndarray, idx: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        """Add the rows ``idx``'s loss and metrics under ``params`` (``coef``, ``bias``) to the ``ev_`` accumulators."""
+        coef, bias = params["coef"], params["bias"]
         M = coef.shape[0]
         for rows in mini_batches(len(idx), self._score_rows()):
             sel = idx[rows]
@@ -457,225 +442,6 @@ class LinearState(State):
                 self.ev_abs += np.abs(R).sum(axis=0)
                 tb64 = tb.astype(np.float64)
                 self.ev_t += np.array([tb64.sum(), tb64 @ tb64])
-
-    # ---- merge ------------------------------------------------------------------
-    def _merge(self, other: LinearState) -> None:
-        if self.phase != other.phase:
-            raise StateError(f"cannot merge a linear-learner state in phase {other.phase!r} into one in {self.phase!r}")
-        if self.phase == "stats":
-            off_b = rebase(other.offset, other.shift, self.shift)
-            _, self.offset, self.m2 = merge_moments(self.n_rows, self.offset, self.m2, other.n_rows, off_b, other.m2)
-            if not self.params.get("num_classes") and not self.regression:
-                mine, theirs = self.extra_meta.get("classes", []), other.extra_meta.get("classes", [])
-                merged = _sorted_union(mine, theirs, "merge")
-                self.class_counts = (_remap_counts(mine, self.class_counts, merged)
-                                     + _remap_counts(theirs, other.class_counts, merged))
-                self.extra_meta["classes"] = merged
-            else:
-                self.class_counts = self.class_counts + other.class_counts
-            return
-        same = (np.array_equal(self.norm_mean, other.norm_mean) and np.array_equal(self.norm_scale, other.norm_scale)
-                and self.classes == other.classes and np.array_equal(self.lr, other.lr)
-                and np.array_equal(self.l1, other.l1) and np.array_equal(self.wd, other.wd))
-        if not same:
-            raise StateError(
-                "cannot merge trained linear-learner states with different normalisers, classes or packed "
-                "hyperparameters: only states trained from the same first pass average meaningfully"
-            )
-        frac = other.n_rows / (self.n_rows + other.n_rows)
-        for name in self.round_averaged or ("coef", "bias", "coef_m", "coef_v", "bias_m", "bias_v", "step"):
-            a = getattr(self, name)
-            setattr(self, name, a + (getattr(other, name) - a) * frac)
-        for name in self.round_summed:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    # ---- phases -----------------------------------------------------------------
-    def start_training(self) -> LinearState:
-        """A copy ready for SGD: normaliser frozen from the first pass, models initialised at 0."""
-        if self.phase != "stats":
-            raise StateError(f"start_training needs a first-pass state, this one is in phase {self.phase!r}")
-        if self.exact:
-            raise StateError("solver='exact' has no training phase: its first pass is the fit")
-        if self.n_rows == 0:
-            raise DataError("the linear learner needs rows to fit; the input had none")
-        new = self.copy()
-        classes = self.classes
-        if self.predictor_type == "binary_classifier" and len(classes) != 2:
-            raise DataError(
-                f"binary_classifier needs exactly 2 classes in the target; found {len(classes)}: "
-                f"{_display_classes(classes).tolist()[:10]}"
-            )
-        if self.predictor_type == "multiclass_classifier" and len(classes) < 2:
-            raise DataError(f"multiclass_classifier needs at least 2 classes; found {classes}")
-        var = self.m2 / self.n_rows
-        scale = np.sqrt(np.maximum(var, 0.0))
-        new.norm_mean = self.shift + self.offset
-        new.norm_scale = np.where(scale > 0, scale, 1.0)
-        new.extra_meta["phase"] = "sgd"
-        new.extra_meta["history"] = []
-        new._init_training()
-        return new
-
-    def _init_training(self) -> None:
-        M, d, K = int(self.params["num_models"]), self.n_features, self._n_outputs()
-        for name in ("coef", "coef_m", "coef_v", "anchor_coef", "best_coef"):
-            setattr(self, name, np.zeros((M, d, K)))
-        for name in ("bias", "bias_m", "bias_v", "anchor_bias", "best_bias"):
-            setattr(self, name, np.zeros((M, K)))
-        self.step = np.zeros(1)
-        self.lr, self.l1, self.wd, self.pos_weight = self._spreads(M)
-        self.progress = np.zeros(3)
-        self._reset_selection()
-
-    def _reset_selection(self) -> None:
-        """Forget the best snapshots' scores and every accumulator (a new fit or partial_fit)."""
-        self.best_loss = np.full_like(self.best_loss, np.inf)
-        self.best_epoch = np.full_like(self.best_epoch, -1.0)
-        self.progress = np.array([self.progress[0], np.inf, 0.0])
-        for name in ("mon_loss", "mon_n", *self.EVAL_ARRAYS, *("best_" + n for n in self.EVAL_ARRAYS)):
-            setattr(self, name, np.zeros_like(getattr(self, name)))
-        self.extra_meta["early_stopped"] = False
-
-    def _spreads(self, M: int) -> tuple[np.ndarray, ...]:
-        """Per-model hyperparameters: given values, or for "auto" a seeded log-uniform spread.
-
-        Model 0 always gets the default value, so ``num_models=1`` is the default model.
-        """
-        rng = np.random.default_rng([int(self.params.get("seed", 0)), 0x11AE])
-        opt = self.params.get("optimizer", "adam")
-        out = []
-        for name in ("learning_rate", "l1", "wd", "positive_example_weight_mult"):
-            spec = self.params.get(name, "auto")
-            lo_hi = SPREADS[name][opt] if name == "learning_rate" else SPREADS[name]
-            draws = np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]), size=M))
-            zeros = rng.random(M) < 0.5
-            if name == "positive_example_weight_mult" and spec == "balanced":
-                counts = self.class_counts
-                values = np.full(M, counts[0] / max(counts[1], 1.0))
-            elif _is_auto(spec):
-                default = DEFAULTS[name][opt] if name == "learning_rate" else DEFAULTS[name]
-                values = np.where(zeros, 0.0, draws) if name in ("l1", "wd") else draws
-                values[0] = default
-            else:
-                values = np.full(M, float(spec))
-            if name == "positive_example_weight_mult" and self.predictor_type != "binary_classifier":
-                values = np.ones(M)
-            out.append(values.astype(np.float64))
-        return tuple(out)
-
-    def end_epoch(self, patience: int | None, tolerance: float, evaluated_epochs: int | None = None) -> bool:
-        """Close an epoch in place: keep each model's best snapshot, count epochs without gain.
-
-        With validation rows, the ``ev_`` accumulators hold the exact validation
-        metrics of the epoch's *anchor* (its parameters when the epoch started, or
-        the ones a callback evaluated, trained ``evaluated_epochs`` epochs); a model
-        whose anchor beats its best snapshot keeps the anchor and its metrics.
-        Without validation rows, the running training loss of the epoch judges the
-        current parameters. Then the current parameters become the next anchor.
-
-        Returns True when the best loss over all models has not improved by a
-        relative ``tolerance`` for ``patience`` epochs (early stopping).
-        """
-        epoch = int(self.progress[0])
-        if self.ev_n[0] > 0:
-            trained = epoch if evaluated_epochs is None else int(evaluated_epochs)
-            loss = self._absorb(self.anchor_coef, self.anchor_bias, trained)
-        elif self.mon_n[0] > 0:
-            trained = epoch + 1
-            loss = self.mon_loss / self.mon_n[0]
-            self._keep_better(loss, self.coef, self.bias, trained)
-        else:  # nothing to judge by: the latest parameters are the best we know
-            trained, loss = epoch + 1, None
-            self.best_coef, self.best_bias = self.coef.copy(), self.bias.copy()
-            self.best_epoch[:] = trained
-        entry: dict[str, Any] = {"epoch": epoch, "evaluated_epochs": trained, "loss": None, "model": None}
-        if loss is not None:
-            finite = np.isfinite(loss)
-            overall = float(loss[finite].min()) if finite.any() else math.inf
-            best = float(self.progress[1])
-            if overall < best - tolerance * abs(best) if math.isfinite(best) else math.isfinite(overall):
-                self.progress[1] = overall
-                self.progress[2] = 0.0
-            else:
-                self.progress[2] += 1.0
-            if finite.any():
-                entry.update(loss=overall, model=int(np.argmin(np.where(finite, loss, np.inf))))
-        self.extra_meta["history"] = [*self.extra_meta.get("history", []), entry]
-        self.anchor_coef, self.anchor_bias = self.coef.copy(), self.bias.copy()
-        for name in ("mon_loss", "mon_n", *self.EVAL_ARRAYS):
-            getattr(self, name)[...] = 0.0
-        self.progress[0] += 1.0
-        stop = bool(patience) and bool(self.progress[2] >= int(patience))
-        self.extra_meta["early_stopped"] = stop
-        return stop
-
-    def _keep_better(self, loss: np.ndarray, coef: np.ndarray, bias: np.ndarray, trained: int) -> np.ndarray:
-        better = loss < self.best_loss
-        self.best_coef[better] = coef[better]
-        self.best_bias[better] = bias[better]
-        self.best_loss[better] = loss[better]
-        self.best_epoch[better] = trained
-        return better
-
-    def _absorb(self, coef: np.ndarray, bias: np.ndarray, trained: int) -> np.ndarray:
-        """Per-model validation loss of ``coef``/``bias`` from ``ev_``; better models keep them and their metrics."""
-        loss = self.ev_loss / self.ev_n[0]
-        better = self._keep_better(loss, coef, bias, trained)
-        for name in ("ev_loss", "ev_hist", "ev_correct", "ev_sq", "ev_abs"):
-            getattr(self, "best_" + name)[better] = getattr(self, name)[better]
-        self.best_ev_n, self.best_ev_t = self.ev_n.copy(), self.ev_t.copy()  # the same rows every time
-        return loss
-
-    def begin_eval(self, params: str = "anchor", rows: str = "validation") -> LinearState:
-        """A copy that scores ``params`` ("anchor", "best" or "current") of every model on ``rows``.
-
-        ``rows`` is "validation" (the hashed rows) or "all". Fold it with
-        :func:`daskstate.engine.fold_rounds`, then :meth:`absorb_evaluation`.
-        """
-        if self.phase not in ("sgd", "eval", "done"):
-            raise StateError(f"begin_eval needs a trained state, this one is in phase {self.phase!r}")
-        if params not in ("anchor", "best", "current") or rows not in ("validation", "all"):
-            raise ValueError(f"begin_eval: params={params!r}, rows={rows!r}")
-        new = self.copy()
-        for name in self.EVAL_ARRAYS:
-            setattr(new, name, np.zeros_like(getattr(self, name)))
-        new.extra_meta["phase"] = "eval"
-        new.extra_meta["eval"] = {"params": params, "rows": rows}
-        return new
-
-    def absorb_evaluation(self) -> LinearState:
-        """After an evaluation pass: the anchor competes for best snapshots; "best" gets its metrics."""
-        new = self.copy()
-        which = self.extra_meta.get("eval", {}).get("params")
-        if self.ev_n[0] > 0:
-            if which == "anchor":
-                new._absorb(self.anchor_coef, self.anchor_bias, int(self.progress[0]))
-            elif which == "best":
-                for name in self.EVAL_ARRAYS:
-                    setattr(new, "best_" + name, getattr(self, name).copy())
-        for name in self.EVAL_ARRAYS:
-            setattr(new, name, np.zeros_like(getattr(self, name)))
-        new.extra_meta["phase"] = "sgd"
-        return new
-
-    def finish(self, selection_on: str) -> LinearState:
-        """A finished copy; ``selection_on`` says which rows the selection metrics come from."""
-        new = self.copy()
-        new.extra_meta["phase"] = "done"
-        new.extra_meta["selection_on"] = selection_on
-        return new
-
-    def resume_training(self) -> LinearState:
-        """A trained copy that continues SGD (``partial_fit``) from its best snapshots."""
-        if self.phase not in ("done", "sgd"):
-            raise StateError(f"resume_training needs a trained state, this one is in phase {self.phase!r}")
-        new = self.copy()
-        if self.phase == "done":
-            new.coef, new.bias = self.best_coef.copy(), self.best_bias.copy()
-        new.anchor_coef, new.anchor_bias = new.coef.copy(), new.bias.copy()
-        new._reset_selection()
-        new.extra_meta["phase"] = "sgd"
-        return new
 
     # ---- finalize ---------------------------------------------------------------
     def finalize(
@@ -709,16 +475,10 @@ class LinearState(State):
                 f"{name} shapes training and cannot be changed without data; finalize accepts model, wd "
                 "(exact solver), the selection criteria, target_recall, target_precision and f_beta"
             )
-        if self.exact:
-            if model not in (None, "best", 0):
-                raise StateError(f"model={model!r}: solver='exact' fits one model (model=0)")
-            return self._finalize_exact(self._exact_wd(wd))
         if wd is not None and not _is_auto(wd):
             raise StateError(
                 "wd can be changed without data only with solver='exact'; with SGD it shapes training"
             )
-        if self.phase == "stats":
-            raise StateError("this linear-learner state has not been trained yet (first pass only)")
         M = self.coef.shape[0]
         table, selected, thresholds = self._models_table(
             binary_classifier_model_selection_criteria, multiclass_classifier_model_selection_criteria,
@@ -731,20 +491,20 @@ class LinearState(State):
                 raise StateError(f"model must be 'best' or an index 0..{M - 1}, got {model!r}")
             chosen = int(model)
         table["selected"] = table.index == chosen
-        snapshot = self.best_epoch[chosen] >= 0  # else: mid-training, nothing validated yet
-        W, b = (self.best_coef[chosen], self.best_bias[chosen]) if snapshot else (self.coef[chosen], self.bias[chosen])
-        coef, intercept = self._raw_coefficients(W, b)
+        params = self.chosen_params(chosen)
+        coef, intercept = self._raw_coefficients(params["coef"], params["bias"])
         out: dict[str, Any] = {"models_": table, "best_model_": int(selected), "model_": chosen,
                                "loss_": self.loss, "epochs_run_": int(self.progress[0]),
+                               "n_epochs_": int(self.progress[0]),
                                "history_": list(self.extra_meta.get("history", [])),
                                "selection_on_": self.extra_meta.get("selection_on", "none")}
         if self.regression:
             out.update(coef_=coef[:, 0], intercept_=float(intercept[0]))
         elif self.predictor_type == "binary_classifier":
-            out.update(coef_=coef.T.copy(), intercept_=intercept.copy(), classes_=_display_classes(self.classes),
+            out.update(coef_=coef.T.copy(), intercept_=intercept.copy(), classes_=display_classes(self.classes),
                        threshold_=float(thresholds[chosen]))
         else:
-            out.update(coef_=coef.T.copy(), intercept_=intercept.copy(), classes_=_display_classes(self.classes))
+            out.update(coef_=coef.T.copy(), intercept_=intercept.copy(), classes_=display_classes(self.classes))
         return out
 
     def _raw_coefficients(self, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -757,6 +517,22 @@ class LinearState(State):
             intercept = intercept * self.norm_scale[-1] + self.norm_mean[-1]
         return coef, intercept
 
+    def selected(self) -> tuple[int, float, float]:
+        """The model the fit's selection criterion picks now, its criterion value and validation loss.
+
+        The criterion is the metric early stopping watches: accuracy (or another
+        binary criterion) for classifiers, minus the loss for regression and
+        ``loss_function``.
+        """
+        how = {**SELECTION_DEFAULTS, **self.extra_meta.get("selection", {})}
+        table, model, _ = self._models_table(*(how[k] for k in SELECTION_OVERRIDES))
+        loss = float(table["val_loss"].iloc[model]) if self.best_ev_n[0] > 0 else float(self.best_loss[model])
+        column = {"binary_classifier": "criterion", "multiclass_classifier": "accuracy"}.get(self.predictor_type)
+        by_loss = self.regression or how[SELECTION_OVERRIDES[0 if column == "criterion" else 1]] == "loss_function"
+        if by_loss or column not in table:
+            return model, -loss, loss
+        return model, float(table[column].iloc[model]), loss
+
     def _models_table(self, binary_criterion: str, multiclass_criterion: str, target_recall: float,
                       target_precision: float, f_beta: float) -> tuple[pd.DataFrame, int, np.ndarray]:
         M = self.coef.shape[0]
@@ -764,6 +540,7 @@ class LinearState(State):
         if self.predictor_type == "binary_classifier":
             table["positive_example_weight_mult"] = self.pos_weight
         table["best_epoch"] = self.best_epoch.astype(int)
+        table["epochs"] = int(self.progress[0])  # epochs trained (early stopping may end them all at once)
         thresholds = np.full(M, 0.5)
         n = float(self.best_ev_n[0])
         evaluated = n > 0
@@ -776,20 +553,20 @@ class LinearState(State):
             if binary_criterion not in BINARY_CRITERIA:
                 raise StateError(f"binary_classifier_model_selection_criteria must be one of {BINARY_CRITERIA}, "
                                  f"got {binary_criterion!r}")
-            metrics = _threshold_metrics(self.best_ev_hist, binary_criterion, target_recall, target_precision,
+            metrics = threshold_metrics(self.best_ev_hist, binary_criterion, target_recall, target_precision,
                                          f_beta)
             thresholds = metrics["threshold"]
             for key, values in metrics.items():
                 table[key] = values
             if binary_criterion != "loss_function":
-                selected = _argbest(metrics["criterion"], rank_loss)
+                selected = argbest(metrics["criterion"], rank_loss)
         elif self.predictor_type == "multiclass_classifier" and evaluated:
             if multiclass_criterion not in MULTICLASS_CRITERIA:
                 raise StateError(f"multiclass_classifier_model_selection_criteria must be one of "
                                  f"{MULTICLASS_CRITERIA}, got {multiclass_criterion!r}")
             table["accuracy"] = self.best_ev_correct / n
             if multiclass_criterion == "accuracy":
-                selected = _argbest(self.best_ev_correct / n, rank_loss)
+                selected = argbest(self.best_ev_correct / n, rank_loss)
         elif self.regression and evaluated:
             ys = self.norm_scale[-1]
             table["mse"] = self.best_ev_sq / n * ys**2
@@ -798,42 +575,6 @@ class LinearState(State):
             table["r2"] = 1.0 - self.best_ev_sq / sst if sst > 0 else np.nan
         table.index.name = "model"
         return table, selected, thresholds
-
-    # exact solver
-    def _exact_wd(self, wd: Any) -> float:
-        if wd is None or _is_auto(wd):
-            spec = self.params.get("wd", "auto")
-            wd = 0.0 if _is_auto(spec) else spec
-        try:
-            wd = float(wd)
-        except (TypeError, ValueError):
-            raise StateError(f"wd must be a number >= 0, got {wd!r}") from None
-        if not wd >= 0:
-            raise StateError(f"wd must be >= 0, got {wd}")
-        return wd
-
-    def _finalize_exact(self, wd: float) -> dict[str, Any]:
-        if self.n_rows == 0:
-            raise StateError("the exact solver's state has seen no rows")
-        d = self.n_features
-        mean = self.shift + self.offset
-        Sxx, Sxy, Syy = self.m2[:d, :d], self.m2[:d, d], float(self.m2[d, d])
-        A = Sxx + wd * np.eye(d)
-        try:
-            w = np.linalg.solve(A, Sxy)
-            if not np.all(np.isfinite(w)):
-                raise np.linalg.LinAlgError
-        except np.linalg.LinAlgError:  # singular (e.g. a constant or duplicated feature, wd=0)
-            w = np.linalg.lstsq(A, Sxy, rcond=None)[0]
-        intercept = float(mean[d] - mean[:d] @ w)
-        sse = max(Syy - 2.0 * w @ Sxy + w @ Sxx @ w, 0.0)
-        n = self.n_rows
-        table = pd.DataFrame({"wd": [wd], "train_mse": [sse / n],
-                              "train_r2": [1.0 - sse / Syy if Syy > 0 else np.nan], "selected": [True]})
-        table.index.name = "model"
-        return {"coef_": w, "intercept_": intercept, "models_": table, "best_model_": 0, "model_": 0,
-                "loss_": "squared", "epochs_run_": 1, "history_": [], "selection_on_": "training"}
-
 
 # ---- helpers of the state ---------------------------------------------------------------
 def _rows(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -847,96 +588,9 @@ def _numeric_target(y: np.ndarray, where: str) -> np.ndarray:
     return y.astype(np.float64, copy=False)
 
 
-def _label_array(y: np.ndarray, where: str) -> np.ndarray:
-    """Class labels as float64 (numbers) or an object array of str."""
-    if y.dtype.kind in "biuf":
-        return y.astype(np.float64, copy=False)
-    kind = pd.api.types.infer_dtype(y, skipna=False)
-    if kind in ("string",):
-        return y.astype(object)
-    if kind in ("integer", "floating", "mixed-integer-float", "boolean"):
-        return y.astype(np.float64)
-    raise DataError(f"{where}: class labels must be all numbers or all strings, got {kind!r} values")
-
-
-def _jsonable_classes(values: np.ndarray) -> list:
-    return [str(v) for v in values] if values.dtype == object else [float(v) for v in values]
-
-
-def _sorted_union(a: list, b: list, where: str) -> list:
-    if a and b and isinstance(a[0], str) != isinstance(b[0], str):
-        raise DataError(f"{where}: class labels mix numbers and strings ({a[:3]} and {b[:3]})")
-    return sorted(set(a) | set(b))
-
-
-def _remap_counts(classes: list, counts: np.ndarray, merged: list) -> np.ndarray:
-    out = np.zeros(len(merged))
-    if classes:
-        pos = {c: i for i, c in enumerate(merged)}
-        out[[pos[c] for c in classes]] = counts
-    return out
-
-
-def _display_classes(classes: list) -> np.ndarray:
-    """Classes as users expect them: int64 when all numbers are integers, else float or str."""
-    if classes and isinstance(classes[0], str):
-        return np.asarray(classes, dtype=object)
-    arr = np.asarray(classes, dtype=np.float64)
-    if len(arr) and np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 2**53):
-        return arr.astype(np.int64)
-    return arr
-
-
-def _argbest(score: np.ndarray, loss: np.ndarray) -> int:
-    """Index of the highest ``score`` (NaN counts as lowest); ties go to the lower ``loss``."""
-    score = np.where(np.isfinite(score), score, -np.inf)
-    return int(np.lexsort((loss, -score))[0])
-
-
-def _threshold_metrics(hist: np.ndarray, criterion: str, target_recall: float, target_precision: float,
-                       beta: float) -> dict[str, np.ndarray]:
-    """Per model: the probability threshold that best meets ``criterion`` on the validation histogram.
-
-    ``hist`` (M, 2, bins) counts validation rows by class (negative, positive) and
-    bin of sigmoid(score). Candidate thresholds are the bin edges ``j / bins``;
-    a row is predicted positive when its probability is >= the threshold.
-    """
-    M, _, nb = hist.shape
-    neg, pos = hist[:, 0, :], hist[:, 1, :]
-    # rows at or above edge j, for j = 0..nb
-    tp = np.concatenate([np.cumsum(pos[:, ::-1], axis=1)[:, ::-1], np.zeros((M, 1))], axis=1)
-    fp = np.concatenate([np.cumsum(neg[:, ::-1], axis=1)[:, ::-1], np.zeros((M, 1))], axis=1)
-    P, N = tp[:, :1], fp[:, :1]
-    fn, tn = P - tp, N - fp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        accuracy = (tp + tn) / np.maximum(P + N, 1)
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
-        recall = np.where(P > 0, tp / np.maximum(P, 1), 0.0)
-        b2 = beta * beta
-        denom = (1 + b2) * tp + b2 * fn + fp
-        fbeta = np.where(denom > 0, (1 + b2) * tp / np.where(denom > 0, denom, 1), 0.0)
-    edges = np.arange(nb + 1) / nb
-    middle = np.abs(edges - 0.5)  # ties: the threshold nearest 0.5
-    if criterion == "accuracy":
-        value = accuracy
-    elif criterion == "f_beta":
-        value = fbeta
-    elif criterion == "precision_at_target_recall":
-        value = np.where(recall >= target_recall, precision, -1.0 + recall)
-    elif criterion == "recall_at_target_precision":
-        value = np.where(precision >= target_precision, recall, -1.0 + precision)
-    else:  # loss_function: the usual threshold
-        value = np.where(np.arange(nb + 1) == nb // 2, 1.0, 0.0)[None, :].repeat(M, axis=0)
-    order = np.lexsort((np.broadcast_to(middle, value.shape), -value), axis=1)
-    j = order[:, 0]
-    rows = np.arange(M)
-    crit = value[rows, j] if criterion != "loss_function" else accuracy[rows, j]
-    return {"threshold": edges[j], "accuracy": accuracy[rows, j], "precision": precision[rows, j],
-            "recall": recall[rows, j], "f_beta": fbeta[rows, j], "criterion": crit}
-
 
 # ============================================================================ the estimator
-class LinearLearner(StateEstimator):
+class LinearLearner(SGDEstimator):
     """Linear regression and classification on data larger than memory, many models in one pass.
 
     ``num_models`` linear models, differing in learning rate, L1, L2 (``wd``) and
@@ -989,7 +643,9 @@ class LinearLearner(StateEstimator):
         small data split into many partitions wants a small value.
     early_stopping_patience : int or None
         Stop after this many epochs without a relative gain of
-        ``early_stopping_tolerance`` in the best model's validation loss (None: never).
+        ``early_stopping_tolerance`` in the selected model's validation metric:
+        the selection criterion (e.g. accuracy), or the loss for regression and
+        ``loss_function`` (None: never stop early).
     early_stopping_tolerance : float
     validation_fraction : float
         Share of rows held out for validation, chosen by a seeded hash of the row's
@@ -1029,9 +685,12 @@ class LinearLearner(StateEstimator):
         Every packed model's hyperparameters and validation metrics; ``selected`` marks the one in use.
     best_model_ : int
         The model the criterion picks; ``model_`` the one in use (``finalize(model=i)``).
-    epochs_run_ : int
+    n_epochs_ : int
+        Epochs actually trained (``epochs``, or fewer when early stopping saw the
+        selected model's validation metric converge); also ``epochs_run_`` and the
+        ``epochs`` column of ``models_``.
     history_ : list of dict
-        Per epoch, the best monitored loss and the model with it.
+        Per epoch, the selected model, its validation loss and metric.
     state_ : LinearState
 
     Examples
@@ -1054,6 +713,7 @@ class LinearLearner(StateEstimator):
     """
 
     state_class = LinearState
+    other_state_classes = (LinearExactState,)
     aliases = ("linear", "linear_learner", "linearlearner")
 
     def __init__(
@@ -1124,68 +784,55 @@ class LinearLearner(StateEstimator):
         self.on_invalid = on_invalid
 
     # ---- hyperparameters ----------------------------------------------------------
-    def _validate_params(self) -> None:
-        super()._validate_params()
+    _parameter_constraints: ClassVar[dict] = {
+        **SGDEstimator._parameter_constraints,
+        "predictor_type": [StrOptions(set(PREDICTOR_TYPES))],
+        "features": [list, tuple, None],
+        "target": [str, None],
+        "loss": [StrOptions({"auto", *REGRESSION_LOSSES, *BINARY_LOSSES, *MULTICLASS_LOSSES})],
+        "solver": [StrOptions(set(SOLVERS))],
+        "num_classes": [Interval(Integral, 2, None, closed="left"), None],
+        "num_models": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "l1": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "wd": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "positive_example_weight_mult": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto", "balanced"})],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "mini_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "sync_every": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping_patience": [Interval(Integral, 1, None, closed="left"), None],
+        "early_stopping_tolerance": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "normalization_rows": [Interval(Integral, 1, None, closed="left"), None],
+        "binary_classifier_model_selection_criteria": [StrOptions(set(BINARY_CRITERIA))],
+        "multiclass_classifier_model_selection_criteria": [StrOptions(set(MULTICLASS_CRITERIA))],
+        "target_recall": [Interval(Real, 0, 1, closed="both")],
+        "target_precision": [Interval(Real, 0, 1, closed="both")],
+        "f_beta": [Interval(Real, 0, None, closed="neither")],
+        "huber_delta": [Interval(Real, 0, None, closed="neither")],
+        "quantile": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
 
-        def check(name: str, ok: bool, expected: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-
-        def number(v: Any) -> bool:
-            return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) \
-                and math.isfinite(float(v))
-
-        def integer(v: Any) -> bool:
-            return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-        check("predictor_type", self.predictor_type in PREDICTOR_TYPES, f"one of {PREDICTOR_TYPES}")
+    def _check_params_together(self) -> None:
         losses = LOSSES[self.predictor_type]
-        check("loss", _is_auto(self.loss) or self.loss in losses, f"'auto' or one of {losses} for a "
-              f"{self.predictor_type}")
-        check("solver", self.solver in SOLVERS, f"one of {SOLVERS}")
+        if not (_is_auto(self.loss) or self.loss in losses):
+            raise ValueError(f"loss must be 'auto' or one of {losses} for a {self.predictor_type}, got {self.loss!r}")
         if self.solver == "exact":
-            check("solver", self.predictor_type == "regressor" and (_is_auto(self.loss) or self.loss == "squared"),
-                  "'sgd' unless predictor_type='regressor' with squared loss ('exact' solves least squares)")
-        check("num_classes", self.num_classes is None or (integer(self.num_classes) and self.num_classes >= 2),
-              "None or an integer >= 2")
-        check("num_models", _is_auto(self.num_models) or (integer(self.num_models) and self.num_models >= 1),
-              "'auto' or an integer >= 1")
-        if self.solver == "exact":
-            check("num_models", _is_auto(self.num_models) or self.num_models == 1, "'auto' or 1 with solver='exact'")
-        check("learning_rate", _is_auto(self.learning_rate) or (number(self.learning_rate) and self.learning_rate > 0),
-              "'auto' or a number > 0")
-        for name in ("l1", "wd"):
-            v = getattr(self, name)
-            check(name, _is_auto(v) or (number(v) and v >= 0), "'auto' or a number >= 0")
-        pw = self.positive_example_weight_mult
-        check("positive_example_weight_mult", pw in ("auto", "balanced") or (number(pw) and pw > 0),
-              "'auto', 'balanced' or a number > 0")
-        check("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}")
-        check("beta_1", number(self.beta_1) and 0 <= self.beta_1 < 1, "in [0, 1)")
-        check("beta_2", number(self.beta_2) and 0 <= self.beta_2 < 1, "in [0, 1)")
-        check("epsilon", number(self.epsilon) and self.epsilon > 0, "a number > 0")
-        check("mini_batch_size", integer(self.mini_batch_size) and self.mini_batch_size >= 1, "an integer >= 1")
-        check("epochs", integer(self.epochs) and self.epochs >= 1, "an integer >= 1")
-        check("sync_every", integer(self.sync_every) and self.sync_every >= 1, "an integer >= 1")
-        p = self.early_stopping_patience
-        check("early_stopping_patience", p is None or (integer(p) and p >= 1), "None or an integer >= 1")
-        check("early_stopping_tolerance", number(self.early_stopping_tolerance) and self.early_stopping_tolerance >= 0,
-              "a number >= 0")
-        check("normalization_rows", self.normalization_rows is None
-              or (integer(self.normalization_rows) and self.normalization_rows >= 1), "None or an integer >= 1")
-        check("validation_fraction", number(self.validation_fraction) and 0 <= self.validation_fraction < 1,
-              "in [0, 1)")
-        check("binary_classifier_model_selection_criteria",
-              self.binary_classifier_model_selection_criteria in BINARY_CRITERIA, f"one of {BINARY_CRITERIA}")
-        check("multiclass_classifier_model_selection_criteria",
-              self.multiclass_classifier_model_selection_criteria in MULTICLASS_CRITERIA,
-              f"one of {MULTICLASS_CRITERIA}")
-        for name in ("target_recall", "target_precision"):
-            check(name, number(getattr(self, name)) and 0 <= getattr(self, name) <= 1, "in [0, 1]")
-        check("f_beta", number(self.f_beta) and self.f_beta > 0, "a number > 0")
-        check("huber_delta", number(self.huber_delta) and self.huber_delta > 0, "a number > 0")
-        check("quantile", number(self.quantile) and 0 < self.quantile < 1, "in (0, 1)")
-        check("random_state", integer(self.random_state) and self.random_state >= 0, "an integer >= 0")
+            if not (self.predictor_type == "regressor" and (_is_auto(self.loss) or self.loss == "squared")):
+                raise ValueError("solver must be 'sgd' unless predictor_type='regressor' with squared loss "
+                                 f"('exact' solves least squares), got {self.solver!r}")
+            if not (_is_auto(self.num_models) or self.num_models == 1):
+                raise ValueError(f"num_models must be 'auto' or 1 with solver='exact', got {self.num_models!r}")
+        for name in ("learning_rate", "l1", "wd", "beta_1", "beta_2", "epsilon", "early_stopping_tolerance",
+                     "f_beta", "huber_delta"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be finite, got {value!r}")
 
     def _state_params(self, inp: Input, validation: str = "split") -> dict[str, Any]:
         exact = self.solver == "exact"
@@ -1217,139 +864,40 @@ class LinearLearner(StateEstimator):
         }
 
     def _finalize_overrides(self) -> dict[str, Any]:
-        out = {
-            "binary_classifier_model_selection_criteria": self.binary_classifier_model_selection_criteria,
-            "multiclass_classifier_model_selection_criteria": self.multiclass_classifier_model_selection_criteria,
-            "target_recall": float(self.target_recall),
-            "target_precision": float(self.target_precision),
-            "f_beta": float(self.f_beta),
-        }
+        out = {name: getattr(self, name) for name in SELECTION_OVERRIDES}
+        for name in ("target_recall", "target_precision", "f_beta"):
+            out[name] = float(out[name])
         if self.solver == "exact":
             out["wd"] = 0.0 if _is_auto(self.wd) else float(self.wd)
         return out
 
+    # ---- the trainer's hooks ----------------------------------------------------------
+    def _trains_by_sgd(self) -> bool:
+        return self.solver != "exact"
+
+    def _one_pass_description(self) -> str:
+        return "solver='exact'"
+
+    def _statistics_state(self, inp: Input, params: dict[str, Any]) -> State:
+        cls = LinearStatsState if self._trains_by_sgd() else LinearExactState
+        return cls(inp.schema, params)
+
+    def _enough_statistics(self, state: LinearStatsState) -> bool:
+        if self.predictor_type == "multiclass_classifier" and not self.num_classes:
+            return False  # every class must be learned: a full pass
+        enough = state.n_rows >= self.normalization_rows
+        return enough and (self.predictor_type != "binary_classifier" or len(state.classes) >= 2)
+
+    def _schedule(self) -> Schedule:
+        rows = self.normalization_rows
+        if self.predictor_type == "multiclass_classifier" and not self.num_classes:
+            rows = None
+        return Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
+                        patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
+                        statistics_rows=rows, selection=self._finalize_overrides())
+
     def _min_rows_needed(self) -> int:
         return 2
-
-    # ---- inputs ---------------------------------------------------------------------
-    def _input(self, X: Any, y: Any = None, schema: Schema | None = None) -> Input:
-        """Like the base, but in-memory arrays become Dask collections so epochs can re-read them."""
-        if self.solver != "exact":
-            X, y = _as_dask(X, y)
-        inp = super()._input(X, y, schema)
-        if not inp.is_dask and self.solver != "exact":
-            raise TypeError(
-                "the SGD linear learner reads its data several times (a first pass, then epochs), so it "
-                "cannot learn from a one-shot iterator of batches; pass a Dask DataFrame or Array, a pandas "
-                "DataFrame or a numpy array, or use solver='exact' (one pass)"
-            )
-        return inp
-
-    def _validation_input(self, validation_data: Any, schema: Schema) -> Input:
-        if isinstance(validation_data, tuple):
-            Xv, yv = validation_data
-        else:
-            Xv, yv = validation_data, None
-        Xv, yv = _as_dask(Xv, yv)
-        inp = as_input(Xv, yv, features=list(schema.features),
-                       target=schema.target if yv is None else None, need_target=True)
-        schema.check_same_features(inp.schema, "validation_data")
-        return inp
-
-    # ---- fitting ----------------------------------------------------------------------
-    def _new_state(self, inp: Input, validation_data: Any = None) -> LinearState:
-        """A fresh state; ``fit(X, y, validation_data=...)`` passes rows for early stopping and selection."""
-        if validation_data is not None and self.solver == "exact":
-            raise ValueError("validation_data is not used by solver='exact'; leave it out")
-        mode = "external" if validation_data is not None else ("split" if self.validation_fraction > 0 else "none")
-        return LinearState(inp.schema, self._state_params(inp, mode))
-
-    def _fold(self, inp: Input, state: State, options: engine.FitOptions | None = None,
-              validation_data: Any = None, **option_fields: Any) -> State:
-        """A first pass (normaliser, classes), then epochs of rounds, then a selection pass.
-
-        With SGD, ``partial_fit`` trains ``epochs`` more epochs over the new
-        partitions only, from the selected snapshots, with the normaliser and
-        classes of the first fit (a class not seen then raises ``DataError``
-        naming it), then selects again on the new data's validation rows. With
-        the exact solver the new rows are folded into the normal equations. A
-        checkpoint is a folder with one group per pass.
-        """
-        options = options or self._fit_options(**option_fields)
-        validation = None if validation_data is None else self._validation_input(validation_data, state.schema)
-        if state.exact:
-            return engine.fold(inp, state, options=options.at("exact"))
-        if state.phase == "stats":  # a fresh fit: first pass, then train on everything
-            first = self._first_pass(inp, state, options)
-            self._check_enough_rows(first)
-            running, skip = first.start_training(), frozenset()
-        else:  # partial_fit: only partitions not trained on yet
-            skip = frozenset(state.consumed)
-            if all(s in skip for s in inp.sources):
-                return state
-            running = state.resume_training()
-        patience, tolerance = self.early_stopping_patience, float(self.early_stopping_tolerance)
-        plain = options.replace(checkpoint=None, progress=False)
-
-        def one_round(data: Input, s: LinearState, skip_sources: frozenset = frozenset(),
-                      run: engine.FitOptions = plain) -> LinearState:
-            return engine.fold_rounds(data, s, sync_every=max(1, data.npartitions), shuffle=False,
-                                      skip_sources=skip_sources, options=run)
-
-        def epoch_end(s: LinearState, epoch: int) -> tuple[LinearState, bool]:
-            s = s.copy()
-            evaluated = None
-            if validation is not None:  # score this epoch's result on the given validation rows
-                s.anchor_coef, s.anchor_bias = s.coef.copy(), s.bias.copy()
-                scored = one_round(validation, s.begin_eval("anchor", "all"))
-                for name in LinearState.EVAL_ARRAYS:
-                    setattr(s, name, getattr(scored, name).copy())
-                evaluated = int(s.progress[0]) + 1
-            stop = s.end_epoch(patience, tolerance, evaluated)
-            return s, stop
-
-        running = engine.fold_rounds(inp, running, epochs=int(self.epochs), sync_every=int(self.sync_every),
-                                     skip_sources=skip, epoch_end=epoch_end,
-                                     options=options.at("epochs").replace(seed=int(state.params["seed"])))
-        if skip and running.n_rows == state.n_rows:  # partial_fit on empty partitions: nothing learned
-            unchanged = state.copy()
-            unchanged.consumed, unchanged.n_skipped = running.consumed, running.n_skipped
-            return unchanged
-
-        def evaluate(data: Input, params: str, rows: str) -> LinearState:
-            run = plain.replace(progress=options.progress)
-            return one_round(data, running.begin_eval(params, rows), skip if data is inp else frozenset(),
-                             run).absorb_evaluation()
-
-        selection_on = "validation"
-        if running.params.get("validation") == "split" and not running.extra_meta.get("early_stopped"):
-            # the epochs ran out: the last epoch's result has not been validated yet (one pass, validation rows)
-            running = evaluate(inp, "anchor", "validation")
-        if running.best_ev_n[0] == 0:
-            # no validation rows (validation_fraction=0, or none fell out of the hash): score on training rows
-            running = evaluate(inp, "best", "all")
-            selection_on = "training"
-        return running.finish(selection_on)
-
-    def _first_pass(self, inp: Input, state: LinearState, options: engine.FitOptions) -> LinearState:
-        """Moments and classes: from all partitions, or from a seeded sample of whole partitions."""
-        full = (self.normalization_rows is None or not inp.is_dask
-                or (state.predictor_type == "multiclass_classifier" and not state.params.get("num_classes")))
-        if full:
-            return engine.fold(inp, state, options=options.at("first-pass"))
-        order = np.random.default_rng([int(state.params["seed"]), 0xF125]).permutation(inp.npartitions)
-        running, taken, step = state, 0, 1
-        sample = options.replace(checkpoint=None)
-        while taken < len(order):
-            chunk = [int(i) for i in order[taken : taken + step]]
-            running = engine.fold(inp.subset(chunk), running, options=sample)
-            taken, step = taken + len(chunk), step * 2
-            enough = running.n_rows >= self.normalization_rows
-            if state.predictor_type == "binary_classifier":
-                enough = enough and len(running.classes) >= 2
-            if enough:
-                break
-        return running
 
     # ---- applying the model -------------------------------------------------------------
     def decision_function(self, X: Any) -> Any:
@@ -1405,60 +953,5 @@ class LinearLearner(StateEstimator):
                 return classes[np.argmax(A @ coef.T + intercept, axis=1)]
         return self._map_rows(X, label, None, "predict", dtype=dtype)
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Accuracy (classifiers) or R^2 (regression) on ``X`` (target from ``y`` or the ``target`` column)."""
-        self._check_fitted()
-        target = self.state_.schema.target
-        if y is None:
-            if target is None or not isinstance(X, pd.DataFrame | dd.DataFrame) or target not in X.columns:
-                raise ValueError("score needs y, or a DataFrame with the target column")
-            y = X[target]
-        pred = self.predict(X)
-        if isinstance(pred, dd.Series | da.Array):
-            import dask
-
-            if isinstance(y, dd.Series) and isinstance(pred, dd.Series):
-                y_true = y
-            else:
-                y_arr = y.to_dask_array(lengths=True) if isinstance(y, dd.Series) else da.asarray(y)
-                pred = pred.to_dask_array(lengths=True) if isinstance(pred, dd.Series) else pred
-                y_true = y_arr
-            if self.predictor_type == "regressor":
-                y_true = y_true.astype(np.float64)
-                resid = ((y_true - pred) ** 2).sum()
-                mean = y_true.mean()
-                ssr, sst = dask.compute(resid, ((y_true - mean) ** 2).sum())
-                return float(1.0 - ssr / sst)
-            return float(dask.compute((pred == y_true).mean())[0])
-        y_true = np.asarray(y)
-        pred = np.asarray(pred)
-        if self.predictor_type == "regressor":
-            y_true = y_true.astype(np.float64)
-            return float(1.0 - ((y_true - pred) ** 2).sum() / ((y_true - y_true.mean()) ** 2).sum())
-        return float(np.mean(pred == y_true.astype(pred.dtype) if pred.dtype != object else pred == y_true))
-
-
-# ---- in-memory inputs become Dask collections (several passes) --------------------------
-def _as_dask(X: Any, y: Any) -> tuple[Any, Any]:
-    rows = DEFAULT_BATCH_ROWS
-    if isinstance(X, pd.DataFrame):
-        nparts = max(1, -(-len(X) // rows))
-        ddf = dd.from_pandas(X, npartitions=nparts, sort=False)
-        if y is not None:
-            ys = y if isinstance(y, pd.Series) else pd.Series(np.asarray(y), name="target")
-            if len(ys) != len(X):
-                raise DataError(f"input: {len(ys)} target values for {len(X)} rows")
-            ys = pd.Series(ys.to_numpy(), index=X.index, name=ys.name or "target")
-            y = dd.from_pandas(ys, npartitions=nparts, sort=False)
-            if y.npartitions != ddf.npartitions:
-                raise DataError("input: the target could not be partitioned like the features")
-        return ddf, y
-    if isinstance(X, np.ndarray) and X.ndim == 2:
-        Xd = da.from_array(X, chunks=(rows, -1))
-        if y is not None:
-            ya = np.asarray(y)
-            if len(ya) != len(X):
-                raise DataError(f"input: {len(ya)} target values for {len(X)} rows")
-            y = da.from_array(ya, chunks=(rows,) + ya.shape[1:])
-        return Xd, y
-    return X, y
+    def _score_kind(self) -> str:
+        return "r2" if self.predictor_type == "regressor" else "accuracy"

@@ -1,52 +1,27 @@
-"""Standardisation: count, mean and variance per feature, merged with Chan's formulas."""
+"""Standardisation: count, mean and variance per feature (the moments state), merged with Chan's formulas."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from daskstate.data import Input
 from daskstate.estimator import StateEstimator
-from daskstate.numerics import batch_moments, merge_moments, mini_batches, rebase
-from daskstate.state import RoundContext, State, register
+from daskstate.state import MomentsState, register
 
 
 @register
-class ScalerState(State):
-    """Per-feature count, mean and sum of squared deviations (``m2``).
+class ScalerState(MomentsState):
+    """Per-feature count, mean and sum of squared deviations (``m2``): a :class:`~daskstate.state.MomentsState`.
 
-    The mean is kept as ``shift + offset`` (``shift`` is the first row seen) so that
-    data with a large mean and a small spread loses no digits. Exact and mergeable:
-    ``merge(update(A), update(B)) == update(A ∪ B)`` to rounding.
+    Exact and mergeable: ``merge(update(A), update(B)) == update(A ∪ B)`` to rounding.
     """
 
     algorithm = "standard_scaler"
-    array_names = ("shift", "offset", "m2")
-
-    def _init_arrays(self) -> None:
-        self.shift = np.zeros(self.n_features)
-        self.offset = np.zeros(self.n_features)
-        self.m2 = np.zeros(self.n_features)
-
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
-        n = self.n_rows
-        if n == 0:
-            self.shift = X[0].copy()
-        for rows in mini_batches(len(X)):
-            nb, off_b, m2_b = batch_moments(X[rows], self.shift)
-            n, self.offset, self.m2 = merge_moments(n, self.offset, self.m2, nb, off_b, m2_b)
-
-    def _merge(self, other: ScalerState) -> None:
-        off_b = rebase(other.offset, other.shift, self.shift)
-        _, self.offset, self.m2 = merge_moments(self.n_rows, self.offset, self.m2, other.n_rows, off_b, other.m2)
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.shift + self.offset
 
     def finalize(self, with_mean: bool = True, with_std: bool = True) -> dict[str, Any]:
-        var = self.m2 / self.n_rows if self.n_rows else np.full(self.n_features, np.nan)
+        var = self.variance
         scale = np.sqrt(var)
         scale = np.where(scale == 0.0, 1.0, scale)
         return {
@@ -93,6 +68,12 @@ class StandardScaler(StateEstimator):
 
     state_class = ScalerState
     aliases = ("scaler",)
+    _parameter_constraints: ClassVar[dict] = {
+        **StateEstimator._parameter_constraints,
+        "features": [list, tuple, None],
+        "with_mean": ["boolean"],
+        "with_std": ["boolean"],
+    }
 
     def __init__(self, features: list[str] | None = None, *, with_mean: bool = True,
                  with_std: bool = True, on_invalid: str = "raise"):

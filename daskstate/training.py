@@ -1,0 +1,747 @@
+"""The shared trainer of SGD estimators: statistics, epochs of rounds, validation, early stopping, selection.
+
+A fit by SGD runs, for any algorithm built on :class:`SGDState`:
+
+1. an optional **statistics pass** (e.g. the moments of a normaliser, the classes)
+   over all partitions or a seeded sample of whole partitions, folded into the
+   algorithm's own small statistics state (:meth:`SGDEstimator._statistics_state`);
+2. **epochs of rounds** (:func:`daskstate.engine.fold_rounds`): each partition
+   task scores its validation rows (a seeded hash of the row, the same on every
+   pass and worker) with the epoch's *anchor* (the parameters the epoch started
+   from), then trains on its other rows in a seeded shuffled order;
+3. **per-epoch validation**: at an epoch's end the anchor's validation metrics
+   are exact (no pass of their own), or ``validation_data=`` is scored in one
+   round; each packed model keeps its best snapshot;
+4. **early stopping** when the selected model's validation loss and metric have
+   not improved by a relative ``tolerance`` for ``patience`` epochs;
+5. **selection** among the packed models (a last validation pass when the
+   epochs ran out), and the ``models_`` table from ``finalize``.
+
+The engine owns checkpoints: a fit's checkpoint is a folder with one group per
+pass (``statistics``, ``epochs``); a re-run resumes in the pass and at the
+epoch and round it stopped. Seeds come from ``random_state`` only.
+
+An algorithm supplies its arrays, a per-mini-batch gradient step
+(:meth:`SGDState._train`), the scoring of rows (:meth:`SGDState._evaluate`) and
+``finalize``; see ``docs/adding-an-algorithm.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from daskstate import engine
+from daskstate.data import DEFAULT_BATCH_ROWS, Input, as_input
+from daskstate.errors import DataError, StateError
+from daskstate.estimator import StateEstimator
+from daskstate.numerics import hash_unit, mini_batches
+from daskstate.state import RoundContext, Schema, State
+
+#: accumulators of the running training loss (judge the epochs when there are no validation rows)
+MONITOR_ARRAYS = ("mon_loss", "mon_n")
+
+
+# ============================================================================ the state
+class SGDState(State):
+    """Base of states trained by SGD in rounds: packed models, snapshots, validation accumulators.
+
+    A subclass declares
+
+    - ``parameters``: the arrays of the packed models (first axis: the model),
+      e.g. ``("coef", "bias")``; each gets an ``anchor_<name>`` (the epoch's start,
+      being validated) and a ``best_<name>`` (best validated snapshot);
+    - ``optimizer_arrays``: optimiser statistics averaged with the parameters;
+    - ``model_metrics``: validation accumulators per model beyond the loss
+      (``ev_<name>``, first axis the model), kept with the best snapshot;
+      ``shared_metrics``: the same for every model (e.g. target sums);
+    - ``frozen_arrays``: arrays fixed when training starts (a normaliser, the
+      packed hyperparameters); only states with equal ones merge;
+    - ``model_arrays``: all of its own arrays (``array_names`` adds the trainer's),
+
+    and implements ``_init_model`` (parameters and optimiser arrays, from the
+    statistics state in :meth:`_start`), ``_encode_target``, ``_train`` (the
+    gradient steps over some rows), ``_evaluate`` (add rows' loss and metrics to
+    the ``ev_`` accumulators) and ``finalize``. The rounds protocol follows from
+    these declarations.
+    """
+
+    supervised = True
+    blas_threads = 1
+    parameters: ClassVar[tuple[str, ...]] = ()
+    optimizer_arrays: ClassVar[tuple[str, ...]] = ()
+    model_metrics: ClassVar[tuple[str, ...]] = ()
+    shared_metrics: ClassVar[tuple[str, ...]] = ()
+    frozen_arrays: ClassVar[tuple[str, ...]] = ()
+    #: the subclass's own arrays (parameters, optimiser statistics, frozen arrays, ...)
+    model_arrays: ClassVar[tuple[str, ...]] = ()
+    round_weight = "trained"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.array_names = (*cls.model_arrays, *cls.training_arrays())
+        cls.round_averaged = (*cls.parameters, *cls.optimizer_arrays)
+        cls.round_summed = (*MONITOR_ARRAYS, *cls.eval_arrays(), "trained")
+
+    @classmethod
+    def eval_arrays(cls) -> tuple[str, ...]:
+        """The validation accumulators: loss and row count, then the declared metrics."""
+        return ("ev_loss", "ev_n", *(f"ev_{m}" for m in (*cls.model_metrics, *cls.shared_metrics)))
+
+    @classmethod
+    def training_arrays(cls) -> tuple[str, ...]:
+        """Every array the trainer manages (saved with the subclass's own ``array_names``)."""
+        per_param = tuple(f"{prefix}_{p}" for prefix in ("anchor", "best") for p in cls.parameters)
+        best_ev = tuple("best_" + name for name in cls.eval_arrays())
+        return (*per_param, "best_loss", "best_epoch", "progress", *MONITOR_ARRAYS, "trained",
+                *cls.eval_arrays(), *best_ev)
+
+    # ---- to implement ----------------------------------------------------------------
+    @property
+    def num_models(self) -> int:
+        return int(self.params.get("num_models", 1))
+
+    def _init_model(self) -> None:
+        """Set the parameters, optimiser arrays and ``frozen_arrays`` of an untrained state."""
+        raise NotImplementedError
+
+    def _metric_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the ``model_metrics`` and ``shared_metrics`` accumulators (without ``ev_``)."""
+        return {}
+
+    def _start(self, statistics: State) -> None:
+        """Set ``frozen_arrays`` and initial parameters from the statistics pass's state."""
+        raise NotImplementedError
+
+    def _encode_target(self, y: np.ndarray, where: str) -> np.ndarray:
+        """The target as the loss wants it."""
+        raise NotImplementedError
+
+    def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool) -> None:
+        """Gradient steps over the rows ``order`` in mini-batches; with ``monitor``, add their loss to ``mon_``."""
+        raise NotImplementedError
+
+    def _evaluate(self, X: np.ndarray, t: np.ndarray, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        """Add the loss and metrics of ``rows`` under ``params`` (one per model) to the ``ev_`` accumulators."""
+        raise NotImplementedError
+
+    # ---- arrays --------------------------------------------------------------------------
+    def _init_arrays(self) -> None:
+        self._init_model()
+        M = self.num_models
+        for p in self.parameters:
+            template = getattr(self, p)
+            setattr(self, "anchor_" + p, np.zeros_like(template))
+            setattr(self, "best_" + p, np.zeros_like(template))
+        self.best_loss = np.full(M, np.inf)
+        self.best_epoch = np.full(M, -1.0)
+        self.progress = np.array([0.0, -np.inf, 0.0])  # epochs run, best selection metric, epochs without gain
+        self.mon_loss, self.mon_n, self.trained = np.zeros(M), np.zeros(1), np.zeros(1)
+        shapes = {"loss": (M,), "n": (1,), **self._metric_shapes()}
+        for prefix in ("ev_", "best_ev_"):
+            for m in ("loss", "n", *self.model_metrics, *self.shared_metrics):
+                setattr(self, prefix + m, np.zeros(shapes[m]))
+        self.extra_meta.setdefault("phase", "sgd")
+
+    @property
+    def phase(self) -> str:
+        """"sgd" (training), "eval" (a scoring pass) or "done"."""
+        return self.extra_meta.get("phase", "sgd")
+
+    def _params(self, which: str) -> dict[str, np.ndarray]:
+        prefix = {"current": "", "anchor": "anchor_", "best": "best_"}[which]
+        return {p: getattr(self, prefix + p) for p in self.parameters}
+
+    def _set_params(self, which: str, values: dict[str, np.ndarray]) -> None:
+        prefix = {"current": "", "anchor": "anchor_", "best": "best_"}[which]
+        for p, v in values.items():
+            setattr(self, prefix + p, v.copy())
+
+    @classmethod
+    def from_statistics(cls, statistics: State, params: dict[str, Any]) -> SGDState:
+        """An untrained state with its normaliser (and whatever else) from the statistics pass.
+
+        Rows and partitions the statistics pass read count as seen, so the
+        epochs do not count them twice.
+        """
+        if statistics.n_rows == 0:
+            raise DataError("the fit needs rows; the input had none")
+        new = cls(statistics.schema, params)
+        new.n_rows, new.n_skipped, new.consumed = statistics.n_rows, statistics.n_skipped, statistics.consumed
+        new.extra_meta.update({k: v for k, v in statistics.extra_meta.items() if k != "fold_rounds"})
+        new._start(statistics)
+        new.extra_meta["phase"] = "sgd"
+        new.extra_meta["history"] = []
+        return new
+
+    # ---- update: train on a partition, or score it ------------------------------------------
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
+        where = "batch" if context is None else context.where
+        X = np.ascontiguousarray(X)  # mini-batches gather shuffled rows: row-major is several times faster
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.phase == "sgd":
+                self._update_sgd(X, self._encode_target(y, where), context)
+            elif self.phase == "eval":
+                self._update_eval(X, self._encode_target(y, where))
+            else:
+                raise StateError(f"this {self.algorithm} state has finished training; "
+                                 "call resume_training() to train it on more data")
+
+    def _validation_mask(self, X: np.ndarray) -> np.ndarray | None:
+        """Which rows are validation rows: a seeded hash of each row's values, in bounded blocks."""
+        frac = float(self.params.get("validation_fraction", 0.0))
+        if frac <= 0:
+            return None
+        seed = int(self.params.get("seed", 0))
+        mask = np.empty(len(X), dtype=bool)
+        for rows in mini_batches(len(X)):
+            mask[rows] = hash_unit(X[rows], seed) < frac
+        return mask
+
+    def _update_sgd(self, X: np.ndarray, t: np.ndarray, context: RoundContext | None) -> None:
+        ctx = context or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
+        val = self._validation_mask(X)
+        if val is not None:
+            held_out = np.flatnonzero(val)
+            if len(held_out):  # exact validation metrics of the epoch's anchor (its start parameters)
+                self._evaluate(X, t, held_out, self._params("anchor"))
+            train = np.flatnonzero(~val)
+        else:
+            train = np.arange(len(X))
+        order = ctx.rng().permutation(train)
+        self._train(X, t, order, monitor=self.params.get("validation", "split") == "none")
+        self.trained += len(order)
+
+    def _update_eval(self, X: np.ndarray, t: np.ndarray) -> None:
+        how = self.extra_meta.get("eval", {})
+        val = self._validation_mask(X) if how.get("rows") == "validation" else None
+        idx = np.flatnonzero(val) if val is not None else np.arange(len(X))
+        self._evaluate(X, t, idx, self._params(how.get("params", "anchor")))
+
+    # ---- merge: models trained from the same start average --------------------------------
+    def _merge(self, other: SGDState) -> None:
+        same = self.extra_meta.get("classes") == other.extra_meta.get("classes") and all(
+            np.array_equal(getattr(self, n), getattr(other, n)) for n in self.frozen_arrays)
+        if not same:
+            raise StateError(
+                f"cannot merge trained {self.algorithm} states with different normalisers, classes or packed "
+                "hyperparameters: only states trained from the same statistics pass average meaningfully"
+            )
+        frac = other.n_rows / (self.n_rows + other.n_rows)
+        for name in self.round_averaged:
+            a = getattr(self, name)
+            setattr(self, name, a + (getattr(other, name) - a) * frac)
+        for name in self.round_summed:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    # ---- epochs, snapshots and selection ------------------------------------------------------
+    def _reset_selection(self) -> None:
+        """Forget the best snapshots' scores and every accumulator (a new fit or partial_fit)."""
+        self.best_loss = np.full_like(self.best_loss, np.inf)
+        self.best_epoch = np.full_like(self.best_epoch, -1.0)
+        self.progress = np.array([self.progress[0], -np.inf, 0.0])
+        for name in (*MONITOR_ARRAYS, *self.eval_arrays(), *("best_" + n for n in self.eval_arrays())):
+            setattr(self, name, np.zeros_like(getattr(self, name)))
+        self.extra_meta["early_stopped"] = False
+
+    def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: int) -> np.ndarray:
+        better = loss < self.best_loss
+        for p, v in params.items():
+            getattr(self, "best_" + p)[better] = v[better]
+        self.best_loss[better] = loss[better]
+        self.best_epoch[better] = trained
+        return better
+
+    def _absorb(self, params: dict[str, np.ndarray], trained: int) -> np.ndarray:
+        """Per-model validation loss of ``params`` from ``ev_``; better models keep them and their metrics."""
+        loss = self.ev_loss / self.ev_n[0]
+        better = self._keep_better(loss, params, trained)
+        for name in ("loss", *self.model_metrics):
+            getattr(self, "best_ev_" + name)[better] = getattr(self, "ev_" + name)[better]
+        for name in ("n", *self.shared_metrics):  # the same rows every time
+            setattr(self, "best_ev_" + name, getattr(self, "ev_" + name).copy())
+        return loss
+
+    def selected(self) -> tuple[int, float, float]:
+        """The model the selection would pick now, its validation metric (higher is better) and loss.
+
+        The default selects by validation loss (the metric is minus the loss);
+        a state whose models are chosen by another criterion overrides this.
+        """
+        n = float(self.best_ev_n[0])
+        loss = self.best_ev_loss / n if n > 0 else self.best_loss
+        rank = np.where(np.isfinite(loss), loss, np.inf)
+        model = int(np.argmin(rank))
+        return model, -float(rank[model]), float(rank[model])
+
+    def end_epoch(self, patience: int | None, tolerance: float, evaluated_epochs: int | None = None) -> bool:
+        """Close an epoch in place: keep each model's best snapshot; stop when the selection has converged.
+
+        With validation rows, the ``ev_`` accumulators hold the exact validation
+        metrics of the epoch's *anchor* (its parameters when the epoch started, or
+        the ones a callback evaluated, trained ``evaluated_epochs`` epochs); a model
+        whose anchor beats its best snapshot keeps the anchor and its metrics.
+        Without validation rows, the running training loss of the epoch judges the
+        current parameters. Then the current parameters become the next anchor.
+
+        Returns True (early stopping) when the selected model's validation
+        metric (see :meth:`selected`: the selection criterion, e.g. accuracy, or
+        minus the loss) has not improved by a relative ``tolerance`` for
+        ``patience`` epochs. A loss that keeps shrinking while the metric stays
+        put (the logistic loss on separable classes falls for ever as the
+        weights grow) does not keep the fit going.
+        """
+        epoch = int(self.progress[0])
+        if self.ev_n[0] > 0:
+            trained = epoch if evaluated_epochs is None else int(evaluated_epochs)
+            loss = self._absorb(self._params("anchor"), trained)
+        elif self.mon_n[0] > 0:
+            trained = epoch + 1
+            loss = self.mon_loss / self.mon_n[0]
+            self._keep_better(loss, self._params("current"), trained)
+        else:  # nothing to judge by: the latest parameters are the best we know
+            trained, loss = epoch + 1, None
+            self._set_params("best", self._params("current"))
+            self.best_epoch[:] = trained
+        entry: dict[str, Any] = {"epoch": epoch, "evaluated_epochs": trained, "loss": None, "model": None,
+                                 "metric": None}
+        if loss is not None:
+            model, metric, model_loss = self.selected()
+            if _improved(-metric, -float(self.progress[1]), tolerance):
+                self.progress[1] = metric
+                self.progress[2] = 0.0
+            else:
+                self.progress[2] += 1.0
+            if math.isfinite(model_loss):
+                entry.update(loss=model_loss, model=model, metric=metric)
+        self.extra_meta["history"] = [*self.extra_meta.get("history", []), entry]
+        self._set_params("anchor", self._params("current"))
+        for name in (*MONITOR_ARRAYS, *self.eval_arrays()):
+            getattr(self, name)[...] = 0.0
+        self.progress[0] += 1.0
+        stop = bool(patience) and bool(self.progress[2] >= int(patience))
+        self.extra_meta["early_stopped"] = stop
+        return stop
+
+    def begin_eval(self, params: str = "anchor", rows: str = "validation") -> SGDState:
+        """A copy that scores ``params`` ("anchor", "best" or "current") of every model on ``rows``.
+
+        ``rows`` is "validation" (the hashed rows) or "all". Fold it in one round,
+        then :meth:`absorb_evaluation`.
+        """
+        if self.phase not in ("sgd", "eval", "done"):
+            raise StateError(f"begin_eval needs a trained state, this one is in phase {self.phase!r}")
+        if params not in ("anchor", "best", "current") or rows not in ("validation", "all"):
+            raise ValueError(f"begin_eval: params={params!r}, rows={rows!r}")
+        new = self.copy()
+        for name in self.eval_arrays():
+            setattr(new, name, np.zeros_like(getattr(self, name)))
+        new.extra_meta["phase"] = "eval"
+        new.extra_meta["eval"] = {"params": params, "rows": rows}
+        return new
+
+    def absorb_evaluation(self) -> SGDState:
+        """After an evaluation pass: the anchor competes for best snapshots; "best" gets its metrics."""
+        new = self.copy()
+        which = self.extra_meta.get("eval", {}).get("params")
+        if self.ev_n[0] > 0:
+            if which == "anchor":
+                new._absorb(self._params("anchor"), int(self.progress[0]))
+            elif which == "best":
+                for name in self.eval_arrays():
+                    setattr(new, "best_" + name, getattr(self, name).copy())
+        for name in self.eval_arrays():
+            setattr(new, name, np.zeros_like(getattr(self, name)))
+        new.extra_meta["phase"] = "sgd"
+        return new
+
+    def finish(self, selection_on: str) -> SGDState:
+        """A finished copy; ``selection_on`` says which rows the selection metrics come from."""
+        new = self.copy()
+        new.extra_meta["phase"] = "done"
+        new.extra_meta["selection_on"] = selection_on
+        return new
+
+    def resume_training(self) -> SGDState:
+        """A trained copy that continues SGD (``partial_fit``) from its best snapshots."""
+        if self.phase not in ("done", "sgd"):
+            raise StateError(f"resume_training needs a trained state, this one is in phase {self.phase!r}")
+        new = self.copy()
+        if self.phase == "done":
+            new._set_params("current", self._params("best"))
+        new._set_params("anchor", new._params("current"))
+        new._reset_selection()
+        new.extra_meta["phase"] = "sgd"
+        return new
+
+    def chosen_params(self, model: int) -> dict[str, np.ndarray]:
+        """Model ``model``'s best validated snapshot (its current parameters if none was validated yet)."""
+        which = "best" if self.best_epoch[model] >= 0 else "current"
+        return {p: v[model] for p, v in self._params(which).items()}
+
+
+def _improved(value: float, best: float, tolerance: float) -> bool:
+    """``value`` beats ``best`` by a relative ``tolerance`` (any finite value beats infinity)."""
+    if not math.isfinite(best):
+        return math.isfinite(value)
+    return value < best - tolerance * abs(best)
+
+
+# ============================================================================ the trainer
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how an SGD fit trains (from the estimator's hyperparameters)."""
+
+    epochs: int
+    sync_every: int
+    patience: int | None
+    tolerance: float
+    statistics_rows: int | None = None
+    #: the finalize overrides that choose among the packed models (what early stopping watches)
+    selection: dict[str, Any] = field(default_factory=dict)
+
+
+def statistics_pass(inp: Input, state: State, options: engine.FitOptions, rows: int | None,
+                    enough: Callable[[State], bool]) -> State:
+    """Fold the statistics state over all partitions, or over a seeded sample of whole partitions.
+
+    With ``rows``, partitions are taken in a seeded order 1, 2, 4, ... at a time
+    until ``enough(state)`` (e.g. at least ``rows`` rows and both classes).
+    """
+    if rows is None or not inp.is_dask:
+        return engine.fold(inp, state, options=options.at("statistics"))
+    order = np.random.default_rng([options.seed, 0xF125]).permutation(inp.npartitions)
+    running, taken, step = state, 0, 1
+    sample = options.replace(checkpoint=None)
+    while taken < len(order):
+        chunk = [int(i) for i in order[taken : taken + step]]
+        running = engine.fold(inp.subset(chunk), running, options=sample)
+        taken, step = taken + len(chunk), step * 2
+        if enough(running):
+            break
+    return running
+
+
+def _one_round(data: Input, state: SGDState, options: engine.FitOptions, skip: frozenset = frozenset()) -> SGDState:
+    """Every partition of ``data`` in one round (a scoring pass: no parameter changes)."""
+    return engine.fold_rounds(data, state, sync_every=max(1, data.npartitions), shuffle=False,
+                              skip_sources=skip, options=options)
+
+
+def train_epochs(inp: Input, state: SGDState, options: engine.FitOptions, schedule: Schedule,
+                 validation: Input | None = None) -> SGDState:
+    """Epochs of rounds from a started (or resumed) state, then the selection; the trained state.
+
+    ``state`` is fresh from :meth:`SGDState.from_statistics` (every partition is
+    trained on) or a fitted state to continue (``partial_fit``: only partitions it
+    has not consumed).
+    """
+    fresh = state.phase != "done"
+    skip = frozenset() if fresh else frozenset(state.consumed)
+    if skip and all(s in skip for s in inp.sources):
+        return state
+    running = (state if fresh else state.resume_training()).copy()
+    running.extra_meta["selection"] = dict(schedule.selection)
+    quiet = options.replace(checkpoint=None, progress=False)
+
+    def epoch_end(s: SGDState, epoch: int) -> tuple[SGDState, bool]:
+        s = s.copy()
+        evaluated = None
+        if validation is not None:  # score this epoch's result on the given validation rows
+            s._set_params("anchor", s._params("current"))
+            scored = _one_round(validation, s.begin_eval("anchor", "all"), quiet)
+            for name in s.eval_arrays():
+                setattr(s, name, getattr(scored, name).copy())
+            evaluated = int(s.progress[0]) + 1
+        return s, s.end_epoch(schedule.patience, schedule.tolerance, evaluated)
+
+    running = engine.fold_rounds(inp, running, epochs=schedule.epochs, sync_every=schedule.sync_every,
+                                 skip_sources=skip, epoch_end=epoch_end, options=options.at("epochs"))
+    if skip and running.n_rows == state.n_rows:  # partial_fit on empty partitions: nothing learned
+        unchanged = state.copy()
+        unchanged.consumed, unchanged.n_skipped = running.consumed, running.n_skipped
+        return unchanged
+
+    def evaluate(params: str, rows: str) -> SGDState:
+        return _one_round(inp, running.begin_eval(params, rows), quiet.replace(progress=options.progress),
+                          skip).absorb_evaluation()
+
+    selection_on = "validation"
+    if running.params.get("validation") == "split" and not running.extra_meta.get("early_stopped"):
+        # the epochs ran out: the last epoch's result has not been validated yet (one pass, validation rows)
+        running = evaluate("anchor", "validation")
+    if running.best_ev_n[0] == 0:
+        # no validation rows (validation_fraction=0, or none fell out of the hash): score on training rows
+        running = evaluate("best", "all")
+        selection_on = "training"
+    return running.finish(selection_on)
+
+
+# ============================================================================ the estimator side
+class SGDEstimator(StateEstimator):
+    """Base of estimators trained by :func:`train_epochs`: in-memory input becomes Dask, epochs re-read it.
+
+    Subclasses set ``state_class`` (an :class:`SGDState`) and implement
+    ``_statistics_state(inp)`` (the empty statistics state, or None for no
+    statistics pass), ``_enough_statistics(state)``, ``_schedule()`` and
+    ``_state_params(inp, validation)``. ``fit(X, y, validation_data=...)`` takes
+    rows for early stopping and selection instead of hashed training rows.
+    """
+
+    def _trains_by_sgd(self) -> bool:
+        """False when the hyperparameters ask for a one-pass fit of the statistics state alone."""
+        return True
+
+    def _one_pass_description(self) -> str:
+        return "one pass"
+
+    def _new_state(self, inp: Input, validation_data: Any = None) -> State:
+        """The statistics state a fresh fit starts from (the whole fit when it does not train by SGD)."""
+        if validation_data is not None and not self._trains_by_sgd():
+            raise ValueError(f"validation_data is not used by this {type(self).__name__} "
+                             f"({self._one_pass_description()}); leave it out")
+        mode = "external" if validation_data is not None else (
+            "split" if getattr(self, "validation_fraction", 0) > 0 else "none")
+        return self._statistics_state(inp, self._state_params(inp, mode))
+
+    def _fold(self, inp: Input, state: State, options: engine.FitOptions | None = None,
+              validation_data: Any = None, **option_fields: Any) -> State:
+        options = options or self._fit_options(**option_fields)
+        if not self._trains_by_sgd():
+            return super()._fold(inp, state, options=options.at("exact"))
+        validation = None if validation_data is None else self._validation_input(validation_data, state.schema)
+        schedule = self._schedule()
+        options = options.replace(seed=int(state.params.get("seed", options.seed)))
+        if not isinstance(state, SGDState):  # a fresh fit: the statistics pass first
+            stats = statistics_pass(inp, state, options, schedule.statistics_rows, self._enough_statistics)
+            self._check_enough_rows(stats)
+            state = self.state_class.from_statistics(stats, dict(state.params))
+        return train_epochs(inp, state, options, schedule, validation)
+
+    # ---- to implement ---------------------------------------------------------------
+    def _statistics_state(self, inp: Input, params: dict[str, Any]) -> State:
+        raise NotImplementedError
+
+    def _enough_statistics(self, state: State) -> bool:
+        return True
+
+    def _schedule(self) -> Schedule:
+        raise NotImplementedError
+
+    # ---- inputs: several passes need a Dask collection -------------------------------
+    def _input(self, X: Any, y: Any = None, schema: Schema | None = None) -> Input:
+        """Like the base, but in-memory arrays become Dask collections so epochs can re-read them."""
+        if self._trains_by_sgd():
+            X, y = _as_dask(X, y)
+        inp = super()._input(X, y, schema)
+        if not inp.is_dask and self._trains_by_sgd():
+            raise TypeError(
+                f"{type(self).__name__} reads its data several times (a statistics pass, then epochs), so it "
+                "cannot learn from a one-shot iterator of batches; pass a Dask DataFrame or Array, a pandas "
+                "DataFrame or a numpy array"
+            )
+        return inp
+
+    def _validation_input(self, validation_data: Any, schema: Schema) -> Input:
+        Xv, yv = validation_data if isinstance(validation_data, tuple) else (validation_data, None)
+        Xv, yv = _as_dask(Xv, yv)
+        inp = as_input(Xv, yv, features=list(schema.features),
+                       target=schema.target if yv is None else None, need_target=True)
+        schema.check_same_features(inp.schema, "validation_data")
+        return inp
+
+
+def _as_dask(X: Any, y: Any) -> tuple[Any, Any]:
+    """pandas and numpy inputs as Dask collections of ``DEFAULT_BATCH_ROWS`` rows per partition."""
+    rows = DEFAULT_BATCH_ROWS
+    if isinstance(X, pd.DataFrame):
+        nparts = max(1, -(-len(X) // rows))
+        ddf = dd.from_pandas(X, npartitions=nparts, sort=False)
+        if y is not None:
+            ys = y if isinstance(y, pd.Series) else pd.Series(np.asarray(y), name="target")
+            if len(ys) != len(X):
+                raise DataError(f"input: {len(ys)} target values for {len(X)} rows")
+            ys = pd.Series(ys.to_numpy(), index=X.index, name=ys.name or "target")
+            y = dd.from_pandas(ys, npartitions=nparts, sort=False)
+            if y.npartitions != ddf.npartitions:
+                raise DataError("input: the target could not be partitioned like the features")
+        return ddf, y
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        Xd = da.from_array(X, chunks=(rows, -1))
+        if y is not None:
+            ya = np.asarray(y)
+            if len(ya) != len(X):
+                raise DataError(f"input: {len(ya)} target values for {len(X)} rows")
+            y = da.from_array(ya, chunks=(rows,) + ya.shape[1:])
+        return Xd, y
+    return X, y
+
+
+# ============================================================================ classes and selection
+class ClassCounts:
+    """Mixin for the statistics state of a classifier: the classes seen and their counts.
+
+    The classes are learned from the labels (sorted numbers or strings, in
+    ``extra_meta["classes"]``) unless ``params["num_classes"]`` fixes them to
+    ``0..num_classes-1``; counts are in the ``class_counts`` array.
+    """
+
+    params: dict[str, Any]
+    extra_meta: dict[str, Any]
+    class_counts: np.ndarray
+
+    @property
+    def classes(self) -> list:
+        if self.params.get("num_classes"):
+            return [float(c) for c in range(int(self.params["num_classes"]))]
+        return list(self.extra_meta.get("classes", []))
+
+    def _init_class_counts(self) -> None:
+        self.class_counts = np.zeros(int(self.params["num_classes"]) if self.params.get("num_classes") else 0)
+
+    def _count_classes(self, y: np.ndarray, where: str) -> None:
+        labels = label_array(y, where)
+        if self.params.get("num_classes"):
+            C = int(self.params["num_classes"])
+            if labels.dtype == object:
+                raise DataError(f"{where}: with num_classes={C} the labels must be class indices "
+                                f"0..{C - 1}, got strings such as {labels[:3].tolist()}")
+            bad = ~np.isin(labels, np.arange(C, dtype=np.float64))
+            if bad.any():
+                shown = pd.unique(labels[bad])[:5].tolist()
+                raise DataError(
+                    f"{where}: {int(bad.sum())} label(s) are not class indices 0..{C - 1} "
+                    f"(num_classes={C}), e.g. {shown}"
+                )
+            self.class_counts = self.class_counts + np.bincount(labels.astype(np.intp), minlength=C)
+            return
+        values, counts = np.unique(labels, return_counts=True)
+        old = self.extra_meta.get("classes", [])
+        merged = _sorted_union(old, _jsonable_classes(values), where)
+        self.class_counts = _remap_counts(old, self.class_counts, merged) + _remap_counts(
+            _jsonable_classes(values), counts.astype(np.float64), merged)
+        self.extra_meta["classes"] = merged
+
+    def _merge_class_counts(self, other: ClassCounts, exact: bool = False) -> None:
+        """Add ``other``'s counts (``exact``: same fixed classes, or none counted, e.g. regression)."""
+        if not self.params.get("num_classes") and not exact:
+            mine, theirs = self.extra_meta.get("classes", []), other.extra_meta.get("classes", [])
+            merged = _sorted_union(mine, theirs, "merge")
+            self.class_counts = (_remap_counts(mine, self.class_counts, merged)
+                                 + _remap_counts(theirs, other.class_counts, merged))
+            self.extra_meta["classes"] = merged
+        else:
+            self.class_counts = self.class_counts + other.class_counts
+
+
+def encode_labels(classes: list, y: np.ndarray, where: str) -> np.ndarray:
+    """Class indices (``intp``) of the labels ``y``; a class not in ``classes`` raises, naming it."""
+    labels = label_array(y, where)
+    known = np.asarray(classes, dtype=labels.dtype if labels.dtype == object else np.float64)
+    if labels.dtype == object and known.dtype != object or labels.dtype != object and known.dtype == object:
+        raise DataError(f"{where}: labels of type {labels.dtype} but the classes are {classes[:5]}")
+    codes = np.searchsorted(known, labels)
+    codes = np.minimum(codes, len(known) - 1)
+    unseen = known[codes] != labels
+    if unseen.any():
+        shown = pd.unique(labels[unseen])[:5].tolist()
+        raise DataError(
+            f"{where}: {int(unseen.sum())} row(s) with class(es) {shown} not seen when the model "
+            f"was first fitted (classes: {display_classes(classes).tolist()})"
+        )
+    return codes.astype(np.intp)
+
+
+def label_array(y: np.ndarray, where: str) -> np.ndarray:
+    """Class labels as float64 (numbers) or an object array of str."""
+    if y.dtype.kind in "biuf":
+        return y.astype(np.float64, copy=False)
+    kind = pd.api.types.infer_dtype(y, skipna=False)
+    if kind in ("string",):
+        return y.astype(object)
+    if kind in ("integer", "floating", "mixed-integer-float", "boolean"):
+        return y.astype(np.float64)
+    raise DataError(f"{where}: class labels must be all numbers or all strings, got {kind!r} values")
+
+
+def _jsonable_classes(values: np.ndarray) -> list:
+    return [str(v) for v in values] if values.dtype == object else [float(v) for v in values]
+
+
+def _sorted_union(a: list, b: list, where: str) -> list:
+    if a and b and isinstance(a[0], str) != isinstance(b[0], str):
+        raise DataError(f"{where}: class labels mix numbers and strings ({a[:3]} and {b[:3]})")
+    return sorted(set(a) | set(b))
+
+
+def _remap_counts(classes: list, counts: np.ndarray, merged: list) -> np.ndarray:
+    out = np.zeros(len(merged))
+    if classes:
+        pos = {c: i for i, c in enumerate(merged)}
+        out[[pos[c] for c in classes]] = counts
+    return out
+
+
+def display_classes(classes: list) -> np.ndarray:
+    """Classes as users expect them: int64 when all numbers are integers, else float or str."""
+    if classes and isinstance(classes[0], str):
+        return np.asarray(classes, dtype=object)
+    arr = np.asarray(classes, dtype=np.float64)
+    if len(arr) and np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 2**53):
+        return arr.astype(np.int64)
+    return arr
+
+
+def argbest(score: np.ndarray, loss: np.ndarray) -> int:
+    """Index of the highest ``score`` (NaN counts as lowest); ties go to the lower ``loss``."""
+    score = np.where(np.isfinite(score), score, -np.inf)
+    return int(np.lexsort((loss, -score))[0])
+
+
+def threshold_metrics(hist: np.ndarray, criterion: str, target_recall: float, target_precision: float,
+                       beta: float) -> dict[str, np.ndarray]:
+    """Per model: the probability threshold that best meets ``criterion`` on the validation histogram.
+
+    ``hist`` (M, 2, bins) counts validation rows by class (negative, positive) and
+    bin of sigmoid(score). Candidate thresholds are the bin edges ``j / bins``;
+    a row is predicted positive when its probability is >= the threshold.
+    """
+    M, _, nb = hist.shape
+    neg, pos = hist[:, 0, :], hist[:, 1, :]
+    # rows at or above edge j, for j = 0..nb
+    tp = np.concatenate([np.cumsum(pos[:, ::-1], axis=1)[:, ::-1], np.zeros((M, 1))], axis=1)
+    fp = np.concatenate([np.cumsum(neg[:, ::-1], axis=1)[:, ::-1], np.zeros((M, 1))], axis=1)
+    P, N = tp[:, :1], fp[:, :1]
+    fn, tn = P - tp, N - fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy = (tp + tn) / np.maximum(P + N, 1)
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
+        recall = np.where(P > 0, tp / np.maximum(P, 1), 0.0)
+        b2 = beta * beta
+        denom = (1 + b2) * tp + b2 * fn + fp
+        fbeta = np.where(denom > 0, (1 + b2) * tp / np.where(denom > 0, denom, 1), 0.0)
+    edges = np.arange(nb + 1) / nb
+    middle = np.abs(edges - 0.5)  # ties: the threshold nearest 0.5
+    if criterion == "accuracy":
+        value = accuracy
+    elif criterion == "f_beta":
+        value = fbeta
+    elif criterion == "precision_at_target_recall":
+        value = np.where(recall >= target_recall, precision, -1.0 + recall)
+    elif criterion == "recall_at_target_precision":
+        value = np.where(precision >= target_precision, recall, -1.0 + precision)
+    else:  # loss_function: the usual threshold
+        value = np.where(np.arange(nb + 1) == nb // 2, 1.0, 0.0)[None, :].repeat(M, axis=0)
+    order = np.lexsort((np.broadcast_to(middle, value.shape), -value), axis=1)
+    j = order[:, 0]
+    rows = np.arange(M)
+    crit = value[rows, j] if criterion != "loss_function" else accuracy[rows, j]
+    return {"threshold": edges[j], "accuracy": accuracy[rows, j], "precision": precision[rows, j],
+            "recall": recall[rows, j], "f_beta": fbeta[rows, j], "criterion": crit}
