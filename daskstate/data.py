@@ -132,11 +132,16 @@ def to_batch(
                 raise SchemaError(f"{where}: target column {schema.target!r} missing (columns: {list(part.columns)})")
             y = part[schema.target]
         if y is None:
-            raise SchemaError(f"{where}: a target is needed (pass target=... or y)")
+            raise _target_missing(where, "pass target=... or y")
         y = _target_array(y, len(X), where)
     else:
         y = None
     return _drop_invalid(X, y, schema, on_invalid, where)
+
+
+def _target_missing(where: str, how: str) -> SchemaError:
+    return SchemaError(f"{where}: a target is needed ({how}): this estimator requires y to be passed, "
+                       "but the target y is None")
 
 
 def _target_array(y: Any, n: int, where: str) -> np.ndarray:
@@ -241,7 +246,7 @@ def as_input(
     if isinstance(X, pd.DataFrame):
         schema = frame_schema(X.dtypes, features, target if y is None else None)
         if need_target and y is None and schema.target is None:
-            raise SchemaError("input: a target is needed (pass target=... or y)")
+            raise _target_missing("input", "pass target=... or y")
         return Input(schema, batches=_slices(X, y, batch_rows), n_rows=len(X))
     if isinstance(X, np.ndarray):
         if X.ndim != 2:
@@ -250,7 +255,7 @@ def as_input(
         if X.shape[1] == 0:
             raise SchemaError(f"input: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
         if need_target and y is None:
-            raise SchemaError("input: a target is needed (pass y)")
+            raise _target_missing("input", "pass y")
         schema = array_schema(X.shape[1], X.dtype, features)
         return Input(schema, batches=_slices(X, y, batch_rows), n_rows=len(X))
     if isinstance(X, Batches | Iterator):
@@ -298,6 +303,8 @@ def as_array(X: Any) -> Any:
     """
     if X is None or isinstance(X, dd.DataFrame | dd.Series | da.Array | pd.DataFrame | pd.Series | np.ndarray
                                | Batches | Iterator):
+        if isinstance(X, pd.DataFrame) and not all(isinstance(c, str) for c in X.columns):
+            return X.rename(columns=str)  # column names are strings in a schema
         if isinstance(X, np.ndarray) and X.dtype == object:
             try:
                 return X.astype(np.float64)
@@ -358,7 +365,7 @@ def _dask_frame_input(ddf: dd.DataFrame, y, features, target, need_target) -> In
         target = None
     schema = frame_schema(ddf.dtypes, features, target)
     if need_target and y is None and schema.target is None:
-        raise SchemaError("input: a target is needed (pass target=... or y)")
+        raise _target_missing("input", "pass target=... or y")
     columns = list(schema.features) + ([schema.target] if schema.target and need_target else [])
     frame = ddf[columns]
     if y is not None:
@@ -422,9 +429,11 @@ def _dask_array_input(X: da.Array, y, features, need_target) -> Input:
         raise SchemaError(f"input: array must be 2-dimensional (rows x features), got shape {X.shape}")
     if any(np.isnan(c) for c in X.chunks[0]):
         X.compute_chunk_sizes()
+    if X.shape[1] == 0:
+        raise SchemaError(f"input: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
     schema = array_schema(X.shape[1], X.dtype, features)
     if need_target and y is None:
-        raise SchemaError("input: a target is needed (pass y)")
+        raise _target_missing("input", "pass y")
     if X.numblocks[1] != 1:
         X = X.rechunk({1: -1})
     blocks = list(X.to_delayed(optimize_graph=True)[:, 0])

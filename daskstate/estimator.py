@@ -25,7 +25,15 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from daskstate import engine
-from daskstate.data import Input, as_array, as_input, to_batch, to_features, warn_if_nothing_new
+from daskstate.data import (
+    Input,
+    as_array,
+    as_input,
+    is_dask_collection,
+    to_batch,
+    to_features,
+    warn_if_nothing_new,
+)
 from daskstate.errors import DataError, NotFittedError, StateFileError
 from daskstate.state import Schema, State
 from daskstate.store import checksum, read_group, state_from_attrs, write_group
@@ -165,6 +173,7 @@ class StateEstimator(BaseEstimator):
         options = self._fit_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                                     split_every=split_every)
         X, y = _array_likes(X, y)
+        self._check_target(y)
         inp = self._input(X, y)
         state = self._new_state(inp, **fit_params)
         state = self._fold(inp, state, options=options, **fit_params)
@@ -186,6 +195,7 @@ class StateEstimator(BaseEstimator):
             return self.fit(X, y, **run, **fit_params)
         self._validate_params()
         X, y = _array_likes(X, y)
+        self._check_target(y)
         inp = self._input(X, y, schema=self.state_.schema)
         self.state_.schema.check_same_features(inp.schema, "partial_fit")
         warn_if_nothing_new(inp, self.state_.consumed, type(self).__name__)
@@ -193,12 +203,16 @@ class StateEstimator(BaseEstimator):
         self._set_state(state, getattr(self, "finalize_overrides_", {}))
         return self
 
+    def _check_target(self, y: Any) -> None:
+        """Reject an in-memory target the estimator cannot learn (e.g. a continuous one for a classifier)."""
+
     def _check_enough_rows(self, state: State) -> None:
         need = self._min_rows_needed()
         if state.n_rows < need:
             skipped = f" ({state.n_skipped} invalid rows were skipped)" if state.n_skipped else ""
             raise DataError(
-                f"{type(self).__name__} needs at least {need} valid row(s); the input had {state.n_rows}{skipped}"
+                f"{type(self).__name__} needs at least {need} valid row(s); the input had {state.n_rows}"
+                f"{skipped} (n_samples={state.n_rows})"
             )
 
     def _min_rows_needed(self) -> int:
@@ -304,12 +318,16 @@ class StateEstimator(BaseEstimator):
         return apply(arr, name)
 
     @available_if(lambda self: self._score_kind() is not None)
-    def score(self, X: Any, y: Any = None) -> float:
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Accuracy (classifiers) or R^2 (regressors) of ``predict(X)``; lazy inputs are computed.
 
         The target comes from ``y`` or the fitted ``target`` column of a DataFrame ``X``.
+        ``sample_weight`` (in-memory inputs) weights the rows, as in scikit-learn.
         """
         self._check_fitted()
+        X, y = _array_likes(X, y)
+        if sample_weight is not None:
+            return self._weighted_score(X, y, sample_weight)
         target = self.state_.schema.target
         if y is None:
             if target is None or not isinstance(X, pd.DataFrame | dd.DataFrame) or target not in X.columns:
@@ -336,6 +354,16 @@ class StateEstimator(BaseEstimator):
             y_true = y_true.astype(np.float64)
             return float(1.0 - ((y_true - pred) ** 2).sum() / ((y_true - y_true.mean()) ** 2).sum())
         return float(np.mean(pred == y_true.astype(pred.dtype) if pred.dtype != object else pred == y_true))
+
+    def _weighted_score(self, X: Any, y: Any, sample_weight: Any) -> float:
+        from sklearn.metrics import accuracy_score, r2_score
+
+        if is_dask_collection(X) or is_dask_collection(y) or is_dask_collection(sample_weight):
+            raise TypeError("score with sample_weight takes in-memory inputs (pandas or numpy)")
+        if y is None:
+            y = X[self.state_.schema.target]
+        metric = r2_score if self._score_kind() == "r2" else accuracy_score
+        return float(metric(np.asarray(y), np.asarray(self.predict(X)), sample_weight=np.asarray(sample_weight)))
 
     def _score_kind(self) -> str | None:
         """What :meth:`score` measures: "accuracy", "r2", or None (no score: ``score`` is then absent)."""
@@ -371,6 +399,34 @@ class StateEstimator(BaseEstimator):
         if cls is not StateEstimator and not isinstance(est, cls):
             raise StateFileError(f"{os.fspath(path)}: holds a {type(est).__name__} model, not a {cls.__name__}")
         return est
+
+
+class available_when:  # noqa: N801 - used as a decorator, like scikit-learn's available_if
+    """Decorator: the method exists only when ``why_not(estimator)`` returns None.
+
+    Like :func:`sklearn.utils.metaestimators.available_if` (``hasattr`` is False
+    otherwise, so scikit-learn's meta-estimators and scorers see only methods that
+    work), but the ``AttributeError`` says why the method is missing.
+    """
+
+    def __init__(self, why_not: Callable[[Any], str | None]):
+        self.why_not = why_not
+
+    def __call__(self, fn: Callable) -> available_when:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+        return self
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self.fn
+        reason = self.why_not(obj)
+        if reason is not None:
+            raise AttributeError(f"this {type(obj).__name__} has no {self.name}: {reason}")
+        return self.fn.__get__(obj, owner)
 
 
 def estimators() -> dict[str, type[StateEstimator]]:
@@ -425,9 +481,8 @@ def load(path: str | os.PathLike) -> StateEstimator:
 
 # ---- helpers ------------------------------------------------------------------------
 def _fitted_attributes(est: StateEstimator, out: Any) -> Any:
-    """Copy what every fitted scikit-learn estimator has (rows seen, feature count and names) onto ``out``."""
+    """Copy what every fitted scikit-learn estimator has (the feature count and names) onto ``out``."""
     out.n_features_in_ = est.n_features_in_
-    out.n_samples_seen_ = est.n_samples_seen_
     if hasattr(est, "feature_names_in_"):
         out.feature_names_in_ = est.feature_names_in_.copy()
     return out
@@ -482,6 +537,9 @@ def _has_feature_names(schema: Schema) -> bool:
     return schema.features != tuple(f"x{i}" for i in range(schema.n_features))
 
 
+_NUMBERS = ("integer", "floating", "mixed-integer-float", "boolean")
+
+
 def _array_likes(X: Any, y: Any) -> tuple[Any, Any]:
     """Lists and other array-likes as numpy arrays; a one-column 2-D ``y`` raveled with scikit-learn's warning."""
     X = as_array(X)
@@ -490,6 +548,8 @@ def _array_likes(X: Any, y: Any) -> tuple[Any, Any]:
     if isinstance(y, pd.DataFrame):
         return X, y
     y = np.asarray(y)
+    if y.dtype == object and pd.api.types.infer_dtype(y.ravel(), skipna=False) in _NUMBERS:
+        y = y.astype(np.float64)
     if y.ndim == 2 and y.shape[1] == 1:
         warnings.warn("A column-vector y was passed when a 1d array was expected; it is raveled",
                       DataConversionWarning, stacklevel=3)

@@ -116,4 +116,5 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, StateEstimator):
         out.mean_ = self.mean_.copy()
         out.var_ = self.var_.copy()
         out.scale_ = self.scale_.copy() if self.with_std else None
+        out.n_samples_seen_ = self.n_samples_seen_
         return _fitted_attributes(self, out)
