@@ -21,8 +21,8 @@ import pandas as pd
 from dask.base import tokenize
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import DataConversionWarning
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
+from sklearn.utils.metaestimators import available_if
 
 from daskstate import engine
 from daskstate.data import (

@@ -48,8 +48,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 from sklearn.utils import ClassifierTags, RegressorTags
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
 
 from daskstate.data import Input
 from daskstate.errors import DataError, StateError

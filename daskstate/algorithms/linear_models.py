@@ -121,7 +121,13 @@ class LinearRegressor(RegressorMixin, _FixedPredictor):
 
 def linear_to_sklearn(est: LinearLearner) -> Any:
     """The fitted scikit-learn linear model that predicts as ``est`` does (see ``LinearLearner.to_sklearn``)."""
-    from sklearn.linear_model import HuberRegressor, LinearRegression, LogisticRegression, QuantileRegressor, Ridge
+    from sklearn.linear_model import (
+        HuberRegressor,
+        LinearRegression,
+        LogisticRegression,
+        QuantileRegressor,
+        Ridge,
+    )
     from sklearn.model_selection import FixedThresholdClassifier
     from sklearn.svm import LinearSVC
 
