@@ -779,11 +779,15 @@ def row_hash(X: np.ndarray, seed: int = 0) -> np.ndarray:
     >>> bool(row_hash(np.array([[0.0, 2.0]]), 7)[0] == h[2])   # -0.0 is 0.0
     True
     """
-    X = np.add(X, 0.0, dtype=np.float64)
+    X = np.add(X, 0.0, dtype=np.float64, order="F")  # -0.0 -> 0.0; columns contiguous for the loop below
     d = X.shape[1]
     seed_mix = _mix64(np.array([seed], dtype=np.uint64) * _GOLDEN + _GOLDEN)
     salt = _mix64(np.arange(1, d + 1, dtype=np.uint64) * _GOLDEN ^ seed_mix) | np.uint64(1)
-    return _mix64((X.view(np.uint64) @ salt) ^ seed_mix)  # integer matmul: exact, wrapping
+    bits = X.view(np.uint64)
+    acc = bits[:, 0] * salt[0]
+    for j in range(1, d):  # column by column (exact, wrapping): several times faster than an integer matmul
+        acc += bits[:, j] * salt[j]
+    return _mix64(acc ^ seed_mix)
 
 
 def hash_unit(X: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -184,6 +184,7 @@ class SGDState(State):
     # ---- update: train on a partition, or score it ------------------------------------------
     def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
         where = "batch" if context is None else context.where
+        X = np.ascontiguousarray(X)  # mini-batches gather shuffled rows: row-major is several times faster
         with np.errstate(over="ignore", invalid="ignore"):
             if self.phase == "sgd":
                 self._update_sgd(X, self._encode_target(y, where), context)
