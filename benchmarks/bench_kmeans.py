@@ -114,7 +114,7 @@ def load_all(folder: str) -> np.ndarray:
 
 
 def exact_sse(X: np.ndarray, centers: np.ndarray) -> float:
-    from daskstate.numerics import nearest_centers
+    from daskstate.algorithms.kmeans.numerics import nearest_centers
 
     total = 0.0
     for s in range(0, len(X), 500_000):

@@ -181,7 +181,7 @@ def test_sample_merges_exactly_and_stands_for_the_rows():
 
 
 def test_sampled_keys_have_the_order_statistics_of_uniforms():
-    from daskstate.algorithms.kmeans import _smallest_log_uniforms
+    from daskstate.algorithms.kmeans.state import _smallest_log_uniforms
 
     n, m, reps = 40, 4, 4000
     rng = np.random.default_rng(0)
@@ -416,6 +416,18 @@ def test_fewer_distinct_points_than_clusters_still_fits():
     assert km3.cluster_centers_.shape == (3, 2) and km3.inertia_ == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("n", [30, 35, 40])
+def test_partial_fit_on_repeated_rows_merges_core_sets_of_coinciding_centres(n):
+    # issue 16 item 11: 30-40 rows of few distinct values; the merge's reduction found fewer
+    # distinct seeds than K and raised "IndexError: boolean index did not match"
+    X = np.random.default_rng(0).integers(0, 3, size=(n, 5)).astype(np.float64)
+    km = KMeans(3, random_state=0).fit(X).partial_fit(X)
+    assert km.n_samples_seen_ == 2 * n
+    assert km.state_.weights.sum() == pytest.approx(2 * n)
+    assert len(km.state_.centers) == len(km.state_.weights) == len(km.state_.spread) <= km.state_.max_centers
+    assert sse(X, km.cluster_centers_) <= 1.02 * sk_inertia(X, 3)
+
+
 def test_checkpointed_fit_resumes_to_the_same_model(tmp_path, parquet_blobs):
     folder, _ = parquet_blobs
     ckpt = tmp_path / "ckpt.zarr"
@@ -434,7 +446,7 @@ def test_checkpointed_fit_resumes_to_the_same_model(tmp_path, parquet_blobs):
 
 @pytest.mark.parametrize("k, order", [(1, "C"), (7, "F"), (50, "F"), (100, "C")])
 def test_packed_assignment_matches_argmin(k, order):
-    from daskstate.numerics import nearest_centers, nearest_centers_packed
+    from daskstate.algorithms.kmeans.numerics import nearest_centers, nearest_centers_packed
 
     rng = np.random.default_rng(k)
     X = rng.normal(size=(3000, 5)) * 3 + 1e4  # a large mean: the shift keeps float32's digits

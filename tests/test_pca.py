@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from sklearn.decomposition import PCA as SkPCA
 
 import daskstate
-from daskstate.algorithms.pca import PCAState
+from daskstate.algorithms.pca import PCAState, fd_shrink, svd_flip_rows
 from daskstate.errors import DataError, NotFittedError, StateError
-from daskstate.numerics import fd_shrink, svd_flip_rows
 from daskstate.state import Schema
 
 

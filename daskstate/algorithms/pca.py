@@ -67,19 +67,105 @@ from daskstate.data import Input
 from daskstate.errors import DataError, StateError
 from daskstate.estimator import StateEstimator
 from daskstate.numerics import (
-    centre_rows,
-    fd_shrink,
-    fd_update,
+    MINI_BATCH_ROWS,
     merge_moments,
     mini_batches,
     rebase,
-    rows_per_batch,
     single_blas_thread,
-    svd_flip_rows,
 )
 from daskstate.state import State, register
 
 MODES = ("regular", "randomized")
+
+
+# ---------------------------------------------------------------------------- numerics: batches, signs, sketch
+def rows_per_batch(n_features: int, max_bytes: int = 1 << 25) -> int:
+    """Rows of a float64 mini-batch with ``n_features`` columns that fit in ``max_bytes``.
+
+    At most :data:`MINI_BATCH_ROWS`; keeps the temporaries of wide data (a centred
+    copy of the batch) bounded: 8,192 rows at 512 features with the 32 MiB default.
+    """
+    return int(max(1, min(MINI_BATCH_ROWS, max_bytes // (8 * max(1, n_features)))))
+
+
+def centre_rows(X: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean offset of ``X`` from ``shift`` and the rows centred on the batch mean (a new array)."""
+    D = X - shift
+    offset = D.mean(axis=0)
+    D -= offset
+    return offset, D
+
+
+def svd_flip_rows(V: np.ndarray) -> np.ndarray:
+    """Flip rows so the entry of largest magnitude in each is positive.
+
+    scikit-learn's ``svd_flip(u, v, u_based_decision=False)``, the sign
+    convention of its ``PCA`` (ties: the first such entry).
+
+    Examples
+    --------
+    >>> svd_flip_rows(np.array([[0.6, -0.8], [0.8, 0.6]]))
+    array([[-0.6,  0.8],
+           [ 0.8,  0.6]])
+    """
+    V = np.array(V, dtype=np.float64, copy=True)
+    if V.size == 0:
+        return V
+    pick = np.abs(V).argmax(axis=1)
+    signs = np.sign(V[np.arange(len(V)), pick])
+    signs[signs == 0] = 1.0
+    V *= signs[:, None]
+    return V
+
+
+def fd_shrink(Z: np.ndarray, ell: int) -> tuple[np.ndarray, float]:
+    """One Frequent Directions shrink: an ``ell x d`` sketch of the rows of ``Z``, and its ``delta``.
+
+    With ``Z^T Z = sum_i lam_i v_i v_i^T`` (``lam`` descending), ``delta =
+    lam_{ell+1}`` (0 if the rank is at most ``ell``) and the sketch ``B`` has rows
+    ``sqrt(lam_i - delta) v_i`` for ``i <= ell``. Hence ``0 <= Z^T Z - B^T B <=
+    delta * I`` and the squared Frobenius norm drops by at least ``(ell + 1) *
+    delta`` (Liberty 2013; Ghashami, Liberty, Phillips and Woodruff 2016).
+
+    The eigen-decomposition is of the smaller Gram matrix: ``Z Z^T`` for short
+    wide blocks (then ``B = diag(sqrt(1 - delta / lam)) U^T Z``), ``Z^T Z``
+    otherwise. Rows beyond the rank are zero.
+    """
+    m, d = Z.shape
+    B = np.zeros((ell, d))
+    if m == 0:
+        return B, 0.0
+    if m <= d:
+        lam, U = np.linalg.eigh(Z @ Z.T)
+    else:
+        lam, U = np.linalg.eigh(Z.T @ Z)
+    lam, U = lam[::-1], U[:, ::-1]
+    delta = max(float(lam[ell]), 0.0) if len(lam) > ell else 0.0
+    keep = min(ell, len(lam))
+    lam_k = lam[:keep]
+    positive = lam_k > 0
+    if m <= d:
+        factor = np.sqrt(np.clip(1.0 - delta / np.where(positive, lam_k, 1.0), 0.0, None)) * positive
+        B[:keep] = (U[:, :keep] * factor).T @ Z
+    else:
+        B[:keep] = np.sqrt(np.clip(lam_k - delta, 0.0, None))[:, None] * U[:, :keep].T
+    return B, delta
+
+
+def fd_update(sketch: np.ndarray, rows: np.ndarray, chunk_rows: int) -> tuple[np.ndarray, float]:
+    """Fold ``rows`` into a Frequent Directions ``sketch``, ``chunk_rows`` at a time.
+
+    Returns the new sketch (same shape) and the sum of the ``delta`` of each
+    shrink: for every unit vector ``x``, ``0 <= |A x|^2 - |B x|^2 <= total delta``
+    where ``A`` stacks the rows the old sketch summarised and ``rows``.
+    """
+    ell = len(sketch)
+    total = 0.0
+    step = max(1, int(chunk_rows))
+    for start in range(0, len(rows), step):
+        sketch, delta = fd_shrink(np.vstack([sketch, rows[start : start + step]]), ell)
+        total += delta
+    return sketch, total
 
 
 # ---------------------------------------------------------------------------- the state
