@@ -91,6 +91,28 @@ def test_smaller_k_from_the_same_state_within_3_percent(request, data, k_max, k)
     assert sse(X, small.cluster_centers_) <= 1.03 * sk_inertia(X, k)
 
 
+def _ten_blobs(n: int = 60_000) -> np.ndarray:
+    """Issue 14's data, scaled down: 10 Gaussian blobs in 16 dimensions (centres ~ N(0, 4^2))."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 4, size=(10, 16))
+    return centers[rng.integers(0, 10, n)] + rng.normal(size=(n, 16))
+
+
+@pytest.mark.parametrize("data", ["ten_blobs", "digits"])
+def test_every_k_up_to_k_max_as_good_as_sklearn_three_restarts(request, data):
+    # issue 14 item 2: one state (20 partitions, merged) answers for every k <= k_max within 2%
+    # of scikit-learn's KMeans(n_init=3) fitted for that k; k below the number of blobs used to
+    # land in a worse grouping of the blobs (k=6: 1.022x-1.039x)
+    X = _ten_blobs() if data == "ten_blobs" else request.getfixturevalue(data)
+    km = KMeans(10, random_state=0).fit(da.from_array(X, chunks=-(-len(X) // 20)))
+    curve = km.cost_curve(range(2, 11))
+    for k in range(2, 11):
+        model = km.finalize(n_clusters=k)
+        ref = sklearn_cluster.KMeans(k, n_init=3, random_state=0).fit(X).inertia_
+        assert sse(X, model.cluster_centers_) <= 1.02 * ref, k
+        assert curve[k] == model.estimated_inertia_  # the cost curve is of the same models
+
+
 def test_cost_curve_shows_the_elbow(blobs):
     km = KMeans(6, k_max=10, random_state=0).fit(blobs)
     curve = km.cost_curve(range(1, 11))

@@ -14,6 +14,7 @@ import numpy as np
 
 from daskstate.algorithms.kmeans.numerics import (
     PACKED_MAX_CENTERS,
+    WARD_MAX_POINTS,
     cluster_sums,
     d2_sample_rounds,
     nearest_centers,
@@ -21,6 +22,7 @@ from daskstate.algorithms.kmeans.numerics import (
     row_norms_sq,
     weighted_kmeans_pp,
     weighted_lloyd,
+    weighted_ward,
 )
 from daskstate.errors import StateError
 from daskstate.numerics import mini_batches, single_blas_thread
@@ -445,8 +447,9 @@ class KMeansState(State):
     ) -> tuple[np.ndarray, float, int]:
         """Weighted k-means of the core set to ``k`` centres: ``(centers, weighted cost, n_iter)``.
 
-        The best (lowest weighted cost) of ``num_trials`` seedings, each followed
-        by weighted Lloyd. Deterministic for a given state and ``k``.
+        The best (lowest weighted cost) of ``num_trials`` seedings and one start from
+        Ward's agglomeration of the core set (:func:`weighted_ward`), each followed by
+        weighted Lloyd to convergence. Deterministic for a given state and ``k``.
         """
         return self._core_set_kmeans(k, 1, init=init, max_iter=max_iter, tol=tol, num_trials=num_trials)[0]
 
@@ -493,8 +496,8 @@ class KMeansState(State):
         if self.n_rows < k:
             raise StateError(f"n_clusters={k} needs at least {k} rows; the state has seen {self.n_rows}")
         valid = self.weights > 0
-        P = self.centers[valid] - self.shift
-        w = self.weights[valid]
+        P = core = self.centers[valid] - self.shift
+        w = core_w = self.weights[valid]
         if self.sample_is_complete and len(np.unique(self.sample, axis=0)) >= k:
             # the sample holds every row seen: the trials run on the rows themselves (exact
             # k-means with restarts, as scikit-learn's n_init), not on their summary
@@ -518,6 +521,12 @@ class KMeansState(State):
                     idx = weighted_kmeans_pp(P, w, k, rng)
                 C, _, cost, n_iter = weighted_lloyd(P, w, P[idx], max_iter=max_iter, tol=tol)
                 found.append((cost, trial, C, n_iter))
+            if k < len(core) <= WARD_MAX_POINTS:
+                # one more start, from Ward's agglomeration of the core set: restarts alone
+                # miss the best grouping of natural clusters when k is below their number
+                start = weighted_ward(core, core_w, k)
+                C, _, cost, n_iter = weighted_lloyd(P, w, start, max_iter=max_iter, tol=tol)
+                found.append((cost, trials, C, n_iter))
         found.sort(key=lambda t: (t[0], t[1]))
         out: list[tuple[np.ndarray, float, int]] = []
         for cost, _, C, n_iter in found:
