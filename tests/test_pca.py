@@ -102,8 +102,8 @@ def test_regular_transform_whiten_inverse_and_score_match_sklearn():
     np.testing.assert_allclose(white.inverse_transform(white.transform(X)), skw.inverse_transform(skw.transform(X)),
                                atol=1e-9)
     recon = sk.inverse_transform(sk.transform(X))
-    assert pca.score(X) == pytest.approx(((X - recon) ** 2).sum(axis=1).mean(), rel=1e-10)
-    assert white.score(X) == pytest.approx(pca.score(X), rel=1e-12)
+    assert pca.reconstruction_error(X) == pytest.approx(((X - recon) ** 2).sum(axis=1).mean(), rel=1e-10)
+    assert white.reconstruction_error(X) == pytest.approx(pca.reconstruction_error(X), rel=1e-12)
 
 
 def test_subtract_mean_false_is_uncentred_svd():
@@ -216,7 +216,7 @@ def test_randomized_within_targets_on_wide_decaying_spectrum(n, d, power, parts)
     rel = np.abs(sketch.explained_variance_ / exact.explained_variance_ - 1)
     assert rel.max() < 0.01, rel
     _assert_certified(sketch, exact)
-    assert sketch.score(X) <= exact.score(X) * 1.02
+    assert sketch.reconstruction_error(X) <= exact.reconstruction_error(X) * 1.02
     np.testing.assert_allclose(sketch.mean_, exact.mean_, rtol=1e-12)
     np.testing.assert_allclose(sketch.explained_variance_ratio_, exact.explained_variance_ratio_, rtol=0.01)
     cosines = np.abs(np.sum(sketch.components_ * exact.components_, axis=1))

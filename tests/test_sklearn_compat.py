@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris, load_wine
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import daskstate
-from daskstate import LinearClassifier, LinearLearner, LinearRegressor, StandardScaler
+from daskstate import PCA, KMeans, LinearClassifier, LinearLearner, LinearRegressor, StandardScaler
 
 # ---- scikit-learn's estimator checks -----------------------------------------------------------
 #: checks an estimator fails by design, each with the reason (scikit-learn reports them as xfail)
@@ -27,6 +27,9 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
 
 ESTIMATORS = [
     StandardScaler(),
+    KMeans(3, random_state=0),
+    PCA(n_components=2),
+    PCA(n_components=1, mode="randomized"),
     LinearClassifier(num_models=4, mini_batch_size=32, epochs=5),
     LinearRegressor(num_models=4, mini_batch_size=32, epochs=5),
     LinearRegressor(solver="exact"),
@@ -214,3 +217,52 @@ def test_linear_classifiers_to_sklearn_predict_the_same(make, load):
         np.testing.assert_allclose(theirs.predict_proba(X), ours.predict_proba(X), rtol=1e-9, atol=1e-12)
     if getattr(ours, "threshold_", 0.5) != 0.5:
         assert type(theirs).__name__ == "FixedThresholdClassifier"
+
+
+def test_kmeans_to_sklearn_predicts_the_same():
+    X = load_digits().data
+    ours = KMeans(10, random_state=0).fit(X)
+    theirs = ours.to_sklearn()
+    assert isinstance(theirs, sklearn.cluster.KMeans)
+    np.testing.assert_array_equal(theirs.cluster_centers_, ours.cluster_centers_)
+    np.testing.assert_array_equal(theirs.predict(X), ours.predict(X))
+    np.testing.assert_allclose(theirs.transform(X), ours.transform(X), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(theirs.labels_, ours.labels_)
+    assert theirs.inertia_ == pytest.approx(ours.inertia_, rel=1e-12)
+    assert theirs.score(X) == pytest.approx(ours.score(X), rel=1e-9)
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+@pytest.mark.parametrize("mode", ["regular", "randomized"])
+def test_pca_to_sklearn_and_score_are_sklearns(mode, whiten):
+    X = load_digits().data
+    ours = PCA(n_components=10, mode=mode, whiten=whiten).fit(X)
+    theirs = ours.to_sklearn()
+    assert isinstance(theirs, sklearn.decomposition.PCA)
+    np.testing.assert_allclose(theirs.transform(X), ours.transform(X), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(theirs.inverse_transform(ours.transform(X)), ours.inverse_transform(ours.transform(X)),
+                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours.score_samples(X), theirs.score_samples(X), rtol=1e-9)
+    assert ours.score(X) == pytest.approx(theirs.score(X), rel=1e-9)
+    if mode == "regular":  # the exact state: scikit-learn's own fit gives the same log-likelihood
+        fitted = sklearn.decomposition.PCA(n_components=10, whiten=whiten).fit(X)
+        assert ours.score(X) == pytest.approx(fitted.score(X), rel=1e-8)
+    assert ours.reconstruction_error(X) == pytest.approx(
+        ((X - ours.inverse_transform(ours.transform(X))) ** 2).sum(axis=1).mean(), rel=1e-9)
+
+
+def test_kmeans_after_a_dask_fit_has_lazy_labels_and_inertia():
+    import dask
+    import dask.dataframe as dd
+
+    X = load_digits().data
+    ddf = dd.from_pandas(pd.DataFrame(X, columns=[f"p{i}" for i in range(64)]), npartitions=4)
+    km = KMeans(10, random_state=0).fit(ddf)
+    assert isinstance(km.labels_, dd.Series) and dask.is_dask_collection(km.inertia_)
+    labels = km.labels_.compute().to_numpy()
+    np.testing.assert_array_equal(labels, km.predict(ddf).compute().to_numpy())
+    centres = km.cluster_centers_
+    assert float(km.inertia_.compute()) == pytest.approx(((X - centres[labels]) ** 2).sum(), rel=1e-9)
+    exact = KMeans(10, random_state=0, compute_inertia=True).fit(ddf)
+    assert isinstance(exact.inertia_, float)
+    assert not hasattr(km.to_sklearn(), "labels_")  # only known lazily: left out, not wrong

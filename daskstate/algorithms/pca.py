@@ -63,10 +63,11 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.base import tokenize
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from daskstate.data import Input
 from daskstate.errors import DataError, StateError
-from daskstate.estimator import StateEstimator
+from daskstate.estimator import StateEstimator, _fitted_attributes
 from daskstate.numerics import (
     MINI_BATCH_ROWS,
     batch_moments,
@@ -484,7 +485,7 @@ def _check_positive_int(name: str, value: Any, allow_none: bool = True, minimum:
         raise ValueError(f"{name} must be {kind}{' or None' if allow_none else ''}, got {value!r}")
 
 
-class PCA(StateEstimator):
+class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
     """Principal component analysis fitted in one pass from a fixed-size state.
 
     Parameters
@@ -691,7 +692,8 @@ class PCA(StateEstimator):
             why = f"n_components={self.n_components}" if need > 2 else "variances (ddof=1)"
             skipped = f" ({state.n_skipped} invalid rows were skipped)" if state.n_skipped else ""
             raise DataError(
-                f"PCA needs at least {need} valid row(s) for {why}; the input had {state.n_rows}{skipped}"
+                f"PCA needs at least {need} valid row(s) for {why}; the input had {state.n_rows}{skipped} "
+                f"(n_samples={state.n_rows})"
             )
 
     # ---- applying the model --------------------------------------------------------
@@ -732,7 +734,7 @@ class PCA(StateEstimator):
         fitted feature names for DataFrame input, an array otherwise.
         """
         self._check_fitted()
-        k, features = self.n_components_, list(self.feature_names_in_)
+        k, features = self.n_components_, list(self.state_.schema.features)
         dtype_meta = pd.DataFrame({f: pd.Series([], dtype=np.float64) for f in features})
 
         def check(shape: tuple) -> None:
@@ -759,10 +761,10 @@ class PCA(StateEstimator):
             return pd.DataFrame(back(X), index=X.index, columns=features)
         return back(X)
 
-    def score(self, X: Any, y: Any = None) -> float:
+    def reconstruction_error(self, X: Any) -> float:
         """Mean squared reconstruction error per row, ``mean |x - inverse_transform(transform(x))|^2``.
 
-        Lower is better (unlike scikit-learn's ``PCA.score``, a log-likelihood). Computed
+        Lower is better (:meth:`score` is scikit-learn's average log-likelihood). Computed
         (not lazy) for Dask input; rows skipped under ``on_invalid="skip"`` are ignored.
         """
         self._check_fitted()
@@ -773,9 +775,70 @@ class PCA(StateEstimator):
             R = D - (D @ V.T) @ V
             return np.einsum("ij,ij->i", R, R)
 
-        errors = self._map_rows(X, residual, None, "score")
+        errors = self._map_rows(X, residual, None, "reconstruction-error")
         if isinstance(errors, dd.Series):
             return float(errors.mean().compute())
         if isinstance(errors, da.Array):
             return float(da.nanmean(errors).compute())
         return float(np.nanmean(np.asarray(errors)))
+
+    # ---- scikit-learn -------------------------------------------------------------------
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_components_
+
+    def _model_variances(self) -> np.ndarray:
+        """Variances of the probabilistic PCA model along ``components_`` (scikit-learn's ``get_covariance``)."""
+        ev, noise = self.explained_variance_, self.noise_variance_
+        excess = np.where(ev > noise, ev - noise, 0.0) * (ev if self.whiten else 1.0)
+        return excess + noise
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of each row under the probabilistic PCA model (Tipping and Bishop), as scikit-learn's.
+
+        The model's covariance is ``noise_variance_`` in every direction but the
+        components'; no ``d x d`` matrix is formed. Lazy for Dask input.
+        """
+        self._check_fitted()
+        mean, V, d = self.mean_, self.components_, self.n_features_in_
+        var, noise = self._model_variances(), self.noise_variance_
+        rest = d - len(var)
+        with np.errstate(divide="ignore"):
+            logdet = float(np.log(var).sum() + (rest * np.log(noise) if rest else 0.0))
+
+        def log_likelihood(A: np.ndarray) -> np.ndarray:
+            D = A - mean
+            Z = D @ V.T
+            quad = (Z**2 / var).sum(axis=1)
+            if rest:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    quad = quad + (np.einsum("ij,ij->i", D, D) - (Z**2).sum(axis=1)) / noise
+            return -0.5 * (quad + d * np.log(2 * np.pi) + logdet)
+
+        return self._map_rows(X, log_likelihood, None, "score-samples")
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Average log-likelihood of the rows (scikit-learn's ``PCA.score``: higher is better); computes Dask input.
+
+        The reconstruction error is :meth:`reconstruction_error`.
+        """
+        values = self.score_samples(X)
+        if isinstance(values, dd.Series):
+            return float(values.mean().compute())
+        if isinstance(values, da.Array):
+            return float(da.nanmean(values).compute())
+        return float(np.nanmean(np.asarray(values)))
+
+    def to_sklearn(self) -> Any:
+        """The equivalent fitted :class:`sklearn.decomposition.PCA` (same ``transform``, ``score``, ...)."""
+        from sklearn.decomposition import PCA as SklearnPCA
+
+        self._check_fitted()
+        out = SklearnPCA(n_components=self.n_components_, whiten=self.whiten)
+        for name in ("components_", "explained_variance_", "explained_variance_ratio_", "singular_values_",
+                     "mean_", "noise_variance_", "n_components_"):
+            value = getattr(self, name)
+            setattr(out, name, value.copy() if isinstance(value, np.ndarray) else value)
+        out.n_samples_ = self.n_samples_seen_
+        return _fitted_attributes(self, out)
+

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
 from daskstate import engine
 from daskstate.algorithms.kmeans.numerics import nearest_centers, row_norms_sq
@@ -19,9 +20,9 @@ from daskstate.algorithms.kmeans.state import (
     auto_extra_center_factor,
     auto_sample_size,
 )
-from daskstate.data import Input
+from daskstate.data import Input, as_array
 from daskstate.errors import DataError
-from daskstate.estimator import StateEstimator
+from daskstate.estimator import StateEstimator, _fitted_attributes
 from daskstate.numerics import single_blas_thread
 from daskstate.state import State
 
@@ -36,7 +37,7 @@ def _check_int(name: str, value: Any, low: int, allow: tuple = ()) -> None:
         raise ValueError(f"{name} must be an integer >= {low}{extra}, got {value!r}")
 
 
-class KMeans(StateEstimator):
+class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
     """Streaming k-means in one pass: a core set that answers for any ``k <= k_max``.
 
     The state is a weighted core set of ``K = k_max x extra_center_factor``
@@ -281,6 +282,7 @@ class KMeans(StateEstimator):
         self
         """
         self._validate_params()
+        X = as_array(X)
         inp = self._input(X)
         in_memory = isinstance(X, np.ndarray | pd.DataFrame)
         if not (inp.is_dask or in_memory) and (self.epochs > 1 or self.compute_inertia):
@@ -306,6 +308,8 @@ class KMeans(StateEstimator):
             labels, inertia = self._labels_and_inertia(X)
             self.state_ = self.state_.with_model(self.cluster_centers_, inertia=inertia)
             self._labels, self._inertia = labels, inertia
+        elif inp.is_dask:
+            self._lazy_fit_outputs(X)
         return self
 
     def _fold(self, inp: Input, state: State, **fold_kwargs: Any) -> State:
@@ -367,6 +371,7 @@ class KMeans(StateEstimator):
 
     def _set_state(self, state: State, overrides: dict[str, Any]) -> None:
         self.__dict__.pop("_labels", None)
+        self.__dict__.pop("_lazy_inertia", None)
         super()._set_state(state, overrides)
 
     def _apply_model(self, model: dict[str, Any]) -> None:
@@ -385,18 +390,24 @@ class KMeans(StateEstimator):
 
     @property
     def labels_(self) -> np.ndarray:
-        """Cluster of each training row (in-memory input only; -1 for skipped rows)."""
+        """Cluster of each training row (-1 for skipped rows); lazy (a Dask Series or Array) after a Dask fit."""
         if "_labels" not in self.__dict__:
             raise AttributeError(
-                "labels_ is only kept after fit on in-memory (pandas / numpy) input; "
-                "use predict(X), which is lazy for Dask input"
+                "labels_ is kept after fit (lazy for Dask input), not after load, finalize or partial_fit; "
+                "use predict(X)"
             )
         return self._labels
 
     @property
     def inertia_(self) -> float:
-        """Exact sum of squared distances of the training rows to their nearest centre."""
+        """Exact sum of squared distances of the training rows to their nearest centre.
+
+        After a Dask fit without ``compute_inertia=True``, a lazy Dask scalar (``.compute()``
+        reads the data once), like ``labels_``: nothing is read behind an attribute access.
+        """
         value = self.__dict__.get("_inertia")
+        if value is None and "_lazy_inertia" in self.__dict__:
+            return self._lazy_inertia
         if value is None:
             raise AttributeError(
                 "inertia_ needs a pass over the data: fit with compute_inertia=True, call ssd(X), "
@@ -483,6 +494,49 @@ class KMeans(StateEstimator):
         return pd.Series(costs, index=pd.Index(ks, name="n_clusters"), name="estimated_ssd")
 
 
+    # ---- scikit-learn ---------------------------------------------------------------------
+    def _lazy_fit_outputs(self, X: Any) -> None:
+        """``labels_`` and ``inertia_`` of a Dask fit as lazy Dask objects over the training input."""
+        import dask.array as da
+
+        self._labels = self.predict(X)
+        if self.__dict__.get("_inertia") is None:
+            d2 = self._map_rows(X, lambda A: self._nearest(A)[1], None, "min-sq-distance")
+            self._lazy_inertia = da.nansum(d2) if isinstance(d2, da.Array) else d2.sum()
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.cluster_centers_.shape[0]
+
+    def to_sklearn(self) -> Any:
+        """The equivalent fitted :class:`sklearn.cluster.KMeans`: the same ``cluster_centers_`` and ``predict``.
+
+        Built by scikit-learn's own ``fit`` started at (and stopping on) these centres, so
+        every internal attribute is scikit-learn's; ``labels_`` and ``inertia_`` are ours
+        when they are known in memory.
+        """
+        import warnings
+
+        from sklearn.cluster import KMeans as SklearnKMeans
+        from sklearn.exceptions import ConvergenceWarning
+
+        self._check_fitted()
+        C = np.asarray(self.cluster_centers_, dtype=np.float64)
+        out = SklearnKMeans(n_clusters=len(C), init=C, n_init=1, max_iter=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # duplicate centres are ours to keep
+            out.fit(C)
+        out.cluster_centers_ = C.copy()
+        out.n_iter_ = self.n_iter_
+        for name in ("labels_", "inertia_"):
+            value = self.__dict__.get("_labels" if name == "labels_" else "_inertia")
+            if isinstance(value, np.ndarray | float):
+                setattr(out, name, value)
+            else:
+                delattr(out, name)  # not known in memory: better absent than describing the centres
+        return _fitted_attributes(self, out)
+
+
 def _mean_variance(state: KMeansState) -> float:
     """Mean per-feature variance of the data, estimated from the core set."""
     w = state.weights
@@ -491,4 +545,3 @@ def _mean_variance(state: KMeansState) -> float:
     mean = (w @ state.centers) / w.sum()
     between = float(w @ row_norms_sq(state.centers - mean))
     return (between + state.estimated_cost) / w.sum() / state.n_features
-
