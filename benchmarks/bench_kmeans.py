@@ -7,11 +7,14 @@ Usage::
 On one generated Parquet dataset (Gaussian blobs, 16 features, ``--files`` files),
 each in a fresh process (its own peak RSS), on the local threaded scheduler:
 
-- ``floor``: read every partition and touch every value (the same graph shape as a fit);
+- ``floor``: read every partition and touch every value (the same graph shape as a fit: daskstate's
+  reader, pyarrow to pandas to a float array per partition, on Dask's threads);
+- ``arrow floor``: the fastest plain read found, for reference: a pool of one thread per core, each
+  reading whole files with pyarrow straight into a float array (no pandas, no Dask);
 - ``daskstate``: ``KMeans(k).fit`` in one pass (and ``epochs=2``: one exact Lloyd pass more);
 - ``dask-ml``: ``dask_ml.cluster.KMeans(k)`` (k-means|| then Lloyd) on the persisted Dask array,
   as its documentation advises;
-- ``MiniBatchKMeans``: scikit-learn's, fed one Parquet file at a time with ``partial_fit``;
+- ``MiniBatchKMeans``: scikit-learn's (``batch_size=4096``), fed one Parquet file at a time with ``partial_fit``;
 - ``sklearn KMeans(n_init=10)``: in memory, the quality reference (its time is listed, not compared).
 
 Every model's SSE is computed exactly, in float64, on all rows. Then the 10x larger
@@ -65,6 +68,23 @@ def floor_job(folder: str) -> dict:
     return {"rows": state.n_rows, "vm_hwm_mb": own_peak_rss_mb()}
 
 
+def arrow_floor_job(folder: str) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    def read(path: str) -> float:
+        table = pq.read_table(path, columns=FEATURES, use_threads=False)
+        X = np.empty((len(FEATURES), table.num_rows))  # column-major, like pandas' to_numpy
+        for j, column in enumerate(table.columns):
+            X[j] = column.to_numpy()
+        return float(X.T.sum())
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        totals = list(pool.map(read, parquet_files(folder)))
+    return {"files": len(totals), "vm_hwm_mb": own_peak_rss_mb()}
+
+
 def daskstate_job(folder: str, k: int, epochs: int = 1) -> dict:
     import dask
 
@@ -93,7 +113,7 @@ def mbkm_job(folder: str, k: int) -> dict:
     import pyarrow.parquet as pq
     from sklearn.cluster import MiniBatchKMeans
 
-    km = MiniBatchKMeans(n_clusters=k, random_state=0, n_init=1)
+    km = MiniBatchKMeans(n_clusters=k, batch_size=4096, random_state=0, n_init=1)
     for f in parquet_files(folder):
         km.partial_fit(pq.read_table(f, columns=FEATURES).to_pandas().to_numpy())
     return {"centers": km.cluster_centers_, "vm_hwm_mb": own_peak_rss_mb()}
@@ -114,7 +134,10 @@ def load_all(folder: str) -> np.ndarray:
 
 
 def exact_sse(X: np.ndarray, centers: np.ndarray) -> float:
-    from daskstate.numerics import nearest_centers
+    try:
+        from daskstate.algorithms.kmeans.numerics import nearest_centers
+    except ImportError:  # measuring a daskstate from before the k-means package
+        from daskstate.numerics import nearest_centers
 
     total = 0.0
     for s in range(0, len(X), 500_000):
@@ -202,8 +225,15 @@ def main() -> None:
                      "peak_rss_mb": floor["peak_rss_mb"], "all_seconds": floor["all_seconds"],
                      "load": floor["load_before"]})
     print(f"floor {t_floor:.3f} s", flush=True)
+    arrow = measure(arrow_floor_job, args.repeat, args.timeout, floor_folder=folder, folder=folder)
+    if arrow["ok"]:
+        rows_out.append({"k": None, "fit": "arrow floor (thread pool, pyarrow to numpy)", "seconds": arrow["seconds"],
+                         "ratio_to_floor": arrow["ratio_to_floor"], "peak_rss_mb": arrow["peak_rss_mb"],
+                         "all_seconds": arrow["all_seconds"], "load": arrow["load_before"]})
+        print(f"arrow floor {arrow['seconds']:.3f} s ({arrow['ratio_to_floor']:.2f}x the floor)", flush=True)
 
-    summary: dict = {"floor_seconds": t_floor}
+    summary: dict = {"floor_seconds": t_floor, "arrow_floor_seconds": arrow.get("seconds"),
+                     "arrow_floor_ratio_to_floor": arrow.get("ratio_to_floor")}
     for k in args.ks:
         plan = [
             ("daskstate KMeans", daskstate_job, {"k": k}, args.repeat),
@@ -249,6 +279,8 @@ def main() -> None:
         mb, dml, sk = "MiniBatchKMeans partial_fit", "dask-ml KMeans", plan[-1][0]
         summary[f"k={k}"] = {
             "fit_ratio_to_floor": results[ours].get("ratio_to_floor"),
+            "fit_ratio_to_arrow_floor": (results[ours]["seconds"] / arrow["seconds"]
+                                         if results[ours].get("ok") and arrow["ok"] else None),
             "sse_ratio": _ratio(results, ours, sk, "sse"),
             "epochs2_ratio_to_floor": results[ours2].get("ratio_to_floor"),
             "epochs2_sse_ratio": _ratio(results, ours2, sk, "sse"),

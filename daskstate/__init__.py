@@ -9,9 +9,10 @@ tree reduction, so a fit is one pass, incremental, resumable and distributed.
 
 from daskstate.algorithms.kmeans import KMeans, KMeansState
 from daskstate.algorithms.linear import LinearLearner, LinearState
+from daskstate.algorithms.linear_models import LinearClassifier, LinearRegressor
 from daskstate.algorithms.pca import PCA, PCAState
 from daskstate.algorithms.scaler import ScalerState, StandardScaler
-from daskstate.data import read_parquet
+from daskstate.data import batches, read_parquet
 from daskstate.engine import FitOptions, fold, fold_rounds
 from daskstate.errors import DataError, NotFittedError, SchemaError, StateError, StateFileError
 from daskstate.estimator import StateEstimator, load
@@ -25,7 +26,9 @@ __all__ = [
     "FitOptions",
     "KMeans",
     "KMeansState",
+    "LinearClassifier",
     "LinearLearner",
+    "LinearRegressor",
     "LinearState",
     "NotFittedError",
     "PCA",
@@ -39,6 +42,7 @@ __all__ = [
     "StateError",
     "StateEstimator",
     "StateFileError",
+    "batches",
     "fold",
     "fold_rounds",
     "load",

@@ -70,11 +70,14 @@ def array_schema(n_features: int, dtype: Any, features: Sequence[str] | None, wh
     """Schema of an array input; features are named ``x0, x1, ...`` unless given."""
     if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
         raise SchemaError(f"{where}: array dtype {dtype} is not numeric")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise SchemaError(f"{where}: Complex data not supported (dtype {dtype})")
     if features is None:
         features = [f"x{i}" for i in range(n_features)]
     elif len(features) != n_features:
         raise SchemaError(
-            f"{where}: the array has {n_features} columns; {len(features)} features expected {list(features)}"
+            f"{where}: X has {n_features} features, but it is expecting {len(features)} features as input "
+            f"(the array has {n_features} columns; {len(features)} features expected {list(features)})"
         )
     return Schema(tuple(str(f) for f in features), (str(np.dtype(dtype)),) * n_features, None)
 
@@ -129,11 +132,16 @@ def to_batch(
                 raise SchemaError(f"{where}: target column {schema.target!r} missing (columns: {list(part.columns)})")
             y = part[schema.target]
         if y is None:
-            raise SchemaError(f"{where}: a target is needed (pass target=... or y)")
+            raise _target_missing(where, "pass target=... or y")
         y = _target_array(y, len(X), where)
     else:
         y = None
     return _drop_invalid(X, y, schema, on_invalid, where)
+
+
+def _target_missing(where: str, how: str) -> SchemaError:
+    return SchemaError(f"{where}: a target is needed ({how}): this estimator requires y to be passed, "
+                       "but the target y is None")
 
 
 def _target_array(y: Any, n: int, where: str) -> np.ndarray:
@@ -238,21 +246,78 @@ def as_input(
     if isinstance(X, pd.DataFrame):
         schema = frame_schema(X.dtypes, features, target if y is None else None)
         if need_target and y is None and schema.target is None:
-            raise SchemaError("input: a target is needed (pass target=... or y)")
+            raise _target_missing("input", "pass target=... or y")
         return Input(schema, batches=_slices(X, y, batch_rows), n_rows=len(X))
     if isinstance(X, np.ndarray):
         if X.ndim != 2:
-            raise SchemaError(f"input: array must be 2-dimensional (rows x features), got shape {X.shape}")
+            raise SchemaError(f"input: array must be 2-dimensional (rows x features), got shape {X.shape}; "
+                              "Reshape your data with X.reshape(-1, 1) for one feature")
+        if X.shape[1] == 0:
+            raise SchemaError(f"input: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
         if need_target and y is None:
-            raise SchemaError("input: a target is needed (pass y)")
+            raise _target_missing("input", "pass y")
         schema = array_schema(X.shape[1], X.dtype, features)
         return Input(schema, batches=_slices(X, y, batch_rows), n_rows=len(X))
-    if isinstance(X, Iterable) and not isinstance(X, str | bytes | dict):
+    if isinstance(X, Batches | Iterator):
         return _iterator_input(iter(X), features, target, need_target)
-    raise TypeError(
-        f"unsupported input of type {type(X).__name__}; pass a Dask DataFrame or Array, "
-        "a pandas DataFrame, a numpy array, or an iterator of batches"
-    )
+    arr = as_array(X)
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"unsupported input of type {type(X).__name__}; pass a Dask DataFrame or Array, "
+                        "a pandas DataFrame, an array-like, or daskstate.batches(iterable)")
+    return as_input(arr, y, features=features, target=target, need_target=need_target, batch_rows=batch_rows)
+
+
+class Batches:
+    """An iterable of in-memory batches, read once: see :func:`batches`."""
+
+    def __init__(self, iterable: Iterable):
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator:
+        return iter(self.iterable)
+
+
+def batches(iterable: Iterable) -> Batches:
+    """Mark an iterable as batches to fold one after another (each an array, a DataFrame or an ``(X, y)`` pair).
+
+    A list or any other array-like given to ``fit`` is one array (as in scikit-learn);
+    wrap it in ``batches`` to fit from a stream of batches instead. A generator or
+    other one-shot iterator is read as batches without it.
+
+    Examples
+    --------
+    >>> import numpy as np, daskstate
+    >>> parts = [np.ones((3, 2)), np.zeros((3, 2))]
+    >>> daskstate.StandardScaler().fit(daskstate.batches(parts)).mean_
+    array([0.5, 0.5])
+    """
+    if isinstance(iterable, str | bytes | dict) or not isinstance(iterable, Iterable):
+        raise TypeError(f"batches needs an iterable of batches, got {type(iterable).__name__}")
+    return Batches(iterable)
+
+
+def as_array(X: Any) -> Any:
+    """Inputs ``as_input`` takes as they are; any other array-like (a list, ...) as a numpy array.
+
+    Raises ``TypeError`` for sparse matrices and for values that are not array-like.
+    """
+    if X is None or isinstance(X, dd.DataFrame | dd.Series | da.Array | pd.DataFrame | pd.Series | np.ndarray
+                               | Batches | Iterator):
+        if isinstance(X, pd.DataFrame) and not all(isinstance(c, str) for c in X.columns):
+            return X.rename(columns=str)  # column names are strings in a schema
+        if isinstance(X, np.ndarray) and X.dtype == object:
+            try:
+                return X.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"input: an object array with values that are not numbers ({exc})") from None
+        return X
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"sparse input ({type(X).__name__}) is not supported; pass dense arrays or DataFrames")
+    arr = None if isinstance(X, str | bytes | dict) else np.asarray(X)
+    if arr is None or arr.ndim == 0:
+        raise TypeError(f"unsupported input of type {type(X).__name__}; pass a Dask DataFrame or Array, "
+                        "a pandas DataFrame, an array-like, or daskstate.batches(iterable)")
+    return as_array(arr) if arr.dtype == object else arr
 
 
 def _slices(X: Any, y: Any, rows: int) -> Iterator[tuple[Any, Any]]:
@@ -300,7 +365,7 @@ def _dask_frame_input(ddf: dd.DataFrame, y, features, target, need_target) -> In
         target = None
     schema = frame_schema(ddf.dtypes, features, target)
     if need_target and y is None and schema.target is None:
-        raise SchemaError("input: a target is needed (pass target=... or y)")
+        raise _target_missing("input", "pass target=... or y")
     columns = list(schema.features) + ([schema.target] if schema.target and need_target else [])
     frame = ddf[columns]
     if y is not None:
@@ -364,9 +429,11 @@ def _dask_array_input(X: da.Array, y, features, need_target) -> Input:
         raise SchemaError(f"input: array must be 2-dimensional (rows x features), got shape {X.shape}")
     if any(np.isnan(c) for c in X.chunks[0]):
         X.compute_chunk_sizes()
+    if X.shape[1] == 0:
+        raise SchemaError(f"input: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
     schema = array_schema(X.shape[1], X.dtype, features)
     if need_target and y is None:
-        raise SchemaError("input: a target is needed (pass y)")
+        raise _target_missing("input", "pass y")
     if X.numblocks[1] != 1:
         X = X.rechunk({1: -1})
     blocks = list(X.to_delayed(optimize_graph=True)[:, 0])

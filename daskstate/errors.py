@@ -1,5 +1,7 @@
 """Exceptions raised by daskstate. Each message names what is wrong and where."""
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class DaskStateError(Exception):
     """Base class of daskstate's own errors."""
@@ -21,5 +23,8 @@ class StateFileError(StateError):
     """A saved state or model is damaged, of an unknown version, or of another algorithm."""
 
 
-class NotFittedError(DaskStateError, AttributeError):
-    """The estimator has no state yet: call fit first."""
+class NotFittedError(DaskStateError, _SklearnNotFittedError):
+    """The estimator has no state yet: call fit first.
+
+    Also scikit-learn's ``NotFittedError`` (so a ``ValueError`` and an ``AttributeError``).
+    """

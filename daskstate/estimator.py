@@ -9,6 +9,7 @@ finalize overrides)``, so saving the state saves the model.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -19,10 +20,20 @@ import numpy as np
 import pandas as pd
 from dask.base import tokenize
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
+from sklearn.utils.metaestimators import available_if
 
 from daskstate import engine
-from daskstate.data import Input, as_input, to_batch, to_features, warn_if_nothing_new
+from daskstate.data import (
+    Input,
+    as_array,
+    as_input,
+    is_dask_collection,
+    to_batch,
+    to_features,
+    warn_if_nothing_new,
+)
 from daskstate.errors import DataError, NotFittedError, StateFileError
 from daskstate.state import Schema, State
 from daskstate.store import checksum, read_group, state_from_attrs, write_group
@@ -161,6 +172,8 @@ class StateEstimator(BaseEstimator):
         self._validate_params()
         options = self._fit_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                                     split_every=split_every)
+        X, y = _array_likes(X, y)
+        self._check_target(y)
         inp = self._input(X, y)
         state = self._new_state(inp, **fit_params)
         state = self._fold(inp, state, options=options, **fit_params)
@@ -181,6 +194,8 @@ class StateEstimator(BaseEstimator):
         if not hasattr(self, "state_"):
             return self.fit(X, y, **run, **fit_params)
         self._validate_params()
+        X, y = _array_likes(X, y)
+        self._check_target(y)
         inp = self._input(X, y, schema=self.state_.schema)
         self.state_.schema.check_same_features(inp.schema, "partial_fit")
         warn_if_nothing_new(inp, self.state_.consumed, type(self).__name__)
@@ -188,12 +203,16 @@ class StateEstimator(BaseEstimator):
         self._set_state(state, getattr(self, "finalize_overrides_", {}))
         return self
 
+    def _check_target(self, y: Any) -> None:
+        """Reject an in-memory target the estimator cannot learn (e.g. a continuous one for a classifier)."""
+
     def _check_enough_rows(self, state: State) -> None:
         need = self._min_rows_needed()
         if state.n_rows < need:
             skipped = f" ({state.n_skipped} invalid rows were skipped)" if state.n_skipped else ""
             raise DataError(
-                f"{type(self).__name__} needs at least {need} valid row(s); the input had {state.n_rows}{skipped}"
+                f"{type(self).__name__} needs at least {need} valid row(s); the input had {state.n_rows}"
+                f"{skipped} (n_samples={state.n_rows})"
             )
 
     def _min_rows_needed(self) -> int:
@@ -204,7 +223,10 @@ class StateEstimator(BaseEstimator):
         self.state_ = state
         self.finalize_overrides_ = dict(overrides)
         self.n_features_in_ = state.n_features
-        self.feature_names_in_ = np.asarray(state.schema.features, dtype=object)
+        if _has_feature_names(state.schema):
+            self.feature_names_in_ = np.asarray(state.schema.features, dtype=object)
+        elif "feature_names_in_" in self.__dict__:  # as scikit-learn: only after a fit on named columns
+            del self.feature_names_in_
         self.n_samples_seen_ = state.n_rows
         self._apply_model(model)
 
@@ -224,6 +246,9 @@ class StateEstimator(BaseEstimator):
         if not hasattr(self, "state_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "state_")
+
     # ---- applying the model ---------------------------------------------------------
     def _map_rows(
         self,
@@ -239,6 +264,7 @@ class StateEstimator(BaseEstimator):
         array); otherwise a frame/array with these columns.
         """
         self._check_fitted()
+        X = as_array(X)
         schema = self.state_.schema
         on_invalid = getattr(self, "on_invalid", "raise")
         if on_invalid != "raise":
@@ -271,7 +297,7 @@ class StateEstimator(BaseEstimator):
                                                            model=self._model_token())
         if isinstance(X, da.Array):
             if X.ndim != 2 or X.shape[1] != schema.n_features:
-                raise _shape_error(X.shape, schema, name)
+                raise _shape_error(X.shape, schema, f"{type(self).__name__}.{name}")
             X = X.rechunk({1: -1})
             # the key must depend on the model and the input: two models, one array, two results
             key = f"{self._prefix()}-{name}-{tokenize(X.name, self._model_token())}"
@@ -285,15 +311,23 @@ class StateEstimator(BaseEstimator):
             return _wrap(apply(X, name), columns, X.index)
         arr = np.asarray(X)
         if arr.ndim != 2 or arr.shape[1] != schema.n_features:
-            raise _shape_error(arr.shape, schema, name)
+            raise _shape_error(arr.shape, schema, f"{type(self).__name__}.{name}")
+        if _has_feature_names(schema):
+            warnings.warn(f"X does not have valid feature names, but {type(self).__name__} was fitted with "
+                          "feature names", UserWarning, stacklevel=3)
         return apply(arr, name)
 
-    def score(self, X: Any, y: Any = None) -> float:
+    @available_if(lambda self: self._score_kind() is not None)
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Accuracy (classifiers) or R^2 (regressors) of ``predict(X)``; lazy inputs are computed.
 
         The target comes from ``y`` or the fitted ``target`` column of a DataFrame ``X``.
+        ``sample_weight`` (in-memory inputs) weights the rows, as in scikit-learn.
         """
         self._check_fitted()
+        X, y = _array_likes(X, y)
+        if sample_weight is not None:
+            return self._weighted_score(X, y, sample_weight)
         target = self.state_.schema.target
         if y is None:
             if target is None or not isinstance(X, pd.DataFrame | dd.DataFrame) or target not in X.columns:
@@ -321,9 +355,19 @@ class StateEstimator(BaseEstimator):
             return float(1.0 - ((y_true - pred) ** 2).sum() / ((y_true - y_true.mean()) ** 2).sum())
         return float(np.mean(pred == y_true.astype(pred.dtype) if pred.dtype != object else pred == y_true))
 
-    def _score_kind(self) -> str:
-        """What :meth:`score` measures: "accuracy" or "r2"."""
-        raise NotImplementedError(f"{type(self).__name__} has no score")
+    def _weighted_score(self, X: Any, y: Any, sample_weight: Any) -> float:
+        from sklearn.metrics import accuracy_score, r2_score
+
+        if is_dask_collection(X) or is_dask_collection(y) or is_dask_collection(sample_weight):
+            raise TypeError("score with sample_weight takes in-memory inputs (pandas or numpy)")
+        if y is None:
+            y = X[self.state_.schema.target]
+        metric = r2_score if self._score_kind() == "r2" else accuracy_score
+        return float(metric(np.asarray(y), np.asarray(self.predict(X)), sample_weight=np.asarray(sample_weight)))
+
+    def _score_kind(self) -> str | None:
+        """What :meth:`score` measures: "accuracy", "r2", or None (no score: ``score`` is then absent)."""
+        return None
 
     def _prefix(self) -> str:
         return self.state_class.algorithm
@@ -355,6 +399,34 @@ class StateEstimator(BaseEstimator):
         if cls is not StateEstimator and not isinstance(est, cls):
             raise StateFileError(f"{os.fspath(path)}: holds a {type(est).__name__} model, not a {cls.__name__}")
         return est
+
+
+class available_when:  # noqa: N801 - used as a decorator, like scikit-learn's available_if
+    """Decorator: the method exists only when ``why_not(estimator)`` returns None.
+
+    Like :func:`sklearn.utils.metaestimators.available_if` (``hasattr`` is False
+    otherwise, so scikit-learn's meta-estimators and scorers see only methods that
+    work), but the ``AttributeError`` says why the method is missing.
+    """
+
+    def __init__(self, why_not: Callable[[Any], str | None]):
+        self.why_not = why_not
+
+    def __call__(self, fn: Callable) -> available_when:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+        return self
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self.fn
+        reason = self.why_not(obj)
+        if reason is not None:
+            raise AttributeError(f"this {type(obj).__name__} has no {self.name}: {reason}")
+        return self.fn.__get__(obj, owner)
 
 
 def estimators() -> dict[str, type[StateEstimator]]:
@@ -408,6 +480,14 @@ def load(path: str | os.PathLike) -> StateEstimator:
 
 
 # ---- helpers ------------------------------------------------------------------------
+def _fitted_attributes(est: StateEstimator, out: Any) -> Any:
+    """Copy what every fitted scikit-learn estimator has (the feature count and names) onto ``out``."""
+    out.n_features_in_ = est.n_features_in_
+    if hasattr(est, "feature_names_in_"):
+        out.feature_names_in_ = est.feature_names_in_.copy()
+    return out
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -444,6 +524,34 @@ def _check_frame_features(columns: Any, schema: Schema, where: str) -> None:
 
 
 def _shape_error(shape: tuple, schema: Schema, where: str) -> DataError:
-    return DataError(
-        f"{where}: input of shape {shape}; the model was fitted on {schema.n_features} features"
-    )
+    if len(shape) != 2:
+        return DataError(f"{where}: input of shape {shape}; expected a 2-D array of {schema.n_features} features "
+                         "(Reshape your data with X.reshape(1, -1) for a single sample)")
+    owner = where.split(".")[0].split(":")[0]
+    return DataError(f"{where}: X has {shape[1]} features, but {owner} is expecting {schema.n_features} "
+                     "features as input")
+
+
+def _has_feature_names(schema: Schema) -> bool:
+    """Whether the features were named by the input (a DataFrame), not numbered ``x0, x1, ...`` for an array."""
+    return schema.features != tuple(f"x{i}" for i in range(schema.n_features))
+
+
+_NUMBERS = ("integer", "floating", "mixed-integer-float", "boolean")
+
+
+def _array_likes(X: Any, y: Any) -> tuple[Any, Any]:
+    """Lists and other array-likes as numpy arrays; a one-column 2-D ``y`` raveled with scikit-learn's warning."""
+    X = as_array(X)
+    if y is None or isinstance(y, dd.Series | dd.DataFrame | da.Array | pd.Series):
+        return X, y
+    if isinstance(y, pd.DataFrame):
+        return X, y
+    y = np.asarray(y)
+    if y.dtype == object and pd.api.types.infer_dtype(y.ravel(), skipna=False) in _NUMBERS:
+        y = y.astype(np.float64)
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected; it is raveled",
+                      DataConversionWarning, stacklevel=3)
+        y = y.ravel()
+    return X, y

@@ -47,10 +47,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
 
 from daskstate.data import Input
 from daskstate.errors import DataError, StateError
+from daskstate.estimator import available_when
 from daskstate.numerics import (
     BINARY_LOSSES,
     MULTICLASS_LOSSES,
@@ -900,24 +903,28 @@ class LinearLearner(SGDEstimator):
         return 2
 
     # ---- applying the model -------------------------------------------------------------
+    @available_when(lambda self: _not_a_classifier(self))
     def decision_function(self, X: Any) -> Any:
-        """Scores ``X @ coef_.T + intercept_`` (one column per class for multiclass); lazy for Dask input."""
+        """Scores ``X @ coef_.T + intercept_``; lazy for Dask input.
+
+        One column per class for three or more classes; for two classes (also
+        of a multiclass model) one score, positive for ``classes_[1]``, as in scikit-learn.
+        """
         self._check_fitted()
         coef, intercept = np.asarray(self.coef_), np.asarray(self.intercept_)
+        if coef.ndim == 2 and coef.shape[0] == 2:  # a 2-class softmax: the score of the second class
+            coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
         if coef.ndim == 1 or coef.shape[0] == 1:
             w, b = coef.reshape(-1), float(intercept.reshape(-1)[0])
             return self._map_rows(X, lambda A: A @ w + b, None, "decision-function")
         columns = [str(c) for c in self.classes_]
         return self._map_rows(X, lambda A: A @ coef.T + intercept, columns, "decision-function")
 
+    @available_when(lambda self: _not_a_classifier(self) or (
+        "hinge loss gives only scores (use decision_function)" if self._loss() == "hinge" else None))
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities (columns in ``classes_`` order); lazy for Dask input."""
         self._check_fitted()
-        if self.predictor_type == "regressor":
-            raise AttributeError("predict_proba is for classifiers; this LinearLearner is a regressor")
-        if self.loss_ == "hinge":
-            raise AttributeError("predict_proba needs a probabilistic loss; hinge loss gives only scores "
-                                 "(use decision_function)")
         coef, intercept = np.asarray(self.coef_), np.asarray(self.intercept_)
         columns = [str(c) for c in self.classes_]
         if self.predictor_type == "binary_classifier":
@@ -955,3 +962,76 @@ class LinearLearner(SGDEstimator):
 
     def _score_kind(self) -> str:
         return "r2" if self.predictor_type == "regressor" else "accuracy"
+
+    # ---- scikit-learn ---------------------------------------------------------------------
+    def _loss(self) -> str:
+        return DEFAULT_LOSS[self.predictor_type] if _is_auto(self.loss) else self.loss
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        if self.predictor_type == "regressor":
+            tags.estimator_type, tags.regressor_tags = "regressor", RegressorTags()
+        else:
+            tags.estimator_type = "classifier"
+            tags.classifier_tags = ClassifierTags(multi_class=self.predictor_type == "multiclass_classifier")
+        return tags
+
+    def partial_fit(self, X: Any, y: Any = None, classes: Any = None, **fit_kwargs: Any) -> LinearLearner:
+        """Continue training from ``state_`` (or fit, the first time); see :meth:`StateEstimator.partial_fit`.
+
+        ``classes`` (classifiers): every class label, as scikit-learn's ``partial_fit``
+        takes it; at the first call it declares classes the first batch may lack, later
+        it must be a subset of ``classes_``.
+        """
+        if classes is None:
+            return super().partial_fit(X, y, **fit_kwargs)
+        if self.predictor_type == "regressor":
+            raise ValueError("classes is for classifiers; this LinearLearner is a regressor")
+        classes = np.unique(np.asarray(classes))
+        if hasattr(self, "state_"):
+            unknown = np.setdiff1d(classes, self.classes_)
+            if len(unknown):
+                raise ValueError(f"classes {unknown.tolist()[:5]} were not declared or seen at the first partial_fit "
+                                 f"(classes_: {self.classes_.tolist()[:10]})")
+            return super().partial_fit(X, y, **fit_kwargs)
+        self._declared_classes = classes
+        try:
+            return super().partial_fit(X, y, **fit_kwargs)
+        finally:
+            self.__dict__.pop("_declared_classes", None)
+
+    def _new_state(self, inp: Input, validation_data: Any = None) -> State:
+        state = super()._new_state(inp, validation_data)
+        classes = self.__dict__.get("_declared_classes")
+        if classes is not None and isinstance(state, ClassCounts) and not state.params.get("num_classes"):
+            state._count_classes(classes, "partial_fit(classes=...)")
+            state.class_counts = np.zeros_like(state.class_counts)  # declared, not seen
+        return state
+
+    def _check_target(self, y: Any) -> None:
+        if self.predictor_type != "regressor" and isinstance(y, np.ndarray | pd.Series):
+            check_classification_targets(y)  # "Unknown label type: continuous" for real-valued labels
+        if self.predictor_type == "binary_classifier" and isinstance(y, np.ndarray | pd.Series):
+            found = pd.unique(np.asarray(y).ravel())
+            if len(found) > 2:
+                raise DataError(f"Only binary classification is supported: predictor_type='binary_classifier' "
+                                f"got {len(found)} classes in y (use 'multiclass_classifier')")
+
+    def to_sklearn(self) -> Any:
+        """The equivalent fitted scikit-learn estimator, with the same ``predict`` (and ``predict_proba``).
+
+        Squared-loss regression: ``LinearRegression``, or ``Ridge(alpha=wd)`` for the
+        exact solver with a penalty; huber: ``HuberRegressor``; quantile and absolute:
+        ``QuantileRegressor``; logistic and softmax classifiers: ``LogisticRegression``;
+        hinge: ``LinearSVC``. A binary model whose calibrated ``threshold_`` is not 0.5
+        comes wrapped in ``FixedThresholdClassifier`` with that threshold on its score.
+        """
+        from daskstate.algorithms.linear_models import linear_to_sklearn
+
+        self._check_fitted()
+        return linear_to_sklearn(self)
+
+
+def _not_a_classifier(est: LinearLearner) -> str | None:
+    return "it is a regressor" if est.predictor_type == "regressor" else None

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import OneToOneFeatureMixin, TransformerMixin
 
 from daskstate.data import Input
-from daskstate.estimator import StateEstimator
+from daskstate.estimator import StateEstimator, _fitted_attributes
 from daskstate.state import MomentsState, register
 
 
@@ -33,7 +34,7 @@ class ScalerState(MomentsState):
         }
 
 
-class StandardScaler(StateEstimator):
+class StandardScaler(OneToOneFeatureMixin, TransformerMixin, StateEstimator):
     """Standardise features to zero mean and unit variance, fitted in one pass.
 
     Parameters
@@ -97,10 +98,23 @@ class StandardScaler(StateEstimator):
         """Standardised features; lazy for Dask input."""
         self._check_fitted()
         mean, scale = self._centre_scale()
-        return self._map_rows(X, lambda A: (A - mean) / scale, list(self.feature_names_in_), "transform")
+        return self._map_rows(X, lambda A: (A - mean) / scale, list(self.state_.schema.features), "transform")
 
     def inverse_transform(self, X: Any) -> Any:
         """Back to the original units; lazy for Dask input."""
         self._check_fitted()
         mean, scale = self._centre_scale()
-        return self._map_rows(X, lambda A: A * scale + mean, list(self.feature_names_in_), "inverse-transform")
+        return self._map_rows(X, lambda A: A * scale + mean, list(self.state_.schema.features), "inverse-transform")
+
+    # ---- scikit-learn -------------------------------------------------------------------
+    def to_sklearn(self) -> Any:
+        """The equivalent fitted :class:`sklearn.preprocessing.StandardScaler` (same ``transform``)."""
+        from sklearn.preprocessing import StandardScaler as SklearnScaler
+
+        self._check_fitted()
+        out = SklearnScaler(with_mean=self.with_mean, with_std=self.with_std)
+        out.mean_ = self.mean_.copy()
+        out.var_ = self.var_.copy()
+        out.scale_ = self.scale_.copy() if self.with_std else None
+        out.n_samples_seen_ = self.n_samples_seen_
+        return _fitted_attributes(self, out)

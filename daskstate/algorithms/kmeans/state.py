@@ -1,76 +1,31 @@
-"""Streaming k-means: a core set of weighted centres, reduced to k only at finalize.
+"""The streaming k-means state (a weighted core set plus a row sample) and the exact Lloyd-pass state.
 
-The state is a *core set*: ``K = k_max x extra_center_factor`` weighted centres
-that summarise every row seen, each with the (decayed) number of rows it stands
-for and the sum of their squared distances to it (its *spread*, the running cost
-estimate). The state's size depends on ``K`` and the number of features, never
-on the rows.
-
-- ``update`` (per mini-batch): seed the centres from the first mini-batch by
-  k-means++'s D^2 sampling (drawn in a few rounds, k-means|| style, rather than
-  one centre per Python step), then assign each row to the nearest of the ``K``
-  centres (one float32 BLAS GEMM per cache-sized block of rows, on rows shifted
-  to the data's first mean; for up to 100 centres the nearest one is found by an
-  integer minimum over distances with the centre's index packed into their low
-  bits, see :func:`daskstate.numerics.nearest_centers_packed`) and move every
-  centre to the running mean of all the rows it received (float64 sums).
-- ``merge``: the union of both core sets, reduced back to ``K`` centres with
-  weighted k-means++ seeding (again drawn in rounds) and a few weighted Lloyd
-  steps. Weights add up; spreads add up exactly with the squared distance each
-  merged centre moves (Chan's formula), so the total weight, the weighted mean
-  and the total sum of squares of the rows are preserved by every merge.
-- ``finalize(n_clusters=k)`` for any ``k <= k_max``: weighted greedy k-means++
-  (best of ``local_lloyd_num_trials``) and weighted Lloyd on the core set, then a
-  few Lloyd iterations on the state's sample of rows where a cross-fitted check
-  (fit on one half of the sample, score on the other) says they help; no data read.
-
-The sample is an addition to the core-set design of the issue. A core set's
-centres are cell centroids; where many cells make one final cluster (large ``k``,
-and above all after merging the core sets of many partitions, whose cells come
-from different tessellations), the weighted k-means of the centroids is not the
-data's: with 20 partitions and ``k = 100`` on 16-dimensional blobs the merged core
-set alone gave an SSE 5.8% above scikit-learn's ``KMeans(n_init=10)`` (the union of
-all 20 unreduced core sets still 4.2%, so no better merge fixes it), while a
-single partition's core set gave 1.3%. A priority sample of the rows (uniform, or
-weighted by decay; 20,000 rows for 16 features, 2.6 MB) is exactly mergeable and
-brings it to 0.6%; ``sample_size=0`` gives the pure core set.
-
-``epochs > 1`` refines the ``n_clusters`` centres with exact Lloyd passes over the
-data: :class:`KMeansLloydState` holds per-centre sums, counts and squared
-distances, an exact mergeable state (``merge(update(A), update(B)) ==
-update(A | B)`` to rounding). The refined centres are kept in the main state.
-
-Randomness is seeded from ``random_state`` and the content of the rows or centres
-at hand (never from task order), so a recomputed task gives the same state.
+See the package docstring (:mod:`daskstate.algorithms.kmeans`) for the design.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 import zlib
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from daskstate import engine
-from daskstate.data import Input
-from daskstate.errors import DataError, StateError
-from daskstate.estimator import StateEstimator
-from daskstate.numerics import (
+from daskstate.algorithms.kmeans.numerics import (
     PACKED_MAX_CENTERS,
+    WARD_MAX_POINTS,
     cluster_sums,
     d2_sample_rounds,
-    mini_batches,
     nearest_centers,
     nearest_centers_packed,
     row_norms_sq,
-    single_blas_thread,
     weighted_kmeans_pp,
     weighted_lloyd,
+    weighted_ward,
 )
+from daskstate.errors import StateError
+from daskstate.numerics import mini_batches, single_blas_thread
 from daskstate.state import Schema, State, register
 
 #: weighted Lloyd iterations when a merge reduces the union of two core sets to K
@@ -492,8 +447,9 @@ class KMeansState(State):
     ) -> tuple[np.ndarray, float, int]:
         """Weighted k-means of the core set to ``k`` centres: ``(centers, weighted cost, n_iter)``.
 
-        The best (lowest weighted cost) of ``num_trials`` seedings, each followed
-        by weighted Lloyd. Deterministic for a given state and ``k``.
+        The best (lowest weighted cost) of ``num_trials`` seedings and one start from
+        Ward's agglomeration of the core set (:func:`weighted_ward`), each followed by
+        weighted Lloyd to convergence. Deterministic for a given state and ``k``.
         """
         return self._core_set_kmeans(k, 1, init=init, max_iter=max_iter, tol=tol, num_trials=num_trials)[0]
 
@@ -540,8 +496,8 @@ class KMeansState(State):
         if self.n_rows < k:
             raise StateError(f"n_clusters={k} needs at least {k} rows; the state has seen {self.n_rows}")
         valid = self.weights > 0
-        P = self.centers[valid] - self.shift
-        w = self.weights[valid]
+        P = core = self.centers[valid] - self.shift
+        w = core_w = self.weights[valid]
         if self.sample_is_complete and len(np.unique(self.sample, axis=0)) >= k:
             # the sample holds every row seen: the trials run on the rows themselves (exact
             # k-means with restarts, as scikit-learn's n_init), not on their summary
@@ -565,6 +521,12 @@ class KMeansState(State):
                     idx = weighted_kmeans_pp(P, w, k, rng)
                 C, _, cost, n_iter = weighted_lloyd(P, w, P[idx], max_iter=max_iter, tol=tol)
                 found.append((cost, trial, C, n_iter))
+            if k < len(core) <= WARD_MAX_POINTS:
+                # one more start, from Ward's agglomeration of the core set: restarts alone
+                # miss the best grouping of natural clusters when k is below their number
+                start = weighted_ward(core, core_w, k)
+                C, _, cost, n_iter = weighted_lloyd(P, w, start, max_iter=max_iter, tol=tol)
+                found.append((cost, trials, C, n_iter))
         found.sort(key=lambda t: (t[0], t[1]))
         out: list[tuple[np.ndarray, float, int]] = []
         for cost, _, C, n_iter in found:
@@ -600,8 +562,10 @@ def reduce_core_set(
     else:
         idx = weighted_kmeans_pp(P, w, K, rng, n_local_trials=1)
     C, labels, _, _ = weighted_lloyd(P, w, P[idx], max_iter=MERGE_LLOYD_ITER, tol=tol)
-    W = np.bincount(labels, weights=w, minlength=K)
-    S = np.bincount(labels, weights=spread + w * row_norms_sq(P - C[labels]), minlength=K)
+    # D^2 sampling stops early when every point coincides with a seed (repeated rows):
+    # then there are fewer than K centres
+    W = np.bincount(labels, weights=w, minlength=len(C))
+    S = np.bincount(labels, weights=spread + w * row_norms_sq(P - C[labels]), minlength=len(C))
     nz = W > 0
     return C[nz], W[nz], S[nz]
 
@@ -707,461 +671,3 @@ class KMeansLloydState(State):
             "inertia": self.sse.reshape(t, k).sum(axis=1),
             "counts": self.counts.reshape(t, k).copy(),
         }
-
-
-# ----------------------------------------------------------------------------- the estimator
-def _check_int(name: str, value: Any, low: int, allow: tuple = ()) -> None:
-    if value in allow and not isinstance(value, bool | np.bool_):
-        return
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_) and value >= low
-    if not ok:
-        extra = "".join(f" or {a!r}" for a in allow)
-        raise ValueError(f"{name} must be an integer >= {low}{extra}, got {value!r}")
-
-
-class KMeans(StateEstimator):
-    """Streaming k-means in one pass: a core set that answers for any ``k <= k_max``.
-
-    The state is a weighted core set of ``K = k_max x extra_center_factor``
-    centres, updated per mini-batch and merged across partitions; ``fit`` reduces
-    it to ``n_clusters`` centres with a weighted k-means on the core set alone, so
-    :meth:`finalize` gives the model for another ``k`` and :meth:`cost_curve` the
-    elbow curve without reading data again.
-
-    Parameters
-    ----------
-    n_clusters : int, default 8
-        Number of clusters of the fitted model (``k``).
-    k_max : int, optional
-        Largest ``k`` the state must answer for (default ``n_clusters``).
-    extra_center_factor : int or "auto"
-        The core set holds ``K = k_max * extra_center_factor`` centres. ``"auto"``:
-        see :func:`auto_extra_center_factor` (``K = min(max(50, 5 k_max), max(200, 2 k_max))``).
-    init : {"k-means++", "random"}
-        Seeding of the core set (from the first mini-batch) and of the final
-        reduction.
-    epochs : int, default 1
-        Passes over the data. Passes after the first refine the ``n_clusters``
-        centres with exact Lloyd iterations over all rows, starting from the best
-        few distinct reductions of the core set and keeping the one with the lowest
-        exact SSE; they stop early once the centres move by less than
-        ``local_lloyd_tol``. Needs an input that can be read again (Dask, pandas or
-        numpy; not an iterator). ``partial_fit`` always makes one streaming pass.
-    mini_batch_size : int, default 5000
-        Rows per update step (rows are assigned to the centres of the previous step).
-    local_lloyd_max_iter : int, default 300
-        Weighted Lloyd iterations of the final reduction on the core set.
-    local_lloyd_tol : float, default 1e-4
-        Relative tolerance on the centres' move (scikit-learn's ``tol``).
-    local_lloyd_num_trials : int or "auto"
-        Seedings of the final reduction; the best is kept. ``"auto"``: 10.
-    half_life_time_size : int, default 0
-        0: every row counts the same. Otherwise the weight of old rows halves every
-        that many rows (for drifting streams; applied per mini-batch and on merge,
-        where the merged-in state holds the newer rows).
-    sample_size : int or "auto"
-        Rows of the state's uniform sample (0: none), on which ``finalize`` polishes
-        the core set's reduction with Lloyd iterations. ``"auto"``: see
-        :func:`auto_sample_size` (``400 k_max`` rows, at most 20,000 rows or 4 MiB).
-        Not in the original core-set design: one pass with 20 partitions and
-        ``k = 100`` on 16-dimensional blobs is 5.8% above scikit-learn's SSE from
-        the merged core set alone, 0.6% with the sample.
-    compute_inertia : bool, default False
-        Compute the exact ``inertia_`` with one more pass over Dask input (for
-        in-memory input it is always computed, along with ``labels_``).
-    random_state : int, optional
-        Seed. Randomness is derived from it and from the data's content, never from
-        the order tasks run in, so a recomputed task gives the same state.
-        ``None`` draws a seed once per ``fit`` (stored in the state); with a
-        ``checkpoint``, the seed comes from its path, so that a re-run resumes.
-    features : list of str, optional
-        Columns to use (default: every numeric column).
-    on_invalid : {"raise", "skip"}
-        Rows with NaN or inf raise an error, or are skipped and counted.
-
-    Attributes
-    ----------
-    cluster_centers_ : ndarray (n_clusters, n_features)
-    labels_ : ndarray (n_rows,)
-        Only after ``fit`` on in-memory (pandas / numpy) input; ``predict`` otherwise.
-    inertia_ : float
-        Exact sum of squared distances of the training rows to their nearest centre.
-        Only when it was computed (in-memory input, or ``compute_inertia=True``).
-    estimated_inertia_ : float
-        The state's own estimate of ``inertia_`` (no data read).
-    n_iter_ : int
-        Lloyd iterations behind ``cluster_centers_``: weighted ones on the core set
-        and on the state's sample, plus the exact passes over the data of ``epochs > 1``.
-    n_passes_ : int
-        Exact Lloyd passes over the data (``epochs - 1`` unless converged earlier).
-    state_ : KMeansState
-
-    Notes
-    -----
-    Methods: :meth:`predict` (nearest centre), :meth:`transform` (distances to the
-    centres), :meth:`ssd` and :meth:`msd` (sum and mean of squared distances to the
-    nearest centre), :meth:`score` (``-ssd``), :meth:`finalize` (the model for
-    other ``n_clusters``, ``init`` or ``local_lloyd_*`` settings, no data read) and
-    :meth:`cost_curve` (estimated SSE for each ``k``, no data read).
-
-    Measured against scikit-learn's ``KMeans(n_init=10)`` SSE: one pass is within
-    0.5% on digits (k = 10) and exact on separated blobs; with 20 partitions and
-    ``k = 100`` on 10 blobs in 16 dimensions (many clusters per natural group), one
-    pass is 0.6% above it (5.8% with ``sample_size=0``). The polish's own noise is
-    about ``k / sample_size`` of the SSE; ``epochs=2`` removes it.
-
-    Examples
-    --------
-    >>> import numpy as np, daskstate
-    >>> rng = np.random.default_rng(0)
-    >>> X = np.concatenate([rng.normal(c, 0.1, size=(100, 2)) for c in (0.0, 5.0, 10.0)])
-    >>> km = daskstate.KMeans(n_clusters=3, k_max=5, random_state=0).fit(X)
-    >>> np.sort(km.cluster_centers_[:, 0]).round(1)
-    array([-0.,  5., 10.])
-    >>> km.predict(np.array([[5.1, 4.9]])) == km.predict(np.array([[5.0, 5.0]]))
-    array([ True])
-    >>> km.finalize(n_clusters=2).cluster_centers_.shape
-    (2, 2)
-    """
-
-    state_class = KMeansState
-
-    def __init__(
-        self,
-        n_clusters: int = 8,
-        *,
-        k_max: int | None = None,
-        extra_center_factor: int | str = "auto",
-        init: str = "k-means++",
-        epochs: int = 1,
-        mini_batch_size: int = 5000,
-        local_lloyd_max_iter: int = 300,
-        local_lloyd_tol: float = 1e-4,
-        local_lloyd_num_trials: int | str = "auto",
-        half_life_time_size: int = 0,
-        sample_size: int | str = "auto",
-        compute_inertia: bool = False,
-        random_state: int | None = None,
-        features: list[str] | None = None,
-        on_invalid: str = "raise",
-    ):
-        self.n_clusters = n_clusters
-        self.k_max = k_max
-        self.extra_center_factor = extra_center_factor
-        self.init = init
-        self.epochs = epochs
-        self.mini_batch_size = mini_batch_size
-        self.local_lloyd_max_iter = local_lloyd_max_iter
-        self.local_lloyd_tol = local_lloyd_tol
-        self.local_lloyd_num_trials = local_lloyd_num_trials
-        self.half_life_time_size = half_life_time_size
-        self.sample_size = sample_size
-        self.compute_inertia = compute_inertia
-        self.random_state = random_state
-        self.features = features
-        self.on_invalid = on_invalid
-
-    # ---- hyperparameters --------------------------------------------------------------
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        _check_int("n_clusters", self.n_clusters, 1)
-        if self.k_max is not None:
-            _check_int("k_max", self.k_max, 1)
-            if self.k_max < self.n_clusters:
-                raise ValueError(f"k_max must be >= n_clusters={self.n_clusters}, got {self.k_max}")
-        _check_int("extra_center_factor", self.extra_center_factor, 1, allow=("auto",))
-        if self.init not in ("k-means++", "random"):
-            raise ValueError(f"init must be 'k-means++' or 'random', got {self.init!r}")
-        _check_int("epochs", self.epochs, 1)
-        _check_int("mini_batch_size", self.mini_batch_size, 1)
-        _check_int("local_lloyd_max_iter", self.local_lloyd_max_iter, 1)
-        tol = self.local_lloyd_tol
-        if isinstance(tol, bool) or not isinstance(tol, int | float | np.number) or not tol >= 0:
-            raise ValueError(f"local_lloyd_tol must be a number >= 0, got {tol!r}")
-        _check_int("local_lloyd_num_trials", self.local_lloyd_num_trials, 1, allow=("auto",))
-        h = self.half_life_time_size
-        if isinstance(h, bool) or not isinstance(h, int | float | np.number) or not (h >= 0 and math.isfinite(h)):
-            raise ValueError(f"half_life_time_size must be a number >= 0 (0: no decay), got {h!r}")
-        if h and self.epochs > 1:
-            raise ValueError(
-                f"epochs={self.epochs} refines on all rows alike, which contradicts "
-                f"half_life_time_size={h}; use epochs=1 with decay"
-            )
-        _check_int("sample_size", self.sample_size, 0, allow=("auto",))
-        if not isinstance(self.compute_inertia, bool | np.bool_):
-            raise ValueError(f"compute_inertia must be True or False, got {self.compute_inertia!r}")
-        if self.random_state is not None:
-            _check_int("random_state", self.random_state, 0)
-
-    @property
-    def _k_max(self) -> int:
-        return int(self.k_max if self.k_max is not None else self.n_clusters)
-
-    def _state_params(self, inp: Input) -> dict[str, Any]:
-        factor = self.extra_center_factor
-        if factor == "auto":
-            factor = auto_extra_center_factor(self._k_max)
-        seed = self.random_state
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        return {
-            "k_max": self._k_max,
-            "n_centers": self._k_max * int(factor),
-            "init": self.init,
-            "mini_batch_size": int(self.mini_batch_size),
-            "local_lloyd_tol": float(self.local_lloyd_tol),
-            "half_life_time_size": float(self.half_life_time_size),
-            "sample_size": auto_sample_size(inp.schema.n_features, self._k_max) if self.sample_size == "auto"
-            else int(self.sample_size),
-            "seed": int(seed),
-        }
-
-    def _finalize_overrides(self) -> dict[str, Any]:
-        return {
-            "n_clusters": int(self.n_clusters),
-            "init": self.init,
-            "local_lloyd_max_iter": int(self.local_lloyd_max_iter),
-            "local_lloyd_tol": float(self.local_lloyd_tol),
-            "local_lloyd_num_trials": self.local_lloyd_num_trials,
-        }
-
-    def _min_rows_needed(self) -> int:
-        return int(self.n_clusters)
-
-    def _check_enough_rows(self, state: State) -> None:
-        if state.n_rows < self._min_rows_needed():
-            skipped = f" ({state.n_skipped} invalid rows were skipped)" if state.n_skipped else ""
-            raise DataError(
-                f"KMeans with n_clusters={self.n_clusters} needs at least {self.n_clusters} rows; "
-                f"the input had {state.n_rows}{skipped}"
-            )
-
-    # ---- fitting ------------------------------------------------------------------------
-    def fit(
-        self,
-        X: Any,
-        y: Any = None,
-        *,
-        checkpoint: Any = None,
-        checkpoint_every: int | None = None,
-        progress: bool = False,
-        split_every: int = 8,
-    ) -> KMeans:
-        """Fit in one streaming pass, plus ``epochs - 1`` exact Lloyd passes.
-
-        Parameters
-        ----------
-        X : Dask DataFrame or Array, pandas DataFrame, numpy array, or iterator of batches
-        y : ignored
-        checkpoint : path, optional
-            Zarr path of the first pass's checkpoint (see :func:`daskstate.fold`);
-            refining passes checkpoint to ``<checkpoint>-epoch<e>``.
-        checkpoint_every, progress, split_every
-            As in :func:`daskstate.fold`.
-
-        Returns
-        -------
-        self
-        """
-        self._validate_params()
-        inp = self._input(X)
-        in_memory = isinstance(X, np.ndarray | pd.DataFrame)
-        if not (inp.is_dask or in_memory) and (self.epochs > 1 or self.compute_inertia):
-            raise ValueError(
-                f"epochs={self.epochs}, compute_inertia={self.compute_inertia} need to read the data again, "
-                "but an iterator of batches is read once; pass a Dask, pandas or numpy input"
-            )
-        fold_kwargs = {"progress": progress, "split_every": split_every}
-        params = self._state_params(inp)
-        if self.random_state is None and checkpoint is not None:
-            # a re-run of the same call must find the same hyperparameters to resume
-            params["seed"] = zlib.crc32(os.fspath(checkpoint).encode())
-        state = KMeansState(inp.schema, params)
-        state = self._fold(inp, state, checkpoint=checkpoint, checkpoint_every=checkpoint_every, **fold_kwargs)
-        self._check_enough_rows(state)
-        overrides = self._finalize_overrides()
-        if self.epochs > 1 or (self.compute_inertia and not in_memory):
-            state = self._refine(X, inp, state, overrides, checkpoint, checkpoint_every, fold_kwargs)
-        self._set_state(state, overrides)
-        if in_memory:
-            # labels_ and the exact inertia_ in one pass over the rows in memory; the inertia
-            # is kept in the state (keyed by the centres), so it survives save / load
-            labels, inertia = self._labels_and_inertia(X)
-            self.state_ = self.state_.with_model(self.cluster_centers_, inertia=inertia)
-            self._labels, self._inertia = labels, inertia
-        return self
-
-    def _refine(self, X: Any, inp: Input, state: KMeansState, overrides: dict, checkpoint: Any,
-                checkpoint_every: int | None, fold_kwargs: dict) -> KMeansState:
-        """Exact Lloyd passes (``epochs - 1``) and, if asked, an inertia pass; kept in the state.
-
-        The first pass scores the best few distinct models of
-        :meth:`KMeansState.candidates` on the data (exact SSE, one GEMM for all) and
-        continues with the best: the state ranks local optima well, but not perfectly.
-        """
-        k = int(overrides["n_clusters"])
-        n_models = max(1, min(REFINE_CANDIDATES, state.max_centers // (2 * k))) if self.epochs > 1 else 1
-        found = state.candidates(
-            k, n_models, init=overrides["init"], max_iter=overrides["local_lloyd_max_iter"],
-            tol=overrides["local_lloyd_tol"], num_trials=overrides["local_lloyd_num_trials"],
-        )
-        models = [C for C, _ in found]
-        n_iter = found[0][1]
-        inertia = None
-        passes = 0
-        tol = self.local_lloyd_tol * _mean_variance(state)
-
-        def one_pass(models: list[np.ndarray], e: int) -> dict[str, Any]:
-            again = inp if inp.is_dask else self._input(X)
-            start = KMeansLloydState.starting_from(state.schema, *models)
-            path = None if checkpoint is None else f"{checkpoint}-epoch{e}"
-            out = engine.fold(again, start, on_invalid=self.on_invalid, checkpoint=path,
-                              checkpoint_every=checkpoint_every if path else None, **fold_kwargs)
-            return out.finalize()
-
-        centers = models[0]
-        for e in range(2, self.epochs + 1):
-            res = one_pass(models, e)
-            best = int(np.argmin(res["inertia"]))  # by the exact SSE of each model this pass started from
-            moved = float(((res["centers"][best] - models[best]) ** 2).sum())
-            passes += 1
-            n_iter = found[best][1] + passes
-            if moved <= tol:
-                # converged: keep the centres this pass scored, whose SSE is now known exactly
-                centers, inertia = models[best], float(res["inertia"][best])
-                break
-            centers = res["centers"][best]
-            models = [centers]  # the first pass chose; later passes refine that model alone
-        if self.compute_inertia and inertia is None:
-            inertia = float(one_pass([centers], self.epochs + 1)["inertia"][0])
-        return state.with_model(centers, n_iter=n_iter, passes=passes, inertia=inertia)
-
-    def _set_state(self, state: State, overrides: dict[str, Any]) -> None:
-        self.__dict__.pop("_labels", None)
-        super()._set_state(state, overrides)
-
-    def _apply_model(self, model: dict[str, Any]) -> None:
-        model = dict(model)
-        self._inertia = model.pop("inertia", None)
-        super()._apply_model(model)
-
-    def _labels_and_inertia(self, X: Any) -> tuple[np.ndarray, float]:
-        """Nearest centre of each in-memory row (-1 for skipped rows) and the exact inertia."""
-        out = self._map_rows(X, lambda A: np.column_stack(self._nearest(A)), ["label", "d2"], "labels")
-        out = np.asarray(out, dtype=np.float64)
-        ok = ~np.isnan(out[:, 1])
-        labels = np.full(len(out), -1, dtype=np.int64)
-        labels[ok] = out[ok, 0].astype(np.int64)
-        return labels, float(out[ok, 1].sum())
-
-    @property
-    def labels_(self) -> np.ndarray:
-        """Cluster of each training row (in-memory input only; -1 for skipped rows)."""
-        if "_labels" not in self.__dict__:
-            raise AttributeError(
-                "labels_ is only kept after fit on in-memory (pandas / numpy) input; "
-                "use predict(X), which is lazy for Dask input"
-            )
-        return self._labels
-
-    @property
-    def inertia_(self) -> float:
-        """Exact sum of squared distances of the training rows to their nearest centre."""
-        value = self.__dict__.get("_inertia")
-        if value is None:
-            raise AttributeError(
-                "inertia_ needs a pass over the data: fit with compute_inertia=True, call ssd(X), "
-                "or use estimated_inertia_ (from the state, no data read)"
-            )
-        return float(value)
-
-    # ---- using the model -----------------------------------------------------------------
-    def _nearest(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        C = self.cluster_centers_
-        with single_blas_thread(main_thread=True):
-            return nearest_centers(A, C, shift=C.mean(axis=0))
-
-    def predict(self, X: Any) -> Any:
-        """Index of the nearest centre for each row; lazy for Dask input."""
-        self._check_fitted()
-        return self._map_rows(X, lambda A: self._nearest(A)[0].astype(np.int64), None, "predict", dtype=np.int64)
-
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
-        """``fit(X)`` then ``predict(X)``."""
-        return self.fit(X).predict(X)
-
-    def transform(self, X: Any) -> Any:
-        """Euclidean distance of each row to each centre (columns ``d0..``); lazy for Dask input."""
-        self._check_fitted()
-        C = self.cluster_centers_
-        shift = C.mean(axis=0)
-        Cs = C - shift
-        C_sq = row_norms_sq(Cs)
-
-        def dist(A: np.ndarray) -> np.ndarray:
-            As = A - shift
-            D = As @ (-2.0 * Cs.T)
-            D += row_norms_sq(As)[:, None]
-            D += C_sq
-            return np.sqrt(np.maximum(D, 0.0))
-
-        return self._map_rows(X, dist, [f"d{j}" for j in range(len(C))], "transform")
-
-    def _min_sq_distances(self, X: Any) -> tuple[float, int]:
-        import dask
-        import dask.array as da
-
-        d2 = self._map_rows(X, lambda A: self._nearest(A)[1], None, "min-sq-distance")
-        if isinstance(d2, da.Array):
-            total, count = dask.compute(da.nansum(d2), (~da.isnan(d2)).sum())
-        elif hasattr(d2, "dask"):
-            total, count = dask.compute(d2.sum(), d2.count())
-        else:
-            d2 = np.asarray(d2, dtype=np.float64)
-            total, count = np.nansum(d2), int((~np.isnan(d2)).sum())
-        return float(total), int(count)
-
-    def ssd(self, X: Any) -> float:
-        """Sum of squared distances of the rows of ``X`` to their nearest centre (computes Dask input)."""
-        self._check_fitted()
-        return self._min_sq_distances(X)[0]
-
-    def msd(self, X: Any) -> float:
-        """Mean squared distance of the rows of ``X`` to their nearest centre (computes Dask input)."""
-        self._check_fitted()
-        total, count = self._min_sq_distances(X)
-        return total / count if count else math.nan
-
-    def score(self, X: Any, y: Any = None) -> float:
-        """Negative sum of squared distances (scikit-learn's convention: higher is better)."""
-        return -self.ssd(X)
-
-    def cost_curve(self, ks: Any) -> pd.Series:
-        """Estimated sum of squared distances for each ``k`` in ``ks``, from the state alone.
-
-        An elbow plot without reading data: each value is the ``estimated_inertia_``
-        of ``finalize(n_clusters=k)`` (from the state's sample, or its core set).
-        Every ``k`` must be ``<= k_max``.
-
-        Examples
-        --------
-        >>> km.cost_curve(range(1, 11)).plot()   # doctest: +SKIP
-        """
-        self._check_fitted()
-        ks = [int(k) for k in ks]
-        o = self.finalize_overrides_
-        costs = self.state_.cost_curve(ks, **{key: v for key, v in o.items() if key != "n_clusters"})
-        return pd.Series(costs, index=pd.Index(ks, name="n_clusters"), name="estimated_ssd")
-
-
-def _mean_variance(state: KMeansState) -> float:
-    """Mean per-feature variance of the data, estimated from the core set."""
-    w = state.weights
-    if not len(w) or w.sum() <= 0:
-        return 0.0
-    mean = (w @ state.centers) / w.sum()
-    between = float(w @ row_norms_sq(state.centers - mean))
-    return (between + state.estimated_cost) / w.sum() / state.n_features
-
-
-__all__ = ["KMeans", "KMeansLloydState", "KMeansState", "auto_extra_center_factor", "reduce_core_set"]

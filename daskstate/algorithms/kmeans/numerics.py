@@ -1,0 +1,418 @@
+"""k-means numerics: nearest centres by one GEMM per block, cluster sums, seeding, weighted Lloyd.
+
+Pure functions on numpy arrays, used by the streaming state (:mod:`.state`) for its
+per-mini-batch assignment and by every reduction of a weighted core set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def row_norms_sq(X: np.ndarray) -> np.ndarray:
+    """Squared Euclidean norm of each row."""
+    return np.einsum("ij,ij->i", X, X)
+
+
+def nearest_centers(
+    X: np.ndarray,
+    C: np.ndarray,
+    *,
+    shift: np.ndarray | None = None,
+    dtype: type = np.float64,
+    block_bytes: int = 1 << 22,
+    work: dict | None = None,
+    groups: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index of, and squared distance to, the nearest row of ``C`` for each row of ``X``.
+
+    Distances come from one GEMM per block of rows on augmented matrices,
+    ``[X - shift, 1] @ [-2 (C - shift)^T ; |C - shift|^2]``, so the ``argmin`` needs
+    no further pass over the ``rows x k`` block. ``dtype=np.float32`` doubles the
+    speed; ``shift`` (a point near the data, e.g. its mean) keeps float32's digits
+    for the distances when the data's mean is large next to its spread. Temporary
+    memory is bounded by ``block_bytes`` (the distance block), not by ``len(X)``;
+    pass the same ``work`` dict to repeated calls to reuse the buffers. With
+    ``groups=g``, ``C`` stacks ``g`` sets of centres of equal size and each row gets
+    its nearest centre within each set (one GEMM for all of them).
+
+    Returns
+    -------
+    labels : ndarray of intp, shape (n,), or (n, g) of indices within each set
+    sq_dist : ndarray of float64, same shape, clipped at 0
+    """
+    n, d = X.shape
+    k = len(C)
+    dtype = np.dtype(dtype)
+    shift = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64)
+    Cs = np.asarray(C, dtype=np.float64) - shift
+    C_aug = np.empty((d + 1, k), dtype=dtype)
+    C_aug[:d] = -2.0 * Cs.T
+    C_aug[d] = row_norms_sq(Cs)
+    rows = int(min(max(n, 1), max(256, block_bytes // max(1, k * dtype.itemsize))))
+    work = {} if work is None else work
+    key = (rows, d, k, dtype.str)
+    if work.get("key") != key:
+        work.clear()
+        work.update(key=key, Xa=np.empty((rows, d + 1), dtype=dtype), G=np.empty((rows, k), dtype=dtype))
+    Xa, G = work["Xa"], work["G"]
+    Xa[:, d] = 1.0
+    shape = (n,) if groups == 1 else (n, groups)
+    labels = np.empty(shape, dtype=np.intp)
+    sq_dist = np.empty(shape, dtype=np.float64)
+    for s in range(0, n, rows):
+        m = min(rows, n - s)
+        xa, g = Xa[:m], G[:m]
+        np.subtract(X[s : s + m], shift, out=xa[:, :d], casting="same_kind")
+        np.matmul(xa, C_aug, out=g)
+        x_sq = row_norms_sq(xa[:, :d])
+        if groups == 1:
+            lab = labels[s : s + m]
+            np.argmin(g, axis=1, out=lab)
+            sq_dist[s : s + m] = np.take_along_axis(g, lab[:, None], axis=1)[:, 0]
+            sq_dist[s : s + m] += x_sq
+        else:
+            g3 = g.reshape(m, groups, k // groups)
+            lab = g3.argmin(axis=2)
+            labels[s : s + m] = lab
+            sq_dist[s : s + m] = np.take_along_axis(g3, lab[:, :, None], axis=2)[:, :, 0]
+            sq_dist[s : s + m] += x_sq[:, None]
+    np.maximum(sq_dist, 0.0, out=sq_dist)
+    return labels, sq_dist
+
+
+#: ``nearest_centers_packed`` handles up to this many centres (7 index bits); above it the
+#: packing's extra passes over the distance block cost more than ``argmin`` saves
+PACKED_MAX_CENTERS = 100
+
+
+def nearest_centers_packed(
+    X: np.ndarray, C: np.ndarray, *, shift: np.ndarray, work: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest of at most ``PACKED_MAX_CENTERS`` centres, 2x faster than :func:`nearest_centers` in float32.
+
+    ``np.argmin`` along a row of a few dozen distances costs about 60 ns per row
+    whatever the row's length; a minimum over the other axis is vectorised across
+    rows. So the distances are computed transposed (``k x rows``, one float32 GEMM
+    on ``[X - shift, 1, |X - shift|^2]``), the centre's index is written into the
+    low ``ceil(log2 k)`` mantissa bits of each distance, and one integer minimum over
+    the centres gives both the index and the distance. Non-negative floats order like
+    their bit patterns, so the winner is the nearest centre except between centres
+    whose distances agree to ``2^-(23 - bits)`` relatively (ties at float32
+    precision); the returned squared distance is truncated by as much (at most
+    ``1.5e-5`` relatively for 100 centres). For the assignment and cost estimate
+    of streaming k-means, not for exact inertia.
+
+    Returns
+    -------
+    labels : ndarray of intp (n,)
+    sq_dist : ndarray of float64 (n,), clipped at 0
+    """
+    n, d = X.shape
+    k = len(C)
+    if not 1 <= k <= PACKED_MAX_CENTERS:
+        raise ValueError(f"nearest_centers_packed handles 1 to {PACKED_MAX_CENTERS} centres, got {k}")
+    low = np.int32((1 << max(1, (k - 1).bit_length())) - 1)
+    shift = np.asarray(shift, dtype=np.float64)
+    Cs = np.asarray(C, dtype=np.float64) - shift
+    A = np.empty((k, d + 2), dtype=np.float32)
+    A[:, :d] = -2.0 * Cs
+    A[:, d] = row_norms_sq(Cs)
+    A[:, d + 1] = 1.0
+    cols = int(min(max(n, 1), max(256, (1 << 21) // (4 * k))))
+    work = {} if work is None else work
+    key = ("packed", cols, d, k)
+    if work.get("key") != key:
+        work.clear()
+        B = np.empty((d + 2, cols), dtype=np.float32)
+        B[d] = 1.0
+        work.update(key=key, B=B, G=np.empty((k, cols), dtype=np.float32),
+                    index=np.arange(k, dtype=np.int32)[:, None])
+    B, G, index = work["B"], work["G"], work["index"]
+    labels = np.empty(n, dtype=np.intp)
+    sq_dist = np.empty(n, dtype=np.float32)
+    for s in range(0, n, cols):
+        m = min(cols, n - s)
+        b, g = B[:, :m], G[:, :m]
+        np.subtract(X[s : s + m].T, shift[:, None], out=b[:d], casting="same_kind")
+        np.einsum("ij,ij->j", b[:d], b[:d], out=b[d + 1])
+        np.matmul(A, b, out=g)
+        bits = g.view(np.int32)
+        np.bitwise_and(bits, ~low, out=bits)
+        np.bitwise_or(bits, index, out=bits)
+        best = bits.min(axis=0)
+        labels[s : s + m] = best & low
+        # a tiny negative distance (rounding, a row on its centre) is negative as an int
+        # too, so it still wins; it is clipped to 0 below
+        sq_dist[s : s + m] = (best & ~low).view(np.float32)
+    return labels, np.maximum(sq_dist, 0.0).astype(np.float64)
+
+
+def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per-cluster (weighted) sums of the rows of ``X``: a ``k x d`` float64 array.
+
+    One flat ``bincount`` (no per-row Python loop, no ``k x n`` one-hot matrix), or
+    one per column for a column-major ``X``.
+    """
+    n, d = X.shape
+    vals = X if weights is None else X * weights[:, None]
+    if vals.flags.f_contiguous and not vals.flags.c_contiguous:
+        # column-major (what pandas' to_numpy gives): one bincount per contiguous column
+        # is twice as fast as raveling (copying) the batch into row order
+        out = np.empty((k, d))
+        for j in range(d):
+            out[:, j] = np.bincount(labels, weights=vals[:, j], minlength=k)
+        return out
+    idx = (labels[:, None] * d + np.arange(d)).ravel()
+    return np.bincount(idx, weights=vals.ravel(), minlength=k * d).reshape(k, d)
+
+
+def weighted_kmeans_pp(
+    X: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    n_local_trials: int | None = None,
+) -> np.ndarray:
+    """Indices of ``k`` seeds chosen from the weighted points ``X`` by k-means++.
+
+    A point is drawn with probability proportional to ``weight * D(x)^2`` (its
+    squared distance to the nearest seed so far). With ``n_local_trials > 1`` each
+    step draws that many candidates and keeps the one that lowers the weighted
+    potential most (greedy k-means++; default ``2 + log(k)`` as in scikit-learn).
+    When fewer than ``k`` distinct points exist, the rest are filled with unused
+    indices (duplicates of chosen points).
+    """
+    n = len(X)
+    if k > n:
+        raise ValueError(f"cannot choose {k} seeds from {n} points")
+    w = np.asarray(weights, dtype=np.float64)
+    trials = max(1, int(2 + np.log(k)) if n_local_trials is None else int(n_local_trials))
+    X_sq = row_norms_sq(X)
+    cum = np.cumsum(w)
+    first = int(min(np.searchsorted(cum, rng.random() * cum[-1], side="right"), n - 1))
+    chosen = [first]
+    closest = row_norms_sq(X - X[first])
+    for _ in range(1, k):
+        wd = w * closest
+        cum = np.cumsum(wd)
+        pot = cum[-1]
+        if not pot > 0:
+            break
+        cand = np.minimum(np.searchsorted(cum, rng.random(trials) * pot, side="right"), n - 1)
+        Cc = X[cand]
+        d = X @ Cc.T
+        d *= -2.0
+        d += X_sq[:, None]
+        d += X_sq[cand][None, :]
+        np.maximum(d, 0.0, out=d)
+        np.minimum(d, closest[:, None], out=d)
+        best = int(np.argmin(w @ d)) if trials > 1 else 0
+        closest = d[:, best].copy()
+        chosen.append(int(cand[best]))
+    if len(chosen) < k:  # fewer distinct points than k
+        rest = np.setdiff1d(np.arange(n), chosen)[: k - len(chosen)]
+        chosen.extend(int(i) for i in rest)
+    return np.asarray(chosen, dtype=np.intp)
+
+
+def d2_sample_rounds(
+    X: np.ndarray,
+    weights: np.ndarray | None,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    existing: np.ndarray | None = None,
+    rounds: int = 16,
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """Indices of up to ``k`` rows of ``X`` drawn by (weighted) D^2 sampling in rounds.
+
+    k-means++ draws one seed at a time; this draws ``ceil(remaining / rounds left)``
+    seeds per round, without replacement, with probability proportional to
+    ``weight * D(x)^2`` (distance to the nearest seed or ``existing`` centre), then
+    updates the distances with one GEMM (the k-means|| idea with a fixed budget of
+    ``k``). A few dozen numpy calls instead of ``k`` Python iterations, at nearly
+    k-means++'s coverage. Stops early when every point coincides with a seed.
+    """
+    n = len(X)
+    k = min(int(k), n)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    chosen = np.zeros(n, dtype=bool)
+    if existing is not None and len(existing):
+        _, closest = nearest_centers(X, existing, dtype=dtype)
+    else:
+        first = int(min(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right"), n - 1))
+        chosen[first] = True
+        closest = row_norms_sq(X - X[first])
+    picked = int(chosen.sum())
+    rounds = max(1, int(rounds))
+    x_sq = row_norms_sq(X)
+    for r in range(rounds):
+        want = -(-(k - picked) // (rounds - r))
+        if want <= 0:
+            break
+        p = w * closest
+        p[chosen] = 0.0
+        ok = np.flatnonzero(p > 0)
+        if not len(ok):
+            break
+        # Efraimidis-Spirakis: the `want` smallest Exp(1) / p are a weighted sample without replacement
+        keys = rng.exponential(size=len(ok)) / p[ok]
+        take = ok[np.argpartition(keys, want - 1)[:want]] if want < len(ok) else ok
+        chosen[take] = True
+        picked += len(take)
+        np.minimum(closest, _min_sq_dist_to_few(X, X[take], x_sq), out=closest)
+    return np.flatnonzero(chosen)
+
+
+def _min_sq_dist_to_few(X: np.ndarray, C: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
+    """Squared distance of each row of ``X`` to the nearest of a few centres ``C``.
+
+    Computed as a ``len(C) x n`` block reduced over its first axis: with few
+    centres, that is much faster than an ``argmin`` along short rows.
+    """
+    D = C @ X.T
+    D *= -2.0
+    D += row_norms_sq(C)[:, None]
+    out = D.min(axis=0)
+    out += x_sq
+    np.maximum(out, 0.0, out=out)
+    return out
+
+
+#: :func:`weighted_ward` keeps an ``n x n`` cost matrix: above this many points it is not run
+WARD_MAX_POINTS = 2048
+
+
+def weighted_ward(X: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """Centres of Ward's agglomerative clustering of the weighted points ``X`` into ``k`` clusters.
+
+    Starting from every point as a cluster, repeatedly merge the two clusters
+    whose union raises the weighted sum of squares least, ``w_a w_b / (w_a + w_b)
+    |c_a - c_b|^2``, until ``k`` remain; returns their weighted means. A seeding
+    for weighted Lloyd that is blind to the luck of a draw: where ``k`` is below
+    the number of natural groups, k-means++ restarts keep landing in pairings of
+    the groups that Lloyd cannot undo (on 10 Gaussian blobs with ``k = 6``, the best
+    of 100 restarts on a 50-centre core set was 2% above the best pairing, which
+    Ward finds). Each step updates only the merged row of an ``n x n`` cost matrix
+    and the nearest-neighbour entries that pointed at the pair: ``O(n^2)`` memory,
+    about ``O(n^2)`` time. scipy's ``linkage`` does not take weights.
+
+    Examples
+    --------
+    >>> X = np.array([[0.0], [1.0], [10.0], [11.0]])
+    >>> weighted_ward(X, np.array([1.0, 1.0, 1.0, 3.0]), 2)
+    array([[ 0.5 ],
+           [10.75]])
+    """
+    n = len(X)
+    C = np.array(X, dtype=np.float64, copy=True)
+    if k >= n:
+        return C
+    W = np.array(weights, dtype=np.float64, copy=True)
+    sq = row_norms_sq(C)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (C @ C.T), 0.0)
+    cost = d2 * (W[:, None] * W[None, :] / (W[:, None] + W[None, :]))
+    np.fill_diagonal(cost, np.inf)
+    alive = np.ones(n, dtype=bool)
+    nn = cost.argmin(axis=1)
+    nn_cost = cost[np.arange(n), nn]
+    for _ in range(n - k):
+        a = int(np.argmin(nn_cost))
+        b = int(nn[a])
+        w_ab = W[a] + W[b]
+        C[a] = (W[a] * C[a] + W[b] * C[b]) / w_ab
+        W[a] = w_ab
+        alive[b] = False
+        nn_cost[b] = np.inf
+        cost[b, :] = np.inf
+        cost[:, b] = np.inf
+        row = W[a] * W / (W[a] + W) * row_norms_sq(C - C[a])
+        row[~alive] = np.inf
+        row[a] = np.inf
+        cost[a, :] = row
+        cost[:, a] = row
+        # rows whose nearest cluster was a or b look again; the others only compare with the new a
+        stale = np.flatnonzero(alive & ((nn == a) | (nn == b)))
+        nn[stale] = cost[stale].argmin(axis=1)
+        nn_cost[stale] = cost[stale, nn[stale]]
+        closer = alive & (row < nn_cost)
+        nn[closer] = a
+        nn_cost[closer] = row[closer]
+        nn[a] = int(np.argmin(row))
+        nn_cost[a] = row[nn[a]]
+    return C[alive]
+
+
+def weighted_lloyd(
+    X: np.ndarray,
+    weights: np.ndarray,
+    centers: np.ndarray,
+    *,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Weighted Lloyd iterations on a small weighted point set, from ``centers``.
+
+    Stops when the assignment no longer changes or when the total squared move of
+    the centres falls below ``tol`` times the points' mean (weighted) per-feature
+    variance, as scikit-learn does. An empty cluster is moved to the point with the
+    largest weighted squared distance to its centre. The returned centres are the
+    weighted means of the returned assignment (the weighted centroid condition
+    holds exactly), so the cost is that of the returned pair.
+
+    Returns
+    -------
+    centers : ndarray (k, d)
+    labels : ndarray of intp (n,)
+    cost : float
+        ``sum(weights * squared distance to the assigned centre)``.
+    n_iter : int
+        Iterations run.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    C = np.array(centers, dtype=np.float64, copy=True)
+    wsum = w.sum()
+    mean = (w @ X) / wsum
+    tol_abs = tol * float(w @ row_norms_sq(X - mean)) / wsum / X.shape[1]
+    labels = None
+    n_iter = 0
+    while n_iter < max(1, int(max_iter)):
+        n_iter += 1
+        new_labels, d2 = nearest_centers(X, C)
+        if labels is not None and np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        C_new = _weighted_means(X, w, labels, C)
+        _relocate_empty(X, w, labels, d2, C_new)
+        move = float(((C_new - C) ** 2).sum())
+        C = C_new
+        if move <= tol_abs:
+            break
+    labels, _ = nearest_centers(X, C)
+    C = _weighted_means(X, w, labels, C)
+    d2 = row_norms_sq(X - C[labels])
+    return C, labels, float(w @ d2), n_iter
+
+
+def _weighted_means(X: np.ndarray, w: np.ndarray, labels: np.ndarray, C: np.ndarray) -> np.ndarray:
+    k = len(C)
+    W = np.bincount(labels, weights=w, minlength=k)
+    S = cluster_sums(labels, X, k, w)
+    out = C.copy()
+    nz = W > 0
+    out[nz] = S[nz] / W[nz, None]
+    return out
+
+
+def _relocate_empty(X: np.ndarray, w: np.ndarray, labels: np.ndarray, d2: np.ndarray, C: np.ndarray) -> None:
+    """Move centres without points onto the points farthest (weighted) from their centre."""
+    k = len(C)
+    W = np.bincount(labels, weights=w, minlength=k)
+    empty = np.flatnonzero(W <= 0)
+    if not len(empty):
+        return
+    far = np.argsort(-(w * d2), kind="stable")[: len(empty)]
+    C[empty[: len(far)]] = X[far]
