@@ -468,6 +468,52 @@ def test_partial_fit_equals_one_fit():
     assert inc.n_samples_seen_ == len(X)
 
 
+# ---------------------------------------------------------------------------- wide data in regular mode (issue 16 item 10)
+def test_wide_regular_fit_peaks_at_a_small_multiple_of_its_state():
+    # the update and merge used to add d x d temporaries (the centred batch's product, Chan's
+    # outer product, their sums): 5.6x the state at d = 2000 (3.5x beyond two mini-batches),
+    # now 4.0x (1.9x); at d = 8000 the 32 MiB mini-batches are small next to the 512 MB state
+    import tracemalloc
+
+    from daskstate.algorithms.pca import rows_per_batch
+
+    n, d = 3_200, 2_000
+    X = np.random.default_rng(0).normal(size=(n, d))
+    state_bytes = 8 * d * d
+    batch_bytes = 8 * d * rows_per_batch(d)
+    tracemalloc.start()
+    try:
+        pca = daskstate.PCA(n_components=10).fit(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - 2 * batch_bytes <= 2.5 * state_bytes, (peak - 2 * batch_bytes) / state_bytes
+    assert pca.n_components_ == 10
+
+
+def test_wide_finalize_takes_only_the_top_eigenpairs_and_matches_sklearn(monkeypatch):
+    import daskstate.algorithms.pca as pca_module
+
+    monkeypatch.setattr(pca_module, "WIDE_FEATURES", 10)
+    X = _correlated(3_000, 40, seed=21, mean=5.0)
+    _assert_matches_sklearn(daskstate.PCA(n_components=6).fit(np.array_split(X, 3)), SkPCA(6).fit(X))
+
+
+def test_wide_regular_fit_says_what_it_needs_before_reading(monkeypatch):
+    import daskstate.algorithms.pca as pca_module
+
+    monkeypatch.setattr(pca_module, "REGULAR_WARN_BYTES", 1 << 20)
+    X = np.random.default_rng(0).normal(size=(400, 600))
+    with pytest.warns(pca_module.WideStateWarning, match=r"600 x 600 scatter matrix: 2\.9 MB per state.*randomized"):
+        daskstate.PCA(n_components=5).fit(X)
+
+    monkeypatch.setattr(pca_module, "_available_memory", lambda: 10 << 20)
+    with pytest.raises(MemoryError, match=r"8,000 x 8,000 .*0\.51 GB per state.*mode='randomized'.*available"):
+        daskstate.PCA(n_components=5).fit(da.zeros((100, 8_000), chunks=(50, 8_000)))
+    with pytest.raises(MemoryError, match="available"):
+        daskstate.PCA(n_components=5).fit(pd.DataFrame(np.zeros((2, 2_000))).rename(columns=str))
+
+
 # ---------------------------------------------------------------------------- save / load
 @pytest.mark.parametrize("mode", ["regular", "randomized"])
 def test_save_load_round_trip(tmp_path, mode):

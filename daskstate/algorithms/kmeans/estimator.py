@@ -72,7 +72,8 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
     local_lloyd_tol : float, default 1e-4
         Relative tolerance on the centres' move (scikit-learn's ``tol``).
     local_lloyd_num_trials : int or "auto"
-        Seedings of the final reduction; the best is kept. ``"auto"``: 10.
+        k-means++ seedings of the final reduction, plus one from Ward's agglomeration of
+        the core set; the best after Lloyd is kept. ``"auto"``: 10.
     half_life_time_size : int, default 0
         0: every row counts the same. Otherwise the weight of old rows halves every
         that many rows (for drifting streams; applied per mini-batch and on merge,
