@@ -34,7 +34,7 @@ from daskstate.data import Input, as_input, to_batch
 from daskstate.errors import StateFileError
 from daskstate.numerics import single_blas_thread
 from daskstate.state import State, merge_all
-from daskstate.store import checksum, read_group, save_state, state_from_attrs
+from daskstate.store import checksum, locks_checkpoint, read_group, save_state, state_from_attrs
 
 
 def _where(index: int, source: str | None, kind: str = "partition") -> str:
@@ -129,6 +129,7 @@ def fold_partitions(
     return _compute(root, progress)
 
 
+@locks_checkpoint
 def fold(
     data: Any,
     state: State,
@@ -431,6 +432,7 @@ def _run_rounds(
     return _compute(current, progress)
 
 
+@locks_checkpoint
 def fold_rounds(
     data: Any,
     state: State,
