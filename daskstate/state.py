@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from daskstate.errors import SchemaError, StateError
+from daskstate.errors import MomentOverflowError, SchemaError, StateError
 
 FORMAT_VERSION = 1
 
@@ -171,7 +171,10 @@ class State(abc.ABC):
         if self.supervised and y is None:
             raise SchemaError(f"{self.algorithm} needs a target, but the batch has none")
         if len(X):
-            self._update(X, y)
+            try:
+                self._update(X, y)
+            except MomentOverflowError as exc:  # the shared numerics know indices, the state the names
+                raise exc.naming(self.schema.features, self.schema.target) from None
             self.n_rows += len(X)
         if source is not None:
             self.consumed = self.consumed | {source}
@@ -190,7 +193,10 @@ class State(abc.ABC):
                 setattr(self, name, np.array(getattr(other, name), copy=True))
             self.extra_meta = {**copy.deepcopy(other.extra_meta), **self.extra_meta}
         elif other.n_rows:
-            self._merge(other)
+            try:
+                self._merge(other)
+            except MomentOverflowError as exc:
+                raise exc.naming(self.schema.features, self.schema.target) from None
         self.n_rows += other.n_rows
         self.n_skipped += other.n_skipped
         self.consumed = self.consumed | other.consumed

@@ -149,10 +149,12 @@ class PCAState(State):
                 n, self.offset, self.scatter = merge_moments(n, self.offset, self.scatter, nb, off_b, scatter_b)
             else:
                 block = D if n == 0 else np.vstack([D, _chan_row(n, self.offset, nb, off_b)])
+                m2_b = np.einsum("ij,ij->j", D, D)
+                # the moments first: they raise, naming the column, where values overflow the sketch's SVD
+                n_after, offset, m2 = merge_moments(n, self.offset, self.m2, nb, off_b, m2_b)
                 self.sketch, delta = fd_update(self.sketch, block, self._chunk_rows())
                 self.shrinkage = self.shrinkage + delta
-                m2_b = np.einsum("ij,ij->j", D, D)
-                n, self.offset, self.m2 = merge_moments(n, self.offset, self.m2, nb, off_b, m2_b)
+                n, self.offset, self.m2 = n_after, offset, m2
         if self.mode == "regular":
             self.m2 = np.diagonal(self.scatter).copy()
 
