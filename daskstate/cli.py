@@ -166,6 +166,7 @@ def cluster(scheduler: str | None, workers: int | None, report: str | None,
                 raise RuntimeError(
                     f"the Dask scheduler at {client.scheduler.address} has no workers (waited {timeout:g} s); "
                     "start some (dask worker ADDRESS) or raise --timeout") from None
+            _ACTIVE["memory_limit"] = _memory_limits(client)  # for messages once workers have died
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
             if report:
                 try:
@@ -237,8 +238,8 @@ def _no_workers_watchdog(client: Any, timeout: float) -> Iterator[None]:
     except KeyboardInterrupt:
         if "after" in fired:
             raise NoWorkersError(
-                f"the cluster has had no workers for {timeout:g} s, so the computation cannot go on; workers "
-                "that keep dying usually run out of memory: give them more, or use smaller partitions") from None
+                f"the cluster has had no workers for {timeout:g} s, so the computation cannot go on "
+                "(workers that keep dying and are not restarted)") from None
         raise
     finally:
         stop.set()
@@ -256,8 +257,8 @@ def _memory_limits(client: Any) -> str:
 
 
 def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
@@ -291,8 +292,12 @@ def explain_killed_worker(exc: BaseException, X: Any, client: Any, path: str | N
     task = getattr(exc, "task", None) or "a task"
     tries = getattr(exc, "allowed_failures", None)
     died = f"the workers running {task} died {tries + 1 if isinstance(tries, int) else 'several'} times"
-    limit = _memory_limits(client) if client is not None else "unknown"
-    return (f"{died}; this is almost always memory: each worker may use {limit}, and a partition is "
+    return f"{died}; {_memory_advice(X, client, path)}"
+
+
+def _memory_advice(X: Any, client: Any, path: str | None) -> str:
+    limit = _ACTIVE.get("memory_limit") or (_memory_limits(client) if client is not None else "unknown")
+    return (f"this is almost always memory: each worker may use {limit}, and a partition is "
             f"{partition_size(X, path)}. Give the workers more memory or fewer threads, or use smaller partitions "
             "(smaller Parquet row groups or Zarr chunks)")
 
@@ -662,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     client = None
+    _ACTIVE.clear()
     try:
         if args.command == "demo":
             from daskstate.demo import run_demo
@@ -677,22 +683,20 @@ def main(argv: list[str] | None = None) -> int:
             command = {"fit": cmd_fit, "partial-fit": cmd_partial_fit, "predict": cmd_predict}[args.command]
             with cluster(args.scheduler, args.workers, args.report, args.timeout) as client:
                 _ACTIVE["client"] = client
-                try:
-                    command(args)
-                finally:
-                    _ACTIVE.pop("client", None)
+                command(args)
         return 0
     except Exception as exc:  # one clear line, unless --debug
         if getattr(args, "debug", False):
             raise
         message = str(exc)
-        if type(exc).__name__ == "KilledWorker":
+        if type(exc).__name__ == "KilledWorker" or isinstance(exc, NoWorkersError):
             X = None
             with contextlib.suppress(Exception):
                 from daskstate.data import read_input
 
                 X = read_input(args.input)[0]
-            message = explain_killed_worker(exc, X, client, args.input)
+            message = (explain_killed_worker(exc, X, client, args.input) if type(exc).__name__ == "KilledWorker"
+                       else f"{exc}; {_memory_advice(X, client, args.input)}")
         print(f"daskstate: error: {message}", file=sys.stderr)
         return 1
 

@@ -272,3 +272,24 @@ def test_killed_worker_is_explained_as_memory_and_partition_size(tmp_path, capsy
     assert main(["fit", "scaler", "--input", str(tmp_path / "d.zarr"), "--out", str(tmp_path / "m.zarr")]) == 1
     err = capsys.readouterr().err
     assert "memory" in err and "250 rows x 3 columns" in err and "smaller partitions" in err
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_workers_dying_of_memory_are_reported_with_the_limit_and_partition_size(tmp_path):
+    """Issue 16 item 9: with memory-starved workers a fit waited forever with no workers and no error."""
+    from distributed import LocalCluster
+
+    X = np.random.default_rng(0).normal(size=(400_000, 64))  # one 205 MB chunk per partition
+    zarr.open_group(str(tmp_path / "d.zarr"), mode="w").create_array("X", data=X, chunks=(400_000, 64))
+    with LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="300MB", processes=True,
+                      host="127.0.0.1", dashboard_address=None) as small:
+        proc = subprocess.run(
+            [sys.executable, "-m", "daskstate.cli", "fit", "pca", "--input", str(tmp_path / "d.zarr"),
+             "--out", str(tmp_path / "m.zarr"), "--scheduler", small.scheduler_address, "--timeout", "20"],
+            capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("daskstate: error:") and "memory" in last, proc.stderr[-2000:]
+    assert "286.1 MiB" in last and "400,000 rows x 64 columns = 195.3 MiB" in last
+    assert not os.path.exists(tmp_path / "m.zarr")
