@@ -388,11 +388,10 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_checkpoint(args: argparse.Namespace, inputs: list[str], out: str) -> None:
+    # what may be at a checkpoint path (a state, or a folder of one state per pass) is
+    # checked by the store when the fit resumes from it or writes it
     if args.checkpoint:
-        from daskstate.store import check_writable
-
         check_output_path(args.checkpoint, inputs, "--checkpoint", {"--out": out})
-        check_writable(args.checkpoint, "state")
 
 
 def _missing_required(cls: Any, params: dict[str, Any]) -> None:

@@ -22,16 +22,15 @@ File-safety rules (the README's Guarantees repeat them):
 - **Recovery**: if a crash fell between the two renames of a write, the path is missing
   and both siblings of that write remain; the newer one is used if it verifies, else the
   older one. A lone leftover is never loaded.
-- **Concurrency**: :func:`writer_lock` (and :func:`locks_checkpoint` on the engine's
-  folds) lets one process at a time write a checkpoint; a second writer gets a clear
-  error naming the owner's pid and host.
+- **Concurrency**: :func:`writer_lock` (held by the engine around a checkpointed fit)
+  lets one process at a time write a checkpoint; a second writer gets a clear error
+  naming the owner's pid and host.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import json
 import math
@@ -43,7 +42,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -735,17 +734,3 @@ def writer_lock(path: str | os.PathLike, what: str = "checkpoint") -> Iterator[N
         with contextlib.suppress(OSError):
             os.unlink(lock)
         os.close(fd)
-
-
-def locks_checkpoint(func: Callable) -> Callable:
-    """Decorator for folds taking ``checkpoint=``: hold :func:`writer_lock` on it during the call."""
-
-    @functools.wraps(func)
-    def locked(*args: Any, **kwargs: Any) -> Any:
-        checkpoint = kwargs.get("checkpoint")
-        if checkpoint is None:
-            return func(*args, **kwargs)
-        with writer_lock(checkpoint):
-            return func(*args, **kwargs)
-
-    return locked
