@@ -43,6 +43,14 @@ def frame_schema(
     ``features=None`` means every numeric column but the target.
     """
     columns = [str(c) for c in dtypes.index]
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        used = features is None or target in duplicated or any(str(f) in duplicated for f in features)
+        if used:
+            raise SchemaError(f"{where}: column name(s) {duplicated} appear more than once; rename them "
+                              "(or name features= without them)")
+        keep = [c not in duplicated for c in columns]
+        dtypes, columns = dtypes[keep], [c for c, k in zip(columns, keep, strict=True) if k]
     dtypes = pd.Series(list(dtypes), index=columns)
     if target is not None and target not in columns:
         raise SchemaError(f"{where}: target column {target!r} is missing (columns: {columns})")

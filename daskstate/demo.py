@@ -7,6 +7,7 @@ generated data (columns ``f0..f15``, a numeric target ``y`` and a class label
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -106,8 +107,13 @@ DEMOS: list[tuple[str, Callable[[dd.DataFrame], list[str]]]] = [
 ]
 
 
-def run_demo(workers: int = 2, keep_cluster: bool = False, print_fn: Callable[[str], None] = print) -> None:
-    """Start a LocalCluster (dashboard on 127.0.0.1), write data, fit every algorithm."""
+def run_demo(workers: int = 2, keep_cluster: bool = False, print_fn: Callable[[str], None] = print,
+             data_dir: str | None = None) -> None:
+    """Start a LocalCluster (dashboard on 127.0.0.1), write data, fit every algorithm.
+
+    The data goes to a temporary folder, removed at the end, or to ``data_dir``
+    (created if needed; it should be new or empty), where it is kept.
+    """
     from distributed import Client, LocalCluster
 
     from daskstate import read_parquet
@@ -120,10 +126,14 @@ def run_demo(workers: int = 2, keep_cluster: bool = False, print_fn: Callable[[s
             print_fn(f"dask dashboard: {cluster.dashboard_link}")
         except ImportError:
             print_fn("dask dashboard: not available (pip install 'daskstate[dashboard]' adds bokeh)")
-        with tempfile.TemporaryDirectory(prefix="daskstate-demo-") as folder:
+        if data_dir is not None:
+            os.makedirs(data_dir, exist_ok=True)
+        where = contextlib.nullcontext(data_dir) if data_dir else tempfile.TemporaryDirectory(prefix="daskstate-demo-")
+        with where as folder:
             make_demo_data(folder)
             ddf = read_parquet(folder)
-            print_fn(f"generated {ddf.npartitions} Parquet row groups in {folder}")
+            kept = " (kept)" if data_dir else ""
+            print_fn(f"generated {ddf.npartitions} Parquet row groups in {folder}{kept}")
             for name, demo in DEMOS:
                 t0 = time.perf_counter()
                 lines = demo(ddf)

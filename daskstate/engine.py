@@ -48,7 +48,7 @@ from daskstate.data import ON_INVALID, Input, as_input
 from daskstate.errors import StateFileError
 from daskstate.numerics import single_blas_thread
 from daskstate.state import RoundContext, State, merge_all
-from daskstate.store import checksum, read_group, save_state, state_from_attrs
+from daskstate.store import checksum, read_group, save_state, state_from_attrs, writer_lock
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EVERY", "FitOptions", "RoundContext", "RoundResult", "build_rounds", "epoch_rounds",
@@ -391,6 +391,13 @@ class _Schedule:
 
 def _run(inp: Input, state: State, indices: list[int], schedule: _Schedule, options: FitOptions,
          epoch_end: Callable[[State, int], tuple[State, bool]] | None) -> State:
+    """:func:`_run_unlocked`, holding the checkpoint's writer lock: one fit per checkpoint at a time."""
+    with contextlib.nullcontext() if options.checkpoint is None else writer_lock(options.checkpoint):
+        return _run_unlocked(inp, state, indices, schedule, options, epoch_end)
+
+
+def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Schedule, options: FitOptions,
+                  epoch_end: Callable[[State, int], tuple[State, bool]] | None) -> State:
     """The Dask driver shared by :func:`fold` and :func:`fold_rounds`: graphs of rounds, checkpoints, resume."""
     running = state.copy()
     running.extra_meta.pop(_POSITION_KEY, None)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from daskstate.errors import MomentOverflowError
+
 MINI_BATCH_ROWS = 65_536
 
 
@@ -33,12 +35,15 @@ def batch_moments(
     States keep their mean as ``shift + offset`` with ``shift`` a data point:
     offsets are small next to the data's magnitude, so the differences of means
     that :func:`merge_moments` needs do not lose digits when the mean is 1e9 and
-    the spread is 1.
+    the spread is 1. With ``shift`` a data point, partial sums overflow only where
+    the sum of squared deviations itself is beyond float64's range (its terms are
+    non-negative); :func:`merge_moments` then raises :class:`MomentOverflowError`.
     """
-    D = X - shift
-    offset = D.mean(axis=0)
-    D -= offset
-    m2 = D.T @ D if scatter else np.einsum("ij,ij->j", D, D)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked by merge_moments
+        D = X - shift
+        offset = D.mean(axis=0)
+        D -= offset
+        m2 = D.T @ D if scatter else np.einsum("ij,ij->j", D, D)
     return len(X), offset, m2
 
 
@@ -54,20 +59,34 @@ def merge_moments(
 
     Works for per-column second moments (vectors) and scatter matrices alike;
     never forms raw sums of squares, so it does not cancel when means are large.
+    The cross term is formed as ``(sqrt(w) * delta)**2`` so that it overflows only
+    when the merged moment does. A merged moment that float64 cannot represent
+    raises :class:`MomentOverflowError` naming the column indices: no state
+    silently holds inf or NaN.
     """
     n = n_a + n_b
     if n_b == 0:
         return n_a, mean_a, m2_a
     if n_a == 0:
+        _check_moments(mean_b, m2_b)
         return n_b, mean_b, m2_b
-    delta = mean_b - mean_a
-    mean = mean_a + delta * (n_b / n)
-    weight = n_a * n_b / n
-    if m2_a.ndim == 2:
-        m2 = m2_a + m2_b + weight * np.outer(delta, delta)
-    else:
-        m2 = m2_a + m2_b + weight * delta * delta
+    with np.errstate(over="ignore", invalid="ignore"):
+        delta = mean_b - mean_a
+        mean = mean_a + delta * (n_b / n)
+        root_w_delta = np.sqrt(n_a * n_b / n) * delta
+        if m2_a.ndim == 2:
+            m2 = m2_a + m2_b + np.outer(root_w_delta, root_w_delta)
+        else:
+            m2 = m2_a + m2_b + root_w_delta * root_w_delta
+    _check_moments(mean, m2)
     return n, mean, m2
+
+
+def _check_moments(mean: np.ndarray, m2: np.ndarray) -> None:
+    diag = np.diagonal(m2) if m2.ndim == 2 else m2
+    bad = ~(np.isfinite(diag) & np.isfinite(mean))
+    if bad.any():
+        raise MomentOverflowError(np.flatnonzero(bad).tolist())
 
 
 class single_blas_thread:

@@ -63,7 +63,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from daskstate.errors import SchemaError, StateError
+from daskstate.errors import MomentOverflowError, SchemaError, StateError
 from daskstate.numerics import batch_moments, merge_moments, mini_batches, rebase
 
 FORMAT_VERSION = 1
@@ -285,7 +285,10 @@ class State(abc.ABC):
         """Fold a batch into ``self``; only for states the caller owns privately."""
         n = self.check_batch(X, y)
         if n:
-            self._update(X, y, context)
+            try:
+                self._update(X, y, context)
+            except MomentOverflowError as exc:  # the shared numerics know indices, the state the names
+                raise exc.naming(self.schema.features, self.schema.target) from None
             self.n_rows += n
         if source is not None:
             self.consumed = self.consumed | {source}
@@ -304,7 +307,10 @@ class State(abc.ABC):
                 setattr(self, name, np.array(getattr(other, name), copy=True))
             self.extra_meta = {**copy.deepcopy(other.extra_meta), **self.extra_meta}
         elif other.n_rows:
-            self._merge(other)
+            try:
+                self._merge(other)
+            except MomentOverflowError as exc:
+                raise exc.naming(self.schema.features, self.schema.target) from None
         self.n_rows += other.n_rows
         self.n_skipped += other.n_skipped
         self.consumed = self.consumed | other.consumed

@@ -442,3 +442,73 @@ def test_damaged_model_files_fail_clearly_for_every_estimator(case, tmp_path):
     (truncated / "state" / array_dirs[0].name / "zarr.json").unlink()
     with pytest.raises(StateFileError, match="missing"):
         daskstate.load(truncated)
+
+
+# ---------------------------------------------------------------------------- issue 16 items 3 and 4
+def _wide_ranged(scale: float, n: int = 2_000) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(16)
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
+    X["b"] *= scale
+    return X, X["a"] * 2.0 + rng.normal(size=n)
+
+
+MOMENT_ESTIMATORS = {
+    "scaler": lambda: daskstate.StandardScaler(),
+    "pca": lambda: daskstate.PCA(n_components=2),
+    "pca-randomized": lambda: daskstate.PCA(n_components=2, mode="randomized"),
+    "linear-exact": lambda: daskstate.LinearLearner("regressor", solver="exact"),
+    "linear-sgd": lambda: daskstate.LinearLearner("regressor", num_models=2, epochs=1),
+}
+
+
+def _fitted_floats(est) -> dict[str, np.ndarray]:
+    return {k: v for k, v in vars(est).items()
+            if k.endswith("_") and isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+
+
+@pytest.mark.parametrize("name", sorted(MOMENT_ESTIMATORS))
+def test_overflowing_column_fails_at_fit_naming_it(name):
+    """Issue 16 item 3: a column of normal x 1e160 gave inf/NaN fitted attributes or raw LinAlgErrors."""
+    from daskstate.errors import MomentOverflowError
+
+    X, y = _wide_ranged(1e160)
+    est = MOMENT_ESTIMATORS[name]()
+    with pytest.raises(MomentOverflowError, match=r"column\(s\) \['b'\]"):
+        est.fit(X, y)
+    ok, y_ok = _wide_ranged(1e150)  # large but representable: works, every fitted array finite
+    est.fit(ok, y_ok)
+    assert {k: bool(np.isfinite(v).all()) for k, v in _fitted_floats(est).items()} == dict.fromkeys(
+        _fitted_floats(est), True)
+    if name == "linear-sgd":
+        return  # its partial_fit keeps the first fit's normaliser: no moments of the new rows are summed
+    before = {k: v.copy() for k, v in _fitted_floats(est).items()}
+    with pytest.raises(MomentOverflowError, match="'b'"):
+        est.partial_fit(X, y)
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(est, k), v)
+
+
+def test_overflow_in_a_merge_of_two_partitions_names_the_column():
+    import pickle
+
+    from daskstate.errors import MomentOverflowError
+
+    base = np.random.default_rng(3).normal(size=(400, 2))
+    X = pd.DataFrame(base, columns=["a", "b"])
+    X.loc[:199, "b"] += 1e153  # each half is fine; the halves' means differ by 2e153
+    X.loc[200:, "b"] -= 1e153
+    with pytest.raises(MomentOverflowError, match=r"\['b'\]"):
+        daskstate.StandardScaler().fit(dd.from_pandas(X, npartitions=2, sort=False))
+    exc = pickle.loads(pickle.dumps(MomentOverflowError([1], ["b"])))  # travels from Dask workers
+    assert exc.columns == [1] and exc.names == ["b"] and "'b'" in str(exc)
+
+
+def test_duplicate_column_names_are_named():
+    """Issue 16 item 4: columns a, a, b fitted on ['b'] only, or said 'a' is not numeric."""
+    X = pd.DataFrame(np.random.default_rng(4).normal(size=(60, 3)), columns=["a", "a", "b"])
+    for data in (X, dd.from_pandas(X, npartitions=2)):
+        with pytest.raises(SchemaError, match=r"column name\(s\) \['a'\] appear more than once"):
+            daskstate.StandardScaler().fit(data)
+        with pytest.raises(SchemaError, match="more than once"):
+            daskstate.StandardScaler(features=["a", "b"]).fit(data)
+    assert list(daskstate.StandardScaler(features=["b"]).fit(X).feature_names_in_) == ["b"]

@@ -306,6 +306,10 @@ class PCAState(State):
         for rows in mini_batches(len(X), rows_per_batch(self.n_features)):
             off_b, D = centre_rows(X[rows], self.shift)
             nb = len(D)
+            # the moments first: they raise, naming the column, where values overflow (before the
+            # sketch's SVD would fail on inf with a raw LinAlgError)
+            m2_b = np.einsum("ij,ij->j", D, D)
+            n_after, offset, m2 = merge_moments(n, self.offset, self.m2, nb, off_b, m2_b)
             if self.mode == "regular":
                 # in place: no d x d temporary (a wide state is most of the fit's memory)
                 self.scatter = _owned_c_array(self.scatter)
@@ -316,8 +320,7 @@ class PCAState(State):
                 block = D if n == 0 else np.vstack([D, _chan_row(n, self.offset, nb, off_b)])
                 self.sketch, delta = fd_update(self.sketch, block, self._chunk_rows())
                 self.shrinkage = self.shrinkage + delta
-            m2_b = np.einsum("ij,ij->j", D, D)
-            n, self.offset, self.m2 = merge_moments(n, self.offset, self.m2, nb, off_b, m2_b)
+            n, self.offset, self.m2 = n_after, offset, m2
         if self.mode == "regular":
             _mirror_lower(self.scatter)
 

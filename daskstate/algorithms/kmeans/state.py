@@ -158,6 +158,21 @@ class KMeansState(State):
         self.sample_logw = np.zeros(0)
         self.refined_centers = np.zeros((0, d))
 
+    def _after_load(self) -> None:
+        # a loaded file must keep the bounds documented above (issue 16: a re-signed file
+        # with 2,550 centres where n_centers says 51 loaded and predicted differently)
+        m, s = len(self.centers), len(self.sample)
+        sizes = {"centers": (m, self.max_centers), "sample": (s, self.sample_size + 1),
+                 "refined_centers": (len(self.refined_centers), int(self.params.get("k_max", 0)))}
+        for name, (n, bound) in sizes.items():
+            if n > bound:
+                raise StateError(f"kmeans state array {name!r} has {n} rows; the hyperparameters allow {bound}")
+        for name, n in (("weights", m), ("spread", m), ("sample_key", s), ("sample_logw", s)):
+            if len(getattr(self, name)) != n:
+                raise StateError(f"kmeans state array {name!r} has {len(getattr(self, name))} entries, not {n}")
+        if not (np.isfinite(self.weights).all() and (self.weights >= 0).all()):
+            raise StateError("kmeans state array 'weights' holds negative or non-finite values")
+
     @property
     def max_centers(self) -> int:
         return int(self.params["n_centers"])
