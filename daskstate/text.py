@@ -194,7 +194,7 @@ def decode_strings(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Inverse of :func:`encode_strings`: an object array of str."""
     raw = np.asarray(data, dtype=np.uint8).tobytes()
     ends = np.asarray(offsets, dtype=np.int64).tolist()
-    starts = [0, *ends[:-1]]
+    starts = [0, *ends[:-1]] if ends else []
     return np.array([raw[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)], dtype=object)
 
 
