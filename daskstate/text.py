@@ -15,7 +15,7 @@ batch at a time and never as one whole matrix.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from daskstate.errors import DataError
+from daskstate.data import Input
+from daskstate.errors import DataError, SchemaError
+from daskstate.state import Schema
 
 #: alphabetic tokens of three letters or more (any script; no digits, no underscore)
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{3,}\b"
@@ -287,3 +289,102 @@ def check_terms(terms: Collection[str], what: str) -> None:
         raise ValueError(f"{what}: terms must be strings, got {bad[:3]}")
     if len(set(terms)) != len(terms):
         raise ValueError(f"{what}: duplicate terms")
+
+
+# ---------------------------------------------------------------------------- inputs
+TEXT_PARTITION_ROWS = 20_000
+COUNTS_PARTITION_ROWS = 20_000
+
+
+def text_schema(text_column: str) -> Schema:
+    """The schema of a text state: the one text column."""
+    return Schema((str(text_column),), ("str",))
+
+
+def text_input(X: Any, text_column: str | None, *, rows: int = TEXT_PARTITION_ROWS) -> Input:
+    """An :class:`~daskstate.data.Input` of documents: each partition a Series of str or null.
+
+    ``X`` is a Dask or pandas DataFrame (``text_column`` names the column), a Dask
+    or pandas Series, or a sequence of strings. Only the text column is read
+    (projection first). In-memory text is cut into partitions of ``rows``
+    documents, so it can be read once per epoch like a Dask input.
+    """
+    import dask
+    import dask.dataframe as dd
+    from dask.base import tokenize
+
+    from daskstate.data import partition_sources
+
+    if isinstance(X, dd.DataFrame | pd.DataFrame):
+        columns = [str(c) for c in X.columns]
+        if text_column is None:
+            if len(columns) != 1:
+                raise SchemaError(f"input: name the text column with text_column= (columns: {columns})")
+            text_column = columns[0]
+        if str(text_column) not in columns:
+            raise SchemaError(f"input: text column {text_column!r} is missing (columns: {columns})")
+        X = X[text_column]
+    elif text_column is None:
+        text_column = str(getattr(X, "name", None) or "text")
+    schema = text_schema(text_column)
+    if isinstance(X, dd.Series):
+        frame = X.to_frame()
+        return Input(schema, parts=list(X.to_delayed(optimize_graph=True)), sources=partition_sources(frame),
+                     collection=X)
+    if isinstance(X, str | bytes) or not isinstance(X, Iterable):
+        raise TypeError(
+            f"unsupported text input of type {type(X).__name__}; pass a Dask or pandas DataFrame with "
+            "text_column=..., a Series, or a list of strings"
+        )
+    s = X if isinstance(X, pd.Series) else pd.Series(list(X), dtype=object)
+    name = f"text-{tokenize(s)}"
+    parts = [dask.delayed(s.iloc[a : a + rows], pure=True) for a in range(0, len(s), rows)]
+    return Input(schema, parts=parts, sources=[f"{name}:{i}" for i in range(len(parts))], n_rows=len(s))
+
+
+def counts_input(X: Any, features: Sequence[str] | None = None, *, rows: int = COUNTS_PARTITION_ROWS) -> Input:
+    """An Input of document-term counts: scipy.sparse or numpy in memory, or a Dask Array.
+
+    Partitions stay as they come (sparse or dense blocks); the state's
+    ``read_batch`` turns each into CSR and checks it.
+    """
+    import dask
+    import dask.array as da
+    from dask.base import tokenize
+
+    from daskstate.data import _dask_array_input, array_schema
+
+    if isinstance(X, da.Array):
+        return _dask_array_input(X, None, list(features) if features is not None else None, False)
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+    elif isinstance(X, np.ndarray):
+        if X.ndim != 2:
+            raise SchemaError(f"input: a count matrix must be 2-dimensional, got shape {X.shape}")
+    else:
+        raise TypeError(
+            f"unsupported count input of type {type(X).__name__}; pass scipy.sparse, numpy or a Dask Array"
+        )
+    schema = array_schema(X.shape[1], X.dtype, list(features) if features is not None else None)
+    name = f"counts-{tokenize(X)}"
+    parts = [dask.delayed(X[a : a + rows], pure=True) for a in range(0, X.shape[0], rows)]
+    return Input(schema, parts=parts, sources=[f"{name}:{i}" for i in range(len(parts))], n_rows=X.shape[0])
+
+
+def as_counts(part: Any, n_words: int, where: str) -> sp.csr_matrix:
+    """One partition of counts as float64 CSR, checked: 2-D, ``n_words`` columns, finite, >= 0."""
+    X = sp.csr_matrix(part, dtype=np.float64) if sp.issparse(part) else None
+    if X is None:
+        A = np.asarray(part.to_numpy() if isinstance(part, pd.DataFrame) else part)
+        if A.ndim != 2:
+            raise SchemaError(f"{where}: counts must be 2-dimensional, got shape {A.shape}")
+        if not (np.issubdtype(A.dtype, np.number) or A.dtype == bool):
+            raise SchemaError(f"{where}: counts have dtype {A.dtype}; expected numbers")
+        X = sp.csr_matrix(A.astype(np.float64))
+    if X.shape[1] != n_words:
+        raise SchemaError(f"{where}: counts have {X.shape[1]} columns; the vocabulary has {n_words} terms")
+    bad = ~np.isfinite(X.data) | (X.data < 0)
+    if bad.any():
+        raise DataError(f"{where}: {int(bad.sum())} count(s) are negative, NaN or inf; counts must be >= 0")
+    X.eliminate_zeros()
+    return X
