@@ -93,7 +93,7 @@ class NTMState(CountsReader):
     @property
     def array_names(self) -> tuple[str, ...]:  # type: ignore[override]
         return (*self.round_averaged, *self.round_summed,
-                "best_weights", "best_bn", "history", "progress")
+                "best_weights", "best_bn", "history", "progress", "topic_word")
 
     @property
     def layout(self) -> nn.Layout:
@@ -119,6 +119,7 @@ class NTMState(CountsReader):
         self.best_bn = self.bn_stats.copy()
         self.history = np.zeros((0, len(HISTORY_COLUMNS)))
         self.progress = np.array([0.0, np.inf, 0.0])  # epochs run, best monitored loss, epochs without gain
+        self.topic_word = np.zeros((layout.n_topics, layout.n_words))  # from a pass after training
 
     # ---- update: one partition of a round ------------------------------------------
     def _validation_mask(self, X: sp.csr_matrix) -> np.ndarray:
@@ -196,18 +197,81 @@ class NTMState(CountsReader):
         new.trained[:] = 0.0
         return new, bool(patience and stale >= patience)
 
+    def corner_topics(self) -> np.ndarray:
+        """The decoder's word distribution for a document entirely about each topic (K x V)."""
+        return nn.word_distributions(self.best_weights, self.best_bn, np.eye(int(self.params["n_components"])),
+                                     self.layout)
+
     # ---- finalize ------------------------------------------------------------------
     def finalize(self) -> dict[str, Any]:
-        """Topics (``components_``) and training history from the best parameters."""
-        K = int(self.params["n_components"])
-        comp = nn.word_distributions(self.best_weights, self.best_bn, np.eye(K), self.layout)
+        """Topics (``components_``) and training history from the best parameters.
+
+        ``components_`` are the words the data attributes to each topic
+        (``topic_word``, gathered by :class:`TopicWordState` after training), as
+        mixture components comparable with LDA's; before that pass, the decoder's
+        single-topic outputs.
+        """
+        tw = self.topic_word
+        totals = tw.sum(axis=1, keepdims=True)
+        if (totals > 0).all():
+            # a pseudo-count keeps words never attributed to a topic possible, as LDA's eta does
+            comp = (tw + 1e-3) / (totals + 1e-3 * tw.shape[1])
+        else:
+            comp = self.corner_topics()
         return {
             "components_": comp,
+            "decoder_topics_": self.corner_topics(),
             "history_": self.history.copy(),
             "validation_loss_": self.history[:, 2].copy(),
             "n_iter_": int(self.progress[0]),
             "vocabulary_terms_": self.terms,
         }
+
+
+@register
+class TopicWordState(CountsReader):
+    """Words attributed to each topic under a trained model: ``sum_d x_dw theta_dk phi_kw / sum_j theta_dj phi_jw``.
+
+    ``theta`` is the encoder's document-topic proportions and ``phi`` the
+    decoder's single-topic word distributions; the sum is one E-step of LDA's
+    word-topic assignments, which turns ProdLDA's product-of-experts topics into
+    mixture components (each topic's word distribution, as in LDA). Sums: exact
+    and mergeable. The model (``weights``, ``bn``) is constant.
+    """
+
+    algorithm = "ntm_topic_word"
+    array_names = ("weights", "bn", "topic_word")
+    #: documents per block (bounds the dense block x V temporary)
+    block_docs = 1024
+
+    def _init_arrays(self) -> None:
+        layout = self.layout
+        self.weights = np.zeros(layout.size)
+        self.bn = np.zeros(layout.bn_size)
+        self.topic_word = np.zeros((layout.n_topics, layout.n_words))
+
+    layout = NTMState.layout
+
+    def empty_like(self) -> TopicWordState:
+        """Empty sums, the same model (it is not data, so every partition task needs it)."""
+        new = super().empty_like()
+        new.weights, new.bn = self.weights, self.bn
+        return new
+
+    def _update(self, X: sp.csr_matrix, y: Any, context: Any = None) -> None:
+        layout, act = self.layout, self.params["activation"]
+        phi = nn.word_distributions(self.weights, self.bn, np.eye(layout.n_topics), layout)
+        for a in range(0, X.shape[0], self.block_docs):
+            Xb = X[a : a + self.block_docs]
+            theta = nn.doc_topics(self.weights, self.bn, Xb, layout, act)
+            ratio = sp.csr_matrix(Xb.multiply(1.0 / (theta @ phi)))
+            self.topic_word += phi * np.asarray(ratio.T @ theta).T
+
+    def _merge(self, other: TopicWordState) -> None:
+        self.topic_word = self.topic_word + other.topic_word
+
+    def finalize(self) -> np.ndarray:
+        return self.topic_word
 
 
 @register
@@ -476,8 +540,19 @@ class NeuralTopicModel(StateEstimator):
 
         start = state.copy()
         start.progress[2] = 0.0
-        return engine.fold_rounds(inp, start, epochs=int(self.epochs), sync_every=int(self.sync_every),
-                                  seed=int(state.params["seed"]), epoch_end=epoch_end, **fold_kwargs)
+        trained = engine.fold_rounds(inp, start, epochs=int(self.epochs), sync_every=int(self.sync_every),
+                                     seed=int(state.params["seed"]), epoch_end=epoch_end, **fold_kwargs)
+        return self._attribute_words(inp, trained, fold_kwargs)
+
+    def _attribute_words(self, inp: Input, state: NTMState, fold_kwargs: dict) -> NTMState:
+        """One more pass: the words the data attributes to each topic (see :class:`TopicWordState`)."""
+        tw = TopicWordState(state.schema, state.params)
+        tw.weights, tw.bn = state.best_weights.copy(), state.best_bn.copy()
+        kwargs = {k: v for k, v in fold_kwargs.items() if k in ("split_every", "progress")}
+        tw = engine.fold(inp, tw, **kwargs)
+        out = state.copy()
+        out.topic_word = tw.topic_word.copy()
+        return out
 
     # ---- outputs ---------------------------------------------------------------------
     def _counts(self, X: Any, where: str) -> sp.csr_matrix:
