@@ -9,8 +9,10 @@ tree reduction, so a fit is one pass, incremental, resumable and distributed.
 
 from daskstate.algorithms.kmeans import KMeans, KMeansState
 from daskstate.algorithms.linear import LinearLearner, LinearState
+from daskstate.algorithms.ntm import NeuralTopicModel, NTMState
 from daskstate.algorithms.pca import PCA, PCAState
 from daskstate.algorithms.scaler import ScalerState, StandardScaler
+from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState
 from daskstate.data import read_parquet
 from daskstate.engine import fold, fold_rounds
 from daskstate.errors import DataError, NotFittedError, SchemaError, StateError, StateFileError
@@ -26,6 +28,8 @@ __all__ = [
     "KMeansState",
     "LinearLearner",
     "LinearState",
+    "NTMState",
+    "NeuralTopicModel",
     "NotFittedError",
     "PCA",
     "PCAState",
@@ -37,6 +41,8 @@ __all__ = [
     "StateError",
     "StateEstimator",
     "StateFileError",
+    "Vocabulary",
+    "VocabularyState",
     "fold",
     "fold_rounds",
     "load",

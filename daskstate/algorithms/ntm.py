@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from daskstate import engine
 from daskstate.algorithms import ntm_numerics as nn
-from daskstate.algorithms.vocabulary import Vocabulary, counts_of, tokenizer_from
+from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState, counts_of, tokenizer_from
 from daskstate.data import Input
 from daskstate.errors import DataError, SchemaError, StateError
 from daskstate.estimator import StateEstimator
@@ -358,7 +358,8 @@ class NeuralTopicModel(StateEstimator):
         The vocabulary for text input (see :class:`~daskstate.Vocabulary`); a
         fitted ``vocabulary=`` (a :class:`~daskstate.Vocabulary` or a list of
         terms) is used as is.
-    seed : int
+    random_state : int
+        Seeds the initial weights, the partition order, mini-batches, noise and dropout.
     on_invalid : {"raise"}
         Bad documents (non-strings, negative counts) raise errors naming the partition.
 
@@ -376,7 +377,7 @@ class NeuralTopicModel(StateEstimator):
     --------
     >>> import daskstate
     >>> docs = ["apples and pears", "pears and plums", "rockets and planets", "planets and stars"] * 50
-    >>> ntm = daskstate.NeuralTopicModel(2, epochs=5, seed=0).fit(docs)
+    >>> ntm = daskstate.NeuralTopicModel(2, epochs=5, random_state=0).fit(docs)
     >>> ntm.components_.shape, ntm.transform(docs[:2]).sum(axis=1).round(6).tolist()
     ((2, 6), [1.0, 1.0])
     """
@@ -391,7 +392,8 @@ class NeuralTopicModel(StateEstimator):
                  validation_fraction: float = 0.1, early_stopping_patience: int = 10, tol: float = 1e-4,
                  vocabulary: Any = None, max_features: int | None = 2000, min_df: float = 2,
                  max_df: float = 0.7, text_column: str | None = None, token_pattern: str = TOKEN_PATTERN,
-                 stop_words: Any = "english", lowercase: bool = True, seed: int = 0, on_invalid: str = "raise"):
+                 stop_words: Any = "english", lowercase: bool = True, random_state: int = 0,
+                 on_invalid: str = "raise"):
         self.n_components = n_components
         self.encoder_layers = encoder_layers
         self.activation = activation
@@ -415,7 +417,7 @@ class NeuralTopicModel(StateEstimator):
         self.token_pattern = token_pattern
         self.stop_words = stop_words
         self.lowercase = lowercase
-        self.seed = seed
+        self.random_state = random_state
         self.on_invalid = on_invalid
 
     def _validate_params(self) -> None:
@@ -465,7 +467,7 @@ class NeuralTopicModel(StateEstimator):
         return counts_input(X, list(schema.features) if schema is not None and schema.dtypes[:1] != ("str",)
                             else None)
 
-    def _vocabulary_terms(self, inp: Input, fold_kwargs: dict) -> list[str]:
+    def _vocabulary_terms(self, inp: Input, options: engine.FitOptions) -> list[str]:
         if self.vocabulary is not None:
             terms = (list(self.vocabulary.get_feature_names_out()) if hasattr(self.vocabulary, "get_feature_names_out")
                      else [str(t) for t in self.vocabulary])
@@ -476,7 +478,9 @@ class NeuralTopicModel(StateEstimator):
             return list(inp.schema.features)
         voc = Vocabulary(self.max_features, min_df=self.min_df, max_df=self.max_df, token_pattern=self.token_pattern,
                          stop_words=self.stop_words, lowercase=self.lowercase)
-        voc.fit(inp, **{k: v for k, v in fold_kwargs.items() if k in ("split_every", "progress")})
+        voc._validate_params()
+        state = VocabularyState(inp.schema, voc._state_params(inp))
+        voc._set_state(voc._fold(inp, state, options=options.at("vocabulary")), voc._finalize_overrides())
         terms = list(voc.get_feature_names_out())
         if len(terms) < 2:
             raise DataError(
@@ -495,30 +499,37 @@ class NeuralTopicModel(StateEstimator):
             "activation": self.activation, "batch_norm": bool(self.batch_norm), "dropout": float(self.dropout),
             "prior_alpha": alpha.tolist(), "learning_rate": float(self.learning_rate),
             "beta_1": float(self.beta_1), "beta_2": float(self.beta_2), "batch_size": int(self.batch_size),
-            "bn_momentum": 0.1, "validation_fraction": float(self.validation_fraction), "seed": int(self.seed),
+            "bn_momentum": 0.1, "validation_fraction": float(self.validation_fraction),
+            "seed": int(self.random_state),
         }
         if text:
             params.update(Tokenizer(self.token_pattern, self.stop_words, self.lowercase).to_params())
         return params
 
     # ---- fitting ---------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, **fold_kwargs: Any) -> NeuralTopicModel:
-        """Learn the vocabulary (text input, one pass), then train for up to ``epochs`` epochs."""
+    def fit(self, X: Any, y: Any = None, *, checkpoint: Any = None, checkpoint_every: int | None = None,
+            progress: bool = False, split_every: int = 8) -> NeuralTopicModel:
+        """Learn the vocabulary (text input, one pass), train up to ``epochs`` epochs, attribute words to topics.
+
+        With a ``checkpoint`` folder, each pass (vocabulary, epochs, topic words)
+        checkpoints in its own group there, and a repeated call resumes.
+        """
         self._validate_params()
+        options = self._fit_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                                    split_every=split_every)
         inp = self._input(X)
-        terms = self._vocabulary_terms(inp, fold_kwargs)
+        terms = self._vocabulary_terms(inp, options)
         state = NTMState(inp.schema, self._state_params(inp, terms))
-        state = self._fold(inp, state, **fold_kwargs)
+        state = self._fold(inp, state, options=options)
         self._check_enough_rows(state)
         self._set_state(state, {})
         return self
 
-    def partial_fit(self, X: Any, y: Any = None, **fold_kwargs: Any) -> NeuralTopicModel:
+    def partial_fit(self, X: Any, y: Any = None, **fit_kwargs: Any) -> NeuralTopicModel:
         """More epochs on new data from the fitted state (the vocabulary stays the fitted one)."""
-        if not hasattr(self, "state_"):
-            return self.fit(X, y, **fold_kwargs)
-        self._check_input_matches(X)
-        return super().partial_fit(X, y, **fold_kwargs)
+        if hasattr(self, "state_"):
+            self._check_input_matches(X)
+        return super().partial_fit(X, y, **fit_kwargs)
 
     def _check_input_matches(self, X: Any) -> None:
         text = self.state_.params["input"] == "text"
@@ -532,7 +543,11 @@ class NeuralTopicModel(StateEstimator):
                     f"the count matrix has {width} columns; the model's vocabulary has {self.state_.n_words} terms"
                 )
 
-    def _fold(self, inp: Input, state: State, **fold_kwargs: Any) -> State:
+    def _fold(self, inp: Input, state: State, options: engine.FitOptions | None = None, **fit_params: Any
+              ) -> State:
+        if fit_params:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(fit_params)}")
+        options = options or self._fit_options()
         patience, tol = int(self.early_stopping_patience), float(self.tol)
 
         def epoch_end(s: NTMState, epoch: int) -> tuple[NTMState, bool]:
@@ -541,15 +556,14 @@ class NeuralTopicModel(StateEstimator):
         start = state.copy()
         start.progress[2] = 0.0
         trained = engine.fold_rounds(inp, start, epochs=int(self.epochs), sync_every=int(self.sync_every),
-                                     seed=int(state.params["seed"]), epoch_end=epoch_end, **fold_kwargs)
-        return self._attribute_words(inp, trained, fold_kwargs)
+                                     epoch_end=epoch_end, options=options.at("epochs"))
+        return self._attribute_words(inp, trained, options.at("topic_words"))
 
-    def _attribute_words(self, inp: Input, state: NTMState, fold_kwargs: dict) -> NTMState:
+    def _attribute_words(self, inp: Input, state: NTMState, options: engine.FitOptions) -> NTMState:
         """One more pass: the words the data attributes to each topic (see :class:`TopicWordState`)."""
         tw = TopicWordState(state.schema, state.params)
         tw.weights, tw.bn = state.best_weights.copy(), state.best_bn.copy()
-        kwargs = {k: v for k, v in fold_kwargs.items() if k in ("split_every", "progress")}
-        tw = engine.fold(inp, tw, **kwargs)
+        tw = engine.fold(inp, tw, options=options)
         out = state.copy()
         out.topic_word = tw.topic_word.copy()
         return out
@@ -630,7 +644,7 @@ class NeuralTopicModel(StateEstimator):
         self._check_fitted()
         return float(topic_uniqueness(nn.top_indices(self.components_, top_n)).mean())
 
-    def coherence(self, X: Any, top_n: int = 10, **fold_kwargs: Any) -> np.ndarray:
+    def coherence(self, X: Any, top_n: int = 10, *, progress: bool = False, split_every: int = 8) -> np.ndarray:
         """NPMI coherence of each topic's top words over the reference corpus ``X`` (one pass).
 
         Document co-occurrence counts of the top words are a mergeable state
@@ -644,7 +658,7 @@ class NeuralTopicModel(StateEstimator):
         params = {k: v for k, v in s.params.items() if k in ("input", "n_words", "terms", "token_pattern",
                                                               "stop_words", "lowercase")}
         co = CooccurrenceState(s.schema, {**params, "word_ids": words.tolist()})
-        co = engine.fold(self._input(X, schema=s.schema), co, **fold_kwargs)
+        co = engine.fold(self._input(X, schema=s.schema), co, progress=progress, split_every=split_every)
         npmi = co.finalize()["npmi"]
         n = top.shape[1]
         iu = np.triu_indices(n, 1)
