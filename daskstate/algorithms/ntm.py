@@ -651,18 +651,39 @@ class NeuralTopicModel(StateEstimator):
         folded over ``X``; each topic scores the mean NPMI of its word pairs.
         """
         self._check_fitted()
-        top = nn.top_indices(self.components_, top_n)
-        words, local = np.unique(top, return_inverse=True)
-        local = local.reshape(top.shape)
         s = self.state_
         params = {k: v for k, v in s.params.items() if k in ("input", "n_words", "terms", "token_pattern",
                                                               "stop_words", "lowercase")}
-        co = CooccurrenceState(s.schema, {**params, "word_ids": words.tolist()})
-        co = engine.fold(self._input(X, schema=s.schema), co, progress=progress, split_every=split_every)
-        npmi = co.finalize()["npmi"]
-        n = top.shape[1]
-        iu = np.triu_indices(n, 1)
-        return np.array([npmi[np.ix_(row, row)][iu].mean() for row in local])
+        return npmi_coherence(nn.top_indices(self.components_, top_n), self._input(X, schema=s.schema), s.schema,
+                              params, progress=progress, split_every=split_every)
+
+
+def npmi_coherence(top: np.ndarray, data: Any, schema: Any = None, params: dict | None = None, **fold_options: Any
+                   ) -> np.ndarray:
+    """Mean NPMI of each row's word pairs (``top``: topics x words, vocabulary indices) over a reference corpus.
+
+    ``data`` is a count matrix (or an :class:`~daskstate.data.Input` read with
+    ``schema`` and the reader ``params`` of a fitted model). One pass folds the
+    document co-occurrences of the words in ``top`` (:class:`CooccurrenceState`).
+
+    Examples
+    --------
+    >>> X = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1]])
+    >>> npmi_coherence(np.array([[0, 1], [1, 2]]), X).round(3).tolist()
+    [0.415, -1.0]
+    """
+    words, local = np.unique(top, return_inverse=True)
+    local = local.reshape(top.shape)
+    if params is None:
+        inp = counts_input(data)
+        schema = inp.schema
+        params = {"input": "counts", "n_words": inp.schema.n_features, "terms": list(inp.schema.features)}
+    else:
+        inp = data
+    co = CooccurrenceState(schema, {**params, "word_ids": words.tolist()})
+    npmi = engine.fold(inp, co, **fold_options).finalize()["npmi"]
+    iu = np.triu_indices(top.shape[1], 1)
+    return np.array([npmi[np.ix_(row, row)][iu].mean() for row in local])
 
 
 def synthetic_lda_corpus(n_docs: int, n_words: int, n_topics: int, *, doc_length: int = 80,
@@ -692,5 +713,5 @@ def match_topics(fitted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return S[rows, cols]
 
 
-__all__ = ["CooccurrenceState", "NTMState", "NeuralTopicModel", "match_topics", "synthetic_lda_corpus",
+__all__ = ["CooccurrenceState", "NTMState", "NeuralTopicModel", "match_topics", "npmi_coherence", "synthetic_lda_corpus",
            "topic_uniqueness"]
