@@ -90,6 +90,10 @@ def test_finds_planted_topics_without_collapse():
     assert h.shape == (model.n_iter_, 4) and np.isfinite(h[:, 1:3]).all()
     assert h[-1, 2] < h[0, 2]  # the validation loss went down
     assert model.validation_loss_.shape == (model.n_iter_,)
+    sharper = model.finalize(topic_word_prior=0.0)  # shapes only the model: no data read
+    assert sharper.topic_word_prior == 0.0 and model.topic_word_prior is None
+    assert (sharper.components_.max(axis=1) > model.components_.max(axis=1)).all()
+    np.testing.assert_allclose(sharper.transform(X[:5]), theta[:5])
     ppl = model.perplexity(X)
     assert ppl == pytest.approx(np.exp(-model.score(X) / X.sum()))
     assert 1 < ppl < 100  # uniform over 100 words would be 100

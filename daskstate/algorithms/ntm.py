@@ -21,6 +21,7 @@ onto a few topics (the tests check the planted topics are all found).
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -170,6 +171,15 @@ class NTMState(CountsReader):
         eps = np.zeros((1, X.shape[0], int(self.params["n_components"])))
         return nn.elbo_terms(weights, bn, X, self.layout, self.params["activation"], self.prior, eps)
 
+    def copy(self) -> NTMState:
+        """A private copy: arrays copied, the (never mutated) parameters shared, not deep-copied."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        for name in self.array_names:
+            setattr(new, name, np.array(getattr(self, name), copy=True))
+        new.extra_meta = copy.deepcopy(self.extra_meta)
+        return new
+
     def _merge(self, other: State) -> None:
         raise StateError(
             "ntm states are combined per round by the engine (parameter averaging), not merged; "
@@ -203,19 +213,22 @@ class NTMState(CountsReader):
                                      self.layout)
 
     # ---- finalize ------------------------------------------------------------------
-    def finalize(self) -> dict[str, Any]:
+    def finalize(self, topic_word_prior: float | None = None) -> dict[str, Any]:
         """Topics (``components_``) and training history from the best parameters.
 
         ``components_`` are the words the data attributes to each topic
-        (``topic_word``, gathered by :class:`TopicWordState` after training), as
-        mixture components comparable with LDA's; before that pass, the decoder's
-        single-topic outputs.
+        (``topic_word``, gathered by :class:`TopicWordState` after training) plus
+        the pseudo-count ``topic_word_prior`` (default ``1/K``, LDA's usual
+        ``eta``), normalised: mixture components comparable with LDA's. Before
+        that pass, the decoder's single-topic outputs.
         """
+        K = int(self.params["n_components"])
+        eta = 1.0 / K if topic_word_prior is None else float(topic_word_prior)
+        if not eta >= 0:
+            raise ValueError(f"topic_word_prior must be >= 0, got {topic_word_prior!r}")
         tw = self.topic_word
-        totals = tw.sum(axis=1, keepdims=True)
-        if (totals > 0).all():
-            # a pseudo-count keeps words never attributed to a topic possible, as LDA's eta does
-            comp = (tw + 1e-3) / (totals + 1e-3 * tw.shape[1])
+        if (tw.sum(axis=1) > 0).all():
+            comp = (tw + eta) / (tw + eta).sum(axis=1, keepdims=True)
         else:
             comp = self.corner_topics()
         return {
@@ -354,6 +367,10 @@ class NeuralTopicModel(StateEstimator):
         Stop after this many epochs without a better validation loss (0: never).
     tol : float
         Relative improvement that counts as better.
+    topic_word_prior : float, optional
+        Pseudo-count added to each topic's attributed word counts in
+        ``components_`` (default ``1/n_components``, as LDA's ``eta``). It only
+        shapes the model: ``finalize(topic_word_prior=0.01)`` reads no data.
     max_features, min_df, max_df, token_pattern, stop_words, lowercase, text_column
         The vocabulary for text input (see :class:`~daskstate.Vocabulary`); a
         fitted ``vocabulary=`` (a :class:`~daskstate.Vocabulary` or a list of
@@ -390,6 +407,7 @@ class NeuralTopicModel(StateEstimator):
                  batch_norm: bool = True, learning_rate: float = 0.002, beta_1: float = 0.99,
                  beta_2: float = 0.999, batch_size: int = 64, epochs: int = 50, sync_every: int = 4,
                  validation_fraction: float = 0.1, early_stopping_patience: int = 10, tol: float = 1e-4,
+                 topic_word_prior: float | None = None,
                  vocabulary: Any = None, max_features: int | None = 2000, min_df: float = 2,
                  max_df: float = 0.7, text_column: str | None = None, token_pattern: str = TOKEN_PATTERN,
                  stop_words: Any = "english", lowercase: bool = True, random_state: int = 0,
@@ -409,6 +427,7 @@ class NeuralTopicModel(StateEstimator):
         self.validation_fraction = validation_fraction
         self.early_stopping_patience = early_stopping_patience
         self.tol = tol
+        self.topic_word_prior = topic_word_prior
         self.vocabulary = vocabulary
         self.max_features = max_features
         self.min_df = min_df
@@ -444,6 +463,7 @@ class NeuralTopicModel(StateEstimator):
         check("validation_fraction", 0.0 <= float(self.validation_fraction) < 1.0, "in [0, 1)")
         check("early_stopping_patience", integer(self.early_stopping_patience) and self.early_stopping_patience >= 0,
               "an integer >= 0")
+        check("topic_word_prior", self.topic_word_prior is None or float(self.topic_word_prior) >= 0, "None or >= 0")
         check("on_invalid", self.on_invalid == "raise", "'raise' (bad documents cannot be skipped silently)")
 
     # ---- inputs ------------------------------------------------------------------------
@@ -522,8 +542,11 @@ class NeuralTopicModel(StateEstimator):
         state = NTMState(inp.schema, self._state_params(inp, terms))
         state = self._fold(inp, state, options=options)
         self._check_enough_rows(state)
-        self._set_state(state, {})
+        self._set_state(state, self._finalize_overrides())
         return self
+
+    def _finalize_overrides(self) -> dict[str, Any]:
+        return {"topic_word_prior": self.topic_word_prior}
 
     def partial_fit(self, X: Any, y: Any = None, **fit_kwargs: Any) -> NeuralTopicModel:
         """More epochs on new data from the fitted state (the vocabulary stays the fitted one)."""
