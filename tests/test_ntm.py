@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -225,3 +227,54 @@ def test_dask_array_of_counts_and_early_stopping():
     assert isinstance(theta, da.Array)
     np.testing.assert_allclose(theta.compute(), model.transform(X))
     assert match_topics(model.components_, topics).mean() >= 0.9
+
+
+# ---------------------------------------------------------------------------- command line, checkpoints, cluster
+def _write_text_parquet(folder, docs, n_files: int, prefix: str = "part") -> None:
+    os.makedirs(folder, exist_ok=True)
+    for i, chunk in enumerate(np.array_split(np.arange(len(docs)), n_files)):
+        pd.DataFrame({"body": [docs[j] for j in chunk], "id": chunk}).to_parquet(
+            os.path.join(folder, f"{prefix}-{i:03d}.parquet"), index=False)
+
+
+def test_command_line_fit_predict_partial_fit(tmp_path, capsys):
+    from daskstate.cli import main
+
+    docs = _lee()
+    _write_text_parquet(tmp_path / "docs", docs[:200], 2)
+    out = str(tmp_path / "topics.zarr")
+    assert main(["fit", "ntm", "--input", str(tmp_path / "docs"), "--text-column", "body", "--param",
+                 "n_components=5", "--param", "epochs=3", "--param", "min_df=3", "--out", out]) == 0
+    assert "fitted NeuralTopicModel on 200 rows" in capsys.readouterr().out
+    assert main(["predict", out, "--input", str(tmp_path / "docs"), "--output", str(tmp_path / "theta")]) == 0
+    theta = pd.read_parquet(tmp_path / "theta")
+    assert theta.shape == (200, 5) and np.allclose(theta.sum(axis=1), 1.0)
+    _write_text_parquet(tmp_path / "docs", docs[200:], 1, prefix="new")
+    assert main(["partial-fit", out, "--input", str(tmp_path / "docs")]) == 0
+    assert f"{len(docs) - 200} new rows ({len(docs)} in all)" in capsys.readouterr().out
+
+
+def test_checkpointed_fit_resumes_each_pass(tmp_path):
+    docs = _lee()
+    _write_text_parquet(tmp_path / "docs", docs, 4)
+    ddf = daskstate.read_parquet(tmp_path / "docs")
+    kw = dict(n_components=4, epochs=4, min_df=3, text_column="body", random_state=0, sync_every=2)
+    ckpt = tmp_path / "ckpt"
+    first = NeuralTopicModel(**kw).fit(ddf, checkpoint=ckpt, checkpoint_every=2)
+    assert sorted(os.listdir(ckpt)) == ["epochs", "topic_words", "vocabulary"]
+    again = NeuralTopicModel(**kw).fit(ddf, checkpoint=ckpt, checkpoint_every=2)  # resumes: nothing left to do
+    np.testing.assert_array_equal(again.components_, first.components_)
+    plain = NeuralTopicModel(**kw).fit(ddf)
+    np.testing.assert_allclose(plain.components_, first.components_)
+
+
+@pytest.mark.distributed
+def test_same_model_on_a_cluster_of_worker_processes(cluster_client):
+    X, _, _ = synthetic_lda_corpus(800, 40, 3, seed=5)
+    lazy = da.from_array(X.toarray(), chunks=(200, 40))
+    local = NeuralTopicModel(3, epochs=3, random_state=0, sync_every=2).fit(lazy)
+    with cluster_client.as_current():
+        remote = NeuralTopicModel(3, epochs=3, random_state=0, sync_every=2).fit(lazy)
+        theta = remote.transform(lazy).compute()
+    np.testing.assert_allclose(remote.components_, local.components_, rtol=1e-6)
+    np.testing.assert_allclose(theta, local.transform(X), rtol=1e-6)

@@ -549,7 +549,7 @@ class NeuralTopicModel(StateEstimator):
         return {"topic_word_prior": self.topic_word_prior}
 
     def partial_fit(self, X: Any, y: Any = None, **fit_kwargs: Any) -> NeuralTopicModel:
-        """More epochs on new data from the fitted state (the vocabulary stays the fitted one)."""
+        """Train ``epochs`` more epochs on the partitions not seen before (the vocabulary stays the fitted one)."""
         if hasattr(self, "state_"):
             self._check_input_matches(X)
         return super().partial_fit(X, y, **fit_kwargs)
@@ -578,17 +578,24 @@ class NeuralTopicModel(StateEstimator):
 
         start = state.copy()
         start.progress[2] = 0.0
+        new = [i for i, src in enumerate(inp.sources) if src not in state.consumed] if inp.is_dask else None
+        if new is not None and not new:
+            return state
         trained = engine.fold_rounds(inp, start, epochs=int(self.epochs), sync_every=int(self.sync_every),
-                                     epoch_end=epoch_end, options=options.at("epochs"))
-        return self._attribute_words(inp, trained, options.at("topic_words"))
+                                     skip_sources=state.consumed, epoch_end=epoch_end, options=options.at("epochs"))
+        return self._attribute_words(inp.subset(new) if new is not None else inp, trained, options.at("topic_words"))
 
     def _attribute_words(self, inp: Input, state: NTMState, options: engine.FitOptions) -> NTMState:
-        """One more pass: the words the data attributes to each topic (see :class:`TopicWordState`)."""
+        """One more pass: the words the new data attributes to each topic (see :class:`TopicWordState`).
+
+        They add to the attributions of earlier fits (made under the model of
+        their time), so ``partial_fit`` reads only new data.
+        """
         tw = TopicWordState(state.schema, state.params)
         tw.weights, tw.bn = state.best_weights.copy(), state.best_bn.copy()
         tw = engine.fold(inp, tw, options=options)
         out = state.copy()
-        out.topic_word = tw.topic_word.copy()
+        out.topic_word = state.topic_word + tw.topic_word
         return out
 
     # ---- outputs ---------------------------------------------------------------------
