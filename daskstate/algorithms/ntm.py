@@ -46,6 +46,11 @@ from daskstate.text import (
     text_input,
 )
 
+#: Early stopping counts epochs without improvement only after this many of Adam's momentum horizons
+#: (``1 / (1 - beta_1)`` steps): while the encoder starts to use the latent topics, the validation
+#: loss rises for a while before it falls again (a bump of ~100 steps with beta_1 = 0.99).
+WARMUP_HORIZONS = 5
+
 #: columns of ``history``: epoch, training loss per word, validation loss per word, documents trained
 HISTORY_COLUMNS = ("epoch", "train_loss_per_word", "validation_loss_per_word", "documents")
 
@@ -199,7 +204,7 @@ class NTMState(CountsReader):
         if monitored < best - tol * abs(best) if np.isfinite(best) else True:
             best, stale = monitored, 0.0
             new.best_weights, new.best_bn = new.weights.copy(), new.bn_stats.copy()
-        else:
+        elif new.adam_t[0] >= WARMUP_HORIZONS / (1.0 - float(new.params["beta_1"])):
             stale += 1
         new.progress = np.array([runs + 1, best, stale])
         new.epoch_loss[:] = 0.0
@@ -364,7 +369,8 @@ class NeuralTopicModel(StateEstimator):
         Share of documents held out (chosen by a hash of their counts) for the
         validation loss per epoch and early stopping.
     early_stopping_patience : int
-        Stop after this many epochs without a better validation loss (0: never).
+        Stop after this many epochs without a better validation loss (0: never),
+        counted once ``5 / (1 - beta_1)`` Adam steps have been made.
     tol : float
         Relative improvement that counts as better.
     topic_word_prior : float, optional
