@@ -266,6 +266,7 @@ def test_checkpointed_fit_resumes_each_pass(tmp_path):
     np.testing.assert_array_equal(again.components_, first.components_)
     plain = NeuralTopicModel(**kw).fit(ddf)
     np.testing.assert_allclose(plain.components_, first.components_)
+    assert first.transform(ddf).shape == (len(docs), 4)  # row counts from the Parquet metadata: known chunks
 
 
 @pytest.mark.distributed

@@ -604,6 +604,14 @@ class NeuralTopicModel(StateEstimator):
         out.topic_word = state.topic_word + tw.topic_word
         return out
 
+    def save(self, path: Any) -> None:
+        """Save as a Zarr group; a ``vocabulary=`` estimator is saved as its list of terms."""
+        if self.vocabulary is None or isinstance(self.vocabulary, list | tuple):
+            return super().save(path)
+        plain = copy.copy(self)
+        plain.vocabulary = [str(t) for t in self.state_.terms]
+        return StateEstimator.save(plain, path)
+
     # ---- outputs ---------------------------------------------------------------------
     def _counts(self, X: Any, where: str) -> sp.csr_matrix:
         self._check_fitted()
@@ -625,8 +633,9 @@ class NeuralTopicModel(StateEstimator):
                 return func(state.read_batch(part, None, where=f"{name}: partition {i}")[0])
 
             block_d = dask.delayed(block, pure=True)
-            parts = [da.from_delayed(block_d(p, i), shape=(np.nan, width), dtype=np.float64)
-                     for i, p in enumerate(inp.parts)]
+            rows = partition_lengths(X, len(inp.parts)) if width != 2 or name != "score" else [np.nan] * len(inp.parts)
+            parts = [da.from_delayed(block_d(p, i), shape=(n, width), dtype=np.float64)
+                     for i, (p, n) in enumerate(zip(inp.parts, rows, strict=True))]
             return da.concatenate(parts, axis=0)
         return func(self._counts(X, name))
 
@@ -692,6 +701,21 @@ class NeuralTopicModel(StateEstimator):
                                                               "stop_words", "lowercase")}
         return npmi_coherence(nn.top_indices(self.components_, top_n), self._input(X, schema=s.schema), s.schema,
                               params, progress=progress, split_every=split_every)
+
+
+def partition_lengths(X: Any, n_parts: int) -> list[float]:
+    """Rows of each partition when known without reading (Dask Array chunks, :func:`daskstate.read_parquet`), else NaN."""
+    import dask.array as da
+
+    from daskstate.data import _find_piece_reader
+
+    if isinstance(X, da.Array):
+        return [float(n) for n in X.chunks[0]]
+    frame = X.to_frame() if hasattr(X, "to_frame") and not hasattr(X, "columns") else X
+    reader = _find_piece_reader(frame)
+    if reader is not None and len(reader.pieces) == n_parts:
+        return [float(p.num_rows) for p in reader.pieces]
+    return [np.nan] * n_parts
 
 
 def npmi_coherence(top: np.ndarray, data: Any, schema: Any = None, params: dict | None = None, **fold_options: Any
