@@ -25,10 +25,16 @@ otherwise: symmetric alpha 1/K, chunksize 2000). daskstate: defaults (ProdLDA:
 Adam 0.002, beta_1 0.99, batch 64, early stopping on a 10% validation split, at
 most 50 epochs). All on one thread of BLAS per process, threaded scheduler.
 
+``--scale`` measures instead, on LDA-generated text (pseudo-words) in Parquet:
+documents/s of a fit (vocabulary pass, ``--epochs`` epochs, topic-word pass) on 1
+and 2 worker processes; the Vocabulary pass against a plain read-and-tokenize
+pass; peak RSS of a fit as the corpus grows 10x (every run in its own process).
+
 Usage::
 
     python -m benchmarks.bench_ntm                 # K = 20 and 50, 2 repeats
     python -m benchmarks.bench_ntm --ks 20 --repeats 1 --corpora lee
+    python -m benchmarks.bench_ntm --scale --ks 20 --docs 20000 --epochs 2
 
 Writes benchmarks/results/ntm.json and prints a Markdown table.
 """
@@ -179,6 +185,133 @@ def run_corpus(label: str, X: sp.csr_matrix, ks: list[int], repeats: int, seed: 
     return rows
 
 
+# ---------------------------------------------------------------------------- scale: throughput and memory
+def letters(i: np.ndarray) -> np.ndarray:
+    """Distinct alphabetic pseudo-words (>= 3 letters) for word ids: base-26 digits as letters."""
+    out = np.full(len(i), "", dtype=object)
+    rest = np.asarray(i) + 26 * 26  # at least three digits
+    while (rest > 0).any():
+        out = np.char.add(np.array([chr(97 + d) for d in rest % 26], dtype=object).astype(str), out.astype(str))
+        rest //= 26
+    return out.astype(object)
+
+
+def write_text_corpus(folder: str, n_docs: int, files: int, seed: int = 0, n_words: int = 5000, n_topics: int = 50,
+                      doc_length: int = 80) -> dict[str, Any]:
+    """LDA-generated documents as text (pseudo-words) in ``files`` Parquet files; reused if already there."""
+    import json
+
+    import pandas as pd
+
+    desc = {"n_docs": n_docs, "files": files, "seed": seed, "n_words": n_words, "n_topics": n_topics,
+            "doc_length": doc_length}
+    marker = os.path.join(folder, "_corpus.json")
+    if os.path.exists(marker):
+        with open(marker) as fh:
+            if json.load(fh) == desc:
+                return desc
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    vocab = letters(np.arange(n_words))
+    topics = rng.dirichlet(np.full(n_words, 0.05), size=n_topics)
+    cum = np.cumsum(topics, axis=1)
+    per_file = n_docs // files
+    for f in range(files):
+        theta = rng.dirichlet(np.full(n_topics, 0.1), size=per_file)
+        z = (rng.random((per_file, doc_length))[..., None] > np.cumsum(theta, axis=1)[:, None, :]).sum(axis=2)
+        z = np.minimum(z, n_topics - 1)
+        u = rng.random((per_file, doc_length))
+        words = np.empty((per_file, doc_length), dtype=np.int64)
+        for k in np.unique(z):  # one vectorised search per topic
+            mask = z == k
+            words[mask] = np.minimum(np.searchsorted(cum[k], u[mask]), n_words - 1)
+        body = [" ".join(row) for row in vocab[words].tolist()]
+        pd.DataFrame({"body": body}).to_parquet(os.path.join(folder, f"part-{f:04d}.parquet"),
+                                                row_group_size=max(1, per_file // 2), index=False)
+    with open(marker, "w") as fh:
+        json.dump(desc, fh)
+    return desc
+
+
+def tokenize_floor_job(folder: str) -> dict:
+    """Read the text column and tokenize it (the work any vocabulary pass must do), nothing else."""
+    import dask
+
+    import daskstate
+    from daskstate.text import Tokenizer
+
+    ddf = daskstate.read_parquet(folder, columns=["body"])
+    tok = Tokenizer()
+
+    def count(part) -> int:
+        return len(tok.tokenize(part["body"])[0])
+
+    with dask.config.set(scheduler="threads"):
+        tokens = sum(dask.compute(*[dask.delayed(count)(p) for p in ddf.to_delayed()]))
+    return {"tokens": int(tokens)}
+
+
+def vocabulary_job(folder: str) -> dict:
+    import dask
+
+    import daskstate
+
+    with dask.config.set(scheduler="threads"):
+        voc = daskstate.Vocabulary(2000, min_df=5, max_df=0.5, text_column="body").fit(
+            daskstate.read_parquet(folder))
+    return {"tokens": voc.n_tokens_, "terms": len(voc.vocabulary_), "state_bytes": voc.state_.nbytes}
+
+
+def ntm_job(folder: str, workers: int, epochs: int, K: int) -> dict:
+    """Vocabulary pass + ``epochs`` epochs + the topic-word pass, on ``workers`` processes (0: threads)."""
+    import dask
+
+    import daskstate
+
+    def fit() -> dict:
+        t0 = time.perf_counter()
+        model = daskstate.NeuralTopicModel(K, epochs=epochs, early_stopping_patience=0, max_features=2000, min_df=5,
+                                           text_column="body", random_state=0).fit(daskstate.read_parquet(folder))
+        return {"fit_seconds": time.perf_counter() - t0, "docs": model.n_samples_seen_,
+                "state_bytes": model.state_.nbytes}
+
+    if workers == 0:
+        with dask.config.set(scheduler="threads"):
+            return fit()
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster, Client(cluster):
+        return fit()
+
+
+def run_scale(folder: str, n_docs: int, files: int, epochs: int, K: int, repeats: int) -> dict[str, Any]:
+    from benchmarks.common import run_measured
+
+    small, large = os.path.join(folder, "1x"), os.path.join(folder, "10x")
+    write_text_corpus(small, n_docs, files)
+    write_text_corpus(large, 10 * n_docs, 10 * files)
+    out: dict[str, Any] = {"docs": n_docs, "files": files, "epochs": epochs, "K": K, "rows": []}
+    for _ in range(repeats):  # interleaved: floor, vocabulary, NTM on 1 and 2 processes
+        for name, job, kw in [("read+tokenize floor", tokenize_floor_job, {"folder": small}),
+                              ("Vocabulary", vocabulary_job, {"folder": small}),
+                              ("NTM, 1 worker process", ntm_job, {"folder": small, "workers": 1, "epochs": epochs,
+                                                                  "K": K}),
+                              ("NTM, 2 worker processes", ntm_job, {"folder": small, "workers": 2, "epochs": epochs,
+                                                                    "K": K})]:
+            r = run_measured(job, **kw)
+            secs = r.get("result", {}).get("fit_seconds", r.get("seconds"))
+            passes = epochs if name.startswith("NTM") else 1
+            out["rows"].append({"run": name, "docs": n_docs, "loadavg": os.getloadavg()[0],
+                                "docs_per_second_per_pass": n_docs * passes / secs if secs else None, **r})
+            print(out["rows"][-1], flush=True)
+    for size, path in [(n_docs, small), (10 * n_docs, large)]:  # peak RSS as the corpus grows 10x (threads)
+        r = run_measured(ntm_job, folder=path, workers=0, epochs=1, K=K)
+        out["rows"].append({"run": "NTM threads, 1 epoch (memory)", "docs": size, "loadavg": os.getloadavg()[0], **r})
+        print(out["rows"][-1], flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", type=int, nargs="+", default=[20, 50])
@@ -187,7 +320,20 @@ def main() -> None:
     parser.add_argument("--max-features", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-name", default="ntm")
+    parser.add_argument("--scale", action="store_true",
+                        help="instead: throughput (1 and 2 worker processes), Vocabulary vs read+tokenize, RSS at 10x")
+    parser.add_argument("--data", default="/tmp/daskstate-bench-ntm", help="folder for the --scale corpora")
+    parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
+    if args.scale:
+        from benchmarks.common import write_results
+
+        result = run_scale(args.data, args.docs, args.files, args.epochs, args.ks[0], args.repeats)
+        print("wrote", write_results(args.results_name if args.results_name != "ntm" else "ntm_scale",
+                                     {**result, "args": vars(args)}))
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     import dask
