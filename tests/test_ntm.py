@@ -196,6 +196,11 @@ def test_save_load_partial_fit_and_mismatched_inputs(lee_model, tmp_path):
         counts.transform(sp.hstack([X, X[:, :1]]).tocsr())
     with pytest.raises(SchemaError, match="fitted on a count matrix"):
         counts.transform(["some text"])
+    fixed = NeuralTopicModel(3, epochs=1, vocabulary=["apple", "pear", "plum"], random_state=0).fit(
+        ["apple pear", "pear plum", "plum apple apple"] * 10)
+    fixed.set_params(vocabulary=["apple", "pear", "kiwi"])
+    with pytest.raises(SchemaError, match=r"vocabulary= holds 3 terms .* new \['kiwi'\], missing \['plum'\]"):
+        fixed.partial_fit(["kiwi pear"])
 
 
 def test_bad_documents_and_counts_raise_naming_the_partition():

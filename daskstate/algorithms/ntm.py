@@ -495,8 +495,7 @@ class NeuralTopicModel(StateEstimator):
 
     def _vocabulary_terms(self, inp: Input, options: engine.FitOptions) -> list[str]:
         if self.vocabulary is not None:
-            terms = (list(self.vocabulary.get_feature_names_out()) if hasattr(self.vocabulary, "get_feature_names_out")
-                     else [str(t) for t in self.vocabulary])
+            terms = self._given_terms()
             if not terms:
                 raise DataError("the vocabulary given is empty")
             return terms
@@ -514,6 +513,10 @@ class NeuralTopicModel(StateEstimator):
                 f"over {voc.n_documents_} documents; a topic model needs at least 2 (lower min_df?)"
             )
         return terms
+
+    def _given_terms(self) -> list[str]:
+        voc = self.vocabulary
+        return [str(t) for t in (voc.get_feature_names_out() if hasattr(voc, "get_feature_names_out") else voc)]
 
     def _state_params(self, inp: Input, terms: list[str] | None = None) -> dict[str, Any]:
         text = inp.schema.dtypes[:1] == ("str",)
@@ -561,6 +564,15 @@ class NeuralTopicModel(StateEstimator):
         return super().partial_fit(X, y, **fit_kwargs)
 
     def _check_input_matches(self, X: Any) -> None:
+        if self.vocabulary is not None:
+            given = self._given_terms()
+            if given != list(self.state_.terms):
+                extra = sorted(set(given) - set(self.state_.terms))[:3]
+                missing = sorted(set(self.state_.terms) - set(given))[:3]
+                raise SchemaError(
+                    f"vocabulary= holds {len(given)} terms but the model was fitted on {self.state_.n_words} "
+                    f"other ones (e.g. new {extra}, missing {missing}, or another order); fit a new model"
+                )
         text = self.state_.params["input"] == "text"
         if self._is_text(X) != text:
             kind = "text" if text else "a count matrix"
