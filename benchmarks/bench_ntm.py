@@ -69,10 +69,10 @@ def package_paragraphs(min_words: int = 20) -> list[str]:
     return docs
 
 
-def synthetic_counts(seed: int = 0) -> tuple[sp.csr_matrix, np.ndarray]:
+def synthetic_counts(n_docs: int, seed: int = 0) -> tuple[sp.csr_matrix, np.ndarray]:
     from daskstate.algorithms.ntm import synthetic_lda_corpus
 
-    X, topics, _ = synthetic_lda_corpus(20_000, 1000, 20, doc_length=100, alpha=0.1, seed=seed)
+    X, topics, _ = synthetic_lda_corpus(n_docs, 1000, 20, doc_length=100, alpha=0.1, seed=seed)
     return X, topics
 
 
@@ -318,6 +318,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--corpora", nargs="+", default=["lee", "packages", "synthetic"])
     parser.add_argument("--max-features", type=int, default=2000)
+    parser.add_argument("--synthetic-docs", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-name", default="ntm")
     parser.add_argument("--scale", action="store_true",
@@ -346,8 +347,9 @@ def main() -> None:
     texts = {"lee": lee_corpus, "packages": package_paragraphs}
     for label in args.corpora:
         if label == "synthetic":
-            X, truth = synthetic_counts(args.seed)
-            rows += run_corpus("synthetic LDA (K=20)", X, args.ks, args.repeats, args.seed, truth)
+            X, truth = synthetic_counts(args.synthetic_docs, args.seed)
+            rows += run_corpus(f"synthetic LDA (K=20, {args.synthetic_docs} docs)", X, args.ks, args.repeats,
+                               args.seed, truth)
             continue
         docs = texts[label]()
         voc = daskstate.Vocabulary(args.max_features, min_df=2, max_df=0.5).fit(docs)
