@@ -158,12 +158,18 @@ def count_tokens(tokens: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.n
     """
     if not len(tokens):
         return np.array([], dtype=object), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    codes, terms = pd.factorize(tokens, sort=True)
-    tf = np.bincount(codes, minlength=len(terms)).astype(np.int64)
-    # each (document, term) pair once: documents are sorted, so a pair key dedups exactly
-    pair = np.unique(np.asarray(docs, dtype=np.int64) * len(terms) + codes)
-    df = np.bincount(pair % len(terms), minlength=len(terms)).astype(np.int64)
-    return np.asarray(terms, dtype=object), tf, df
+    # hash the tokens, then sort only the distinct terms (far fewer than the tokens)
+    codes, uniq = pd.factorize(tokens)
+    uniq = np.asarray(uniq, dtype=object)
+    order = np.argsort(uniq)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq))
+    codes = rank[codes]
+    n = len(uniq)
+    tf = np.bincount(codes, minlength=n).astype(np.int64)
+    pair = pd.unique(np.asarray(docs, dtype=np.int64) * n + codes)  # each (document, term) once
+    df = np.bincount(pair % n, minlength=n).astype(np.int64)
+    return uniq[order], tf, df
 
 
 def count_matrix(tokens: np.ndarray, docs: np.ndarray, vocabulary: pd.Index, n_docs: int) -> sp.csr_matrix:

@@ -98,7 +98,8 @@ class VocabularyState(TextState):
             tokens, where = tok.tokenize(docs)
             terms, tf, df = count_tokens(tokens, where)
             table = table.add(terms, tf, df, len(tokens))
-            empty += len(docs) - len(np.unique(where))
+            # token positions come in document order, so distinct documents are where the position changes
+            empty += len(docs) - (int(np.count_nonzero(np.diff(where))) + 1 if len(where) else 0)
         self._set_table(table, empty)
 
     def _merge(self, other: VocabularyState) -> None:
