@@ -392,5 +392,6 @@ def as_counts(part: Any, n_words: int, where: str) -> sp.csr_matrix:
     bad = ~np.isfinite(X.data) | (X.data < 0)
     if bad.any():
         raise DataError(f"{where}: {int(bad.sum())} count(s) are negative, NaN or inf; counts must be >= 0")
+    X.sum_duplicates()
     X.eliminate_zeros()
     return X

@@ -289,21 +289,27 @@ def forward(flat: np.ndarray, X: Any, noise: Noise, layout: Layout, *, activatio
 def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
     """Gradient of :func:`forward`'s loss with respect to the flat parameters."""
     W = layout.views(flat)
-    grads = {name: np.zeros(shape) for name, shape in layout.shapes.items()}
+    flat_grad = np.empty(layout.size)
+    grads = layout.views(flat_grad)  # every view is written below
     X, noise, n = cache["X"], cache["noise"], cache["n"]
     mu0, var0 = cache["prior"]
     # reconstruction: d/dL of counts * logsumexp(L) - x.L
     P = np.exp(cache["L"] - cache["lse"][:, None])
-    dL = P * cache["counts"][:, None]
-    dL -= X.toarray() if sp.issparse(X) else X
-    dL /= n
+    dL = P
+    dL *= cache["counts"][:, None] / n
+    if sp.issparse(X):
+        C = X.tocoo()
+        C.sum_duplicates()  # so that each entry is subtracted once
+        dL[C.row, C.col] -= C.data / n
+    else:
+        dL -= X / n
     if layout.batch_norm:
         mean, var = cache["stats"]["dec"]
         dG = batch_norm_grad(dL, cache["L"], var)
     else:
-        grads["b_dec"] = dL.sum(axis=0)
+        grads["b_dec"][...] = dL.sum(axis=0)
         dG = dL
-    grads["beta"] = cache["theta_do"].T @ dG
+    grads["beta"][...] = cache["theta_do"].T @ dG
     dtheta = dG @ W["beta"].T
     if noise.theta_mask is not None:
         dtheta *= noise.theta_mask
@@ -317,10 +323,10 @@ def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
         dlv = batch_norm_grad(dlogvar, logvar, cache["stats"]["lv"][1])
     else:
         dm, dlv = dmu, dlogvar
-        grads["b_mu"], grads["b_lv"] = dm.sum(axis=0), dlv.sum(axis=0)
+        grads["b_mu"][...], grads["b_lv"][...] = dm.sum(axis=0), dlv.sum(axis=0)
     h_do = cache["h_do"]
-    grads["W_mu"] = h_do.T @ dm
-    grads["W_lv"] = h_do.T @ dlv
+    grads["W_mu"][...] = h_do.T @ dm
+    grads["W_lv"][...] = h_do.T @ dlv
     dh = dm @ W["W_mu"].T + dlv @ W["W_lv"].T
     if noise.hidden_mask is not None:
         dh *= noise.hidden_mask
@@ -328,11 +334,11 @@ def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
     for i in reversed(range(len(layout.encoder_layers))):
         da = dh * activation_grad(acts[i], hs[i + 1], cache["activation"])
         prev = hs[i]
-        grads[f"W{i}"] = np.asarray(prev.T @ da)
-        grads[f"b{i}"] = da.sum(axis=0)
+        grads[f"W{i}"][...] = prev.T @ da
+        grads[f"b{i}"][...] = da.sum(axis=0)
         if i:
             dh = da @ W[f"W{i}"].T
-    return layout.flatten(grads)
+    return flat_grad
 
 
 # ---------------------------------------------------------------------------- inference
