@@ -373,6 +373,13 @@ class NeuralTopicModel(StateEstimator):
         counted once ``5 / (1 - beta_1)`` Adam steps have been made.
     tol : float
         Relative improvement that counts as better.
+    transform_steps : int
+        Fixed-point iterations that refine the encoder's topic proportions in
+        ``transform`` against ``components_`` (LDA's E-step; 0: the encoder's
+        amortised proportions). Matters most for short or partial documents.
+    doc_topic_prior : float, optional
+        Pseudo-count of each topic in those iterations (default ``1/n_components``,
+        as scikit-learn's LDA).
     topic_word_prior : float, optional
         Pseudo-count added to each topic's attributed word counts in
         ``components_`` (default ``1/n_components``, as LDA's ``eta``). It only
@@ -413,7 +420,8 @@ class NeuralTopicModel(StateEstimator):
                  batch_norm: bool = True, learning_rate: float = 0.002, beta_1: float = 0.99,
                  beta_2: float = 0.999, batch_size: int = 64, epochs: int = 50, sync_every: int = 4,
                  validation_fraction: float = 0.1, early_stopping_patience: int = 10, tol: float = 1e-4,
-                 topic_word_prior: float | None = None,
+                 topic_word_prior: float | None = None, transform_steps: int = 50,
+                 doc_topic_prior: float | None = None,
                  vocabulary: Any = None, max_features: int | None = 2000, min_df: float = 2,
                  max_df: float = 0.7, text_column: str | None = None, token_pattern: str = TOKEN_PATTERN,
                  stop_words: Any = "english", lowercase: bool = True, random_state: int = 0,
@@ -434,6 +442,8 @@ class NeuralTopicModel(StateEstimator):
         self.early_stopping_patience = early_stopping_patience
         self.tol = tol
         self.topic_word_prior = topic_word_prior
+        self.transform_steps = transform_steps
+        self.doc_topic_prior = doc_topic_prior
         self.vocabulary = vocabulary
         self.max_features = max_features
         self.min_df = min_df
@@ -469,6 +479,8 @@ class NeuralTopicModel(StateEstimator):
         check("validation_fraction", 0.0 <= float(self.validation_fraction) < 1.0, "in [0, 1)")
         check("early_stopping_patience", integer(self.early_stopping_patience) and self.early_stopping_patience >= 0,
               "an integer >= 0")
+        check("transform_steps", integer(self.transform_steps) and self.transform_steps >= 0, "an integer >= 0")
+        check("doc_topic_prior", self.doc_topic_prior is None or float(self.doc_topic_prior) > 0, "None or > 0")
         check("topic_word_prior", self.topic_word_prior is None or float(self.topic_word_prior) >= 0, "None or >= 0")
         check("on_invalid", self.on_invalid == "raise", "'raise' (bad documents cannot be skipped silently)")
 
@@ -652,11 +664,20 @@ class NeuralTopicModel(StateEstimator):
         return func(self._counts(X, name))
 
     def transform(self, X: Any) -> Any:
-        """Document-topic proportions (rows sum to 1); lazy for Dask input."""
+        """Document-topic proportions (rows sum to 1); lazy for Dask input.
+
+        The encoder's proportions, refined by ``transform_steps`` fixed-point
+        iterations against ``components_`` (see :func:`ntm_numerics.refine_topics`).
+        """
         s = self.state_
 
+        phi = self.components_
+        alpha = np.full(phi.shape[0], 1.0 / phi.shape[0] if self.doc_topic_prior is None else self.doc_topic_prior)
+        steps = int(self.transform_steps)
+
         def topics(C: sp.csr_matrix) -> np.ndarray:
-            return nn.doc_topics(s.best_weights, s.best_bn, C, s.layout, s.params["activation"])
+            theta = nn.doc_topics(s.best_weights, s.best_bn, C, s.layout, s.params["activation"])
+            return nn.refine_topics(theta, C, phi, alpha, steps) if steps else theta
 
         return self._map_docs(X, topics, int(s.params["n_components"]), "transform")
 

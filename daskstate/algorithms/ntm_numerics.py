@@ -349,6 +349,24 @@ def doc_topics(flat: np.ndarray, bn_flat: np.ndarray, X: Any, layout: Layout, ac
     return softmax(mu)
 
 
+def refine_topics(theta: np.ndarray, X: Any, phi: np.ndarray, alpha: np.ndarray, steps: int) -> np.ndarray:
+    """Fixed-point iterations of a document's topic proportions under mixture topics ``phi`` (K x V).
+
+    ``gamma_k = alpha_k + sum_w x_w theta_k phi_kw / sum_j theta_j phi_jw``,
+    ``theta = gamma / sum(gamma)``: LDA's variational E-step with ``log theta`` in
+    place of its digamma terms, started from the encoder's ``theta``. Rows sum to 1.
+    """
+    X = sp.csr_matrix(X)
+    C = X.tocoo()
+    for _ in range(int(steps)):
+        # x_w / (theta @ phi)_w at the nonzero counts only
+        q = np.einsum("ij,ij->i", theta[C.row], phi[:, C.col].T)
+        R = sp.csr_matrix((C.data / np.maximum(q, 1e-300), (C.row, C.col)), shape=X.shape)
+        gamma = theta * np.asarray(R @ phi.T) + alpha
+        theta = gamma / gamma.sum(axis=1, keepdims=True)
+    return theta
+
+
 def word_distributions(flat: np.ndarray, bn_flat: np.ndarray, theta: np.ndarray, layout: Layout) -> np.ndarray:
     """The decoder's word distribution (rows sum to 1) for topic proportions ``theta``."""
     W = layout.views(flat)
