@@ -10,8 +10,10 @@ tree reduction, so a fit is one pass, incremental, resumable and distributed.
 from daskstate.algorithms.kmeans import KMeans, KMeansState
 from daskstate.algorithms.linear import LinearLearner, LinearState
 from daskstate.algorithms.linear_models import LinearClassifier, LinearRegressor
+from daskstate.algorithms.ntm import NeuralTopicModel, NTMState
 from daskstate.algorithms.pca import PCA, PCAState
 from daskstate.algorithms.scaler import ScalerState, StandardScaler
+from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState
 from daskstate.data import batches, read_parquet
 from daskstate.engine import FitOptions, fold, fold_rounds
 from daskstate.errors import DataError, NotFittedError, SchemaError, StateError, StateFileError
@@ -30,6 +32,8 @@ __all__ = [
     "LinearLearner",
     "LinearRegressor",
     "LinearState",
+    "NTMState",
+    "NeuralTopicModel",
     "NotFittedError",
     "PCA",
     "PCAState",
@@ -42,6 +46,8 @@ __all__ = [
     "StateError",
     "StateEstimator",
     "StateFileError",
+    "Vocabulary",
+    "VocabularyState",
     "batches",
     "fold",
     "fold_rounds",

@@ -6,6 +6,7 @@ Examples
 
     daskstate make-data data/                            # the quick start's dataset
     daskstate fit kmeans --input data/ --param n_clusters=10 --out km.zarr
+    daskstate fit ntm --input docs/ --text-column body --param n_components=20 --out topics.zarr
     daskstate partial-fit km.zarr --input data/          # only files not seen before are read
     daskstate predict km.zarr --input data/ --output labels.parquet   # or .csv, .zarr
     daskstate info km.zarr
@@ -414,6 +415,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         params["features"] = args.features
     if args.target:
         params["target"] = args.target
+    if args.text_column:
+        params["text_column"] = args.text_column
     unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
         raise ValueError(f"{cls.__name__} has no parameter(s) {unknown}; valid: {cls._get_param_names()}")
@@ -611,10 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
         debug(p)
 
     fit = sub.add_parser("fit", help="fit an algorithm and save the model")
-    fit.add_argument("algorithm", help="standard_scaler, kmeans, pca, linear_learner")
+    fit.add_argument("algorithm", help="standard_scaler, kmeans, pca, linear_learner, ntm, vocabulary")
     fit.add_argument("--input", required=True, help="Parquet file/folder/glob, Zarr array, or CSV")
     fit.add_argument("--features", nargs="+", help="feature columns (default: every numeric one)")
     fit.add_argument("--target", help="target column (supervised algorithms)")
+    fit.add_argument("--text-column", help="text column (text algorithms: ntm, vocabulary)")
     fit.add_argument("--param", action="append", metavar="KEY=VALUE", help="a hyperparameter (repeatable)")
     fit.add_argument("--out", required=True, help="where to save the model (a new Zarr folder)")
     fit.add_argument("--force", action="store_true", help="replace a daskstate model already at --out")

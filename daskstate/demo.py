@@ -99,11 +99,32 @@ def demo_linear(ddf: dd.DataFrame) -> list[str]:
     ]
 
 
+def demo_ntm(ddf: dd.DataFrame) -> list[str]:
+    """Topics of real text (the installed packages' descriptions); the numeric demo data are not used."""
+    import importlib.metadata
+    import re
+
+    from daskstate import NeuralTopicModel
+
+    docs = [p for d in importlib.metadata.distributions()
+            for p in re.split(r"\n\s*\n", d.metadata.get_payload() or d.metadata.get("Description") or "")
+            if len(p.split()) >= 20]
+    # a small corpus: one partition, so every epoch is one sequential round of ~11 Adam steps
+    text = dd.from_pandas(pd.DataFrame({"body": docs}), npartitions=1)
+    ntm = NeuralTopicModel(8, text_column="body", epochs=30, max_features=1500, max_df=0.1, random_state=0).fit(text)
+    lines = [f"{len(docs):,} paragraphs of package descriptions, {len(ntm.vocabulary_terms_):,} terms, "
+             f"{ntm.n_iter_} epochs in rounds; state {ntm.state_.nbytes:,} bytes"]
+    lines += [f"topic {k}: {' '.join(words)}" for k, words in enumerate(ntm.top_words(6))]
+    lines.append(f"topic uniqueness {ntm.topic_uniqueness():.2f}; mean NPMI {ntm.coherence(text).mean():.3f}")
+    return lines
+
+
 DEMOS: list[tuple[str, Callable[[dd.DataFrame], list[str]]]] = [
     ("StandardScaler", demo_scaler),
     ("PCA", demo_pca),
     ("KMeans", demo_kmeans),
     ("LinearLearner", demo_linear),
+    ("NeuralTopicModel", demo_ntm),
 ]
 
 

@@ -1,0 +1,366 @@
+"""Neural topic model side by side: daskstate NeuralTopicModel, scikit-learn online LDA, gensim LdaModel.
+
+Real corpora: the Lee news background corpus bundled with gensim's tests, and the
+long descriptions (READMEs) of the installed Python packages cut into paragraphs.
+Plus a synthetic corpus drawn from LDA's generative model with known topics.
+
+Every model sees the same document-term counts (daskstate's Vocabulary:
+``max_features``, ``min_df=2``, ``max_df=0.5``, fitted on the training documents)
+and the same K (20 and 50). 20% of the documents are held out; each held-out
+document's words are split at random in two halves:
+
+- **document-completion perplexity**: topic proportions inferred from the first
+  half, the second half scored under the mixture ``theta @ components``
+  (``components_`` normalised to word distributions; gensim: ``get_topics()``);
+  daskstate's ProdLDA is also scored under its own decoder (``predict_words``);
+- **NPMI coherence** of each topic's top 10 words over the training documents
+  (one function, :func:`daskstate.algorithms.ntm.npmi_coherence`, for all models);
+- **topic uniqueness** of the top 10 words;
+- **fit time**: repeats interleaved (daskstate, sklearn, gensim, daskstate, ...),
+  the median reported, with the load average.
+
+Peers' settings: scikit-learn ``LatentDirichletAllocation(learning_method="online",
+max_iter=10)`` (its defaults otherwise); gensim ``LdaModel(passes=10)`` (defaults
+otherwise: symmetric alpha 1/K, chunksize 2000). daskstate: defaults (ProdLDA:
+Adam 0.002, beta_1 0.99, batch 64, early stopping on a 10% validation split, at
+most 50 epochs). All on one thread of BLAS per process, threaded scheduler.
+
+``--scale`` measures instead, on LDA-generated text (pseudo-words) in Parquet:
+documents/s of a fit (vocabulary pass, ``--epochs`` epochs, topic-word pass) on 1
+and 2 worker processes; the Vocabulary pass against a plain read-and-tokenize
+pass; peak RSS of a fit as the corpus grows 10x (every run in its own process).
+
+Usage::
+
+    python -m benchmarks.bench_ntm                 # K = 20 and 50, 2 repeats
+    python -m benchmarks.bench_ntm --ks 20 --repeats 1 --corpora lee
+    python -m benchmarks.bench_ntm --scale --ks 20 --docs 20000 --epochs 2
+
+Writes benchmarks/results/ntm.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import re
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+
+# ---------------------------------------------------------------------------- corpora
+def lee_corpus() -> list[str]:
+    from gensim.test.utils import datapath
+
+    with open(datapath("lee_background.cor"), encoding="utf-8", errors="replace") as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def package_paragraphs(min_words: int = 20) -> list[str]:
+    docs = []
+    for dist in sorted(importlib.metadata.distributions(), key=lambda d: d.metadata.get("Name") or ""):
+        text = dist.metadata.get_payload() or dist.metadata.get("Description") or ""
+        docs += [p for p in re.split(r"\n\s*\n", text) if len(p.split()) >= min_words]
+    return docs
+
+
+def synthetic_counts(n_docs: int, seed: int = 0) -> tuple[sp.csr_matrix, np.ndarray]:
+    from daskstate.algorithms.ntm import synthetic_lda_corpus
+
+    X, topics, _ = synthetic_lda_corpus(n_docs, 1000, 20, doc_length=100, alpha=0.1, seed=seed)
+    return X, topics
+
+
+def split_corpus(X: sp.csr_matrix, seed: int = 0) -> dict[str, sp.csr_matrix]:
+    """Train / held-out documents; held-out words split in two halves (each word of a document independently)."""
+    rng = np.random.default_rng(seed)
+    X = X[np.asarray(X.sum(axis=1)).ravel() >= 4]
+    order = rng.permutation(X.shape[0])
+    n_test = max(1, X.shape[0] // 5)
+    test, train = X[order[:n_test]], X[order[n_test:]]
+    first = test.copy()
+    first.data = rng.binomial(test.data.astype(np.int64), 0.5).astype(np.float64)
+    second = test - first
+    first.eliminate_zeros()
+    second.eliminate_zeros()
+    return {"train": train.tocsr(), "first": first.tocsr(), "second": second.tocsr()}
+
+
+# ---------------------------------------------------------------------------- models
+def fit_daskstate(X: sp.csr_matrix, K: int, seed: int) -> Any:
+    import daskstate
+
+    return daskstate.NeuralTopicModel(K, random_state=seed).fit(X)
+
+
+def fit_sklearn(X: sp.csr_matrix, K: int, seed: int) -> Any:
+    from sklearn.decomposition import LatentDirichletAllocation
+
+    return LatentDirichletAllocation(K, learning_method="online", max_iter=10, random_state=seed).fit(X)
+
+
+def fit_gensim(X: sp.csr_matrix, K: int, seed: int) -> Any:
+    from gensim.matutils import Sparse2Corpus
+    from gensim.models import LdaModel
+
+    corpus = Sparse2Corpus(X, documents_columns=False)
+    return LdaModel(corpus, num_topics=K, id2word={i: str(i) for i in range(X.shape[1])}, passes=10,
+                    random_state=seed)
+
+
+FITS = {"daskstate NeuralTopicModel": fit_daskstate, "sklearn LDA (online)": fit_sklearn,
+        "gensim LdaModel": fit_gensim}
+
+
+def topics_and_theta(name: str, model: Any, first: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Topic-word distributions (rows sum to 1) and the held-out first halves' topic proportions."""
+    if name.startswith("gensim"):
+        from gensim.matutils import Sparse2Corpus, corpus2dense
+
+        phi = model.get_topics()
+        bows = Sparse2Corpus(first, documents_columns=False)
+        theta = corpus2dense((model.get_document_topics(b, minimum_probability=0.0) for b in bows),
+                             num_terms=model.num_topics, num_docs=first.shape[0]).T
+    else:
+        phi = model.components_ / model.components_.sum(axis=1, keepdims=True)
+        theta = np.asarray(model.transform(first))
+    theta = theta / np.maximum(theta.sum(axis=1, keepdims=True), 1e-300)
+    return phi, theta
+
+
+def completion_perplexity(P: np.ndarray, second: sp.csr_matrix) -> float:
+    """``exp(-sum x log p / sum x)`` of the second halves under predicted word distributions ``P``."""
+    logp = np.log(np.maximum(P, 1e-300))
+    return float(np.exp(-second.multiply(logp).sum() / second.sum()))
+
+
+def evaluate(name: str, model: Any, parts: dict[str, sp.csr_matrix]) -> dict[str, float]:
+    from daskstate.algorithms import ntm_numerics as nn
+    from daskstate.algorithms.ntm import npmi_coherence, topic_uniqueness
+
+    phi, theta = topics_and_theta(name, model, parts["first"])
+    top = nn.top_indices(phi, 10)
+    out = {
+        "completion_perplexity": completion_perplexity(theta @ phi, parts["second"]),
+        "npmi": float(npmi_coherence(top, parts["train"]).mean()),
+        "topic_uniqueness": float(topic_uniqueness(top).mean()),
+    }
+    if name.startswith("daskstate"):
+        out["completion_perplexity_own_decoder"] = completion_perplexity(model.predict_words(parts["first"]),
+                                                                         parts["second"])
+        out["epochs"] = int(model.n_iter_)
+    return out
+
+
+def run_corpus(label: str, X: sp.csr_matrix, ks: list[int], repeats: int, seed: int,
+               truth: np.ndarray | None = None) -> list[dict[str, Any]]:
+    parts = split_corpus(X, seed)
+    rows = []
+    for K in ks:
+        times: dict[str, list[float]] = {n: [] for n in FITS}
+        models: dict[str, Any] = {}
+        for _ in range(repeats):
+            for name, fit in FITS.items():  # interleaved
+                t0 = time.perf_counter()
+                models[name] = fit(parts["train"], K, seed)
+                times[name].append(time.perf_counter() - t0)
+        for name in FITS:
+            row = {"corpus": label, "K": K, "fit": name, "train_docs": parts["train"].shape[0],
+                   "vocabulary": X.shape[1], "seconds": statistics.median(times[name]), "all_seconds": times[name],
+                   "loadavg": os.getloadavg()[0], **evaluate(name, models[name], parts)}
+            if truth is not None and K == len(truth):
+                from daskstate.algorithms.ntm import match_topics
+
+                phi, _ = topics_and_theta(name, models[name], parts["first"])
+                sim = match_topics(phi, truth)
+                row["planted_mean_cosine"], row["planted_min_cosine"] = float(sim.mean()), float(sim.min())
+            rows.append(row)
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "all_seconds"},
+                  flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------- scale: throughput and memory
+def letters(i: np.ndarray) -> np.ndarray:
+    """Distinct alphabetic pseudo-words (>= 3 letters) for word ids: base-26 digits as letters."""
+    out = np.full(len(i), "", dtype=object)
+    rest = np.asarray(i) + 26 * 26  # at least three digits
+    while (rest > 0).any():
+        out = np.char.add(np.array([chr(97 + d) for d in rest % 26], dtype=object).astype(str), out.astype(str))
+        rest //= 26
+    return out.astype(object)
+
+
+def write_text_corpus(folder: str, n_docs: int, files: int, seed: int = 0, n_words: int = 5000, n_topics: int = 50,
+                      doc_length: int = 80) -> dict[str, Any]:
+    """LDA-generated documents as text (pseudo-words) in ``files`` Parquet files; reused if already there."""
+    import json
+
+    import pandas as pd
+
+    desc = {"n_docs": n_docs, "files": files, "seed": seed, "n_words": n_words, "n_topics": n_topics,
+            "doc_length": doc_length}
+    marker = os.path.join(folder, "_corpus.json")
+    if os.path.exists(marker):
+        with open(marker) as fh:
+            if json.load(fh) == desc:
+                return desc
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    vocab = letters(np.arange(n_words))
+    topics = rng.dirichlet(np.full(n_words, 0.05), size=n_topics)
+    cum = np.cumsum(topics, axis=1)
+    per_file = n_docs // files
+    for f in range(files):
+        theta = rng.dirichlet(np.full(n_topics, 0.1), size=per_file)
+        z = (rng.random((per_file, doc_length))[..., None] > np.cumsum(theta, axis=1)[:, None, :]).sum(axis=2)
+        z = np.minimum(z, n_topics - 1)
+        u = rng.random((per_file, doc_length))
+        words = np.empty((per_file, doc_length), dtype=np.int64)
+        for k in np.unique(z):  # one vectorised search per topic
+            mask = z == k
+            words[mask] = np.minimum(np.searchsorted(cum[k], u[mask]), n_words - 1)
+        body = [" ".join(row) for row in vocab[words].tolist()]
+        pd.DataFrame({"body": body}).to_parquet(os.path.join(folder, f"part-{f:04d}.parquet"),
+                                                row_group_size=max(1, per_file // 2), index=False)
+    with open(marker, "w") as fh:
+        json.dump(desc, fh)
+    return desc
+
+
+def tokenize_floor_job(folder: str) -> dict:
+    """Read the text column and tokenize it (the work any vocabulary pass must do), nothing else."""
+    import dask
+
+    import daskstate
+    from daskstate.text import Tokenizer
+
+    ddf = daskstate.read_parquet(folder, columns=["body"])
+    tok = Tokenizer()
+
+    def count(part) -> int:
+        return len(tok.tokenize(part["body"])[0])
+
+    with dask.config.set(scheduler="threads"):
+        tokens = sum(dask.compute(*[dask.delayed(count)(p) for p in ddf.to_delayed()]))
+    return {"tokens": int(tokens)}
+
+
+def vocabulary_job(folder: str) -> dict:
+    import dask
+
+    import daskstate
+
+    with dask.config.set(scheduler="threads"):
+        voc = daskstate.Vocabulary(2000, min_df=5, max_df=0.5, text_column="body").fit(
+            daskstate.read_parquet(folder))
+    return {"tokens": voc.n_tokens_, "terms": len(voc.vocabulary_), "state_bytes": voc.state_.nbytes}
+
+
+def ntm_job(folder: str, workers: int, epochs: int, K: int) -> dict:
+    """Vocabulary pass + ``epochs`` epochs + the topic-word pass, on ``workers`` processes (0: threads)."""
+    import dask
+
+    import daskstate
+
+    def fit() -> dict:
+        t0 = time.perf_counter()
+        model = daskstate.NeuralTopicModel(K, epochs=epochs, early_stopping_patience=0, max_features=2000, min_df=5,
+                                           text_column="body", random_state=0).fit(daskstate.read_parquet(folder))
+        return {"fit_seconds": time.perf_counter() - t0, "docs": model.n_samples_seen_,
+                "state_bytes": model.state_.nbytes}
+
+    if workers == 0:
+        with dask.config.set(scheduler="threads"):
+            return fit()
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster, Client(cluster):
+        return fit()
+
+
+def run_scale(folder: str, n_docs: int, files: int, epochs: int, K: int, repeats: int) -> dict[str, Any]:
+    from benchmarks.common import run_measured
+
+    small, large = os.path.join(folder, "1x"), os.path.join(folder, "10x")
+    write_text_corpus(small, n_docs, files)
+    write_text_corpus(large, 10 * n_docs, 10 * files)
+    out: dict[str, Any] = {"docs": n_docs, "files": files, "epochs": epochs, "K": K, "rows": []}
+    for _ in range(repeats):  # interleaved: floor, vocabulary, NTM on 1 and 2 processes
+        for name, job, kw in [("read+tokenize floor", tokenize_floor_job, {"folder": small}),
+                              ("Vocabulary", vocabulary_job, {"folder": small}),
+                              ("NTM, 1 worker process", ntm_job, {"folder": small, "workers": 1, "epochs": epochs,
+                                                                  "K": K}),
+                              ("NTM, 2 worker processes", ntm_job, {"folder": small, "workers": 2, "epochs": epochs,
+                                                                    "K": K})]:
+            r = run_measured(job, **kw)
+            secs = r.get("result", {}).get("fit_seconds", r.get("seconds"))
+            passes = epochs if name.startswith("NTM") else 1
+            out["rows"].append({"run": name, "docs": n_docs, "loadavg": os.getloadavg()[0],
+                                "docs_per_second_per_pass": n_docs * passes / secs if secs else None, **r})
+            print(out["rows"][-1], flush=True)
+    for size, path in [(n_docs, small), (10 * n_docs, large)]:  # peak RSS as the corpus grows 10x (threads)
+        r = run_measured(ntm_job, folder=path, workers=0, epochs=1, K=K)
+        out["rows"].append({"run": "NTM threads, 1 epoch (memory)", "docs": size, "loadavg": os.getloadavg()[0], **r})
+        print(out["rows"][-1], flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ks", type=int, nargs="+", default=[20, 50])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--corpora", nargs="+", default=["lee", "packages", "synthetic"])
+    parser.add_argument("--max-features", type=int, default=2000)
+    parser.add_argument("--synthetic-docs", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results-name", default="ntm")
+    parser.add_argument("--scale", action="store_true",
+                        help="instead: throughput (1 and 2 worker processes), Vocabulary vs read+tokenize, RSS at 10x")
+    parser.add_argument("--data", default="/tmp/daskstate-bench-ntm", help="folder for the --scale corpora")
+    parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    if args.scale:
+        from benchmarks.common import write_results
+
+        result = run_scale(args.data, args.docs, args.files, args.epochs, args.ks[0], args.repeats)
+        print("wrote", write_results(args.results_name if args.results_name != "ntm" else "ntm_scale",
+                                     {**result, "args": vars(args)}))
+        return
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    import dask
+
+    import daskstate
+    from benchmarks.common import markdown_table, write_results
+
+    dask.config.set(scheduler="threads")
+    rows: list[dict[str, Any]] = []
+    texts = {"lee": lee_corpus, "packages": package_paragraphs}
+    for label in args.corpora:
+        if label == "synthetic":
+            X, truth = synthetic_counts(args.synthetic_docs, args.seed)
+            rows += run_corpus(f"synthetic LDA (K=20, {args.synthetic_docs} docs)", X, args.ks, args.repeats,
+                               args.seed, truth)
+            continue
+        docs = texts[label]()
+        voc = daskstate.Vocabulary(args.max_features, min_df=2, max_df=0.5).fit(docs)
+        X = voc.transform(docs)
+        rows += run_corpus(f"{label} ({len(docs)} docs)", X, args.ks, args.repeats, args.seed)
+    cols = ["corpus", "K", "fit", "seconds", "completion_perplexity", "completion_perplexity_own_decoder", "npmi",
+            "topic_uniqueness", "planted_mean_cosine", "epochs"]
+    path = write_results(args.results_name, {"rows": rows, "args": vars(args)})
+    print(markdown_table(rows, cols))
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

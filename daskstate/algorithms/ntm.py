@@ -1,0 +1,810 @@
+"""Neural topic model (ProdLDA): a variational autoencoder over bag-of-words counts, trained in rounds.
+
+The state is the network's parameters (one flat vector, see
+:mod:`daskstate.algorithms.ntm_numerics`), Adam's moments, the batch norms'
+running statistics, the vocabulary, and loss accumulators. One partition task
+of a round (``_update``) turns its documents into CSR counts (``read_batch``),
+evaluates the partition's validation documents (chosen by a hash of their
+counts, so the same documents on every pass) and runs Adam over mini-batches of
+the rest. The engine (:func:`daskstate.engine.fold_rounds`) averages the
+partitions' parameters and optimiser moments per round, weighted by the
+documents each trained on, so every partition of the next round starts from the
+same network and topics stay aligned. After each epoch the validation loss is
+recorded, the best parameters are kept and training stops when it no longer improves.
+
+Hyperparameters default to what makes ProdLDA work (Srivastava & Sutton 2017):
+Adam with a high learning rate (0.002) and momentum (beta_1 = 0.99), small
+mini-batches, batch norm on the encoder heads and the decoder, dropout 0.2; with
+plain SGD, no batch norm or a small learning rate the model tends to collapse
+onto a few topics (the tests check the planted topics are all found).
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from daskstate import engine
+from daskstate.algorithms import ntm_numerics as nn
+from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState, counts_of, tokenizer_from
+from daskstate.data import Input
+from daskstate.errors import DataError, SchemaError, StateError
+from daskstate.estimator import StateEstimator
+from daskstate.numerics import adam_step
+from daskstate.state import State, register
+from daskstate.text import (
+    TOKEN_PATTERN,
+    Tokenizer,
+    as_counts,
+    counts_input,
+    text_input,
+)
+
+#: Early stopping counts epochs without improvement only after this many of Adam's momentum horizons
+#: (``1 / (1 - beta_1)`` steps): while the encoder starts to use the latent topics, the validation
+#: loss rises for a while before it falls again (a bump of ~100 steps with beta_1 = 0.99).
+WARMUP_HORIZONS = 5
+
+#: columns of ``history``: epoch, training loss per word, validation loss per word, documents trained
+HISTORY_COLUMNS = ("epoch", "train_loss_per_word", "validation_loss_per_word", "documents")
+
+
+class CountsReader(State):
+    """A state fed document-term counts: text (tokenized with its vocabulary) or count matrices.
+
+    ``params["input"]`` is ``"text"`` (the schema is the text column) or
+    ``"counts"`` (the schema is one column per term); ``params["terms"]`` is the vocabulary.
+    """
+
+    @property
+    def n_words(self) -> int:
+        return int(self.params["n_words"])
+
+    @property
+    def terms(self) -> np.ndarray:
+        """The vocabulary (kept in ``params["terms"]``, so it is saved with the metadata)."""
+        cached = self.__dict__.get("_terms")
+        if cached is None:
+            cached = self.__dict__["_terms"] = np.array(self.params["terms"], dtype=object)
+        return cached
+
+    def read_batch(self, X: Any, y: Any, *, on_invalid: str = "raise", where: str = "batch") -> tuple[Any, Any, int]:
+        if self.params.get("input") == "text":
+            return counts_of(X, tokenizer_from(self.params), pd.Index(self.terms), where), None, 0
+        return as_counts(X, self.n_words, where), None, 0
+
+    def check_batch(self, X: Any, y: Any) -> int:
+        if not sp.issparse(X) or X.shape[1] != self.n_words:
+            raise SchemaError(f"batch has shape {np.shape(X)}; expected CSR counts with {self.n_words} columns")
+        return int(X.shape[0])
+
+
+
+@register
+class NTMState(CountsReader):
+    """Parameters, optimiser and accumulators of a ProdLDA model (see the module docstring)."""
+
+    algorithm = "ntm"
+    round_averaged = ("weights", "adam_m", "adam_v", "adam_t", "bn_stats")
+    round_summed = ("epoch_loss", "val_loss", "trained")
+    round_weight = "trained"
+    blas_threads = 1
+
+    @property
+    def array_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (*self.round_averaged, *self.round_summed,
+                "best_weights", "best_bn", "history", "progress", "topic_word")
+
+    @property
+    def layout(self) -> nn.Layout:
+        p = self.params
+        return nn.Layout(self.n_words, int(p["n_components"]), tuple(p["encoder_layers"]), bool(p["batch_norm"]))
+
+    @property
+    def prior(self) -> tuple[np.ndarray, np.ndarray]:
+        return nn.laplace_prior(np.asarray(self.params["prior_alpha"], dtype=np.float64),
+                                int(self.params["n_components"]))
+
+    def _init_arrays(self) -> None:
+        layout = self.layout
+        self.weights = nn.init_weights(layout, np.random.default_rng([int(self.params["seed"]), 0x1DA]))
+        self.adam_m = np.zeros(layout.size)
+        self.adam_v = np.zeros(layout.size)
+        self.adam_t = np.zeros(1)
+        self.bn_stats = nn.init_bn_stats(layout)
+        self.epoch_loss = np.zeros(2)  # loss, words of the documents trained on this epoch
+        self.val_loss = np.zeros(3)  # loss, words, documents of the validation documents
+        self.trained = np.zeros(1)
+        self.best_weights = self.weights.copy()
+        self.best_bn = self.bn_stats.copy()
+        self.history = np.zeros((0, len(HISTORY_COLUMNS)))
+        self.progress = np.array([0.0, np.inf, 0.0])  # epochs run, best monitored loss, epochs without gain
+        self.topic_word = np.zeros((layout.n_topics, layout.n_words))  # from a pass after training
+
+    # ---- update: one partition of a round ------------------------------------------
+    def _validation_mask(self, X: sp.csr_matrix) -> np.ndarray:
+        """Documents held out for validation: a hash of their counts below ``validation_fraction``."""
+        frac = float(self.params["validation_fraction"])
+        if frac <= 0:
+            return np.zeros(X.shape[0], dtype=bool)
+        salt = np.random.default_rng([int(self.params["seed"]), 0x7A1]).random(self.n_words) * 1e3 + 1.0
+        return np.mod(X @ salt, 1.0) < frac
+
+    def _update(self, X: sp.csr_matrix, y: Any, context: Any = None) -> None:
+        if context is None:
+            raise StateError("an ntm state trains in rounds (daskstate.engine.fold_rounds), not in a one-pass fold")
+        p, layout, prior = self.params, self.layout, self.prior
+        words = np.asarray(X.sum(axis=1)).ravel()
+        X = X[words > 0]
+        val = self._validation_mask(X)
+        if val.any():
+            loss, n_words = self._loss_sums(self.weights, self.bn_stats, X[val])
+            self.val_loss += [loss, n_words, val.sum()]
+        train = np.flatnonzero(~val)
+        rng = context.rng()
+        order = rng.permutation(train)
+        for a, b in nn.mini_batch_bounds(len(order), int(p["batch_size"])):
+            if b - a < 2 and layout.batch_norm:
+                continue
+            Xb = X[order[a:b]]
+            noise = nn.draw_noise(rng, b - a, layout, float(p["dropout"]))
+            loss, cache = nn.forward(self.weights, Xb, noise, layout, activation=p["activation"], prior=prior)
+            grad = nn.backward(self.weights, cache, layout)
+            self.adam_t += 1.0
+            adam_step(self.weights, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), float(p["learning_rate"]),
+                      beta_1=float(p["beta_1"]), beta_2=float(p["beta_2"]))
+            if layout.batch_norm:
+                nn.update_running(self.bn_stats, cache["stats"], layout, float(p["bn_momentum"]), b - a)
+            self.epoch_loss += [loss * (b - a), cache["counts"].sum()]
+            self.trained += b - a
+
+    def _loss_sums(self, weights: np.ndarray, bn: np.ndarray, X: sp.csr_matrix) -> tuple[float, float]:
+        rec, kl = self.document_losses(X, weights, bn)
+        return float((rec + kl).sum()), float(X.sum())
+
+    def document_losses(self, X: sp.csr_matrix, weights: np.ndarray | None = None, bn: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-document reconstruction loss at the posterior mean and KL, in inference mode."""
+        weights = self.best_weights if weights is None else weights
+        bn = self.best_bn if bn is None else bn
+        eps = np.zeros((1, X.shape[0], int(self.params["n_components"])))
+        return nn.elbo_terms(weights, bn, X, self.layout, self.params["activation"], self.prior, eps)
+
+    def copy(self) -> NTMState:
+        """A private copy: arrays copied, the (never mutated) parameters shared, not deep-copied."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        for name in self.array_names:
+            setattr(new, name, np.array(getattr(self, name), copy=True))
+        new.extra_meta = copy.deepcopy(self.extra_meta)
+        return new
+
+    def _merge(self, other: State) -> None:
+        raise StateError(
+            "ntm states are combined per round by the engine (parameter averaging), not merged; "
+            "continue training with partial_fit"
+        )
+
+    # ---- end of an epoch: validation, best parameters, early stopping ----------------
+    def end_epoch(self, patience: int, tol: float) -> tuple[NTMState, bool]:
+        """Record the epoch's losses, keep the best parameters, and say whether to stop."""
+        new = self.copy()
+        epoch = len(new.history)
+        train = new.epoch_loss[0] / max(new.epoch_loss[1], 1.0)
+        val = new.val_loss[0] / new.val_loss[1] if new.val_loss[1] > 0 else np.nan
+        new.history = np.vstack([new.history, [epoch, train, val, new.trained[0]]])
+        monitored = val if np.isfinite(val) else train
+        runs, best, stale = new.progress
+        if monitored < best - tol * abs(best) if np.isfinite(best) else True:
+            best, stale = monitored, 0.0
+            new.best_weights, new.best_bn = new.weights.copy(), new.bn_stats.copy()
+        elif new.adam_t[0] >= WARMUP_HORIZONS / (1.0 - float(new.params["beta_1"])):
+            stale += 1
+        new.progress = np.array([runs + 1, best, stale])
+        new.epoch_loss[:] = 0.0
+        new.val_loss[:] = 0.0
+        new.trained[:] = 0.0
+        return new, bool(patience and stale >= patience)
+
+    def corner_topics(self) -> np.ndarray:
+        """The decoder's word distribution for a document entirely about each topic (K x V)."""
+        return nn.word_distributions(self.best_weights, self.best_bn, np.eye(int(self.params["n_components"])),
+                                     self.layout)
+
+    # ---- finalize ------------------------------------------------------------------
+    def finalize(self, topic_word_prior: float | None = None) -> dict[str, Any]:
+        """Topics (``components_``) and training history from the best parameters.
+
+        ``components_`` are the words the data attributes to each topic
+        (``topic_word``, gathered by :class:`TopicWordState` after training) plus
+        the pseudo-count ``topic_word_prior`` (default ``1/K``, LDA's usual
+        ``eta``), normalised: mixture components comparable with LDA's. Before
+        that pass, the decoder's single-topic outputs.
+        """
+        K = int(self.params["n_components"])
+        eta = 1.0 / K if topic_word_prior is None else float(topic_word_prior)
+        if not eta >= 0:
+            raise ValueError(f"topic_word_prior must be >= 0, got {topic_word_prior!r}")
+        tw = self.topic_word
+        if (tw.sum(axis=1) > 0).all():
+            comp = (tw + eta) / (tw + eta).sum(axis=1, keepdims=True)
+        else:
+            comp = self.corner_topics()
+        return {
+            "components_": comp,
+            "decoder_topics_": self.corner_topics(),
+            "history_": self.history.copy(),
+            "validation_loss_": self.history[:, 2].copy(),
+            "n_iter_": int(self.progress[0]),
+            "vocabulary_terms_": self.terms,
+        }
+
+
+@register
+class TopicWordState(CountsReader):
+    """Words attributed to each topic under a trained model: ``sum_d x_dw theta_dk phi_kw / sum_j theta_dj phi_jw``.
+
+    ``theta`` is the encoder's document-topic proportions and ``phi`` the
+    decoder's single-topic word distributions; the sum is one E-step of LDA's
+    word-topic assignments, which turns ProdLDA's product-of-experts topics into
+    mixture components (each topic's word distribution, as in LDA). Sums: exact
+    and mergeable. The model (``weights``, ``bn``) is constant.
+    """
+
+    algorithm = "ntm_topic_word"
+    array_names = ("weights", "bn", "topic_word")
+    #: documents per block (bounds the dense block x V temporary)
+    block_docs = 1024
+
+    def _init_arrays(self) -> None:
+        layout = self.layout
+        self.weights = np.zeros(layout.size)
+        self.bn = np.zeros(layout.bn_size)
+        self.topic_word = np.zeros((layout.n_topics, layout.n_words))
+
+    layout = NTMState.layout
+
+    def empty_like(self) -> TopicWordState:
+        """Empty sums, the same model (it is not data, so every partition task needs it)."""
+        new = super().empty_like()
+        new.weights, new.bn = self.weights, self.bn
+        return new
+
+    def _update(self, X: sp.csr_matrix, y: Any, context: Any = None) -> None:
+        layout, act = self.layout, self.params["activation"]
+        phi = nn.word_distributions(self.weights, self.bn, np.eye(layout.n_topics), layout)
+        for a in range(0, X.shape[0], self.block_docs):
+            Xb = X[a : a + self.block_docs]
+            theta = nn.doc_topics(self.weights, self.bn, Xb, layout, act)
+            ratio = sp.csr_matrix(Xb.multiply(1.0 / (theta @ phi)))
+            self.topic_word += phi * np.asarray(ratio.T @ theta).T
+
+    def _merge(self, other: TopicWordState) -> None:
+        self.topic_word = self.topic_word + other.topic_word
+
+    def finalize(self) -> np.ndarray:
+        return self.topic_word
+
+
+@register
+class CooccurrenceState(CountsReader):
+    """Document frequencies of a few words and of their pairs, over a reference corpus (sums: exact, mergeable)."""
+
+    algorithm = "ntm_cooccurrence"
+    array_names = ("doc_counts", "pair_counts")
+
+    def _init_arrays(self) -> None:
+        m = len(self.params["word_ids"])
+        self.doc_counts = np.zeros(m)
+        self.pair_counts = np.zeros((m, m))
+
+    def _update(self, X: sp.csr_matrix, y: Any, context: Any = None) -> None:
+        B = (X[:, self.params["word_ids"]] > 0).astype(np.float64)
+        self.doc_counts += np.asarray(B.sum(axis=0)).ravel()
+        self.pair_counts += (B.T @ B).toarray()
+
+    def _merge(self, other: CooccurrenceState) -> None:
+        self.doc_counts = self.doc_counts + other.doc_counts
+        self.pair_counts = self.pair_counts + other.pair_counts
+
+    def finalize(self) -> dict[str, Any]:
+        """Normalised pointwise mutual information of every pair (-1 for pairs never seen together)."""
+        n = max(self.n_rows, 1)
+        p = self.doc_counts / n
+        pij = self.pair_counts / n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            npmi = np.log(pij / np.outer(p, p)) / -np.log(pij)
+        npmi[pij <= 0] = -1.0
+        npmi[(pij >= 1.0)] = 1.0
+        return {"npmi": npmi}
+
+
+def topic_uniqueness(top: np.ndarray) -> np.ndarray:
+    """Topic uniqueness (Nan et al. 2019) of each topic's top words: mean of 1 / (topics sharing the word).
+
+    1 when no topic shares a top word with another; 1/K when all K topics are the same.
+
+    Examples
+    --------
+    >>> topic_uniqueness(np.array([[0, 1], [0, 2]])).tolist()
+    [0.75, 0.75]
+    """
+    counts = np.bincount(top.ravel())
+    return (1.0 / counts[top]).mean(axis=1)
+
+
+# ---------------------------------------------------------------------------- estimator
+class NeuralTopicModel(StateEstimator):
+    """Neural topic model (ProdLDA) on text or counts of any size, with scikit-learn LDA's outputs.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of topics ``K``.
+    encoder_layers : sequence of int
+        Hidden widths of the encoder MLP.
+    activation : {"softplus", "relu", "tanh"}
+        Encoder activation.
+    prior_alpha : float or sequence of K floats
+        Dirichlet prior on topic proportions (approximated by a logistic normal).
+    dropout : float
+        Dropout rate on the encoder's last layer and on the topic proportions.
+    batch_norm : bool
+        Batch norm on the encoder heads and the decoder logits (prevents topic collapse).
+    learning_rate, beta_1, beta_2 : float
+        Adam.
+    batch_size : int
+        Documents per gradient step.
+    epochs : int
+        Maximum passes over the data.
+    sync_every : int
+        Partitions trained in parallel per round before their parameters are averaged.
+    validation_fraction : float
+        Share of documents held out (chosen by a hash of their counts) for the
+        validation loss per epoch and early stopping.
+    early_stopping_patience : int
+        Stop after this many epochs without a better validation loss (0: never),
+        counted once ``5 / (1 - beta_1)`` Adam steps have been made.
+    tol : float
+        Relative improvement that counts as better.
+    transform_steps : int
+        Fixed-point iterations that refine the encoder's topic proportions in
+        ``transform`` against ``components_`` (LDA's E-step; 0: the encoder's
+        amortised proportions). Matters most for short or partial documents.
+    doc_topic_prior : float, optional
+        Pseudo-count of each topic in those iterations (default ``1/n_components``,
+        as scikit-learn's LDA).
+    topic_word_prior : float, optional
+        Pseudo-count added to each topic's attributed word counts in
+        ``components_`` (default ``1/n_components``, as LDA's ``eta``). It only
+        shapes the model: ``finalize(topic_word_prior=0.01)`` reads no data.
+    max_features, min_df, max_df, token_pattern, stop_words, lowercase, text_column
+        The vocabulary for text input (see :class:`~daskstate.Vocabulary`); a
+        fitted ``vocabulary=`` (a :class:`~daskstate.Vocabulary` or a list of
+        terms) is used as is.
+    random_state : int
+        Seeds the initial weights, the partition order, mini-batches, noise and dropout.
+    on_invalid : {"raise"}
+        Bad documents (non-strings, negative counts) raise errors naming the partition.
+
+    Attributes
+    ----------
+    components_ : ndarray (K, V)
+        Each topic's word distribution (rows sum to 1): the decoder's output for
+        a document entirely about that topic.
+    history_ : ndarray (epochs, 4)
+        Epoch, training and validation loss per word, documents trained.
+    validation_loss_ : ndarray (epochs,)
+    vocabulary_terms_ : ndarray of str
+
+    Examples
+    --------
+    >>> import daskstate
+    >>> docs = ["apples and pears", "pears and plums", "rockets and planets", "planets and stars"] * 50
+    >>> ntm = daskstate.NeuralTopicModel(2, epochs=5, random_state=0).fit(docs)
+    >>> ntm.components_.shape, ntm.transform(docs[:2]).sum(axis=1).round(6).tolist()
+    ((2, 6), [1.0, 1.0])
+    """
+
+    state_class = NTMState
+    aliases = ("ntm", "topic_model")
+
+    def __init__(self, n_components: int = 10, *, encoder_layers: Sequence[int] = (100, 100),
+                 activation: str = "softplus", prior_alpha: float = 1.0, dropout: float = 0.2,
+                 batch_norm: bool = True, learning_rate: float = 0.002, beta_1: float = 0.99,
+                 beta_2: float = 0.999, batch_size: int = 64, epochs: int = 50, sync_every: int = 4,
+                 validation_fraction: float = 0.1, early_stopping_patience: int = 10, tol: float = 1e-4,
+                 topic_word_prior: float | None = None, transform_steps: int = 50,
+                 doc_topic_prior: float | None = None,
+                 vocabulary: Any = None, max_features: int | None = 2000, min_df: float = 2,
+                 max_df: float = 0.7, text_column: str | None = None, token_pattern: str = TOKEN_PATTERN,
+                 stop_words: Any = "english", lowercase: bool = True, random_state: int = 0,
+                 on_invalid: str = "raise"):
+        self.n_components = n_components
+        self.encoder_layers = encoder_layers
+        self.activation = activation
+        self.prior_alpha = prior_alpha
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+        self.learning_rate = learning_rate
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.sync_every = sync_every
+        self.validation_fraction = validation_fraction
+        self.early_stopping_patience = early_stopping_patience
+        self.tol = tol
+        self.topic_word_prior = topic_word_prior
+        self.transform_steps = transform_steps
+        self.doc_topic_prior = doc_topic_prior
+        self.vocabulary = vocabulary
+        self.max_features = max_features
+        self.min_df = min_df
+        self.max_df = max_df
+        self.text_column = text_column
+        self.token_pattern = token_pattern
+        self.stop_words = stop_words
+        self.lowercase = lowercase
+        self.random_state = random_state
+        self.on_invalid = on_invalid
+
+    def _validate_params(self) -> None:
+        def check(name: str, ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
+
+        def integer(v: Any) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        check("n_components", integer(self.n_components) and self.n_components >= 2, "an integer >= 2")
+        nn.as_layers(self.encoder_layers)
+        check("activation", self.activation in nn.ACTIVATIONS, f"one of {nn.ACTIVATIONS}")
+        alpha = np.asarray(self.prior_alpha, dtype=float)
+        check("prior_alpha", (alpha > 0).all() and alpha.ndim <= 1 and alpha.size in (1, self.n_components),
+              "a positive float or n_components of them")
+        check("dropout", 0.0 <= float(self.dropout) < 1.0, "in [0, 1)")
+        check("learning_rate", float(self.learning_rate) > 0, "> 0")
+        check("beta_1", 0.0 <= float(self.beta_1) < 1.0, "in [0, 1)")
+        check("beta_2", 0.0 <= float(self.beta_2) < 1.0, "in [0, 1)")
+        check("batch_size", integer(self.batch_size) and self.batch_size >= 2, "an integer >= 2")
+        check("epochs", integer(self.epochs) and self.epochs >= 1, "an integer >= 1")
+        check("sync_every", integer(self.sync_every) and self.sync_every >= 1, "an integer >= 1")
+        check("validation_fraction", 0.0 <= float(self.validation_fraction) < 1.0, "in [0, 1)")
+        check("early_stopping_patience", integer(self.early_stopping_patience) and self.early_stopping_patience >= 0,
+              "an integer >= 0")
+        check("transform_steps", integer(self.transform_steps) and self.transform_steps >= 0, "an integer >= 0")
+        check("doc_topic_prior", self.doc_topic_prior is None or float(self.doc_topic_prior) > 0, "None or > 0")
+        check("topic_word_prior", self.topic_word_prior is None or float(self.topic_word_prior) >= 0, "None or >= 0")
+        check("on_invalid", self.on_invalid == "raise", "'raise' (bad documents cannot be skipped silently)")
+
+    # ---- inputs ------------------------------------------------------------------------
+    def _is_text(self, X: Any) -> bool:
+        import dask.array as da
+
+        if sp.issparse(X) or isinstance(X, np.ndarray | da.Array):
+            return False
+        if isinstance(X, Input):
+            return X.schema.dtypes[:1] == ("str",)
+        return True
+
+    def _input(self, X: Any, y: Any = None, schema: Any = None) -> Input:
+        if isinstance(X, Input):
+            return X
+        if self._is_text(X):
+            column = self.text_column
+            if column is None and schema is not None and schema.dtypes[:1] == ("str",):
+                column = schema.features[0]
+            return text_input(X, column)
+        return counts_input(X, list(schema.features) if schema is not None and schema.dtypes[:1] != ("str",)
+                            else None)
+
+    def _vocabulary_terms(self, inp: Input, options: engine.FitOptions) -> list[str]:
+        if self.vocabulary is not None:
+            terms = self._given_terms()
+            if not terms:
+                raise DataError("the vocabulary given is empty")
+            return terms
+        if inp.schema.dtypes[:1] != ("str",):
+            return list(inp.schema.features)
+        voc = Vocabulary(self.max_features, min_df=self.min_df, max_df=self.max_df, token_pattern=self.token_pattern,
+                         stop_words=self.stop_words, lowercase=self.lowercase)
+        voc._validate_params()
+        state = VocabularyState(inp.schema, voc._state_params(inp))
+        voc._set_state(voc._fold(inp, state, options=options.at("vocabulary")), voc._finalize_overrides())
+        terms = list(voc.get_feature_names_out())
+        if len(terms) < 2:
+            raise DataError(
+                f"the text has {len(terms)} term(s) with min_df={self.min_df!r}, max_df={self.max_df!r} "
+                f"over {voc.n_documents_} documents; a topic model needs at least 2 (lower min_df?)"
+            )
+        return terms
+
+    def _given_terms(self) -> list[str]:
+        voc = self.vocabulary
+        return [str(t) for t in (voc.get_feature_names_out() if hasattr(voc, "get_feature_names_out") else voc)]
+
+    def _state_params(self, inp: Input, terms: list[str] | None = None) -> dict[str, Any]:
+        text = inp.schema.dtypes[:1] == ("str",)
+        alpha = np.asarray(self.prior_alpha, dtype=float)
+        params = {
+            "input": "text" if text else "counts",
+            "n_words": len(terms), "terms": list(terms),
+            "n_components": int(self.n_components), "encoder_layers": list(nn.as_layers(self.encoder_layers)),
+            "activation": self.activation, "batch_norm": bool(self.batch_norm), "dropout": float(self.dropout),
+            "prior_alpha": alpha.tolist(), "learning_rate": float(self.learning_rate),
+            "beta_1": float(self.beta_1), "beta_2": float(self.beta_2), "batch_size": int(self.batch_size),
+            "bn_momentum": 0.1, "validation_fraction": float(self.validation_fraction),
+            "seed": int(self.random_state),
+        }
+        if text:
+            params.update(Tokenizer(self.token_pattern, self.stop_words, self.lowercase).to_params())
+        return params
+
+    # ---- fitting ---------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, *, checkpoint: Any = None, checkpoint_every: int | None = None,
+            progress: bool = False, split_every: int = 8) -> NeuralTopicModel:
+        """Learn the vocabulary (text input, one pass), train up to ``epochs`` epochs, attribute words to topics.
+
+        With a ``checkpoint`` folder, each pass (vocabulary, epochs, topic words)
+        checkpoints in its own group there, and a repeated call resumes.
+        """
+        self._validate_params()
+        options = self._fit_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                                    split_every=split_every)
+        inp = self._input(X)
+        terms = self._vocabulary_terms(inp, options)
+        state = NTMState(inp.schema, self._state_params(inp, terms))
+        state = self._fold(inp, state, options=options)
+        self._check_enough_rows(state)
+        self._set_state(state, self._finalize_overrides())
+        return self
+
+    def _finalize_overrides(self) -> dict[str, Any]:
+        return {"topic_word_prior": self.topic_word_prior}
+
+    def partial_fit(self, X: Any, y: Any = None, **fit_kwargs: Any) -> NeuralTopicModel:
+        """Train ``epochs`` more epochs on the partitions not seen before (the vocabulary stays the fitted one)."""
+        if hasattr(self, "state_"):
+            self._check_input_matches(X)
+        return super().partial_fit(X, y, **fit_kwargs)
+
+    def _check_input_matches(self, X: Any) -> None:
+        if self.vocabulary is not None:
+            given = self._given_terms()
+            if given != list(self.state_.terms):
+                extra = sorted(set(given) - set(self.state_.terms))[:3]
+                missing = sorted(set(self.state_.terms) - set(given))[:3]
+                raise SchemaError(
+                    f"vocabulary= holds {len(given)} terms but the model was fitted on {self.state_.n_words} "
+                    f"other ones (e.g. new {extra}, missing {missing}, or another order); fit a new model"
+                )
+        text = self.state_.params["input"] == "text"
+        if self._is_text(X) != text:
+            kind = "text" if text else "a count matrix"
+            raise SchemaError(f"this model was fitted on {kind}; the input is {'counts' if text else 'text'}")
+        if not text:
+            width = X.shape[1] if hasattr(X, "shape") else None
+            if width != self.state_.n_words:
+                raise SchemaError(
+                    f"the count matrix has {width} columns; the model's vocabulary has {self.state_.n_words} terms"
+                )
+
+    def _fold(self, inp: Input, state: State, options: engine.FitOptions | None = None, **fit_params: Any
+              ) -> State:
+        if fit_params:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(fit_params)}")
+        options = options or self._fit_options()
+        patience, tol = int(self.early_stopping_patience), float(self.tol)
+
+        def epoch_end(s: NTMState, epoch: int) -> tuple[NTMState, bool]:
+            return s.end_epoch(patience, tol)
+
+        start = state.copy()
+        start.progress[2] = 0.0
+        new = [i for i, src in enumerate(inp.sources) if src not in state.consumed] if inp.is_dask else None
+        if new is not None and not new:
+            return state
+        trained = engine.fold_rounds(inp, start, epochs=int(self.epochs), sync_every=int(self.sync_every),
+                                     skip_sources=state.consumed, epoch_end=epoch_end, options=options.at("epochs"))
+        return self._attribute_words(inp.subset(new) if new is not None else inp, trained, options.at("topic_words"))
+
+    def _attribute_words(self, inp: Input, state: NTMState, options: engine.FitOptions) -> NTMState:
+        """One more pass: the words the new data attributes to each topic (see :class:`TopicWordState`).
+
+        They add to the attributions of earlier fits (made under the model of
+        their time), so ``partial_fit`` reads only new data.
+        """
+        tw = TopicWordState(state.schema, state.params)
+        tw.weights, tw.bn = state.best_weights.copy(), state.best_bn.copy()
+        tw = engine.fold(inp, tw, options=options)
+        out = state.copy()
+        out.topic_word = state.topic_word + tw.topic_word
+        return out
+
+    def save(self, path: Any) -> None:
+        """Save as a Zarr group; a ``vocabulary=`` estimator is saved as its list of terms."""
+        if self.vocabulary is None or isinstance(self.vocabulary, list | tuple):
+            return super().save(path)
+        plain = copy.copy(self)
+        plain.vocabulary = [str(t) for t in self.state_.terms]
+        return StateEstimator.save(plain, path)
+
+    # ---- outputs ---------------------------------------------------------------------
+    def _counts(self, X: Any, where: str) -> sp.csr_matrix:
+        self._check_fitted()
+        self._check_input_matches(X)
+        return self.state_.read_batch(X, None, where=where)[0]
+
+    def _map_docs(self, X: Any, func, width: int, name: str) -> Any:
+        """``func(counts)`` for any input; a lazy Dask Array (rows x width) for Dask input."""
+        import dask
+        import dask.array as da
+        import dask.dataframe as dd
+
+        self._check_fitted()
+        if isinstance(X, dd.DataFrame | dd.Series | da.Array):
+            inp = self._input(X, schema=self.state_.schema)
+            state = self.state_
+
+            def block(part: Any, i: int) -> np.ndarray:
+                return func(state.read_batch(part, None, where=f"{name}: partition {i}")[0])
+
+            block_d = dask.delayed(block, pure=True)
+            rows = partition_lengths(X, len(inp.parts)) if width != 2 or name != "score" else [np.nan] * len(inp.parts)
+            parts = [da.from_delayed(block_d(p, i), shape=(n, width), dtype=np.float64)
+                     for i, (p, n) in enumerate(zip(inp.parts, rows, strict=True))]
+            return da.concatenate(parts, axis=0)
+        return func(self._counts(X, name))
+
+    def transform(self, X: Any) -> Any:
+        """Document-topic proportions (rows sum to 1); lazy for Dask input.
+
+        The encoder's proportions, refined by ``transform_steps`` fixed-point
+        iterations against ``components_`` (see :func:`ntm_numerics.refine_topics`).
+        """
+        s = self.state_
+
+        phi = self.components_
+        alpha = np.full(phi.shape[0], 1.0 / phi.shape[0] if self.doc_topic_prior is None else self.doc_topic_prior)
+        steps = int(self.transform_steps)
+
+        def topics(C: sp.csr_matrix) -> np.ndarray:
+            theta = nn.doc_topics(s.best_weights, s.best_bn, C, s.layout, s.params["activation"])
+            return nn.refine_topics(theta, C, phi, alpha, steps) if steps else theta
+
+        return self._map_docs(X, topics, int(s.params["n_components"]), "transform")
+
+    def _bound_and_words(self, X: Any) -> tuple[float, float]:
+        def sums(C: sp.csr_matrix) -> np.ndarray:
+            C = C[np.asarray(C.sum(axis=1)).ravel() > 0]
+            rec, kl = self.state_.document_losses(C)
+            return np.array([[-(rec + kl).sum(), C.sum()]])
+
+        out = self._map_docs(X, sums, 2, "score")
+        out = np.asarray(out.compute() if hasattr(out, "compute") else out).sum(axis=0)
+        return float(out[0]), float(out[1])
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """The evidence lower bound of ``X`` (higher is better), as scikit-learn's LDA ``score``.
+
+        The reconstruction term is evaluated at the posterior mean (no sampling,
+        so the value is deterministic).
+        """
+        return self._bound_and_words(X)[0]
+
+    def perplexity(self, X: Any) -> float:
+        """``exp(-score(X) / number of words in X)``, as scikit-learn's LDA defines it."""
+        bound, words = self._bound_and_words(X)
+        if words <= 0:
+            raise DataError("perplexity: the documents hold no word of the vocabulary")
+        return float(np.exp(-bound / words))
+
+    def predict_words(self, X: Any) -> np.ndarray:
+        """Each document's predicted word distribution (the decoder at the document's topic proportions)."""
+        s = self.state_
+        theta = self.transform(X)
+        return nn.word_distributions(s.best_weights, s.best_bn, np.asarray(theta), s.layout)
+
+    def top_words(self, n: int = 10) -> list[list[str]]:
+        """The ``n`` most probable words of each topic."""
+        self._check_fitted()
+        return [list(self.vocabulary_terms_[row]) for row in nn.top_indices(self.components_, n)]
+
+    def topic_uniqueness(self, top_n: int = 10) -> float:
+        """Mean topic uniqueness of the top words (1: no topic shares a top word; 1/K: all alike)."""
+        self._check_fitted()
+        return float(topic_uniqueness(nn.top_indices(self.components_, top_n)).mean())
+
+    def coherence(self, X: Any, top_n: int = 10, *, progress: bool = False, split_every: int = 8) -> np.ndarray:
+        """NPMI coherence of each topic's top words over the reference corpus ``X`` (one pass).
+
+        Document co-occurrence counts of the top words are a mergeable state
+        folded over ``X``; each topic scores the mean NPMI of its word pairs.
+        """
+        self._check_fitted()
+        s = self.state_
+        params = {k: v for k, v in s.params.items() if k in ("input", "n_words", "terms", "token_pattern",
+                                                              "stop_words", "lowercase")}
+        return npmi_coherence(nn.top_indices(self.components_, top_n), self._input(X, schema=s.schema), s.schema,
+                              params, progress=progress, split_every=split_every)
+
+
+def partition_lengths(X: Any, n_parts: int) -> list[float]:
+    """Rows of each partition when known without reading (Dask Array chunks, :func:`daskstate.read_parquet`), else NaN."""
+    import dask.array as da
+
+    from daskstate.data import _find_piece_reader
+
+    if isinstance(X, da.Array):
+        return [float(n) for n in X.chunks[0]]
+    frame = X.to_frame() if hasattr(X, "to_frame") and not hasattr(X, "columns") else X
+    reader = _find_piece_reader(frame)
+    if reader is not None and len(reader.pieces) == n_parts:
+        return [float(p.num_rows) for p in reader.pieces]
+    return [np.nan] * n_parts
+
+
+def npmi_coherence(top: np.ndarray, data: Any, schema: Any = None, params: dict | None = None, **fold_options: Any
+                   ) -> np.ndarray:
+    """Mean NPMI of each row's word pairs (``top``: topics x words, vocabulary indices) over a reference corpus.
+
+    ``data`` is a count matrix (or an :class:`~daskstate.data.Input` read with
+    ``schema`` and the reader ``params`` of a fitted model). One pass folds the
+    document co-occurrences of the words in ``top`` (:class:`CooccurrenceState`).
+
+    Examples
+    --------
+    >>> X = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1]])
+    >>> npmi_coherence(np.array([[0, 1], [1, 2]]), X).round(3).tolist()
+    [0.415, -1.0]
+    """
+    words, local = np.unique(top, return_inverse=True)
+    local = local.reshape(top.shape)
+    if params is None:
+        inp = counts_input(data)
+        schema = inp.schema
+        params = {"input": "counts", "n_words": inp.schema.n_features, "terms": list(inp.schema.features)}
+    else:
+        inp = data
+    co = CooccurrenceState(schema, {**params, "word_ids": words.tolist()})
+    npmi = engine.fold(inp, co, **fold_options).finalize()["npmi"]
+    iu = np.triu_indices(top.shape[1], 1)
+    return np.array([npmi[np.ix_(row, row)][iu].mean() for row in local])
+
+
+def synthetic_lda_corpus(n_docs: int, n_words: int, n_topics: int, *, doc_length: int = 80,
+                         alpha: float = 0.2, eta: float = 0.05, seed: int = 0
+                         ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """Counts drawn from LDA's generative model: ``(X, topics, proportions)``.
+
+    Each topic is a Dirichlet(``eta``) distribution over ``n_words``; each document
+    draws proportions from Dirichlet(``alpha``) and ``doc_length`` words.
+    """
+    rng = np.random.default_rng(seed)
+    topics = rng.dirichlet(np.full(n_words, eta), size=n_topics)
+    theta = rng.dirichlet(np.full(n_topics, alpha), size=n_docs)
+    P = theta @ topics
+    rows = [rng.multinomial(doc_length, p / p.sum()) for p in P]
+    return sp.csr_matrix(np.vstack(rows).astype(np.float64)), topics, theta
+
+
+def match_topics(fitted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each true topic with its fitted match (Hungarian assignment)."""
+    from scipy.optimize import linear_sum_assignment
+
+    a = truth / np.linalg.norm(truth, axis=1, keepdims=True)
+    b = fitted / np.linalg.norm(fitted, axis=1, keepdims=True)
+    S = a @ b.T
+    rows, cols = linear_sum_assignment(-S)
+    return S[rows, cols]
+
+
+__all__ = ["CooccurrenceState", "NTMState", "NeuralTopicModel", "match_topics", "npmi_coherence", "synthetic_lda_corpus",
+           "topic_uniqueness"]

@@ -1,0 +1,427 @@
+"""Numerics of the neural topic model (ProdLDA): forward pass, loss and hand-written gradients.
+
+A variational autoencoder over bag-of-words counts (Srivastava & Sutton,
+"Autoencoding Variational Inference for Topic Models", ICLR 2017):
+
+- encoder: an MLP over the counts, dropout on its last layer, two linear heads
+  giving the mean and log-variance of a Gaussian over ``K`` logits, each batch-normalised;
+- latent: ``z = mu + exp(logvar / 2) * eps``, topic proportions ``theta = softmax(z)``
+  (logistic normal), dropout on ``theta``;
+- decoder: word logits ``theta @ beta`` (``beta`` is the K x V topic-word matrix),
+  batch-normalised, then a softmax over the vocabulary: a product of experts;
+- loss per document: ``-sum_w x_w log p_w`` plus the KL divergence from the
+  logistic-normal Laplace approximation of a Dirichlet(``alpha``) prior.
+
+Every function is pure: parameters live in one flat vector (so the optimiser and
+the rounds averaging treat them as one array) viewed as named matrices through a
+:class:`Layout`. Randomness (``eps`` and dropout masks) is an argument, so the
+loss is a deterministic function of the parameters and the gradients can be
+checked against finite differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from daskstate.numerics import logsumexp, sigmoid, softmax
+
+BN_EPS = 1e-5
+ACTIVATIONS = ("softplus", "relu", "tanh")
+
+
+# ---------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class Layout:
+    """Names and shapes of the parameters inside one flat vector.
+
+    Parameters
+    ----------
+    n_words, n_topics : int
+    encoder_layers : sequence of int
+        Widths of the encoder's hidden layers.
+    batch_norm : bool
+        With batch norm the heads and decoder need no biases (the norm removes them).
+    """
+
+    n_words: int
+    n_topics: int
+    encoder_layers: tuple[int, ...]
+    batch_norm: bool = True
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        V, K = self.n_words, self.n_topics
+        out: dict[str, tuple[int, ...]] = {}
+        d = V
+        for i, h in enumerate(self.encoder_layers):
+            out[f"W{i}"], out[f"b{i}"] = (d, h), (h,)
+            d = h
+        out["W_mu"], out["W_lv"] = (d, K), (d, K)
+        if not self.batch_norm:
+            out["b_mu"], out["b_lv"] = (K,), (K,)
+            out["b_dec"] = (V,)
+        out["beta"] = (K, V)
+        return out
+
+    @property
+    def size(self) -> int:
+        return int(sum(np.prod(s) for s in self.shapes.values()))
+
+    def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views into ``flat`` (writing to a view writes to ``flat``)."""
+        out, start = {}, 0
+        for name, shape in self.shapes.items():
+            n = int(np.prod(shape))
+            out[name] = flat[start : start + n].reshape(shape)
+            start += n
+        return out
+
+    def flatten(self, named: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.ravel(named[name]) for name in self.shapes])
+
+    @property
+    def bn_shapes(self) -> dict[str, int]:
+        """Lengths of the batch norms' running means (and variances)."""
+        if not self.batch_norm:
+            return {}
+        return {"mu": self.n_topics, "lv": self.n_topics, "dec": self.n_words}
+
+    @property
+    def bn_size(self) -> int:
+        return 2 * sum(self.bn_shapes.values())
+
+    def bn_views(self, flat: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{name: (running_mean, running_var)}`` views into the flat running statistics."""
+        out, start = {}, 0
+        for name, n in self.bn_shapes.items():
+            out[name] = (flat[start : start + n], flat[start + n : start + 2 * n])
+            start += 2 * n
+        return out
+
+
+def init_weights(layout: Layout, rng: np.random.Generator) -> np.ndarray:
+    """Glorot-uniform weights, zero biases, zero log-variance head (so early posteriors are wide)."""
+    flat = np.zeros(layout.size)
+    for name, view in layout.views(flat).items():
+        if name.startswith("W") and name != "W_lv" or name == "beta":
+            fan_in, fan_out = view.shape
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            view[...] = rng.uniform(-limit, limit, size=view.shape)
+    return flat
+
+
+def init_bn_stats(layout: Layout) -> np.ndarray:
+    flat = np.zeros(layout.bn_size)
+    for _, var in layout.bn_views(flat).values():
+        var[...] = 1.0
+    return flat
+
+
+def laplace_prior(alpha: np.ndarray | float, n_topics: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the logistic-normal (Laplace) approximation of Dirichlet(alpha).
+
+    ``mu_k = log a_k - mean(log a)``, ``var_k = (1 - 2/K) / a_k + sum_j(1/a_j) / K^2``
+    (MacKay 1998; Srivastava & Sutton 2017, eq. 4).
+
+    Examples
+    --------
+    >>> mu, var = laplace_prior(1.0, 4)
+    >>> mu.tolist(), var.tolist()
+    ([0.0, 0.0, 0.0, 0.0], [0.75, 0.75, 0.75, 0.75])
+    """
+    a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (n_topics,))
+    if not (a > 0).all():
+        raise ValueError(f"prior_alpha must be > 0, got {alpha}")
+    log_a = np.log(a)
+    mu = log_a - log_a.mean()
+    var = (1.0 - 2.0 / n_topics) / a + (1.0 / a).sum() / n_topics**2
+    return mu, var
+
+
+# ---------------------------------------------------------------------------- pieces
+def activate(a: np.ndarray, activation: str) -> np.ndarray:
+    if activation == "softplus":
+        return np.logaddexp(0.0, a)
+    if activation == "relu":
+        return np.maximum(a, 0.0)
+    if activation == "tanh":
+        return np.tanh(a)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def activation_grad(a: np.ndarray, h: np.ndarray, activation: str) -> np.ndarray:
+    """d activation / d a, from the pre-activation ``a`` and the output ``h``."""
+    if activation == "softplus":
+        return sigmoid(a)
+    if activation == "relu":
+        return (a > 0).astype(a.dtype)
+    return 1.0 - h * h  # tanh
+
+
+def batch_norm(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalise each column by the batch's mean and variance (no affine part): ``(Y, mean, var)``."""
+    mean = A.mean(axis=0)
+    var = A.var(axis=0)
+    return (A - mean) / np.sqrt(var + BN_EPS), mean, var
+
+
+def batch_norm_grad(dY: np.ndarray, Y: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Gradient through :func:`batch_norm` (the batch statistics depend on every row)."""
+    return (dY - dY.mean(axis=0) - Y * (dY * Y).mean(axis=0)) / np.sqrt(var + BN_EPS)
+
+
+def normalise_running(A: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    return (A - mean) / np.sqrt(var + BN_EPS)
+
+
+def kl_to_prior(mu: np.ndarray, logvar: np.ndarray, mu0: np.ndarray, var0: np.ndarray) -> np.ndarray:
+    """KL( N(mu, exp(logvar)) || N(mu0, var0) ) per row (diagonal Gaussians)."""
+    return 0.5 * (
+        (np.exp(logvar) / var0).sum(axis=1)
+        + ((mu - mu0) ** 2 / var0).sum(axis=1)
+        - mu.shape[1]
+        + np.log(var0).sum()
+        - logvar.sum(axis=1)
+    )
+
+
+@dataclass
+class Noise:
+    """The random draws of one training step: ``eps`` (B x K) and scaled dropout masks (or None)."""
+
+    eps: np.ndarray
+    hidden_mask: np.ndarray | None = None
+    theta_mask: np.ndarray | None = None
+
+
+def draw_noise(rng: np.random.Generator, n_docs: int, layout: Layout, dropout: float) -> Noise:
+    """Standard normal ``eps`` and inverted-dropout masks (kept units scaled by ``1/(1-p)``)."""
+    eps = rng.standard_normal((n_docs, layout.n_topics))
+    if dropout <= 0:
+        return Noise(eps)
+    keep = 1.0 - dropout
+    width = layout.encoder_layers[-1] if layout.encoder_layers else layout.n_words
+    h = (rng.random((n_docs, width)) < keep) / keep
+    t = (rng.random((n_docs, layout.n_topics)) < keep) / keep
+    return Noise(eps, h, t)
+
+
+# ---------------------------------------------------------------------------- forward / backward
+def encode(W: dict[str, np.ndarray], X: Any, layout: Layout, activation: str,
+           hidden_mask: np.ndarray | None = None, bn: dict | None = None, cache: dict | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and log-variance of the topic logits for the count rows ``X``.
+
+    ``bn=None`` normalises with the batch's statistics (training); otherwise with
+    the given running ``{name: (mean, var)}`` (inference).
+    """
+    h = X
+    hs, acts = [X], []
+    for i in range(len(layout.encoder_layers)):
+        a = h @ W[f"W{i}"] + W[f"b{i}"]
+        h = activate(a, activation)
+        acts.append(a)
+        hs.append(h)
+    h_do = h * hidden_mask if hidden_mask is not None else h
+    m = h_do @ W["W_mu"]
+    lv = h_do @ W["W_lv"]
+    if not layout.batch_norm:
+        m, lv = m + W["b_mu"], lv + W["b_lv"]
+        mu, logvar = m, lv
+        stats = None
+    elif bn is None:
+        mu, m_mean, m_var = batch_norm(m)
+        logvar, l_mean, l_var = batch_norm(lv)
+        stats = {"mu": (m_mean, m_var), "lv": (l_mean, l_var)}
+    else:
+        mu, logvar = normalise_running(m, *bn["mu"]), normalise_running(lv, *bn["lv"])
+        stats = None
+    if cache is not None:
+        cache.update(hs=hs, acts=acts, h_do=h_do, mu=mu, logvar=logvar, stats=stats or {})
+    return mu, logvar
+
+
+def decode_logits(W: dict[str, np.ndarray], theta: np.ndarray, layout: Layout, bn: dict | None = None,
+                  cache: dict | None = None) -> np.ndarray:
+    """Normalised word logits ``BN(theta @ beta)`` (softmax gives the word distribution)."""
+    G = theta @ W["beta"]
+    if not layout.batch_norm:
+        return G + W["b_dec"]
+    if bn is None:
+        Y, mean, var = batch_norm(G)
+        if cache is not None:
+            cache["stats"]["dec"] = (mean, var)
+        return Y
+    return normalise_running(G, *bn["dec"])
+
+
+def forward(flat: np.ndarray, X: Any, noise: Noise, layout: Layout, *, activation: str,
+            prior: tuple[np.ndarray, np.ndarray]) -> tuple[float, dict]:
+    """Training loss (mean over the batch's documents of reconstruction + KL) and a cache for :func:`backward`.
+
+    Batch norms use the batch's statistics (returned in ``cache["stats"]`` for the
+    running averages).
+    """
+    W = layout.views(flat)
+    cache: dict[str, Any] = {"X": X, "noise": noise}
+    mu, logvar = encode(W, X, layout, activation, noise.hidden_mask, cache=cache)
+    sigma = np.exp(0.5 * logvar)
+    z = mu + sigma * noise.eps
+    theta = softmax(z)
+    theta_do = theta * noise.theta_mask if noise.theta_mask is not None else theta
+    L = decode_logits(W, theta_do, layout, cache=cache)
+    counts = np.asarray(X.sum(axis=1)).ravel()
+    lse = logsumexp(L)
+    XL = np.asarray(X.multiply(L).sum(axis=1)).ravel() if sp.issparse(X) else (X * L).sum(axis=1)
+    rec = counts * lse - XL
+    kl = kl_to_prior(mu, logvar, *prior)
+    n = X.shape[0]
+    cache.update(sigma=sigma, theta=theta, theta_do=theta_do, L=L, lse=lse, counts=counts, rec=rec, kl=kl,
+                 prior=prior, activation=activation, n=n)
+    return float((rec + kl).sum() / n), cache
+
+
+def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
+    """Gradient of :func:`forward`'s loss with respect to the flat parameters."""
+    W = layout.views(flat)
+    flat_grad = np.empty(layout.size)
+    grads = layout.views(flat_grad)  # every view is written below
+    X, noise, n = cache["X"], cache["noise"], cache["n"]
+    mu0, var0 = cache["prior"]
+    # reconstruction: d/dL of counts * logsumexp(L) - x.L
+    P = np.exp(cache["L"] - cache["lse"][:, None])
+    dL = P
+    dL *= cache["counts"][:, None] / n
+    if sp.issparse(X):
+        C = X.tocoo()
+        C.sum_duplicates()  # so that each entry is subtracted once
+        dL[C.row, C.col] -= C.data / n
+    else:
+        dL -= X / n
+    if layout.batch_norm:
+        mean, var = cache["stats"]["dec"]
+        dG = batch_norm_grad(dL, cache["L"], var)
+    else:
+        grads["b_dec"][...] = dL.sum(axis=0)
+        dG = dL
+    grads["beta"][...] = cache["theta_do"].T @ dG
+    dtheta = dG @ W["beta"].T
+    if noise.theta_mask is not None:
+        dtheta *= noise.theta_mask
+    theta = cache["theta"]
+    dz = theta * (dtheta - (dtheta * theta).sum(axis=1, keepdims=True))
+    mu, logvar, sigma = cache["mu"], cache["logvar"], cache["sigma"]
+    dmu = dz + (mu - mu0) / var0 / n
+    dlogvar = dz * noise.eps * sigma * 0.5 + 0.5 * (np.exp(logvar) / var0 - 1.0) / n
+    if layout.batch_norm:
+        dm = batch_norm_grad(dmu, mu, cache["stats"]["mu"][1])
+        dlv = batch_norm_grad(dlogvar, logvar, cache["stats"]["lv"][1])
+    else:
+        dm, dlv = dmu, dlogvar
+        grads["b_mu"][...], grads["b_lv"][...] = dm.sum(axis=0), dlv.sum(axis=0)
+    h_do = cache["h_do"]
+    grads["W_mu"][...] = h_do.T @ dm
+    grads["W_lv"][...] = h_do.T @ dlv
+    dh = dm @ W["W_mu"].T + dlv @ W["W_lv"].T
+    if noise.hidden_mask is not None:
+        dh *= noise.hidden_mask
+    hs, acts = cache["hs"], cache["acts"]
+    for i in reversed(range(len(layout.encoder_layers))):
+        da = dh * activation_grad(acts[i], hs[i + 1], cache["activation"])
+        prev = hs[i]
+        grads[f"W{i}"][...] = prev.T @ da
+        grads[f"b{i}"][...] = da.sum(axis=0)
+        if i:
+            dh = da @ W[f"W{i}"].T
+    return flat_grad
+
+
+# ---------------------------------------------------------------------------- inference
+def doc_topics(flat: np.ndarray, bn_flat: np.ndarray, X: Any, layout: Layout, activation: str) -> np.ndarray:
+    """Document-topic proportions ``softmax(mu)`` at the posterior mean (rows sum to 1)."""
+    W = layout.views(flat)
+    mu, _ = encode(W, X, layout, activation, bn=layout.bn_views(bn_flat) if layout.batch_norm else None)
+    return softmax(mu)
+
+
+def refine_topics(theta: np.ndarray, X: Any, phi: np.ndarray, alpha: np.ndarray, steps: int) -> np.ndarray:
+    """Fixed-point iterations of a document's topic proportions under mixture topics ``phi`` (K x V).
+
+    ``gamma_k = alpha_k + sum_w x_w theta_k phi_kw / sum_j theta_j phi_jw``,
+    ``theta = gamma / sum(gamma)``: LDA's variational E-step with ``log theta`` in
+    place of its digamma terms, started from the encoder's ``theta``. Rows sum to 1.
+    """
+    X = sp.csr_matrix(X)
+    C = X.tocoo()
+    for _ in range(int(steps)):
+        # x_w / (theta @ phi)_w at the nonzero counts only
+        q = np.einsum("ij,ij->i", theta[C.row], phi[:, C.col].T)
+        R = sp.csr_matrix((C.data / np.maximum(q, 1e-300), (C.row, C.col)), shape=X.shape)
+        gamma = theta * np.asarray(R @ phi.T) + alpha
+        theta = gamma / gamma.sum(axis=1, keepdims=True)
+    return theta
+
+
+def word_distributions(flat: np.ndarray, bn_flat: np.ndarray, theta: np.ndarray, layout: Layout) -> np.ndarray:
+    """The decoder's word distribution (rows sum to 1) for topic proportions ``theta``."""
+    W = layout.views(flat)
+    L = decode_logits(W, theta, layout, bn=layout.bn_views(bn_flat) if layout.batch_norm else None)
+    return softmax(L)
+
+
+def elbo_terms(flat: np.ndarray, bn_flat: np.ndarray, X: Any, layout: Layout, activation: str,
+               prior: tuple[np.ndarray, np.ndarray], eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-document reconstruction loss (averaged over the ``eps`` samples, S x B x K) and KL, in inference mode."""
+    W = layout.views(flat)
+    bn = layout.bn_views(bn_flat) if layout.batch_norm else None
+    mu, logvar = encode(W, X, layout, activation, bn=bn)
+    sigma = np.exp(0.5 * logvar)
+    rec = np.zeros(X.shape[0])
+    counts = np.asarray(X.sum(axis=1)).ravel()
+    for e in eps:
+        L = decode_logits(W, softmax(mu + sigma * e), layout, bn=bn)
+        XL = np.asarray(X.multiply(L).sum(axis=1)).ravel() if sp.issparse(X) else (X * L).sum(axis=1)
+        rec += counts * logsumexp(L) - XL
+    return rec / len(eps), kl_to_prior(mu, logvar, *prior)
+
+
+def update_running(bn_flat: np.ndarray, stats: dict[str, tuple[np.ndarray, np.ndarray]], layout: Layout,
+                   momentum: float, n: int) -> None:
+    """Exponential averages of the batch norms' statistics, in place (unbiased variance)."""
+    for name, (rmean, rvar) in layout.bn_views(bn_flat).items():
+        mean, var = stats[name]
+        rmean += momentum * (mean - rmean)
+        rvar += momentum * (var * n / max(n - 1, 1) - rvar)
+
+
+def mini_batch_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """Mini-batches of ``size`` rows; the remainder joins the last batch (batch norm needs >= 2 rows)."""
+    size = max(2, int(size))
+    if n <= size:
+        return [(0, n)]
+    starts = list(range(0, n, size))
+    if n - starts[-1] < size:
+        starts.pop()
+    bounds = [(s, s + size) for s in starts]
+    bounds[-1] = (bounds[-1][0], n)
+    return bounds
+
+
+def top_indices(rows: np.ndarray, n: int) -> np.ndarray:
+    """Column indices of each row's ``n`` largest values, largest first."""
+    n = min(n, rows.shape[1])
+    part = np.argpartition(-rows, n - 1, axis=1)[:, :n]
+    order = np.argsort(-np.take_along_axis(rows, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def as_layers(encoder_layers: Sequence[int] | int) -> tuple[int, ...]:
+    layers = (int(encoder_layers),) if np.ndim(encoder_layers) == 0 else tuple(int(h) for h in encoder_layers)
+    if not layers or any(h < 1 for h in layers):
+        raise ValueError(f"encoder_layers must be one or more positive widths, got {encoder_layers!r}")
+    return layers
