@@ -7,6 +7,7 @@ working model at any time. :func:`fold` runs that over Dask partitions with a
 tree reduction, so a fit is one pass, incremental, resumable and distributed.
 """
 
+from daskstate.algorithms.forecast import ForecastLinearState, Forecaster, partition_by_series
 from daskstate.algorithms.kmeans import KMeans, KMeansState
 from daskstate.algorithms.linear import LinearLearner, LinearState
 from daskstate.algorithms.pca import PCA, PCAState
@@ -22,6 +23,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataError",
+    "ForecastLinearState",
+    "Forecaster",
     "KMeans",
     "KMeansState",
     "LinearLearner",
@@ -41,6 +44,7 @@ __all__ = [
     "fold_rounds",
     "load",
     "load_state",
+    "partition_by_series",
     "read_parquet",
     "save_state",
 ]
