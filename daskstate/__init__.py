@@ -7,7 +7,7 @@ working model at any time. :func:`fold` runs that over Dask partitions with a
 tree reduction, so a fit is one pass, incremental, resumable and distributed.
 """
 
-from daskstate.algorithms.forecast import ForecastLinearState, Forecaster, partition_by_series
+from daskstate.algorithms.forecast import Forecaster, ForecastLinearState, partition_by_series
 from daskstate.algorithms.kmeans import KMeans, KMeansState
 from daskstate.algorithms.linear import LinearLearner, LinearState
 from daskstate.algorithms.pca import PCA, PCAState

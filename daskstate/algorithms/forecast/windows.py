@@ -91,18 +91,30 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
                       noise_scale(context, season), block.future_covariates(o))
 
 
-def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int) -> np.ndarray:
-    """Design rows per horizon step: (n, H, p) = [lagged values, date features, covariates, 1].
+def lagged_values(w: Windows, lags: np.ndarray) -> np.ndarray:
+    """The scaled context at ``lags`` (n, len(lags)); a missing value is the window's scaled level.
 
-    A missing lagged value is replaced by the context mean (the window's scaled
-    level), so a short or gappy context still gives a full row.
+    So a short or gappy context still gives a full row.
     """
     L = w.context.shape[1]
     lagged = w.context[:, L - lags]
-    level = np.nanmean(w.context, axis=1)
-    lagged = np.where(np.isnan(lagged), level[:, None], lagged)
+    missing = np.isnan(lagged)
+    if missing.any():
+        level = np.nanmean(w.context, axis=1)
+        lagged = np.where(missing, level[:, None], lagged)
+    return lagged
+
+
+def step_design(w: Windows, offset: DateOffset, harmonics: int) -> np.ndarray:
+    """The design columns that depend on the horizon step: (n, H, e) = [date features, covariates, 1]."""
     n, H = w.target.shape
     pos = w.position[:, None] + np.arange(1, H + 1)[None, :]
-    dates = date_features(pos, offset, harmonics)
-    parts = [np.broadcast_to(lagged[:, None, :], (n, H, len(lags))), dates, w.covariates, np.ones((n, H, 1))]
-    return np.concatenate(parts, axis=2)
+    return np.concatenate([date_features(pos, offset, harmonics), w.covariates, np.ones((n, H, 1))], axis=2)
+
+
+def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int) -> np.ndarray:
+    """Design rows per horizon step: (n, H, p) = [lagged values, date features, covariates, 1]."""
+    lagged = lagged_values(w, lags)
+    n, H = w.target.shape
+    return np.concatenate([np.broadcast_to(lagged[:, None, :], (n, H, len(lags))),
+                           step_design(w, offset, harmonics)], axis=2)
