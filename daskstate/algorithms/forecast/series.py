@@ -99,9 +99,10 @@ def infer_freq(df: pd.DataFrame, cols: Columns) -> str:
             continue
         # the most common step among the first points, so that gaps do not break inference
         for start in range(0, max(1, len(uniq) - 3), max(1, len(uniq) // 8)):
-            freq = pd.infer_freq(uniq[start : start + 3])
+            with pd.option_context("future.infer_freq_returns_offset", True):
+                freq = pd.infer_freq(uniq[start : start + 3])
             if freq is not None:
-                return freq
+                return freq.freqstr
     raise DataError(
         f"cannot infer the frequency of column {cols.time_col!r}: no item has 3 regularly spaced "
         "timestamps; pass freq=... (e.g. 'D', 'MS', 'QS-JAN', 'h')"
