@@ -131,7 +131,7 @@ def ets_forecast(y: np.ndarray, H: int, m: int, seed: int = 0) -> tuple[np.ndarr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mean = np.asarray(best.forecast(H))
-        sims = np.asarray(best.simulate(H, anchor="end", repetitions=200, random_state=seed))
+        sims = np.asarray(best.simulate(H, anchor="end", repetitions=200, rng=np.random.default_rng(seed)))
     sims = sims.reshape(H, -1)
     return mean, np.quantile(sims, Q, axis=1).T, name
 

@@ -312,7 +312,8 @@ def load(path: str | os.PathLike) -> StateEstimator:
     cls = _ESTIMATORS.get(name)
     if cls is None:
         raise StateFileError(f"{os.fspath(path)}: unknown estimator {name!r}")
-    if attrs.get("algorithm") != cls.state_class.algorithm:
+    # an estimator with several models (e.g. Forecaster) lists their state classes in ``state_classes``
+    if attrs.get("algorithm") not in {c.algorithm for c in getattr(cls, "state_classes", (cls.state_class,))}:
         raise StateFileError(
             f"{os.fspath(path)}: estimator {name} with a {attrs.get('algorithm')!r} state does not fit together"
         )

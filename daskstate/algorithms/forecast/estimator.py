@@ -9,6 +9,7 @@ partitions fails naming them, leaving the previous state as it was.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,8 @@ from daskstate.algorithms.forecast.linear import (
     linear_forecast,
 )
 from daskstate.algorithms.forecast.metrics import forecast_metrics
+from daskstate.algorithms.forecast.mlp import ForecastMLPState
+from daskstate.algorithms.forecast.rounds import train_rounds
 from daskstate.algorithms.forecast.series import (
     Columns,
     SeriesBlock,
@@ -45,7 +48,8 @@ from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import StateEstimator
 from daskstate.state import Schema, State
 
-MODELS = ("linear",)
+MODELS = ("linear", "mlp")
+STATE_CLASSES = {"linear": ForecastLinearState, "mlp": ForecastMLPState}
 LIKELIHOODS = ("student_t", "gaussian", "negative_binomial")
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 EVAL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -61,10 +65,12 @@ class Forecaster(StateEstimator):
 
     Parameters
     ----------
-    model : {"linear"}
+    model : {"linear", "mlp"}
         "linear": a direct multi-horizon autoregression over each window scaled by
         its context mean, fitted exactly in one pass from normal equations (see
-        :mod:`daskstate.algorithms.forecast.linear`).
+        :mod:`daskstate.algorithms.forecast.linear`). "mlp": a feed-forward network
+        over the same scaled window that outputs the distribution of every horizon
+        step, trained by Adam in synchronised rounds (:mod:`~daskstate.algorithms.forecast.mlp`).
     prediction_length : int, optional
         Forecast horizon in steps (default: the M4 horizon of the frequency, e.g. 8
         quarters, 18 months, 14 days, 48 hours).
@@ -94,6 +100,11 @@ class Forecaster(StateEstimator):
         Fourier harmonics of each seasonal cycle in the date features.
     duplicates : {"raise", "mean"}
         Duplicate timestamps of an item: raise naming them, or average them.
+    num_layers, num_cells : int
+        "mlp": hidden ReLU layers and their width.
+    epochs, learning_rate, batch_size, sync_every, seed : int or float
+        "mlp": passes over the data, Adam's step size, windows per step, partitions
+        per synchronised round, and the seed of initialisation and window order.
 
     Attributes
     ----------
@@ -116,6 +127,7 @@ class Forecaster(StateEstimator):
     """
 
     state_class = ForecastLinearState
+    state_classes = (ForecastLinearState, ForecastMLPState)
 
     def __init__(
         self,
@@ -134,6 +146,13 @@ class Forecaster(StateEstimator):
         weighting: str = "noise",
         harmonics: int = 3,
         duplicates: str = "raise",
+        num_layers: int = 2,
+        num_cells: int = 40,
+        epochs: int = 10,
+        learning_rate: float = 1e-3,
+        batch_size: int = 128,
+        sync_every: int = 4,
+        seed: int = 0,
     ):
         self.model = model
         self.prediction_length = prediction_length
@@ -150,6 +169,13 @@ class Forecaster(StateEstimator):
         self.weighting = weighting
         self.harmonics = harmonics
         self.duplicates = duplicates
+        self.num_layers = num_layers
+        self.num_cells = num_cells
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.sync_every = sync_every
+        self.seed = seed
 
     # ---- parameters -------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -169,6 +195,11 @@ class Forecaster(StateEstimator):
         check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
         check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
         check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
+        for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every"):
+            value = getattr(self, name)
+            check(name, isinstance(value, int | np.integer) and value >= (0 if name == "epochs" else 1),
+                  "an int >= 1" if name != "epochs" else "an int >= 0")
+        check("learning_rate", isinstance(self.learning_rate, int | float) and self.learning_rate > 0, "a number > 0")
 
     @property
     def _columns(self) -> Columns:
@@ -183,10 +214,15 @@ class Forecaster(StateEstimator):
         if not lags:
             raise ValueError(f"context_length={L} is shorter than every lag {self.lags}")
         seasons = season_lengths(offset)
-        return {"model": self.model, "freq": offset.freqstr, "prediction_length": H, "context_length": L,
-                "lags": lags, "season": seasons[0] if seasons else 1, "harmonics": int(self.harmonics),
-                "weighting": self.weighting, "wd": float(self.wd), "likelihood": self.likelihood,
-                "columns": [self.id_col, self.time_col, self.target]}
+        params = {"model": self.model, "freq": offset.freqstr, "prediction_length": H, "context_length": L,
+                  "lags": lags, "season": seasons[0] if seasons else 1, "harmonics": int(self.harmonics),
+                  "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target]}
+        if self.model == "linear":
+            params.update(weighting=self.weighting, wd=float(self.wd))
+        else:
+            params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
+                          learning_rate=float(self.learning_rate), batch_size=int(self.batch_size))
+        return params
 
     def _finalize_overrides(self) -> dict[str, Any]:
         return {}
@@ -204,7 +240,7 @@ class Forecaster(StateEstimator):
         _check_frame(X, cols)
         freq = self.freq or infer_freq(_head_partition(X), cols)
         params = self._state_params(freq)
-        state = self.state_class(Schema(tuple(cols.covariates), target=cols.target), params)
+        state = STATE_CLASSES[self.model](Schema(tuple(cols.covariates), target=cols.target), params)
         state = self._fold_series(X, state, None, progress=progress, split_every=split_every)
         self._set_state(state, {})
         return self
@@ -229,6 +265,10 @@ class Forecaster(StateEstimator):
     def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, *, progress: bool,
                      split_every: int) -> State:
         cols, p = self._columns, state.params
+        if isinstance(state, ForecastMLPState):
+            check = functools.partial(_check_likelihood, likelihood=self.likelihood, cols=cols)
+            return train_rounds(X, state, cols, self.duplicates, check, epochs=self.epochs,
+                                sync_every=self.sync_every, seed=self.seed, split_every=split_every)
         if history is not None:
             _check_frame(history, cols)
             if not isinstance(history, pd.DataFrame):
@@ -333,6 +373,8 @@ class Forecaster(StateEstimator):
         return overall, per_item
 
     def _model_parts(self) -> dict[str, Any]:
+        if isinstance(self.state_, ForecastMLPState):
+            return {"theta_": self.theta_, "network": self.state_.empty_like()}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
                 "weighting_": self.weighting_}
 
@@ -371,7 +413,7 @@ class _FoldTask:
             frame = pd.concat([hist[cols.needed], part[cols.needed]], ignore_index=True)
         block = to_series_block(frame, cols, offset, p["context_length"], p["prediction_length"],
                                 where=where, duplicates=self.duplicates)
-        _check_likelihood(block, self.likelihood, where, cols)
+        _check_likelihood(block, where, self.likelihood, cols)
         if history is not None:
             pos = grid_positions(part[cols.time_col], offset, where)
             first = pd.Series(pos).groupby(part[cols.id_col].to_numpy()).min()
@@ -385,7 +427,7 @@ class _FoldTask:
         return state, items
 
 
-def _check_likelihood(block: SeriesBlock, likelihood: str, where: str, cols: Columns) -> None:
+def _check_likelihood(block: SeriesBlock, where: str, likelihood: str, cols: Columns) -> None:
     if likelihood != "negative_binomial":
         return
     neg = block.values < 0
@@ -414,6 +456,11 @@ class _ModelTask:
         qf = np.full((k, H, len(self.quantiles)), np.nan)
         item = np.arange(k)
         position = block.starts + (origins - block.offsets)
+        if "network" in self.model:
+            net = self.model["network"]
+            for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), net.n_inputs):
+                mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles)
+            return mean, qf
         width = len(self.model["coef_"][0])
         for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width):
             m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)))
