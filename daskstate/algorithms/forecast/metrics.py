@@ -6,6 +6,8 @@ with NaN where a point is missing; missing points are left out.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -53,7 +55,8 @@ def forecast_metrics(
     err = y - mean
     observed = ~np.isnan(y)
     n = observed.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # items without observed test points give NaN
         mae = np.nanmean(np.abs(err), axis=1)
         denom = np.abs(y) + np.abs(mean)
         ratio = np.where(denom > 0, np.abs(err) / denom, 0.0)
