@@ -156,12 +156,13 @@ class ForecastLinearState(State):
             miss = ~mask[:, h]
             self.gram[h, :k, :k] -= (lagged[miss] * weight[miss, None]).T @ lagged[miss]
         wextra = extra * wm[:, :, None]
-        cross = (lagged.T @ wextra.reshape(n, H * e)).reshape(k, H, e).transpose(1, 0, 2)   # (H, k, e)
-        self.gram[:, :k, k:] += cross
-        self.gram[:, k:, :k] += cross.transpose(0, 2, 1)
-        self.gram[:, k:, k:] += np.matmul(wextra.transpose(1, 2, 0), extra.transpose(1, 0, 2))
+        # (long inner dimension on the left: OpenBLAS is many times slower on ``lagged.T @ wide``)
+        cross = (wextra.reshape(n, H * e).T @ lagged).reshape(H, e, k)                   # (H, e, k)
+        self.gram[:, k:, :k] += cross
+        self.gram[:, :k, k:] += cross.transpose(0, 2, 1)
+        self.gram[:, k:, k:] += np.einsum("nhe,nhf->hef", wextra, extra, optimize=True)
         wy = wm * y
-        self.xty[:, :k] += (lagged.T @ wy).T
+        self.xty[:, :k] += wy.T @ lagged
         self.xty[:, k:] += np.einsum("nhe,nh->he", extra, wy)
         self.yty += np.einsum("nh,nh->h", wm, y * y)
         self.pairs += mask.sum(axis=0)

@@ -230,8 +230,17 @@ def date_features(pos: np.ndarray, offset: DateOffset, harmonics: int = 3) -> np
 
     Harmonics whose sine vanishes on the grid (``2k == m``) keep only the cosine.
     """
+    seasons = season_lengths(offset)
+    longest = max(seasons, default=1)
+    if seasons and all(longest % m == 0 for m in seasons) and np.size(pos) > longest:
+        # one cycle of the longest season holds every distinct row: look them up
+        return _fourier(np.arange(longest), seasons, harmonics)[np.asarray(pos) % longest]
+    return _fourier(np.asarray(pos), seasons, harmonics)
+
+
+def _fourier(pos: np.ndarray, seasons: list[int], harmonics: int) -> np.ndarray:
     cols = []
-    for m in season_lengths(offset):
+    for m in seasons:
         for k in range(1, min(harmonics, m // 2) + 1):
             angle = (2.0 * np.pi * k / m) * (pos % m)
             if 2 * k != m:
