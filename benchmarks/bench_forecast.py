@@ -12,9 +12,12 @@ on the data before the first origin; ETS refitted per origin on the last 4 weeks
 
 Usage::
 
-    python -m benchmarks.bench_forecast [--panels aus_arrivals,prisonLF,...] [--repeats 3]
+    python -m benchmarks.bench_forecast [--panels aus_arrivals,prisonLF,...] [--repeats 3] [--mlp-epochs 20]
+    python -m benchmarks.bench_forecast --scale 10000,100000 --results-name forecast_scale
 
-Writes benchmarks/results/forecast.json and prints a Markdown table.
+Writes benchmarks/results/forecast.json (or the --results-name) and prints a Markdown table.
+The scale run fits and predicts a lazily generated daily panel in a fresh process per size
+(peak RSS of that process).
 """
 
 from __future__ import annotations
@@ -141,7 +144,7 @@ def score(y: np.ndarray, mean: np.ndarray, qf: np.ndarray, scale: np.ndarray) ->
     return overall
 
 
-def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool) -> list[dict]:
+def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, mlp_epochs: int) -> list[dict]:
     offset = as_offset(freq)
     H = default_prediction_length(offset)
     seasons = season_lengths(offset)
@@ -162,6 +165,13 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool) -
         overall, per_item = fc.evaluate(full, quantiles=Q)
         times.append(time.perf_counter() - t0)
     rows.append({"panel": name, "method": "daskstate linear", "seconds": float(np.median(times)), **overall})
+
+    if mlp_epochs:
+        t0 = time.perf_counter()
+        fc = daskstate.Forecaster(model="mlp", prediction_length=H, freq=freq, epochs=mlp_epochs).fit(train)
+        overall, _ = fc.evaluate(full, quantiles=Q)
+        rows.append({"panel": name, "method": f"daskstate mlp ({mlp_epochs} epochs)",
+                     "seconds": time.perf_counter() - t0, **overall})
 
     mean, qf = seasonal_naive(hist, H, m)
     rows.append({"panel": name, "method": "seasonal naive", **score(y, mean, qf, scale)})
@@ -189,6 +199,45 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool) -
         lin["time_vs_ets"] = lin["seconds"] / e["seconds"]
     for r in rows:
         r.update({"series": len(items), "horizon": H, "freq": freq})
+        if r["method"].startswith("daskstate mlp"):
+            r["mase_vs_snaive"] = r["MASE"] / base["seasonal naive"]["MASE"]
+            if ets:
+                r["mase_vs_ets"] = r["MASE"] / base["statsmodels ETS (best AICc)"]["MASE"]
+                r["wql_vs_ets"] = r["wQL"] / base["statsmodels ETS (best AICc)"]["wQL"]
+                r["time_vs_ets"] = r["seconds"] / base["statsmodels ETS (best AICc)"]["seconds"]
+    return rows
+
+
+def scale_job(n_series: int, length: int, folder: str) -> dict:
+    """Fit and predict on a lazily generated panel (1,000 series per partition); forecasts go to Parquet."""
+    import dask
+
+    ddf = synthetic_panel(n_series, length, freq="D", seed=9, series_per_partition=1000)
+    with dask.config.set(scheduler="threads"):
+        t0 = time.perf_counter()
+        fc = daskstate.Forecaster(freq="D", prediction_length=14).fit(ddf)
+        fit_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fc.predict(ddf).to_parquet(os.path.join(folder, f"forecast-{n_series}"))
+        predict_seconds = time.perf_counter() - t0
+    return {"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "points": n_series * length,
+            "state_bytes": fc.state_.nbytes}
+
+
+def run_scale(sizes: list[int], length: int) -> list[dict]:
+    import tempfile
+
+    from benchmarks.common import run_measured
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for n in sizes:
+            out = run_measured(scale_job, n_series=n, length=length, folder=folder)
+            row = {"series": n, "length": length, "ok": out["ok"], "peak_rss_mb": out.get("peak_rss_mb"),
+                   "loadavg": os.getloadavg()[0]}
+            row.update(out.get("result", {}) if out["ok"] else {"error": out.get("error")})
+            print(row, flush=True)
+            rows.append(row)
     return rows
 
 
@@ -198,12 +247,22 @@ def main() -> None:
                         "synthetic_daily,synthetic_monthly")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ets", action="store_true")
+    parser.add_argument("--mlp-epochs", type=int, default=20, help="0: no mlp rows")
+    parser.add_argument("--scale", default="", help="comma-separated series counts for the scale run "
+                        "(synthetic daily, --length points each); skips the accuracy panels")
+    parser.add_argument("--length", type=int, default=500)
     parser.add_argument("--results-name", default="forecast")
     args = parser.parse_args()
     load_before = os.getloadavg()
+    if args.scale:
+        rows = run_scale([int(v) for v in args.scale.split(",")], args.length)
+        path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                                                 "scale": rows})
+        print(f"wrote {path}")
+        return
     rows = []
     for name, (df, freq) in panels(args.panels.split(",")).items():
-        rows += run_panel(name, df, freq, args.repeats, not args.no_ets)
+        rows += run_panel(name, df, freq, args.repeats, not args.no_ets, args.mlp_epochs)
         print(markdown_table([r for r in rows if r["panel"] == name],
                              ["panel", "method", "MASE", "wQL", "sMAPE", "coverage_80", "seconds"]), flush=True)
     cols = ["panel", "method", "series", "MASE", "wQL", "sMAPE", "RMSE", "coverage_80", "seconds",

@@ -337,6 +337,7 @@ class Forecaster(StateEstimator):
         _check_frame(X, cols)
         fut = self._check_future(future)
         fn = _PredictTask(self._model_parts(), cols, self.state_.params, q, self.duplicates)
+        fn.id_dtype = X.dtypes[cols.id_col]
         if isinstance(X, pd.DataFrame):
             return fn(X, fut)
         meta = fn.empty()
@@ -474,9 +475,11 @@ class _ModelTask:
 class _PredictTask(_ModelTask):
     """One partition of history -> its forecast frame."""
 
+    id_dtype: Any = object
+
     def empty(self) -> pd.DataFrame:
         cols = self.cols
-        frame = {cols.id_col: pd.Series([], dtype=object), cols.time_col: pd.Series([], dtype="datetime64[ns]"),
+        frame = {cols.id_col: pd.Series([], dtype=self.id_dtype), cols.time_col: pd.Series([], dtype="datetime64[ns]"),
                  "mean": pd.Series([], dtype=np.float64)}
         frame.update({quantile_column(q): pd.Series([], dtype=np.float64) for q in self.quantiles})
         return pd.DataFrame(frame)
@@ -490,7 +493,8 @@ class _PredictTask(_ModelTask):
         mean, qf = self._forecast(block, block.last_origins())
         k, H = mean.shape
         times = grid_timestamps(block.last_time, self.offset, H)
-        out = {self.cols.id_col: np.repeat(block.items, H), self.cols.time_col: times.ravel(),
+        out = {self.cols.id_col: pd.Series(np.repeat(block.items, H), dtype=self.id_dtype),
+               self.cols.time_col: times.ravel(),
                "mean": mean.ravel()}
         for j, q in enumerate(self.quantiles):
             out[quantile_column(q)] = qf[:, :, j].ravel()
