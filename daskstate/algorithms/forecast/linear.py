@@ -33,8 +33,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
-from daskstate.algorithms.forecast.series import SeriesBlock, as_offset, n_date_features
+from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features
 from daskstate.algorithms.forecast.windows import (
+    WindowParams,
     Windows,
     iter_windows,
     lag_design,
@@ -46,7 +47,7 @@ from daskstate.state import State, register
 
 
 @register
-class ForecastLinearState(State):
+class ForecastLinearState(WindowParams, State):
     """Normal equations of the direct multi-horizon linear forecaster.
 
     Parameters (``params``): ``freq``, ``lags``, ``prediction_length``,
@@ -64,27 +65,7 @@ class ForecastLinearState(State):
     algorithm: ClassVar[str] = "forecast_linear"
     array_names: ClassVar[tuple[str, ...]] = ("gram", "xty", "yty", "pairs", "target_range")
 
-    # ---- hyperparameters -------------------------------------------------------------
-    @property
-    def offset(self):
-        return as_offset(self.params["freq"])
-
-    @property
-    def lags(self) -> np.ndarray:
-        return np.asarray(self.params["lags"], dtype=np.int64)
-
-    @property
-    def horizon(self) -> int:
-        return int(self.params["prediction_length"])
-
-    @property
-    def harmonics(self) -> int:
-        return int(self.params.get("harmonics", 3))
-
-    @property
-    def season(self) -> int:
-        return int(self.params.get("season", 1))
-
+    # ---- hyperparameters (offset, lags, horizon, harmonics, season: WindowParams) ---------
     @property
     def n_design(self) -> int:
         """Columns of a design row: lags, date features, covariates, intercept."""

@@ -19,11 +19,10 @@ import numpy as np
 from daskstate.algorithms.forecast.likelihoods import N_RAW, mean_and_quantiles, nll_and_grad
 from daskstate.algorithms.forecast.series import (
     SeriesBlock,
-    as_offset,
     date_features,
     n_date_features,
 )
-from daskstate.algorithms.forecast.windows import Windows, iter_windows, lagged_values
+from daskstate.algorithms.forecast.windows import WindowParams, Windows, iter_windows, lagged_values
 from daskstate.errors import StateError
 from daskstate.numerics import adam_step
 from daskstate.state import State, register
@@ -76,7 +75,7 @@ def backward(theta: np.ndarray, shapes: list[tuple[int, int]], acts: list[np.nda
 
 
 @register
-class ForecastMLPState(State):
+class ForecastMLPState(WindowParams, State):
     """Parameters and Adam statistics of the MLP forecaster (see module docstring)."""
 
     algorithm: ClassVar[str] = "forecast_mlp"
@@ -84,26 +83,14 @@ class ForecastMLPState(State):
     round_averaged: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t")
     round_summed: ClassVar[tuple[str, ...]] = ("loss_sum", "loss_count")
 
-    # ---- hyperparameters ------------------------------------------------------------------
-    @property
-    def offset(self):
-        return as_offset(self.params["freq"])
-
-    @property
-    def lags(self) -> np.ndarray:
-        return np.asarray(self.params["lags"], dtype=np.int64)
-
-    @property
-    def horizon(self) -> int:
-        return int(self.params["prediction_length"])
-
+    # ---- hyperparameters (offset, lags, horizon, harmonics, season: WindowParams) -----------
     @property
     def likelihood(self) -> str:
         return self.params.get("likelihood", "student_t")
 
     @property
     def n_inputs(self) -> int:
-        return (len(self.lags) + 2 + n_date_features(self.offset, int(self.params.get("harmonics", 3)))
+        return (len(self.lags) + 2 + n_date_features(self.offset, self.harmonics)
                 + self.horizon * self.n_features)
 
     @property
@@ -136,7 +123,7 @@ class ForecastMLPState(State):
     def inputs(self, w: Windows) -> np.ndarray:
         """Network inputs of windows ``w``: (n, n_inputs)."""
         observed = (~np.isnan(w.context)).mean(axis=1, keepdims=True)
-        dates = date_features(w.position + 1, self.offset, int(self.params.get("harmonics", 3)))
+        dates = date_features(w.position + 1, self.offset, self.harmonics)
         cov = np.nan_to_num(w.covariates.reshape(len(w.scale), -1))
         return np.concatenate([lagged_values(w, self.lags), observed, np.log(w.scale)[:, None], dates, cov], axis=1)
 
@@ -164,7 +151,7 @@ class ForecastMLPState(State):
         order = rng.permutation(np.flatnonzero(has_target))
         size = int(self.params.get("batch_size", 128))
         lr = float(self.params.get("learning_rate", 1e-3))
-        season = int(self.params.get("season", 1))
+        season = self.season
         for start in range(0, len(order), size):
             pick = order[start : start + size]
             for w in iter_windows(block, origins[pick], item[pick], position[pick], season, self.n_inputs):
