@@ -105,6 +105,9 @@ class Forecaster(StateEstimator):
     epochs, learning_rate, batch_size, sync_every, seed : int or float
         "mlp": passes over the data, Adam's step size, windows per step, partitions
         per synchronised round, and the seed of initialisation and window order.
+    min_batches : int
+        "mlp": Adam steps per partition and epoch at least (more than one pass over
+        the windows of a small panel).
 
     Attributes
     ----------
@@ -153,6 +156,7 @@ class Forecaster(StateEstimator):
         batch_size: int = 128,
         sync_every: int = 4,
         seed: int = 0,
+        min_batches: int = 50,
     ):
         self.model = model
         self.prediction_length = prediction_length
@@ -176,6 +180,7 @@ class Forecaster(StateEstimator):
         self.batch_size = batch_size
         self.sync_every = sync_every
         self.seed = seed
+        self.min_batches = min_batches
 
     # ---- parameters -------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -195,7 +200,7 @@ class Forecaster(StateEstimator):
         check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
         check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
         check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
-        for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every"):
+        for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches"):
             value = getattr(self, name)
             check(name, isinstance(value, int | np.integer) and value >= (0 if name == "epochs" else 1),
                   "an int >= 1" if name != "epochs" else "an int >= 0")
@@ -221,7 +226,8 @@ class Forecaster(StateEstimator):
             params.update(weighting=self.weighting, wd=float(self.wd))
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
-                          learning_rate=float(self.learning_rate), batch_size=int(self.batch_size))
+                          learning_rate=float(self.learning_rate), batch_size=int(self.batch_size),
+                          min_batches=int(self.min_batches))
         return params
 
     def _finalize_overrides(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The feed-forward forecaster: an MLP over the scaled context that outputs every horizon step's distribution.
 
 Inputs of a window: its scaled lagged values (as the linear model), the share of the
-context observed, ``log(scale)``, the date features of the first target step and the
+context observed, ``log(1 + scale)`` for counts, the date features of the first target step and the
 known covariates of all steps. ``num_layers`` ReLU layers of ``num_cells`` units feed
 one linear output of ``prediction_length x k`` raw distribution parameters
 (:mod:`likelihoods`). Trained by Adam on mini-batches of windows in synchronised rounds;
@@ -123,9 +123,11 @@ class ForecastMLPState(WindowParams, State):
     def inputs(self, w: Windows) -> np.ndarray:
         """Network inputs of windows ``w``: (n, n_inputs)."""
         observed = (~np.isnan(w.context)).mean(axis=1, keepdims=True)
+        # the level matters to counts (their dispersion), not to real values, whose windows are scale-free
+        level = np.log1p(w.scale) if self.likelihood == "negative_binomial" else np.zeros_like(w.scale)
         dates = date_features(w.position + 1, self.offset, self.harmonics)
         cov = np.nan_to_num(w.covariates.reshape(len(w.scale), -1))
-        return np.concatenate([lagged_values(w, self.lags), observed, np.log(w.scale)[:, None], dates, cov], axis=1)
+        return np.concatenate([lagged_values(w, self.lags), observed, level[:, None], dates, cov], axis=1)
 
     def targets(self, w: Windows) -> tuple[np.ndarray, np.ndarray]:
         y = w.target * w.scale[:, None] if self.likelihood == "negative_binomial" else w.target
@@ -142,14 +144,21 @@ class ForecastMLPState(WindowParams, State):
         return loss, backward(theta, self.shapes, acts, d_raw.reshape(len(X), -1)), int(mask.sum())
 
     def train_block(self, block: SeriesBlock, rng: np.random.Generator) -> None:
-        """One pass of Adam steps over ``block``'s windows, in an order drawn from ``rng``."""
+        """Adam steps over ``block``'s windows (one pass, at least ``min_batches``), order drawn from ``rng``."""
         origins, item, position = block.origins()
         has_target = np.zeros(len(origins), bool)
         nxt = ~np.isnan(block.values)
         for h in range(1, self.horizon + 1):
             has_target |= nxt[np.minimum(origins + h, len(nxt) - 1)]
-        order = rng.permutation(np.flatnonzero(has_target))
+        candidates = np.flatnonzero(has_target)
         size = int(self.params.get("batch_size", 128))
+        if not len(candidates):
+            return
+        # a pass over the windows, but at least ``min_batches`` steps (small panels need more steps
+        # than one pass gives): windows in shuffled order, one permutation after another
+        steps = max(-(-len(candidates) // size), int(self.params.get("min_batches", 50)))
+        reps = -(-steps * size // len(candidates))
+        order = np.concatenate([rng.permutation(candidates) for _ in range(reps)])[: steps * size]
         lr = float(self.params.get("learning_rate", 1e-3))
         season = self.season
         for start in range(0, len(order), size):

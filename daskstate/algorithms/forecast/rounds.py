@@ -49,10 +49,13 @@ def round_task(start: State, part: pd.DataFrame, index: int, source: str | None,
     )
 
 
-def local_parts(df: pd.DataFrame, id_col: str, n_parts: int = 8) -> list[pd.DataFrame]:
-    """An in-memory table cut into up to ``n_parts`` groups of whole items."""
+def local_parts(df: pd.DataFrame, id_col: str, rows_per_part: int = 200_000) -> list[pd.DataFrame]:
+    """An in-memory table cut into groups of whole items of about ``rows_per_part`` rows.
+
+    Small tables stay one part: training on them is then sequential, with no averaging.
+    """
     codes, _ = pd.factorize(df[id_col], sort=True)
-    n = max(1, min(n_parts, int(codes.max()) + 1 if len(codes) else 1))
+    n = max(1, min(-(-len(df) // rows_per_part), int(codes.max()) + 1 if len(codes) else 1))
     group = codes * n // max(1, int(codes.max()) + 1) if len(codes) else codes
     return [df[group == g] for g in range(n)]
 
