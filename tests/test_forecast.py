@@ -317,3 +317,22 @@ def test_real_half_hourly_panel_with_covariates():
     err = np.abs(out["mean"].to_numpy() - test["target"].to_numpy()).mean()
     naive = np.abs(train["target"].to_numpy()[-48:] - test["target"].to_numpy()).mean() * 3
     assert err < naive
+
+
+def test_fan_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from daskstate.algorithms.forecast.plot import fan_chart
+
+    df = seasonal_panel(3, 60)
+    train, test = holdout_split(df, 6)
+    fc = daskstate.Forecaster(freq="MS", prediction_length=6).fit(train)
+    fig = fan_chart(train, fc.predict(train, quantiles=(0.05, 0.1, 0.5, 0.9, 0.95)), ["item0", "item2"],
+                    last=24, actual=test)
+    assert len(fig.axes) == 2
+    assert len(fig.axes[0].collections) == 2  # two bands: 5-95% and 10-90%
+    fig.savefig(tmp_path / "fan.png")
+    with pytest.raises(ValueError, match="neither"):
+        fan_chart(train, fc.predict(train), ["nope"])
