@@ -133,7 +133,7 @@ class PCAState(State):
                 )
 
     # ---- update ------------------------------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
         if self.n_rows == 0:
             self.shift = X[0].copy()
         with single_blas_thread():  # one BLAS thread per task on Dask's thread pool
