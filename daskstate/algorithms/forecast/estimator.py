@@ -9,8 +9,6 @@ partitions fails naming them, leaving the previous state as it was.
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +26,7 @@ from daskstate.algorithms.forecast.linear import (
 )
 from daskstate.algorithms.forecast.metrics import forecast_metrics
 from daskstate.algorithms.forecast.mlp import ForecastMLPState
-from daskstate.algorithms.forecast.rounds import train_rounds
+from daskstate.algorithms.forecast.rounds import series_input
 from daskstate.algorithms.forecast.series import (
     Columns,
     SeriesBlock,
@@ -221,7 +219,8 @@ class Forecaster(StateEstimator):
         seasons = season_lengths(offset)
         params = {"model": self.model, "freq": offset.freqstr, "prediction_length": H, "context_length": L,
                   "lags": lags, "season": seasons[0] if seasons else 1, "harmonics": int(self.harmonics),
-                  "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target]}
+                  "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target],
+                  "duplicates": self.duplicates}
         if self.model == "linear":
             params.update(weighting=self.weighting, wd=float(self.wd))
         else:
@@ -234,8 +233,12 @@ class Forecaster(StateEstimator):
         return {}
 
     # ---- fitting ----------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, *, progress: bool = False, split_every: int = 8, **_: Any) -> Forecaster:
+    def fit(self, X: Any, y: Any = None, *, progress: bool = False, split_every: int = 8,
+            checkpoint: str | None = None, checkpoint_every: int | None = None) -> Forecaster:
         """Fit from a long table (pandas, or Dask with each item in one partition).
+
+        ``checkpoint`` (Dask input, ``model="mlp"``): where the running state is saved
+        at round boundaries, so that a repeated call resumes.
 
         Returns
         -------
@@ -247,68 +250,81 @@ class Forecaster(StateEstimator):
         freq = self.freq or infer_freq(_head_partition(X), cols)
         params = self._state_params(freq)
         state = STATE_CLASSES[self.model](Schema(tuple(cols.covariates), target=cols.target), params)
-        state = self._fold_series(X, state, None, progress=progress, split_every=split_every)
-        self._set_state(state, {})
+        options = self._run_options(progress, split_every, checkpoint, checkpoint_every)
+        self._set_state(self._fold_series(X, state, None, options), {})
         return self
 
-    def partial_fit(self, X: Any, y: Any = None, *, history: pd.DataFrame | None = None,
-                    progress: bool = False, split_every: int = 8, **_: Any) -> Forecaster:
-        """Fold new observations (of known or new series) into the state, exactly.
+    def partial_fit(self, X: Any, y: Any = None, *, history: pd.DataFrame | None = None, progress: bool = False,
+                    split_every: int = 8, checkpoint: str | None = None, checkpoint_every: int | None = None
+                    ) -> Forecaster:
+        """Add new observations of known series, and new series.
 
-        ``X`` holds only the new rows; ``history`` (pandas) holds, for each known item,
-        at least its last ``context_length + prediction_length - 1`` points before them, from
-        which the windows that end in the new points read their contexts. Only
-        (window, step) pairs whose target is one of the new points are added, so the
-        result equals a fit on all the data at once. On error the state is unchanged.
+        ``model="linear"``: exactly. ``X`` holds only the new rows; ``history`` (pandas)
+        holds, for each known item, at least its last ``context_length +
+        prediction_length - 1`` points before them, from which the windows that end in
+        the new points read their contexts. Only (window, step) pairs whose target is
+        one of the new points are added, so the result equals a fit on all the data at
+        once. ``model="mlp"``: ``epochs`` more epochs on ``X`` (Dask partitions the state
+        consumed before are skipped). On error the state is unchanged.
         """
         if not hasattr(self, "state_"):
-            return self.fit(X, progress=progress, split_every=split_every)
+            return self.fit(X, progress=progress, split_every=split_every, checkpoint=checkpoint,
+                            checkpoint_every=checkpoint_every)
+        self._validate_params()
         _check_frame(X, self._columns)
-        state = self._fold_series(X, self.state_, history, progress=progress, split_every=split_every)
-        self._set_state(state, self.finalize_overrides_)
+        options = self._run_options(progress, split_every, checkpoint, checkpoint_every)
+        self._set_state(self._fold_series(X, self.state_, history, options), self.finalize_overrides_)
         return self
 
-    def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, *, progress: bool,
-                     split_every: int) -> State:
-        cols, p = self._columns, state.params
+    def _run_options(self, progress: bool, split_every: int, checkpoint: Any, checkpoint_every: Any
+                     ) -> engine.FitOptions:
+        return engine.FitOptions(split_every=split_every, progress=progress, seed=int(self.seed),
+                                 checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+
+    def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, options: engine.FitOptions
+                     ) -> State:
+        cols = self._columns
         if isinstance(state, ForecastMLPState):
-            check = functools.partial(_check_likelihood, likelihood=self.likelihood, cols=cols)
-            return train_rounds(X, state, cols, self.duplicates, check, epochs=self.epochs,
-                                sync_every=self.sync_every, seed=self.seed, split_every=split_every)
+            return engine.fold_rounds(series_input(X, state.schema, cols), state, epochs=self.epochs,
+                                      sync_every=self.sync_every, skip_sources=state.consumed, options=options)
+        if options.checkpoint is not None:
+            raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
         if history is not None:
             _check_frame(history, cols)
             if not isinstance(history, pd.DataFrame):
                 raise TypeError("history must be a pandas DataFrame (the last points of each known item)")
-        task = _FoldTask(state.empty_like(), cols, p, self.duplicates, self.likelihood)
         if isinstance(X, pd.DataFrame):
-            part, items = task(X, history, "input", None)
-            return state.merge(part)
-        alg = state.algorithm
+            batch, _, _ = state.read_batch(X, history, where="input")
+            return state.update(batch)
+        return self._fold_partitions(X, state, history, options)
+
+    def _fold_partitions(self, X: dd.DataFrame, state: State, history: pd.DataFrame | None,
+                         options: engine.FitOptions) -> State:
+        """One pass with the engine's update task per partition and its merge tree; the same graph
+        returns each partition's items, and a fit whose items are split across partitions fails."""
+        cols, alg = self._columns, state.algorithm
         sources = partition_sources(X)
         todo = [i for i, s in enumerate(sources) if s not in state.consumed]
         if not todo:
             return state
         parts = X[cols.needed].to_delayed(optimize_graph=True)
         token = tokenize(state.metadata(), [sources[i] for i in todo], tokenize(history))
-        hist_d = dask.delayed(history, name=f"{alg}-history-{token}") if history is not None else None
-        task_d = dask.delayed(task, pure=True)
-        getitem = dask.delayed(operator.getitem, pure=True)
-        outs = [task_d(parts[i], hist_d, f"partition {i}", sources[i], dask_key_name=(f"{alg}-update-{token}", i))
-                for i in todo]
-        root = engine.tree_reduce([getitem(o, 0) for o in outs], f"{alg}-merge-{token}", split_every)
-        item_lists = [getitem(o, 1) for o in outs]
-        client = engine._active_client()
-        if client is not None:
-            merged, lists = client.compute([root, item_lists], sync=True)
-        else:
-            merged, lists = dask.compute(root, item_lists)
+        empty = dask.delayed(state.empty_like(), name=f"{alg}-empty-{token}")
+        hist = dask.delayed(history, name=f"{alg}-history-{token}") if history is not None else None
+        update = dask.delayed(engine.update_task, pure=True)
+        leaves = [update(empty, (parts[i], hist) if hist is not None else parts[i], i, sources[i], "raise", None,
+                         dask_key_name=(f"{alg}-update-{token}", i)) for i in todo]
+        root = engine.tree_reduce(leaves, f"{alg}-merge-{token}", options.split_every)
+        unique = dask.delayed(_item_ids, pure=True)
+        item_lists = [unique(parts[i], cols.id_col, dask_key_name=(f"{alg}-items-{token}", i)) for i in todo]
+        merged, lists = engine._compute(dask.delayed(tuple)([root, item_lists]), options.progress)
         split = split_items(lists)
         if split:
             raise DataError(
                 f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
                 "must live in one partition: use daskstate.partition_by_series(df) first"
             )
-        return state.merge(merged)
+        return engine.merge_into(state, merged)
 
     # ---- finalize -------------------------------------------------------------------------
     def finalize(self, **overrides: Any) -> Forecaster:
@@ -399,50 +415,8 @@ class Forecaster(StateEstimator):
 
 
 # ---- tasks (picklable callables, one per partition) --------------------------------------
-class _FoldTask:
-    """One partition (plus the history of its items) -> (state of its windows, its item ids)."""
-
-    def __init__(self, empty: State, cols: Columns, params: dict, duplicates: str, likelihood: str):
-        self.empty, self.cols, self.params = empty, cols, params
-        self.duplicates, self.likelihood = duplicates, likelihood
-
-    def __call__(self, part: pd.DataFrame, history: pd.DataFrame | None, where: str, source: str | None):
-        cols, p = self.cols, self.params
-        offset = as_offset(p["freq"])
-        state = self.empty.copy()
-        items = pd.unique(part[cols.id_col].to_numpy())
-        if len(part) == 0:
-            return state, items
-        first_target = None
-        frame = part
-        if history is not None:
-            hist = history[history[cols.id_col].isin(items)]
-            frame = pd.concat([hist[cols.needed], part[cols.needed]], ignore_index=True)
-        block = to_series_block(frame, cols, offset, p["context_length"], p["prediction_length"],
-                                where=where, duplicates=self.duplicates)
-        _check_likelihood(block, where, self.likelihood, cols)
-        if history is not None:
-            pos = grid_positions(part[cols.time_col], offset, where)
-            first = pd.Series(pos).groupby(part[cols.id_col].to_numpy()).min()
-            first_target = first.reindex(block.items).to_numpy(np.int64)
-        n_before = state.n_rows
-        state.fold_block(block, first_target)
-        if history is not None:  # count only the new observed points
-            state.n_rows = n_before + int(part[cols.target].notna().sum())
-        if source is not None:
-            state.consumed = state.consumed | {source}
-        return state, items
-
-
-def _check_likelihood(block: SeriesBlock, where: str, likelihood: str, cols: Columns) -> None:
-    if likelihood != "negative_binomial":
-        return
-    neg = block.values < 0
-    if neg.any():
-        item_of = np.searchsorted(block.offsets, np.flatnonzero(neg), side="right") - 1
-        bad = list(pd.unique(block.items[item_of]))
-        raise DataError(f"{where}: likelihood='negative_binomial' needs non-negative counts, but column "
-                        f"{cols.target!r} has {int(neg.sum())} negative value(s) in item(s) {bad[:5]}")
+def _item_ids(part: pd.DataFrame, id_col: str) -> np.ndarray:
+    return pd.unique(part[id_col].to_numpy())
 
 
 class _ModelTask:

@@ -33,9 +33,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
+from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
 from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features
 from daskstate.algorithms.forecast.windows import (
-    WindowParams,
     Windows,
     iter_windows,
     lag_design,
@@ -47,7 +47,7 @@ from daskstate.state import State, register
 
 
 @register
-class ForecastLinearState(WindowParams, State):
+class ForecastLinearState(SeriesStateMixin, State):
     """Normal equations of the direct multi-horizon linear forecaster.
 
     Parameters (``params``): ``freq``, ``lags``, ``prediction_length``,
@@ -65,7 +65,9 @@ class ForecastLinearState(WindowParams, State):
     algorithm: ClassVar[str] = "forecast_linear"
     array_names: ClassVar[tuple[str, ...]] = ("gram", "xty", "yty", "pairs", "target_range")
 
-    # ---- hyperparameters (offset, lags, horizon, harmonics, season: WindowParams) ---------
+    blas_threads: ClassVar[int | None] = 1
+
+    # ---- hyperparameters (offset, lags, horizon, harmonics, season: SeriesStateMixin) -----
     @property
     def n_design(self) -> int:
         """Columns of a design row: lags, date features, covariates, intercept."""
@@ -81,16 +83,9 @@ class ForecastLinearState(WindowParams, State):
         self.target_range = np.array([np.inf, -np.inf])
 
     # ---- update --------------------------------------------------------------------------
-    def _update(self, X: Any, y: Any = None) -> None:
-        raise StateError("the linear forecaster folds series blocks: use update_block (or Forecaster.fit)")
-
-    def update_block(self, block: SeriesBlock, source: str | None = None) -> ForecastLinearState:
-        """Return a new state with every window of ``block`` folded in (pure)."""
-        new = self.copy()
-        new.fold_block(block)
-        if source is not None:
-            new.consumed = new.consumed | {source}
-        return new
+    def _update(self, X: SeriesBatch, y: Any, context: Any) -> None:
+        """Fold a partition's windows (a :class:`SeriesBatch` from ``read_batch``)."""
+        self.fold_block(X.block, X.first_target)
 
     def fold_block(self, block: SeriesBlock, first_target: np.ndarray | None = None) -> None:
         """Fold ``block``'s windows into ``self`` in place (private copies only).
@@ -105,7 +100,6 @@ class ForecastLinearState(WindowParams, State):
                                           max(self.target_range[1], observed.max())])
         for w in iter_windows(block, origins, item, position, self.season, self.n_design):
             self._fold_windows(w, None if first_target is None else first_target[w.item])
-        self.n_rows += int(np.count_nonzero(~np.isnan(block.values)))
 
     def _fold_windows(self, w: Windows, first_target: np.ndarray | None) -> None:
         """Add the windows' weighted products to the normal equations of every horizon step.

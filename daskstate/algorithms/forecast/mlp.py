@@ -16,13 +16,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
 from daskstate.algorithms.forecast.likelihoods import N_RAW, mean_and_quantiles, nll_and_grad
 from daskstate.algorithms.forecast.series import (
     SeriesBlock,
     date_features,
     n_date_features,
 )
-from daskstate.algorithms.forecast.windows import WindowParams, Windows, iter_windows, lagged_values
+from daskstate.algorithms.forecast.windows import Windows, iter_windows, lagged_values
 from daskstate.errors import StateError
 from daskstate.numerics import adam_step
 from daskstate.state import State, register
@@ -75,15 +76,18 @@ def backward(theta: np.ndarray, shapes: list[tuple[int, int]], acts: list[np.nda
 
 
 @register
-class ForecastMLPState(WindowParams, State):
+class ForecastMLPState(SeriesStateMixin, State):
     """Parameters and Adam statistics of the MLP forecaster (see module docstring)."""
 
     algorithm: ClassVar[str] = "forecast_mlp"
     array_names: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t", "loss_sum", "loss_count")
     round_averaged: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t")
     round_summed: ClassVar[tuple[str, ...]] = ("loss_sum", "loss_count")
+    #: a partition weighs the targets it trained on
+    round_weight: ClassVar[str | None] = "loss_count"
+    blas_threads: ClassVar[int | None] = 1
 
-    # ---- hyperparameters (offset, lags, horizon, harmonics, season: WindowParams) -----------
+    # ---- hyperparameters (offset, lags, horizon, harmonics, season: SeriesStateMixin) -------
     @property
     def likelihood(self) -> str:
         return self.params.get("likelihood", "student_t")
@@ -113,12 +117,11 @@ class ForecastMLPState(WindowParams, State):
         self.loss_sum = np.zeros(1)
         self.loss_count = np.zeros(1)
 
-    def round_weight(self) -> float:
-        return float(self.loss_count[0])
-
     # ---- update -------------------------------------------------------------------------------
-    def _update(self, X: Any, y: Any = None) -> None:
-        raise StateError("the MLP forecaster trains on series blocks: use train_block (or Forecaster.fit)")
+    def _update(self, X: SeriesBatch, y: Any, context: Any) -> None:
+        """Train on a partition's windows; the window order comes from the round's generator."""
+        rng = context.rng() if context is not None else np.random.default_rng([int(self.params.get("seed", 0)), 1])
+        self.train_block(X.block, rng)
 
     def inputs(self, w: Windows) -> np.ndarray:
         """Network inputs of windows ``w``: (n, n_inputs)."""
@@ -171,7 +174,6 @@ class ForecastMLPState(WindowParams, State):
                 adam_step(self.theta, grad / count, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
                 self.loss_sum += loss
                 self.loss_count += count
-        self.n_rows += int(np.count_nonzero(nxt))
 
     # ---- merge (states trained on disjoint data: weighted average, as a round does) -----------
     def _merge(self, other: ForecastMLPState) -> None:

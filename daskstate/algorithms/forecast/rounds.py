@@ -1,12 +1,8 @@
-"""Epochs of synchronised rounds for the neural forecasters, on the engine's round primitives.
+"""The input of the neural forecasters' rounds: partitions of whole series for the engine.
 
-Each partition (whole series) becomes a :class:`SeriesBlock` inside its
-``<algorithm>-update`` task, trains a private copy of the round's state with the
-round context's seeded generator, and returns a :class:`daskstate.engine.RoundResult`;
-the engine's ``merge_round_results`` and ``finish_round`` average the results into
-the next round's state. (This is the engine's :func:`~daskstate.engine.fold_rounds`
-loop with the series block as the batch: it moves there once a State can declare
-how a partition becomes its batch.)
+:func:`daskstate.engine.fold_rounds` trains them: each partition task turns its
+frame into a series batch with the state's ``read_batch`` and trains a copy of the
+round's state with the round context's seeded generator.
 """
 
 from __future__ import annotations
@@ -14,39 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import dask
-import numpy as np
 import pandas as pd
 from dask.base import tokenize
 
-from daskstate import engine
-from daskstate.algorithms.forecast.series import Columns, SeriesBlock, as_offset, to_series_block
-from daskstate.data import partition_sources
-from daskstate.engine import RoundContext, RoundResult
-from daskstate.state import State
-
-
-def round_task(start: State, part: pd.DataFrame, index: int, source: str | None, context: RoundContext,
-               cols: Columns, duplicates: str, check: Any, count_rows: bool) -> RoundResult:
-    """One partition of one round: train a copy of ``start`` on the partition's series."""
-    p = start.params
-    state = start.copy()
-    for name in state.round_summed:
-        setattr(state, name, np.zeros_like(getattr(state, name)))
-    if len(part):
-        block: SeriesBlock = to_series_block(part, cols, as_offset(p["freq"]), p["context_length"],
-                                             p["prediction_length"], where=f"partition {index}", duplicates=duplicates)
-        check(block, f"partition {index}")
-        state.train_block(block, context.rng())
-        rows = int(np.count_nonzero(~np.isnan(block.values)))
-    else:
-        rows = 0
-    return RoundResult(
-        weight=float(state.round_weight()),
-        averaged={n: getattr(state, n) for n in state.round_averaged},
-        summed={n: getattr(state, n) for n in state.round_summed},
-        new_rows=rows if count_rows else 0,
-        sources=frozenset({source}) if (source is not None and count_rows) else frozenset(),
-    )
+from daskstate.algorithms.forecast.series import Columns
+from daskstate.data import Input, partition_sources
+from daskstate.state import Schema
 
 
 def local_parts(df: pd.DataFrame, id_col: str, rows_per_part: int = 200_000) -> list[pd.DataFrame]:
@@ -55,34 +24,18 @@ def local_parts(df: pd.DataFrame, id_col: str, rows_per_part: int = 200_000) -> 
     Small tables stay one part: training on them is then sequential, with no averaging.
     """
     codes, _ = pd.factorize(df[id_col], sort=True)
-    n = max(1, min(-(-len(df) // rows_per_part), int(codes.max()) + 1 if len(codes) else 1))
-    group = codes * n // max(1, int(codes.max()) + 1) if len(codes) else codes
+    n_items = int(codes.max()) + 1 if len(codes) else 1
+    n = max(1, min(-(-len(df) // rows_per_part), n_items))
+    group = codes * n // n_items
     return [df[group == g] for g in range(n)]
 
 
-def train_rounds(X: Any, state: State, cols: Columns, duplicates: str, check: Any, *, epochs: int,
-                 sync_every: int, seed: int, split_every: int = 8) -> State:
-    """``epochs`` passes of seeded, shuffled rounds of ``sync_every`` partitions over ``X``."""
+def series_input(X: Any, schema: Schema, cols: Columns) -> Input:
+    """The engine's :class:`~daskstate.data.Input` over partitions of whole series (pandas: groups of items)."""
     if isinstance(X, pd.DataFrame):
-        parts: list[Any] = local_parts(X[cols.needed], cols.id_col)
-        sources: list[str | None] = [None] * len(parts)
-    else:
-        parts = list(X[cols.needed].to_delayed(optimize_graph=True))
-        sources = list(partition_sources(X))
-    todo = [i for i, s in enumerate(sources) if s is None or s not in state.consumed]
-    alg = state.algorithm
-    running = state
-    update = dask.delayed(round_task, pure=True)
-    finish = dask.delayed(engine.finish_round, pure=True)
-    for epoch in range(int(epochs)):
-        token = tokenize(running.to_arrays()[0]["theta"].tobytes(), epoch, seed, sync_every, [sources[i] for i in todo])
-        current = dask.delayed(running, name=f"{alg}-start-{token}")
-        for rnd, indices in enumerate(engine.epoch_rounds(todo, sync_every, seed, epoch)):
-            leaves = [update(current, parts[i], i, sources[i], RoundContext(epoch, rnd, i, sources[i], seed), cols,
-                             duplicates, check, epoch == 0, dask_key_name=(f"{alg}-update-{token}", rnd, i))
-                      for i in indices]
-            root = engine.tree_reduce(leaves, f"{alg}-merge-{tokenize(token, rnd)}", split_every,
-                                      merge=engine.merge_round_results)
-            current = finish(current, root, dask_key_name=(f"{alg}-round-{token}", rnd))
-        running = engine._compute(current, progress=False)
-    return running
+        frames = local_parts(X[cols.needed], cols.id_col)
+        sources = [f"frame-{tokenize(f)}" for f in frames]
+        parts = [dask.delayed(f, name=s) for f, s in zip(frames, sources, strict=True)]
+        return Input(schema, parts=parts, sources=sources)
+    return Input(schema, parts=list(X[cols.needed].to_delayed(optimize_graph=True)),
+                 sources=list(partition_sources(X)), collection=X)

@@ -15,38 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 from pandas.tseries.offsets import DateOffset
 
-from daskstate.algorithms.forecast.series import SeriesBlock, as_offset, date_features
+from daskstate.algorithms.forecast.series import SeriesBlock, date_features
 
 #: floor of the relative noise scale, so a flat context cannot get an unbounded weight
 NOISE_FLOOR = 0.02
 #: window x horizon x feature values per mini-batch (bounds temporary memory)
 BATCH_VALUES = 1 << 22
-
-
-class WindowParams:
-    """The window hyperparameters every forecasting state reads from its ``params``."""
-
-    params: dict
-
-    @property
-    def offset(self) -> DateOffset:
-        return as_offset(self.params["freq"])
-
-    @property
-    def lags(self) -> np.ndarray:
-        return np.asarray(self.params["lags"], dtype=np.int64)
-
-    @property
-    def horizon(self) -> int:
-        return int(self.params["prediction_length"])
-
-    @property
-    def harmonics(self) -> int:
-        return int(self.params.get("harmonics", 3))
-
-    @property
-    def season(self) -> int:
-        return int(self.params.get("season", 1))
 
 
 @dataclass
