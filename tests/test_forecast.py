@@ -157,6 +157,7 @@ def test_dask_fit_equals_pandas_fit_and_split_items_are_named(scheduler):
     ddf = daskstate.partition_by_series(dd.from_pandas(df, npartitions=3), npartitions=3)
     lazy = daskstate.Forecaster(**kw).fit(ddf)
     assert_same_state(eager, lazy)
+    assert lazy.evaluate(ddf)[0] == pytest.approx(eager.evaluate(df)[0])
     split = dd.from_pandas(df, npartitions=4, sort=False)  # row blocks cut through items
     with pytest.raises(DataError, match=r"item\(s\) have rows in more than one partition.*partition_by_series"):
         daskstate.Forecaster(**kw).fit(split)
@@ -308,6 +309,7 @@ def test_real_quarterly_panels(name):
     assert len(out) == 8 * df["item_id"].nunique() and out["mean"].notna().all()
 
 
+@pytest.mark.slow
 def test_real_half_hourly_panel_with_covariates():
     df, freq = load_panel("elecdemand")
     df = df.iloc[-48 * 7 * 10:]

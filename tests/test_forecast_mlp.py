@@ -88,6 +88,8 @@ def test_mlp_on_dask_partitions_and_partial_fit():
     kw = dict(model="mlp", freq="MS", prediction_length=6, epochs=2, num_cells=8, sync_every=2)
     fc = daskstate.Forecaster(**kw).fit(ddf)
     assert fc.state_.n_rows == len(df) and len(fc.state_.consumed) == 4
+    out = fc.predict(ddf).compute()
+    assert len(out) == 24 * 6 and out["mean"].notna().all()
     before = fc.theta_.copy()
     fc.partial_fit(ddf)  # every partition consumed already: nothing new to train on
     np.testing.assert_array_equal(fc.theta_, before)
