@@ -46,16 +46,16 @@ ELEC_ORIGINS = 7
 ETS_ELEC_HISTORY = 4 * 7 * 48
 
 
-def panels(names: list[str]) -> dict[str, tuple[pd.DataFrame, str]]:
+def panels(names: list[str], n_synthetic: int = 100) -> dict[str, tuple[pd.DataFrame, str]]:
     out = {}
     for name in names:
         if name in REAL_PANELS:
             df, freq = load_panel(name)
             out[name] = (df[["item_id", "timestamp", "target"]], freq)
         elif name == "synthetic_daily":
-            out[name] = (synthetic_panel(200, 400, freq="D", seed=1), "D")
+            out[name] = (synthetic_panel(n_synthetic, 400, freq="D", seed=1), "D")
         elif name == "synthetic_monthly":
-            out[name] = (synthetic_panel(200, 144, freq="MS", seed=2), "MS")
+            out[name] = (synthetic_panel(n_synthetic, 144, freq="MS", seed=2), "MS")
         else:
             raise ValueError(f"unknown panel {name!r}")
     return out
@@ -248,6 +248,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ets", action="store_true")
     parser.add_argument("--mlp-epochs", type=int, default=20, help="0: no mlp rows")
+    parser.add_argument("--synthetic-series", type=int, default=100)
     parser.add_argument("--scale", default="", help="comma-separated series counts for the scale run "
                         "(synthetic daily, --length points each); skips the accuracy panels")
     parser.add_argument("--length", type=int, default=500)
@@ -261,15 +262,18 @@ def main() -> None:
         print(f"wrote {path}")
         return
     rows = []
-    for name, (df, freq) in panels(args.panels.split(",")).items():
+    names = args.panels.split(",")
+    for name, (df, freq) in panels(names, args.synthetic_series).items():
         rows += run_panel(name, df, freq, args.repeats, not args.no_ets, args.mlp_epochs)
         print(markdown_table([r for r in rows if r["panel"] == name],
                              ["panel", "method", "MASE", "wQL", "sMAPE", "coverage_80", "seconds"]), flush=True)
+        # written after every panel, so an interrupted run keeps what it measured
+        path = write_results(args.results_name, {
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "rows": rows,
+            "complete": name == names[-1], "synthetic_series": args.synthetic_series})
     cols = ["panel", "method", "series", "MASE", "wQL", "sMAPE", "RMSE", "coverage_80", "seconds",
             "mase_vs_snaive", "mase_vs_ets", "wql_vs_ets", "time_vs_ets"]
     print(markdown_table(rows, cols))
-    path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                                             "rows": rows})
     print(f"wrote {path}")
 
 
