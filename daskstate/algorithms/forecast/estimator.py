@@ -129,6 +129,7 @@ class Forecaster(StateEstimator):
 
     state_class = ForecastLinearState
     state_classes = (ForecastLinearState, ForecastMLPState)
+    aliases = ("forecast",)
 
     def __init__(
         self,
