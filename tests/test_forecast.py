@@ -338,3 +338,16 @@ def test_fan_chart(tmp_path):
     fig.savefig(tmp_path / "fan.png")
     with pytest.raises(ValueError, match="neither"):
         fan_chart(train, fc.predict(train), ["nope"])
+
+
+def test_command_line_fit_and_predict(tmp_path):
+    from daskstate.cli import main
+
+    df = seasonal_panel(3, 40)
+    df.to_parquet(tmp_path / "panel.parquet")
+    assert main(["fit", "forecaster", "--input", str(tmp_path / "panel.parquet"), "--param", "freq=MS",
+                 "--param", "prediction_length=4", "--out", str(tmp_path / "fc.zarr")]) in (0, None)
+    assert main(["predict", str(tmp_path / "fc.zarr"), "--input", str(tmp_path / "panel.parquet"),
+                 "--output", str(tmp_path / "out.parquet")]) in (0, None)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert len(out) == 12 and {"mean", "q0.1", "q0.9"} <= set(out.columns)
