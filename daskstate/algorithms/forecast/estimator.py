@@ -1,0 +1,577 @@
+"""``daskstate.Forecaster``: probabilistic forecasts of many series from one global model.
+
+Fitting folds every partition (each holding whole series, see
+:func:`daskstate.partition_by_series`) into the model's state with one
+``forecast_<model>-update`` task per partition and a tree of merges; the same
+tasks return each partition's item ids, and a fit whose items are split across
+partitions fails naming them, leaving the previous state as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from dask.base import tokenize
+
+from daskstate import engine
+from daskstate.algorithms.forecast.linear import (
+    ForecastLinearState,
+    distribution_quantiles,
+    linear_forecast,
+)
+from daskstate.algorithms.forecast.metrics import forecast_metrics
+from daskstate.algorithms.forecast.mlp import ForecastMLPState
+from daskstate.algorithms.forecast.rounds import series_input
+from daskstate.algorithms.forecast.series import (
+    Columns,
+    SeriesBlock,
+    as_offset,
+    default_lags,
+    default_prediction_length,
+    grid_positions,
+    grid_timestamps,
+    infer_freq,
+    season_lengths,
+    split_items,
+    to_series_block,
+)
+from daskstate.algorithms.forecast.windows import iter_windows
+from daskstate.data import partition_sources
+from daskstate.errors import DataError, SchemaError
+from daskstate.estimator import StateEstimator
+from daskstate.state import Schema, State
+
+MODELS = ("linear", "mlp")
+STATE_CLASSES = {"linear": ForecastLinearState, "mlp": ForecastMLPState}
+LIKELIHOODS = ("student_t", "gaussian", "negative_binomial")
+DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
+EVAL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def quantile_column(q: float) -> str:
+    """Column name of quantile ``q`` in a forecast: ``q0.1``, ``q0.5``, ..."""
+    return f"q{float(q):g}"
+
+
+class Forecaster(StateEstimator):
+    """Probabilistic forecasts for many time series from one global model.
+
+    Parameters
+    ----------
+    model : {"linear", "mlp"}
+        "linear": a direct multi-horizon autoregression over each window scaled by
+        its context mean, fitted exactly in one pass from normal equations (see
+        :mod:`daskstate.algorithms.forecast.linear`). "mlp": a feed-forward network
+        over the same scaled window that outputs the distribution of every horizon
+        step, trained by Adam in synchronised rounds (:mod:`~daskstate.algorithms.forecast.mlp`).
+    prediction_length : int, optional
+        Forecast horizon in steps (default: the M4 horizon of the frequency, e.g. 8
+        quarters, 18 months, 14 days, 48 hours).
+    freq : str, optional
+        pandas frequency of the timestamps ("QS", "MS", "D", "h", "30min", ...);
+        inferred from the data if not given.
+    context_length : int, optional
+        Steps of history each window reads (default: the largest lag).
+    lags : list of int, optional
+        Lags of the target used as inputs (default: recent and seasonal lags of the
+        frequency, :func:`default_lags`).
+    id_col, time_col, target : str
+        Columns of the long table.
+    covariates : list of str
+        Known dynamic covariates (their future values are needed at predict).
+    static : list of str
+        Static categories per item (used by the neural models; the linear model ignores them).
+    likelihood : {"student_t", "gaussian", "negative_binomial"}
+        Shape of the predictive distribution ("negative_binomial" for counts: targets
+        must be non-negative).
+    wd : float
+        Ridge penalty per training pair ("linear": any value is solved from the state
+        with ``finalize(wd=...)``, without data).
+    weighting : {"noise", "none"}
+        "noise": windows weighted by ``1 / noise^2``, their relative noise scale.
+    harmonics : int
+        Fourier harmonics of each seasonal cycle in the date features.
+    duplicates : {"raise", "mean"}
+        Duplicate timestamps of an item: raise naming them, or average them.
+    num_layers, num_cells : int
+        "mlp": hidden ReLU layers and their width.
+    epochs, learning_rate, batch_size, sync_every, seed : int or float
+        "mlp": passes over the data, Adam's step size, windows per step, partitions
+        per synchronised round, and the seed of initialisation and window order.
+    min_batches : int
+        "mlp": Adam steps per partition and epoch at least (more than one pass over
+        the windows of a small panel).
+
+    Attributes
+    ----------
+    state_ : ForecastLinearState
+    coef_ : ndarray (prediction_length, p)
+    sigma_ : ndarray (prediction_length,)
+        Spread of the noise-normalised residual per horizon step.
+
+    Examples
+    --------
+    >>> import daskstate
+    >>> from daskstate.algorithms.forecast.datasets import synthetic_panel
+    >>> df = synthetic_panel(20, 120, freq="MS", seed=0)
+    >>> fc = daskstate.Forecaster(prediction_length=6).fit(df)
+    >>> out = fc.predict(df)
+    >>> list(out.columns)
+    ['item_id', 'timestamp', 'mean', 'q0.1', 'q0.5', 'q0.9']
+    >>> len(out)
+    120
+    """
+
+    state_class = ForecastLinearState
+    other_state_classes = (ForecastMLPState,)
+    aliases = ("forecast",)
+
+    def __init__(
+        self,
+        model: str = "linear",
+        prediction_length: int | None = None,
+        freq: str | None = None,
+        context_length: int | None = None,
+        lags: Sequence[int] | None = None,
+        id_col: str = "item_id",
+        time_col: str = "timestamp",
+        target: str = "target",
+        covariates: Sequence[str] = (),
+        static: Sequence[str] = (),
+        likelihood: str = "student_t",
+        wd: float = 1e-3,
+        weighting: str = "noise",
+        harmonics: int = 3,
+        duplicates: str = "raise",
+        num_layers: int = 2,
+        num_cells: int = 40,
+        epochs: int = 10,
+        learning_rate: float = 1e-3,
+        batch_size: int = 128,
+        sync_every: int = 4,
+        seed: int = 0,
+        min_batches: int = 50,
+    ):
+        self.model = model
+        self.prediction_length = prediction_length
+        self.freq = freq
+        self.context_length = context_length
+        self.lags = lags
+        self.id_col = id_col
+        self.time_col = time_col
+        self.target = target
+        self.covariates = covariates
+        self.static = static
+        self.likelihood = likelihood
+        self.wd = wd
+        self.weighting = weighting
+        self.harmonics = harmonics
+        self.duplicates = duplicates
+        self.num_layers = num_layers
+        self.num_cells = num_cells
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.sync_every = sync_every
+        self.seed = seed
+        self.min_batches = min_batches
+
+    # ---- parameters -------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        def check(name: str, ok: bool, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+        check("model", self.model in MODELS, f"one of {MODELS}")
+        check("likelihood", self.likelihood in LIKELIHOODS, f"one of {LIKELIHOODS}")
+        check("prediction_length", self.prediction_length is None or (
+            isinstance(self.prediction_length, int | np.integer) and self.prediction_length >= 1), "an int >= 1")
+        check("context_length", self.context_length is None or (
+            isinstance(self.context_length, int | np.integer) and self.context_length >= 1), "an int >= 1")
+        check("lags", self.lags is None or (len(self.lags) > 0 and all(
+            isinstance(v, int | np.integer) and v >= 1 for v in self.lags)), "a non-empty list of ints >= 1")
+        check("wd", isinstance(self.wd, int | float) and self.wd >= 0, "a number >= 0")
+        check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
+        check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
+        check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
+        for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches"):
+            value = getattr(self, name)
+            check(name, isinstance(value, int | np.integer) and value >= (0 if name == "epochs" else 1),
+                  "an int >= 1" if name != "epochs" else "an int >= 0")
+        check("learning_rate", isinstance(self.learning_rate, int | float) and self.learning_rate > 0, "a number > 0")
+
+    @property
+    def _columns(self) -> Columns:
+        return Columns(self.id_col, self.time_col, self.target, tuple(self.covariates), tuple(self.static))
+
+    def _state_params(self, freq: str) -> dict[str, Any]:
+        offset = as_offset(freq)
+        H = int(self.prediction_length or default_prediction_length(offset))
+        lags = sorted({int(v) for v in self.lags}) if self.lags is not None else default_lags(offset, H)
+        L = int(self.context_length or max(lags))
+        lags = [v for v in lags if v <= L]
+        if not lags:
+            raise ValueError(f"context_length={L} is shorter than every lag {self.lags}")
+        seasons = season_lengths(offset)
+        params = {"model": self.model, "freq": offset.freqstr, "prediction_length": H, "context_length": L,
+                  "lags": lags, "season": seasons[0] if seasons else 1, "harmonics": int(self.harmonics),
+                  "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target],
+                  "duplicates": self.duplicates}
+        if self.model == "linear":
+            params.update(weighting=self.weighting, wd=float(self.wd))
+        else:
+            params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
+                          learning_rate=float(self.learning_rate), batch_size=int(self.batch_size),
+                          min_batches=int(self.min_batches))
+        return params
+
+    def _finalize_overrides(self) -> dict[str, Any]:
+        return {}
+
+    # ---- fitting ----------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, *, progress: bool = False, split_every: int = 8,
+            checkpoint: str | None = None, checkpoint_every: int | None = None) -> Forecaster:
+        """Fit from a long table (pandas, or Dask with each item in one partition).
+
+        ``checkpoint`` (Dask input, ``model="mlp"``): where the running state is saved
+        at round boundaries, so that a repeated call resumes.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        cols = self._columns
+        _check_frame(X, cols)
+        freq = self.freq or infer_freq(_head_partition(X), cols)
+        params = self._state_params(freq)
+        state = STATE_CLASSES[self.model](Schema(tuple(cols.covariates), target=cols.target), params)
+        options = self._run_options(progress, split_every, checkpoint, checkpoint_every)
+        self._set_state(self._fold_series(X, state, None, options), {})
+        return self
+
+    def partial_fit(self, X: Any, y: Any = None, *, history: pd.DataFrame | None = None, progress: bool = False,
+                    split_every: int = 8, checkpoint: str | None = None, checkpoint_every: int | None = None
+                    ) -> Forecaster:
+        """Add new observations of known series, and new series.
+
+        ``model="linear"``: exactly. ``X`` holds only the new rows; ``history`` (pandas)
+        holds, for each known item, at least its last ``context_length +
+        prediction_length - 1`` points before them, from which the windows that end in
+        the new points read their contexts. Only (window, step) pairs whose target is
+        one of the new points are added, so the result equals a fit on all the data at
+        once. ``model="mlp"``: ``epochs`` more epochs on ``X`` (Dask partitions the state
+        consumed before are skipped). On error the state is unchanged.
+        """
+        if not hasattr(self, "state_"):
+            return self.fit(X, progress=progress, split_every=split_every, checkpoint=checkpoint,
+                            checkpoint_every=checkpoint_every)
+        self._validate_params()
+        _check_frame(X, self._columns)
+        options = self._run_options(progress, split_every, checkpoint, checkpoint_every)
+        self._set_state(self._fold_series(X, self.state_, history, options), self.finalize_overrides_)
+        return self
+
+    def _run_options(self, progress: bool, split_every: int, checkpoint: Any, checkpoint_every: Any
+                     ) -> engine.FitOptions:
+        return engine.FitOptions(split_every=split_every, progress=progress, seed=int(self.seed),
+                                 checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+
+    def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, options: engine.FitOptions
+                     ) -> State:
+        cols = self._columns
+        if isinstance(state, ForecastMLPState):
+            return engine.fold_rounds(series_input(X, state.schema, cols), state, epochs=self.epochs,
+                                      sync_every=self.sync_every, skip_sources=state.consumed, options=options)
+        if options.checkpoint is not None:
+            raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
+        if history is not None:
+            _check_frame(history, cols)
+            if not isinstance(history, pd.DataFrame):
+                raise TypeError("history must be a pandas DataFrame (the last points of each known item)")
+        if isinstance(X, pd.DataFrame):
+            batch, _, _ = state.read_batch(X, history, where="input")
+            return state.update(batch)
+        return self._fold_partitions(X, state, history, options)
+
+    def _fold_partitions(self, X: dd.DataFrame, state: State, history: pd.DataFrame | None,
+                         options: engine.FitOptions) -> State:
+        """One pass with the engine's update task per partition and its merge tree; the same graph
+        returns each partition's items, and a fit whose items are split across partitions fails."""
+        cols, alg = self._columns, state.algorithm
+        sources = partition_sources(X)
+        todo = [i for i, s in enumerate(sources) if s not in state.consumed]
+        if not todo:
+            return state
+        parts = X[cols.needed].to_delayed(optimize_graph=True)
+        token = tokenize(state.metadata(), [sources[i] for i in todo], tokenize(history))
+        empty = dask.delayed(state.empty_like(), name=f"{alg}-empty-{token}")
+        hist = dask.delayed(history, name=f"{alg}-history-{token}") if history is not None else None
+        update = dask.delayed(engine.update_task, pure=True)
+        leaves = [update(empty, (parts[i], hist) if hist is not None else parts[i], i, sources[i], "raise", None,
+                         dask_key_name=(f"{alg}-update-{token}", i)) for i in todo]
+        root = engine.tree_reduce(leaves, f"{alg}-merge-{token}", options.split_every)
+        unique = dask.delayed(_item_ids, pure=True)
+        item_lists = [unique(parts[i], cols.id_col, dask_key_name=(f"{alg}-items-{token}", i)) for i in todo]
+        merged, lists = engine._compute(dask.delayed(tuple)([root, item_lists]), options.progress)
+        split = split_items(lists)
+        if split:
+            raise DataError(
+                f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
+                "must live in one partition: use daskstate.partition_by_series(df) first"
+            )
+        return engine.merge_into(state, merged)
+
+    # ---- finalize -------------------------------------------------------------------------
+    def finalize(self, **overrides: Any) -> Forecaster:
+        """A new fitted forecaster from the same state; ``wd=`` re-solves the ridge without data."""
+        return super().finalize(**overrides)
+
+    # ---- forecasting ----------------------------------------------------------------------
+    def predict(self, X: Any, quantiles: Sequence[float] = DEFAULT_QUANTILES, *,
+                future: pd.DataFrame | None = None) -> Any:
+        """Forecast the ``prediction_length`` steps after each item's last timestamp.
+
+        Parameters
+        ----------
+        X : pandas or Dask DataFrame
+            Long table with each item's history (the last ``context_length`` points are read).
+            An item the model never saw is forecast from its own history (the model is global).
+        quantiles : sequence of float in (0, 1)
+        future : pandas DataFrame, optional
+            Known covariates for the forecast steps (``id_col``, ``time_col`` and the covariate
+            columns); needed when the model has covariates.
+
+        Returns
+        -------
+        DataFrame
+            One row per item and future timestamp: ``id_col``, ``time_col``, ``mean`` and one
+            column per quantile (``q0.1``, ...); NaN for items without any observed value in
+            their context. Lazy (Dask) for Dask input.
+        """
+        self._check_fitted()
+        q = _check_quantiles(quantiles)
+        cols = self._columns
+        _check_frame(X, cols)
+        fut = self._check_future(future)
+        fn = _PredictTask(self._model_parts(), cols, self.state_.params, q, self.duplicates)
+        fn.id_dtype = X.dtypes[cols.id_col]
+        if isinstance(X, pd.DataFrame):
+            return fn(X, fut)
+        meta = fn.empty()
+        return X[cols.needed].map_partitions(fn, fut, meta=meta, token=f"forecast-predict-{self._model_token()}")
+
+    def evaluate(self, X: Any, quantiles: Sequence[float] = EVAL_QUANTILES) -> tuple[dict[str, float], pd.DataFrame]:
+        """Backtest on the last ``prediction_length`` grid points of every item.
+
+        The forecast from each item's history without those points is compared with
+        them (the model should not have been fitted on them: see :func:`holdout_split`).
+
+        Returns
+        -------
+        overall : dict
+            MASE (seasonal naive scale, mean over items), sMAPE, RMSE, mean weighted
+            quantile loss (``wQL``), 80% interval coverage, items and points counted.
+        per_item : DataFrame
+            The same metrics per item.
+        """
+        self._check_fitted()
+        q = _check_quantiles(quantiles)
+        cols = self._columns
+        _check_frame(X, cols)
+        fn = _BacktestTask(self._model_parts(), cols, self.state_.params, q, self.duplicates)
+        if isinstance(X, pd.DataFrame):
+            pieces = [fn(X)]
+        else:
+            parts = X[cols.needed].to_delayed(optimize_graph=True)
+            pieces = list(dask.compute(*[dask.delayed(fn, pure=True)(p) for p in parts]))
+        items = np.concatenate([p[0] for p in pieces])
+        y, mean, qf, scale = (np.concatenate([p[k] for p in pieces]) for k in range(1, 5))
+        per_item, overall = forecast_metrics(y, mean, qf, q, scale)
+        per_item.insert(0, cols.id_col, items)
+        return overall, per_item
+
+    def _model_parts(self) -> dict[str, Any]:
+        if isinstance(self.state_, ForecastMLPState):
+            return {"theta_": self.theta_, "network": self.state_.empty_like()}
+        return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
+                "weighting_": self.weighting_}
+
+    def _check_future(self, future: pd.DataFrame | None) -> pd.DataFrame | None:
+        cols = self._columns
+        if not cols.covariates:
+            return None
+        if future is None:
+            raise DataError(f"the model uses covariates {list(cols.covariates)}: pass their values for the "
+                            "forecast steps as future=<DataFrame with id, time and covariate columns>")
+        missing = [c for c in (cols.id_col, cols.time_col, *cols.covariates) if c not in future.columns]
+        if missing:
+            raise SchemaError(f"future: column(s) {missing} missing (columns: {list(future.columns)})")
+        return future
+
+
+# ---- tasks (picklable callables, one per partition) --------------------------------------
+def _item_ids(part: pd.DataFrame, id_col: str) -> np.ndarray:
+    return pd.unique(part[id_col].to_numpy())
+
+
+class _ModelTask:
+    def __init__(self, model: dict, cols: Columns, params: dict, quantiles: np.ndarray, duplicates: str):
+        self.model, self.cols, self.params, self.quantiles, self.duplicates = model, cols, params, quantiles, duplicates
+        self.offset = as_offset(params["freq"])
+        self.lags = np.asarray(params["lags"], dtype=np.int64)
+
+    def _block(self, part: pd.DataFrame, where: str) -> SeriesBlock:
+        p = self.params
+        return to_series_block(part, self.cols, self.offset, p["context_length"], p["prediction_length"],
+                               where=where, duplicates=self.duplicates)
+
+    def _forecast(self, block: SeriesBlock, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (k, H) and quantiles (k, H, q) at the given origins (one per item); NaN where no context."""
+        H, k = block.prediction_length, len(origins)
+        mean = np.full((k, H), np.nan)
+        qf = np.full((k, H, len(self.quantiles)), np.nan)
+        item = np.arange(k)
+        position = block.starts + (origins - block.offsets)
+        if "network" in self.model:
+            net = self.model["network"]
+            for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), net.n_inputs):
+                mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles)
+            return mean, qf
+        width = len(self.model["coef_"][0])
+        for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width):
+            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)))
+            nonneg = self.model["nonnegative_"]
+            mean[w.item] = np.maximum(m, 0.0) if nonneg else m
+            qf[w.item] = distribution_quantiles(m, s, self.quantiles, self.params.get("likelihood", "student_t"),
+                                                nonneg)
+        return mean, qf
+
+
+class _PredictTask(_ModelTask):
+    """One partition of history -> its forecast frame."""
+
+    id_dtype: Any = object
+
+    def empty(self) -> pd.DataFrame:
+        cols = self.cols
+        frame = {cols.id_col: pd.Series([], dtype=self.id_dtype), cols.time_col: pd.Series([], dtype="datetime64[ns]"),
+                 "mean": pd.Series([], dtype=np.float64)}
+        frame.update({quantile_column(q): pd.Series([], dtype=np.float64) for q in self.quantiles})
+        return pd.DataFrame(frame)
+
+    def __call__(self, part: pd.DataFrame, future: pd.DataFrame | None = None) -> pd.DataFrame:
+        if len(part) == 0:
+            return self.empty()
+        block = self._block(part, "predict")
+        if self.cols.covariates:
+            self._fill_future(block, future)
+        mean, qf = self._forecast(block, block.last_origins())
+        k, H = mean.shape
+        times = grid_timestamps(block.last_time, self.offset, H)
+        out = {self.cols.id_col: pd.Series(np.repeat(block.items, H), dtype=self.id_dtype),
+               self.cols.time_col: times.ravel(),
+               "mean": mean.ravel()}
+        for j, q in enumerate(self.quantiles):
+            out[quantile_column(q)] = qf[:, :, j].ravel()
+        return pd.DataFrame(out)
+
+    def _fill_future(self, block: SeriesBlock, future: pd.DataFrame) -> None:
+        cols, H = self.cols, block.prediction_length
+        unknown = set(pd.unique(future[cols.id_col])) - set(block.items)
+        fut = future[future[cols.id_col].isin(block.items)]
+        code = pd.Index(block.items).get_indexer(fut[cols.id_col].to_numpy())
+        pos = grid_positions(fut[cols.time_col], self.offset, "future")
+        step = pos - block.starts[code] - block.lengths[code]          # 0 .. H-1 for the forecast steps
+        ok = (step >= 0) & (step < H)
+        flat = block.offsets[code[ok]] + block.lengths[code[ok]] + step[ok]
+        block.covariates[flat] = fut[list(cols.covariates)].to_numpy(np.float64)[ok]
+        idx = (block.offsets + block.lengths)[:, None] + np.arange(H)[None, :]
+        missing = np.isnan(block.covariates[idx]).any(axis=(1, 2))
+        if missing.any():
+            raise DataError(f"future: covariates {list(cols.covariates)} are missing for some of the "
+                            f"{H} forecast steps of {int(missing.sum())} item(s), e.g. "
+                            f"{list(block.items[missing][:5])}")
+        del unknown  # items only in ``future`` have no history here (maybe in another partition)
+
+
+class _BacktestTask(_ModelTask):
+    """One partition -> (items, actuals, mean, quantiles, MASE scale) of its last-H backtest."""
+
+    def __call__(self, part: pd.DataFrame):
+        H, q = int(self.params["prediction_length"]), len(self.quantiles)
+        if len(part) == 0:
+            return (np.array([], dtype=object), np.zeros((0, H)), np.zeros((0, H)), np.zeros((0, H, q)), np.zeros(0))
+        block = self._block(part, "evaluate")
+        ok = block.lengths > H
+        origins = (block.offsets + block.lengths - 1 - H)[ok]
+        sub = np.flatnonzero(ok)
+        mean, qf = self._forecast(block, origins)
+        y = block.values[origins[:, None] + np.arange(1, H + 1)[None, :]]
+        season = int(self.params.get("season", 1))
+        scale = _history_scale(block, sub, H, season)
+        return block.items[sub], y, mean, qf, scale
+
+
+def _history_scale(block: SeriesBlock, sub: np.ndarray, H: int, season: int) -> np.ndarray:
+    """MASE scale of each item in ``sub``: in-sample seasonal naive MAE of all but its last H points."""
+    out = np.full(len(sub), np.nan)
+    hist_len = block.lengths[sub] - H
+    for lag in dict.fromkeys((season, 1)):
+        item = np.repeat(np.arange(len(sub)), hist_len)
+        start = np.concatenate([[0], np.cumsum(hist_len)[:-1]]).astype(np.int64)
+        j = np.arange(int(hist_len.sum())) - start[item]
+        flat = block.offsets[sub][item] + j
+        valid = j >= lag
+        d = np.abs(block.values[flat[valid]] - block.values[flat[valid] - lag])
+        ok = ~np.isnan(d)
+        s = np.bincount(item[valid][ok], d[ok], len(sub))
+        c = np.bincount(item[valid][ok], minlength=len(sub))
+        fill = np.isnan(out) & (c > 0)
+        out[fill] = s[fill] / c[fill]
+    return out
+
+
+# ---- helpers ---------------------------------------------------------------------------
+def holdout_split(df: pd.DataFrame, prediction_length: int, id_col: str = "item_id",
+                  time_col: str = "timestamp") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train, test)``: each item's rows without / with only its last ``prediction_length`` timestamps.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"item_id": ["a"] * 5, "timestamp": pd.date_range("2020", periods=5), "target": range(5)})
+    >>> [len(p) for p in holdout_split(df, 2)]
+    [3, 2]
+    """
+    rank = df.groupby(id_col)[time_col].rank(method="dense", ascending=False)
+    test = rank <= prediction_length
+    return df[~test], df[test]
+
+
+def _check_quantiles(quantiles: Sequence[float]) -> np.ndarray:
+    q = np.asarray(list(quantiles), dtype=np.float64)
+    if q.ndim != 1 or not len(q) or not ((q > 0) & (q < 1)).all():
+        raise ValueError(f"quantiles must be numbers in (0, 1), got {list(quantiles)}")
+    return q
+
+
+def _check_frame(X: Any, cols: Columns) -> None:
+    if not isinstance(X, pd.DataFrame | dd.DataFrame):
+        raise TypeError(f"a Forecaster takes a long pandas or Dask DataFrame ({cols.needed}), "
+                        f"not {type(X).__name__}")
+    cols.check(X.columns, "input")
+
+
+def _head_partition(X: Any) -> pd.DataFrame:
+    if isinstance(X, pd.DataFrame):
+        return X
+    for i in range(X.npartitions):
+        part = X.get_partition(i).compute()
+        if len(part):
+            return part
+    raise DataError("input: every partition is empty")

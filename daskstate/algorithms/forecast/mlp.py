@@ -1,0 +1,199 @@
+"""The feed-forward forecaster: an MLP over the scaled context that outputs every horizon step's distribution.
+
+Inputs of a window: its scaled lagged values (as the linear model), the share of the
+context observed, ``log(1 + scale)`` for counts, the date features of the first target step and the
+known covariates of all steps. ``num_layers`` ReLU layers of ``num_cells`` units feed
+one linear output of ``prediction_length x k`` raw distribution parameters
+(:mod:`likelihoods`). Trained by Adam on mini-batches of windows in synchronised rounds;
+the parameters are one flat vector, so a round averages them (and Adam's moments)
+in one step. The state: ``theta``, ``adam_m``, ``adam_v``, ``adam_t`` (averaged per
+round) and ``loss_sum``, ``loss_count`` (summed per round).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
+from daskstate.algorithms.forecast.likelihoods import N_RAW, mean_and_quantiles, nll_and_grad
+from daskstate.algorithms.forecast.series import (
+    SeriesBlock,
+    date_features,
+    n_date_features,
+)
+from daskstate.algorithms.forecast.windows import Windows, iter_windows, lagged_values
+from daskstate.errors import StateError
+from daskstate.numerics import adam_step
+from daskstate.state import State, register
+
+
+def layer_shapes(n_inputs: int, num_layers: int, num_cells: int, n_outputs: int) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of every dense layer, hidden ones first."""
+    sizes = [n_inputs] + [num_cells] * num_layers + [n_outputs]
+    return list(zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def unpack(theta: np.ndarray, shapes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Views ``(W, b)`` of every layer into the flat parameter vector."""
+    out, at = [], 0
+    for fan_in, fan_out in shapes:
+        W = theta[at : at + fan_in * fan_out].reshape(fan_in, fan_out)
+        at += fan_in * fan_out
+        out.append((W, theta[at : at + fan_out]))
+        at += fan_out
+    return out
+
+
+def forward(theta: np.ndarray, shapes: list[tuple[int, int]], X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Raw outputs of the network and the activations backprop needs."""
+    layers = unpack(theta, shapes)
+    acts = [X]
+    a = X
+    for W, b in layers[:-1]:
+        a = np.maximum(a @ W + b, 0.0)
+        acts.append(a)
+    W, b = layers[-1]
+    return a @ W + b, acts
+
+
+def backward(theta: np.ndarray, shapes: list[tuple[int, int]], acts: list[np.ndarray], d_out: np.ndarray
+             ) -> np.ndarray:
+    """Gradient of the loss w.r.t. the flat ``theta``, from its gradient w.r.t. the raw outputs."""
+    layers = unpack(theta, shapes)
+    grad = np.zeros_like(theta)
+    grads = unpack(grad, shapes)
+    delta = d_out
+    for i in range(len(layers) - 1, -1, -1):
+        a = acts[i]
+        gW, gb = grads[i]
+        gW[...] = a.T @ delta
+        gb[...] = delta.sum(axis=0)
+        if i:
+            delta = (delta @ layers[i][0].T) * (a > 0)
+    return grad
+
+
+@register
+class ForecastMLPState(SeriesStateMixin, State):
+    """Parameters and Adam statistics of the MLP forecaster (see module docstring)."""
+
+    algorithm: ClassVar[str] = "forecast_mlp"
+    array_names: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t", "loss_sum", "loss_count")
+    round_averaged: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t")
+    round_summed: ClassVar[tuple[str, ...]] = ("loss_sum", "loss_count")
+    #: a partition weighs the targets it trained on
+    round_weight: ClassVar[str | None] = "loss_count"
+    blas_threads: ClassVar[int | None] = 1
+
+    # ---- hyperparameters (offset, lags, horizon, harmonics, season: SeriesStateMixin) -------
+    @property
+    def likelihood(self) -> str:
+        return self.params.get("likelihood", "student_t")
+
+    @property
+    def n_inputs(self) -> int:
+        return (len(self.lags) + 2 + n_date_features(self.offset, self.harmonics)
+                + self.horizon * self.n_features)
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return layer_shapes(self.n_inputs, int(self.params.get("num_layers", 2)), int(self.params.get("num_cells", 40)),
+                            self.horizon * N_RAW[self.likelihood])
+
+    # ---- arrays -----------------------------------------------------------------------------
+    def _init_arrays(self) -> None:
+        rng = np.random.default_rng([int(self.params.get("seed", 0)), 0x3C9])
+        parts = []
+        for i, (fan_in, fan_out) in enumerate(self.shapes):
+            last = i == len(self.shapes) - 1
+            std = (0.1 if last else np.sqrt(2.0)) / np.sqrt(fan_in)
+            parts += [rng.normal(0.0, std, fan_in * fan_out), np.zeros(fan_out)]
+        self.theta = np.concatenate(parts)
+        self.adam_m = np.zeros_like(self.theta)
+        self.adam_v = np.zeros_like(self.theta)
+        self.adam_t = np.zeros(1)
+        self.loss_sum = np.zeros(1)
+        self.loss_count = np.zeros(1)
+
+    # ---- update -------------------------------------------------------------------------------
+    def _update(self, X: SeriesBatch, y: Any, context: Any) -> None:
+        """Train on a partition's windows; the window order comes from the round's generator."""
+        rng = context.rng() if context is not None else np.random.default_rng([int(self.params.get("seed", 0)), 1])
+        self.train_block(X.block, rng)
+
+    def inputs(self, w: Windows) -> np.ndarray:
+        """Network inputs of windows ``w``: (n, n_inputs)."""
+        observed = (~np.isnan(w.context)).mean(axis=1, keepdims=True)
+        # the level matters to counts (their dispersion), not to real values, whose windows are scale-free
+        level = np.log1p(w.scale) if self.likelihood == "negative_binomial" else np.zeros_like(w.scale)
+        dates = date_features(w.position + 1, self.offset, self.harmonics)
+        cov = np.nan_to_num(w.covariates.reshape(len(w.scale), -1))
+        return np.concatenate([lagged_values(w, self.lags), observed, level[:, None], dates, cov], axis=1)
+
+    def targets(self, w: Windows) -> tuple[np.ndarray, np.ndarray]:
+        y = w.target * w.scale[:, None] if self.likelihood == "negative_binomial" else w.target
+        return y, ~np.isnan(y)
+
+    def loss_and_gradient(self, theta: np.ndarray, w: Windows) -> tuple[float, np.ndarray, int]:
+        """Summed NLL of the windows' observed targets and its gradient w.r.t. ``theta``."""
+        X = self.inputs(w)
+        raw, acts = forward(theta, self.shapes, X)
+        raw = raw.reshape(len(X), self.horizon, -1)
+        y, mask = self.targets(w)
+        scale = w.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(X), 1))
+        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, scale)
+        return loss, backward(theta, self.shapes, acts, d_raw.reshape(len(X), -1)), int(mask.sum())
+
+    def train_block(self, block: SeriesBlock, rng: np.random.Generator) -> None:
+        """Adam steps over ``block``'s windows (one pass, at least ``min_batches``), order drawn from ``rng``."""
+        origins, item, position = block.origins()
+        has_target = np.zeros(len(origins), bool)
+        nxt = ~np.isnan(block.values)
+        for h in range(1, self.horizon + 1):
+            has_target |= nxt[np.minimum(origins + h, len(nxt) - 1)]
+        candidates = np.flatnonzero(has_target)
+        size = int(self.params.get("batch_size", 128))
+        if not len(candidates):
+            return
+        # a pass over the windows, but at least ``min_batches`` steps (small panels need more steps
+        # than one pass gives): windows in shuffled order, one permutation after another
+        steps = max(-(-len(candidates) // size), int(self.params.get("min_batches", 50)))
+        reps = -(-steps * size // len(candidates))
+        order = np.concatenate([rng.permutation(candidates) for _ in range(reps)])[: steps * size]
+        lr = float(self.params.get("learning_rate", 1e-3))
+        season = self.season
+        for start in range(0, len(order), size):
+            pick = order[start : start + size]
+            for w in iter_windows(block, origins[pick], item[pick], position[pick], season, self.n_inputs):
+                loss, grad, count = self.loss_and_gradient(self.theta, w)
+                if count == 0:
+                    continue
+                self.adam_t += 1.0
+                adam_step(self.theta, grad / count, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
+                self.loss_sum += loss
+                self.loss_count += count
+
+    # ---- merge (states trained on disjoint data: weighted average, as a round does) -----------
+    def _merge(self, other: ForecastMLPState) -> None:
+        a, b = self.loss_count[0], other.loss_count[0]
+        frac = b / (a + b) if a + b > 0 else 0.5
+        for name in self.round_averaged:
+            mine = getattr(self, name)
+            setattr(self, name, mine + (getattr(other, name) - mine) * frac)
+        self.loss_sum = self.loss_sum + other.loss_sum
+        self.loss_count = self.loss_count + other.loss_count
+
+    # ---- finalize -----------------------------------------------------------------------------------
+    def finalize(self, **_: Any) -> dict[str, Any]:
+        if not np.all(np.isfinite(self.theta)):
+            raise StateError("the MLP forecaster's parameters are not finite (training diverged: lower learning_rate)")
+        mean_loss = float(self.loss_sum[0] / self.loss_count[0]) if self.loss_count[0] else float("nan")
+        return {"theta_": self.theta.copy(), "train_loss_": mean_loss}
+
+    def forecast(self, theta: np.ndarray, w: Windows, quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (n, H) and quantiles (n, H, q) in the data's units."""
+        raw, _ = forward(theta, self.shapes, self.inputs(w))
+        raw = raw.reshape(len(w.scale), self.horizon, -1)
+        return mean_and_quantiles(raw, self.likelihood, w.scale[:, None], quantiles)

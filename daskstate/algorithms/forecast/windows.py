@@ -1,0 +1,120 @@
+"""Windows of a :class:`SeriesBlock` as model inputs: mean scaling, noise scale, design rows.
+
+Shared by every forecasting model: a window is the context (``L`` values up to the
+origin) and the ``H`` targets after it. It is scaled by the mean absolute value of
+its observed context (so one global model serves series of any magnitude) and
+carries a noise scale, the context's mean absolute seasonal difference in scaled
+units, which the linear model uses to weight windows and to spread its forecasts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from pandas.tseries.offsets import DateOffset
+
+from daskstate.algorithms.forecast.series import SeriesBlock, date_features
+
+#: floor of the relative noise scale, so a flat context cannot get an unbounded weight
+NOISE_FLOOR = 0.02
+#: window x horizon x feature values per mini-batch (bounds temporary memory)
+BATCH_VALUES = 1 << 22
+
+
+@dataclass
+class Windows:
+    """A mini-batch of windows, scaled."""
+
+    origins: np.ndarray     # (n,) flat index of each window's origin in the block
+    item: np.ndarray        # (n,) item number within the block
+    position: np.ndarray    # (n,) grid position of the origin
+    context: np.ndarray     # (n, L) context / scale, NaN where missing
+    target: np.ndarray      # (n, H) targets / scale, NaN where missing
+    scale: np.ndarray       # (n,) mean |observed context|
+    noise: np.ndarray       # (n,) relative noise scale (>= NOISE_FLOOR)
+    covariates: np.ndarray  # (n, H, c) known covariates at the target steps
+
+
+def context_scale(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean absolute observed value of each context row, and the observed counts."""
+    observed = ~np.isnan(context)
+    n_obs = observed.sum(axis=1)
+    total = np.where(observed, np.abs(context), 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = total / n_obs
+    return scale, n_obs
+
+
+def noise_scale(scaled: np.ndarray, season: int) -> np.ndarray:
+    """Mean absolute ``season``-step difference of each scaled context (1-step if too few pairs).
+
+    ``sqrt(s^2 + NOISE_FLOOR^2)``, so it is never zero; 1.0 where no pair is observed.
+    """
+    out = np.full(len(scaled), np.nan)
+    for lag in dict.fromkeys((season, 1)):  # seasonal first, then one step where that is missing
+        if lag >= scaled.shape[1]:
+            continue
+        d = np.abs(scaled[:, lag:] - scaled[:, :-lag])
+        ok = ~np.isnan(d)
+        cnt = ok.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mad = np.where(ok, d, 0.0).sum(axis=1) / cnt
+        fill = np.isnan(out) & (cnt > 0)
+        out[fill] = mad[fill]
+    out[np.isnan(out)] = 1.0
+    return np.sqrt(out**2 + NOISE_FLOOR**2)
+
+
+def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
+                 season: int, width: int) -> Iterator[Windows]:
+    """Scaled windows at the given origins, in mini-batches of bounded size.
+
+    Windows with no observed context value or a zero scale are dropped.
+    """
+    H = block.prediction_length
+    step = max(64, BATCH_VALUES // max(1, H * width))
+    for start in range(0, len(origins), step):
+        sl = slice(start, start + step)
+        o = origins[sl]
+        context, target = block.windows(o)
+        scale, n_obs = context_scale(context)
+        keep = (n_obs > 0) & (scale > 0)
+        if not keep.all():
+            o, context, target, scale = o[keep], context[keep], target[keep], scale[keep]
+        if not len(o):
+            continue
+        context = context / scale[:, None]
+        target = target / scale[:, None]
+        yield Windows(o, item[sl][keep], position[sl][keep], context, target, scale,
+                      noise_scale(context, season), block.future_covariates(o))
+
+
+def lagged_values(w: Windows, lags: np.ndarray) -> np.ndarray:
+    """The scaled context at ``lags`` (n, len(lags)); a missing value is the window's scaled level.
+
+    So a short or gappy context still gives a full row.
+    """
+    L = w.context.shape[1]
+    lagged = w.context[:, L - lags]
+    missing = np.isnan(lagged)
+    if missing.any():
+        level = np.nanmean(w.context, axis=1)
+        lagged = np.where(missing, level[:, None], lagged)
+    return lagged
+
+
+def step_design(w: Windows, offset: DateOffset, harmonics: int) -> np.ndarray:
+    """The design columns that depend on the horizon step: (n, H, e) = [date features, covariates, 1]."""
+    n, H = w.target.shape
+    pos = w.position[:, None] + np.arange(1, H + 1)[None, :]
+    return np.concatenate([date_features(pos, offset, harmonics), w.covariates, np.ones((n, H, 1))], axis=2)
+
+
+def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int) -> np.ndarray:
+    """Design rows per horizon step: (n, H, p) = [lagged values, date features, covariates, 1]."""
+    lagged = lagged_values(w, lags)
+    n, H = w.target.shape
+    return np.concatenate([np.broadcast_to(lagged[:, None, :], (n, H, len(lags))),
+                           step_design(w, offset, harmonics)], axis=2)

@@ -1,0 +1,107 @@
+"""Forecaster(model="mlp"): gradients against finite differences, rounds, reproducibility, forecasts."""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import daskstate
+from daskstate.algorithms.forecast import holdout_split
+from daskstate.algorithms.forecast.datasets import synthetic_panel
+from daskstate.algorithms.forecast.likelihoods import nll_and_grad
+from daskstate.algorithms.forecast.mlp import ForecastMLPState
+from daskstate.algorithms.forecast.series import Columns, as_offset, to_series_block
+from daskstate.algorithms.forecast.windows import iter_windows
+from daskstate.errors import DataError
+from daskstate.state import Schema
+
+
+def numeric_gradient(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        g[idx] = (f(up) - f(down)) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "student_t", "negative_binomial"])
+def test_likelihood_gradients_match_finite_differences(likelihood):
+    rng = np.random.default_rng(0)
+    k = 3 if likelihood == "student_t" else 2
+    raw = rng.normal(size=(4, 3, k))
+    y = rng.poisson(3, size=(4, 3)).astype(float) if likelihood == "negative_binomial" else rng.normal(size=(4, 3))
+    mask = rng.random((4, 3)) < 0.8
+    scale = rng.uniform(0.5, 2.0, size=(4, 1))
+    _, grad = nll_and_grad(raw, y, mask, likelihood, scale)
+    num = numeric_gradient(lambda r: nll_and_grad(r, y, mask, likelihood, scale)[0], raw)
+    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-6)
+    assert np.all(grad[~mask] == 0)
+
+
+def small_state(likelihood: str, covariates: tuple[str, ...] = ()) -> ForecastMLPState:
+    params = {"freq": "MS", "lags": [1, 2, 3, 12], "prediction_length": 3, "context_length": 12, "season": 12,
+              "harmonics": 1, "likelihood": likelihood, "num_layers": 2, "num_cells": 5, "seed": 1}
+    return ForecastMLPState(Schema(covariates, target="target"), params)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "student_t", "negative_binomial"])
+def test_network_gradient_matches_finite_differences(likelihood):
+    df = synthetic_panel(3, 30, freq="MS", seed=4)
+    df["target"] = np.round(np.abs(df["target"]))
+    state = small_state(likelihood)
+    block = to_series_block(df, Columns(), as_offset("MS"), 12, 3)
+    origins, item, position = block.origins()
+    pick = np.arange(12, 18)
+    w = next(iter_windows(block, origins[pick], item[pick], position[pick], 12, state.n_inputs))
+    theta = state.theta + np.random.default_rng(2).normal(0, 0.05, state.theta.shape)  # off the zero biases
+    _, grad, count = state.loss_and_gradient(theta, w)
+    assert count > 0
+    num = numeric_gradient(lambda t: state.loss_and_gradient(t, w)[0], theta)
+    np.testing.assert_allclose(grad, num, rtol=1e-4, atol=1e-5)
+
+
+def test_mlp_learns_reproducibly_and_saves(tmp_path):
+    df = synthetic_panel(60, 96, freq="MS", seed=5)
+    train, _ = holdout_split(df, 12)
+    kw = dict(model="mlp", freq="MS", prediction_length=12, epochs=4, num_cells=16, seed=3)
+    a = daskstate.Forecaster(**kw).fit(train)
+    b = daskstate.Forecaster(**kw).fit(train)
+    np.testing.assert_array_equal(a.theta_, b.theta_)
+    untrained = daskstate.Forecaster(**{**kw, "epochs": 0}).fit(train)
+    assert a.evaluate(df)[0]["wQL"] < untrained.evaluate(df)[0]["wQL"]
+    out = a.predict(df)
+    assert list(out.columns) == ["item_id", "timestamp", "mean", "q0.1", "q0.5", "q0.9"]
+    assert (out["q0.1"] <= out["q0.9"]).all()
+    a.save(tmp_path / "mlp.zarr")
+    back = daskstate.load(tmp_path / "mlp.zarr")
+    pd.testing.assert_frame_equal(back.predict(df), out)
+    assert back.state_.n_rows == a.state_.n_rows == train["target"].notna().sum()
+
+
+def test_mlp_on_dask_partitions_and_partial_fit():
+    df = synthetic_panel(24, 60, freq="MS", seed=6)
+    ddf = daskstate.partition_by_series(dd.from_pandas(df, npartitions=4), npartitions=4)
+    kw = dict(model="mlp", freq="MS", prediction_length=6, epochs=2, num_cells=8, sync_every=2)
+    fc = daskstate.Forecaster(**kw).fit(ddf)
+    assert fc.state_.n_rows == len(df) and len(fc.state_.consumed) == 4
+    out = fc.predict(ddf).compute()
+    assert len(out) == 24 * 6 and out["mean"].notna().all()
+    before = fc.theta_.copy()
+    fc.partial_fit(ddf)  # every partition consumed already: nothing new to train on
+    np.testing.assert_array_equal(fc.theta_, before)
+    more = synthetic_panel(4, 60, freq="MS", seed=7).assign(item_id=lambda d: "new_" + d["item_id"])
+    fc.partial_fit(dd.from_pandas(more, npartitions=1))
+    assert not np.array_equal(fc.theta_, before)
+    assert fc.state_.n_rows == len(df) + len(more)
+
+
+def test_mlp_negative_binomial_rejects_negative_values():
+    df = synthetic_panel(3, 40, freq="MS", seed=8)
+    df.loc[3, "target"] = -2.0
+    with pytest.raises(DataError, match="negative_binomial"):
+        daskstate.Forecaster(model="mlp", likelihood="negative_binomial", freq="MS", prediction_length=3,
+                             epochs=1).fit(df)
