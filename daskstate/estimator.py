@@ -20,7 +20,7 @@ import pandas as pd
 from dask.base import tokenize
 
 from daskstate import engine
-from daskstate.data import Input, as_input, to_batch, to_features
+from daskstate.data import Input, as_input, to_batch, to_features, warn_if_nothing_new
 from daskstate.errors import DataError, NotFittedError, StateFileError
 from daskstate.state import Schema, State
 from daskstate.store import checksum, read_group, state_from_attrs, write_group
@@ -191,6 +191,7 @@ class StateEstimator:
         self._validate_params()
         inp = self._input(X, y, schema=self.state_.schema)
         self.state_.schema.check_same_features(inp.schema, "partial_fit")
+        warn_if_nothing_new(inp, self.state_.consumed, type(self).__name__)
         state = self._fold(inp, self.state_, options=self._fit_options(**run), **fit_params)
         self._set_state(state, getattr(self, "finalize_overrides_", {}))
         return self
