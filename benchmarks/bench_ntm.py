@@ -285,7 +285,8 @@ def ntm_job(folder: str, workers: int, epochs: int, K: int) -> dict:
         return fit()
 
 
-def run_scale(folder: str, n_docs: int, files: int, epochs: int, K: int, repeats: int) -> dict[str, Any]:
+def run_scale(folder: str, n_docs: int, files: int, epochs: int, K: int, repeats: int, ntm: bool = True
+              ) -> dict[str, Any]:
     from benchmarks.common import run_measured
 
     small, large = os.path.join(folder, "1x"), os.path.join(folder, "10x")
@@ -298,14 +299,14 @@ def run_scale(folder: str, n_docs: int, files: int, epochs: int, K: int, repeats
                               ("NTM, 1 worker process", ntm_job, {"folder": small, "workers": 1, "epochs": epochs,
                                                                   "K": K}),
                               ("NTM, 2 worker processes", ntm_job, {"folder": small, "workers": 2, "epochs": epochs,
-                                                                    "K": K})]:
+                                                                    "K": K})][: None if ntm else 2]:
             r = run_measured(job, **kw)
             secs = r.get("result", {}).get("fit_seconds", r.get("seconds"))
             passes = epochs if name.startswith("NTM") else 1
             out["rows"].append({"run": name, "docs": n_docs, "loadavg": os.getloadavg()[0],
                                 "docs_per_second_per_pass": n_docs * passes / secs if secs else None, **r})
             print(out["rows"][-1], flush=True)
-    for size, path in [(n_docs, small), (10 * n_docs, large)]:  # peak RSS as the corpus grows 10x (threads)
+    for size, path in [(n_docs, small), (10 * n_docs, large)] if ntm else []:  # peak RSS at 10x the corpus
         r = run_measured(ntm_job, folder=path, workers=0, epochs=1, K=K)
         out["rows"].append({"run": "NTM threads, 1 epoch (memory)", "docs": size, "loadavg": os.getloadavg()[0], **r})
         print(out["rows"][-1], flush=True)
@@ -327,11 +328,13 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--vocabulary-only", action="store_true", help="--scale: only the floor and Vocabulary")
     args = parser.parse_args()
     if args.scale:
         from benchmarks.common import write_results
 
-        result = run_scale(args.data, args.docs, args.files, args.epochs, args.ks[0], args.repeats)
+        result = run_scale(args.data, args.docs, args.files, args.epochs, args.ks[0], args.repeats,
+                           ntm=not args.vocabulary_only)
         print("wrote", write_results(args.results_name if args.results_name != "ntm" else "ntm_scale",
                                      {**result, "args": vars(args)}))
         return

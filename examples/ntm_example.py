@@ -39,13 +39,13 @@ if __name__ == "__main__":
         ddf = daskstate.read_parquet(folder)
 
         # one pass: term and document frequencies (bounded memory); any vocabulary from the same state
-        voc = daskstate.Vocabulary(max_features=3000, min_df=3, max_df=0.5, text_column="body").fit(ddf)
+        voc = daskstate.Vocabulary(max_features=2000, min_df=3, max_df=0.5, text_column="body").fit(ddf)
         print(f"{voc.n_documents_} documents, {voc.n_tokens_} tokens -> {len(voc.vocabulary_)} terms "
               f"(exact counts: {voc.count_error_bound_ == 0})")
         print("500 most frequent, without reading the text again:", len(voc.finalize(max_features=500).vocabulary_))
 
         # ProdLDA: epochs of synchronised rounds, early stopping on a held-out 10% of the documents
-        ntm = daskstate.NeuralTopicModel(10, vocabulary=voc, text_column="body", epochs=30, random_state=0)
+        ntm = daskstate.NeuralTopicModel(10, vocabulary=voc, text_column="body", epochs=20, random_state=0)
         ntm.fit(ddf)
         print(f"trained {ntm.n_iter_} epochs; validation loss per word {ntm.validation_loss_[-1]:.3f}")
         for k, words in enumerate(ntm.top_words(8)):
