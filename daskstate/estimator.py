@@ -379,8 +379,14 @@ class StateEstimator(BaseEstimator):
                         sorted(map(str, self.get_params().items())))
 
     # ---- saving ----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Save the fitted model (its state and hyperparameters) as a Zarr group, atomically."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
+        """Save the fitted model (its state and hyperparameters) as a Zarr group, atomically.
+
+        Only a new path, an empty folder or a daskstate model already at ``path``
+        (with ``overwrite=True``, the default) is written; anything else there (data,
+        other files, another kind of daskstate object) raises ``StateFileError``
+        and is left untouched.
+        """
         self._check_fitted()
         arrays, meta = self.state_.to_arrays()
         attrs = {
@@ -390,7 +396,7 @@ class StateEstimator(BaseEstimator):
             "overrides": _jsonable(self.finalize_overrides_),
             **meta,
         }
-        write_group(path, arrays, attrs)
+        write_group(path, arrays, attrs, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> StateEstimator:

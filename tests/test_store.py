@@ -293,3 +293,13 @@ def test_not_a_daskstate_group(tmp_path):
         daskstate.load(tmp_path / "g.zarr")
     with pytest.raises(FileNotFoundError):
         daskstate.load(tmp_path / "missing.zarr")
+
+
+def test_save_overwrite_false_keeps_an_existing_model(fitted, tmp_path):
+    """``save(path, overwrite=False)`` refuses even a daskstate model, which stays loadable."""
+    sc, path = fitted
+    before = sorted(os.listdir(path))
+    with pytest.raises(StateFileError):
+        sc.save(path, overwrite=False)
+    assert sorted(os.listdir(path)) == before
+    assert daskstate.load(path).n_samples_seen_ == 500
