@@ -9,8 +9,8 @@ tree reduction, so a fit is one pass, incremental, resumable and distributed.
 
 from daskstate.algorithms.forecast import Forecaster, ForecastLinearState, partition_by_series
 from daskstate.algorithms.kmeans import KMeans, KMeansState
-from daskstate.algorithms.linear import LinearLearner, LinearState
-from daskstate.algorithms.linear_models import LinearClassifier, LinearRegressor
+from daskstate.algorithms.linear import LinearState
+from daskstate.algorithms.linear_models import LinearClassifier, LinearLearner, LinearRegressor
 from daskstate.algorithms.ntm import NeuralTopicModel, NTMState
 from daskstate.algorithms.pca import PCA, PCAState
 from daskstate.algorithms.scaler import ScalerState, StandardScaler
