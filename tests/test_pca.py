@@ -84,7 +84,7 @@ def test_regular_matches_sklearn_full(mean):
 def test_large_mean_does_not_cancel():
     """Spread 1 around 1e9: a raw sum of x x^T would lose every digit of the variance."""
     X = _correlated(20_000, 4, seed=2) * 0.1 + 1e9
-    pca = daskstate.PCA().fit(np.array_split(X, 9))
+    pca = daskstate.PCA().fit(daskstate.batches(np.array_split(X, 9)))
     ref = np.linalg.eigvalsh(np.cov((X - X[0]).T))[::-1]
     np.testing.assert_allclose(pca.explained_variance_, ref, rtol=1e-9)
 
@@ -348,7 +348,7 @@ def test_refinement_is_kept_on_save_and_dropped_by_new_data(tmp_path):
 def test_randomized_is_exact_when_the_sketch_holds_every_feature():
     X = _correlated(3_000, 8, seed=8, mean=1e6)
     exact = daskstate.PCA(n_components=3).fit(X)
-    sketch = daskstate.PCA(n_components=3, mode="randomized").fit(np.array_split(X, 5))
+    sketch = daskstate.PCA(n_components=3, mode="randomized").fit(daskstate.batches(np.array_split(X, 5)))
     assert sketch.state_.params["sketch_rows"] == 8 and sketch.explained_variance_bound_ == 0
     np.testing.assert_allclose(sketch.explained_variance_, exact.explained_variance_, rtol=1e-9)
     np.testing.assert_allclose(sketch.components_, exact.components_, atol=1e-8)
