@@ -130,6 +130,7 @@ def own_peak_rss_mb() -> float:
 def _child(conn, func: Callable, kwargs: dict) -> None:
     try:
         import dask.dataframe  # noqa: F401 - imports are not part of the measured time
+        import distributed  # noqa: F401 - dask.compute imports it on first use (seconds on a busy machine)
 
         import daskstate  # noqa: F401
 
