@@ -8,6 +8,7 @@ finalize overrides)``, so saving the state saves the model.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from dask.base import tokenize
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
+from sklearn.utils._set_output import _SetOutputMixin
 from sklearn.utils.metaestimators import available_if
 
 from daskstate import engine
@@ -43,7 +45,7 @@ _ESTIMATORS: dict[str, type[StateEstimator]] = {}
 _RUN_OPTIONS = ("checkpoint", "checkpoint_every", "progress", "split_every")
 
 
-class StateEstimator(BaseEstimator):
+class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Base class: ``fit``, ``partial_fit``, ``finalize``, ``save`` over a :class:`State`.
 
     A scikit-learn estimator (``get_params``, ``set_params``, ``clone``, ``repr``
@@ -63,7 +65,12 @@ class StateEstimator(BaseEstimator):
     _min_rows: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
+        super().__init_subclass__(**kwargs)  # scikit-learn wraps transform and fit_transform for set_output
+        for name in ("transform", "fit_transform"):
+            method = getattr(cls, name, None)
+            inner = getattr(method, "__wrapped__", None)
+            if inner is not None and not getattr(method, "_keeps_dask_lazy", False):
+                setattr(cls, name, _lazy_for_dask(method, inner))
         if "state_class" in cls.__dict__:  # a concrete estimator, not an intermediate base
             _ESTIMATORS[cls.__name__] = cls
 
@@ -480,6 +487,22 @@ def load(path: str | os.PathLike) -> StateEstimator:
 
 
 # ---- helpers ------------------------------------------------------------------------
+def _lazy_for_dask(wrapped: Callable, inner: Callable) -> Callable:
+    """``set_output``'s wrapper for in-memory input; Dask input gets the lazy output unchanged.
+
+    scikit-learn would turn a Dask result into a pandas or polars frame, computing it.
+    """
+
+    @functools.wraps(inner)
+    def method(self: StateEstimator, X: Any, *args: Any, **kwargs: Any) -> Any:
+        if is_dask_collection(X):
+            return inner(self, X, *args, **kwargs)
+        return wrapped(self, X, *args, **kwargs)
+
+    method._keeps_dask_lazy = True
+    return method
+
+
 def _fitted_attributes(est: StateEstimator, out: Any) -> Any:
     """Copy what every fitted scikit-learn estimator has (the feature count and names) onto ``out``."""
     out.n_features_in_ = est.n_features_in_

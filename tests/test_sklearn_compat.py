@@ -101,6 +101,18 @@ def test_scaler_fit_transform_set_output_and_feature_names():
     np.testing.assert_allclose(out.to_numpy(), Z.to_numpy())
 
 
+def test_set_output_leaves_dask_outputs_lazy():
+    import dask.dataframe as dd
+
+    X, _ = load_wine(return_X_y=True, as_frame=True)
+    ddf = dd.from_pandas(X, npartitions=3)
+    for est in (StandardScaler(), PCA(n_components=3), KMeans(3, random_state=0)):
+        est.set_output(transform="pandas")
+        assert isinstance(est.fit_transform(ddf), dd.DataFrame)  # not computed into pandas
+        out = est.transform(X.to_numpy())
+        assert isinstance(out, pd.DataFrame) and list(out.columns) == list(est.get_feature_names_out())
+
+
 # ---- meta-estimators: Pipeline, GridSearchCV, cross_val_score -------------------------------------------
 def test_pipeline_search_and_cross_validation_score_finitely():
     X, y = load_breast_cancer(return_X_y=True)
