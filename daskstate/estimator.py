@@ -157,7 +157,9 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
 
         Parameters
         ----------
-        X : Dask DataFrame or Array, pandas DataFrame, numpy array, or iterator of batches
+        X : Dask DataFrame or Array, pandas DataFrame, array-like, or :func:`daskstate.batches`
+            A list or other array-like is one array, as in scikit-learn; a stream of
+            batches is ``daskstate.batches(iterable)`` (or a generator).
         y : array-like, optional
             Target when it is not a column named by ``target=``.
         checkpoint : path, optional
