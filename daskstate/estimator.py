@@ -444,8 +444,8 @@ def estimators() -> dict[str, type[StateEstimator]]:
     Examples
     --------
     >>> import daskstate
-    >>> sorted(daskstate.estimator.estimators())[:2]
-    ['KMeans', 'LinearLearner']
+    >>> sorted(daskstate.estimator.estimators())[:3]
+    ['KMeans', 'LinearClassifier', 'LinearLearner']
     """
     return dict(_ESTIMATORS)
 

@@ -278,3 +278,19 @@ def test_kmeans_after_a_dask_fit_has_lazy_labels_and_inertia():
     exact = KMeans(10, random_state=0, compute_inertia=True).fit(ddf)
     assert isinstance(exact.inertia_, float)
     assert not hasattr(km.to_sklearn(), "labels_")  # only known lazily: left out, not wrong
+
+
+def test_linear_classifier_and_regressor_save_load_and_clone(tmp_path):
+    X, y = load_iris(return_X_y=True)
+    clf = LinearClassifier(num_models=2, epochs=2, random_state=3).fit(X, y)
+    assert sklearn.base.clone(clf).get_params() == clf.get_params()
+    assert "predictor_type" not in clf.get_params() and "positive_example_weight_mult" not in clf.get_params()
+    clf.save(tmp_path / "clf.zarr")
+    back = daskstate.load(tmp_path / "clf.zarr")
+    assert type(back) is LinearClassifier and back.get_params() == clf.get_params()
+    np.testing.assert_array_equal(back.predict(X), clf.predict(X))
+    reg = LinearRegressor(solver="exact", wd=1.0).fit(X, y.astype(float))
+    reg.save(tmp_path / "reg.zarr")
+    np.testing.assert_allclose(daskstate.load(tmp_path / "reg.zarr").predict(X), reg.predict(X))
+    with pytest.raises(TypeError, match="predictor_type"):
+        LinearRegressor(predictor_type="regressor")
