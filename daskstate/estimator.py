@@ -554,7 +554,7 @@ def _shape_error(shape: tuple, schema: Schema, where: str) -> DataError:
                          "(Reshape your data with X.reshape(1, -1) for a single sample)")
     owner = where.split(".")[0].split(":")[0]
     return DataError(f"{where}: X has {shape[1]} features, but {owner} is expecting {schema.n_features} "
-                     "features as input")
+                     f"features as input (the model was fitted on {schema.n_features} features)")
 
 
 def _has_feature_names(schema: Schema) -> bool:
