@@ -427,3 +427,17 @@ def test_exact_solver_only_for_squared_regression():
         LinearLearner("binary_classifier", solver="exact").fit(np.zeros((4, 2)), np.array([0, 1, 0, 1]))
     with pytest.raises(ValueError, match="solver"):
         LinearLearner("regressor", solver="exact", loss="huber").fit(np.zeros((4, 2)), np.zeros(4))
+
+
+def test_early_stopping_notices_a_converged_metric_on_separable_classes():
+    """The logistic loss keeps falling on nearly separable classes; the selected model's accuracy does not."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(100_000, 6))
+    w = np.array([1.0, -2.0, 0.5, 0.0, 1.5, -1.0])
+    y = (X @ w + rng.normal(scale=0.05 * np.linalg.norm(w), size=len(X)) > 0).astype(int)
+    est = LinearLearner("binary_classifier", num_models=4, epochs=15, mini_batch_size=50, random_state=1).fit(X, y)
+    assert est.n_epochs_ < 8 and est.n_epochs_ == est.epochs_run_ == len(est.history_)
+    assert (est.models_["epochs"] == est.n_epochs_).all()
+    assert est.score(X, y) > 0.98
+    losses = [h["loss"] for h in est.history_[1:]]
+    assert losses[-1] < 0.9 * losses[0]  # the loss was still falling when the fit stopped

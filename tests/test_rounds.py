@@ -253,3 +253,21 @@ def test_checkpoint_resumes_at_round_boundaries(tmp_path):
     other.w = np.ones(3)
     with pytest.raises(StateFileError, match="another fit"):
         fold_rounds(dX, other, epochs=3, sync_every=2, seed=2, checkpoint=path)
+
+
+def test_fit_options_are_one_frozen_object_with_checkpoint_groups(tmp_path):
+    from daskstate.engine import FitOptions, fold
+
+    opts = FitOptions(checkpoint=tmp_path / "ck", checkpoint_every=2, seed=3)
+    assert opts.at("epochs").checkpoint == str(tmp_path / "ck" / "epochs")
+    assert FitOptions().at("epochs").checkpoint is None
+    with pytest.raises(ValueError, match="split_every"):
+        FitOptions(split_every=1)
+    with pytest.raises(ValueError, match="on_invalid"):
+        FitOptions(on_invalid="ignore")
+    with pytest.raises(TypeError, match="either options"):
+        fold(np.ones((3, 3)), ToySGDState(SCHEMA), options=FitOptions(), split_every=4)
+    _, dX = _data()
+    a = fold_rounds(dX, ToySGDState(SCHEMA), epochs=2, sync_every=2, options=FitOptions(seed=9))
+    b = fold_rounds(dX, ToySGDState(SCHEMA), epochs=2, sync_every=2, seed=9)
+    np.testing.assert_array_equal(a.w, b.w)

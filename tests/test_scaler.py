@@ -102,3 +102,16 @@ def test_parquet_projection_reads_only_needed_columns(tmp_path, monkeypatch):
         sc = daskstate.StandardScaler(features=["f3", "f7", "f11"]).fit(daskstate.read_parquet(tmp_path))
     assert seen and all(c is not None and sorted(c) == ["f11", "f3", "f7"] for c in seen)
     np.testing.assert_allclose(sc.mean_, df[["f3", "f7", "f11"]].mean().to_numpy(), rtol=1e-12)
+
+
+def test_scaler_state_is_the_shared_moments_state():
+    from daskstate.state import MomentsState, Schema
+
+    X = np.random.default_rng(4).normal(1e6, 2.0, size=(500, 3))
+    schema = Schema(("a", "b", "c"))
+    m = MomentsState(schema).update(X[:200]).merge(MomentsState(schema).update(X[200:]))
+    np.testing.assert_allclose(m.mean, X.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(m.variance, X.var(axis=0), rtol=1e-9)
+    sc = daskstate.StandardScaler().fit(X)
+    assert isinstance(sc.state_, MomentsState)
+    np.testing.assert_allclose(sc.var_, m.variance, rtol=1e-9)
