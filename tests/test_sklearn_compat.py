@@ -34,6 +34,8 @@ ESTIMATORS = [
     LinearRegressor(num_models=4, mini_batch_size=32, epochs=5),
     LinearRegressor(solver="exact"),
     LinearLearner("binary_classifier", num_models=4, mini_batch_size=32, epochs=5),
+    LinearLearner("multiclass_classifier", num_models=4, mini_batch_size=32, epochs=5),
+    LinearLearner("regressor", num_models=4, mini_batch_size=32, epochs=5),
 ]
 
 
@@ -45,14 +47,6 @@ def _expected_failures(estimator) -> dict[str, str]:
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
-
-
-@pytest.mark.slow
-@parametrize_with_checks([LinearLearner("multiclass_classifier", num_models=4, mini_batch_size=32, epochs=5),
-                          LinearLearner("regressor", num_models=4, mini_batch_size=32, epochs=5)],
-                         expected_failed_checks=_expected_failures)
-def test_sklearn_estimator_checks_other_predictor_types(estimator, check):
     check(estimator)
 
 
