@@ -224,6 +224,8 @@ def main() -> None:
     ap.add_argument("--reference-ks", type=int, nargs="*", default=None,
                     help="fit the in-memory scikit-learn reference only for these k (default: every k)")
     ap.add_argument("--skip-dask-ml", action="store_true")
+    ap.add_argument("--only-one-pass", action="store_true",
+                    help="only the floor and daskstate's one-pass fit (to compare two versions of daskstate)")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--data", default="/tmp/daskstate-bench")
     ap.add_argument("--results-name", default="kmeans", help="writes benchmarks/results/<name>.json")
@@ -246,7 +248,8 @@ def main() -> None:
                      "peak_rss_mb": floor["peak_rss_mb"], "all_seconds": floor["all_seconds"],
                      "load": floor["load_before"]})
     print(f"floor {t_floor:.3f} s", flush=True)
-    arrow = measure(arrow_floor_job, args.repeat, args.timeout, floor_folder=folder, folder=folder)
+    arrow = ({"ok": False} if args.only_one_pass else
+             measure(arrow_floor_job, args.repeat, args.timeout, floor_folder=folder, folder=folder))
     if arrow["ok"]:
         rows_out.append({"k": None, "fit": "arrow floor (thread pool, pyarrow to numpy)", "seconds": arrow["seconds"],
                          "ratio_to_floor": arrow["ratio_to_floor"], "cpu_ratio_to_floor": arrow.get("cpu_ratio_to_floor"),
@@ -261,8 +264,8 @@ def main() -> None:
             ("daskstate KMeans", daskstate_job, {"k": k}, args.repeat),
             ("daskstate KMeans epochs=2", daskstate_job, {"k": k, "epochs": 2}, args.repeat),
             ("MiniBatchKMeans partial_fit", mbkm_job, {"k": k}, args.repeat),
-        ]
-        if not args.skip_dask_ml:
+        ][: 1 if args.only_one_pass else None]
+        if not args.skip_dask_ml and not args.only_one_pass:
             plan.append(("dask-ml KMeans", daskml_job, {"k": k}, 1))
         if args.reference_ks is None or k in args.reference_ks:
             plan.append((f"sklearn KMeans(n_init={args.sklearn_n_init})", sklearn_job,
