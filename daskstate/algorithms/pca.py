@@ -736,15 +736,16 @@ class PCA(StateEstimator):
         pass checkpoints to ``<checkpoint>-refine``.
         """
         self._validate_params()
-        if self.mode == "regular":
-            self._check_state_memory(self._input(X), split_every)
         refine = self.refine and self.mode == "randomized"
         if refine and not isinstance(X, da.Array | dd.DataFrame | np.ndarray | pd.DataFrame | list | tuple):
             raise ValueError(
                 "refine=True reads the data a second time, but an iterator of batches is read once; "
                 "pass a Dask, pandas or numpy input (or a list of batches)"
             )
-        super().fit(X, y, checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+        inp = self._input(X, y)  # once: an iterator's first batch is read for its schema
+        if self.mode == "regular":
+            self._check_state_memory(inp, split_every)
+        super().fit(inp, checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                     split_every=split_every)
         state = self.state_
         if refine and state.sketch_rows < state.n_features:
