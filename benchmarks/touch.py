@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskstate.state import State, register
+from daskstate.state import RoundContext, State, register
 
 
 @register
@@ -15,7 +15,7 @@ class TouchState(State):
     def _init_arrays(self) -> None:
         self.total = np.zeros(self.n_features)
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
         self.total = self.total + X.sum(axis=0)
 
     def _merge(self, other: TouchState) -> None:

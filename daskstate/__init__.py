@@ -12,16 +12,17 @@ from daskstate.algorithms.linear import LinearLearner, LinearState
 from daskstate.algorithms.pca import PCA, PCAState
 from daskstate.algorithms.scaler import ScalerState, StandardScaler
 from daskstate.data import read_parquet
-from daskstate.engine import fold, fold_rounds
+from daskstate.engine import FitOptions, fold, fold_rounds
 from daskstate.errors import DataError, NotFittedError, SchemaError, StateError, StateFileError
 from daskstate.estimator import StateEstimator, load
-from daskstate.state import Schema, State
+from daskstate.state import RoundContext, Schema, State
 from daskstate.store import load_state, save_state
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DataError",
+    "FitOptions",
     "KMeans",
     "KMeansState",
     "LinearLearner",
@@ -29,6 +30,7 @@ __all__ = [
     "NotFittedError",
     "PCA",
     "PCAState",
+    "RoundContext",
     "ScalerState",
     "Schema",
     "SchemaError",

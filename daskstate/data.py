@@ -10,15 +10,18 @@ partition, the column and the count.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from dask.dataframe.dask_expr import new_collection
 
 from daskstate.errors import DataError, SchemaError
 from daskstate.state import Schema
@@ -287,25 +290,73 @@ def _iterator_input(it: Iterator, features, target, need_target) -> Input:
     return Input(schema, batches=chain())
 
 
+#: the column under which a separately given Dask target travels with the features
+_TARGET_COLUMN = "__daskstate_target__"
+
+
 def _dask_frame_input(ddf: dd.DataFrame, y, features, target, need_target) -> Input:
     if y is not None:
-        if not isinstance(y, dd.Series | dd.DataFrame):
-            raise TypeError("with a Dask DataFrame, pass the target as target='column' or a Dask Series")
-        if y.npartitions != ddf.npartitions:
-            raise SchemaError(
-                f"input: target has {y.npartitions} partitions but the features have {ddf.npartitions}"
-            )
+        y = _dask_target(y)
         target = None
     schema = frame_schema(ddf.dtypes, features, target)
     if need_target and y is None and schema.target is None:
         raise SchemaError("input: a target is needed (pass target=... or y)")
-    sources = partition_sources(ddf)
     columns = list(schema.features) + ([schema.target] if schema.target and need_target else [])
-    # Projection before reading: only these columns are loaded from Parquet.
-    parts = list(ddf[columns].to_delayed(optimize_graph=True))
+    frame = ddf[columns]
     if y is not None:
-        parts = list(zip(parts, y.to_delayed(optimize_graph=True), strict=True))
+        frame = _with_target(frame, y)
+    # The partition tasks come from the optimised expression itself: column projection is pushed
+    # into the reader, and Dask may then fuse small partitions (read_parquet does), so only the
+    # optimised collection knows how many partitions there are and what each one holds.
+    physical = frame.expr.optimize(fuse=False)
+    sources = _physical_sources(physical)
+    parts = list(new_collection(physical.fuse()).to_delayed(optimize_graph=False))
+    if len(parts) != len(sources):  # pragma: no cover - a Dask change; refuse rather than misattribute
+        raise RuntimeError(f"{len(parts)} partition tasks but {len(sources)} partition ids")
+    if y is not None:
+        split = dask.delayed(_split_target, pure=True)
+        parts = [split(p, dask_key_name=f"split-target-{p.key[0]}-{p.key[1]}") for p in parts]
     return Input(schema, parts=parts, sources=sources, collection=ddf)
+
+
+def _dask_target(y: Any) -> dd.Series:
+    if isinstance(y, dd.DataFrame):
+        if len(y.columns) != 1:
+            raise SchemaError(f"input: target must be one column, got {len(y.columns)} ({list(y.columns)})")
+        y = y[y.columns[0]]
+    if not isinstance(y, dd.Series):
+        raise TypeError("with a Dask DataFrame, pass the target as target='column' or a Dask Series")
+    return y
+
+
+def _with_target(frame: dd.DataFrame, y: dd.Series) -> dd.DataFrame:
+    """The features with the target as one more column, partitions aligned by Dask."""
+    if y.npartitions != frame.npartitions and not (frame.known_divisions and y.known_divisions):
+        raise SchemaError(
+            f"input: target has {y.npartitions} partitions but the features have {frame.npartitions}; "
+            "without known divisions they are matched partition by partition, so partition y like X"
+        )
+    return frame.assign(**{_TARGET_COLUMN: y})
+
+
+def _split_target(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    return frame.drop(columns=_TARGET_COLUMN), frame[_TARGET_COLUMN]
+
+
+def warn_if_nothing_new(inp: Input, consumed: Collection[str], estimator: str) -> bool:
+    """Warn when ``partial_fit`` finds every partition of a Dask input already in the state.
+
+    Returns True when it warned (the fold will then read nothing).
+    """
+    if not inp.is_dask or not inp.sources or not all(s in consumed for s in inp.sources):
+        return False
+    warnings.warn(
+        f"{estimator}.partial_fit found nothing new: all {len(inp.sources)} partitions of the input "
+        "are already in the state, so nothing was read and the model is unchanged "
+        "(call fit to train on the same data again)",
+        UserWarning, stacklevel=3,
+    )
+    return True
 
 
 def _dask_array_input(X: da.Array, y, features, need_target) -> Input:
@@ -333,28 +384,57 @@ def _dask_array_input(X: da.Array, y, features, need_target) -> Input:
 
 # ---------------------------------------------------------------------------- Parquet with ids
 def partition_sources(ddf: dd.DataFrame) -> list[str]:
-    """An id per partition: file and row group for :func:`read_parquet` inputs.
+    """An id per partition of ``ddf`` as it will run (after Dask's optimisation).
 
-    Other Dask DataFrames get ``<collection name>:<partition index>``, which is
-    stable for the same inputs but changes when the data or its reading options do.
+    Partitions read by :func:`read_parquet` (also after projection, filters or
+    other partition-wise steps) are named by file and row group. Other partitions
+    get ``<optimised expression name>:<index>``, stable for the same inputs but
+    changing when the data, the reading options or the selected columns do.
     """
-    reader = _find_piece_reader(ddf)
-    if reader is not None and len(reader.pieces) == ddf.npartitions:
-        return [p.id for p in reader.pieces]
-    return [f"{ddf._name}:{i}" for i in range(ddf.npartitions)]
+    return _physical_sources(ddf.expr.optimize(fuse=False))
+
+
+def _physical_sources(physical: Any) -> list[str]:
+    pieces = _pieces_of(physical)
+    if pieces is not None:
+        return [p.id for p in pieces]
+    return [f"{physical._name}:{i}" for i in range(physical.npartitions)]
+
+
+def _pieces_of(physical: Any) -> list[Piece] | None:
+    """The row group behind each partition of an optimised expression, when there is one.
+
+    That holds when the expression reads one :func:`read_parquet` input and every
+    step after the read works partition by partition (projection, filter, assign,
+    map_partitions); a repartition or a fused read breaks the one-to-one mapping.
+    """
+    from dask.dataframe.dask_expr._expr import Blockwise
+    from dask.dataframe.dask_expr.io.io import FromMap
+
+    leaves, partitionwise = {}, True
+    for e in physical.walk():
+        if not e.dependencies():
+            leaves[e._name] = e
+        elif not isinstance(e, Blockwise):
+            partitionwise = False
+    if not partitionwise or len(leaves) != 1:
+        return None
+    (leaf,) = leaves.values()
+    if not (isinstance(leaf, FromMap) and isinstance(leaf.operand("func"), PieceReader)):
+        return None
+    pieces = leaf.operand("func").pieces
+    if leaf.operand("_partitions") is not None:
+        pieces = [pieces[i] for i in leaf.operand("_partitions")]
+    return pieces if len(pieces) == physical.npartitions else None
 
 
 def _find_piece_reader(ddf: dd.DataFrame) -> PieceReader | None:
-    try:
-        from dask.dataframe.dask_expr.io.io import FromMap
-    except ImportError:  # pragma: no cover - older dask
+    """The reader of a :func:`read_parquet` frame whose partitions are its row groups, else None."""
+    physical = ddf.expr.optimize(fuse=False)
+    if _pieces_of(physical) is None:
         return None
-    found = [
-        e.operand("func") for e in ddf.expr.walk()
-        if isinstance(e, FromMap) and isinstance(e.operand("func"), PieceReader)
-    ]
-    ios = [e for e in ddf.expr.walk() if type(e).__name__.startswith(("FromMap", "ReadParquet", "FromPandas"))]
-    return found[0] if len(found) == 1 and len(ios) == 1 else None
+    (leaf,) = {e._name: e for e in physical.walk() if not e.dependencies()}.values()
+    return leaf.operand("func")
 
 
 @dataclass(frozen=True)

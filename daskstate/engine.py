@@ -1,26 +1,40 @@
-"""The engine: fold any input into a state with one pass.
+"""The engine: one pipeline that folds any input into a state, in rounds.
 
-For a Dask input, :func:`fold` builds one task graph: the partitions (with
-column projection pushed into the reader), one ``<algorithm>-update`` task per
-partition starting from an empty state, and a tree of ``<algorithm>-merge``
-tasks, ``split_every`` states at a time. The root is merged into the given
-state locally, so ``partial_fit(new) == merge(old, fold(new))``. The input is
-never persisted: memory is bounded by the partitions in flight.
+A **round** is a set of partitions whose ``<algorithm>-update`` tasks all start
+from the same state; a tree of ``<algorithm>-merge`` tasks (``split_every`` at a
+time) combines their results, and an ``<algorithm>-round`` task folds the
+combination into the state the next round starts from. Two kinds of pass use
+that one graph builder, :func:`build_rounds`:
 
-With a checkpoint, partitions are folded in groups of ``checkpoint_every``; after
-each group the running state (with the ids of the partitions it consumed) is
-written atomically. Re-running the same call resumes from it.
+- :func:`fold`, one pass: a single round whose tasks start from *empty* states
+  and whose results are merged exactly (``State.merge``); the root is merged into
+  the given state, so ``partial_fit(new) == merge(old, fold(new))``. With a
+  checkpoint, the partitions are folded in groups of ``checkpoint_every``, one
+  round each, and the running state is written after each group.
+- :func:`fold_rounds`, iterative (SGD) training: epochs visit the partitions in a
+  seeded, shuffled order, ``sync_every`` per round; every task starts from the
+  round's state, and the results are averaged as the state's rounds protocol
+  declares (``round_averaged``, ``round_summed``, ``round_weight``; see
+  :mod:`daskstate.state`).
 
-Iterative (SGD) algorithms use :func:`fold_rounds` instead: partitions are
-processed in rounds of ``sync_every``; every ``<algorithm>-update`` task of a
-round starts from the round's synchronised state, ``<algorithm>-merge`` tasks
-average the results (weighted by the rows each partition trained on), and an
-``<algorithm>-round`` task folds the average into the next round's state.
-Epochs repeat the rounds in a seeded, shuffled partition order.
+For a Dask input, the partitions (with column projection pushed into the reader)
+feed the update tasks directly: the input is never persisted and memory is
+bounded by the partitions in flight. The same graph runs on the local threaded
+scheduler or on the active ``distributed.Client``. pandas, numpy and iterators of
+batches fold in this process without Dask.
+
+Fit options (``split_every``, ``checkpoint``, ``checkpoint_every``, ``progress``,
+``on_invalid``, ``seed``) travel together as one :class:`FitOptions`. Checkpoints
+hold the running state plus its position (epoch, round) and the ids of the
+partitions it consumed, written atomically; re-running the same call resumes.
+A state that declares ``blas_threads = 1`` has its tasks run with one BLAS
+thread each: the engine applies that policy, the state's code does not.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -30,271 +44,99 @@ import dask
 import numpy as np
 from dask.base import tokenize
 
-from daskstate.data import Input, as_input, to_batch
+from daskstate.data import ON_INVALID, Input, as_input
 from daskstate.errors import StateFileError
 from daskstate.numerics import single_blas_thread
-from daskstate.state import State, merge_all
+from daskstate.state import RoundContext, State, merge_all
 from daskstate.store import checksum, read_group, save_state, state_from_attrs
 
+__all__ = [
+    "DEFAULT_CHECKPOINT_EVERY", "FitOptions", "RoundContext", "RoundResult", "build_rounds", "epoch_rounds",
+    "finish_round", "fold", "fold_rounds", "merge_round_results", "merge_states", "tree_reduce", "update_task",
+]
 
-def _where(index: int, source: str | None, kind: str = "partition") -> str:
-    return f"{kind} {index}" + (f" ({source})" if source else "")
-
-
-def update_partition(
-    empty: State, part: Any, index: int, source: str | None, on_invalid: str
-) -> State:
-    """Fold one partition into a fresh copy of ``empty`` (the per-partition task)."""
-    X, y = (part if isinstance(part, tuple) else (part, None))
-    X, y, dropped = to_batch(
-        X, y, empty.schema, dtype=empty.input_dtype, on_invalid=on_invalid,
-        where=_where(index, source), need_target=empty.supervised,
-    )
-    state = empty.copy()
-    state.update_inplace(X, y, source=source)
-    state.n_skipped += dropped
-    return state
+#: partitions between checkpoints unless ``checkpoint_every`` says otherwise
+DEFAULT_CHECKPOINT_EVERY = 64
+_POSITION_KEY = "fold_rounds"
 
 
-def merge_states(*states: State) -> State:
-    """Merge a group of states (a tree-reduction task)."""
-    return merge_all(states)
-
-
-def tree_reduce(leaves: list, name: str, split_every: int, merge=merge_states) -> Any:
-    """Combine Delayed ``leaves`` with ``merge`` in a tree of fan-in ``split_every``.
-
-    Depth is ``ceil(log_{split_every}(len(leaves)))``, so 10,000 partitions need
-    only a handful of levels.
-    """
-    if split_every < 2:
-        raise ValueError(f"split_every must be >= 2, got {split_every}")
-    level, depth = list(leaves), 0
-    merge_d = dask.delayed(merge, pure=True)
-    while len(level) > 1:
-        level = [
-            merge_d(*level[i : i + split_every], dask_key_name=(name, depth, j))
-            for j, i in enumerate(range(0, len(level), split_every))
-        ]
-        depth += 1
-    return level[0]
-
-
-def _compute(obj: Any, progress: bool) -> Any:
-    """Compute one Delayed with the active scheduler, with Dask's own progress bar if asked."""
-    client = _active_client()
-    if client is not None:
-        future = client.compute(obj)
-        if progress:
-            from distributed import progress as dprogress
-
-            dprogress(future)
-        return future.result()
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar():
-            return dask.compute(obj)[0]
-    return dask.compute(obj)[0]
-
-
-def _active_client():
-    if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
-        return None
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
-
-
-def fold_partitions(
-    inp: Input, state: State, indices: Sequence[int], *, split_every: int, on_invalid: str, progress: bool
-) -> State:
-    """One graph over ``inp.parts[indices]``: updates then a merge tree; returns the root state."""
-    alg = state.algorithm
-    empty = state.empty_like()
-    token = tokenize(empty.metadata(), [inp.sources[i] for i in indices], on_invalid, [
-        getattr(inp.parts[i], "key", None) or tokenize(inp.parts[i]) for i in indices[:1]
-    ])
-    empty_d = dask.delayed(empty, name=f"{alg}-empty-{token}")
-    update_d = dask.delayed(update_partition, pure=True)
-    leaves = [
-        update_d(empty_d, inp.parts[i], inp.number(i), inp.sources[i], on_invalid,
-                 dask_key_name=(f"{alg}-update-{token}", i))
-        for i in indices
-    ]
-    root = tree_reduce(leaves, f"{alg}-merge-{token}", split_every)
-    return _compute(root, progress)
-
-
-def fold(
-    data: Any,
-    state: State,
-    *,
-    y: Any = None,
-    split_every: int = 8,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
-    progress: bool = False,
-    on_invalid: str = "raise",
-) -> State:
-    """Fold ``data`` into ``state`` in one pass and return the new state.
+# ---------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class FitOptions:
+    """How a fit runs (not what it learns): built once, passed down unchanged.
 
     Parameters
     ----------
-    data : Dask DataFrame or Array, pandas DataFrame, numpy array, iterator of batches, or Input
-        The rows to fold. Feature (and target) columns are the state's schema.
-    state : State
-        The state to continue from; it is not modified.
-    y : array-like, optional
-        Target, when it is not a column of ``data``.
     split_every : int
-        Fan-in of the merge tree.
+        Fan-in of the merge trees (>= 2).
     checkpoint : path, optional
-        Zarr path of a checkpoint: written every ``checkpoint_every`` partitions,
-        resumed from when the same call runs again.
+        Where the running state is written (a Zarr group; a folder of groups for
+        fits with several passes, see :meth:`at`).
     checkpoint_every : int, optional
-        Partitions between checkpoints (default ``8 * split_every``).
+        Partitions between checkpoints (default :data:`DEFAULT_CHECKPOINT_EVERY`;
+        rounded up to whole rounds when training in rounds).
     progress : bool
-        Show Dask's progress bar (local or distributed).
+        Show Dask's progress bar.
     on_invalid : {"raise", "skip"}
-        What to do with rows holding NaN or inf.
-
-    Returns
-    -------
-    State
-        ``state`` merged with the summary of ``data``. Partitions whose ids the
-        state already consumed are skipped.
+        Rows holding NaN or inf: raise an error naming them, or drop and count them.
+    seed : int
+        Seeds partition orders and every task's :class:`RoundContext`.
 
     Examples
     --------
-    >>> import numpy as np, daskstate
-    >>> from daskstate.algorithms.scaler import ScalerState
-    >>> from daskstate.state import Schema
-    >>> s = ScalerState(Schema(("a", "b")))
-    >>> s = daskstate.fold(np.arange(10.0).reshape(5, 2), s)
-    >>> s.n_rows
-    5
-    """
-    if on_invalid not in ("raise", "skip"):
-        raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
-    inp = data if isinstance(data, Input) else as_input(
-        data, y, features=list(state.schema.features), target=state.schema.target,
-        need_target=state.supervised,
-    )
-    state.schema.check_same_features(inp.schema, "input")
-    if not inp.is_dask:
-        if checkpoint is not None:
-            raise ValueError(
-                "checkpoint needs a Dask input, whose partitions have ids to resume from; "
-                "pandas, numpy and iterator inputs are folded in one go"
-            )
-        return _fold_local(inp, state, on_invalid)
-
-    running = state.copy()
-    base = checksum(*state.to_arrays())
-    if checkpoint is not None:
-        running = _resume(checkpoint, state, base) or running
-    todo = [i for i, s in enumerate(inp.sources) if s not in running.consumed]
-    if not todo:
-        return running
-    step = len(todo) if checkpoint is None else max(1, checkpoint_every or 8 * split_every)
-    for start in range(0, len(todo), step):
-        chunk = todo[start : start + step]
-        root = fold_partitions(
-            inp, running, chunk, split_every=split_every, on_invalid=on_invalid, progress=progress
-        )
-        running.merge_inplace(root)
-        if checkpoint is not None:
-            save_state(running, checkpoint, base=base)
-    return running
-
-
-def _fold_local(inp: Input, state: State, on_invalid: str) -> State:
-    new = state.empty_like()
-    for i, (X, y) in enumerate(inp.batches):
-        Xb, yb, dropped = to_batch(
-            X, y, state.schema, dtype=state.input_dtype, on_invalid=on_invalid,
-            where=_where(i, None, "batch"), need_target=state.supervised,
-        )
-        new.update_inplace(Xb, yb)
-        new.n_skipped += dropped
-    return state.merge(new)
-
-
-def _resume(path: str | os.PathLike, state: State, base: str) -> State | None:
-    """The checkpointed state of this same call, or None if there is no checkpoint yet."""
-    try:
-        arrays, attrs = read_group(path)
-    except FileNotFoundError:
-        return None
-    if attrs.get("algorithm") != state.algorithm:
-        raise StateFileError(f"checkpoint {os.fspath(path)!r} holds a {attrs.get('algorithm')!r} state")
-    saved = state_from_attrs(arrays, attrs, os.fspath(path))
-    saved_base = attrs.get("extra_attrs", {}).get("base")
-    if saved_base != base or saved.params != state.params:
-        raise StateFileError(
-            f"checkpoint {os.fspath(path)!r} belongs to another fit (other starting state, data or "
-            "hyperparameters); delete it or choose another path"
-        )
-    state.schema.check_same_features(saved.schema, f"checkpoint {os.fspath(path)!r}")
-    return saved
-
-
-# ---------------------------------------------------------------------------- rounds
-#
-# A state that trains by rounds declares, by name, which of its arrays are
-#
-# - ``round_averaged``: parameters and optimiser statistics, replaced after each
-#   round by the average of the round's partition results weighted by the rows
-#   each partition trained on (``state.round_weight()`` if the state defines it,
-#   else the rows folded);
-# - ``round_summed``: accumulators (losses, counts, histograms), zeroed in every
-#   partition task and summed into the round's starting value;
-#
-# every other array is constant within a round (normaliser, hyperparameters).
-# Both may be properties that depend on the state's own phase. A partition task
-# sees ``state.round_context`` (a :class:`RoundContext`) during ``_update``, so its
-# randomness can be seeded by (seed, epoch, partition index), never by execution
-# order.
-_ROUNDS_KEY = "fold_rounds"
-
-
-@dataclass(frozen=True)
-class RoundContext:
-    """Where a partition task of :func:`fold_rounds` runs: set as ``state.round_context``.
-
-    Attributes
-    ----------
-    epoch, round : int
-        Epoch and round within the epoch (from 0).
-    index : int
-        The partition's index in the input (stable across epochs and workers).
-    source : str or None
-        The partition's id.
-    seed : int
-        The fit's seed.
+    >>> opts = FitOptions(checkpoint="fit.ckpt", on_invalid="skip")
+    >>> opts.at("epochs").checkpoint
+    'fit.ckpt/epochs'
     """
 
-    epoch: int
-    round: int
-    index: int
-    source: str | None
-    seed: int
+    split_every: int = 8
+    checkpoint: str | None = None
+    checkpoint_every: int | None = None
+    progress: bool = False
+    on_invalid: str = "raise"
+    seed: int = 0
 
-    def rng(self, *salt: int) -> np.random.Generator:
-        """A generator seeded by ``(seed, epoch, index, *salt)``: the same on any worker, any order."""
-        return np.random.default_rng([self.seed, self.epoch, self.index, *salt])
+    def __post_init__(self) -> None:
+        if self.on_invalid not in ON_INVALID:
+            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {self.on_invalid!r}")
+        if int(self.split_every) < 2:
+            raise ValueError(f"split_every must be >= 2, got {self.split_every}")
+        if self.checkpoint_every is not None and int(self.checkpoint_every) < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint", os.fspath(self.checkpoint))
+        object.__setattr__(self, "split_every", int(self.split_every))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def at(self, name: str) -> FitOptions:
+        """The same options with the checkpoint at ``<checkpoint>/<name>`` (one group per pass)."""
+        if self.checkpoint is None:
+            return self
+        return dataclasses.replace(self, checkpoint=os.path.join(self.checkpoint, name))
+
+    def replace(self, **changes: Any) -> FitOptions:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def partitions_per_checkpoint(self) -> int:
+        return int(self.checkpoint_every or DEFAULT_CHECKPOINT_EVERY)
 
 
+def _options(options: FitOptions | None, fields: dict[str, Any]) -> FitOptions:
+    if options is None:
+        return FitOptions(**fields)
+    if fields:
+        raise TypeError(f"pass either options= or the option keywords, not both (got {sorted(fields)})")
+    return options
+
+
+# ---------------------------------------------------------------------------- tasks
 @dataclass
 class RoundResult:
     """A partition's (or a group of partitions') contribution to one round.
 
     ``averaged`` holds the weighted mean of the partitions' averaged arrays over
-    ``weight`` rows; ``summed`` the sum of their accumulator increments. Rows and
+    ``weight``; ``summed`` the sum of their accumulator increments. Rows and
     sources count only partitions not consumed before (first epoch).
     """
 
@@ -306,38 +148,61 @@ class RoundResult:
     sources: frozenset[str] = field(default_factory=frozenset)
 
 
-def _round_names(state: State, kind: str) -> tuple[str, ...]:
-    return tuple(getattr(state, f"round_{kind}", ()))
+def _blas_policy(state: State, main_thread: bool = False) -> contextlib.AbstractContextManager:
+    """The state's declared BLAS policy as a context (one BLAS thread per task, or nothing)."""
+    if state.blas_threads == 1:
+        return single_blas_thread(main_thread=main_thread)
+    return contextlib.nullcontext()
 
 
-def round_update(
-    start: State, part: Any, index: int, source: str | None, on_invalid: str, context: RoundContext
-) -> RoundResult:
-    """One partition of a round (the ``<algorithm>-update`` task): train a private copy of ``start``."""
-    X, y = (part if isinstance(part, tuple) else (part, None))
-    X, y, dropped = to_batch(
-        X, y, start.schema, dtype=start.input_dtype, on_invalid=on_invalid,
-        where=_where(index, source), need_target=start.supervised,
-    )
+def update_task(
+    start: State, part: Any, index: int, source: str | None, on_invalid: str, context: RoundContext | None
+) -> State | RoundResult:
+    """One partition (the ``<algorithm>-update`` task): train a private copy of ``start`` on it.
+
+    In a one-pass fold (``context=None``) ``start`` is empty and the task returns
+    the partition's state. In a round, the copy's ``round_summed`` accumulators
+    start from zero and the task returns its :class:`RoundResult`.
+    """
+    X, y = part if isinstance(part, tuple) else (part, None)
+    where = f"partition {index}" + (f" ({source})" if source else "")
+    X, y, dropped = start.read_batch(X, y, on_invalid=on_invalid, where=where)
     state = start.copy()
-    for name in _round_names(state, "summed"):
+    in_round = context is not None
+    for name in state.round_summed if in_round else ():
         setattr(state, name, np.zeros_like(getattr(state, name)))
-    state.round_context = context
-    state.update_inplace(X, y)
-    weight = float(state.round_weight()) if hasattr(state, "round_weight") else float(len(X))
+    with _blas_policy(state):
+        state.update_inplace(X, y, source=None if in_round else source, context=context)
+    if not in_round:
+        state.n_skipped += dropped
+        return state
+    rows = state.n_rows - start.n_rows
+    weight = float(rows if state.round_weight is None else np.sum(getattr(state, state.round_weight)))
     new = source is None or source not in start.consumed
     return RoundResult(
         weight=weight,
-        averaged={n: getattr(state, n) for n in _round_names(state, "averaged")},
-        summed={n: getattr(state, n) for n in _round_names(state, "summed")},
-        new_rows=len(X) if new else 0,
+        averaged={n: getattr(state, n) for n in state.round_averaged},
+        summed={n: getattr(state, n) for n in state.round_summed},
+        new_rows=rows if new else 0,
         new_skipped=dropped if new else 0,
         sources=frozenset({source}) if source is not None else frozenset(),
     )
 
 
+def merge_states(*states: State) -> State:
+    """Merge a group of states exactly (a ``<algorithm>-merge`` task of a one-pass fold)."""
+    return merge_all(states)
+
+
+def merge_into(running: State, root: State) -> State:
+    """``running`` with a fold's merged partitions added (the ``<algorithm>-round`` task of a fold)."""
+    new = running.copy()
+    new.merge_inplace(root)
+    return new
+
+
 def merge_round_results(*results: RoundResult) -> RoundResult:
-    """Combine partition results (a ``<algorithm>-merge`` task): weighted mean and sums.
+    """Combine partition results (a ``<algorithm>-merge`` task of a round): weighted mean and sums.
 
     Pairwise ``a + (b - a) * w_b / (w_a + w_b)``, so averaging identical arrays
     returns them bit for bit, and a single result passes through unchanged.
@@ -384,6 +249,106 @@ def finish_round(start: State, result: RoundResult) -> State:
     return new
 
 
+# ---------------------------------------------------------------------------- the graph
+def tree_reduce(leaves: list, name: str, split_every: int, merge: Callable = merge_states) -> Any:
+    """Combine Delayed ``leaves`` with ``merge`` in a tree of fan-in ``split_every``.
+
+    Depth is ``ceil(log_{split_every}(len(leaves)))``, so 10,000 partitions need
+    only a handful of levels.
+    """
+    if split_every < 2:
+        raise ValueError(f"split_every must be >= 2, got {split_every}")
+    level, depth = list(leaves), 0
+    merge_d = dask.delayed(merge, pure=True)
+    while len(level) > 1:
+        level = [
+            merge_d(*level[i : i + split_every], dask_key_name=(name, depth, j))
+            for j, i in enumerate(range(0, len(level), split_every))
+        ]
+        depth += 1
+    return level[0]
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What kind of rounds a graph runs: exact one-pass merging, or averaging (SGD)."""
+
+    averaging: bool
+    epoch: int = 0
+
+    @property
+    def combine(self) -> Callable:
+        return merge_round_results if self.averaging else merge_states
+
+    @property
+    def finish(self) -> Callable:
+        return finish_round if self.averaging else merge_into
+
+
+_ONE_PASS = _Pass(averaging=False)
+
+
+def build_rounds(inp: Input, state: State, rounds: Sequence[Sequence[int]], first_round: int, kind: _Pass,
+                 options: FitOptions) -> Any:
+    """One Delayed for consecutive rounds over ``inp.parts``: the state after the last one.
+
+    Each round's update tasks start from the previous round's state (averaging)
+    or from an empty state (one pass); a merge tree combines them; a round task
+    folds the result into the running state.
+    """
+    alg = state.algorithm
+    arrays, meta = state.to_arrays()
+    token = tokenize(checksum(arrays, meta), kind, options.seed, first_round, options.on_invalid,
+                     [[inp.sources[i] for i in r] for r in rounds],
+                     [getattr(inp.parts[r[0]], "key", None) for r in rounds[:1] if r])
+    update_d = dask.delayed(update_task, pure=True)
+    finish_d = dask.delayed(kind.finish, pure=True)
+    current = dask.delayed(state, name=f"{alg}-start-{token}")
+    empty = None if kind.averaging else dask.delayed(state.empty_like(), name=f"{alg}-empty-{token}")
+    for k, indices in enumerate(rounds):
+        rnd = first_round + k
+        leaves = [
+            update_d(current if kind.averaging else empty, inp.parts[i], inp.number(i), inp.sources[i],
+                     options.on_invalid,
+                     RoundContext(kind.epoch, rnd, i, inp.sources[i], options.seed) if kind.averaging else None,
+                     dask_key_name=(f"{alg}-update-{token}", rnd, i))
+            for i in indices
+        ]
+        root = tree_reduce(leaves, f"{alg}-merge-{tokenize(token, rnd)}", options.split_every, merge=kind.combine)
+        current = finish_d(current, root, dask_key_name=(f"{alg}-round-{token}", rnd))
+    return current
+
+
+def _compute(obj: Any, progress: bool) -> Any:
+    """Compute one Delayed with the active scheduler, with Dask's own progress bar if asked."""
+    client = _active_client()
+    if client is not None:
+        future = client.compute(obj)
+        if progress:
+            from distributed import progress as dprogress
+
+            dprogress(future)
+        return future.result()
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return dask.compute(obj)[0]
+    return dask.compute(obj)[0]
+
+
+def _active_client():
+    if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
+        return None
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------- the driver
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
     """Positions ``0..n-1`` in the order epoch ``epoch`` visits them (seeded shuffle)."""
     if not shuffle:
@@ -406,29 +371,152 @@ def epoch_rounds(indices: Sequence[int], sync_every: int, seed: int, epoch: int,
     return [order[i : i + sync_every] for i in range(0, len(order), sync_every)]
 
 
-def _run_rounds(
-    inp: Input, state: State, rounds: list[list[int]], epoch: int, first_round: int, *,
-    seed: int, split_every: int, on_invalid: str, progress: bool,
-) -> State:
-    """One graph for consecutive rounds: each round's updates read the previous round's state."""
-    alg = state.algorithm
-    arrays, meta = state.to_arrays()
-    token = tokenize(checksum(arrays, meta), seed, epoch, first_round, on_invalid,
-                     [[inp.sources[i] for i in r] for r in rounds])
-    update_d = dask.delayed(round_update, pure=True)
-    finish_d = dask.delayed(finish_round, pure=True)
-    current = dask.delayed(state, name=f"{alg}-start-{token}")
-    for k, indices in enumerate(rounds):
-        rnd = first_round + k
-        leaves = [
-            update_d(current, inp.parts[i], inp.number(i), inp.sources[i], on_invalid,
-                     RoundContext(epoch, rnd, i, inp.sources[i], seed),
-                     dask_key_name=(f"{alg}-update-{token}", rnd, i))
-            for i in indices
-        ]
-        root = tree_reduce(leaves, f"{alg}-merge-{tokenize(token, rnd)}", split_every, merge=merge_round_results)
-        current = finish_d(current, root, dask_key_name=(f"{alg}-round-{token}", rnd))
-    return _compute(current, progress)
+@dataclass(frozen=True)
+class _Schedule:
+    """Which partitions a pass visits, how many per round, for how many epochs."""
+
+    averaging: bool
+    epochs: int
+    sync_every: int
+    shuffle: bool
+
+    def rounds(self, indices: Sequence[int], options: FitOptions, epoch: int) -> list[list[int]]:
+        return epoch_rounds(indices, self.sync_every, options.seed, epoch, self.shuffle)
+
+    def rounds_per_graph(self, n_rounds: int, options: FitOptions) -> int:
+        if options.checkpoint is None:
+            return max(1, n_rounds)
+        return max(1, -(-options.partitions_per_checkpoint // self.sync_every))
+
+
+def _run(inp: Input, state: State, indices: list[int], schedule: _Schedule, options: FitOptions,
+         epoch_end: Callable[[State, int], tuple[State, bool]] | None) -> State:
+    """The Dask driver shared by :func:`fold` and :func:`fold_rounds`: graphs of rounds, checkpoints, resume."""
+    running = state.copy()
+    running.extra_meta.pop(_POSITION_KEY, None)
+    position = {"epoch": 0, "round": 0, "stopped": False}
+    arrays, meta = running.to_arrays()
+    if schedule.averaging:  # a resumed fit must be this same fit: same start, partitions, schedule
+        base = tokenize(checksum(arrays, meta), [inp.sources[i] for i in indices], schedule.sync_every,
+                        options.seed, schedule.shuffle)
+    else:  # a one-pass fold resumes on any partitions: the state knows what it consumed
+        base = checksum(arrays, meta)
+    if options.checkpoint is not None:
+        resumed = _resume(options.checkpoint, running, base)
+        if resumed is not None:
+            running = resumed
+            saved = dict(running.extra_meta.pop(_POSITION_KEY, position))
+            position = saved if schedule.averaging else position
+    if not schedule.averaging:
+        indices = [i for i in indices if inp.sources[i] not in running.consumed]
+
+    def save(s: State, epoch: int, rnd: int, stopped: bool = False) -> None:
+        if options.checkpoint is None:
+            return
+        snapshot = s.copy()
+        snapshot.extra_meta[_POSITION_KEY] = {"epoch": epoch, "round": rnd, "stopped": stopped}
+        save_state(snapshot, options.checkpoint, base=base)
+
+    epoch, rnd, stopped = int(position["epoch"]), int(position["round"]), bool(position.get("stopped", False))
+    with _blas_policy(running, main_thread=True):
+        while epoch < schedule.epochs and not stopped and indices:
+            rounds = schedule.rounds(indices, options, epoch)
+            step = schedule.rounds_per_graph(len(rounds), options)
+            kind = _Pass(schedule.averaging, epoch)
+            while rnd < len(rounds):
+                chunk = rounds[rnd : rnd + step]
+                running = _compute(build_rounds(inp, running, chunk, rnd, kind, options), options.progress)
+                rnd += len(chunk)
+                if rnd < len(rounds) or not schedule.averaging:
+                    save(running, epoch, rnd)
+            if epoch_end is not None:
+                running, stopped = epoch_end(running, epoch)
+                stopped = bool(stopped)
+            epoch, rnd = epoch + 1, 0
+            if schedule.averaging:
+                save(running, epoch, 0, stopped)
+    return running
+
+
+def _resume(path: str, state: State, base: str) -> State | None:
+    """The checkpointed state of this same call, or None if there is no checkpoint yet."""
+    try:
+        arrays, attrs = read_group(path)
+    except FileNotFoundError:
+        return None
+    if attrs.get("algorithm") != state.algorithm:
+        raise StateFileError(f"checkpoint {path!r} holds a {attrs.get('algorithm')!r} state")
+    saved = state_from_attrs(arrays, attrs, path)
+    saved_base = attrs.get("extra_attrs", {}).get("base")
+    if saved_base != base or saved.params != state.params:
+        raise StateFileError(
+            f"checkpoint {path!r} belongs to another fit (other starting state, data or "
+            "hyperparameters); delete it or choose another path"
+        )
+    state.schema.check_same_features(saved.schema, f"checkpoint {path!r}")
+    return saved
+
+
+def _as_input(data: Any, y: Any, state: State) -> Input:
+    inp = data if isinstance(data, Input) else as_input(
+        data, y, features=list(state.schema.features), target=state.schema.target,
+        need_target=state.supervised,
+    )
+    state.schema.check_same_features(inp.schema, "input")
+    return inp
+
+
+# ---------------------------------------------------------------------------- public entry points
+def fold(data: Any, state: State, *, y: Any = None, options: FitOptions | None = None, **option_fields: Any
+         ) -> State:
+    """Fold ``data`` into ``state`` in one pass and return the new state.
+
+    One round whose update tasks start from empty states, merged exactly: see
+    the module docstring.
+
+    Parameters
+    ----------
+    data : Dask DataFrame or Array, pandas DataFrame, numpy array, iterator of batches, or Input
+        The rows to fold. Feature (and target) columns are the state's schema.
+    state : State
+        The state to continue from; it is not modified.
+    y : array-like, optional
+        Target, when it is not a column of ``data``.
+    options : FitOptions, optional
+        How to run; or give its fields as keywords (``split_every=``,
+        ``checkpoint=``, ``checkpoint_every=``, ``progress=``, ``on_invalid=``).
+        A checkpoint needs a Dask input: it is written every ``checkpoint_every``
+        partitions and resumed from when the same call runs again.
+
+    Returns
+    -------
+    State
+        ``state`` merged with the summary of ``data``. Partitions whose ids the
+        state already consumed are skipped.
+
+    Examples
+    --------
+    >>> import numpy as np, daskstate
+    >>> from daskstate.algorithms.scaler import ScalerState
+    >>> from daskstate.state import Schema
+    >>> s = ScalerState(Schema(("a", "b")))
+    >>> s = daskstate.fold(np.arange(10.0).reshape(5, 2), s)
+    >>> s.n_rows
+    5
+    """
+    options = _options(options, option_fields)
+    inp = _as_input(data, y, state)
+    if not inp.is_dask:
+        if options.checkpoint is not None:
+            raise ValueError(
+                "checkpoint needs a Dask input, whose partitions have ids to resume from; "
+                "pandas, numpy and iterator inputs are folded in one go"
+            )
+        return _fold_local(inp, state, options)
+    todo = list(range(inp.npartitions))
+    size = len(todo) if options.checkpoint is None else options.partitions_per_checkpoint
+    schedule = _Schedule(averaging=False, epochs=1, sync_every=max(1, size), shuffle=False)
+    return _run(inp, state, todo, schedule, options, None)
 
 
 def fold_rounds(
@@ -438,24 +526,20 @@ def fold_rounds(
     y: Any = None,
     epochs: int = 1,
     sync_every: int = 8,
-    seed: int = 0,
     shuffle: bool = True,
-    split_every: int = 8,
     skip_sources: Collection[str] = (),
     epoch_end: Callable[[State, int], tuple[State, bool]] | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
-    progress: bool = False,
-    on_invalid: str = "raise",
+    options: FitOptions | None = None,
+    **option_fields: Any,
 ) -> State:
     """Train ``state`` on ``data`` for ``epochs`` epochs of synchronised rounds.
 
     Every epoch visits the partitions in an order shuffled by ``(seed, epoch)``
     and cuts it into rounds of ``sync_every`` partitions. Every partition task of
-    a round starts from the round's state; their results are averaged, weighted by
-    the rows each trained on, into the next round's state (see ``RoundResult``).
-    All rounds of an epoch form one Dask graph, so the next round's reads overlap
-    the previous round's merge; the result does not depend on the scheduler.
+    a round starts from the round's state; their results are averaged as the
+    state declares (see :mod:`daskstate.state`) into the next round's state.
+    Consecutive rounds form one Dask graph, so the next round's reads overlap the
+    previous round's merge; the result does not depend on the scheduler.
 
     Parameters
     ----------
@@ -463,7 +547,7 @@ def fold_rounds(
         The rows; Dask inputs can be read once per epoch. An iterator of batches
         is read once, so it allows one epoch only (each batch a partition).
     state : State
-        Declares ``round_averaged`` and ``round_summed`` array names; not modified.
+        Declares the rounds protocol; not modified.
     y : array-like, optional
         Target, when it is not a column of ``data``.
     epochs : int
@@ -471,26 +555,19 @@ def fold_rounds(
     sync_every : int
         Partitions per round: the synchronisation schedule. With 1, training is
         sequential; the result depends on it, never on the number of workers.
-    seed : int
-        Seeds the partition order of each epoch and each task's ``round_context``.
     shuffle : bool
         Shuffle the partition order of each epoch (else input order).
-    split_every : int
-        Fan-in of each round's merge tree.
     skip_sources : collection of str
         Partition ids to leave out (e.g. the ones a state was trained on before).
     epoch_end : callable, optional
         ``epoch_end(state, epoch) -> (state, stop)``, called after each epoch's last
         round (e.g. validation and early stopping); ``stop=True`` ends the fit.
-    checkpoint : path, optional
-        Zarr path: the running state and its position (epoch, round) are written
-        atomically at round boundaries; re-running the same call resumes there.
-    checkpoint_every : int, optional
-        Partitions between checkpoints, rounded up to whole rounds (default: every round).
-    progress : bool
-        Show Dask's progress bar.
-    on_invalid : {"raise", "skip"}
-        Rows with NaN or inf: raise, or drop (counted once, in the first epoch).
+    options : FitOptions, optional
+        How to run (or its fields as keywords: ``seed=``, ``split_every=``,
+        ``checkpoint=``, ...). With a checkpoint the running state and its position
+        (epoch, round) are written at round boundaries every ``checkpoint_every``
+        partitions; re-running the same call resumes there. Rows with NaN or inf
+        are counted once, in the first epoch, under ``on_invalid="skip"``.
 
     Returns
     -------
@@ -501,109 +578,61 @@ def fold_rounds(
     Examples
     --------
     >>> import numpy as np, daskstate
-    >>> from daskstate.algorithms.linear import LinearState
-    >>> from daskstate.engine import fold_rounds
     >>> X = np.random.default_rng(0).normal(size=(1000, 3))
     >>> est = daskstate.LinearLearner("regressor", num_models=2, epochs=1)
-    >>> est = est.fit(X, X @ [1.0, 2.0, 3.0])      # uses fold_rounds for its epochs
+    >>> est = est.fit(X, X @ [1.0, 2.0, 3.0])      # trains its epochs with fold_rounds
     >>> est.state_.n_rows
     1000
     """
-    if on_invalid not in ("raise", "skip"):
-        raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
+    options = _options(options, option_fields)
     if int(sync_every) < 1:
         raise ValueError(f"sync_every must be >= 1, got {sync_every}")
     if int(epochs) < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
-    sync_every, epochs = int(sync_every), int(epochs)
-    inp = data if isinstance(data, Input) else as_input(
-        data, y, features=list(state.schema.features), target=state.schema.target,
-        need_target=state.supervised,
-    )
-    state.schema.check_same_features(inp.schema, "input")
+    schedule = _Schedule(averaging=True, epochs=int(epochs), sync_every=int(sync_every), shuffle=bool(shuffle))
+    inp = _as_input(data, y, state)
     if not inp.is_dask:
-        if checkpoint is not None:
+        if options.checkpoint is not None:
             raise ValueError("checkpoint needs a Dask input, whose partitions have ids to resume from")
-        if epochs > 1:
+        if schedule.epochs > 1:
             raise ValueError(
                 f"an iterator of batches can be read only once, so it allows 1 epoch, not {epochs}; "
                 "pass a Dask collection or an in-memory array for several epochs"
             )
-        return _fold_rounds_local(inp, state, epochs, sync_every, seed, split_every, epoch_end, on_invalid)
-
+        return _fold_rounds_local(inp, state, schedule, options, epoch_end)
     skip = set(skip_sources)
     indices = [i for i, s in enumerate(inp.sources) if s not in skip]
-    running = state.copy()
-    running.extra_meta.pop(_ROUNDS_KEY, None)
-    position = {"epoch": 0, "round": 0, "stopped": False}
-    base = None
-    if checkpoint is not None:
-        arrays, meta = running.to_arrays()
-        base = tokenize(checksum(arrays, meta), [inp.sources[i] for i in indices], sync_every, seed, shuffle)
-        resumed = _resume(checkpoint, running, base)
-        if resumed is not None:
-            running = resumed
-            position = dict(running.extra_meta.pop(_ROUNDS_KEY, position))
-    per_compute = None
-    if checkpoint is not None:
-        per_compute = max(1, -(-(checkpoint_every or sync_every) // sync_every))
-
-    def save(running: State, epoch: int, rnd: int, stopped: bool = False) -> None:
-        if checkpoint is None:
-            return
-        snapshot = running.copy()
-        snapshot.extra_meta[_ROUNDS_KEY] = {"epoch": epoch, "round": rnd, "stopped": stopped}
-        save_state(snapshot, checkpoint, base=base)
-
-    epoch, rnd = int(position["epoch"]), int(position["round"])
-    stopped = bool(position.get("stopped", False))
-    with _single_threaded_blas():
-        return _epochs(inp, running, indices, epoch, rnd, stopped, epochs, sync_every, seed, shuffle,
-                       per_compute, split_every, on_invalid, progress, epoch_end, save)
+    return _run(inp, state, indices, schedule, options, epoch_end)
 
 
-def _single_threaded_blas() -> single_blas_thread:
-    """BLAS on one thread while partition tasks run in parallel.
-
-    Each SGD step multiplies small matrices; a multi-threaded BLAS would spin up
-    threads per call and oversubscribe the cores the scheduler already fills.
-    Worker processes of ``distributed`` are single-threaded for BLAS already.
-    """
-    return single_blas_thread(main_thread=True)
+# ---------------------------------------------------------------------------- without Dask
+def _local_batches(inp: Input, state: State, options: FitOptions) -> Any:
+    """``(index, X, y, dropped)`` for each in-memory batch, converted by the state's ``read_batch``."""
+    for i, (X, y) in enumerate(inp.batches):
+        Xb, yb, dropped = state.read_batch(X, y, on_invalid=options.on_invalid, where=f"batch {i}")
+        yield i, Xb, yb, dropped
 
 
-def _epochs(inp, running, indices, epoch, rnd, stopped, epochs, sync_every, seed, shuffle, per_compute,
-            split_every, on_invalid, progress, epoch_end, save) -> State:
-    while epoch < epochs and not stopped and indices:
-        rounds = epoch_rounds(indices, sync_every, seed, epoch, shuffle)
-        step = per_compute or len(rounds)
-        while rnd < len(rounds):
-            chunk = rounds[rnd : rnd + step]
-            running = _run_rounds(inp, running, chunk, epoch, rnd, seed=seed, split_every=split_every,
-                                  on_invalid=on_invalid, progress=progress)
-            rnd += len(chunk)
-            if rnd < len(rounds):
-                save(running, epoch, rnd)
-        if epoch_end is not None:
-            running, stopped = epoch_end(running, epoch)
-            stopped = bool(stopped)
-        epoch, rnd = epoch + 1, 0
-        save(running, epoch, 0, stopped)
-    return running
+def _fold_local(inp: Input, state: State, options: FitOptions) -> State:
+    """One pass over in-memory batches, folded in order into one new state, then merged."""
+    new = state.empty_like()
+    for _, X, y, dropped in _local_batches(inp, state, options):
+        new.update_inplace(X, y)
+        new.n_skipped += dropped
+    return state.merge(new)
 
 
-def _fold_rounds_local(inp: Input, state: State, epochs: int, sync_every: int, seed: int,
-                       split_every: int, epoch_end, on_invalid: str) -> State:
+def _fold_rounds_local(inp: Input, state: State, schedule: _Schedule, options: FitOptions, epoch_end) -> State:
     """One epoch over a one-shot iterator of batches, in rounds, without Dask."""
     running = state.copy()
-    if epochs == 0:
+    if schedule.epochs == 0:
         return running
     pending: list[RoundResult] = []
     rnd = 0
     for i, (X, y) in enumerate(inp.batches):
-        ctx = RoundContext(0, rnd, i, None, seed)
-        pending.append(round_update(running, (X, y), i, None, on_invalid, ctx))
-        if len(pending) == sync_every:
+        ctx = RoundContext(0, rnd, i, None, options.seed)
+        pending.append(update_task(running, (X, y), i, None, options.on_invalid, ctx))
+        if len(pending) == schedule.sync_every:
             running = finish_round(running, merge_round_results(*pending))
             pending, rnd = [], rnd + 1
     if pending:

@@ -20,12 +20,14 @@ import pandas as pd
 from dask.base import tokenize
 
 from daskstate import engine
-from daskstate.data import Input, as_input, to_batch, to_features
+from daskstate.data import Input, as_input, to_batch, to_features, warn_if_nothing_new
 from daskstate.errors import DataError, NotFittedError, StateFileError
 from daskstate.state import Schema, State
 from daskstate.store import checksum, read_group, state_from_attrs, write_group
 
 _ESTIMATORS: dict[str, type[StateEstimator]] = {}
+#: the keywords of ``fit`` and ``partial_fit`` that say how to run (see :meth:`StateEstimator._fit_options`)
+_RUN_OPTIONS = ("checkpoint", "checkpoint_every", "progress", "split_every")
 
 
 class StateEstimator:
@@ -107,9 +109,28 @@ class StateEstimator:
         return as_input(X, y, features=features, target=target if self._supervised else None,
                         need_target=self._supervised)
 
-    def _fold(self, inp: Input, state: State, **fold_kwargs: Any) -> State:
-        """Fold an input into a state; iterative algorithms override this."""
-        return engine.fold(inp, state, on_invalid=getattr(self, "on_invalid", "raise"), **fold_kwargs)
+    def _fit_options(self, *, checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+                     progress: bool = False, split_every: int = 8) -> engine.FitOptions:
+        """The fit's :class:`~daskstate.engine.FitOptions`, built once per ``fit``/``partial_fit`` call."""
+        seed = getattr(self, "random_state", None)
+        return engine.FitOptions(
+            split_every=split_every, checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+            on_invalid=getattr(self, "on_invalid", "raise"), seed=int(seed) if isinstance(seed, int | np.integer) else 0,
+        )
+
+    def _new_state(self, inp: Input, **fit_params: Any) -> State:
+        """The empty state a fresh fit starts from."""
+        if fit_params:
+            raise TypeError(f"{type(self).__name__}.fit got unexpected keyword argument(s) {sorted(fit_params)}")
+        return self.state_class(inp.schema, self._state_params(inp))
+
+    def _fold(self, inp: Input, state: State, options: engine.FitOptions | None = None, **fit_params: Any) -> State:
+        """Fold an input into a state in one pass; iterative algorithms override this."""
+        if options is None:  # called with the option keywords (checkpoint=..., split_every=...)
+            options, fit_params = self._fit_options(**fit_params), {}
+        if fit_params:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(fit_params)}")
+        return engine.fold(inp, state, options=options)
 
     def fit(
         self,
@@ -120,6 +141,7 @@ class StateEstimator:
         checkpoint_every: int | None = None,
         progress: bool = False,
         split_every: int = 8,
+        **fit_params: Any,
     ) -> StateEstimator:
         """Fit from scratch in one pass (or ``epochs`` passes for iterative algorithms).
 
@@ -131,36 +153,46 @@ class StateEstimator:
         checkpoint : path, optional
             Zarr path; the running state is saved there every ``checkpoint_every``
             partitions and a repeated call resumes from it.
+        checkpoint_every : int, optional
+            Partitions between checkpoints (default 64).
         progress : bool
             Show Dask's progress bar.
         split_every : int
             Fan-in of the merge tree.
+        **fit_params
+            Algorithm-specific (e.g. ``validation_data`` of iterative algorithms).
 
         Returns
         -------
         self
         """
         self._validate_params()
+        options = self._fit_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                                    split_every=split_every)
         inp = self._input(X, y)
-        state = self.state_class(inp.schema, self._state_params(inp))
-        state = self._fold(inp, state, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                           progress=progress, split_every=split_every)
+        state = self._new_state(inp, **fit_params)
+        state = self._fold(inp, state, options=options, **fit_params)
         self._check_enough_rows(state)
         self._set_state(state, self._finalize_overrides())
         return self
 
-    def partial_fit(self, X: Any, y: Any = None, **fold_kwargs: Any) -> StateEstimator:
+    def partial_fit(self, X: Any, y: Any = None, **fit_kwargs: Any) -> StateEstimator:
         """Fold more data into the fitted state (or fit, if there is none yet).
 
-        Partitions whose ids the state already consumed (a :func:`daskstate.read_parquet`
-        folder that has grown) are skipped, so only new data is read. On error the
-        previous state and model are kept unchanged.
+        Takes the keywords of :meth:`fit`. Partitions whose ids the state already
+        consumed (a :func:`daskstate.read_parquet` folder that has grown) are
+        skipped, so only new data is read. On error the previous state and model
+        are kept unchanged.
         """
+        run = {k: fit_kwargs.pop(k) for k in _RUN_OPTIONS if k in fit_kwargs}
+        fit_params = fit_kwargs
         if not hasattr(self, "state_"):
-            return self.fit(X, y, **fold_kwargs)
+            return self.fit(X, y, **run, **fit_params)
+        self._validate_params()
         inp = self._input(X, y, schema=self.state_.schema)
         self.state_.schema.check_same_features(inp.schema, "partial_fit")
-        state = self._fold(inp, self.state_, **fold_kwargs)
+        warn_if_nothing_new(inp, self.state_.consumed, type(self).__name__)
+        state = self._fold(inp, self.state_, options=self._fit_options(**run), **fit_params)
         self._set_state(state, getattr(self, "finalize_overrides_", {}))
         return self
 

@@ -3,12 +3,54 @@
 Every algorithm subclasses :class:`State` and implements four small pieces:
 
 - ``_init_arrays()``: the empty summary's arrays, from hyperparameters and schema;
-- ``_update(X, y)``: fold one batch into ``self`` (called on a private copy);
+- ``_update(X, y, context)``: fold one batch into ``self`` (called on a private copy);
 - ``_merge(other)``: fold another state of disjoint data into ``self`` (private copy);
 - ``finalize(**overrides)``: the working model, without reading data.
 
 The public ``update`` and ``merge`` are pure: they copy, mutate the copy, and
 return it, so an exception leaves the original state untouched.
+
+What the engine needs to know about a state is declared by class attributes,
+never discovered:
+
+``array_names``
+    The arrays that make up the summary (saved, checksummed, sized by ``nbytes``).
+``supervised``, ``input_dtype``
+    Whether a batch carries a target; the float type of dense feature batches.
+``read_batch(X, y, on_invalid=..., where=...)``
+    A method: how one partition becomes the batch ``_update`` receives. The
+    default is the dense, validated float matrix of :func:`daskstate.data.to_batch`;
+    a text state may return a sparse CSR count matrix, a forecasting state a
+    pandas DataFrame of whole series. It returns ``(X, y, n_dropped)``.
+``blas_threads``
+    The execution policy: ``1`` makes the engine run BLAS on one thread while
+    this state's partition tasks run in parallel (one task per core already;
+    more BLAS threads only oversubscribe). ``None`` leaves BLAS alone.
+
+The rounds protocol (iterative algorithms, trained by SGD)
+    :func:`daskstate.engine.fold_rounds` processes partitions in rounds: every
+    partition task of a round trains a private copy of the round's state, and
+    the round's results become the next round's state. How, is declared:
+
+    ``round_averaged``
+        Names of the arrays (parameters, optimiser statistics) replaced after
+        each round by the average of the partition results, weighted by each
+        partition's round weight.
+    ``round_summed``
+        Names of the accumulators (losses, counts) zeroed in every partition
+        task; the partitions' increments are added to the round's start value.
+    ``round_weight``
+        Name of one ``round_summed`` array whose increment in a partition task
+        is that partition's weight (rows trained on, windows, documents); None
+        (the default) weighs a partition by the rows of its batch.
+
+    Every other array is constant within a round. The partition task calls
+    ``_update(X, y, context)`` with a :class:`RoundContext` (epoch, round,
+    partition index, seed): all randomness comes from ``context.rng(...)``, so
+    a fit does not depend on the workers or the order tasks run in. One-pass
+    folds (:func:`daskstate.engine.fold`) pass ``context=None``. A state never
+    needs a "phase" to know how to merge: a pass that only gathers statistics
+    (the moments for a normaliser) is its own small state.
 """
 
 from __future__ import annotations
@@ -89,6 +131,44 @@ class Schema:
         )
 
 
+@dataclass(frozen=True)
+class RoundContext:
+    """Where a partition task of a round runs; passed to ``State._update`` as ``context``.
+
+    Attributes
+    ----------
+    epoch, round : int
+        Epoch and round within the epoch (from 0).
+    index : int
+        The partition's index in the input (stable across epochs and workers).
+    source : str or None
+        The partition's id.
+    seed : int
+        The fit's seed.
+
+    Examples
+    --------
+    >>> ctx = RoundContext(epoch=1, round=0, index=3, source=None, seed=7)
+    >>> bool(ctx.rng().random() == RoundContext(1, 5, 3, "other", 7).rng().random())
+    True
+    """
+
+    epoch: int
+    round: int
+    index: int
+    source: str | None
+    seed: int
+
+    def rng(self, *salt: int) -> np.random.Generator:
+        """A generator seeded by ``(seed, epoch, index, *salt)``: the same on any worker, any order."""
+        return np.random.default_rng([self.seed, self.epoch, self.index, *salt])
+
+    @property
+    def where(self) -> str:
+        """The partition, for error messages."""
+        return f"partition {self.index}" + (f" ({self.source})" if self.source else "")
+
+
 class State(abc.ABC):
     """Base class of every model state.
 
@@ -114,6 +194,14 @@ class State(abc.ABC):
     supervised: ClassVar[bool] = False
     #: names of the arrays that make up the summary (saved and checksummed).
     array_names: ClassVar[tuple[str, ...]] = ()
+    #: the rounds protocol (see the module docstring): arrays averaged per round, weighted ...
+    round_averaged: ClassVar[tuple[str, ...]] = ()
+    #: ... accumulators summed per round ...
+    round_summed: ClassVar[tuple[str, ...]] = ()
+    #: ... and the ``round_summed`` array that counts a partition's weight (None: its batch's rows).
+    round_weight: ClassVar[str | None] = None
+    #: BLAS threads while this state's partition tasks run (1: one per task; None: BLAS's default).
+    blas_threads: ClassVar[int | None] = None
 
     def __init__(self, schema: Schema, params: Mapping[str, Any] | None = None):
         self.schema = schema
@@ -130,8 +218,12 @@ class State(abc.ABC):
         """Set the empty summary's arrays on ``self``."""
 
     @abc.abstractmethod
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        """Fold the batch ``X`` (n x d, ``input_dtype``) into ``self`` in place."""
+    def _update(self, X: Any, y: np.ndarray | None, context: RoundContext | None) -> None:
+        """Fold the batch ``X`` (from :meth:`read_batch`) into ``self`` in place.
+
+        ``context`` is the round's :class:`RoundContext` in a round of
+        :func:`daskstate.engine.fold_rounds`, None in a one-pass fold.
+        """
 
     @abc.abstractmethod
     def _merge(self, other: State) -> None:
@@ -143,6 +235,30 @@ class State(abc.ABC):
     @abc.abstractmethod
     def finalize(self, **overrides: Any) -> Any:
         """The working model from the summary alone."""
+
+    # ---- the batch a partition becomes (override for sparse or frame batches) -------
+    def read_batch(self, X: Any, y: Any, *, on_invalid: str = "raise", where: str = "batch") -> tuple[Any, Any, int]:
+        """One partition (``X`` and its target ``y``, or None) as ``(batch, target, n_dropped)``.
+
+        The default is :func:`daskstate.data.to_batch`: the schema's feature
+        columns as a dense ``input_dtype`` matrix, the target if ``supervised``,
+        and rows with NaN or inf raised on or dropped (``on_invalid``), with errors
+        naming ``where``.
+        """
+        from daskstate.data import to_batch
+
+        return to_batch(X, y, self.schema, dtype=self.input_dtype, on_invalid=on_invalid, where=where,
+                        need_target=self.supervised)
+
+    def check_batch(self, X: Any, y: Any) -> int:
+        """Raise if ``X`` cannot be this state's batch; return its number of rows."""
+        if getattr(X, "ndim", None) != 2 or X.shape[1] != self.n_features:
+            raise SchemaError(
+                f"batch has shape {np.shape(X)}; expected 2 dimensions with {self.n_features} feature columns"
+            )
+        if self.supervised and y is None:
+            raise SchemaError(f"{self.algorithm} needs a target, but the batch has none")
+        return int(X.shape[0])
 
     # ---- public, pure operations -----------------------------------------------
     @property
@@ -156,23 +272,20 @@ class State(abc.ABC):
     def copy(self) -> State:
         return copy.deepcopy(self)
 
-    def update(self, X: np.ndarray, y: np.ndarray | None = None, *, source: str | None = None) -> State:
+    def update(self, X: Any, y: np.ndarray | None = None, *, source: str | None = None,
+               context: RoundContext | None = None) -> State:
         """Return a new state with the batch ``X`` (and ``y``) folded in."""
         new = self.copy()
-        new.update_inplace(X, y, source=source)
+        new.update_inplace(X, y, source=source, context=context)
         return new
 
-    def update_inplace(self, X: np.ndarray, y: np.ndarray | None = None, *, source: str | None = None) -> None:
+    def update_inplace(self, X: Any, y: np.ndarray | None = None, *, source: str | None = None,
+                       context: RoundContext | None = None) -> None:
         """Fold a batch into ``self``; only for states the caller owns privately."""
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise SchemaError(
-                f"batch has shape {X.shape}; expected 2 dimensions with {self.n_features} feature columns"
-            )
-        if self.supervised and y is None:
-            raise SchemaError(f"{self.algorithm} needs a target, but the batch has none")
-        if len(X):
-            self._update(X, y)
-            self.n_rows += len(X)
+        n = self.check_batch(X, y)
+        if n:
+            self._update(X, y, context)
+            self.n_rows += n
         if source is not None:
             self.consumed = self.consumed | {source}
 

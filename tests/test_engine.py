@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import daskstate
 from daskstate.algorithms.scaler import ScalerState
-from daskstate.engine import fold_partitions, tree_reduce
+from daskstate.engine import tree_reduce
 from daskstate.errors import DataError, SchemaError, StateError
 from daskstate.state import Schema
 
@@ -101,7 +101,7 @@ def test_task_names_read_as_algorithm_steps():
             names.extend(dask.utils.key_split(k) for k in dsk)
 
     with Recorder():
-        fold_partitions(inp, state, list(range(4)), split_every=2, on_invalid="raise", progress=False)
+        daskstate.fold(inp, state, split_every=2)
     assert "standard_scaler-update" in names and "standard_scaler-merge" in names
 
 

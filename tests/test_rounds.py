@@ -24,7 +24,7 @@ from daskstate.state import Schema, State, register
 
 @register
 class ToySGDState(State):
-    """Momentum SGD towards the mean of the rows; randomness only from ``round_context``."""
+    """Momentum SGD towards the mean of the rows; randomness only from the round context."""
 
     algorithm = "test_rounds_toy_sgd"
     array_names = ("w", "m", "seen", "loss")
@@ -36,8 +36,7 @@ class ToySGDState(State):
         self.w, self.m = np.zeros(d), np.zeros(d)
         self.seen, self.loss = np.zeros(1), np.zeros(1)
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        ctx = getattr(self, "round_context", None)
+    def _update(self, X: np.ndarray, y: np.ndarray | None, ctx: RoundContext | None) -> None:
         rng = ctx.rng() if ctx is not None else np.random.default_rng(0)
         Xs = X[rng.permutation(len(X))]
         for rows in mini_batches(len(Xs), 4):
@@ -75,8 +74,7 @@ def test_one_partition_per_round_is_sequential_sgd():
     out = fold_rounds(dX, ToySGDState(SCHEMA), sync_every=1, shuffle=False, seed=5)
     seq = ToySGDState(SCHEMA)
     for i, part in enumerate(_parts(X, sizes)):
-        seq.round_context = RoundContext(0, i, i, f"{dX.name}:{i}", 5)
-        seq.update_inplace(part)
+        seq.update_inplace(part, context=RoundContext(0, i, i, f"{dX.name}:{i}", 5))
     np.testing.assert_array_equal(out.w, seq.w)
     np.testing.assert_array_equal(out.m, seq.m)
     np.testing.assert_array_equal(out.seen, seq.seen)
@@ -93,8 +91,7 @@ def test_a_round_is_the_count_weighted_average_of_its_partitions():
     ws, ms, losses = [], [], []
     for i, part in enumerate(_parts(X, sizes)):
         s = start.copy()
-        s.round_context = RoundContext(0, 0, i, f"{dX.name}:{i}", 1)
-        s.update_inplace(part)
+        s.update_inplace(part, context=RoundContext(0, 0, i, f"{dX.name}:{i}", 1))
         ws.append(s.w)
         ms.append(s.m)
         losses.append(s.loss)

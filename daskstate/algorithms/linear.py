@@ -46,7 +46,6 @@ The state's arrays
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import dask.array as da
@@ -56,7 +55,6 @@ import pandas as pd
 
 from daskstate import engine
 from daskstate.data import DEFAULT_BATCH_ROWS, Input, as_input
-from daskstate.engine import RoundContext
 from daskstate.errors import DataError, StateError
 from daskstate.estimator import StateEstimator
 from daskstate.numerics import (
@@ -74,7 +72,7 @@ from daskstate.numerics import (
     soft_threshold,
     softmax,
 )
-from daskstate.state import Schema, State, register
+from daskstate.state import RoundContext, Schema, State, register
 
 PREDICTOR_TYPES = ("regressor", "binary_classifier", "multiclass_classifier")
 LOSSES = {
@@ -138,7 +136,7 @@ class LinearState(State):
         "coef", "bias", "coef_m", "coef_v", "bias_m", "bias_v", "step",
         "lr", "l1", "wd", "pos_weight",
         "anchor_coef", "anchor_bias", "best_coef", "best_bias", "best_loss", "best_epoch", "progress",
-        "mon_loss", "mon_n",
+        "mon_loss", "mon_n", "trained",
         "ev_loss", "ev_n", "ev_hist", "ev_correct", "ev_sq", "ev_abs", "ev_t",
         "best_ev_loss", "best_ev_n", "best_ev_hist", "best_ev_correct", "best_ev_sq", "best_ev_abs", "best_ev_t",
     )
@@ -203,6 +201,7 @@ class LinearState(State):
         self.best_epoch = np.full(M, -1.0)
         self.progress = np.array([0.0, np.inf, 0.0])  # epochs run, best monitored loss, epochs without gain
         self.mon_n = np.zeros(1)
+        self.trained = np.zeros(1)
         hist = (M, 2, HIST_BINS) if self.predictor_type == "binary_classifier" else (M, 0, 0)
         for prefix in ("ev_", "best_ev_"):
             for name in ("loss", "correct", "sq", "abs"):
@@ -212,27 +211,23 @@ class LinearState(State):
             setattr(self, prefix + "t", np.zeros(2))
         self.extra_meta.setdefault("phase", "stats")
 
-    # rounds protocol (daskstate.engine.fold_rounds)
-    @property
-    def round_averaged(self) -> tuple[str, ...]:
-        if self.phase == "sgd":
-            return ("coef", "bias", "coef_m", "coef_v", "bias_m", "bias_v", "step")
-        return ()
-
-    @property
-    def round_summed(self) -> tuple[str, ...]:
-        if self.phase == "sgd":
-            return ("mon_loss", "mon_n", *self.EVAL_ARRAYS)
-        if self.phase == "eval":
-            return self.EVAL_ARRAYS
-        return ()
-
-    def round_weight(self) -> float:
-        """Rows this partition task trained on (the weight of its parameters in the round's average)."""
-        return float(getattr(self, "_trained_rows", 0))
+    # rounds protocol (daskstate.engine.fold_rounds): the evaluation pass changes no averaged array
+    # and trains no row (weight 0), so one declaration serves every pass
+    round_averaged = ("coef", "bias", "coef_m", "coef_v", "bias_m", "bias_v", "step")
+    round_summed = ("mon_loss", "mon_n", "ev_loss", "ev_n", "ev_hist", "ev_correct", "ev_sq", "ev_abs", "ev_t",
+                    "trained")
+    round_weight = "trained"
+    blas_threads = 1
 
     # ---- update -----------------------------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
+        self._context = context  # for error messages and seeds of this call only
+        try:
+            self._update_phase(X, y)
+        finally:
+            self._context = None
+
+    def _update_phase(self, X: np.ndarray, y: np.ndarray | None) -> None:
         phase = self.phase
         if phase == "stats":
             self._update_stats(X, y)
@@ -248,10 +243,8 @@ class LinearState(State):
             )
 
     def _where(self) -> str:
-        ctx = getattr(self, "round_context", None)
-        if ctx is None:
-            return "batch"
-        return f"partition {ctx.index}" + (f" ({ctx.source})" if ctx.source else "")
+        ctx = self._context
+        return "batch" if ctx is None else ctx.where
 
     # first pass: moments and classes
     def _update_stats(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -348,7 +341,7 @@ class LinearState(State):
 
     # training: one partition of a round
     def _update_sgd(self, X: np.ndarray, y: np.ndarray) -> None:
-        ctx = getattr(self, "round_context", None) or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
+        ctx = self._context or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
         t = self._encode_target(y)
         val = self._validation_mask(X)
         if val is not None:
@@ -360,7 +353,7 @@ class LinearState(State):
             train = np.arange(len(X))
         order = ctx.rng().permutation(train)
         self._train(X, t, order, monitor=self.params.get("validation", "split") == "none")
-        self._trained_rows = len(order)
+        self.trained += len(order)
 
     def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool) -> None:
         """Mini-batch SGD over the rows ``order``: every packed model in each matrix product.
@@ -439,7 +432,6 @@ class LinearState(State):
         coef, bias = {"best": (self.best_coef, self.best_bias), "current": (self.coef, self.bias),
                       "anchor": (self.anchor_coef, self.anchor_bias)}[which]
         self._evaluate(X, t, idx, coef, bias)
-        self._trained_rows = 0
 
     def _evaluate(self, X: np.ndarray, t: np.ndarray, idx: np.ndarray, coef: np.ndarray, bias: np.ndarray) -> None:
         """Add the rows ``idx``'s loss and metrics under ``coef``/``bias`` to the ``ev_`` accumulators."""
@@ -1265,86 +1257,30 @@ class LinearLearner(StateEstimator):
         return inp
 
     # ---- fitting ----------------------------------------------------------------------
-    def fit(
-        self,
-        X: Any,
-        y: Any = None,
-        *,
-        validation_data: Any = None,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int | None = None,
-        progress: bool = False,
-        split_every: int = 8,
-    ) -> LinearLearner:
-        """Fit: a first pass (normaliser, classes), then epochs of rounds, then a selection pass.
+    def _new_state(self, inp: Input, validation_data: Any = None) -> LinearState:
+        """A fresh state; ``fit(X, y, validation_data=...)`` passes rows for early stopping and selection."""
+        if validation_data is not None and self.solver == "exact":
+            raise ValueError("validation_data is not used by solver='exact'; leave it out")
+        mode = "external" if validation_data is not None else ("split" if self.validation_fraction > 0 else "none")
+        return LinearState(inp.schema, self._state_params(inp, mode))
 
-        Parameters
-        ----------
-        X : Dask DataFrame or Array, pandas DataFrame or numpy array
-            (an iterator of batches only with ``solver="exact"``).
-        y : array-like, optional
-            Target when it is not the ``target`` column.
-        validation_data : DataFrame with the target column, or ``(X, y)``, optional
-            Rows for early stopping and selection; then ``X`` is all training rows.
-        checkpoint : path, optional
-            A folder; each phase checkpoints under it (the epochs at round
-            boundaries) and a repeated call resumes.
-        checkpoint_every : int, optional
-            Partitions between checkpoints.
-        progress : bool
-            Show Dask's progress bar.
-        split_every : int
-            Fan-in of the merge trees.
+    def _fold(self, inp: Input, state: State, options: engine.FitOptions | None = None,
+              validation_data: Any = None, **option_fields: Any) -> State:
+        """A first pass (normaliser, classes), then epochs of rounds, then a selection pass.
 
-        Returns
-        -------
-        self
+        With SGD, ``partial_fit`` trains ``epochs`` more epochs over the new
+        partitions only, from the selected snapshots, with the normaliser and
+        classes of the first fit (a class not seen then raises ``DataError``
+        naming it), then selects again on the new data's validation rows. With
+        the exact solver the new rows are folded into the normal equations. A
+        checkpoint is a folder with one group per pass.
         """
-        self._validate_params()
-        inp = self._input(X, y)
-        val_inp = None
-        if validation_data is not None:
-            if self.solver == "exact":
-                raise ValueError("validation_data is not used by solver='exact'; leave it out")
-            val_inp = self._validation_input(validation_data, inp.schema)
-        mode = "external" if val_inp is not None else ("split" if self.validation_fraction > 0 else "none")
-        state = LinearState(inp.schema, self._state_params(inp, mode))
-        state = self._fold(inp, state, validation=val_inp, checkpoint=checkpoint,
-                           checkpoint_every=checkpoint_every, progress=progress, split_every=split_every)
-        self._check_enough_rows(state)
-        self._set_state(state, self._finalize_overrides())
-        return self
-
-    def partial_fit(self, X: Any, y: Any = None, *, validation_data: Any = None, **fold_kwargs: Any) -> LinearLearner:
-        """Train on partitions not seen before, continuing from the fitted state.
-
-        With SGD: ``epochs`` more epochs over the new partitions only, from the
-        selected snapshots, with the normaliser and classes of the first fit (a
-        class not seen then raises ``DataError`` naming it), then a new selection
-        pass on the new data's validation rows. With the exact solver: the new
-        rows are folded into the normal equations.
-        """
-        if not hasattr(self, "state_"):
-            return self.fit(X, y, validation_data=validation_data, **fold_kwargs)
-        self._validate_params()
-        inp = self._input(X, y, schema=self.state_.schema)
-        self.state_.schema.check_same_features(inp.schema, "partial_fit")
-        val_inp = None if validation_data is None else self._validation_input(validation_data, self.state_.schema)
-        state = self._fold(inp, self.state_, validation=val_inp, **fold_kwargs)
-        self._set_state(state, getattr(self, "finalize_overrides_", {}))
-        return self
-
-    def _fold(self, inp: Input, state: State, *, validation: Input | None = None,
-              checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-              progress: bool = False, split_every: int = 8) -> State:
-        on_invalid = self.on_invalid
-        sub = (lambda name: None) if checkpoint is None else (lambda name: os.path.join(os.fspath(checkpoint), name))
+        options = options or self._fit_options(**option_fields)
+        validation = None if validation_data is None else self._validation_input(validation_data, state.schema)
         if state.exact:
-            return engine.fold(inp, state, split_every=split_every, checkpoint=sub("exact"),
-                               checkpoint_every=checkpoint_every, progress=progress, on_invalid=on_invalid)
+            return engine.fold(inp, state, options=options.at("exact"))
         if state.phase == "stats":  # a fresh fit: first pass, then train on everything
-            first = self._first_pass(inp, state, checkpoint=sub("first-pass"), checkpoint_every=checkpoint_every,
-                                     progress=progress, split_every=split_every)
+            first = self._first_pass(inp, state, options)
             self._check_enough_rows(first)
             running, skip = first.start_training(), frozenset()
         else:  # partial_fit: only partitions not trained on yet
@@ -1353,34 +1289,37 @@ class LinearLearner(StateEstimator):
                 return state
             running = state.resume_training()
         patience, tolerance = self.early_stopping_patience, float(self.early_stopping_tolerance)
+        plain = options.replace(checkpoint=None, progress=False)
+
+        def one_round(data: Input, s: LinearState, skip_sources: frozenset = frozenset(),
+                      run: engine.FitOptions = plain) -> LinearState:
+            return engine.fold_rounds(data, s, sync_every=max(1, data.npartitions), shuffle=False,
+                                      skip_sources=skip_sources, options=run)
 
         def epoch_end(s: LinearState, epoch: int) -> tuple[LinearState, bool]:
             s = s.copy()
             evaluated = None
             if validation is not None:  # score this epoch's result on the given validation rows
                 s.anchor_coef, s.anchor_bias = s.coef.copy(), s.bias.copy()
-                scored = engine.fold_rounds(validation, s.begin_eval("anchor", "all"), sync_every=10**9,
-                                            shuffle=False, split_every=split_every, on_invalid=on_invalid)
+                scored = one_round(validation, s.begin_eval("anchor", "all"))
                 for name in LinearState.EVAL_ARRAYS:
                     setattr(s, name, getattr(scored, name).copy())
                 evaluated = int(s.progress[0]) + 1
             stop = s.end_epoch(patience, tolerance, evaluated)
             return s, stop
 
-        running = engine.fold_rounds(
-            inp, running, epochs=int(self.epochs), sync_every=int(self.sync_every), seed=int(state.params["seed"]),
-            split_every=split_every, skip_sources=skip, epoch_end=epoch_end, checkpoint=sub("epochs"),
-            checkpoint_every=checkpoint_every, progress=progress, on_invalid=on_invalid,
-        )
+        running = engine.fold_rounds(inp, running, epochs=int(self.epochs), sync_every=int(self.sync_every),
+                                     skip_sources=skip, epoch_end=epoch_end,
+                                     options=options.at("epochs").replace(seed=int(state.params["seed"])))
         if skip and running.n_rows == state.n_rows:  # partial_fit on empty partitions: nothing learned
             unchanged = state.copy()
             unchanged.consumed, unchanged.n_skipped = running.consumed, running.n_skipped
             return unchanged
 
         def evaluate(data: Input, params: str, rows: str) -> LinearState:
-            return engine.fold_rounds(data, running.begin_eval(params, rows), sync_every=10**9, shuffle=False,
-                                      split_every=split_every, skip_sources=skip if data is inp else (),
-                                      progress=progress, on_invalid=on_invalid).absorb_evaluation()
+            run = plain.replace(progress=options.progress)
+            return one_round(data, running.begin_eval(params, rows), skip if data is inp else frozenset(),
+                             run).absorb_evaluation()
 
         selection_on = "validation"
         if running.params.get("validation") == "split" and not running.extra_meta.get("early_stopped"):
@@ -1392,21 +1331,18 @@ class LinearLearner(StateEstimator):
             selection_on = "training"
         return running.finish(selection_on)
 
-    def _first_pass(self, inp: Input, state: LinearState, *, checkpoint: str | None,
-                    checkpoint_every: int | None, progress: bool, split_every: int) -> LinearState:
+    def _first_pass(self, inp: Input, state: LinearState, options: engine.FitOptions) -> LinearState:
         """Moments and classes: from all partitions, or from a seeded sample of whole partitions."""
         full = (self.normalization_rows is None or not inp.is_dask
                 or (state.predictor_type == "multiclass_classifier" and not state.params.get("num_classes")))
         if full:
-            return engine.fold(inp, state, split_every=split_every, checkpoint=checkpoint,
-                               checkpoint_every=checkpoint_every, progress=progress, on_invalid=self.on_invalid)
+            return engine.fold(inp, state, options=options.at("first-pass"))
         order = np.random.default_rng([int(state.params["seed"]), 0xF125]).permutation(inp.npartitions)
         running, taken, step = state, 0, 1
+        sample = options.replace(checkpoint=None)
         while taken < len(order):
             chunk = [int(i) for i in order[taken : taken + step]]
-            part = inp.subset(chunk)
-            running = engine.fold(part, running, split_every=split_every, progress=progress,
-                                  on_invalid=self.on_invalid)
+            running = engine.fold(inp.subset(chunk), running, options=sample)
             taken, step = taken + len(chunk), step * 2
             enough = running.n_rows >= self.normalization_rows
             if state.predictor_type == "binary_classifier":

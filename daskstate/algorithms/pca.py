@@ -293,7 +293,7 @@ class PCAState(State):
                 )
 
     # ---- update ------------------------------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
         if self.n_rows == 0:
             self.shift = X[0].copy()
         self.refined_basis, self.refined_scatter = np.zeros((0, 0)), np.zeros((0, 0))

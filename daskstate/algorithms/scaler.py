@@ -9,7 +9,7 @@ import numpy as np
 from daskstate.data import Input
 from daskstate.estimator import StateEstimator
 from daskstate.numerics import batch_moments, merge_moments, mini_batches, rebase
-from daskstate.state import State, register
+from daskstate.state import RoundContext, State, register
 
 
 @register
@@ -29,7 +29,7 @@ class ScalerState(State):
         self.offset = np.zeros(self.n_features)
         self.m2 = np.zeros(self.n_features)
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
         n = self.n_rows
         if n == 0:
             self.shift = X[0].copy()

@@ -239,7 +239,7 @@ class KMeansState(State):
         return self.sample[keep], np.exp(np.maximum(self.sample_logw[keep], -self.sample_key[last]))
 
     # ---- update ---------------------------------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
         size = int(self.params["mini_batch_size"])
         rng = _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]))
         if not len(self.centers):
@@ -625,7 +625,7 @@ class KMeansLloydState(State):
         new._set_centers(self.centers)
         return new
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
         if not len(self.centers):
             raise StateError("a kmeans_lloyd state needs centres to start from")
         k, m = self.n_clusters, len(self.centers)
