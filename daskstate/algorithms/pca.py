@@ -490,7 +490,7 @@ class PCARefineState(State):
     def empty_like(self) -> PCARefineState:
         return self.starting_from(self.schema, self.basis, self.center)
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
         n = self.n_rows
         with single_blas_thread():
             for rows in mini_batches(len(X), rows_per_batch(self.n_features)):
