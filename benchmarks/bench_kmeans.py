@@ -309,7 +309,7 @@ def main() -> None:
             "fit_ratio_to_arrow_floor": (results[ours]["seconds"] / arrow["seconds"]
                                          if results[ours].get("ok") and arrow["ok"] else None),
             "sse_ratio": _ratio(results, ours, sk, "sse"),
-            "epochs2_ratio_to_floor": results[ours2].get("ratio_to_floor"),
+            "epochs2_ratio_to_floor": results.get(ours2, {}).get("ratio_to_floor"),
             "epochs2_sse_ratio": _ratio(results, ours2, sk, "sse"),
             "speedup_vs_dask_ml": _ratio(results, dml, ours),
             "speedup_vs_minibatch": _ratio(results, mb, ours),
