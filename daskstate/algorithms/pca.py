@@ -78,7 +78,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from daskstate.data import Batches, Input
 from daskstate.errors import DataError, StateError
-from daskstate.estimator import StateEstimator, _fitted_attributes
+from daskstate.estimator import StateEstimator, _array_likes, _fitted_attributes
 from daskstate.numerics import (
     MINI_BATCH_ROWS,
     batch_moments,
@@ -745,6 +745,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
                 "refine=True reads the data a second time, but an iterator of batches is read once; "
                 "pass a Dask, pandas or numpy input (or daskstate.batches(a list))"
             )
+        X, y = _array_likes(X, y)
         inp = self._input(X, y)  # once: an iterator's first batch is read for its schema
         if self.mode == "regular":
             self._check_state_memory(inp, split_every)
