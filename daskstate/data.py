@@ -247,6 +247,8 @@ def as_input(
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> Input:
     """Wrap any supported input (Dask DataFrame or Array, pandas, numpy, iterator)."""
+    if isinstance(X, np.ndarray | pd.DataFrame):
+        X = as_array(X)  # object arrays of numbers, column names that are not strings
     if isinstance(X, dd.DataFrame):
         return _dask_frame_input(X, y, features, target, need_target)
     if isinstance(X, da.Array):
@@ -310,7 +312,7 @@ def as_array(X: Any) -> Any:
     Raises ``TypeError`` for sparse matrices and for values that are not array-like.
     """
     if X is None or isinstance(X, dd.DataFrame | dd.Series | da.Array | pd.DataFrame | pd.Series | np.ndarray
-                               | Batches | Iterator):
+                               | Batches | Iterator | Input):
         if isinstance(X, pd.DataFrame) and not all(isinstance(c, str) for c in X.columns):
             return X.rename(columns=str)  # column names are strings in a schema
         if isinstance(X, np.ndarray) and X.dtype == object:

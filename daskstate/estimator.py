@@ -8,6 +8,7 @@ finalize overrides)``, so saving the state saves the model.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from dask.base import tokenize
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
+from sklearn.utils._set_output import _SetOutputMixin
 from sklearn.utils.metaestimators import available_if
 
 from daskstate import engine
@@ -43,7 +45,7 @@ _ESTIMATORS: dict[str, type[StateEstimator]] = {}
 _RUN_OPTIONS = ("checkpoint", "checkpoint_every", "progress", "split_every")
 
 
-class StateEstimator(BaseEstimator):
+class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Base class: ``fit``, ``partial_fit``, ``finalize``, ``save`` over a :class:`State`.
 
     A scikit-learn estimator (``get_params``, ``set_params``, ``clone``, ``repr``
@@ -63,7 +65,12 @@ class StateEstimator(BaseEstimator):
     _min_rows: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
+        super().__init_subclass__(**kwargs)  # scikit-learn wraps transform and fit_transform for set_output
+        for name in ("transform", "fit_transform"):
+            method = getattr(cls, name, None)
+            inner = getattr(method, "__wrapped__", None)
+            if inner is not None and not getattr(method, "_keeps_dask_lazy", False):
+                setattr(cls, name, _lazy_for_dask(method, inner))
         if "state_class" in cls.__dict__:  # a concrete estimator, not an intermediate base
             _ESTIMATORS[cls.__name__] = cls
 
@@ -150,7 +157,9 @@ class StateEstimator(BaseEstimator):
 
         Parameters
         ----------
-        X : Dask DataFrame or Array, pandas DataFrame, numpy array, or iterator of batches
+        X : Dask DataFrame or Array, pandas DataFrame, array-like, or :func:`daskstate.batches`
+            A list or other array-like is one array, as in scikit-learn; a stream of
+            batches is ``daskstate.batches(iterable)`` (or a generator).
         y : array-like, optional
             Target when it is not a column named by ``target=``.
         checkpoint : path, optional
@@ -441,8 +450,8 @@ def estimators() -> dict[str, type[StateEstimator]]:
     Examples
     --------
     >>> import daskstate
-    >>> sorted(daskstate.estimator.estimators())[:2]
-    ['KMeans', 'LinearLearner']
+    >>> sorted(daskstate.estimator.estimators())[:3]
+    ['KMeans', 'LinearClassifier', 'LinearLearner']
     """
     return dict(_ESTIMATORS)
 
@@ -486,6 +495,22 @@ def load(path: str | os.PathLike) -> StateEstimator:
 
 
 # ---- helpers ------------------------------------------------------------------------
+def _lazy_for_dask(wrapped: Callable, inner: Callable) -> Callable:
+    """``set_output``'s wrapper for in-memory input; Dask input gets the lazy output unchanged.
+
+    scikit-learn would turn a Dask result into a pandas or polars frame, computing it.
+    """
+
+    @functools.wraps(inner)
+    def method(self: StateEstimator, X: Any, *args: Any, **kwargs: Any) -> Any:
+        if is_dask_collection(X):
+            return inner(self, X, *args, **kwargs)
+        return wrapped(self, X, *args, **kwargs)
+
+    method._keeps_dask_lazy = True
+    return method
+
+
 def _fitted_attributes(est: StateEstimator, out: Any) -> Any:
     """Copy what every fitted scikit-learn estimator has (the feature count and names) onto ``out``."""
     out.n_features_in_ = est.n_features_in_
@@ -535,7 +560,7 @@ def _shape_error(shape: tuple, schema: Schema, where: str) -> DataError:
                          "(Reshape your data with X.reshape(1, -1) for a single sample)")
     owner = where.split(".")[0].split(":")[0]
     return DataError(f"{where}: X has {shape[1]} features, but {owner} is expecting {schema.n_features} "
-                     "features as input")
+                     f"features as input (the model was fitted on {schema.n_features} features)")
 
 
 def _has_feature_names(schema: Schema) -> bool:

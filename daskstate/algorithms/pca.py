@@ -76,9 +76,9 @@ import scipy.linalg
 from dask.base import tokenize
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
-from daskstate.data import Input
+from daskstate.data import Batches, Input
 from daskstate.errors import DataError, StateError
-from daskstate.estimator import StateEstimator, _fitted_attributes
+from daskstate.estimator import StateEstimator, _array_likes, _fitted_attributes
 from daskstate.numerics import (
     MINI_BATCH_ROWS,
     batch_moments,
@@ -494,7 +494,7 @@ class PCARefineState(State):
     def empty_like(self) -> PCARefineState:
         return self.starting_from(self.schema, self.basis, self.center)
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
         n = self.n_rows
         with single_blas_thread():
             for rows in mini_batches(len(X), rows_per_batch(self.n_features)):
@@ -608,7 +608,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         and variances from it (Rayleigh-Ritz, as an in-memory randomized SVD does
         with its range finder). The variances become exact along the returned
         components, and the bound tightens. Needs an input that can be read again
-        (Dask, pandas, numpy, or a list of batches).
+        (Dask, pandas, numpy, or ``daskstate.batches(a list)``).
     subtract_mean : bool
         Centre the data (True, ordinary PCA). False: components of the uncentred
         second moment (like a truncated SVD); ``mean_`` is then zero. A finalize override.
@@ -740,15 +740,19 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         pass checkpoints to ``<checkpoint>-refine``.
         """
         self._validate_params()
-        if self.mode == "regular":
-            self._check_state_memory(self._input(X), split_every)
         refine = self.refine and self.mode == "randomized"
-        if refine and not isinstance(X, da.Array | dd.DataFrame | np.ndarray | pd.DataFrame | list | tuple):
+        rereadable = isinstance(X, Batches) and isinstance(X.iterable, list | tuple)
+        if refine and not (rereadable or isinstance(X, da.Array | dd.DataFrame | np.ndarray | pd.DataFrame | list
+                                                        | tuple)):
             raise ValueError(
                 "refine=True reads the data a second time, but an iterator of batches is read once; "
-                "pass a Dask, pandas or numpy input (or a list of batches)"
+                "pass a Dask, pandas or numpy input (or daskstate.batches(a list))"
             )
-        super().fit(X, y, checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+        X, y = _array_likes(X, y)
+        inp = self._input(X, y)  # once: an iterator's first batch is read for its schema
+        if self.mode == "regular":
+            self._check_state_memory(inp, split_every)
+        super().fit(inp, checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                     split_every=split_every)
         state = self.state_
         if refine and state.sketch_rows < state.n_features:

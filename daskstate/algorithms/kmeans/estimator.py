@@ -313,17 +313,6 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
             self._lazy_fit_outputs(X)
         return self
 
-    def _fold(self, inp: Input, state: State, **fold_kwargs: Any) -> State:
-        """Fold with BLAS on one thread for the whole pass.
-
-        Every update multiplies cache-sized blocks, where BLAS threads cost more than
-        they bring; held per task instead, the limit was switched back and forth
-        between tasks, and on a busy machine the threaded fit took 10x longer
-        (k = 10, 2M rows: 11 s against 0.85 s with the limit held, 0.34 s floor).
-        """
-        with single_blas_thread(main_thread=True):
-            return super()._fold(inp, state, **fold_kwargs)
-
     def _refine(self, X: Any, inp: Input, state: KMeansState, overrides: dict, checkpoint: Any,
                 checkpoint_every: int | None, fold_kwargs: dict) -> KMeansState:
         """Exact Lloyd passes (``epochs - 1``) and, if asked, an inertia pass; kept in the state.
@@ -348,9 +337,8 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
             again = inp if inp.is_dask else self._input(X)
             start = KMeansLloydState.starting_from(state.schema, *models)
             path = None if checkpoint is None else f"{checkpoint}-epoch{e}"
-            with single_blas_thread(main_thread=True):
-                out = engine.fold(again, start, on_invalid=self.on_invalid, checkpoint=path,
-                                  checkpoint_every=checkpoint_every if path else None, **fold_kwargs)
+            out = engine.fold(again, start, on_invalid=self.on_invalid, checkpoint=path,
+                              checkpoint_every=checkpoint_every if path else None, **fold_kwargs)
             return out.finalize()
 
         centers = models[0]
