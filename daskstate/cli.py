@@ -484,7 +484,7 @@ def _named_frame(X: Any, est: Any) -> Any:
     import dask.dataframe as dd
 
     if isinstance(X, da.Array) and X.ndim == 2 and X.shape[1] == est.n_features_in_:
-        return dd.from_dask_array(X, columns=[str(c) for c in est.feature_names_in_])
+        return dd.from_dask_array(X, columns=[str(c) for c in est.state_.schema.features])
     return X
 
 

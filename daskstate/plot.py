@@ -117,9 +117,9 @@ def elbow(kmeans: Any, ks: Sequence[int] | None = None, *, ax: Any = None) -> An
 def scree(pca: Any, n_components: int | None = None, *, ax: Any = None) -> Any:
     """PCA scree plot: the variance each component explains, with the sketch's error band.
 
-    In ``mode="randomized"`` every estimate lies within ``explained_variance_bound_``
-    of the exact eigenvalue (Frequent Directions' guarantee), drawn as a band;
-    ``mode="regular"`` is exact and has no band.
+    In ``mode="randomized"`` every exact eigenvalue lies in the sketch's certified
+    ``explained_variance_interval_`` (Frequent Directions' guarantee), drawn as a
+    band; ``mode="regular"`` is exact and has no band.
 
     Parameters
     ----------
@@ -145,13 +145,15 @@ def scree(pca: Any, n_components: int | None = None, *, ax: Any = None) -> Any:
         pca = pca.finalize(n_components=int(n_components))
         variance = _fitted(pca, "explained_variance_")
     variance = np.asarray(variance, dtype=float)
-    bound = float(_fitted(pca, "explained_variance_bound_", 0.0))
+    interval = _fitted(pca, "explained_variance_interval_", None)
     index = np.arange(1, len(variance) + 1)
     ax = _axes(ax)
     ax.plot(index, variance, marker="o", label="explained variance")
-    if bound > 0:
-        ax.fill_between(index, np.maximum(variance - bound, 0.0), variance + bound, alpha=0.25,
-                        label=f"sketch error bound (\u00b1{bound:.3g})")
+    relative = float(_fitted(pca, "explained_variance_bound_", 0.0))
+    if interval is not None and relative > 0:  # regular mode is exact: no band
+        interval = np.asarray(interval, dtype=float)
+        ax.fill_between(index, interval[:, 0], interval[:, 1], alpha=0.25,
+                        label=f"sketch's certified interval (total within {relative:.1%})")
     ax.set_xlabel("component")
     ax.set_ylabel("explained variance")
     ax.set_title("PCA scree")

@@ -154,7 +154,7 @@ def test_predict_output_format_follows_the_extension_with_the_api_column_names(t
     assert main(["fit", "pca", "--input", str(tmp_path / "d.zarr"), "--param", "n_components=2",
                  "--out", str(model)]) == 0
     pca = daskstate.load(model)
-    expected = pca.transform(pd.DataFrame(X, columns=list(pca.feature_names_in_)))
+    expected = pca.transform(pd.DataFrame(X, columns=list(pca.state_.schema.features)))
     for ext in ("csv", "parquet", "zarr"):
         out = tmp_path / f"z.{ext}"
         assert main(["predict", str(model), "--input", str(tmp_path / "d.zarr"), "--output", str(out)]) == 0

@@ -48,10 +48,11 @@ def test_scree_band_only_for_the_sketch(dataset):
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(),
                                randomized.finalize(n_components=6).explained_variance_)
     (band,) = ax.collections
-    bound = randomized.explained_variance_bound_
-    assert bound > 0
-    top = band.get_paths()[0].vertices[:, 1].max()
-    assert top == pytest.approx(randomized.explained_variance_[0] + bound)
+    interval = randomized.finalize(n_components=6).explained_variance_interval_
+    assert (interval[:, 1] > interval[:, 0]).all()
+    heights = band.get_paths()[0].vertices[:, 1]
+    assert heights.max() == pytest.approx(interval[:, 1].max())
+    assert heights.min() == pytest.approx(interval[:, 0].min())
     ax = plot.scree(regular, ax=plt.subplots()[1])
     assert len(ax.collections) == 0 and len(ax.get_lines()[0].get_ydata()) == 3
 
