@@ -488,7 +488,19 @@ def _named_frame(X: Any, est: Any) -> Any:
     return X
 
 
+def _output_names(est: Any, n: int) -> list[str]:
+    """Column names of an array output: the estimator's own output names, else scikit-learn's prefix style."""
+    try:
+        names = [str(c) for c in est.get_feature_names_out()]
+    except (AttributeError, ValueError, TypeError):
+        names = []
+    if len(names) == n:
+        return names
+    return [f"{type(est).__name__.lower()}{i}" for i in range(n)]
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
+    import dask.array as da
     import dask.dataframe as dd
 
     from daskstate.data import read_input
@@ -508,6 +520,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     out = getattr(est, method)(_named_frame(X, est))
     if isinstance(out, dd.Series):
         out = out.to_frame(name=method)
+    if isinstance(out, da.Array) and out.ndim == 2:
+        out = dd.from_dask_array(out, columns=_output_names(est, int(out.shape[1])))
     if not isinstance(out, dd.DataFrame):
         raise ValueError(f"{type(est).__name__}.{method} gave {type(out).__name__}, which cannot be written")
     out.columns = [str(c) for c in out.columns]

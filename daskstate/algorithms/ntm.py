@@ -96,10 +96,7 @@ class NTMState(CountsReader):
     round_weight = "trained"
     blas_threads = 1
 
-    @property
-    def array_names(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (*self.round_averaged, *self.round_summed,
-                "best_weights", "best_bn", "history", "progress", "topic_word")
+    array_names = (*round_averaged, *round_summed, "best_weights", "best_bn", "history", "progress", "topic_word")
 
     @property
     def layout(self) -> nn.Layout:
@@ -488,7 +485,9 @@ class NeuralTopicModel(StateEstimator):
     def _is_text(self, X: Any) -> bool:
         import dask.array as da
 
-        if sp.issparse(X) or isinstance(X, np.ndarray | da.Array):
+        if isinstance(X, np.ndarray):  # lists of documents arrive as 1-D arrays of str
+            return X.ndim == 1 and X.dtype.kind in "OUS"
+        if sp.issparse(X) or isinstance(X, da.Array):
             return False
         if isinstance(X, Input):
             return X.schema.dtypes[:1] == ("str",)
