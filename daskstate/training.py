@@ -28,6 +28,7 @@ An algorithm supplies its arrays, a per-mini-batch gradient step
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,29 +109,29 @@ class SGDState(State):
     def num_models(self) -> int:
         return int(self.params.get("num_models", 1))
 
+    @abc.abstractmethod
     def _init_model(self) -> None:
         """Set the parameters, optimiser arrays and ``frozen_arrays`` of an untrained state."""
-        raise NotImplementedError
 
     def _metric_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the ``model_metrics`` and ``shared_metrics`` accumulators (without ``ev_``)."""
         return {}
 
+    @abc.abstractmethod
     def _start(self, statistics: State) -> None:
         """Set ``frozen_arrays`` and initial parameters from the statistics pass's state."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _encode_target(self, y: np.ndarray, where: str) -> np.ndarray:
         """The target as the loss wants it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool) -> None:
         """Gradient steps over the rows ``order`` in mini-batches; with ``monitor``, add their loss to ``mon_``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _evaluate(self, X: np.ndarray, t: np.ndarray, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
         """Add the loss and metrics of ``rows`` under ``params`` (one per model) to the ``ev_`` accumulators."""
-        raise NotImplementedError
 
     # ---- arrays --------------------------------------------------------------------------
     def _init_arrays(self) -> None:
