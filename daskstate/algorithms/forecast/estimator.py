@@ -26,6 +26,7 @@ from daskstate.algorithms.forecast.linear import (
 )
 from daskstate.algorithms.forecast.metrics import forecast_metrics
 from daskstate.algorithms.forecast.mlp import ForecastMLPState
+from daskstate.algorithms.forecast.neural import NeuralForecastState
 from daskstate.algorithms.forecast.rounds import series_input
 from daskstate.algorithms.forecast.series import (
     Columns,
@@ -45,6 +46,7 @@ from daskstate.data import partition_sources
 from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import StateEstimator
 from daskstate.state import Schema, State
+from daskstate.training import Schedule, train_epochs
 
 MODELS = ("linear", "mlp")
 STATE_CLASSES = {"linear": ForecastLinearState, "mlp": ForecastMLPState}
@@ -106,6 +108,13 @@ class Forecaster(StateEstimator):
     min_batches : int
         "mlp": Adam steps per partition and epoch at least (more than one pass over
         the windows of a small panel).
+    validation_fraction : float
+        "mlp": share of the training windows held out (by a seeded hash of item and
+        origin, the same on every pass) to validate each epoch's parameters; the
+        best validated ones are kept. 0: judge epochs by the training loss.
+    early_stopping_patience : int or None
+        "mlp": stop after this many epochs without a relative improvement of
+        ``early_stopping_tolerance`` in the validation loss (None: run every epoch).
 
     Attributes
     ----------
@@ -156,6 +165,9 @@ class Forecaster(StateEstimator):
         sync_every: int = 4,
         seed: int = 0,
         min_batches: int = 50,
+        validation_fraction: float = 0.1,
+        early_stopping_patience: int | None = 3,
+        early_stopping_tolerance: float = 1e-3,
     ):
         self.model = model
         self.prediction_length = prediction_length
@@ -180,6 +192,9 @@ class Forecaster(StateEstimator):
         self.sync_every = sync_every
         self.seed = seed
         self.min_batches = min_batches
+        self.validation_fraction = validation_fraction
+        self.early_stopping_patience = early_stopping_patience
+        self.early_stopping_tolerance = early_stopping_tolerance
 
     # ---- parameters -------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -199,6 +214,13 @@ class Forecaster(StateEstimator):
         check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
         check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
         check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
+        check("validation_fraction", isinstance(self.validation_fraction, int | float)
+              and 0 <= self.validation_fraction < 1, "a number in [0, 1)")
+        check("early_stopping_patience", self.early_stopping_patience is None or (
+            isinstance(self.early_stopping_patience, int | np.integer) and self.early_stopping_patience >= 1),
+              "None or an int >= 1")
+        check("early_stopping_tolerance", isinstance(self.early_stopping_tolerance, int | float)
+              and self.early_stopping_tolerance >= 0, "a number >= 0")
         for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches"):
             value = getattr(self, name)
             check(name, isinstance(value, int | np.integer) and value >= (0 if name == "epochs" else 1),
@@ -227,7 +249,8 @@ class Forecaster(StateEstimator):
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
                           learning_rate=float(self.learning_rate), batch_size=int(self.batch_size),
-                          min_batches=int(self.min_batches))
+                          min_batches=int(self.min_batches), validation_fraction=float(self.validation_fraction),
+                          validation="split" if self.validation_fraction > 0 else "none")
         return params
 
     def _finalize_overrides(self) -> dict[str, Any]:
@@ -285,9 +308,10 @@ class Forecaster(StateEstimator):
     def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, options: engine.FitOptions
                      ) -> State:
         cols = self._columns
-        if isinstance(state, ForecastMLPState):
-            return engine.fold_rounds(series_input(X, state.schema, cols), state, epochs=self.epochs,
-                                      sync_every=self.sync_every, skip_sources=state.consumed, options=options)
+        if isinstance(state, NeuralForecastState):
+            schedule = Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
+                                patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance))
+            return train_epochs(series_input(X, state.schema, cols), state, options, schedule)
         if options.checkpoint is not None:
             raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
         if history is not None:
@@ -397,7 +421,7 @@ class Forecaster(StateEstimator):
         return overall, per_item
 
     def _model_parts(self) -> dict[str, Any]:
-        if isinstance(self.state_, ForecastMLPState):
+        if isinstance(self.state_, NeuralForecastState):
             return {"theta_": self.theta_, "network": self.state_.empty_like()}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
                 "weighting_": self.weighting_}
