@@ -151,6 +151,11 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         """
         return engine.fold(inp, state, options=options or self._fit_options(**option_fields))
 
+    def _fold_and_inspect(self, inp: Input, state: State, inspect: Callable[[Any], Any], options: engine.FitOptions
+                          ) -> tuple[State, list[Any]]:
+        """A one-pass fold that also returns ``inspect(partition)`` per partition, from the same reads."""
+        return engine.fold_and_inspect(inp, state, inspect, options=options)
+
     def fit(
         self,
         X: Any,

@@ -1,16 +1,17 @@
 """Neural topic model (ProdLDA): a variational autoencoder over bag-of-words counts, trained in rounds.
 
 The state is the network's parameters (one flat vector, see
-:mod:`daskstate.algorithms.ntm_numerics`), Adam's moments, the batch norms'
-running statistics, the vocabulary, and loss accumulators. One partition task
-of a round (``_update``) turns its documents into CSR counts (``read_batch``),
-evaluates the partition's validation documents (chosen by a hash of their
-counts, so the same documents on every pass) and runs Adam over mini-batches of
-the rest. The engine (:func:`daskstate.engine.fold_rounds`) averages the
-partitions' parameters and optimiser moments per round, weighted by the
-documents each trained on, so every partition of the next round starts from the
-same network and topics stay aligned. After each epoch the validation loss is
-recorded, the best parameters are kept and training stops when it no longer improves.
+:mod:`daskstate.algorithms.ntm_numerics`), the batch norms' running statistics,
+Adam's moments and the vocabulary; the shared trainer
+(:class:`daskstate.training.SGDState`) adds the epoch's anchor, the best snapshot
+and the loss accumulators. Its examples are documents: a partition becomes CSR
+counts (``read_batch``), its validation documents (chosen by a hash of their
+counts, so the same documents on every pass) are scored with the epoch's anchor
+and Adam runs over mini-batches of the rest (``_train``). The rounds average the
+partitions' parameters and optimiser moments, weighted by the documents each
+trained on, so every partition of the next round starts from the same network and
+topics stay aligned. After each epoch the best parameters are kept and training
+stops when the validation loss no longer improves (see ``early_stopping_patience``).
 
 Hyperparameters default to what makes ProdLDA work (Srivastava & Sutton 2017):
 Adam with a high learning rate (0.002) and momentum (beta_1 = 0.99), small

@@ -9,6 +9,7 @@ partitions fails naming them, leaving the previous state as it was.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,6 @@ import numpy as np
 import pandas as pd
 from dask.base import tokenize
 
-from daskstate import engine
 from daskstate.algorithms.forecast.linear import (
     ForecastLinearState,
     distribution_quantiles,
@@ -42,7 +42,7 @@ from daskstate.algorithms.forecast.series import (
     to_series_block,
 )
 from daskstate.algorithms.forecast.windows import iter_windows
-from daskstate.data import partition_sources
+from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import StateEstimator
 from daskstate.state import Schema, State
@@ -301,11 +301,11 @@ class Forecaster(StateEstimator):
         return self
 
     def _run_options(self, progress: bool, split_every: int, checkpoint: Any, checkpoint_every: Any
-                     ) -> engine.FitOptions:
-        return engine.FitOptions(split_every=split_every, progress=progress, seed=int(self.seed),
+                     ) -> FitOptions:
+        return FitOptions(split_every=split_every, progress=progress, seed=int(self.seed),
                                  checkpoint=checkpoint, checkpoint_every=checkpoint_every)
 
-    def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, options: engine.FitOptions
+    def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, options: FitOptions
                      ) -> State:
         cols = self._columns
         if isinstance(state, NeuralForecastState):
@@ -324,32 +324,22 @@ class Forecaster(StateEstimator):
         return self._fold_partitions(X, state, history, options)
 
     def _fold_partitions(self, X: dd.DataFrame, state: State, history: pd.DataFrame | None,
-                         options: engine.FitOptions) -> State:
-        """One pass with the engine's update task per partition and its merge tree; the same graph
+                         options: FitOptions) -> State:
+        """One pass over the partitions (each with ``history`` as its earlier points); the same graph
         returns each partition's items, and a fit whose items are split across partitions fails."""
-        cols, alg = self._columns, state.algorithm
-        sources = partition_sources(X)
-        todo = [i for i, s in enumerate(sources) if s not in state.consumed]
-        if not todo:
-            return state
-        parts = X[cols.needed].to_delayed(optimize_graph=True)
-        token = tokenize(state.metadata(), [sources[i] for i in todo], tokenize(history))
-        empty = dask.delayed(state.empty_like(), name=f"{alg}-empty-{token}")
-        hist = dask.delayed(history, name=f"{alg}-history-{token}") if history is not None else None
-        update = dask.delayed(engine.update_task, pure=True)
-        leaves = [update(empty, (parts[i], hist) if hist is not None else parts[i], i, sources[i], "raise", None,
-                         dask_key_name=(f"{alg}-update-{token}", i)) for i in todo]
-        root = engine.tree_reduce(leaves, f"{alg}-merge-{token}", options.split_every)
-        unique = dask.delayed(_item_ids, pure=True)
-        item_lists = [unique(parts[i], cols.id_col, dask_key_name=(f"{alg}-items-{token}", i)) for i in todo]
-        merged, lists = engine._compute(dask.delayed(tuple)([root, item_lists]), options.progress)
+        cols = self._columns
+        inp = series_input(X, state.schema, cols)
+        if history is not None:
+            hist = dask.delayed(history, name=f"{state.algorithm}-history-{tokenize(history)}")
+            inp.parts = [(part, hist) for part in inp.parts]
+        merged, lists = self._fold_and_inspect(inp, state, functools.partial(_item_ids, id_col=cols.id_col), options)
         split = split_items(lists)
         if split:
             raise DataError(
                 f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
                 "must live in one partition: use daskstate.partition_by_series(df) first"
             )
-        return engine.merge_into(state, merged)
+        return merged
 
     # ---- finalize -------------------------------------------------------------------------
     def finalize(self, **overrides: Any) -> Forecaster:
