@@ -23,20 +23,20 @@ onto a few topics (the tests check the planted topics are all found).
 from __future__ import annotations
 
 import copy
-import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.utils._param_validation import StrOptions
 
 from daskstate.algorithms import ntm_numerics as nn
 from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState, counts_of, tokenizer_from
 from daskstate.data import Input
 from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
-from daskstate.estimator import StateEstimator
+from daskstate.estimator import Floats, Ints, StateEstimator
 from daskstate.numerics import adam_step
 from daskstate.state import State, register
 from daskstate.text import (
@@ -446,34 +446,38 @@ class NeuralTopicModel(SGDEstimator):
         self.random_state = random_state
         self.on_invalid = on_invalid
 
-    def _validate_params(self) -> None:
-        def check(name: str, ok: bool, what: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
+    _parameter_constraints: ClassVar[dict] = {
+        **Vocabulary._parameter_constraints,
+        "n_components": [Ints(2)],
+        "encoder_layers": [list, tuple],
+        "activation": [StrOptions(set(nn.ACTIVATIONS))],
+        "prior_alpha": [Floats(0, closed="neither"), list, tuple, np.ndarray],
+        "dropout": [Floats(0, 1)],
+        "batch_norm": ["boolean"],
+        "learning_rate": [Floats(0, closed="neither")],
+        "beta_1": [Floats(0, 1)],
+        "beta_2": [Floats(0, 1)],
+        "batch_size": [Ints(2)],
+        "epochs": [Ints(1)],
+        "sync_every": [Ints(1)],
+        "validation_fraction": [Floats(0, 1)],
+        "early_stopping_patience": [Ints(0)],
+        "tol": [Floats(0)],
+        "topic_word_prior": [Floats(0), None],
+        "transform_steps": [Ints(0)],
+        "doc_topic_prior": [Floats(0, closed="neither"), None],
+        "vocabulary": "no_validation",
+        "max_features": [Ints(1), None],
+        "random_state": [Ints(0)],
+        "on_invalid": [StrOptions({"raise"})],  # bad documents cannot be skipped silently
+    }
 
-        def integer(v: Any) -> bool:
-            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-        check("n_components", integer(self.n_components) and self.n_components >= 2, "an integer >= 2")
+    def _check_params_together(self) -> None:
         nn.as_layers(self.encoder_layers)
-        check("activation", self.activation in nn.ACTIVATIONS, f"one of {nn.ACTIVATIONS}")
         alpha = np.asarray(self.prior_alpha, dtype=float)
-        check("prior_alpha", (alpha > 0).all() and alpha.ndim <= 1 and alpha.size in (1, self.n_components),
-              "a positive float or n_components of them")
-        check("dropout", 0.0 <= float(self.dropout) < 1.0, "in [0, 1)")
-        check("learning_rate", float(self.learning_rate) > 0, "> 0")
-        check("beta_1", 0.0 <= float(self.beta_1) < 1.0, "in [0, 1)")
-        check("beta_2", 0.0 <= float(self.beta_2) < 1.0, "in [0, 1)")
-        check("batch_size", integer(self.batch_size) and self.batch_size >= 2, "an integer >= 2")
-        check("epochs", integer(self.epochs) and self.epochs >= 1, "an integer >= 1")
-        check("sync_every", integer(self.sync_every) and self.sync_every >= 1, "an integer >= 1")
-        check("validation_fraction", 0.0 <= float(self.validation_fraction) < 1.0, "in [0, 1)")
-        check("early_stopping_patience", integer(self.early_stopping_patience) and self.early_stopping_patience >= 0,
-              "an integer >= 0")
-        check("transform_steps", integer(self.transform_steps) and self.transform_steps >= 0, "an integer >= 0")
-        check("doc_topic_prior", self.doc_topic_prior is None or float(self.doc_topic_prior) > 0, "None or > 0")
-        check("topic_word_prior", self.topic_word_prior is None or float(self.topic_word_prior) >= 0, "None or >= 0")
-        check("on_invalid", self.on_invalid == "raise", "'raise' (bad documents cannot be skipped silently)")
+        if not ((alpha > 0).all() and alpha.ndim <= 1 and alpha.size in (1, self.n_components)):
+            raise ValueError(f"prior_alpha must be a positive float or n_components={self.n_components} of them, "
+                             f"got {self.prior_alpha!r}")
 
     # ---- inputs ------------------------------------------------------------------------
     def _is_text(self, X: Any) -> bool:
