@@ -89,7 +89,9 @@ class SGDState(State):
         super().__init_subclass__(**kwargs)
         cls.array_names = (*cls.model_arrays, *cls.training_arrays())
         cls.round_averaged = (*cls.parameters, *cls.optimizer_arrays)
-        cls.round_summed = (*MONITOR_ARRAYS, *cls.eval_arrays(), "trained")
+        # the best snapshots' accumulators are summed too: a final pass may score the snapshots themselves
+        cls.round_summed = (*MONITOR_ARRAYS, *cls.eval_arrays(), "trained",
+                            *("best_" + n for n in cls.eval_arrays()))
 
     @classmethod
     def eval_arrays(cls) -> tuple[str, ...]:
@@ -101,7 +103,7 @@ class SGDState(State):
         """Every array the trainer manages (saved with the subclass's own ``array_names``)."""
         per_param = tuple(f"{prefix}_{p}" for prefix in ("anchor", "best") for p in cls.parameters)
         best_ev = tuple("best_" + name for name in cls.eval_arrays())
-        return (*per_param, "best_loss", "best_epoch", "progress", *MONITOR_ARRAYS, "trained",
+        return (*per_param, "best_loss", "best_epoch", "best_round", "progress", *MONITOR_ARRAYS, "trained",
                 *cls.eval_arrays(), *best_ev)
 
     # ---- to implement ----------------------------------------------------------------
@@ -143,7 +145,9 @@ class SGDState(State):
             setattr(self, "best_" + p, np.zeros_like(template))
         self.best_loss = np.full(M, np.inf)
         self.best_epoch = np.full(M, -1.0)
-        self.progress = np.array([0.0, -np.inf, 0.0])  # epochs run, best selection metric, epochs without gain
+        self.best_round = np.full(M, -1.0)
+        # epochs run (the last one maybe in part), best selection metric, checks without gain, rounds run
+        self.progress = np.array([0.0, -np.inf, 0.0, 0.0])
         self.mon_loss, self.mon_n, self.trained = np.zeros(M), np.zeros(1), np.zeros(1)
         shapes = {"loss": (M,), "n": (1,), **self._metric_shapes()}
         for prefix in ("ev_", "best_ev_"):
@@ -224,7 +228,18 @@ class SGDState(State):
         how = self.extra_meta.get("eval", {})
         val = self._validation_mask(X) if how.get("rows") == "validation" else None
         idx = np.flatnonzero(val) if val is not None else np.arange(len(X))
-        self._evaluate(X, t, idx, self._params(how.get("params", "anchor")))
+        which = how.get("params", "anchor")
+        if which == "anchor+best":  # the snapshots into best_ev_: swap the accumulators around _evaluate
+            names = self.eval_arrays()
+            mine = [getattr(self, n) for n in names]
+            for n in names:
+                setattr(self, n, getattr(self, "best_" + n))
+            self._evaluate(X, t, idx, self._params("best"))
+            for n, a in zip(names, mine, strict=True):
+                setattr(self, "best_" + n, getattr(self, n))
+                setattr(self, n, a)
+            which = "anchor"
+        self._evaluate(X, t, idx, self._params(which))
 
     # ---- merge: models trained from the same start average --------------------------------
     def _merge(self, other: SGDState) -> None:
@@ -239,7 +254,7 @@ class SGDState(State):
         for name in self.round_averaged:
             a = getattr(self, name)
             setattr(self, name, a + (getattr(other, name) - a) * frac)
-        for name in self.round_summed:
+        for name in (*MONITOR_ARRAYS, *self.eval_arrays(), "trained"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     # ---- epochs, snapshots and selection ------------------------------------------------------
@@ -247,20 +262,22 @@ class SGDState(State):
         """Forget the best snapshots' scores and every accumulator (a new fit or partial_fit)."""
         self.best_loss = np.full_like(self.best_loss, np.inf)
         self.best_epoch = np.full_like(self.best_epoch, -1.0)
-        self.progress = np.array([self.progress[0], -np.inf, 0.0])
+        self.best_round = np.full_like(self.best_round, -1.0)
+        self.progress = np.array([self.progress[0], -np.inf, 0.0, self.progress[3]])
         for name in (*MONITOR_ARRAYS, *self.eval_arrays(), *("best_" + n for n in self.eval_arrays())):
             setattr(self, name, np.zeros_like(getattr(self, name)))
         self.extra_meta["early_stopped"] = False
 
-    def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: int) -> np.ndarray:
+    def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: float) -> np.ndarray:
         better = loss < self.best_loss
         for p, v in params.items():
             getattr(self, "best_" + p)[better] = v[better]
         self.best_loss[better] = loss[better]
         self.best_epoch[better] = trained
+        self.best_round[better] = self.progress[3]
         return better
 
-    def _absorb(self, params: dict[str, np.ndarray], trained: int) -> np.ndarray:
+    def _absorb(self, params: dict[str, np.ndarray], trained: float) -> np.ndarray:
         """Per-model validation loss of ``params`` from ``ev_``; better models keep them and their metrics."""
         loss = self.ev_loss / self.ev_n[0]
         better = self._keep_better(loss, params, trained)
@@ -282,36 +299,73 @@ class SGDState(State):
         model = int(np.argmin(rank))
         return model, -float(rank[model]), float(rank[model])
 
+    def end_round(self, epoch: int, rnd: int, rounds: int, patience: int | None, tolerance: float) -> bool:
+        """Close round ``rnd`` (of ``rounds``) of epoch ``epoch``: one validation check; True to stop.
+
+        The round's tasks scored its *anchor* (the synchronised parameters the
+        round started from, ``epoch + rnd / rounds`` epochs trained) on their
+        hashed validation rows: a model whose anchor beats its best snapshot keeps
+        it, with those metrics. Without validation rows, the round's running
+        training loss judges the parameters after it. ``rounds=0``: unknown (an
+        iterator), counted as one round per epoch. See :meth:`_check`.
+        """
+        per_epoch = max(int(rounds), 1)
+        if self.ev_n[0] > 0:
+            trained = epoch + rnd / per_epoch
+        else:
+            trained = epoch + (rnd + 1) / per_epoch
+        partial = self.ev_n[0] > 0 and per_epoch > 1
+        self.progress[0] = max(float(self.progress[0]), epoch + 1.0)
+        stop = self._check(trained, epoch, rnd, patience, tolerance, partial)
+        self.progress[3] += 1.0
+        return stop
+
     def end_epoch(self, patience: int | None, tolerance: float, evaluated_epochs: int | None = None) -> bool:
-        """Close an epoch in place: keep each model's best snapshot; stop when the selection has converged.
+        """Close an epoch whose validation rows were scored apart (``validation_data``): one check.
+
+        The ``ev_`` accumulators hold the metrics of the *anchor*, trained
+        ``evaluated_epochs`` epochs (the epoch's result, scored by a callback).
+        See :meth:`_check`.
+        """
+        epoch = int(self.progress[0])
+        trained = epoch if evaluated_epochs is None else int(evaluated_epochs)
+        if self.ev_n[0] == 0:  # judged by the running training loss, or not at all: the epoch's result
+            trained = epoch + 1
+        self.progress[0] = epoch + 1.0
+        return self._check(trained, epoch, None, patience, tolerance, False)
+
+    def _check(self, trained: float, epoch: int, rnd: int | None, patience: int | None, tolerance: float,
+               partial: bool) -> bool:
+        """One validation check, in place: keep each model's best snapshot; stop when the selection has converged.
 
         With validation rows, the ``ev_`` accumulators hold the exact validation
-        metrics of the epoch's *anchor* (its parameters when the epoch started, or
-        the ones a callback evaluated, trained ``evaluated_epochs`` epochs); a model
-        whose anchor beats its best snapshot keeps the anchor and its metrics.
-        Without validation rows, the running training loss of the epoch judges the
-        current parameters. Then the current parameters become the next anchor.
+        metrics of the *anchor* (trained ``trained`` epochs); a model whose anchor
+        beats its best snapshot keeps the anchor and its metrics (``partial``: from
+        only part of the validation rows, so the selection rescores the snapshots
+        on all of them at the end). Without validation rows the running training
+        loss judges the current parameters. Then the current parameters become the
+        next anchor.
 
         Returns True (early stopping) when the selected model's validation
         metric (see :meth:`selected`: the selection criterion, e.g. accuracy, or
         minus the loss) has not improved by a relative ``tolerance`` for
-        ``patience`` epochs. A loss that keeps shrinking while the metric stays
+        ``patience`` checks. A loss that keeps shrinking while the metric stays
         put (the logistic loss on separable classes falls for ever as the
         weights grow) does not keep the fit going.
         """
-        epoch = int(self.progress[0])
         if self.ev_n[0] > 0:
-            trained = epoch if evaluated_epochs is None else int(evaluated_epochs)
             loss = self._absorb(self._params("anchor"), trained)
+            if partial and np.any(self.best_round == self.progress[3]):
+                self.extra_meta["partial_best"] = True
         elif self.mon_n[0] > 0:
-            trained = epoch + 1
             loss = self.mon_loss / self.mon_n[0]
             self._keep_better(loss, self._params("current"), trained)
         else:  # nothing to judge by: the latest parameters are the best we know
-            trained, loss = epoch + 1, None
+            loss = None
             self._set_params("best", self._params("current"))
             self.best_epoch[:] = trained
-        entry: dict[str, Any] = {"epoch": epoch, "evaluated_epochs": trained, "loss": None, "model": None,
+            self.best_round[:] = self.progress[3]
+        check: dict[str, Any] = {"round": rnd, "evaluated_epochs": trained, "loss": None, "model": None,
                                  "metric": None}
         if loss is not None:
             model, metric, model_loss = self.selected()
@@ -321,29 +375,36 @@ class SGDState(State):
             else:
                 self.progress[2] += 1.0
             if math.isfinite(model_loss):
-                entry.update(loss=model_loss, model=model, metric=metric)
-        self.extra_meta["history"] = [*self.extra_meta.get("history", []), entry]
+                check.update(loss=model_loss, model=model, metric=metric)
+        history = list(self.extra_meta.get("history", []))
+        if rnd is None or rnd == 0 or not history or history[-1]["epoch"] != epoch:
+            # one entry per epoch: its first check (the model the epoch started from), then its rounds
+            history.append({"epoch": epoch, **{k: v for k, v in check.items() if k != "round"}, "checks": []})
+        history[-1]["checks"] = [*history[-1].get("checks", []), check]
+        self.extra_meta["history"] = history
         self._set_params("anchor", self._params("current"))
         for name in (*MONITOR_ARRAYS, *self.eval_arrays()):
             getattr(self, name)[...] = 0.0
-        self.progress[0] += 1.0
         stop = bool(patience) and bool(self.progress[2] >= int(patience))
         self.extra_meta["early_stopped"] = stop
         return stop
 
     def begin_eval(self, params: str = "anchor", rows: str = "validation") -> SGDState:
-        """A copy that scores ``params`` ("anchor", "best" or "current") of every model on ``rows``.
+        """A copy that scores ``params`` ("anchor", "best", "current" or "anchor+best") of every model on ``rows``.
 
-        ``rows`` is "validation" (the hashed rows) or "all". Fold it in one round,
-        then :meth:`absorb_evaluation`.
+        ``rows`` is "validation" (the hashed rows) or "all". With "anchor+best" the
+        best snapshots are scored too, on the same rows, into their own
+        ``best_ev_`` accumulators. Fold it in one round, then :meth:`absorb_evaluation`.
         """
         if self.phase not in ("sgd", "eval", "done"):
             raise StateError(f"begin_eval needs a trained state, this one is in phase {self.phase!r}")
-        if params not in ("anchor", "best", "current") or rows not in ("validation", "all"):
+        if params not in ("anchor", "best", "current", "anchor+best") or rows not in ("validation", "all"):
             raise ValueError(f"begin_eval: params={params!r}, rows={rows!r}")
         new = self.copy()
         for name in self.eval_arrays():
             setattr(new, name, np.zeros_like(getattr(self, name)))
+            if params == "anchor+best":
+                setattr(new, "best_" + name, np.zeros_like(getattr(self, name)))
         new.extra_meta["phase"] = "eval"
         new.extra_meta["eval"] = {"params": params, "rows": rows}
         return new
@@ -353,8 +414,11 @@ class SGDState(State):
         new = self.copy()
         which = self.extra_meta.get("eval", {}).get("params")
         if self.ev_n[0] > 0:
-            if which == "anchor":
-                new._absorb(self._params("anchor"), int(self.progress[0]))
+            if which == "anchor+best":  # the snapshots' losses on the same rows as the anchor's
+                n = new.best_ev_n[0]
+                new.best_loss = np.where(new.best_epoch >= 0, new.best_ev_loss / max(n, 1.0), np.inf)
+            if which in ("anchor", "anchor+best"):
+                new._absorb(self._params("anchor"), float(self.progress[0]))
             elif which == "best":
                 for name in self.eval_arrays():
                     setattr(new, "best_" + name, getattr(self, name).copy())
@@ -453,18 +517,24 @@ def train_epochs(inp: Input, state: SGDState, options: engine.FitOptions, schedu
     quiet = options.replace(checkpoint=None, progress=False)
 
     def epoch_end(s: SGDState, epoch: int) -> tuple[SGDState, bool]:
+        # validation_data: score this epoch's result on the given rows (one round), one check per epoch
         s = s.copy()
-        evaluated = None
-        if validation is not None:  # score this epoch's result on the given validation rows
-            s._set_params("anchor", s._params("current"))
-            scored = _one_round(validation, s.begin_eval("anchor", "all"), quiet)
-            for name in s.eval_arrays():
-                setattr(s, name, getattr(scored, name).copy())
-            evaluated = int(s.progress[0]) + 1
-        return s, s.end_epoch(schedule.patience, schedule.tolerance, evaluated)
+        s._set_params("anchor", s._params("current"))
+        scored = _one_round(validation, s.begin_eval("anchor", "all"), quiet)
+        for name in s.eval_arrays():
+            setattr(s, name, getattr(scored, name).copy())
+        return s, s.end_epoch(schedule.patience, schedule.tolerance, int(s.progress[0]) + 1)
+
+    def round_end(s: SGDState, epoch: int, rnd: int, rounds: int) -> tuple[SGDState, bool]:
+        s = s.copy()
+        if validation is not None:  # checked per epoch; count the round
+            s.progress[3] += 1.0
+            return s, False
+        return s, s.end_round(epoch, rnd, rounds, schedule.patience, schedule.tolerance)
 
     running = engine.fold_rounds(inp, running, epochs=schedule.epochs, sync_every=schedule.sync_every,
-                                 skip_sources=skip, epoch_end=epoch_end, options=options.at("epochs"))
+                                 skip_sources=skip, epoch_end=None if validation is None else epoch_end,
+                                 round_end=round_end, options=options.at("epochs"))
     if skip and running.n_rows == state.n_rows:  # partial_fit on empty partitions: nothing learned
         unchanged = state.copy()
         unchanged.consumed, unchanged.n_skipped = running.consumed, running.n_skipped
@@ -475,9 +545,14 @@ def train_epochs(inp: Input, state: SGDState, options: engine.FitOptions, schedu
                           skip).absorb_evaluation()
 
     selection_on = "validation"
-    if running.params.get("validation") == "split" and not running.extra_meta.get("early_stopped"):
-        # the epochs ran out: the last epoch's result has not been validated yet (one pass, validation rows)
-        running = evaluate("anchor", "validation")
+    if running.params.get("validation") == "split":
+        # the last check judged the model before the last round; snapshots judged on one round's rows are
+        # rescored on all validation rows, so every model's metrics (selection, threshold) come from the same rows
+        partial = bool(running.extra_meta.pop("partial_best", False))
+        if not running.extra_meta.get("early_stopped"):
+            running = evaluate("anchor+best" if partial else "anchor", "validation")
+        elif partial:
+            running = evaluate("best", "validation")
     if running.best_ev_n[0] == 0:
         # no validation rows (validation_fraction=0, or none fell out of the hash): score on training rows
         running = evaluate("best", "all")

@@ -28,7 +28,7 @@ The estimators (:class:`~daskstate.algorithms.linear_models.LinearLearner`,
 
 ``update``
     Per partition of a round, the trainer scores the validation rows with the
-    epoch's anchor and hands the other rows, shuffled, to :meth:`LinearState._train`:
+    round's anchor (its synchronised start) and hands the other rows, shuffled, to :meth:`LinearState._train`:
     mini-batches, each one tensor operation for all packed models (``rows x
     features @ features x (models * outputs)``). Features are standardised per
     mini-batch; the normalisation is folded into the coefficients at finalize, so
@@ -419,7 +419,7 @@ class LinearState(_LinearParams, SGDState):
         coef, intercept = self._raw_coefficients(params["coef"], params["bias"])
         out: dict[str, Any] = {"models_": table, "best_model_": int(selected), "model_": chosen,
                                "loss_": self.loss, "epochs_run_": int(self.progress[0]),
-                               "n_epochs_": int(self.progress[0]),
+                               "n_epochs_": int(self.progress[0]), "n_rounds_": int(self.progress[3]),
                                "history_": list(self.extra_meta.get("history", [])),
                                "selection_on_": self.extra_meta.get("selection_on", "none")}
         if self.regression:
@@ -463,8 +463,10 @@ class LinearState(_LinearParams, SGDState):
         table = pd.DataFrame({"learning_rate": self.lr, "l1": self.l1, "wd": self.wd})
         if self.predictor_type == "binary_classifier":
             table["positive_example_weight_mult"] = self.pos_weight
-        table["best_epoch"] = self.best_epoch.astype(int)
-        table["epochs"] = int(self.progress[0])  # epochs trained (early stopping may end them all at once)
+        table["best_epoch"] = self.best_epoch  # epochs its snapshot trained (a fraction: rounds into an epoch)
+        table["best_round"] = self.best_round.astype(int)
+        table["epochs"] = int(self.progress[0])  # epochs run, the last maybe in part (early stopping ends all)
+        table["rounds"] = int(self.progress[3])
         thresholds = np.full(M, 0.5)
         n = float(self.best_ev_n[0])
         evaluated = n > 0
