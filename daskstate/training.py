@@ -189,15 +189,20 @@ class SGDState(State):
     # ---- update: train on a partition, or score it ------------------------------------------
     def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
         where = "batch" if context is None else context.where
-        X = np.ascontiguousarray(X)  # mini-batches gather shuffled rows: row-major is several times faster
+        if self.phase not in ("sgd", "eval"):
+            raise StateError(f"this {self.algorithm} state has finished training; "
+                             "call resume_training() to train it on more data")
+        rows = "validation" if self.phase == "sgd" else self.extra_meta.get("eval", {}).get("rows")
+        val = self._validation_mask(X) if rows == "validation" else None  # hashes columns: before the copy
+        t = self._encode_target(y, where)
         with np.errstate(over="ignore", invalid="ignore"):
             if self.phase == "sgd":
-                self._update_sgd(X, self._encode_target(y, where), context)
-            elif self.phase == "eval":
-                self._update_eval(X, self._encode_target(y, where))
+                X = np.ascontiguousarray(X)  # mini-batches gather shuffled rows: row-major is several times faster
+                self._update_sgd(X, t, context, val)
             else:
-                raise StateError(f"this {self.algorithm} state has finished training; "
-                                 "call resume_training() to train it on more data")
+                if val is not None:  # only the validation rows are scored
+                    X, t = X[val], t[val]
+                self._update_eval(np.ascontiguousarray(X), t)
 
     def _validation_mask(self, X: np.ndarray) -> np.ndarray | None:
         """Which rows are validation rows: a seeded hash of each row's values, in bounded blocks."""
@@ -210,12 +215,12 @@ class SGDState(State):
             mask[rows] = hash_unit(X[rows], seed) < frac
         return mask
 
-    def _update_sgd(self, X: np.ndarray, t: np.ndarray, context: RoundContext | None) -> None:
+    def _update_sgd(self, X: np.ndarray, t: np.ndarray, context: RoundContext | None, val: np.ndarray | None
+                    ) -> None:
         ctx = context or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
-        val = self._validation_mask(X)
         if val is not None:
             held_out = np.flatnonzero(val)
-            if len(held_out):  # exact validation metrics of the epoch's anchor (its start parameters)
+            if len(held_out):  # exact validation metrics of the round's anchor (its synchronised start)
                 self._evaluate(X, t, held_out, self._params("anchor"))
             train = np.flatnonzero(~val)
         else:
@@ -225,10 +230,9 @@ class SGDState(State):
         self.trained += len(order)
 
     def _update_eval(self, X: np.ndarray, t: np.ndarray) -> None:
-        how = self.extra_meta.get("eval", {})
-        val = self._validation_mask(X) if how.get("rows") == "validation" else None
-        idx = np.flatnonzero(val) if val is not None else np.arange(len(X))
-        which = how.get("params", "anchor")
+        """Score the rows ``X`` (the validation rows, or all) with the parameters ``begin_eval`` named."""
+        idx = np.arange(len(X))
+        which = self.extra_meta.get("eval", {}).get("params", "anchor")
         if which == "anchor+best":  # the snapshots into best_ev_: swap the accumulators around _evaluate
             names = self.eval_arrays()
             mine = [getattr(self, n) for n in names]
