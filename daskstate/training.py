@@ -7,19 +7,26 @@ A fit by SGD runs, for any algorithm built on :class:`SGDState`:
    algorithm's own small statistics state (:meth:`SGDEstimator._statistics_state`);
 2. **epochs of rounds** (:func:`daskstate.engine.fold_rounds`): each partition
    task scores its validation rows (a seeded hash of the row, the same on every
-   pass and worker) with the epoch's *anchor* (the parameters the epoch started
-   from), then trains on its other rows in a seeded shuffled order;
-3. **per-epoch validation**: at an epoch's end the anchor's validation metrics
-   are exact (no pass of their own), or ``validation_data=`` is scored in one
-   round; each packed model keeps its best snapshot;
-4. **early stopping** when the selected model's validation loss and metric have
-   not improved by a relative ``tolerance`` for ``patience`` epochs;
-5. **selection** among the packed models (a last validation pass when the
-   epochs ran out), and the ``models_`` table from ``finalize``.
+   pass and worker) with the round's *anchor* (the synchronised parameters all
+   the round's tasks start from), then trains on its other rows in a seeded
+   shuffled order;
+3. **a validation check at every round boundary** (:meth:`SGDState.end_round`):
+   the round's tasks judged the previous round's result in the same pass as
+   they trained, so checks read nothing of their own; each packed model keeps
+   its best snapshot. With ``validation_data=`` the check is per epoch, the
+   given rows scored in one round;
+4. **early stopping** when the selected model's validation metric has not
+   improved by a relative ``tolerance`` for ``patience`` checks: at a round
+   boundary, inside an epoch if need be;
+5. **selection** among the packed models, and the ``models_`` table from
+   ``finalize``. A check sees one round's validation rows; unless each saw all
+   of them (one round per epoch), a last pass scores the kept snapshots (and
+   the last round's result, when the epochs ran out) on all validation rows, so
+   every model's metrics come from the same rows.
 
 The engine owns checkpoints: a fit's checkpoint is a folder with one group per
 pass (``statistics``, ``epochs``); a re-run resumes in the pass and at the
-epoch and round it stopped. Seeds come from ``random_state`` only.
+epoch and round it stopped (a fit stopped early inside an epoch is recorded as such). Seeds come from ``random_state`` only.
 
 An algorithm supplies its arrays, a per-mini-batch gradient step
 (:meth:`SGDState._train`), the scoring of rows (:meth:`SGDState._evaluate`) and
@@ -57,7 +64,7 @@ class SGDState(State):
     A subclass declares
 
     - ``parameters``: the arrays of the packed models (first axis: the model),
-      e.g. ``("coef", "bias")``; each gets an ``anchor_<name>`` (the epoch's start,
+      e.g. ``("coef", "bias")``; each gets an ``anchor_<name>`` (the round's start,
       being validated) and a ``best_<name>`` (best validated snapshot);
     - ``optimizer_arrays``: optimiser statistics averaged with the parameters;
     - ``model_metrics``: validation accumulators per model beyond the loss
