@@ -192,11 +192,7 @@ class NTMState(CountsReader, SGDState):
     @property
     def history(self) -> np.ndarray:
         """One row per epoch: :data:`HISTORY_COLUMNS` (validation loss NaN without validation documents)."""
-        entries = self.extra_meta.get("history", [])
-        trained = np.diff([0.0, *(float(h.get("trained", 0.0)) for h in entries)])
-        rows = [[h["epoch"], _nan(h.get("train_loss")), _nan(h.get("validation_loss")), n]
-                for h, n in zip(entries, trained, strict=True)]
-        return np.array(rows, dtype=np.float64).reshape(len(rows), len(HISTORY_COLUMNS))
+        return self.loss_history()
 
     def corner_topics(self) -> np.ndarray:
         """The decoder's word distribution for a document entirely about each topic (K x V)."""
@@ -310,10 +306,6 @@ class CooccurrenceState(CountsReader):
         npmi[pij <= 0] = -1.0
         npmi[(pij >= 1.0)] = 1.0
         return {"npmi": npmi}
-
-
-def _nan(value: float | None) -> float:
-    return np.nan if value is None else float(value)
 
 
 def topic_uniqueness(top: np.ndarray) -> np.ndarray:
@@ -596,7 +588,7 @@ class NeuralTopicModel(SGDEstimator):
 
     def _schedule(self) -> Schedule:
         return Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
-                        patience=int(self.early_stopping_patience), tolerance=float(self.tol))
+                        patience=int(self.early_stopping_patience), tolerance=float(self.tol), check_every="epoch")
 
     def _validation_input(self, validation_data: Any, schema: Any) -> Input:
         return self._input(validation_data, schema=schema)

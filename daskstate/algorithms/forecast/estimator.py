@@ -315,7 +315,8 @@ class Forecaster(StateEstimator):
         cols = self._columns
         if isinstance(state, NeuralForecastState):
             schedule = Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
-                                patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance))
+                                patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
+                                check_every="epoch")
             return train_epochs(series_input(X, state.schema, cols), state, options, schedule)
         if options.checkpoint is not None:
             raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
