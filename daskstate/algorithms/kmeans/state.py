@@ -150,6 +150,8 @@ class KMeansState(State):
     blas_threads = 1
     array_names = ("shift", "centers", "weights", "spread", "sample", "sample_key", "sample_logw",
                    "refined_centers")
+    # sample weights multiply a row's count and cost in the core set and its priority in the sample
+    accepts_weight = True
 
     def _init_arrays(self) -> None:
         d = self.n_features
@@ -218,16 +220,18 @@ class KMeansState(State):
             self.sample_key = self.sample_key + shift
             self.sample_logw = self.sample_logw - shift
 
-    def _sample_update(self, X: np.ndarray, rng: np.random.Generator) -> None:
-        """Offer the rows of ``X`` (the newest rows) to the sample."""
+    def _sample_update(self, X: np.ndarray, rng: np.random.Generator, weight: np.ndarray | None = None) -> None:
+        """Offer the rows of ``X`` (the newest rows, of sample weights ``weight``) to the sample."""
         size = self.sample_size
         if not size:
             return
         n = len(X)
         self._age_sample(n)
-        if self.half_life > 0:
+        if self.half_life > 0 or weight is not None:
             key = np.log(rng.random(n) + 1e-300)
-            logw = -(n - 1 - np.arange(n)) * (math.log(2.0) / self.half_life)
+            logw = -(n - 1 - np.arange(n)) * (math.log(2.0) / self.half_life) if self.half_life > 0 else np.zeros(n)
+            if weight is not None:
+                logw += np.log(weight)
             key -= logw
             take = np.argpartition(key, size)[: size + 1] if n > size + 1 else np.arange(n)
             key, logw = key[take], logw[take]
@@ -258,7 +262,12 @@ class KMeansState(State):
         return self.sample[keep], np.exp(np.maximum(self.sample_logw[keep], -self.sample_key[last]))
 
     # ---- update ---------------------------------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None,
+                weight: np.ndarray | None = None) -> None:
+        if weight is not None and not (weight > 0).all():  # a row of weight 0 is a row not seen
+            X, weight = X[weight > 0], weight[weight > 0]
+            if not len(X):
+                return
         size = int(self.params["mini_batch_size"])
         rng = _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]))
         if not len(self.centers):
@@ -269,21 +278,27 @@ class KMeansState(State):
         polish = len(X) <= 4 * size
         with single_blas_thread(main_thread=True):
             for rows in mini_batches(len(X), size):
-                self._update_batch(X[rows], rng, work, polish)
-        self._sample_update(X, _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]), 1))
+                self._update_batch(X[rows], rng, work, polish, None if weight is None else weight[rows])
+        self._sample_update(X, _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]), 1), weight)
 
-    def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False) -> None:
+    def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False,
+                      weight: np.ndarray | None = None) -> None:
         if self.n_centers < self.max_centers:
-            self._grow(X, rng, polish)
+            self._grow(X, rng, polish, weight)
         # float32 distances on shifted rows: only the assignment and the cost estimate use them
         if self.n_centers <= PACKED_MAX_CENTERS:
             labels, d2 = nearest_centers_packed(X, self.centers, shift=self.shift, work=work)
         else:
             labels, d2 = nearest_centers(X, self.centers, shift=self.shift, dtype=np.float32, work=work)
         m = self.n_centers
-        counts = np.bincount(labels, minlength=m).astype(np.float64)
-        sums = cluster_sums(labels, X, m)  # float64, exact
-        dist_sum = np.bincount(labels, weights=d2, minlength=m)
+        if weight is None:
+            counts = np.bincount(labels, minlength=m).astype(np.float64)
+            sums = cluster_sums(labels, X, m)  # float64, exact
+            dist_sum = np.bincount(labels, weights=d2, minlength=m)
+        else:  # weights multiply the counts, sums and costs
+            counts = np.bincount(labels, weights=weight, minlength=m)
+            sums = cluster_sums(labels, X, m, weights=weight)
+            dist_sum = np.bincount(labels, weights=d2 * weight, minlength=m)
         self._decay(len(X))
         hit = counts > 0
         n_b = counts[hit]
@@ -295,21 +310,24 @@ class KMeansState(State):
         self.spread[hit] = self.spread[hit] + np.maximum(gain, 0.0)
         self.weights[hit] = w_new
 
-    def _grow(self, X: np.ndarray, rng: np.random.Generator, polish: bool = False) -> None:
+    def _grow(self, X: np.ndarray, rng: np.random.Generator, polish: bool = False,
+              weight: np.ndarray | None = None) -> None:
         """Add up to ``K - m`` centres from this mini-batch (k-means++ continued, or at random)."""
         need = self.max_centers - self.n_centers
         n = len(X)
         Xs = X - self.shift
         if self.params["init"] == "random" or need >= n:
-            pick = np.sort(rng.choice(n, size=min(need, n), replace=False))
+            p = None if weight is None or need >= n else weight / weight.sum()
+            pick = np.sort(rng.choice(n, size=min(need, n), replace=False, p=p))
         else:
-            pick = d2_sample_rounds(Xs, None, need, rng, existing=self.centers - self.shift,
+            pick = d2_sample_rounds(Xs, weight, need, rng, existing=self.centers - self.shift,
                                     rounds=SEED_ROUNDS, dtype=np.float32)
         if not len(pick):
             return
         new = X[pick]
         if polish and SEED_LLOYD_ITER and not self.n_centers and len(pick) < n:
-            new = weighted_lloyd(Xs, np.ones(n), Xs[pick], max_iter=SEED_LLOYD_ITER, tol=0.0)[0] + self.shift
+            new = weighted_lloyd(Xs, np.ones(n) if weight is None else weight, Xs[pick], max_iter=SEED_LLOYD_ITER,
+                                 tol=0.0)[0] + self.shift
         d = self.n_features
         self.centers = np.concatenate([self.centers.reshape(-1, d), new])
         self.weights = np.concatenate([self.weights, np.zeros(len(pick))])
@@ -607,6 +625,7 @@ class KMeansLloydState(State):
     algorithm = "kmeans_lloyd"
     blas_threads = 1
     array_names = ("centers", "sums", "counts", "sse")
+    accepts_weight = True
 
     def _init_arrays(self) -> None:
         d = self.n_features
@@ -645,7 +664,8 @@ class KMeansLloydState(State):
         new._set_centers(self.centers)
         return new
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None,
+                weight: np.ndarray | None = None) -> None:
         if not len(self.centers):
             raise StateError("a kmeans_lloyd state needs centres to start from")
         k, m = self.n_clusters, len(self.centers)
@@ -663,10 +683,11 @@ class KMeansLloydState(State):
                     labels, d2 = (labels + offsets).T, d2.T
                 else:
                     labels, d2 = labels[None], d2[None]
+                wb = None if weight is None else weight[rows]
                 for lab, dist in zip(labels, d2, strict=True):
-                    self.counts += np.bincount(lab, minlength=m)
-                    self.sums += cluster_sums(lab, Xs, m)
-                    self.sse += np.bincount(lab, weights=dist, minlength=m)
+                    self.counts += np.bincount(lab, weights=wb, minlength=m)
+                    self.sums += cluster_sums(lab, Xs, m, weights=wb)
+                    self.sse += np.bincount(lab, weights=dist if wb is None else dist * wb, minlength=m)
 
     def _merge(self, other: KMeansLloydState) -> None:
         if not np.array_equal(self.centers, other.centers):
