@@ -88,7 +88,7 @@ class LinearExactState(_LinearParams, MomentsState):
             w = np.linalg.lstsq(A, Sxy, rcond=None)[0]
         intercept = float(mean[d] - mean[:d] @ w)
         sse = max(Syy - 2.0 * w @ Sxy + w @ Sxx @ w, 0.0)
-        n = self.n_rows
+        n = self.weight_sum  # the rows, or their total sample weight
         table = pd.DataFrame({"wd": [wd], "train_mse": [sse / n],
                               "train_r2": [1.0 - sse / Syy if Syy > 0 else np.nan], "selected": [True]})
         table.index.name = "model"
