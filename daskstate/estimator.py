@@ -242,6 +242,7 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         """Reject an in-memory target the estimator cannot learn (e.g. a continuous one for a classifier)."""
 
     def _check_enough_rows(self, state: State) -> None:
+        self._check_total_weight(state)
         need = self._min_rows_needed()
         if state.n_rows < need:
             skipped = f" ({state.n_skipped} invalid rows were skipped)" if state.n_skipped else ""
@@ -252,6 +253,12 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
 
     def _min_rows_needed(self) -> int:
         return self._min_rows
+
+    @staticmethod
+    def _check_total_weight(state: State) -> None:
+        """A fit whose rows all have sample weight zero has learned nothing: say so (scikit-learn's rule)."""
+        if state.n_rows and state.weight_sum <= 0:
+            raise DataError(f"every sample weight is zero ({state.n_rows} rows): a fit needs some weight above zero")
 
     def _set_state(self, state: State, overrides: dict[str, Any]) -> None:
         model = state.finalize(**overrides)

@@ -857,6 +857,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         return max(2, self.n_components or 1)
 
     def _check_enough_rows(self, state: State) -> None:
+        self._check_total_weight(state)
         need = self._min_rows_needed()
         if state.n_rows < need:
             why = f"n_components={self.n_components}" if need > 2 else "variances (ddof=1)"

@@ -248,6 +248,7 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         return int(self.n_clusters)
 
     def _check_enough_rows(self, state: State) -> None:
+        self._check_total_weight(state)
         if state.n_rows < self._min_rows_needed():
             skipped = f" ({state.n_skipped} invalid rows were skipped)" if state.n_skipped else ""
             raise DataError(

@@ -535,11 +535,14 @@ class KMeansState(State):
         valid = self.weights > 0
         P = core = self.centers[valid] - self.shift
         w = core_w = self.weights[valid]
+        seed_rows = P
         if self.sample_is_complete and len(np.unique(self.sample, axis=0)) >= k:
             # the sample holds every row seen: the trials run on the rows themselves (exact
-            # k-means with restarts, as scikit-learn's n_init), not on their summary
+            # k-means with restarts, as scikit-learn's n_init), not on their summary; equal rows
+            # as one of their summed weight, so a row of weight 2 and the row twice seed alike
             rows, v = self.sample_rows()
-            P, w = rows - self.shift, v
+            seed_rows, inverse = np.unique(rows, axis=0, return_inverse=True)
+            P, w = seed_rows - self.shift, np.bincount(inverse.ravel(), weights=v, minlength=len(seed_rows))
         if len(P) < k:
             warnings.warn(
                 f"the data has {len(P)} distinct points, fewer than n_clusters={k}: "
@@ -548,7 +551,7 @@ class KMeansState(State):
             extra = np.argsort(-w, kind="stable")[np.arange(k - len(P)) % len(P)]
             return [(np.concatenate([P, P[extra]]) + self.shift, 0.0, 0)]
         trials = AUTO_NUM_TRIALS if num_trials == "auto" else int(num_trials)
-        rng = _seed(self.params["seed"], k, _content_hash(P))
+        rng = _seed(self.params["seed"], k, _content_hash(seed_rows))
         found: list[tuple[float, int, np.ndarray, int]] = []  # (cost, trial, centres, n_iter)
         with single_blas_thread(main_thread=True):
             for trial in range(max(1, trials)):
@@ -558,13 +561,15 @@ class KMeansState(State):
                     idx = weighted_kmeans_pp(P, w, k, rng)
                 C, _, cost, n_iter = weighted_lloyd(P, w, P[idx], max_iter=max_iter, tol=tol)
                 found.append((cost, trial, C, n_iter))
-            if k < len(core) <= WARD_MAX_POINTS:
-                # one more start, from Ward's agglomeration of the core set: restarts alone
-                # miss the best grouping of natural clusters when k is below their number
-                start = weighted_ward(core, core_w, k)
+            ward_points, ward_w = (P, w) if P is not core and k < len(P) <= WARD_MAX_POINTS else (core, core_w)
+            if k < len(ward_points) <= WARD_MAX_POINTS:
+                # one more start, from Ward's agglomeration of the core set (of the rows, when they
+                # are all known): restarts alone miss the best grouping of natural clusters when k
+                # is below their number
+                start = weighted_ward(ward_points, ward_w, k)
                 C, _, cost, n_iter = weighted_lloyd(P, w, start, max_iter=max_iter, tol=tol)
                 found.append((cost, trials, C, n_iter))
-        found.sort(key=lambda t: (t[0], t[1]))
+        found = _by_cost_then_trial(found)
         out: list[tuple[np.ndarray, float, int]] = []
         for cost, _, C, n_iter in found:
             # the same local optimum reached from several seedings counts once
@@ -578,6 +583,23 @@ class KMeansState(State):
     def cost_curve(self, ks: Any, **options: Any) -> np.ndarray:
         """Estimated sum of squared distances of :meth:`finalize`'s model for each ``k`` in ``ks``."""
         return np.array([self.finalize(n_clusters=int(k), **options)["estimated_inertia_"] for k in ks])
+
+
+def _by_cost_then_trial(found: list[tuple]) -> list[tuple]:
+    """``(cost, trial, ...)`` results by cost, costs equal up to rounding (1e-9 relative) by trial.
+
+    The same local optimum reached by two trials differs in its cost by rounding
+    only, which would otherwise pick its label order by the rounding of the input
+    (repeated rows against weighted ones, another shift).
+    """
+    ordered = sorted(found, key=lambda t: (t[0], t[1]))
+    out: list[tuple] = []
+    while ordered:
+        head = ordered[0][0]
+        tied = [t for t in ordered if t[0] - head <= 1e-9 * max(abs(head), 1e-300)]
+        out.extend(sorted(tied, key=lambda t: t[1]))
+        ordered = ordered[len(tied):]
+    return out
 
 
 def reduce_core_set(
