@@ -215,7 +215,7 @@ class LinearState(_LinearParams, SGDState):
         if self.predictor_type == "multiclass_classifier" and len(classes) < 2:
             raise DataError(f"multiclass_classifier needs at least 2 classes; found {classes}")
         self._init_arrays()  # shapes now that the classes are known
-        scale = np.sqrt(np.maximum(statistics.m2 / statistics.n_rows, 0.0))
+        scale = np.sqrt(np.maximum(statistics.m2 / statistics.weight_sum, 0.0))  # weighted variance
         self.norm_mean = statistics.shift + statistics.offset
         self.norm_scale = np.where(scale > 0, scale, 1.0)
         self.lr, self.l1, self.wd, self.pos_weight = self._spreads(self.num_models, statistics.class_counts)

@@ -533,7 +533,8 @@ class KMeansState(State):
         if self.n_rows < k:
             raise StateError(f"n_clusters={k} needs at least {k} rows; the state has seen {self.n_rows}")
         valid = self.weights > 0
-        P = core = self.centers[valid] - self.shift
+        origin = self.shift
+        P = core = self.centers[valid] - origin
         w = core_w = self.weights[valid]
         seed_rows = P
         if self.sample_is_complete and len(np.unique(self.sample, axis=0)) >= k:
@@ -542,14 +543,16 @@ class KMeansState(State):
             # as one of their summed weight, so a row of weight 2 and the row twice seed alike
             rows, v = self.sample_rows()
             seed_rows, inverse = np.unique(rows, axis=0, return_inverse=True)
-            P, w = seed_rows - self.shift, np.bincount(inverse.ravel(), weights=v, minlength=len(seed_rows))
+            origin = seed_rows.mean(axis=0)  # of the distinct rows: the same for weighted and repeated rows
+            P, w = seed_rows - origin, np.bincount(inverse.ravel(), weights=v, minlength=len(seed_rows))
+            core = self.centers[valid] - origin
         if len(P) < k:
             warnings.warn(
                 f"the data has {len(P)} distinct points, fewer than n_clusters={k}: "
                 "some centres are duplicates", UserWarning, stacklevel=4,
             )
             extra = np.argsort(-w, kind="stable")[np.arange(k - len(P)) % len(P)]
-            return [(np.concatenate([P, P[extra]]) + self.shift, 0.0, 0)]
+            return [(np.concatenate([P, P[extra]]) + origin, 0.0, 0)]
         trials = AUTO_NUM_TRIALS if num_trials == "auto" else int(num_trials)
         rng = _seed(self.params["seed"], k, _content_hash(seed_rows))
         found: list[tuple[float, int, np.ndarray, int]] = []  # (cost, trial, centres, n_iter)
@@ -575,7 +578,7 @@ class KMeansState(State):
             # the same local optimum reached from several seedings counts once
             if out and any(abs(cost - c) <= 1e-9 * max(cost, 1e-300) for _, c, _ in out):
                 continue
-            out.append((C + self.shift, float(cost), int(n_iter)))
+            out.append((C + origin, float(cost), int(n_iter)))
             if len(out) == n:
                 break
         return out
