@@ -592,7 +592,9 @@ class NeuralTopicModel(StateEstimator):
             width = X.shape[1] if hasattr(X, "shape") else None
             if width != self.state_.n_words:
                 raise SchemaError(
-                    f"the count matrix has {width} columns; the model's vocabulary has {self.state_.n_words} terms"
+                    f"X has {width} features, but NeuralTopicModel is expecting {self.state_.n_words} features as "
+                    f"input (the count matrix has {width} columns; the model's vocabulary has "
+                    f"{self.state_.n_words} terms)"
                 )
 
     def _fold(self, inp: Input, state: State, options: engine.FitOptions | None = None, **fit_params: Any
@@ -668,6 +670,7 @@ class NeuralTopicModel(StateEstimator):
         The encoder's proportions, refined by ``transform_steps`` fixed-point
         iterations against ``components_`` (see :func:`ntm_numerics.refine_topics`).
         """
+        self._check_fitted()
         s = self.state_
 
         phi = self.components_
@@ -733,6 +736,22 @@ class NeuralTopicModel(StateEstimator):
                                                               "stop_words", "lowercase")}
         return npmi_coherence(nn.top_indices(self.components_, top_n), self._input(X, schema=s.schema), s.schema,
                               params, progress=progress, split_every=split_every)
+
+    # ---- scikit-learn -------------------------------------------------------------------
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+        """``fit(X)`` then ``transform(X)``: the documents' topic proportions."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def __sklearn_tags__(self) -> Any:
+        """A transformer of documents: text, or non-negative (sparse) counts, as scikit-learn's LDA."""
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float64"])
+        tags.input_tags.positive_only = True
+        tags.input_tags.sparse = True
+        tags.input_tags.string = True
+        return tags
 
 
 def partition_lengths(X: Any, n_parts: int) -> list[float]:
