@@ -315,3 +315,64 @@ def test_weighted_fits_on_a_two_process_cluster(scheduler):
     np.testing.assert_allclose(exact.coef_, Ridge(alpha=1.0).fit(X, y, sample_weight=w).coef_, rtol=1e-9)
     sgd = LinearRegressor(num_models=2, epochs=1, mini_batch_size=64, target="y", random_state=0)
     assert sgd.fit(ddf, sample_weight="w").state_.weight_sum == pytest.approx(w.sum())
+
+
+def test_rows_skipped_as_invalid_take_their_weights_with_them():
+    X, _ = load_wine(return_X_y=True)
+    w = _weights(len(X), seed=14)
+    bad = X.copy()
+    bad[[3, 70, 150], 2] = np.nan
+    keep = np.isfinite(bad).all(axis=1)
+    skipped = StandardScaler(on_invalid="skip").fit(dd.from_pandas(_frame(bad, w), npartitions=3), sample_weight="w")
+    clean = StandardScaler().fit(X[keep], sample_weight=w[keep])
+    np.testing.assert_allclose(skipped.var_, clean.var_, rtol=1e-12)
+    assert skipped.state_.n_skipped == 3
+
+
+def test_pca_and_kmeans_partial_fit_with_weights():
+    X, _ = load_iris(return_X_y=True)
+    w = _weights(len(X), seed=15)
+    pca = PCA().partial_fit(X[:70], sample_weight=w[:70]).partial_fit(X[70:], sample_weight=w[70:])
+    lam = np.sort(np.linalg.eigvalsh(_weighted_cov(X, w)))[::-1]
+    np.testing.assert_allclose(pca.explained_variance_, lam, rtol=1e-9)
+    km = KMeans(3, random_state=0).partial_fit(X[:70], sample_weight=w[:70]).partial_fit(X[70:], sample_weight=w[70:])
+    assert km.state_.weights.sum() == pytest.approx(w.sum())
+
+
+def test_weighted_sgd_checkpoint_resumes_to_the_same_model(tmp_path):
+    X, y = load_diabetes(return_X_y=True)
+    w = _weights(len(X), seed=16)
+    ddf = dd.from_pandas(_frame(X, w).assign(y=y), npartitions=4)
+
+    def fit(checkpoint=None):
+        est = LinearRegressor(num_models=2, epochs=2, sync_every=2, mini_batch_size=64, target="y", random_state=0)
+        return est.fit(ddf, sample_weight="w", checkpoint=checkpoint, checkpoint_every=2)
+
+    plain = fit()
+    ckpt = tmp_path / "sgd.ckpt"
+    fit(ckpt)
+    resumed = fit(ckpt)  # the checkpoint holds the finished fit: nothing is trained twice
+    np.testing.assert_array_equal(resumed.coef_, plain.coef_)
+    assert resumed.state_.weight_sum == pytest.approx(w.sum())
+
+
+def test_cli_fit_and_partial_fit_take_a_weight_column(tmp_path):
+    from sklearn.preprocessing import StandardScaler as SkScaler
+
+    from daskstate.cli import main
+
+    X, _ = load_wine(return_X_y=True)
+    w = _weights(len(X), seed=17)
+    df = _frame(X, w)
+    df.iloc[:100].to_parquet(tmp_path / "a.parquet")
+    (tmp_path / "more").mkdir()
+    df.iloc[100:].to_parquet(tmp_path / "more" / "b.parquet")
+    model = tmp_path / "scaler.zarr"
+    assert main(["fit", "scaler", "--input", str(tmp_path / "a.parquet"), "--sample-weight", "w",
+                 "--out", str(model)]) == 0
+    assert main(["partial-fit", str(model), "--input", str(tmp_path / "more"), "--sample-weight", "w"]) == 0
+    est = daskstate.load(model)
+    assert list(est.state_.schema.features) == [f"f{j}" for j in range(X.shape[1])]
+    np.testing.assert_allclose(est.var_, SkScaler().fit(X, sample_weight=w).var_, rtol=1e-10)
+    assert main(["fit", "vocabulary", "--input", str(tmp_path / "a.parquet"), "--text-column", "f0",
+                 "--sample-weight", "w", "--out", str(tmp_path / "v.zarr")]) != 0
