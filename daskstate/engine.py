@@ -52,7 +52,8 @@ from daskstate.store import checksum, read_group, save_state, state_from_attrs, 
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EVERY", "FitOptions", "RoundContext", "RoundResult", "build_rounds", "epoch_rounds",
-    "finish_round", "fold", "fold_rounds", "merge_round_results", "merge_states", "tree_reduce", "update_task",
+    "finish_round", "fold", "fold_rounds", "merge_round_results", "merge_states", "read_part", "tree_reduce",
+    "update_task",
 ]
 
 #: partitions between checkpoints unless ``checkpoint_every`` says otherwise
