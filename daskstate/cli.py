@@ -379,6 +379,8 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if args.checkpoint:
         kwargs["checkpoint"] = args.checkpoint
+    if getattr(args, "sample_weight", None):
+        kwargs["sample_weight"] = args.sample_weight
     return kwargs
 
 
@@ -637,6 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="where to save the model (a new Zarr folder)")
     fit.add_argument("--force", action="store_true", help="replace a daskstate model already at --out")
     fit.add_argument("--checkpoint", help="checkpoint path: resume a killed fit from it")
+    fit.add_argument("--sample-weight", metavar="COLUMN",
+                     help="column of row weights (scaler, pca, kmeans, linear models); not a feature")
     common(fit)
 
     pfit = sub.add_parser("partial-fit", help="fold new data into a saved model (only unseen inputs are read)")
@@ -645,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     pfit.add_argument("--out", help="save here instead of over MODEL")
     pfit.add_argument("--force", action="store_true", help="replace a daskstate model already at --out")
     pfit.add_argument("--checkpoint")
+    pfit.add_argument("--sample-weight", metavar="COLUMN", help="column of row weights, as for fit")
     common(pfit)
 
     pred = sub.add_parser("predict", help="apply a saved model; streamed to CSV, Parquet or Zarr by extension")

@@ -123,15 +123,19 @@ def to_batch(
     on_invalid: str = "raise",
     where: str = "batch",
     need_target: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None, int]:
+    weight: Any = None,
+) -> tuple[Any, ...]:
     """Turn one partition into ``(X, y, n_dropped)`` with validation.
+
+    With ``weight`` (the partition's sample weights): ``(X, y, weight, n_dropped)``,
+    the weights checked by :func:`to_weights` and dropped with their rows.
 
     Raises
     ------
     SchemaError
         missing or non-numeric columns, wrong number of columns.
     DataError
-        NaN or inf values when ``on_invalid="raise"``.
+        NaN or inf values when ``on_invalid="raise"``; negative or non-finite weights.
     """
     X = to_features(part, schema, dtype=dtype, where=where)
     if need_target:
@@ -144,7 +148,57 @@ def to_batch(
         y = _target_array(y, len(X), where)
     else:
         y = None
-    return _drop_invalid(X, y, schema, on_invalid, where)
+    if weight is None:
+        return _drop_invalid(X, y, schema, on_invalid, where)
+    w = to_weights(weight, len(X), where)
+    keep = _valid_rows(X, y, schema, on_invalid, where)
+    if keep is None:
+        return X, y, w, 0
+    return X[keep], (y[keep] if y is not None else None), w[keep], int((~keep).sum())
+
+
+#: the name sample weights are called by in error messages when they are not a column
+WEIGHT_NAME = "sample_weight"
+
+
+def to_weights(weight: Any, n: int, where: str = "batch") -> np.ndarray:
+    """One partition's sample weights as float64, checked: ``n`` of them, finite and non-negative.
+
+    Errors name the weights (their column, if they are one), the partition and
+    the rows at fault, so a bad value in a large input can be found.
+
+    Examples
+    --------
+    >>> to_weights(pd.Series([1, 2], name="w"), 2)
+    array([1., 2.])
+    >>> to_weights([1.0, -1.0], 2, where="partition 3")
+    Traceback (most recent call last):
+    ...
+    daskstate.errors.DataError: partition 3: sample_weight has 1 negative value(s) (first at row 1 of rows 0-1)...
+    """
+    name = WEIGHT_NAME
+    if isinstance(weight, pd.Series):
+        if weight.name is not None and weight.name != _WEIGHT_COLUMN:
+            name = f"sample_weight column {weight.name!r}"
+        if not _is_numeric(weight.dtype):
+            raise DataError(f"{where}: {name} is not numeric (dtype {weight.dtype})")
+        weight = weight.to_numpy(dtype=np.float64, na_value=np.nan)
+    w = np.asarray(weight)
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.ndim != 1 or len(w) != n:
+        raise SchemaError(f"{where}: {name} has shape {w.shape}; expected ({n},), one weight per row")
+    if not (np.issubdtype(w.dtype, np.number) or np.issubdtype(w.dtype, np.bool_)):
+        raise DataError(f"{where}: {name} is not numeric (dtype {w.dtype})")
+    w = w.astype(np.float64, copy=False)
+    for bad, what in ((~np.isfinite(w), "NaN or inf"), (w < 0, "negative")):
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{where}: {name} has {int(bad.sum())} {what} value(s) (first at row {first} of rows 0-{n - 1}, "
+                f"value {float(w[first])}); sample weights must be finite and >= 0"
+            )
+    return w
 
 
 def _target_missing(where: str, how: str) -> SchemaError:
@@ -170,6 +224,15 @@ def _target_array(y: Any, n: int, where: str) -> np.ndarray:
 def _drop_invalid(
     X: np.ndarray, y: np.ndarray | None, schema: Schema, on_invalid: str, where: str
 ) -> tuple[np.ndarray, np.ndarray | None, int]:
+    keep = _valid_rows(X, y, schema, on_invalid, where)
+    if keep is None:
+        return X, y, 0
+    return X[keep], (y[keep] if y is not None else None), int((~keep).sum())
+
+
+def _valid_rows(X: np.ndarray, y: np.ndarray | None, schema: Schema, on_invalid: str, where: str
+                ) -> np.ndarray | None:
+    """The rows to keep (None: all), or raise naming the rows with NaN or inf under ``on_invalid="raise"``."""
     finite = np.isfinite(X)
     bad_rows = ~finite.all(axis=1)
     y_bad = None
@@ -181,10 +244,9 @@ def _drop_invalid(
         bad_rows |= y_bad
     n_bad = int(bad_rows.sum())
     if n_bad == 0:
-        return X, y, 0
+        return None
     if on_invalid == "skip":
-        keep = ~bad_rows
-        return X[keep], (y[keep] if y is not None else None), n_bad
+        return ~bad_rows
     per_column = (~finite).sum(axis=0)
     cols = [f"{schema.features[j]!r} ({int(per_column[j])})" for j in np.flatnonzero(per_column)]
     if y_bad is not None and y_bad.any():
@@ -214,6 +276,8 @@ class Input:
     collection: Any = None
     #: each partition's number in the original input (for error messages), when a subset
     numbers: list[int] | None = None
+    #: whether every part / batch is an ``(X, y, weight)`` triple (sample weights given)
+    weighted: bool = False
 
     @property
     def is_dask(self) -> bool:
@@ -226,7 +290,7 @@ class Input:
     def subset(self, indices: Sequence[int]) -> Input:
         """The partitions at ``indices``; errors still name their numbers in the whole input."""
         return Input(self.schema, parts=[self.parts[i] for i in indices], sources=[self.sources[i] for i in indices],
-                     collection=self.collection, numbers=[self.number(i) for i in indices])
+                     collection=self.collection, numbers=[self.number(i) for i in indices], weighted=self.weighted)
 
     @property
     def npartitions(self) -> int:
@@ -245,10 +309,19 @@ def as_input(
     target: str | None = None,
     need_target: bool = False,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    sample_weight: Any = None,
 ) -> Input:
-    """Wrap any supported input (Dask DataFrame or Array, pandas, numpy, iterator)."""
+    """Wrap any supported input (Dask DataFrame or Array, pandas, numpy, iterator).
+
+    ``sample_weight`` (one non-negative weight per row): an array-like for
+    in-memory input, a column name of a (pandas or Dask) DataFrame, an aligned
+    Dask Series for a Dask DataFrame or a Dask Array for a Dask Array. The
+    weight column is not a feature. Parts and batches then carry ``(X, y, weight)``.
+    """
     if isinstance(X, np.ndarray | pd.DataFrame):
         X = as_array(X)  # object arrays of numbers, column names that are not strings
+    if sample_weight is not None:
+        return _weighted_input(X, y, sample_weight, features, target, need_target, batch_rows)
     if isinstance(X, dd.DataFrame):
         return _dask_frame_input(X, y, features, target, need_target)
     if isinstance(X, da.Array):
@@ -275,6 +348,39 @@ def as_input(
         raise TypeError(f"unsupported input of type {type(X).__name__}; pass a Dask DataFrame or Array, "
                         "a pandas DataFrame, an array-like, or daskstate.batches(iterable)")
     return as_input(arr, y, features=features, target=target, need_target=need_target, batch_rows=batch_rows)
+
+
+def _weighted_input(X: Any, y: Any, weight: Any, features, target, need_target, batch_rows: int) -> Input:
+    """:func:`as_input` with sample weights: each part or batch an ``(X, y, weight)`` triple."""
+    if isinstance(X, dd.DataFrame):
+        return _dask_frame_input(X, y, features, target, need_target, weight=weight)
+    if isinstance(X, da.Array):
+        return _dask_array_input(X, y, features, need_target, weight=weight)
+    if isinstance(X, Batches | Iterator | Input):
+        raise TypeError("sample_weight needs an input that is one array or frame (numpy, pandas or Dask), "
+                        "not an iterator of batches")
+    if is_dask_collection(weight):
+        raise TypeError(f"sample_weight is a Dask {type(weight).__name__} but X is in memory; "
+                        "pass an array-like of weights")
+    if isinstance(weight, str):
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"sample_weight={weight!r} names a column, which needs a DataFrame X "
+                            f"(got {type(X).__name__}); pass an array of weights")
+        if weight not in X.columns:
+            raise SchemaError(f"input: sample_weight column {weight!r} is missing (columns: {list(X.columns)})")
+        if features is not None and weight in features or weight == target:
+            raise SchemaError(f"input: column {weight!r} is the sample weight, so it cannot be a feature or the target")
+        X, weight = X.drop(columns=weight), X[weight]
+    if not isinstance(X, np.ndarray | pd.DataFrame):
+        X = as_array(X)
+        if not isinstance(X, np.ndarray):
+            raise TypeError(f"unsupported input of type {type(X).__name__}")
+    n = len(X)
+    w = to_weights(weight, n, "input")  # the whole input at once: errors name its rows
+    inp = as_input(X, y, features=features, target=target, need_target=need_target, batch_rows=batch_rows)
+    inp.batches = _slices(X, y, batch_rows, w)
+    inp.weighted = True
+    return inp
 
 
 class Batches:
@@ -330,7 +436,7 @@ def as_array(X: Any) -> Any:
     return as_array(arr) if arr.dtype == object else arr
 
 
-def _slices(X: Any, y: Any, rows: int) -> Iterator[tuple[Any, Any]]:
+def _slices(X: Any, y: Any, rows: int, weight: np.ndarray | None = None) -> Iterator[tuple[Any, ...]]:
     n = len(X)
     if y is not None and len(y) != n:
         raise SchemaError(f"input: {len(y)} target values for {n} rows")
@@ -340,7 +446,7 @@ def _slices(X: Any, y: Any, rows: int) -> Iterator[tuple[Any, Any]]:
         yb = None
         if y is not None:
             yb = y.iloc[start:stop] if isinstance(y, pd.Series | pd.DataFrame) else np.asarray(y)[start:stop]
-        yield xb, yb
+        yield (xb, yb) if weight is None else (xb, yb, weight[start:stop])
 
 
 def _iterator_input(it: Iterator, features, target, need_target) -> Input:
@@ -367,19 +473,34 @@ def _iterator_input(it: Iterator, features, target, need_target) -> Input:
 
 #: the column under which a separately given Dask target travels with the features
 _TARGET_COLUMN = "__daskstate_target__"
+#: ... and the column of separately given Dask sample weights
+_WEIGHT_COLUMN = "__daskstate_weight__"
 
 
-def _dask_frame_input(ddf: dd.DataFrame, y, features, target, need_target) -> Input:
+def _dask_frame_input(ddf: dd.DataFrame, y, features, target, need_target, weight: Any = None) -> Input:
     if y is not None:
         y = _dask_target(y)
         target = None
-    schema = frame_schema(ddf.dtypes, features, target)
+    dtypes = ddf.dtypes
+    if isinstance(weight, str):
+        if weight not in ddf.columns:
+            raise SchemaError(f"input: sample_weight column {weight!r} is missing (columns: {list(ddf.columns)})")
+        if features is not None and weight in features or weight == target:
+            raise SchemaError(f"input: column {weight!r} is the sample weight, so it cannot be a feature or the target")
+        dtypes = dtypes.drop(weight)
+    elif weight is not None and not isinstance(weight, dd.Series):
+        raise TypeError(f"with a Dask DataFrame, sample_weight is a column name or a Dask Series aligned with it, "
+                        f"not a {type(weight).__name__}")
+    schema = frame_schema(dtypes, features, target)
     if need_target and y is None and schema.target is None:
         raise _target_missing("input", "pass target=... or y")
     columns = list(schema.features) + ([schema.target] if schema.target and need_target else [])
-    frame = ddf[columns]
+    weight_column = weight if isinstance(weight, str) else (_WEIGHT_COLUMN if weight is not None else None)
+    frame = ddf[columns + ([weight] if isinstance(weight, str) else [])]
     if y is not None:
         frame = _with_target(frame, y)
+    if isinstance(weight, dd.Series):
+        frame = _with_column(frame, weight, _WEIGHT_COLUMN, "sample_weight")
     # The partition tasks come from the optimised expression itself: column projection is pushed
     # into the reader, and Dask may then fuse small partitions (read_parquet does), so only the
     # optimised collection knows how many partitions there are and what each one holds.
@@ -388,10 +509,11 @@ def _dask_frame_input(ddf: dd.DataFrame, y, features, target, need_target) -> In
     parts = list(new_collection(physical.fuse()).to_delayed(optimize_graph=False))
     if len(parts) != len(sources):  # pragma: no cover - a Dask change; refuse rather than misattribute
         raise RuntimeError(f"{len(parts)} partition tasks but {len(sources)} partition ids")
-    if y is not None:
-        split = dask.delayed(_split_target, pure=True)
-        parts = [split(p, dask_key_name=f"split-target-{p.key[0]}-{p.key[1]}") for p in parts]
-    return Input(schema, parts=parts, sources=sources, collection=ddf)
+    if y is not None or weight_column is not None:
+        split = dask.delayed(_split_columns, pure=True)
+        parts = [split(p, y is not None, weight_column, dask_key_name=f"split-target-{p.key[0]}-{p.key[1]}")
+                 for p in parts]
+    return Input(schema, parts=parts, sources=sources, collection=ddf, weighted=weight_column is not None)
 
 
 def _dask_target(y: Any) -> dd.Series:
@@ -406,16 +528,25 @@ def _dask_target(y: Any) -> dd.Series:
 
 def _with_target(frame: dd.DataFrame, y: dd.Series) -> dd.DataFrame:
     """The features with the target as one more column, partitions aligned by Dask."""
-    if y.npartitions != frame.npartitions and not (frame.known_divisions and y.known_divisions):
+    return _with_column(frame, y, _TARGET_COLUMN, "target")
+
+
+def _with_column(frame: dd.DataFrame, column: dd.Series, name: str, what: str) -> dd.DataFrame:
+    if column.npartitions != frame.npartitions and not (frame.known_divisions and column.known_divisions):
+        letter = "y" if what == "target" else what
         raise SchemaError(
-            f"input: target has {y.npartitions} partitions but the features have {frame.npartitions}; "
-            "without known divisions they are matched partition by partition, so partition y like X"
+            f"input: {what} has {column.npartitions} partitions but the features have {frame.npartitions}; "
+            f"without known divisions they are matched partition by partition, so partition {letter} like X"
         )
-    return frame.assign(**{_TARGET_COLUMN: y})
+    return frame.assign(**{name: column})
 
 
-def _split_target(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    return frame.drop(columns=_TARGET_COLUMN), frame[_TARGET_COLUMN]
+def _split_columns(frame: pd.DataFrame, target: bool, weight: str | None) -> tuple:
+    """A partition as ``(features, target)`` or ``(features, target, weight)``; the target None if in the frame."""
+    y = frame[_TARGET_COLUMN] if target else None
+    w = frame[weight] if weight is not None else None
+    frame = frame.drop(columns=[c for c in (_TARGET_COLUMN if target else None, weight) if c is not None])
+    return (frame, y) if weight is None else (frame, y, w)
 
 
 def warn_if_nothing_new(inp: Input, consumed: Collection[str], estimator: str) -> bool:
@@ -434,7 +565,7 @@ def warn_if_nothing_new(inp: Input, consumed: Collection[str], estimator: str) -
     return True
 
 
-def _dask_array_input(X: da.Array, y, features, need_target) -> Input:
+def _dask_array_input(X: da.Array, y, features, need_target, weight: Any = None) -> Input:
     if X.ndim != 2:
         raise SchemaError(f"input: array must be 2-dimensional (rows x features), got shape {X.shape}")
     if any(np.isnan(c) for c in X.chunks[0]):
@@ -455,8 +586,18 @@ def _dask_array_input(X: da.Array, y, features, need_target) -> Input:
         ys = y.to_delayed(optimize_graph=True)
         ys = list(ys[:, 0]) if ys.ndim == 2 else list(ys)
         blocks = list(zip(blocks, ys, strict=True))
+    if weight is not None:
+        if isinstance(weight, str | dd.Series | dd.DataFrame):
+            raise TypeError("with a Dask Array, sample_weight is a Dask Array (or an array) of one weight per row")
+        w = da.asarray(weight)
+        if w.ndim != 1 or w.shape[0] != X.shape[0]:
+            raise SchemaError(f"input: sample_weight has shape {w.shape}; expected ({X.shape[0]},), one per row")
+        w = w.rechunk({0: X.chunks[0]}) if w.chunks[0] != X.chunks[0] else w
+        ws = list(w.to_delayed(optimize_graph=True))
+        blocks = [(*(b if isinstance(b, tuple) else (b, None)), wb) for b, wb in zip(blocks, ws, strict=True)]
     sources = [f"{X.name}:{i}" for i in range(len(blocks))]
-    return Input(schema, parts=blocks, sources=sources, n_rows=int(X.shape[0]), collection=X)
+    return Input(schema, parts=blocks, sources=sources, n_rows=int(X.shape[0]), collection=X,
+                 weighted=weight is not None)
 
 
 # ---------------------------------------------------------------------------- Parquet with ids

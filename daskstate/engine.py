@@ -52,7 +52,8 @@ from daskstate.store import checksum, read_group, save_state, state_from_attrs, 
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EVERY", "FitOptions", "RoundContext", "RoundResult", "build_rounds", "epoch_rounds",
-    "finish_round", "fold", "fold_and_inspect", "fold_rounds", "merge_round_results", "merge_states", "tree_reduce", "update_task",
+    "finish_round", "fold", "fold_and_inspect", "fold_rounds", "merge_round_results", "merge_states", "read_part",
+    "tree_reduce", "update_task",
 ]
 
 #: partitions between checkpoints unless ``checkpoint_every`` says otherwise
@@ -146,6 +147,7 @@ class RoundResult:
     new_rows: int = 0
     new_skipped: int = 0
     sources: frozenset[str] = field(default_factory=frozenset)
+    new_weight: float = 0.0
 
 
 def _blas_policy(state: State, main_thread: bool = False) -> contextlib.AbstractContextManager:
@@ -164,15 +166,14 @@ def update_task(
     the partition's state. In a round, the copy's ``round_summed`` accumulators
     start from zero and the task returns its :class:`RoundResult`.
     """
-    X, y = part if isinstance(part, tuple) else (part, None)
     where = f"partition {index}" + (f" ({source})" if source else "")
-    X, y, dropped = start.read_batch(X, y, on_invalid=on_invalid, where=where)
+    X, y, weight, dropped = read_part(start, part, on_invalid, where)
     state = start.copy()
     in_round = context is not None
     for name in state.round_summed if in_round else ():
         setattr(state, name, np.zeros_like(getattr(state, name)))
     with _blas_policy(state):
-        state.update_inplace(X, y, source=None if in_round else source, context=context)
+        state.update_inplace(X, y, source=None if in_round else source, context=context, weight=weight)
     if not in_round:
         state.n_skipped += dropped
         return state
@@ -186,7 +187,25 @@ def update_task(
         new_rows=rows if new else 0,
         new_skipped=dropped if new else 0,
         sources=frozenset({source}) if source is not None else frozenset(),
+        new_weight=state.weight_sum - start.weight_sum if new else 0.0,
     )
+
+
+def read_part(state: State, part: Any, on_invalid: str, where: str) -> tuple[Any, Any, Any, int]:
+    """A part (``X``, ``(X, y)`` or ``(X, y, weight)``) as the state's batch ``(X, y, weight or None, dropped)``.
+
+    The one channel sample weights take: the data layer puts them in the part,
+    the state's ``read_batch`` checks them, ``_update`` receives them. A state
+    that does not declare ``accepts_weight`` never sees weights.
+    """
+    X, y, *rest = part if isinstance(part, tuple) else (part, None)
+    weight = rest[0] if rest else None
+    if weight is None:
+        X, y, dropped = state.read_batch(X, y, on_invalid=on_invalid, where=where)
+        return X, y, None, dropped
+    if not state.accepts_weight:
+        raise TypeError(f"{where}: {state.algorithm} states cannot weight rows; sample_weight is not supported")
+    return state.read_batch(X, y, on_invalid=on_invalid, where=where, weight=weight)
 
 
 def merge_states(*states: State) -> State:
@@ -221,6 +240,7 @@ def merge_round_results(*results: RoundResult) -> RoundResult:
     averaged = {k: np.array(v, copy=True) for k, v in acc.averaged.items()}
     summed = {k: np.array(v, copy=True) for k, v in acc.summed.items()}
     weight, rows, skipped, sources = acc.weight, acc.new_rows, acc.new_skipped, set(acc.sources)
+    new_weight = acc.new_weight
     for r in results[1:]:
         total = weight + r.weight
         if r.weight > 0:
@@ -231,8 +251,9 @@ def merge_round_results(*results: RoundResult) -> RoundResult:
         for k, v in r.summed.items():
             summed[k] = summed[k] + v
         weight, rows, skipped = total, rows + r.new_rows, skipped + r.new_skipped
+        new_weight += r.new_weight
         sources |= r.sources
-    return RoundResult(weight, averaged, summed, rows, skipped, frozenset(sources))
+    return RoundResult(weight, averaged, summed, rows, skipped, frozenset(sources), new_weight)
 
 
 def finish_round(start: State, result: RoundResult) -> State:
@@ -244,6 +265,7 @@ def finish_round(start: State, result: RoundResult) -> State:
     for k, v in result.summed.items():
         setattr(new, k, getattr(new, k) + v)
     new.n_rows += result.new_rows
+    new.weight_sum += result.new_weight
     new.n_skipped += result.new_skipped
     new.consumed = new.consumed | result.sources
     return new
@@ -660,16 +682,16 @@ def fold_rounds(
 # ---------------------------------------------------------------------------- without Dask
 def _local_batches(inp: Input, state: State, options: FitOptions) -> Any:
     """``(index, X, y, dropped)`` for each in-memory batch, converted by the state's ``read_batch``."""
-    for i, (X, y) in enumerate(inp.batches):
-        Xb, yb, dropped = state.read_batch(X, y, on_invalid=options.on_invalid, where=f"batch {i}")
-        yield i, Xb, yb, dropped
+    for i, part in enumerate(inp.batches):
+        Xb, yb, wb, dropped = read_part(state, part, options.on_invalid, f"batch {i}")
+        yield i, Xb, yb, wb, dropped
 
 
 def _fold_local(inp: Input, state: State, options: FitOptions) -> State:
     """One pass over in-memory batches, folded in order into one new state, then merged."""
     new = state.empty_like()
-    for _, X, y, dropped in _local_batches(inp, state, options):
-        new.update_inplace(X, y)
+    for _, X, y, w, dropped in _local_batches(inp, state, options):
+        new.update_inplace(X, y, weight=w)
         new.n_skipped += dropped
     return state.merge(new)
 
@@ -695,9 +717,9 @@ def _fold_rounds_local(inp: Input, state: State, schedule: _Schedule, options: F
         running, stop = round_end(running, 0, rnd - 1, 0)
         return bool(stop)
 
-    for i, (X, y) in enumerate(inp.batches):
+    for i, part in enumerate(inp.batches):
         ctx = RoundContext(0, rnd, i, None, options.seed)
-        pending.append(update_task(running, (X, y), i, None, options.on_invalid, ctx))
+        pending.append(update_task(running, part, i, None, options.on_invalid, ctx))
         if len(pending) == schedule.sync_every and close_round():
             return running
     if pending and close_round():

@@ -145,7 +145,7 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
     def _supervised(self) -> bool:
         return self.state_class.supervised
 
-    def _input(self, X: Any, y: Any = None, schema: Schema | None = None) -> Input:
+    def _input(self, X: Any, y: Any = None, schema: Schema | None = None, sample_weight: Any = None) -> Input:
         features = list(schema.features) if schema is not None else getattr(self, "features", None)
         target = getattr(self, "target", None)
         if schema is not None and schema.target is not None and y is None:
@@ -153,7 +153,28 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         if isinstance(X, Input):
             return X
         return as_input(X, y, features=features, target=target if self._supervised else None,
-                        need_target=self._supervised)
+                        need_target=self._supervised, sample_weight=sample_weight)
+
+    # ---- sample weights -----------------------------------------------------------------
+    @classmethod
+    def _accepts_sample_weight(cls) -> bool:
+        """Whether the estimator's state weights rows (then ``fit`` and ``partial_fit`` take ``sample_weight``)."""
+        return cls.state_class.accepts_weight
+
+    def _pop_sample_weight(self, fit_params: dict[str, Any], method: str = "fit") -> Any:
+        """``sample_weight`` out of ``fit_params``; a TypeError for an estimator whose state cannot weight rows."""
+        weight = fit_params.pop("sample_weight", None)
+        if weight is not None and not self._accepts_sample_weight():
+            raise TypeError(f"{type(self).__name__}.{method} got an unexpected keyword argument 'sample_weight' "
+                            f"(a {self.state_class.algorithm} state cannot weight rows)")
+        return weight
+
+    def _weighted_input(self, X: Any, y: Any = None, schema: Schema | None = None, sample_weight: Any = None
+                        ) -> Input:
+        """:meth:`_input`, with ``sample_weight`` only when given (estimators that cannot weight never see it)."""
+        if sample_weight is None:
+            return self._input(X, y, schema) if schema is not None else self._input(X, y)
+        return self._input(X, y, schema, sample_weight=sample_weight)
 
     def _fit_options(self, *, checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
                      progress: bool = False, split_every: int = 8) -> engine.FitOptions:
@@ -222,18 +243,22 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         split_every : int
             Fan-in of the merge tree.
         **fit_params
-            Algorithm-specific (e.g. ``validation_data`` of iterative algorithms).
+            Algorithm-specific (e.g. ``validation_data`` of iterative algorithms), and
+            ``sample_weight`` for estimators whose state weights rows (they name it in
+            their signature): an array-like for in-memory input, a column name (or an
+            aligned Dask Series / Array) for Dask input.
 
         Returns
         -------
         self
         """
+        sample_weight = self._pop_sample_weight(fit_params)
         self._validate_params()
         options = self._fit_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                                     split_every=split_every)
         X, y = _array_likes(X, y)
         self._check_target(y)
-        inp = self._input(X, y)
+        inp = self._weighted_input(X, y, sample_weight=sample_weight)
         state = self._new_state(inp, **fit_params)
         state = self._fold(inp, state, options=options, **fit_params)
         self._check_enough_rows(state)
@@ -252,10 +277,11 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         fit_params = fit_kwargs
         if not hasattr(self, "state_"):
             return self.fit(X, y, **run, **fit_params)
+        sample_weight = self._pop_sample_weight(fit_params, "partial_fit")
         self._validate_params()
         X, y = _array_likes(X, y)
         self._check_target(y)
-        inp = self._input(X, y, schema=self.state_.schema)
+        inp = self._weighted_input(X, y, self.state_.schema, sample_weight)
         self.state_.schema.check_same_features(inp.schema, "partial_fit")
         warn_if_nothing_new(inp, self.state_.consumed, type(self).__name__)
         state = self._fold(inp, self.state_, options=self._fit_options(**run), **fit_params)
@@ -266,6 +292,7 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         """Reject an in-memory target the estimator cannot learn (e.g. a continuous one for a classifier)."""
 
     def _check_enough_rows(self, state: State) -> None:
+        self._check_total_weight(state)
         need = self._min_rows_needed()
         if state.n_rows < need:
             skipped = f" ({state.n_skipped} invalid rows were skipped)" if state.n_skipped else ""
@@ -276,6 +303,12 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
 
     def _min_rows_needed(self) -> int:
         return self._min_rows
+
+    @staticmethod
+    def _check_total_weight(state: State) -> None:
+        """A fit whose rows all have sample weight zero has learned nothing: say so (scikit-learn's rule)."""
+        if state.n_rows and state.weight_sum <= 0:
+            raise DataError(f"every sample weight is zero ({state.n_rows} rows): a fit needs some weight above zero")
 
     def _set_state(self, state: State, overrides: dict[str, Any]) -> None:
         model = state.finalize(**overrides)

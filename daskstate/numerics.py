@@ -26,9 +26,13 @@ def mini_batches(n: int, size: int = MINI_BATCH_ROWS) -> Iterator[slice]:
 
 
 def batch_moments(
-    X: np.ndarray, shift: np.ndarray, *, scatter: bool = False
-) -> tuple[int, np.ndarray, np.ndarray]:
+    X: np.ndarray, shift: np.ndarray, *, scatter: bool = False, weights: np.ndarray | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Count, mean offset from ``shift``, and centred second moment of one batch.
+
+    With ``weights`` (non-negative, one per row) the count is their sum and the
+    mean and second moment are weighted: a row of weight 2 counts as the row
+    repeated, exactly (up to rounding).
 
     The second moment is the per-column sum of squared deviations, or with
     ``scatter=True`` the centred scatter matrix ``(X - mean).T @ (X - mean)``.
@@ -39,12 +43,33 @@ def batch_moments(
     the sum of squared deviations itself is beyond float64's range (its terms are
     non-negative); :func:`merge_moments` then raises :class:`MomentOverflowError`.
     """
+    if weights is not None:
+        return _weighted_batch_moments(X, shift, scatter, weights)
     with np.errstate(over="ignore", invalid="ignore"):  # checked by merge_moments
         D = X - shift
         offset = D.mean(axis=0)
         D -= offset
         m2 = D.T @ D if scatter else np.einsum("ij,ij->j", D, D)
     return len(X), offset, m2
+
+
+def _weighted_batch_moments(
+    X: np.ndarray, shift: np.ndarray, scatter: bool, w: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    p = X.shape[1]
+    total = float(w.sum())
+    if total == 0.0:  # rows of weight 0 carry nothing
+        return 0.0, np.zeros(p), np.zeros((p, p)) if scatter else np.zeros(p)
+    with np.errstate(over="ignore", invalid="ignore"):
+        D = X - shift
+        offset = (w @ D) / total
+        D -= offset
+        if scatter:
+            root = np.sqrt(w)[:, None] * D
+            m2 = root.T @ root
+        else:
+            m2 = np.einsum("ij,ij,i->j", D, D, w)
+    return total, offset, m2
 
 
 def rebase(offset: np.ndarray, shift_from: np.ndarray, shift_to: np.ndarray) -> np.ndarray:

@@ -21,7 +21,14 @@ never discovered:
     A method: how one partition becomes the batch ``_update`` receives. The
     default is the dense, validated float matrix of :func:`daskstate.data.to_batch`;
     a text state may return a sparse CSR count matrix, a forecasting state a
-    pandas DataFrame of whole series. It returns ``(X, y, n_dropped)``.
+    pandas DataFrame of whole series. It returns ``(X, y, n_dropped)``; called
+    with ``weight=`` (the partition's sample weights) it returns
+    ``(X, y, weight, n_dropped)``, the weights validated and aligned with the rows kept.
+``accepts_weight``
+    Whether ``_update`` takes ``weight=`` (one non-negative weight per row).
+    A weighted state keeps its statistics so that an integer weight equals the
+    row repeated; ``weight_sum`` (the rows' total weight, ``n_rows`` without
+    weights) is kept by the base class. Only states that declare it receive weights.
 ``blas_threads``
     The execution policy: ``1`` makes the engine run BLAS on one thread while
     this state's partition tasks run in parallel (one task per core already;
@@ -203,12 +210,16 @@ class State(abc.ABC):
     round_weight: ClassVar[str | None] = None
     #: BLAS threads while this state's partition tasks run (1: one per task; None: BLAS's default).
     blas_threads: ClassVar[int | None] = None
+    #: whether ``_update`` takes ``weight=`` (sample weights, one per row of the batch)
+    accepts_weight: ClassVar[bool] = False
 
     def __init__(self, schema: Schema, params: Mapping[str, Any] | None = None):
         self.schema = schema
         self.params = dict(params or {})
         self.n_rows = 0
         self.n_skipped = 0
+        #: total weight of the rows folded in (``n_rows`` when no sample weights were given)
+        self.weight_sum = 0.0
         self.consumed: frozenset[str] = frozenset()
         self.extra_meta: dict[str, Any] = {}
         self._init_arrays()
@@ -238,18 +249,21 @@ class State(abc.ABC):
         """The working model from the summary alone."""
 
     # ---- the batch a partition becomes (override for sparse or frame batches) -------
-    def read_batch(self, X: Any, y: Any, *, on_invalid: str = "raise", where: str = "batch") -> tuple[Any, Any, int]:
+    def read_batch(self, X: Any, y: Any, *, on_invalid: str = "raise", where: str = "batch",
+                   weight: Any = None) -> tuple[Any, ...]:
         """One partition (``X`` and its target ``y``, or None) as ``(batch, target, n_dropped)``.
 
         The default is :func:`daskstate.data.to_batch`: the schema's feature
         columns as a dense ``input_dtype`` matrix, the target if ``supervised``,
         and rows with NaN or inf raised on or dropped (``on_invalid``), with errors
-        naming ``where``.
+        naming ``where``. With ``weight`` (sample weights of a state that
+        ``accepts_weight``): ``(batch, target, weight, n_dropped)``, the weights
+        checked (finite, non-negative) and dropped with their rows.
         """
         from daskstate.data import to_batch
 
         return to_batch(X, y, self.schema, dtype=self.input_dtype, on_invalid=on_invalid, where=where,
-                        need_target=self.supervised)
+                        need_target=self.supervised, weight=weight)
 
     def check_batch(self, X: Any, y: Any) -> int:
         """Raise if ``X`` cannot be this state's batch; return its number of rows."""
@@ -274,24 +288,43 @@ class State(abc.ABC):
         return copy.deepcopy(self)
 
     def update(self, X: Any, y: np.ndarray | None = None, *, source: str | None = None,
-               context: RoundContext | None = None) -> State:
-        """Return a new state with the batch ``X`` (and ``y``) folded in."""
+               context: RoundContext | None = None, weight: np.ndarray | None = None) -> State:
+        """Return a new state with the batch ``X`` (and ``y``, and sample weights ``weight``) folded in."""
         new = self.copy()
-        new.update_inplace(X, y, source=source, context=context)
+        new.update_inplace(X, y, source=source, context=context, weight=weight)
         return new
 
     def update_inplace(self, X: Any, y: np.ndarray | None = None, *, source: str | None = None,
-                       context: RoundContext | None = None) -> None:
+                       context: RoundContext | None = None, weight: np.ndarray | None = None) -> None:
         """Fold a batch into ``self``; only for states the caller owns privately."""
         n = self.check_batch(X, y)
+        if weight is not None:
+            weight = self._check_weight(weight, n)
         if n:
             try:
-                self._update(X, y, context)
+                if weight is None:
+                    self._update(X, y, context)
+                else:
+                    self._update(X, y, context, weight=weight)
             except MomentOverflowError as exc:  # the shared numerics know indices, the state the names
                 raise exc.naming(self.schema.features, self.schema.target) from None
             self.n_rows += n
+            self.weight_sum += float(n if weight is None else weight.sum())
         if source is not None:
             self.consumed = self.consumed | {source}
+
+    def _check_weight(self, weight: Any, n: int) -> np.ndarray:
+        if not self.accepts_weight:
+            raise StateError(f"{self.algorithm} states cannot weight rows (no sample_weight)")
+        w = np.asarray(weight, dtype=np.float64)
+        if w.shape != (n,):
+            raise SchemaError(f"sample weights of shape {w.shape} for a batch of {n} rows")
+        return w
+
+    @property
+    def is_weighted(self) -> bool:
+        """Whether the rows' total weight differs from their number (sample weights were given)."""
+        return self.weight_sum != self.n_rows
 
     def merge(self, other: State) -> State:
         """Return the summary of the union of ``self``'s and ``other``'s data."""
@@ -312,6 +345,7 @@ class State(abc.ABC):
             except MomentOverflowError as exc:
                 raise exc.naming(self.schema.features, self.schema.target) from None
         self.n_rows += other.n_rows
+        self.weight_sum += other.weight_sum
         self.n_skipped += other.n_skipped
         self.consumed = self.consumed | other.consumed
 
@@ -342,7 +376,7 @@ class State(abc.ABC):
 
     def metadata(self) -> dict[str, Any]:
         """JSON-serialisable description of the state (without the arrays)."""
-        return {
+        meta = {
             "algorithm": self.algorithm,
             "format_version": FORMAT_VERSION,
             "params": self.params,
@@ -352,6 +386,9 @@ class State(abc.ABC):
             "consumed": sorted(self.consumed),
             "extra": self.extra_meta,
         }
+        if self.is_weighted:  # states without sample weights keep the metadata they always had
+            meta["weight_sum"] = float(self.weight_sum)
+        return meta
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The state as ``(arrays, metadata)``: numeric arrays plus JSON."""
@@ -381,6 +418,7 @@ class State(abc.ABC):
                 )
             setattr(state, name, arr.astype(np.asarray(template).dtype, copy=True))
         state.n_rows = int(meta["n_rows"])
+        state.weight_sum = float(meta.get("weight_sum", state.n_rows))
         state.n_skipped = int(meta.get("n_skipped", 0))
         state.consumed = frozenset(meta.get("consumed", ()))
         state.extra_meta = dict(meta.get("extra", {}))
@@ -447,6 +485,7 @@ class MomentsState(State):
 
     algorithm = "moments"
     array_names = ("shift", "offset", "m2")
+    accepts_weight = True
     #: keep the centred scatter matrix (columns x columns) instead of per-column sums of squares
     scatter: ClassVar[bool] = False
 
@@ -463,18 +502,21 @@ class MomentsState(State):
         """The matrix whose columns' moments are kept (default: the features)."""
         return X
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None,
+                weight: np.ndarray | None = None) -> None:
         if self.n_rows == 0:
             self.shift = self._moment_columns(X[:1], None if y is None else y[:1], context)[0].copy()
-        n = self.n_rows
+        n = self.weight_sum  # the count of Chan's formulas is the rows' total weight
         for rows in mini_batches(len(X)):
             A = self._moment_columns(X[rows], None if y is None else y[rows], context)
-            nb, off_b, m2_b = batch_moments(A, self.shift, scatter=self.scatter)
+            nb, off_b, m2_b = batch_moments(A, self.shift, scatter=self.scatter,
+                                            weights=None if weight is None else weight[rows])
             n, self.offset, self.m2 = merge_moments(n, self.offset, self.m2, nb, off_b, m2_b)
 
     def _merge(self, other: MomentsState) -> None:
         off_b = rebase(other.offset, other.shift, self.shift)
-        _, self.offset, self.m2 = merge_moments(self.n_rows, self.offset, self.m2, other.n_rows, off_b, other.m2)
+        _, self.offset, self.m2 = merge_moments(self.weight_sum, self.offset, self.m2, other.weight_sum, off_b,
+                                                other.m2)
 
     @property
     def mean(self) -> np.ndarray:
@@ -482,9 +524,9 @@ class MomentsState(State):
 
     @property
     def variance(self) -> np.ndarray:
-        """Population variance (ddof=0) of each column; NaN before any row."""
+        """Population variance (ddof=0, weighted by the sample weights) of each column; NaN before any weight."""
         m2 = np.diagonal(self.m2) if self.scatter else self.m2
-        return m2 / self.n_rows if self.n_rows else np.full(len(m2), np.nan)
+        return m2 / self.weight_sum if self.weight_sum else np.full(len(m2), np.nan)
 
     def finalize(self) -> dict[str, Any]:
         return {"mean_": self.mean, "var_": self.variance, "n_samples_seen_": self.n_rows}

@@ -623,7 +623,7 @@ def save_state(state: State, path: str | os.PathLike, **extra: Any) -> None:
 
 def state_from_attrs(arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], path: str = "") -> State:
     meta = {k: attrs[k] for k in ("algorithm", "format_version", "params", "schema", "n_rows") if k in attrs}
-    meta.update({k: attrs.get(k) for k in ("n_skipped", "consumed", "extra") if k in attrs})
+    meta.update({k: attrs.get(k) for k in ("n_skipped", "consumed", "extra", "weight_sum") if k in attrs})
     try:
         return State.from_arrays(arrays, meta)
     except StateFileError:

@@ -367,10 +367,16 @@ def counts_input(X: Any, features: Sequence[str] | None = None, *, rows: int = C
     elif isinstance(X, np.ndarray):
         if X.ndim != 2:
             raise SchemaError(f"input: a count matrix must be 2-dimensional, got shape {X.shape}")
+        if X.dtype == object:  # numbers in an object array are counts; anything else raises, naming it
+            from daskstate.data import as_array
+
+            X = as_array(X)
     else:
         raise TypeError(
             f"unsupported count input of type {type(X).__name__}; pass scipy.sparse, numpy or a Dask Array"
         )
+    if X.shape[1] == 0:
+        raise SchemaError(f"input: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
     schema = array_schema(X.shape[1], X.dtype, list(features) if features is not None else None)
     name = f"counts-{tokenize(X)}"
     parts = [dask.delayed(X[a : a + rows], pure=True) for a in range(0, X.shape[0], rows)]
@@ -384,6 +390,11 @@ def as_counts(part: Any, n_words: int, where: str) -> sp.csr_matrix:
         A = np.asarray(part.to_numpy() if isinstance(part, pd.DataFrame) else part)
         if A.ndim != 2:
             raise SchemaError(f"{where}: counts must be 2-dimensional, got shape {A.shape}")
+        if A.dtype == object:
+            try:
+                A = A.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise SchemaError(f"{where}: counts in an object array that are not numbers ({exc})") from None
         if not (np.issubdtype(A.dtype, np.number) or A.dtype == bool):
             raise SchemaError(f"{where}: counts have dtype {A.dtype}; expected numbers")
         X = sp.csr_matrix(A.astype(np.float64))
@@ -391,7 +402,8 @@ def as_counts(part: Any, n_words: int, where: str) -> sp.csr_matrix:
         raise SchemaError(f"{where}: counts have {X.shape[1]} columns; the vocabulary has {n_words} terms")
     bad = ~np.isfinite(X.data) | (X.data < 0)
     if bad.any():
-        raise DataError(f"{where}: {int(bad.sum())} count(s) are negative, NaN or inf; counts must be >= 0")
+        negative = " (Negative values in data)" if (X.data < 0).any() else ""
+        raise DataError(f"{where}: {int(bad.sum())} count(s) are negative, NaN or inf{negative}; counts must be >= 0")
     X.sum_duplicates()
     X.eliminate_zeros()
     return X

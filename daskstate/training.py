@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from daskstate import engine
-from daskstate.data import DEFAULT_BATCH_ROWS, Input, as_input
+from daskstate.data import DEFAULT_BATCH_ROWS, Input, as_input, to_weights
 from daskstate.errors import DataError, StateError
 from daskstate.estimator import StateEstimator
 from daskstate.numerics import hash_unit, mini_batches
@@ -219,6 +219,7 @@ class SGDState(State):
             raise DataError("the fit needs rows; the input had none")
         new = cls(statistics.schema, params)
         new.n_rows, new.n_skipped, new.consumed = statistics.n_rows, statistics.n_skipped, statistics.consumed
+        new.weight_sum = statistics.weight_sum
         new.extra_meta.update({k: v for k, v in statistics.extra_meta.items() if k != "fold_rounds"})
         new._start(statistics)
         new.extra_meta["phase"] = "sgd"
@@ -226,7 +227,7 @@ class SGDState(State):
         return new
 
     # ---- update: train on a partition, or score it ------------------------------------------
-    def _update(self, X: Any, y: Any, context: RoundContext | None) -> None:
+    def _update(self, X: Any, y: Any, context: RoundContext | None, weight: np.ndarray | None = None) -> None:
         where = "batch" if context is None else context.where
         if self.phase not in ("sgd", "eval"):
             raise StateError(f"this {self.algorithm} state has finished training; "
@@ -237,11 +238,12 @@ class SGDState(State):
         t = self._encode_target(y, where)
         with np.errstate(over="ignore", invalid="ignore"):
             if self.phase == "sgd":
-                self._update_sgd(_row_major(X), t, context, val)
+                self._update_sgd(_row_major(X), t, context, val, weight)
             else:
                 if val is not None:  # only the validation examples are scored
                     X, t = X[val], None if t is None else t[val]
-                self._update_eval(_row_major(X), t)
+                    weight = None if weight is None else weight[val]
+                self._update_eval(_row_major(X), t, weight)
 
     def _validation_mask(self, X: np.ndarray) -> np.ndarray | None:
         """Which rows are validation rows: a seeded hash of each row's values, in bounded blocks."""
@@ -254,35 +256,40 @@ class SGDState(State):
             mask[rows] = hash_unit(X[rows], seed) < frac
         return mask
 
-    def _update_sgd(self, X: Any, t: Any, context: RoundContext | None, val: np.ndarray | None) -> None:
+    def _update_sgd(self, X: Any, t: Any, context: RoundContext | None, val: np.ndarray | None,
+                    weight: np.ndarray | None = None) -> None:
         ctx = context or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
+        weighted = {} if weight is None else {"weight": weight}  # only states that accept_weight get weights
         if val is not None:
             held_out = np.flatnonzero(val)
             if len(held_out):  # exact validation metrics of the round's anchor (its synchronised start)
-                self._evaluate(X, t, held_out, self._params("anchor"))
+                self._evaluate(X, t, held_out, self._params("anchor"), **weighted)
             train = np.flatnonzero(~val)
         else:
             train = np.arange(self._n_examples(X))
+        if weight is not None:
+            train = train[weight[train] > 0]  # a row of weight 0 is not trained on
         rng = ctx.rng()
         order = rng.permutation(train)
-        self._train(X, t, order, monitor=self.params.get("validation", "split") == "none", rng=rng)
-        self.trained += len(order)
+        self._train(X, t, order, monitor=self.params.get("validation", "split") == "none", rng=rng, **weighted)
+        self.trained += len(order) if weight is None else float(weight[order].sum())
 
-    def _update_eval(self, X: Any, t: Any) -> None:
+    def _update_eval(self, X: Any, t: Any, weight: np.ndarray | None = None) -> None:
         """Score the examples ``X`` (the validation ones, or all) with the parameters ``begin_eval`` named."""
         idx = np.arange(self._n_examples(X))
+        weighted = {} if weight is None else {"weight": weight}
         which = self.extra_meta.get("eval", {}).get("params", "anchor")
         if which == "anchor+best":  # the snapshots into best_ev_: swap the accumulators around _evaluate
             names = self.eval_arrays()
             mine = [getattr(self, n) for n in names]
             for n in names:
                 setattr(self, n, getattr(self, "best_" + n))
-            self._evaluate(X, t, idx, self._params("best"))
+            self._evaluate(X, t, idx, self._params("best"), **weighted)
             for n, a in zip(names, mine, strict=True):
                 setattr(self, "best_" + n, getattr(self, n))
                 setattr(self, n, a)
             which = "anchor"
-        self._evaluate(X, t, idx, self._params(which))
+        self._evaluate(X, t, idx, self._params(which), **weighted)
 
     # ---- merge: models trained from the same start average --------------------------------
     def _merge(self, other: SGDState) -> None:
@@ -703,11 +710,11 @@ class SGDEstimator(StateEstimator):
         raise NotImplementedError
 
     # ---- inputs: several passes need a Dask collection -------------------------------
-    def _input(self, X: Any, y: Any = None, schema: Schema | None = None) -> Input:
-        """Like the base, but in-memory arrays become Dask collections so epochs can re-read them."""
+    def _input(self, X: Any, y: Any = None, schema: Schema | None = None, sample_weight: Any = None) -> Input:
+        """Like the base, but in-memory arrays (and weights) become Dask collections so epochs can re-read them."""
         if self._trains_by_sgd():
-            X, y = _as_dask(X, y)
-        inp = super()._input(X, y, schema)
+            X, y, sample_weight = _as_dask(X, y, sample_weight)
+        inp = super()._input(X, y, schema, sample_weight=sample_weight)
         if not inp.is_dask and self._trains_by_sgd():
             raise TypeError(
                 f"{type(self).__name__} reads its data several times (a statistics pass, then epochs), so it "
@@ -718,28 +725,35 @@ class SGDEstimator(StateEstimator):
 
     def _validation_input(self, validation_data: Any, schema: Schema) -> Input:
         Xv, yv = validation_data if isinstance(validation_data, tuple) else (validation_data, None)
-        Xv, yv = _as_dask(Xv, yv)
+        Xv, yv, _ = _as_dask(Xv, yv)
         inp = as_input(Xv, yv, features=list(schema.features),
                        target=schema.target if yv is None else None, need_target=True)
         schema.check_same_features(inp.schema, "validation_data")
         return inp
 
 
-def _as_dask(X: Any, y: Any) -> tuple[Any, Any]:
-    """pandas and numpy inputs as Dask collections of ``DEFAULT_BATCH_ROWS`` rows per partition."""
+def _as_dask(X: Any, y: Any, weight: Any = None) -> tuple[Any, Any, Any]:
+    """pandas and numpy inputs (and their sample weights) as Dask collections of ``DEFAULT_BATCH_ROWS`` rows."""
     rows = DEFAULT_BATCH_ROWS
     if isinstance(X, pd.DataFrame):
         nparts = max(1, -(-len(X) // rows))
         ddf = dd.from_pandas(X, npartitions=nparts, sort=False)
+
+        def like_x(values: Any, name: str, what: str) -> dd.Series:
+            vs = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values), name=name)
+            if len(vs) != len(X):
+                raise DataError(f"input: {len(vs)} {what} for {len(X)} rows")
+            vs = pd.Series(vs.to_numpy(), index=X.index, name=vs.name or name)
+            out = dd.from_pandas(vs, npartitions=nparts, sort=False)
+            if out.npartitions != ddf.npartitions:
+                raise DataError(f"input: the {what} could not be partitioned like the features")
+            return out
+
         if y is not None:
-            ys = y if isinstance(y, pd.Series) else pd.Series(np.asarray(y), name="target")
-            if len(ys) != len(X):
-                raise DataError(f"input: {len(ys)} target values for {len(X)} rows")
-            ys = pd.Series(ys.to_numpy(), index=X.index, name=ys.name or "target")
-            y = dd.from_pandas(ys, npartitions=nparts, sort=False)
-            if y.npartitions != ddf.npartitions:
-                raise DataError("input: the target could not be partitioned like the features")
-        return ddf, y
+            y = like_x(y, "target", "target values")
+        if weight is not None and not isinstance(weight, str) and not isinstance(weight, dd.Series):
+            weight = like_x(to_weights(weight, len(X), "input"), "sample_weight", "sample weights")
+        return ddf, y, weight
     if isinstance(X, np.ndarray) and X.ndim == 2:
         Xd = da.from_array(X, chunks=(rows, -1))
         if y is not None:
@@ -747,8 +761,10 @@ def _as_dask(X: Any, y: Any) -> tuple[Any, Any]:
             if len(ya) != len(X):
                 raise DataError(f"input: {len(ya)} target values for {len(X)} rows")
             y = da.from_array(ya, chunks=(rows,) + ya.shape[1:])
-        return Xd, y
-    return X, y
+        if weight is not None and not isinstance(weight, da.Array):  # checked here: errors name the input's rows
+            weight = da.from_array(to_weights(weight, len(X), "input"), chunks=(rows,))
+        return Xd, y, weight
+    return X, y, weight
 
 
 # ============================================================================ classes and selection

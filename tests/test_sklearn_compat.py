@@ -15,14 +15,42 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import daskstate
-from daskstate import PCA, KMeans, LinearClassifier, LinearLearner, LinearRegressor, StandardScaler
+from daskstate import (
+    PCA,
+    Forecaster,
+    KMeans,
+    LinearClassifier,
+    LinearLearner,
+    LinearRegressor,
+    NeuralTopicModel,
+    StandardScaler,
+    Vocabulary,
+)
 
 # ---- scikit-learn's estimator checks -----------------------------------------------------------
 #: checks an estimator fails by design, each with the reason (scikit-learn reports them as xfail)
 BINARY_THRESHOLD = ("predict uses threshold_, calibrated on validation rows for the selection criterion, "
                     "not decision_function > 0 (LinearClassifier follows scikit-learn's rule)")
+SGD_WEIGHTS = ("SGD takes one step per mini-batch: repeated rows make more, and differently composed, "
+               "mini-batches than weighted rows, so the two agree in expectation, not exactly")
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
-    "LinearLearner(predictor_type='binary_classifier')": {"check_classifiers_train": BINARY_THRESHOLD},
+    "LinearLearner(predictor_type='binary_classifier')": {"check_classifiers_train": BINARY_THRESHOLD,
+                                                           "check_sample_weight_equivalence_on_dense_data":
+                                                           SGD_WEIGHTS},
+    "LinearLearner(predictor_type='multiclass_classifier')": {"check_sample_weight_equivalence_on_dense_data":
+                                                               SGD_WEIGHTS},
+    "LinearLearner(predictor_type='regressor')": {"check_sample_weight_equivalence_on_dense_data": SGD_WEIGHTS},
+    "LinearClassifier": {"check_sample_weight_equivalence_on_dense_data": SGD_WEIGHTS},
+    "LinearRegressor(solver='sgd')": {"check_sample_weight_equivalence_on_dense_data": SGD_WEIGHTS},
+    "NeuralTopicModel": {
+        **dict.fromkeys(("check_dont_overwrite_parameters", "check_methods_sample_order_invariance",
+                         "check_methods_subset_invariance", "check_fit2d_1sample", "check_fit2d_1feature",
+                         "check_fit2d_predict1d"),
+                        "the check sets n_components=1, and ProdLDA's Laplace approximation of the Dirichlet "
+                        "prior needs two topics (its variance is 0 for one)"),
+        "check_transformer_data_not_an_array": "text or counts is told from the input's type: an unknown "
+                                               "array-like is read as documents",
+    },
 }
 
 ESTIMATORS = [
@@ -36,18 +64,95 @@ ESTIMATORS = [
     LinearLearner("binary_classifier", num_models=4, mini_batch_size=32, epochs=5),
     LinearLearner("multiclass_classifier", num_models=4, mini_batch_size=32, epochs=5),
     LinearLearner("regressor", num_models=4, mini_batch_size=32, epochs=5),
+    # counts in (positive_only, sparse, or text), as scikit-learn's LDA: the checks run on count matrices
+    NeuralTopicModel(2, encoder_layers=(8,), epochs=2, batch_size=8, random_state=0),
+    # documents and long tables in: their tags say so, and scikit-learn skips the 2-D array checks
+    # (test_text_and_long_table_estimators_* below run the rest)
+    Vocabulary(),
+    Forecaster(prediction_length=4),
 ]
 
 
 def _expected_failures(estimator) -> dict[str, str]:
-    key = type(estimator).__name__ + (
-        f"(predictor_type={estimator.predictor_type!r})" if type(estimator) is LinearLearner else "")
+    key = type(estimator).__name__
+    if type(estimator) is LinearLearner:
+        key += f"(predictor_type={estimator.predictor_type!r})"
+    elif type(estimator) is LinearRegressor:
+        key += f"(solver={estimator.solver!r})"
     return EXPECTED_FAILURES.get(key, {})
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# ---- estimators of documents and long tables: the checks that apply ---------------------------------------
+def _documents() -> list[str]:
+    """Long descriptions of the installed packages: real text."""
+    import importlib.metadata
+
+    docs = [d.metadata.get_payload() or d.metadata.get("Description") or "" for d in importlib.metadata.distributions()]
+    return sorted(d for d in docs if len(d) >= 300)[:80]
+
+
+def _panel() -> pd.DataFrame:
+    from daskstate.algorithms.forecast.datasets import load_panel
+
+    return load_panel("aus_arrivals")[0]
+
+
+NOT_ARRAYS = [Vocabulary(max_features=300), Forecaster(prediction_length=4)]
+DATA_FREE_CHECKS = [getattr(__import__("sklearn.utils.estimator_checks", fromlist=["x"]), name) for name in (
+    "check_estimator_cloneable", "check_estimator_repr", "check_no_attributes_set_in_init",
+    "check_parameters_default_constructible", "check_get_params_invariance", "check_set_params",
+    "check_estimator_tags_renamed", "check_valid_tag_types", "check_mixin_order")]
+
+
+@pytest.mark.parametrize("estimator", NOT_ARRAYS, ids=lambda e: type(e).__name__)
+def test_text_and_long_table_estimators_declare_their_input(estimator):
+    from sklearn.utils import get_tags
+
+    tags = get_tags(estimator)
+    assert not tags.input_tags.two_d_array  # scikit-learn's 2-D array checks do not apply
+    assert tags.input_tags.string
+
+
+@pytest.mark.parametrize("check", DATA_FREE_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("estimator", NOT_ARRAYS, ids=lambda e: type(e).__name__)
+def test_text_and_long_table_estimators_pass_the_checks_that_need_no_data(estimator, check):
+    check(type(estimator).__name__, estimator)
+
+
+def test_text_and_long_table_estimators_follow_the_fit_contract():
+    """scikit-learn's fit checks on the inputs these estimators take: real documents and a real panel."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    docs, panel = _documents(), _panel()
+    cases = [
+        (Vocabulary(max_features=300), docs, lambda e, X: e.transform(X).toarray()),
+        (NeuralTopicModel(3, encoder_layers=(16,), epochs=2, random_state=0, max_features=300), docs,
+         lambda e, X: e.transform(X)),
+        (Forecaster(prediction_length=4), panel, lambda e, X: e.predict(X)),
+    ]
+    for est, X, apply in cases:
+        with pytest.raises(NotFittedError):  # check_estimators_unfitted
+            apply(clone(est), X)
+        params = clone(est).get_params()
+        assert est.fit(X) is est  # check_estimators_fit_returns_self
+        assert est.get_params().keys() == params.keys() and all(  # check_dont_overwrite_parameters
+            repr(est.get_params()[k]) == repr(v) for k, v in params.items())
+        first = apply(est, X)
+        again = apply(clone(est).fit(X), X)  # check_fit_idempotent: a fresh fit gives the same model
+        if isinstance(first, pd.DataFrame):
+            pd.testing.assert_frame_equal(first, again)
+        else:
+            np.testing.assert_allclose(first, again, rtol=1e-9, atol=1e-12)
+        if hasattr(est, "fit_transform"):
+            out = clone(est).fit_transform(X)
+            out = out.toarray() if hasattr(out, "toarray") else out
+            np.testing.assert_allclose(out, first, rtol=1e-9, atol=1e-12)
 
 
 # ---- errors, inputs ----------------------------------------------------------------------------------

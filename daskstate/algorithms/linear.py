@@ -145,12 +145,13 @@ class LinearStatsState(ClassCounts, _LinearParams, MomentsState):
             return X
         return np.column_stack([X, _numeric_target(y, "batch" if context is None else context.where)])
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None,
+                weight: np.ndarray | None = None) -> None:
         if self.regression:  # the label is the last column of the moments
             _numeric_target(y, "batch" if context is None else context.where)
         else:
             self._count_classes(y, "batch" if context is None else context.where)
-        super()._update(X, y, context)
+        super()._update(X, y, context, weight)
 
     def _merge(self, other: LinearStatsState) -> None:
         super()._merge(other)
@@ -169,6 +170,9 @@ class LinearState(_LinearParams, SGDState):
     """
 
     algorithm = "linear_learner"
+    # sample weights multiply each row's loss and gradient (a mini-batch's gradient is their weighted
+    # mean) and its share of the validation metrics
+    accepts_weight = True
     parameters = ("coef", "bias")
     optimizer_arrays = ("coef_m", "coef_v", "bias_m", "bias_v", "step")
     model_metrics = ("hist", "correct", "sq", "abs")
@@ -211,7 +215,7 @@ class LinearState(_LinearParams, SGDState):
         if self.predictor_type == "multiclass_classifier" and len(classes) < 2:
             raise DataError(f"multiclass_classifier needs at least 2 classes; found {classes}")
         self._init_arrays()  # shapes now that the classes are known
-        scale = np.sqrt(np.maximum(statistics.m2 / statistics.n_rows, 0.0))
+        scale = np.sqrt(np.maximum(statistics.m2 / statistics.weight_sum, 0.0))  # weighted variance
         self.norm_mean = statistics.shift + statistics.offset
         self.norm_scale = np.where(scale > 0, scale, 1.0)
         self.lr, self.l1, self.wd, self.pos_weight = self._spreads(self.num_models, statistics.class_counts)
@@ -275,7 +279,7 @@ class LinearState(_LinearParams, SGDState):
                 "quantile": float(self.params.get("quantile", 0.5))}
 
     def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool,
-               rng: np.random.Generator | None = None) -> None:
+               rng: np.random.Generator | None = None, weight: np.ndarray | None = None) -> None:
         """Mini-batch SGD over the rows ``order``: every packed model in each matrix product.
 
         The loop works on a fused layout: weights and bias as one
@@ -319,8 +323,15 @@ class LinearState(_LinearParams, SGDState):
             G = G.reshape(n, MK)
             if pos_weight is not None:
                 G *= np.where(tb[:, None] == 1.0, pos_weight, _F32(1.0))
+            total = n
+            if weight is not None:  # the weighted mean gradient: a row of weight 2 counts as the row twice
+                wb = np.take(weight, idx)
+                G *= wb.astype(_F32)[:, None]
+                total = float(wb.sum())
+                if monitor:
+                    L = L * wb[:, None]
             g = (Z.T @ G).astype(np.float64)
-            g *= 1.0 / n
+            g *= 1.0 / total
             if use_wd:
                 g[:d] += wd * W[:d]
             step += 1.0
@@ -333,7 +344,7 @@ class LinearState(_LinearParams, SGDState):
                 soft_threshold(W[:d], size[:d] * l1 if adam else lr * l1)
             if monitor:
                 self.mon_loss += L.sum(axis=0, dtype=np.float64)
-                self.mon_n += n
+                self.mon_n += total
 
         def unfused(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return F[:d].reshape(d, M, K).transpose(1, 0, 2).copy(), F[d].reshape(M, K).copy()
@@ -343,17 +354,22 @@ class LinearState(_LinearParams, SGDState):
         self.coef_v, self.bias_v = unfused(Wv)
         self.step = np.array([step])
 
-    def _evaluate(self, X: np.ndarray, t: np.ndarray, idx: np.ndarray, params: dict[str, np.ndarray]) -> None:
-        """Add the rows ``idx``'s loss and metrics under ``params`` (``coef``, ``bias``) to the ``ev_`` accumulators."""
+    def _evaluate(self, X: np.ndarray, t: np.ndarray, idx: np.ndarray, params: dict[str, np.ndarray],
+                  weight: np.ndarray | None = None) -> None:
+        """Add the rows ``idx``'s loss and metrics under ``params`` (``coef``, ``bias``) to the ``ev_`` accumulators.
+
+        With sample weights, every row's loss and metrics count by its weight.
+        """
         coef, bias = params["coef"], params["bias"]
         M = coef.shape[0]
         for rows in mini_batches(len(idx), self._score_rows()):
             sel = idx[rows]
             tb = np.take(t, sel)
+            wb = np.ones(len(sel)) if weight is None else np.take(weight, sel)
             S = self._scores(self._standardise(_rows(X, sel)), coef, bias)
             _, L = loss_and_grad(self.loss, S, tb, grad=False, value=True, **self._loss_kwargs())
-            self.ev_loss += L.sum(axis=0, dtype=np.float64)
-            self.ev_n += len(tb)
+            self.ev_loss += wb @ L.astype(np.float64)
+            self.ev_n += wb.sum()
             if self.predictor_type == "binary_classifier":  # cell (model, class, bin of sigmoid(score))
                 cell = sigmoid(S[..., 0])
                 cell *= HIST_BINS
@@ -361,15 +377,17 @@ class LinearState(_LinearParams, SGDState):
                 np.clip(cell, 0, HIST_BINS - 1, out=cell)
                 cell += np.arange(M)[None, :] * (2 * HIST_BINS)
                 cell += tb.astype(np.intp)[:, None] * HIST_BINS
-                self.ev_hist += np.bincount(cell.ravel(), minlength=M * 2 * HIST_BINS).reshape(M, 2, HIST_BINS)
+                counts = np.bincount(cell.ravel(), weights=None if weight is None else np.repeat(wb, M),
+                                     minlength=M * 2 * HIST_BINS)
+                self.ev_hist += counts.reshape(M, 2, HIST_BINS).astype(self.ev_hist.dtype, copy=False)
             elif self.predictor_type == "multiclass_classifier":
-                self.ev_correct += (S.argmax(axis=-1) == tb[:, None]).sum(axis=0)
+                self.ev_correct += wb @ (S.argmax(axis=-1) == tb[:, None])
             else:
                 R = S[..., 0].astype(np.float64) - tb[:, None]
-                self.ev_sq += np.einsum("ij,ij->j", R, R)
-                self.ev_abs += np.abs(R).sum(axis=0)
+                self.ev_sq += np.einsum("ij,ij,i->j", R, R, wb)
+                self.ev_abs += wb @ np.abs(R)
                 tb64 = tb.astype(np.float64)
-                self.ev_t += np.array([tb64.sum(), tb64 @ tb64])
+                self.ev_t += np.array([wb @ tb64, wb @ (tb64 * tb64)])
 
     # ---- finalize ---------------------------------------------------------------
     def finalize(

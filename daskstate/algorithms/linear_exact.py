@@ -79,18 +79,27 @@ class LinearExactState(_LinearParams, MomentsState):
         d = self.n_features
         mean = self.shift + self.offset
         Sxx, Sxy, Syy = self.m2[:d, :d], self.m2[:d, d], float(self.m2[d, d])
-        A = Sxx + wd * np.eye(d)
-        try:
-            w = np.linalg.solve(A, Sxy)
-            if not np.all(np.isfinite(w)):
-                raise np.linalg.LinAlgError
-        except np.linalg.LinAlgError:  # singular (e.g. a constant or duplicated feature, wd=0)
-            w = np.linalg.lstsq(A, Sxy, rcond=None)[0]
+        w = _solve_psd(Sxx + wd * np.eye(d), Sxy)
         intercept = float(mean[d] - mean[:d] @ w)
         sse = max(Syy - 2.0 * w @ Sxy + w @ Sxx @ w, 0.0)
-        n = self.n_rows
+        n = self.weight_sum  # the rows, or their total sample weight
         table = pd.DataFrame({"wd": [wd], "train_mse": [sse / n],
                               "train_r2": [1.0 - sse / Syy if Syy > 0 else np.nan], "selected": [True]})
         table.index.name = "model"
         return {"coef_": w, "intercept_": intercept, "models_": table, "best_model_": 0, "model_": 0,
                 "loss_": "squared", "epochs_run_": 1, "n_epochs_": 1, "history_": [], "selection_on_": "training"}
+
+
+def _solve_psd(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The minimum-norm solution of ``A w = b`` for a symmetric positive semi-definite ``A`` (``d x d``).
+
+    Eigenvalues below ``d * eps * max`` are rounding, not signal (a constant or
+    duplicated feature, fewer rows than features at ``wd=0``): they are left out,
+    as ``lstsq`` would, so two scatter matrices equal up to rounding (weighted
+    rows and repeated rows) give the same model instead of two different blow-ups
+    of the same noise.
+    """
+    lam, V = np.linalg.eigh(A)
+    top = float(lam[-1]) if len(lam) else 0.0
+    keep = lam > max(top, 0.0) * len(A) * np.finfo(np.float64).eps
+    return V[:, keep] @ ((V[:, keep].T @ b) / lam[keep])

@@ -443,13 +443,27 @@ class LinearLearner(SGDEstimator):
             tags.classifier_tags = ClassifierTags(multi_class=self.predictor_type == "multiclass_classifier")
         return tags
 
-    def partial_fit(self, X: Any, y: Any = None, classes: Any = None, **fit_kwargs: Any) -> LinearLearner:
+    def fit(self, X: Any, y: Any = None, *, sample_weight: Any = None, **fit_kwargs: Any) -> LinearLearner:
+        """Fit from scratch; see :meth:`daskstate.StateEstimator.fit` for the keywords.
+
+        ``sample_weight`` (an array-like for in-memory input, a column name or an
+        aligned Dask Series / Array for Dask input) weights each row's loss and
+        gradient (SGD: each mini-batch's gradient is the weighted mean), its share of
+        the validation metrics, and the normal equations of ``solver="exact"``
+        (the same solution as scikit-learn's ``Ridge(alpha=wd).fit(..., sample_weight=)``).
+        """
+        return super().fit(X, y, sample_weight=sample_weight, **fit_kwargs)
+
+    def partial_fit(self, X: Any, y: Any = None, classes: Any = None, *, sample_weight: Any = None,
+                    **fit_kwargs: Any) -> LinearLearner:
         """Continue training from ``state_`` (or fit, the first time); see :meth:`StateEstimator.partial_fit`.
 
         ``classes`` (classifiers): every class label, as scikit-learn's ``partial_fit``
         takes it; at the first call it declares classes the first batch may lack, later
-        it must be a subset of ``classes_``.
+        it must be a subset of ``classes_``. ``sample_weight`` as in :meth:`fit`.
         """
+        if sample_weight is not None:
+            fit_kwargs["sample_weight"] = sample_weight
         if classes is None:
             return super().partial_fit(X, y, **fit_kwargs)
         if self.predictor_type == "regressor":

@@ -583,7 +583,9 @@ class NeuralTopicModel(SGDEstimator):
             width = X.shape[1] if hasattr(X, "shape") else None
             if width != self.state_.n_words:
                 raise SchemaError(
-                    f"the count matrix has {width} columns; the model's vocabulary has {self.state_.n_words} terms"
+                    f"X has {width} features, but NeuralTopicModel is expecting {self.state_.n_words} features as "
+                    f"input (the count matrix has {width} columns; the model's vocabulary has "
+                    f"{self.state_.n_words} terms)"
                 )
 
     def _schedule(self) -> Schedule:
@@ -660,6 +662,7 @@ class NeuralTopicModel(SGDEstimator):
         The encoder's proportions, refined by ``transform_steps`` fixed-point
         iterations against ``components_`` (see :func:`ntm_numerics.refine_topics`).
         """
+        self._check_fitted()
         s = self.state_
         model = s.chosen_params(0)
         phi = self.components_
@@ -728,6 +731,22 @@ class NeuralTopicModel(SGDEstimator):
         co = self._extra_pass(self._input(X, schema=s.schema), cooccurrence_state(top, s.schema, params),
                               progress=progress, split_every=split_every)
         return mean_npmi(co, top)
+
+    # ---- scikit-learn -------------------------------------------------------------------
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+        """``fit(X)`` then ``transform(X)``: the documents' topic proportions."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def __sklearn_tags__(self) -> Any:
+        """A transformer of documents: text, or non-negative (sparse) counts, as scikit-learn's LDA."""
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float64"])
+        tags.input_tags.positive_only = True
+        tags.input_tags.sparse = True
+        tags.input_tags.string = True
+        return tags
 
 
 def partition_lengths(X: Any, n_parts: int) -> list[float]:

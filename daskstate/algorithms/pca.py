@@ -165,6 +165,21 @@ def centre_rows(X: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return offset, D
 
 
+def weighted_centre_rows(X: np.ndarray, shift: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Total weight, weighted mean offset from ``shift``, and the rows centred on that mean scaled by ``sqrt(w)``.
+
+    ``D^T D`` of the returned ``D`` is the weighted centred scatter ``sum w (x - mean)(x - mean)^T``.
+    """
+    total = float(w.sum())
+    if total == 0.0:
+        return 0.0, np.zeros(X.shape[1]), X[:0] - shift
+    D = X - shift
+    offset = (w @ D) / total
+    D -= offset
+    D *= np.sqrt(w)[:, None]
+    return total, offset, D
+
+
 def svd_flip_rows(V: np.ndarray) -> np.ndarray:
     """Flip rows so the entry of largest magnitude in each is positive.
 
@@ -253,6 +268,9 @@ class PCAState(State):
     array_names = ("shift", "offset", "m2", "scatter", "sketch", "shrinkage", "refined_basis", "refined_scatter")
     #: one BLAS thread per task (and for the whole of a Dask pass): the engine's execution policy
     blas_threads = 1
+    # sample weights: the weighted mean and scatter (rows scaled by sqrt(w) in the sketch), as frequency
+    # weights (variances over ``weight_sum - 1``), so an integer weight equals the row repeated
+    accepts_weight = True
 
     @property
     def mode(self) -> str:
@@ -297,18 +315,24 @@ class PCAState(State):
                 )
 
     # ---- update ------------------------------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None,
+                weight: np.ndarray | None = None) -> None:
         if self.n_rows == 0:
             self.shift = X[0].copy()
         self.refined_basis, self.refined_scatter = np.zeros((0, 0)), np.zeros((0, 0))
         with single_blas_thread():  # one BLAS thread per task on Dask's thread pool
-            self._update_batches(X)
+            self._update_batches(X, weight)
 
-    def _update_batches(self, X: np.ndarray) -> None:
-        n = self.n_rows
+    def _update_batches(self, X: np.ndarray, weight: np.ndarray | None = None) -> None:
+        n = self.weight_sum  # the count of Chan's formulas: rows, or their total weight
         for rows in mini_batches(len(X), rows_per_batch(self.n_features)):
-            off_b, D = centre_rows(X[rows], self.shift)
-            nb = len(D)
+            if weight is None:
+                off_b, D = centre_rows(X[rows], self.shift)
+                nb = len(D)
+            else:  # rows scaled by sqrt(w) after centring on the weighted mean: D^T D is the weighted scatter
+                nb, off_b, D = weighted_centre_rows(X[rows], self.shift, weight[rows])
+                if nb == 0:
+                    continue
             # the moments first: they raise, naming the column, where values overflow (before the
             # sketch's SVD would fail on inf with a raw LinAlgError)
             m2_b = np.einsum("ij,ij->j", D, D)
@@ -342,7 +366,9 @@ class PCAState(State):
     def _merge(self, other: PCAState) -> None:
         # a refinement described the data before this merge: it no longer holds
         self.refined_basis, self.refined_scatter = np.zeros((0, 0)), np.zeros((0, 0))
-        n_a, n_b = self.n_rows, other.n_rows
+        n_a, n_b = self.weight_sum, other.weight_sum
+        if n_b == 0:  # rows of weight 0 only: nothing to add
+            return
         off_b = rebase(other.offset, other.shift, self.shift)
         if self.mode == "regular":
             self.scatter = _owned_c_array(self.scatter)
@@ -370,11 +396,18 @@ class PCAState(State):
             fewer than 2 rows, or ``n_components`` above ``max_components`` or
             ``min(rows, features)``.
         """
-        n, d = self.n_rows, self.n_features
-        if n < 2:
-            raise StateError(f"PCA needs at least 2 rows to estimate variances; the state has {n}")
+        rows, d = self.n_rows, self.n_features
+        if rows < 2:
+            raise StateError(f"PCA needs at least 2 rows to estimate variances; the state has {rows}")
+        # with sample weights, n is their total (frequency weights: variances over n - 1)
+        n = self.weight_sum
+        if n <= 1:
+            raise StateError(
+                f"PCA's variances divide by the total weight minus 1, but the sample weights sum to {n:g}; "
+                "weights count rows (a weight of 2 is the row twice), so scale them to sum above 1"
+            )
         k_max = int(self.params.get("max_components", d))
-        rank = min(n, d)
+        rank = min(rows, d)
         k = min(k_max, rank) if n_components is None else n_components
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise StateError(f"n_components must be a positive integer, got {k!r}")
@@ -385,7 +418,7 @@ class PCAState(State):
                 "refit with a larger max_components"
             )
         if k > rank:
-            raise StateError(f"n_components={k} exceeds min(rows, features) = min({n}, {d}) = {rank}")
+            raise StateError(f"n_components={k} exceeds min(rows, features) = min({rows}, {d}) = {rank}")
         mean = self.mean
         if self.mode == "regular":
             C = self.scatter if subtract_mean else self.scatter + n * np.outer(mean, mean)
@@ -479,6 +512,7 @@ class PCARefineState(State):
     algorithm = "pca_refine"
     array_names = ("basis", "center", "offset", "scatter")
     blas_threads = 1
+    accepts_weight = True
 
     def _init_arrays(self) -> None:
         ell, d = int(self.params.get("basis_rows", 0)), self.n_features
@@ -498,19 +532,21 @@ class PCARefineState(State):
     def empty_like(self) -> PCARefineState:
         return self.starting_from(self.schema, self.basis, self.center)
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
-        n = self.n_rows
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None,
+                weight: np.ndarray | None = None) -> None:
+        n = self.weight_sum
         with single_blas_thread():
             for rows in mini_batches(len(X), rows_per_batch(self.n_features)):
                 Z = (X[rows] - self.center) @ self.basis.T
-                nb, off_b, scatter_b = batch_moments(Z, np.zeros(len(self.basis)), scatter=True)
+                nb, off_b, scatter_b = batch_moments(Z, np.zeros(len(self.basis)), scatter=True,
+                                                     weights=None if weight is None else weight[rows])
                 n, self.offset, self.scatter = merge_moments(n, self.offset, self.scatter, nb, off_b, scatter_b)
 
     def _merge(self, other: PCARefineState) -> None:
         if not (np.array_equal(self.basis, other.basis) and np.array_equal(self.center, other.center)):
             raise StateError("cannot merge pca_refine states that project on different bases")
-        _, self.offset, self.scatter = merge_moments(self.n_rows, self.offset, self.scatter,
-                                                     other.n_rows, other.offset, other.scatter)
+        _, self.offset, self.scatter = merge_moments(self.weight_sum, self.offset, self.scatter,
+                                                     other.weight_sum, other.offset, other.scatter)
 
     def finalize(self) -> dict[str, Any]:
         return {"scatter": self.scatter.copy(), "n_rows": self.n_rows}
@@ -571,8 +607,8 @@ def _mirror_lower(S: np.ndarray, block: int = 512) -> None:
         diag[upper] = diag.T[upper]
 
 
-def _chan_row(n_a: int, off_a: np.ndarray, n_b: int, off_b: np.ndarray) -> np.ndarray:
-    """The row whose outer product is Chan's correction ``n_a n_b / n * delta delta^T``."""
+def _chan_row(n_a: float, off_a: np.ndarray, n_b: float, off_b: np.ndarray) -> np.ndarray:
+    """The row whose outer product is Chan's correction ``n_a n_b / n * delta delta^T`` (counts or total weights)."""
     return (np.sqrt(n_a * n_b / (n_a + n_b)) * (off_b - off_a))[None, :]
 
 
@@ -717,12 +753,16 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         return {"n_components": self.n_components, "whiten": bool(self.whiten),
                 "subtract_mean": bool(self.subtract_mean)}
 
-    def fit(self, X: Any, y: Any = None, *, checkpoint: Any = None, checkpoint_every: int | None = None,
-            progress: bool = False, split_every: int = 8) -> PCA:
+    def fit(self, X: Any, y: Any = None, *, sample_weight: Any = None, checkpoint: Any = None,
+            checkpoint_every: int | None = None, progress: bool = False, split_every: int = 8) -> PCA:
         """Fit in one pass (two with ``refine=True`` in randomized mode).
 
         Parameters are those of :meth:`daskstate.StateEstimator.fit`; the refining
-        pass checkpoints to ``<checkpoint>-refine``.
+        pass checkpoints to ``<checkpoint>-refine``. ``sample_weight`` (an array-like
+        for in-memory input, a column name or an aligned Dask Series / Array for Dask
+        input) weights the mean and the scatter matrix (the sketch's rows are scaled
+        by ``sqrt(w)``) as frequency weights: an integer weight is the row repeated,
+        and variances divide by the total weight minus 1.
         """
         self._validate_params()
         refine = self.refine and self.mode == "randomized"
@@ -734,7 +774,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
                 "pass a Dask, pandas or numpy input (or daskstate.batches(a list))"
             )
         X, y = _array_likes(X, y)
-        inp = self._input(X, y)  # once: an iterator's first batch is read for its schema
+        inp = self._weighted_input(X, y, sample_weight=sample_weight)  # once: an iterator's first batch is read
         if self.mode == "regular":
             self._check_state_memory(inp, split_every)
         super().fit(inp, checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
@@ -743,18 +783,18 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         if refine and state.sketch_rows < state.n_features:
             start = PCARefineState.starting_from(state.schema, state.sketch_basis(), state.mean)
             path = None if checkpoint is None else f"{checkpoint}-refine"
-            refinement = self._fold(self._input(X), start, checkpoint=path,
+            refinement = self._fold(self._weighted_input(X, sample_weight=sample_weight), start, checkpoint=path,
                                     checkpoint_every=checkpoint_every if path else None, progress=progress,
                                     split_every=split_every)
             self._set_state(state.with_refinement(refinement), self.finalize_overrides_)
         self._warn_if_inexact()
         return self
 
-    def partial_fit(self, X: Any, y: Any = None, **fold_kwargs: Any) -> PCA:
-        """Fold more data into the state (one pass; a refinement is dropped, as it no longer holds)."""
+    def partial_fit(self, X: Any, y: Any = None, *, sample_weight: Any = None, **fold_kwargs: Any) -> PCA:
+        """Fold more (optionally weighted) data into the state (one pass; a refinement is dropped, as it no longer holds)."""
         if not hasattr(self, "state_"):
-            return self.fit(X, y, **fold_kwargs)
-        super().partial_fit(X, y, **fold_kwargs)
+            return self.fit(X, y, sample_weight=sample_weight, **fold_kwargs)
+        super().partial_fit(X, y, sample_weight=sample_weight, **fold_kwargs)
         self._warn_if_inexact()
         return self
 
@@ -802,6 +842,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         return max(2, self.n_components or 1)
 
     def _check_enough_rows(self, state: State) -> None:
+        self._check_total_weight(state)
         need = self._min_rows_needed()
         if state.n_rows < need:
             why = f"n_components={self.n_components}" if need > 2 else "variances (ddof=1)"

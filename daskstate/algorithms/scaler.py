@@ -25,13 +25,16 @@ class ScalerState(MomentsState):
         var = self.variance
         scale = np.sqrt(var)
         scale = np.where(scale == 0.0, 1.0, scale)
-        return {
+        out = {
             "mean_": self.mean,
             "var_": var,
             "scale_": scale if with_std else None,
             "with_mean": with_mean,
             "with_std": with_std,
         }
+        if self.is_weighted:  # as scikit-learn: the total weight of the rows seen
+            out["n_samples_seen_"] = self.weight_sum
+        return out
 
 
 class StandardScaler(OneToOneFeatureMixin, TransformerMixin, StateEstimator):
@@ -52,7 +55,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, StateEstimator):
     ----------
     mean_, var_, scale_ : ndarray of shape (n_features,)
         Mean, population variance (ddof=0), and standard deviation (1 where 0).
-    n_samples_seen_ : int
+    n_samples_seen_ : int or float
+        Rows seen; with ``sample_weight``, their total weight (as scikit-learn).
     state_ : ScalerState
 
     Examples
@@ -85,6 +89,19 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, StateEstimator):
 
     def _state_params(self, inp: Input) -> dict[str, Any]:
         return {}
+
+    def fit(self, X: Any, y: Any = None, *, sample_weight: Any = None, **fit_kwargs: Any) -> StandardScaler:
+        """Fit in one pass; ``sample_weight`` gives weighted moments (as scikit-learn's ``StandardScaler``).
+
+        ``sample_weight``: an array-like for in-memory input, a column name (or an
+        aligned Dask Series / Array) for Dask input. The other keywords are
+        :meth:`daskstate.StateEstimator.fit`'s (``checkpoint``, ``split_every``, ...).
+        """
+        return super().fit(X, y, sample_weight=sample_weight, **fit_kwargs)
+
+    def partial_fit(self, X: Any, y: Any = None, *, sample_weight: Any = None, **fit_kwargs: Any) -> StandardScaler:
+        """Fold more (optionally weighted) rows into the moments; see :meth:`fit`."""
+        return super().partial_fit(X, y, sample_weight=sample_weight, **fit_kwargs)
 
     def _finalize_overrides(self) -> dict[str, Any]:
         return {"with_mean": self.with_mean, "with_std": self.with_std}

@@ -246,6 +246,25 @@ class Vocabulary(StateEstimator):
         return transform_text(X, self.text_column or self.state_.schema.features[0],
                               tokenizer_from(self.state_.params), self._index)
 
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+        """``fit(X)`` then ``transform(X)``: the documents' term counts."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def __sklearn_tags__(self) -> Any:
+        """Documents in, as scikit-learn's ``CountVectorizer``: text, not a 2-D array of features.
+
+        scikit-learn's estimator checks feed 2-D numeric arrays, so they skip an
+        estimator tagged this way; ``tests/test_sklearn_compat.py`` runs the checks
+        that need no data, and text versions of the others.
+        """
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
+        return tags
+
 
 def counts_of(documents: Any, tokenizer: Tokenizer, index: pd.Index, where: str = "batch") -> sp.csr_matrix:
     """The CSR count matrix of a batch of documents over the terms ``index``, mini-batch by mini-batch."""

@@ -416,6 +416,19 @@ class Forecaster(StateEstimator):
         per_item.insert(0, cols.id_col, items)
         return overall, per_item
 
+    def __sklearn_tags__(self) -> Any:
+        """A long table in (item id, timestamp, value and covariate columns), not a 2-D array of features.
+
+        scikit-learn's estimator checks feed 2-D numeric arrays whose rows are
+        samples, so they skip an estimator tagged this way; ``tests/test_sklearn_compat.py``
+        runs the checks that need no data, and long-table versions of the others.
+        """
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True
+        return tags
+
     def _model_parts(self) -> dict[str, Any]:
         if isinstance(self.state_, NeuralForecastState):
             return {"theta_": self.theta_, "network": self.state_.empty_like()}

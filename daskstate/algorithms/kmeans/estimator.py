@@ -235,6 +235,7 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         return int(self.n_clusters)
 
     def _check_enough_rows(self, state: State) -> None:
+        self._check_total_weight(state)
         if state.n_rows < self._min_rows_needed():
             skipped = f" ({state.n_skipped} invalid rows were skipped)" if state.n_skipped else ""
             raise DataError(
@@ -248,6 +249,7 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         X: Any,
         y: Any = None,
         *,
+        sample_weight: Any = None,
         checkpoint: Any = None,
         checkpoint_every: int | None = None,
         progress: bool = False,
@@ -259,6 +261,11 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         ----------
         X : Dask DataFrame or Array, pandas DataFrame, numpy array, or iterator of batches
         y : ignored
+        sample_weight : array-like, column name, Dask Series or Array, optional
+            Weight of each row (an array-like for in-memory input, a column name or an
+            aligned Dask Series / Array for Dask input): it multiplies the row's count
+            and cost in the core set, the Lloyd passes and ``inertia_``, as scikit-learn's
+            ``KMeans.fit(sample_weight=)``.
         checkpoint : path, optional
             Zarr path of the first pass's checkpoint (see :func:`daskstate.fold`);
             refining passes checkpoint to ``<checkpoint>-epoch<e>``.
@@ -271,7 +278,7 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         """
         self._validate_params()
         X = as_array(X)
-        inp = self._input(X)
+        inp = self._weighted_input(X, sample_weight=sample_weight)
         in_memory = isinstance(X, np.ndarray | pd.DataFrame)
         if not (inp.is_dask or in_memory) and (self.epochs > 1 or self.compute_inertia):
             raise ValueError(
@@ -288,20 +295,21 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         self._check_enough_rows(state)
         overrides = self._finalize_overrides()
         if self.epochs > 1 or (self.compute_inertia and not in_memory):
-            state = self._refine(X, inp, state, overrides, checkpoint, checkpoint_every, fold_kwargs)
+            state = self._refine(X, inp, state, overrides, checkpoint, checkpoint_every, fold_kwargs,
+                                 sample_weight)
         self._set_state(state, overrides)
         if in_memory:
             # labels_ and the exact inertia_ in one pass over the rows in memory; the inertia
             # is kept in the state (keyed by the centres), so it survives save / load
-            labels, inertia = self._labels_and_inertia(X)
+            labels, inertia = self._labels_and_inertia(X, sample_weight)
             self.state_ = self.state_.with_model(self.cluster_centers_, inertia=inertia)
             self._labels, self._inertia = labels, inertia
         elif inp.is_dask:
-            self._lazy_fit_outputs(X)
+            self._lazy_fit_outputs(X, sample_weight)
         return self
 
     def _refine(self, X: Any, inp: Input, state: KMeansState, overrides: dict, checkpoint: Any,
-                checkpoint_every: int | None, fold_kwargs: dict) -> KMeansState:
+                checkpoint_every: int | None, fold_kwargs: dict, sample_weight: Any = None) -> KMeansState:
         """Exact Lloyd passes (``epochs - 1``) and, if asked, an inertia pass; kept in the state.
 
         The first pass scores the best few distinct models of
@@ -321,7 +329,7 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         tol = self.local_lloyd_tol * _mean_variance(state)
 
         def one_pass(models: list[np.ndarray], e: int) -> dict[str, Any]:
-            again = inp if inp.is_dask else self._input(X)
+            again = inp if inp.is_dask else self._weighted_input(X, sample_weight=sample_weight)
             start = KMeansLloydState.starting_from(state.schema, *models)
             path = None if checkpoint is None else f"{checkpoint}-epoch{e}"
             options = self._fit_options(checkpoint=path, checkpoint_every=checkpoint_every if path else None,
@@ -356,14 +364,17 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         self._inertia = model.pop("inertia", None)
         super()._apply_model(model)
 
-    def _labels_and_inertia(self, X: Any) -> tuple[np.ndarray, float]:
-        """Nearest centre of each in-memory row (-1 for skipped rows) and the exact inertia."""
+    def _labels_and_inertia(self, X: Any, sample_weight: Any = None) -> tuple[np.ndarray, float]:
+        """Nearest centre of each in-memory row (-1 for skipped rows) and the exact (weighted) inertia."""
         out = self._map_rows(X, lambda A: np.column_stack(self._nearest(A)), ["label", "d2"], "labels")
         out = np.asarray(out, dtype=np.float64)
         ok = ~np.isnan(out[:, 1])
         labels = np.full(len(out), -1, dtype=np.int64)
         labels[ok] = out[ok, 0].astype(np.int64)
-        return labels, float(out[ok, 1].sum())
+        if sample_weight is None:
+            return labels, float(out[ok, 1].sum())
+        w = np.asarray(X[sample_weight] if isinstance(sample_weight, str) else sample_weight, dtype=np.float64)
+        return labels, float(out[ok, 1] @ w.reshape(-1)[ok])
 
     @property
     def labels_(self) -> np.ndarray:
@@ -472,13 +483,15 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
 
 
     # ---- scikit-learn ---------------------------------------------------------------------
-    def _lazy_fit_outputs(self, X: Any) -> None:
-        """``labels_`` and ``inertia_`` of a Dask fit as lazy Dask objects over the training input."""
+    def _lazy_fit_outputs(self, X: Any, sample_weight: Any = None) -> None:
+        """``labels_`` and ``inertia_`` (weighted by ``sample_weight``) of a Dask fit, lazy, over the training input."""
         import dask.array as da
 
         self._labels = self.predict(X)
         if self.__dict__.get("_inertia") is None:
             d2 = self._map_rows(X, lambda A: self._nearest(A)[1], None, "min-sq-distance")
+            if sample_weight is not None:
+                d2 = d2 * (X[sample_weight] if isinstance(sample_weight, str) else sample_weight)
             self._lazy_inertia = da.nansum(d2) if isinstance(d2, da.Array) else d2.sum()
 
     @property

@@ -150,6 +150,8 @@ class KMeansState(State):
     blas_threads = 1
     array_names = ("shift", "centers", "weights", "spread", "sample", "sample_key", "sample_logw",
                    "refined_centers")
+    # sample weights multiply a row's count and cost in the core set and its priority in the sample
+    accepts_weight = True
 
     def _init_arrays(self) -> None:
         d = self.n_features
@@ -218,16 +220,18 @@ class KMeansState(State):
             self.sample_key = self.sample_key + shift
             self.sample_logw = self.sample_logw - shift
 
-    def _sample_update(self, X: np.ndarray, rng: np.random.Generator) -> None:
-        """Offer the rows of ``X`` (the newest rows) to the sample."""
+    def _sample_update(self, X: np.ndarray, rng: np.random.Generator, weight: np.ndarray | None = None) -> None:
+        """Offer the rows of ``X`` (the newest rows, of sample weights ``weight``) to the sample."""
         size = self.sample_size
         if not size:
             return
         n = len(X)
         self._age_sample(n)
-        if self.half_life > 0:
+        if self.half_life > 0 or weight is not None:
             key = np.log(rng.random(n) + 1e-300)
-            logw = -(n - 1 - np.arange(n)) * (math.log(2.0) / self.half_life)
+            logw = -(n - 1 - np.arange(n)) * (math.log(2.0) / self.half_life) if self.half_life > 0 else np.zeros(n)
+            if weight is not None:
+                logw += np.log(weight)
             key -= logw
             take = np.argpartition(key, size)[: size + 1] if n > size + 1 else np.arange(n)
             key, logw = key[take], logw[take]
@@ -258,7 +262,12 @@ class KMeansState(State):
         return self.sample[keep], np.exp(np.maximum(self.sample_logw[keep], -self.sample_key[last]))
 
     # ---- update ---------------------------------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None,
+                weight: np.ndarray | None = None) -> None:
+        if weight is not None and not (weight > 0).all():  # a row of weight 0 is a row not seen
+            X, weight = X[weight > 0], weight[weight > 0]
+            if not len(X):
+                return
         size = int(self.params["mini_batch_size"])
         rng = _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]))
         if not len(self.centers):
@@ -269,21 +278,27 @@ class KMeansState(State):
         polish = len(X) <= 4 * size
         with single_blas_thread(main_thread=True):
             for rows in mini_batches(len(X), size):
-                self._update_batch(X[rows], rng, work, polish)
-        self._sample_update(X, _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]), 1))
+                self._update_batch(X[rows], rng, work, polish, None if weight is None else weight[rows])
+        self._sample_update(X, _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]), 1), weight)
 
-    def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False) -> None:
+    def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False,
+                      weight: np.ndarray | None = None) -> None:
         if self.n_centers < self.max_centers:
-            self._grow(X, rng, polish)
+            self._grow(X, rng, polish, weight)
         # float32 distances on shifted rows: only the assignment and the cost estimate use them
         if self.n_centers <= PACKED_MAX_CENTERS:
             labels, d2 = nearest_centers_packed(X, self.centers, shift=self.shift, work=work)
         else:
             labels, d2 = nearest_centers(X, self.centers, shift=self.shift, dtype=np.float32, work=work)
         m = self.n_centers
-        counts = np.bincount(labels, minlength=m).astype(np.float64)
-        sums = cluster_sums(labels, X, m)  # float64, exact
-        dist_sum = np.bincount(labels, weights=d2, minlength=m)
+        if weight is None:
+            counts = np.bincount(labels, minlength=m).astype(np.float64)
+            sums = cluster_sums(labels, X, m)  # float64, exact
+            dist_sum = np.bincount(labels, weights=d2, minlength=m)
+        else:  # weights multiply the counts, sums and costs
+            counts = np.bincount(labels, weights=weight, minlength=m)
+            sums = cluster_sums(labels, X, m, weights=weight)
+            dist_sum = np.bincount(labels, weights=d2 * weight, minlength=m)
         self._decay(len(X))
         hit = counts > 0
         n_b = counts[hit]
@@ -295,21 +310,24 @@ class KMeansState(State):
         self.spread[hit] = self.spread[hit] + np.maximum(gain, 0.0)
         self.weights[hit] = w_new
 
-    def _grow(self, X: np.ndarray, rng: np.random.Generator, polish: bool = False) -> None:
+    def _grow(self, X: np.ndarray, rng: np.random.Generator, polish: bool = False,
+              weight: np.ndarray | None = None) -> None:
         """Add up to ``K - m`` centres from this mini-batch (k-means++ continued, or at random)."""
         need = self.max_centers - self.n_centers
         n = len(X)
         Xs = X - self.shift
         if self.params["init"] == "random" or need >= n:
-            pick = np.sort(rng.choice(n, size=min(need, n), replace=False))
+            p = None if weight is None or need >= n else weight / weight.sum()
+            pick = np.sort(rng.choice(n, size=min(need, n), replace=False, p=p))
         else:
-            pick = d2_sample_rounds(Xs, None, need, rng, existing=self.centers - self.shift,
+            pick = d2_sample_rounds(Xs, weight, need, rng, existing=self.centers - self.shift,
                                     rounds=SEED_ROUNDS, dtype=np.float32)
         if not len(pick):
             return
         new = X[pick]
         if polish and SEED_LLOYD_ITER and not self.n_centers and len(pick) < n:
-            new = weighted_lloyd(Xs, np.ones(n), Xs[pick], max_iter=SEED_LLOYD_ITER, tol=0.0)[0] + self.shift
+            new = weighted_lloyd(Xs, np.ones(n) if weight is None else weight, Xs[pick], max_iter=SEED_LLOYD_ITER,
+                                 tol=0.0)[0] + self.shift
         d = self.n_features
         self.centers = np.concatenate([self.centers.reshape(-1, d), new])
         self.weights = np.concatenate([self.weights, np.zeros(len(pick))])
@@ -515,22 +533,28 @@ class KMeansState(State):
         if self.n_rows < k:
             raise StateError(f"n_clusters={k} needs at least {k} rows; the state has seen {self.n_rows}")
         valid = self.weights > 0
-        P = core = self.centers[valid] - self.shift
+        origin = self.shift
+        P = core = self.centers[valid] - origin
         w = core_w = self.weights[valid]
+        seed_rows = P
         if self.sample_is_complete and len(np.unique(self.sample, axis=0)) >= k:
             # the sample holds every row seen: the trials run on the rows themselves (exact
-            # k-means with restarts, as scikit-learn's n_init), not on their summary
+            # k-means with restarts, as scikit-learn's n_init), not on their summary; equal rows
+            # as one of their summed weight, so a row of weight 2 and the row twice seed alike
             rows, v = self.sample_rows()
-            P, w = rows - self.shift, v
+            seed_rows, inverse = np.unique(rows, axis=0, return_inverse=True)
+            origin = seed_rows.mean(axis=0)  # of the distinct rows: the same for weighted and repeated rows
+            P, w = seed_rows - origin, np.bincount(inverse.ravel(), weights=v, minlength=len(seed_rows))
+            core = self.centers[valid] - origin
         if len(P) < k:
             warnings.warn(
                 f"the data has {len(P)} distinct points, fewer than n_clusters={k}: "
                 "some centres are duplicates", UserWarning, stacklevel=4,
             )
             extra = np.argsort(-w, kind="stable")[np.arange(k - len(P)) % len(P)]
-            return [(np.concatenate([P, P[extra]]) + self.shift, 0.0, 0)]
+            return [(np.concatenate([P, P[extra]]) + origin, 0.0, 0)]
         trials = AUTO_NUM_TRIALS if num_trials == "auto" else int(num_trials)
-        rng = _seed(self.params["seed"], k, _content_hash(P))
+        rng = _seed(self.params["seed"], k, _content_hash(seed_rows))
         found: list[tuple[float, int, np.ndarray, int]] = []  # (cost, trial, centres, n_iter)
         with single_blas_thread(main_thread=True):
             for trial in range(max(1, trials)):
@@ -540,19 +564,21 @@ class KMeansState(State):
                     idx = weighted_kmeans_pp(P, w, k, rng)
                 C, _, cost, n_iter = weighted_lloyd(P, w, P[idx], max_iter=max_iter, tol=tol)
                 found.append((cost, trial, C, n_iter))
-            if k < len(core) <= WARD_MAX_POINTS:
-                # one more start, from Ward's agglomeration of the core set: restarts alone
-                # miss the best grouping of natural clusters when k is below their number
-                start = weighted_ward(core, core_w, k)
+            ward_points, ward_w = (P, w) if P is not core and k < len(P) <= WARD_MAX_POINTS else (core, core_w)
+            if k < len(ward_points) <= WARD_MAX_POINTS:
+                # one more start, from Ward's agglomeration of the core set (of the rows, when they
+                # are all known): restarts alone miss the best grouping of natural clusters when k
+                # is below their number
+                start = weighted_ward(ward_points, ward_w, k)
                 C, _, cost, n_iter = weighted_lloyd(P, w, start, max_iter=max_iter, tol=tol)
                 found.append((cost, trials, C, n_iter))
-        found.sort(key=lambda t: (t[0], t[1]))
+        found = _by_cost_then_trial(found)
         out: list[tuple[np.ndarray, float, int]] = []
         for cost, _, C, n_iter in found:
             # the same local optimum reached from several seedings counts once
             if out and any(abs(cost - c) <= 1e-9 * max(cost, 1e-300) for _, c, _ in out):
                 continue
-            out.append((C + self.shift, float(cost), int(n_iter)))
+            out.append((C + origin, float(cost), int(n_iter)))
             if len(out) == n:
                 break
         return out
@@ -560,6 +586,23 @@ class KMeansState(State):
     def cost_curve(self, ks: Any, **options: Any) -> np.ndarray:
         """Estimated sum of squared distances of :meth:`finalize`'s model for each ``k`` in ``ks``."""
         return np.array([self.finalize(n_clusters=int(k), **options)["estimated_inertia_"] for k in ks])
+
+
+def _by_cost_then_trial(found: list[tuple]) -> list[tuple]:
+    """``(cost, trial, ...)`` results by cost, costs equal up to rounding (1e-9 relative) by trial.
+
+    The same local optimum reached by two trials differs in its cost by rounding
+    only, which would otherwise pick its label order by the rounding of the input
+    (repeated rows against weighted ones, another shift).
+    """
+    ordered = sorted(found, key=lambda t: (t[0], t[1]))
+    out: list[tuple] = []
+    while ordered:
+        head = ordered[0][0]
+        tied = [t for t in ordered if t[0] - head <= 1e-9 * max(abs(head), 1e-300)]
+        out.extend(sorted(tied, key=lambda t: t[1]))
+        ordered = ordered[len(tied):]
+    return out
 
 
 def reduce_core_set(
@@ -607,6 +650,7 @@ class KMeansLloydState(State):
     algorithm = "kmeans_lloyd"
     blas_threads = 1
     array_names = ("centers", "sums", "counts", "sse")
+    accepts_weight = True
 
     def _init_arrays(self) -> None:
         d = self.n_features
@@ -645,7 +689,8 @@ class KMeansLloydState(State):
         new._set_centers(self.centers)
         return new
 
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
+    def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None,
+                weight: np.ndarray | None = None) -> None:
         if not len(self.centers):
             raise StateError("a kmeans_lloyd state needs centres to start from")
         k, m = self.n_clusters, len(self.centers)
@@ -663,10 +708,11 @@ class KMeansLloydState(State):
                     labels, d2 = (labels + offsets).T, d2.T
                 else:
                     labels, d2 = labels[None], d2[None]
+                wb = None if weight is None else weight[rows]
                 for lab, dist in zip(labels, d2, strict=True):
-                    self.counts += np.bincount(lab, minlength=m)
-                    self.sums += cluster_sums(lab, Xs, m)
-                    self.sse += np.bincount(lab, weights=dist, minlength=m)
+                    self.counts += np.bincount(lab, weights=wb, minlength=m)
+                    self.sums += cluster_sums(lab, Xs, m, weights=wb)
+                    self.sse += np.bincount(lab, weights=dist if wb is None else dist * wb, minlength=m)
 
     def _merge(self, other: KMeansLloydState) -> None:
         if not np.array_equal(self.centers, other.centers):
