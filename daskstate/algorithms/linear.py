@@ -315,6 +315,7 @@ class LinearState(_LinearParams, SGDState):
             Xb -= mean
             np.multiply(Xb, inv_scale, out=Z_all[rows, :d], casting="same_kind")
         t_all = np.take(t, order)
+        w_all = None if weight is None else np.take(weight, order)
         for rows in mini_batches(len(order), B):
             Z, tb = Z_all[rows], t_all[rows]
             n = len(tb)
@@ -324,8 +325,8 @@ class LinearState(_LinearParams, SGDState):
             if pos_weight is not None:
                 G *= np.where(tb[:, None] == 1.0, pos_weight, _F32(1.0))
             total = n
-            if weight is not None:  # the weighted mean gradient: a row of weight 2 counts as the row twice
-                wb = np.take(weight, idx)
+            if w_all is not None:  # the weighted mean gradient: a row of weight 2 counts as the row twice
+                wb = w_all[rows]
                 G *= wb.astype(_F32)[:, None]
                 total = float(wb.sum())
                 if monitor:
