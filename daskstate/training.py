@@ -75,13 +75,24 @@ class SGDState(State):
     - ``model_arrays``: all of its own arrays (``array_names`` adds the trainer's),
 
     and implements ``_init_model`` (parameters and optimiser arrays, from the
-    statistics state in :meth:`_start`), ``_encode_target``, ``_train`` (the
-    gradient steps over some rows), ``_evaluate`` (add rows' loss and metrics to
-    the ``ev_`` accumulators) and ``finalize``. The rounds protocol follows from
-    these declarations.
+    statistics state in :meth:`_start`), ``_train`` (the gradient steps over some
+    examples), ``_evaluate`` (add examples' loss and metrics to the ``ev_``
+    accumulators) and ``finalize``. The rounds protocol follows from these
+    declarations.
+
+    The *examples* of a batch are its rows by default. A model whose batch is
+    something else (CSR counts of documents, windows cut from whole series)
+    overrides the optional hooks ``_training_batch`` (the partition's batch as
+    the model trains on it), ``_n_examples`` and ``_validation_mask`` (which
+    examples are held out, by a seeded hash that is the same on every pass).
+    Unsupervised models (``supervised = False``) get ``t=None``; a model without
+    packed models (``packed = False``) keeps its parameters without a model axis
+    and ``num_models`` is 1.
     """
 
     supervised = True
+    #: parameters carry the packed models on their first axis (False: one model, arrays as they are)
+    packed: ClassVar[bool] = True
     blas_threads = 1
     parameters: ClassVar[tuple[str, ...]] = ()
     optimizer_arrays: ClassVar[tuple[str, ...]] = ()
@@ -130,26 +141,43 @@ class SGDState(State):
     def _start(self, statistics: State) -> None:
         """Set ``frozen_arrays`` and initial parameters from the statistics pass's state."""
 
-    @abc.abstractmethod
-    def _encode_target(self, y: np.ndarray, where: str) -> np.ndarray:
-        """The target as the loss wants it."""
+    def _encode_target(self, y: Any, where: str) -> Any:
+        """The target as the loss wants it (unsupervised models: None, unchanged)."""
+        return y
 
     @abc.abstractmethod
-    def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool) -> None:
-        """Gradient steps over the rows ``order`` in mini-batches; with ``monitor``, add their loss to ``mon_``."""
+    def _train(self, X: Any, t: Any, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
+        """Gradient steps over the examples ``order`` in mini-batches; with ``monitor``, add their loss to ``mon_``.
+
+        ``rng`` is the partition task's seeded generator (it drew ``order``): any
+        other randomness (dropout, noise, more passes) comes from it.
+        """
 
     @abc.abstractmethod
-    def _evaluate(self, X: np.ndarray, t: np.ndarray, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
-        """Add the loss and metrics of ``rows`` under ``params`` (one per model) to the ``ev_`` accumulators."""
+    def _evaluate(self, X: Any, t: Any, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        """Add the loss and metrics of the examples ``rows`` under ``params`` to the ``ev_`` accumulators."""
+
+    # ---- optional hooks: what an example is ---------------------------------------------
+    def _training_batch(self, X: Any, where: str) -> Any:
+        """The partition's batch as the model trains on it (default: a row-major dense matrix)."""
+        return np.ascontiguousarray(X)  # mini-batches gather shuffled rows: row-major is several times faster
+
+    def _n_examples(self, X: Any) -> int:
+        """The examples of a training batch (rows by default)."""
+        return int(X.shape[0])
+
+    def _counts_staleness(self) -> bool:
+        """Whether an epoch without improvement counts towards the patience now (e.g. after a warm-up)."""
+        return True
 
     # ---- arrays --------------------------------------------------------------------------
     def _init_arrays(self) -> None:
         self._init_model()
         M = self.num_models
-        for p in self.parameters:
-            template = getattr(self, p)
-            setattr(self, "anchor_" + p, np.zeros_like(template))
-            setattr(self, "best_" + p, np.zeros_like(template))
+        for p in self.parameters:  # the first epoch's anchor is the initial model
+            start = getattr(self, p)
+            setattr(self, "anchor_" + p, np.array(start, copy=True))
+            setattr(self, "best_" + p, np.array(start, copy=True))
         self.best_loss = np.full(M, np.inf)
         self.best_epoch = np.full(M, -1.0)
         self.best_round = np.full(M, -1.0)
@@ -194,22 +222,18 @@ class SGDState(State):
         return new
 
     # ---- update: train on a partition, or score it ------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
+    def _update(self, X: Any, y: Any, context: RoundContext | None) -> None:
         where = "batch" if context is None else context.where
         if self.phase not in ("sgd", "eval"):
             raise StateError(f"this {self.algorithm} state has finished training; "
                              "call resume_training() to train it on more data")
-        rows = "validation" if self.phase == "sgd" else self.extra_meta.get("eval", {}).get("rows")
-        val = self._validation_mask(X) if rows == "validation" else None  # hashes columns: before the copy
+        X = self._training_batch(X, where)
         t = self._encode_target(y, where)
         with np.errstate(over="ignore", invalid="ignore"):
             if self.phase == "sgd":
-                X = np.ascontiguousarray(X)  # mini-batches gather shuffled rows: row-major is several times faster
-                self._update_sgd(X, t, context, val)
+                self._update_sgd(X, t, context)
             else:
-                if val is not None:  # only the validation rows are scored
-                    X, t = X[val], t[val]
-                self._update_eval(np.ascontiguousarray(X), t)
+                self._update_eval(X, t)
 
     def _validation_mask(self, X: np.ndarray) -> np.ndarray | None:
         """Which rows are validation rows: a seeded hash of each row's values, in bounded blocks."""
@@ -222,24 +246,27 @@ class SGDState(State):
             mask[rows] = hash_unit(X[rows], seed) < frac
         return mask
 
-    def _update_sgd(self, X: np.ndarray, t: np.ndarray, context: RoundContext | None, val: np.ndarray | None
-                    ) -> None:
+    def _update_sgd(self, X: Any, t: Any, context: RoundContext | None) -> None:
         ctx = context or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
+        val = self._validation_mask(X)
         if val is not None:
             held_out = np.flatnonzero(val)
             if len(held_out):  # exact validation metrics of the round's anchor (its synchronised start)
                 self._evaluate(X, t, held_out, self._params("anchor"))
             train = np.flatnonzero(~val)
         else:
-            train = np.arange(len(X))
-        order = ctx.rng().permutation(train)
-        self._train(X, t, order, monitor=self.params.get("validation", "split") == "none")
+            train = np.arange(self._n_examples(X))
+        rng = ctx.rng()
+        order = rng.permutation(train)
+        self._train(X, t, order, monitor=self.params.get("validation", "split") == "none", rng=rng)
         self.trained += len(order)
 
-    def _update_eval(self, X: np.ndarray, t: np.ndarray) -> None:
-        """Score the rows ``X`` (the validation rows, or all) with the parameters ``begin_eval`` named."""
-        idx = np.arange(len(X))
-        which = self.extra_meta.get("eval", {}).get("params", "anchor")
+    def _update_eval(self, X: Any, t: Any) -> None:
+        """Score the examples (the validation ones, or all) with the parameters ``begin_eval`` named."""
+        how = self.extra_meta.get("eval", {})
+        val = self._validation_mask(X) if how.get("rows") == "validation" else None
+        idx = np.flatnonzero(val) if val is not None else np.arange(self._n_examples(X))
+        which = how.get("params", "anchor")
         if which == "anchor+best":  # the snapshots into best_ev_: swap the accumulators around _evaluate
             names = self.eval_arrays()
             mine = [getattr(self, n) for n in names]
@@ -282,7 +309,10 @@ class SGDState(State):
     def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: float) -> np.ndarray:
         better = loss < self.best_loss
         for p, v in params.items():
-            getattr(self, "best_" + p)[better] = v[better]
+            if self.packed:
+                getattr(self, "best_" + p)[better] = v[better]
+            elif better[0]:
+                setattr(self, "best_" + p, np.array(v, copy=True))
         self.best_loss[better] = loss[better]
         self.best_epoch[better] = trained
         self.best_round[better] = self.progress[3]
@@ -326,7 +356,8 @@ class SGDState(State):
         else:
             trained = epoch + (rnd + 1) / per_epoch
         partial = self.ev_n[0] > 0 and per_epoch > 1
-        self.progress[0] = max(float(self.progress[0]), epoch + 1.0)
+        if rnd == 0:  # an epoch begins (counted on top of earlier fits' epochs, for partial_fit)
+            self.progress[0] += 1.0
         stop = self._check(trained, epoch, rnd, patience, tolerance, partial)
         self.progress[3] += 1.0
         return stop
@@ -364,7 +395,8 @@ class SGDState(State):
         put (the logistic loss on separable classes falls for ever as the
         weights grow) does not keep the fit going.
         """
-        if self.ev_n[0] > 0:
+        validated = self.ev_n[0] > 0
+        if validated:
             loss = self._absorb(self._params("anchor"), trained)
             if partial and np.any(self.best_round == self.progress[3]):
                 self.extra_meta["partial_best"] = True
@@ -378,12 +410,16 @@ class SGDState(State):
             self.best_round[:] = self.progress[3]
         check: dict[str, Any] = {"round": rnd, "evaluated_epochs": trained, "loss": None, "model": None,
                                  "metric": None}
+        if not self.packed:  # one model: its training and validation loss of the check, examples trained so far
+            check.update(train_loss=float(self.mon_loss[0] / self.mon_n[0]) if self.mon_n[0] > 0 else None,
+                         validation_loss=float(loss[0]) if validated else None, trained=float(self.trained[0]),
+                         train_n=float(self.mon_n[0]))
         if loss is not None:
             model, metric, model_loss = self.selected()
             if _improved(-metric, -float(self.progress[1]), tolerance):
                 self.progress[1] = metric
                 self.progress[2] = 0.0
-            else:
+            elif self._counts_staleness():
                 self.progress[2] += 1.0
             if math.isfinite(model_loss):
                 check.update(loss=model_loss, model=model, metric=metric)
@@ -391,7 +427,14 @@ class SGDState(State):
         if rnd is None or rnd == 0 or not history or history[-1]["epoch"] != epoch:
             # one entry per epoch: its first check (the model the epoch started from), then its rounds
             history.append({"epoch": epoch, **{k: v for k, v in check.items() if k != "round"}, "checks": []})
-        history[-1]["checks"] = [*history[-1].get("checks", []), check]
+        entry = history[-1]
+        entry["checks"] = [*entry.get("checks", []), check]
+        if not self.packed:  # the epoch's training loss over all its rounds so far, and the examples trained
+            n = sum(c["train_n"] for c in entry["checks"] if c["train_loss"] is not None)
+            if n > 0:
+                entry["train_loss"] = sum(c["train_loss"] * c["train_n"] for c in entry["checks"]
+                                          if c["train_loss"] is not None) / n
+            entry["trained"] = check["trained"]
         self.extra_meta["history"] = history
         self._set_params("anchor", self._params("current"))
         for name in (*MONITOR_ARRAYS, *self.eval_arrays()):
@@ -460,7 +503,7 @@ class SGDState(State):
     def chosen_params(self, model: int) -> dict[str, np.ndarray]:
         """Model ``model``'s best validated snapshot (its current parameters if none was validated yet)."""
         which = "best" if self.best_epoch[model] >= 0 else "current"
-        return {p: v[model] for p, v in self._params(which).items()}
+        return {p: v[model] if self.packed else v for p, v in self._params(which).items()}
 
 
 def _improved(value: float, best: float, tolerance: float) -> bool:
@@ -564,7 +607,7 @@ def train_epochs(inp: Input, state: SGDState, options: engine.FitOptions, schedu
             running = evaluate("anchor+best" if partial else "anchor", "validation")
         elif partial:
             running = evaluate("best", "validation")
-    if running.best_ev_n[0] == 0:
+    if running.best_ev_n[0] == 0 and running.packed:
         # no validation rows (validation_fraction=0, or none fell out of the hash): score on training rows
         running = evaluate("best", "all")
         selection_on = "training"
