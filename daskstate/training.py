@@ -174,7 +174,7 @@ class SGDState(State):
     def _init_arrays(self) -> None:
         self._init_model()
         M = self.num_models
-        for p in self.parameters:  # the first epoch's anchor is the initial model
+        for p in self.parameters:  # the first round's anchor is the initial model
             start = getattr(self, p)
             setattr(self, "anchor_" + p, np.array(start, copy=True))
             setattr(self, "best_" + p, np.array(start, copy=True))
