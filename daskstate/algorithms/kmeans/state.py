@@ -260,7 +260,8 @@ class KMeansState(State):
     # ---- update ---------------------------------------------------------------------
     def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None) -> None:
         size = int(self.params["mini_batch_size"])
-        rng = _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]))
+        content = _content_hash(X[:size])
+        rng = _seed(self.params["seed"], self.n_rows, content)
         if not len(self.centers):
             self.shift = X[:size].mean(axis=0)
         work: dict = {}
@@ -270,7 +271,7 @@ class KMeansState(State):
         with single_blas_thread(main_thread=True):
             for rows in mini_batches(len(X), size):
                 self._update_batch(X[rows], rng, work, polish)
-        self._sample_update(X, _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]), 1))
+        self._sample_update(X, _seed(self.params["seed"], self.n_rows, content, 1))
 
     def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False) -> None:
         if self.n_centers < self.max_centers:
