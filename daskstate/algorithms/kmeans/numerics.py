@@ -156,9 +156,10 @@ def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray 
     """
     n, d = X.shape
     vals = X if weights is None else X * weights[:, None]
-    if vals.flags.f_contiguous and not vals.flags.c_contiguous:
-        # column-major (what pandas' to_numpy gives): one bincount per contiguous column
-        # is twice as fast as raveling (copying) the batch into row order
+    if d > 1 and vals.strides[0] == vals.itemsize:
+        # contiguous columns (pandas' to_numpy gives column-major arrays, and a mini-batch
+        # is a slice of rows of one): one bincount per column is twice as fast as raveling
+        # (copying) the batch into row order
         out = np.empty((k, d))
         for j in range(d):
             out[:, j] = np.bincount(labels, weights=vals[:, j], minlength=k)
@@ -230,37 +231,41 @@ def d2_sample_rounds(
     """Indices of up to ``k`` rows of ``X`` drawn by (weighted) D^2 sampling in rounds.
 
     k-means++ draws one seed at a time; this draws ``ceil(remaining / rounds left)``
-    seeds per round, without replacement, with probability proportional to
-    ``weight * D(x)^2`` (distance to the nearest seed or ``existing`` centre), then
-    updates the distances with one GEMM (the k-means|| idea with a fixed budget of
-    ``k``). A few dozen numpy calls instead of ``k`` Python iterations, at nearly
-    k-means++'s coverage. Stops early when every point coincides with a seed.
+    seeds per round with probability proportional to ``weight * D(x)^2`` (distance
+    to the nearest seed or ``existing`` centre), then updates the distances with one
+    GEMM (the k-means|| idea with a fixed budget of ``k``). A few dozen numpy calls
+    instead of ``k`` Python iterations, at nearly k-means++'s coverage. A round's
+    draws are independent (one ``cumsum`` and ``searchsorted``, no random key per
+    row); a row drawn twice counts once and later rounds draw the shortfall, in
+    extra rounds if need be. Stops early when every point coincides with a seed.
     """
     n = len(X)
     k = min(int(k), n)
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
     chosen = np.zeros(n, dtype=bool)
     if existing is not None and len(existing):
         _, closest = nearest_centers(X, existing, dtype=dtype)
     else:
-        first = int(min(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right"), n - 1))
+        first = int(rng.integers(n)) if w is None else int(
+            min(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right"), n - 1))
         chosen[first] = True
         closest = row_norms_sq(X - X[first])
     picked = int(chosen.sum())
     rounds = max(1, int(rounds))
     x_sq = row_norms_sq(X)
-    for r in range(rounds):
-        want = -(-(k - picked) // (rounds - r))
-        if want <= 0:
+    r = 0
+    while picked < k:
+        want = -(-(k - picked) // max(1, rounds - r))
+        r += 1
+        p = closest if w is None else w * closest
+        p[chosen] = 0.0  # a seed's own distance may round to a tiny positive value
+        cum = np.cumsum(p)
+        total = cum[-1]
+        if not total > 0:
             break
-        p = w * closest
-        p[chosen] = 0.0
-        ok = np.flatnonzero(p > 0)
-        if not len(ok):
-            break
-        # Efraimidis-Spirakis: the `want` smallest Exp(1) / p are a weighted sample without replacement
-        keys = rng.exponential(size=len(ok)) / p[ok]
-        take = ok[np.argpartition(keys, want - 1)[:want]] if want < len(ok) else ok
+        # side="right": a row of zero probability (its cum equals its predecessor's) is never hit
+        take = np.unique(np.minimum(np.searchsorted(cum, rng.random(want) * total, side="right"), n - 1))
+        take = take[~chosen[take]]
         chosen[take] = True
         picked += len(take)
         np.minimum(closest, _min_sq_dist_to_few(X, X[take], x_sq), out=closest)

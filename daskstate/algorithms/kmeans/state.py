@@ -269,7 +269,8 @@ class KMeansState(State):
             if not len(X):
                 return
         size = int(self.params["mini_batch_size"])
-        rng = _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]))
+        content = _content_hash(X[:size])
+        rng = _seed(self.params["seed"], self.n_rows, content)
         if not len(self.centers):
             self.shift = X[:size].mean(axis=0)
         work: dict = {}
@@ -279,7 +280,7 @@ class KMeansState(State):
         with single_blas_thread(main_thread=True):
             for rows in mini_batches(len(X), size):
                 self._update_batch(X[rows], rng, work, polish, None if weight is None else weight[rows])
-        self._sample_update(X, _seed(self.params["seed"], self.n_rows, _content_hash(X[:size]), 1), weight)
+        self._sample_update(X, _seed(self.params["seed"], self.n_rows, content, 1), weight)
 
     def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False,
                       weight: np.ndarray | None = None) -> None:
