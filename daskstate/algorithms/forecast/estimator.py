@@ -19,6 +19,11 @@ import pandas as pd
 from dask.base import tokenize
 
 from daskstate import engine
+from daskstate.algorithms.forecast.deepar import (
+    ForecastDeepARState,
+    embedding_dimension,
+    recurrent_lags,
+)
 from daskstate.algorithms.forecast.linear import (
     ForecastLinearState,
     distribution_quantiles,
@@ -46,8 +51,9 @@ from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import StateEstimator
 from daskstate.state import Schema, State
 
-MODELS = ("linear", "mlp")
-STATE_CLASSES = {"linear": ForecastLinearState, "mlp": ForecastMLPState}
+MODELS = ("linear", "mlp", "deepar")
+STATE_CLASSES = {"linear": ForecastLinearState, "mlp": ForecastMLPState, "deepar": ForecastDeepARState}
+NEURAL_STATES = (ForecastMLPState, ForecastDeepARState)
 LIKELIHOODS = ("student_t", "gaussian", "negative_binomial")
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 EVAL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -63,12 +69,14 @@ class Forecaster(StateEstimator):
 
     Parameters
     ----------
-    model : {"linear", "mlp"}
+    model : {"linear", "mlp", "deepar"}
         "linear": a direct multi-horizon autoregression over each window scaled by
         its context mean, fitted exactly in one pass from normal equations (see
         :mod:`daskstate.algorithms.forecast.linear`). "mlp": a feed-forward network
         over the same scaled window that outputs the distribution of every horizon
         step, trained by Adam in synchronised rounds (:mod:`~daskstate.algorithms.forecast.mlp`).
+        "deepar": an autoregressive LSTM over mean-scaled series with teacher forcing, forecasting
+        by ancestral sampling (:mod:`~daskstate.algorithms.forecast.deepar`).
     prediction_length : int, optional
         Forecast horizon in steps (default: the M4 horizon of the frequency, e.g. 8
         quarters, 18 months, 14 days, 48 hours).
@@ -76,16 +84,25 @@ class Forecaster(StateEstimator):
         pandas frequency of the timestamps ("QS", "MS", "D", "h", "30min", ...);
         inferred from the data if not given.
     context_length : int, optional
-        Steps of history each window reads (default: the largest lag).
+        Steps of history each window reads (default: the largest lag). "deepar": the
+        steps the network unrolls before the forecast origin (default: ``prediction_length``);
+        the lags reach further back.
     lags : list of int, optional
         Lags of the target used as inputs (default: recent and seasonal lags of the
-        frequency, :func:`default_lags`).
+        frequency, :func:`default_lags`; "deepar": relative to each step, :func:`recurrent_lags`).
     id_col, time_col, target : str
         Columns of the long table.
     covariates : list of str
         Known dynamic covariates (their future values are needed at predict).
     static : list of str
         Static categories per item (used by the neural models; the linear model ignores them).
+        "deepar": one embedding per column; its categories are the values seen by ``fit``
+        (a value seen first later, or missing, shares one "unknown" row).
+    embedding_dimension : int or list of int, optional
+        "deepar": size of each static category's embedding (default
+        ``min(50, (categories + 1) // 2)`` per column).
+    num_samples : int
+        "deepar": sample paths drawn per item to estimate the mean and quantiles.
     likelihood : {"student_t", "gaussian", "negative_binomial"}
         Shape of the predictive distribution ("negative_binomial" for counts: targets
         must be non-negative).
@@ -99,12 +116,12 @@ class Forecaster(StateEstimator):
     duplicates : {"raise", "mean"}
         Duplicate timestamps of an item: raise naming them, or average them.
     num_layers, num_cells : int
-        "mlp": hidden ReLU layers and their width.
+        "mlp": hidden ReLU layers and their width; "deepar": stacked LSTM layers and their cells.
     epochs, learning_rate, batch_size, sync_every, seed : int or float
-        "mlp": passes over the data, Adam's step size, windows per step, partitions
+        "mlp", "deepar": passes over the data, Adam's step size, windows per step, partitions
         per synchronised round, and the seed of initialisation and window order.
     min_batches : int
-        "mlp": Adam steps per partition and epoch at least (more than one pass over
+        "mlp", "deepar": Adam steps per partition and epoch at least (more than one pass over
         the windows of a small panel).
 
     Attributes
@@ -128,7 +145,7 @@ class Forecaster(StateEstimator):
     """
 
     state_class = ForecastLinearState
-    other_state_classes = (ForecastMLPState,)
+    other_state_classes = (ForecastMLPState, ForecastDeepARState)
     aliases = ("forecast",)
 
     def __init__(
@@ -156,6 +173,8 @@ class Forecaster(StateEstimator):
         sync_every: int = 4,
         seed: int = 0,
         min_batches: int = 50,
+        embedding_dimension: int | Sequence[int] | None = None,
+        num_samples: int = 100,
     ):
         self.model = model
         self.prediction_length = prediction_length
@@ -180,6 +199,8 @@ class Forecaster(StateEstimator):
         self.sync_every = sync_every
         self.seed = seed
         self.min_batches = min_batches
+        self.embedding_dimension = embedding_dimension
+        self.num_samples = num_samples
 
     # ---- parameters -------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -199,11 +220,18 @@ class Forecaster(StateEstimator):
         check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
         check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
         check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
-        for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches"):
+        for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches", "num_samples"):
             value = getattr(self, name)
             check(name, isinstance(value, int | np.integer) and value >= (0 if name == "epochs" else 1),
                   "an int >= 1" if name != "epochs" else "an int >= 0")
         check("learning_rate", isinstance(self.learning_rate, int | float) and self.learning_rate > 0, "a number > 0")
+        dims = self.embedding_dimension
+        listed = [dims] if isinstance(dims, int | np.integer) else list(dims or [])
+        check("embedding_dimension", all(isinstance(d, int | np.integer) and d >= 1 for d in listed),
+              "None, an int >= 1 or a list of them")
+        if dims is not None and not isinstance(dims, int | np.integer) and len(listed) != len(self.static):
+            raise ValueError(f"embedding_dimension has {len(listed)} entries for {len(self.static)} static "
+                             f"column(s) {list(self.static)}")
 
     @property
     def _columns(self) -> Columns:
@@ -212,9 +240,14 @@ class Forecaster(StateEstimator):
     def _state_params(self, freq: str) -> dict[str, Any]:
         offset = as_offset(freq)
         H = int(self.prediction_length or default_prediction_length(offset))
-        lags = sorted({int(v) for v in self.lags}) if self.lags is not None else default_lags(offset, H)
-        L = int(self.context_length or max(lags))
-        lags = [v for v in lags if v <= L]
+        if self.model == "deepar":
+            lags = sorted({int(v) for v in self.lags}) if self.lags is not None else recurrent_lags(offset)
+            C = int(self.context_length or H)
+            L = C + max(lags)  # the lags of the first unrolled step reach back max(lags) further
+        else:
+            lags = sorted({int(v) for v in self.lags}) if self.lags is not None else default_lags(offset, H)
+            L = int(self.context_length or max(lags))
+            lags = [v for v in lags if v <= L]
         if not lags:
             raise ValueError(f"context_length={L} is shorter than every lag {self.lags}")
         seasons = season_lengths(offset)
@@ -228,7 +261,25 @@ class Forecaster(StateEstimator):
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
                           learning_rate=float(self.learning_rate), batch_size=int(self.batch_size),
                           min_batches=int(self.min_batches))
+        if self.model == "deepar":
+            params.update(unroll_context=C, static=list(self.static))
         return params
+
+    def _static_categories(self, X: Any) -> dict[str, Any]:
+        """"deepar": the sorted values of every static column (one extra read of those columns for Dask)."""
+        if not self.static:
+            return {"categories": [], "embedding_dims": []}
+        cats = []
+        for col in self.static:
+            values = X[col].dropna().astype(str)
+            uniq = values.unique() if isinstance(X, pd.DataFrame) else values.unique().compute()
+            cats.append(sorted(map(str, uniq)))
+        dims = self.embedding_dimension
+        if dims is None:
+            dims = [embedding_dimension(len(c) + 1) for c in cats]
+        elif isinstance(dims, int | np.integer):
+            dims = [int(dims)] * len(cats)
+        return {"categories": cats, "embedding_dims": [int(d) for d in dims]}
 
     def _finalize_overrides(self) -> dict[str, Any]:
         return {}
@@ -250,6 +301,8 @@ class Forecaster(StateEstimator):
         _check_frame(X, cols)
         freq = self.freq or infer_freq(_head_partition(X), cols)
         params = self._state_params(freq)
+        if self.model == "deepar":
+            params.update(self._static_categories(X))
         state = STATE_CLASSES[self.model](Schema(tuple(cols.covariates), target=cols.target), params)
         options = self._run_options(progress, split_every, checkpoint, checkpoint_every)
         self._set_state(self._fold_series(X, state, None, options), {})
@@ -285,7 +338,7 @@ class Forecaster(StateEstimator):
     def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, options: engine.FitOptions
                      ) -> State:
         cols = self._columns
-        if isinstance(state, ForecastMLPState):
+        if isinstance(state, NEURAL_STATES):
             return engine.fold_rounds(series_input(X, state.schema, cols), state, epochs=self.epochs,
                                       sync_every=self.sync_every, skip_sources=state.consumed, options=options)
         if options.checkpoint is not None:
@@ -397,6 +450,9 @@ class Forecaster(StateEstimator):
         return overall, per_item
 
     def _model_parts(self) -> dict[str, Any]:
+        if isinstance(self.state_, ForecastDeepARState):
+            return {"theta_": self.theta_, "network": self.state_.empty_like(), "num_samples": int(self.num_samples),
+                    "seed": int(self.seed)}
         if isinstance(self.state_, ForecastMLPState):
             return {"theta_": self.theta_, "network": self.state_.empty_like()}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
@@ -438,6 +494,9 @@ class _ModelTask:
         qf = np.full((k, H, len(self.quantiles)), np.nan)
         item = np.arange(k)
         position = block.starts + (origins - block.offsets)
+        if isinstance(self.model.get("network"), ForecastDeepARState):
+            return self.model["network"].forecast(self.model["theta_"], block, origins, self.quantiles,
+                                                  self.model["num_samples"], self.model["seed"])
         if "network" in self.model:
             net = self.model["network"]
             for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), net.n_inputs):

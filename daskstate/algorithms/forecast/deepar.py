@@ -1,0 +1,369 @@
+"""The DeepAR forecaster: an autoregressive LSTM over mean-scaled series, trained with teacher forcing.
+
+A training window of an item is ``P + C + H`` grid points: ``P`` (the largest lag)
+points the lags of the first step read, ``C`` context points and ``H`` future points.
+It is scaled by the mean absolute observed value of its ``C`` context points (of the
+whole window's history if none is observed). The network unrolls over the ``C + H``
+steps; the input of step ``t`` is the scaled target at each lag before ``t``, the
+date features and known covariates of step ``t``, and per sequence ``log(scale)``
+and one embedding per static category. Its output at ``t`` parameterises the
+likelihood of the target at ``t`` (:mod:`likelihoods`); the loss is the NLL of
+every observed target of the ``C + H`` steps (teacher forcing: the observed values,
+not the network's draws, feed the lags). Forecasts unroll the context, then draw
+``num_samples`` paths step by step, each draw feeding the lags of the later steps
+(ancestral sampling); mean and quantiles come from the paths.
+
+Training windows are drawn per item (an item uniformly, then a forecast origin
+uniformly among its origins) with the round's seeded generator, so short and long
+series weigh the same. The state holds ``theta`` (all weights, one flat vector:
+:mod:`lstm`), ``adam_m``, ``adam_v``, ``adam_t`` (averaged per round) and
+``loss_sum``, ``loss_count`` (summed per round).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.offsets import DateOffset
+from scipy import special, stats
+
+from daskstate.algorithms.forecast import lstm
+from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
+from daskstate.algorithms.forecast.likelihoods import N_RAW, nll_and_grad, parameters
+from daskstate.algorithms.forecast.series import (
+    MAX_SEASONAL_LAG,
+    Columns,
+    SeriesBlock,
+    date_features,
+    n_date_features,
+    season_lengths,
+)
+from daskstate.errors import StateError
+from daskstate.numerics import _mix64, adam_step
+from daskstate.state import State, register
+
+#: global norm above which a mini-batch's mean gradient is scaled down (recurrent nets can explode)
+CLIP_NORM = 10.0
+#: sequences x samples drawn at once when forecasting (bounds temporary memory)
+SAMPLE_ROWS = 1 << 15
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def recurrent_lags(offset: DateOffset) -> list[int]:
+    """Lags of an autoregressive model, relative to the step being predicted.
+
+    The recent values (up to the shortest season, at most 7) and, around each
+    seasonal cycle ``m``, the lags ``m - 1, m, m + 1`` (the shortest cycle also two
+    and three cycles back), capped at :data:`MAX_SEASONAL_LAG` -- the same pattern
+    as GluonTS's lags per frequency.
+
+    Examples
+    --------
+    >>> from daskstate.algorithms.forecast.series import as_offset
+    >>> recurrent_lags(as_offset("QS"))
+    [1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13]
+    """
+    seasons = season_lengths(offset)
+    lags = set(range(1, min(seasons[0], 7) + 1 if seasons else 8))
+    for k, m in enumerate(seasons):
+        for cycle in (m, 2 * m, 3 * m) if k == 0 else (m,):
+            lags.update(x for x in (cycle - 1, cycle, cycle + 1) if 1 <= x <= MAX_SEASONAL_LAG)
+    return sorted(lags)
+
+
+def embedding_dimension(cardinality: int) -> int:
+    """GluonTS's default size of a category's embedding: ``min(50, (cardinality + 1) // 2)``."""
+    return max(1, min(50, (cardinality + 1) // 2))
+
+
+def static_codes(static: pd.DataFrame | None, k: int, names: list[str], categories: list[list[str]]) -> np.ndarray:
+    """Embedding rows (k, n_categories) of the k items' static values; 0 is an unknown or missing value."""
+    codes = np.zeros((k, len(names)), dtype=np.intp)
+    for j, (name, cats) in enumerate(zip(names, categories, strict=True)):
+        values = static[name]
+        idx = pd.Index(cats).get_indexer(values.astype(str).to_numpy(object)) + 1
+        codes[:, j] = np.where(values.isna().to_numpy(), 0, idx)
+    return codes
+
+
+@dataclass
+class Sequences:
+    """Windows of a block as the network reads them (scaled)."""
+
+    item: np.ndarray        # (n,) item number within the block
+    values: np.ndarray      # (n, P + C + H) target / scale, NaN where missing
+    scale: np.ndarray       # (n,)
+    first: np.ndarray       # (n,) grid position of the first unrolled step
+    covariates: np.ndarray  # (n, C + H, c) known covariates of the unrolled steps (missing: 0)
+    codes: np.ndarray       # (n, n_categories) embedding rows
+
+
+def path_uniforms(keys: np.ndarray, num_samples: int, step: int, seed: int) -> np.ndarray:
+    """Uniforms in (0, 1), shape (len(keys), num_samples), from a hash of (item key, sample, step, seed).
+
+    A path's draws depend on its item and the seed only, not on which items share a task.
+    """
+    salt = _mix64(np.array([seed], np.uint64) * _GOLDEN + np.array([step + 1], np.uint64))
+    sub = _mix64((np.arange(1, num_samples + 1, dtype=np.uint64) * _GOLDEN) ^ salt)
+    z = _mix64(_mix64(keys.astype(np.uint64))[:, None] ^ sub[None, :])
+    return ((z >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+
+def draw(raw: np.ndarray, likelihood: str, scale: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Values at probabilities ``u`` of the distributions of raw outputs ``raw`` (n, k), in the data's units."""
+    p = parameters(raw, likelihood, scale)
+    if likelihood == "negative_binomial":
+        return stats.nbinom.ppf(u, p["r"], p["r"] / (p["r"] + p["mu"]))
+    z = special.stdtrit(p["nu"], u) if likelihood == "student_t" else special.ndtri(u)
+    return (p["mu"] + p["sigma"] * z) * scale
+
+
+@register
+class ForecastDeepARState(SeriesStateMixin, State):
+    """Weights and Adam statistics of the DeepAR forecaster (see module docstring)."""
+
+    algorithm: ClassVar[str] = "forecast_deepar"
+    array_names: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t", "loss_sum", "loss_count")
+    round_averaged: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t")
+    round_summed: ClassVar[tuple[str, ...]] = ("loss_sum", "loss_count")
+    round_weight: ClassVar[str | None] = "loss_count"
+    blas_threads: ClassVar[int | None] = 1
+
+    # ---- hyperparameters ----------------------------------------------------------------
+    @property
+    def likelihood(self) -> str:
+        return self.params.get("likelihood", "student_t")
+
+    @property
+    def unroll_context(self) -> int:
+        """``C``: steps unrolled before the forecast origin."""
+        return int(self.params["unroll_context"])
+
+    @property
+    def max_lag(self) -> int:
+        return int(self.lags.max())
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.params.get("num_layers", 2))
+
+    @property
+    def static_names(self) -> list[str]:
+        return list(self.params.get("static", []))
+
+    @property
+    def categories(self) -> list[list[str]]:
+        return [list(c) for c in self.params.get("categories", [])]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.schema.features)
+
+    @property
+    def n_step(self) -> int:
+        """Per-step inputs: the lags, the date features, the covariates."""
+        return len(self.lags) + n_date_features(self.offset, self.harmonics) + self.n_features
+
+    @property
+    def layout(self) -> lstm.Layout:
+        dims = self.params.get("embedding_dims") or [embedding_dimension(len(c) + 1) for c in self.categories]
+        tables = [(len(c) + 1, int(d)) for c, d in zip(self.categories, dims, strict=True)]
+        return lstm.lstm_layout(self.n_step, 1, self.num_layers, int(self.params.get("num_cells", 40)),
+                                N_RAW[self.likelihood], tables)
+
+    @property
+    def columns(self) -> Columns:
+        id_col, time_col, target = self.params.get("columns", ("item_id", "timestamp", "target"))
+        return Columns(id_col, time_col, target, tuple(self.schema.features), tuple(self.static_names))
+
+    # ---- arrays -----------------------------------------------------------------------------
+    def _init_arrays(self) -> None:
+        rng = np.random.default_rng([int(self.params.get("seed", 0)), 0xDA2])
+        self.theta = lstm.init_theta(self.layout, self.num_layers, rng)
+        self.adam_m = np.zeros_like(self.theta)
+        self.adam_v = np.zeros_like(self.theta)
+        self.adam_t = np.zeros(1)
+        self.loss_sum = np.zeros(1)
+        self.loss_count = np.zeros(1)
+
+    # ---- windows -------------------------------------------------------------------------------
+    def sequences(self, block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
+                  codes: np.ndarray) -> Sequences:
+        """The windows whose forecast origins (last context point) are the flat ``origins``, at grid
+        ``position``, with embedding rows ``codes`` (n, n_categories); ``item`` labels them. Windows
+        without any observed history are dropped."""
+        C, H = self.unroll_context, self.horizon
+        context, future = block.windows(origins)
+        values = np.concatenate([context, future], axis=1)
+        scale = _mean_abs(context[:, -C:])
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, _mean_abs(context))
+        keep = np.isfinite(scale) & (scale > 0)
+        if not keep.all():
+            origins, item, position, values, scale, codes = (
+                a[keep] for a in (origins, item, position, values, scale, codes))
+        steps = origins[:, None] + np.arange(1 - C, H + 1)[None, :]
+        covariates = np.nan_to_num(block.covariates[steps]) if self.n_features else np.zeros((len(item), C + H, 0))
+        return Sequences(item, values / scale[:, None], scale, position - C + 1, covariates, codes)
+
+    def step_inputs(self, seq: Sequences, filled: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """Inputs (n, len(steps), n_step) of unrolled steps ``steps`` (0 .. C + H - 1), lags from ``filled``."""
+        P = self.max_lag
+        lagged = filled[:, P + steps[:, None] - self.lags[None, :]]
+        dates = date_features(seq.first[:, None] + steps[None, :], self.offset, self.harmonics)
+        return np.concatenate([lagged, dates, seq.covariates[:, steps]], axis=2)
+
+    def static_reals(self, seq: Sequences) -> np.ndarray:
+        return np.log(seq.scale)[:, None]
+
+    def filled(self, seq: Sequences, until: int) -> np.ndarray:
+        """The scaled values with each missing one replaced by the window's mean over its first ``until``
+        points (so lags are always defined)."""
+        head = seq.values[:, :until]
+        ok = ~np.isnan(head)
+        level = np.where(ok, head, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+        return np.where(np.isnan(seq.values), level[:, None], seq.values)
+
+    def targets(self, seq: Sequences) -> tuple[np.ndarray, np.ndarray]:
+        y = seq.values[:, self.max_lag :]
+        if self.likelihood == "negative_binomial":
+            y = y * seq.scale[:, None]
+        return y, ~np.isnan(y)
+
+    def _likelihood_scale(self, seq: Sequences) -> np.ndarray:
+        return seq.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(seq.scale), 1))
+
+    # ---- loss and gradient -----------------------------------------------------------------------
+    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences) -> tuple[float, np.ndarray, int]:
+        """Summed NLL of the observed targets of all unrolled steps, and its gradient w.r.t. ``theta``."""
+        layout = self.layout
+        v = layout.views(theta)
+        C, H, L = self.unroll_context, self.horizon, self.num_layers
+        filled = self.filled(seq, self.max_lag + C)
+        X = self.step_inputs(seq, filled, np.arange(C + H))
+        static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
+        raw, cache, _ = lstm.forward(v, L, X, static_all)
+        y, mask = self.targets(seq)
+        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq))
+        return loss, lstm.backward(layout, v, L, cache, d_raw, seq.codes, 1), int(mask.sum())
+
+    # ---- update -------------------------------------------------------------------------------------
+    def _update(self, X: SeriesBatch, y: Any, context: Any) -> None:
+        """Train on a partition's windows, drawn with the round's generator."""
+        rng = context.rng() if context is not None else np.random.default_rng([int(self.params.get("seed", 0)), 1])
+        with np.errstate(over="ignore"):
+            self.train_block(X.block, rng)
+
+    def block_codes(self, block: SeriesBlock) -> np.ndarray:
+        return static_codes(block.static, block.n_items, self.static_names, self.categories)
+
+    def train_block(self, block: SeriesBlock, rng: np.random.Generator) -> None:
+        """Adam steps on windows drawn per item: about one pass over the block's points, at least
+        ``min_batches`` steps."""
+        C, H = self.unroll_context, self.horizon
+        lengths = block.lengths
+        # forecast origins 0 .. hi of each item (0-based): the whole future inside the series when it is long enough
+        hi = np.where(lengths - 1 - H >= 0, lengths - 1 - H, lengths - 2)
+        eligible = np.flatnonzero(hi >= 0)
+        if not len(eligible):
+            return
+        size = int(self.params.get("batch_size", 128))
+        steps = max(-(-int(lengths.sum()) // ((C + H) * size)), int(self.params.get("min_batches", 50)))
+        codes = self.block_codes(block)
+        lr = float(self.params.get("learning_rate", 1e-3))
+        for _ in range(steps):
+            item = eligible[rng.integers(len(eligible), size=size)]
+            j = np.floor(rng.random(size) * (hi[item] + 1)).astype(np.int64)
+            seq = self.sequences(block, block.offsets[item] + j, item, block.starts[item] + j, codes[item])
+            if not len(seq.item):
+                continue
+            loss, grad, count = self.loss_and_gradient(self.theta, seq)
+            if count == 0 or not np.isfinite(loss):
+                continue
+            grad /= count
+            norm = float(np.sqrt(grad @ grad))
+            if norm > CLIP_NORM:
+                grad *= CLIP_NORM / norm
+            self.adam_t += 1.0
+            adam_step(self.theta, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
+            self.loss_sum += loss
+            self.loss_count += count
+
+    # ---- merge (states trained on disjoint data: weighted average, as a round does) ---------------
+    def _merge(self, other: ForecastDeepARState) -> None:
+        a, b = self.loss_count[0], other.loss_count[0]
+        frac = b / (a + b) if a + b > 0 else 0.5
+        for name in self.round_averaged:
+            mine = getattr(self, name)
+            setattr(self, name, mine + (getattr(other, name) - mine) * frac)
+        self.loss_sum = self.loss_sum + other.loss_sum
+        self.loss_count = self.loss_count + other.loss_count
+
+    # ---- finalize ----------------------------------------------------------------------------------
+    def finalize(self, **_: Any) -> dict[str, Any]:
+        if not np.all(np.isfinite(self.theta)):
+            raise StateError("the DeepAR forecaster's parameters are not finite (training diverged: "
+                             "lower learning_rate)")
+        mean_loss = float(self.loss_sum[0] / self.loss_count[0]) if self.loss_count[0] else float("nan")
+        return {"theta_": self.theta.copy(), "train_loss_": mean_loss}
+
+    # ---- forecasting -------------------------------------------------------------------------------
+    def sample_paths(self, theta: np.ndarray, block: SeriesBlock, origins: np.ndarray, num_samples: int,
+                     seed: int) -> np.ndarray:
+        """Paths (len(origins), num_samples, H) in the data's units drawn after each flat origin of
+        ``block``; NaN where the history has no observed value.
+
+        The draws after an origin are a function of its item's id, the seed and ``theta`` only.
+        """
+        H = self.horizon
+        out = np.full((len(origins), num_samples, H), np.nan)
+        item = np.searchsorted(block.offsets, origins, side="right") - 1
+        codes = self.block_codes(block)[item]
+        keys = pd.util.hash_array(np.asarray(block.items, dtype=object)[item])
+        position = block.starts[item] + (origins - block.offsets[item])
+        rows = np.arange(len(origins))
+        chunk = max(1, SAMPLE_ROWS // num_samples)
+        for start in range(0, len(origins), chunk):
+            sl = slice(start, start + chunk)
+            seq = self.sequences(block, origins[sl], rows[sl], position[sl], codes[sl])
+            if len(seq.item):
+                out[seq.item] = self._draw_paths(theta, seq, keys[seq.item], num_samples, seed)
+        return out
+
+    def _draw_paths(self, theta: np.ndarray, seq: Sequences, keys: np.ndarray, S: int, seed: int) -> np.ndarray:
+        v = self.layout.views(theta)
+        C, H, L, P = self.unroll_context, self.horizon, self.num_layers, self.max_lag
+        n = len(seq.item)
+        seq.values[:, P + C :] = np.nan  # the future is not read (evaluate passes the actual values)
+        filled = self.filled(seq, P + C)
+        static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
+        _, _, state = lstm.forward(v, L, self.step_inputs(seq, filled, np.arange(C)), static_all)
+        d = self.n_step
+        static_proj = np.repeat(static_all @ v["W0"][d:] + v["b0"], S, axis=0)
+        state = [(np.repeat(h, S, axis=0), np.repeat(c, S, axis=0)) for h, c in state]
+        paths = np.repeat(filled, S, axis=0)
+        scale = np.repeat(seq.scale, S)
+        like_scale = scale if self.likelihood == "negative_binomial" else np.ones_like(scale)
+        rep = Sequences(np.repeat(seq.item, S), paths, scale, np.repeat(seq.first, S),
+                        np.repeat(seq.covariates, S, axis=0), np.repeat(seq.codes, S, axis=0))
+        for t in range(C, C + H):
+            x = self.step_inputs(rep, paths, np.array([t]))[:, 0]
+            raw, state = lstm.step(v, L, x, static_proj, state)
+            u = path_uniforms(keys, S, t - C, seed).ravel()
+            y = draw(raw, self.likelihood, like_scale, u)
+            paths[:, P + t] = y / scale if self.likelihood == "negative_binomial" else y
+        return (paths[:, P + C :] * scale[:, None]).reshape(n, S, H)
+
+    def forecast(self, theta: np.ndarray, block: SeriesBlock, origins: np.ndarray, quantiles: np.ndarray,
+                 num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (k, H) and quantiles (k, H, q) of the sample paths after each origin."""
+        paths = self.sample_paths(theta, block, origins, num_samples, seed)
+        return paths.mean(axis=1), np.moveaxis(np.quantile(paths, quantiles, axis=1), 0, -1)
+
+
+def _mean_abs(a: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(a)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, np.abs(a), 0.0).sum(axis=1) / ok.sum(axis=1)
