@@ -28,10 +28,12 @@ from daskstate.algorithms.forecast.linear import (
     ForecastLinearState,
     distribution_quantiles,
     linear_forecast,
+    linear_sample_paths,
 )
 from daskstate.algorithms.forecast.metrics import forecast_metrics
 from daskstate.algorithms.forecast.mlp import ForecastMLPState
 from daskstate.algorithms.forecast.rounds import series_input
+from daskstate.algorithms.forecast.sampling import partition_rng, sample_column
 from daskstate.algorithms.forecast.series import (
     Columns,
     SeriesBlock,
@@ -387,7 +389,7 @@ class Forecaster(StateEstimator):
 
     # ---- forecasting ----------------------------------------------------------------------
     def predict(self, X: Any, quantiles: Sequence[float] = DEFAULT_QUANTILES, *,
-                future: pd.DataFrame | None = None) -> Any:
+                future: pd.DataFrame | None = None, num_samples: int | None = None, seed: int = 0) -> Any:
         """Forecast the ``prediction_length`` steps after each item's last timestamp.
 
         Parameters
@@ -399,6 +401,11 @@ class Forecaster(StateEstimator):
         future : pandas DataFrame, optional
             Known covariates for the forecast steps (``id_col``, ``time_col`` and the covariate
             columns); needed when the model has covariates.
+        num_samples : int, optional
+            Estimate the mean and quantiles from this many sample paths (see
+            :meth:`sample_paths`) instead of the model's per-step distributions.
+        seed : int
+            Seed of the sample paths (with the partition's item ids).
 
         Returns
         -------
@@ -407,17 +414,58 @@ class Forecaster(StateEstimator):
             column per quantile (``q0.1``, ...); NaN for items without any observed value in
             their context. Lazy (Dask) for Dask input.
         """
+        return self._forecast_frame(X, _PredictTask, future, quantiles=_check_quantiles(quantiles),
+                                    num_samples=_check_num_samples(num_samples, optional=True), seed=seed)
+
+    def sample_paths(self, X: Any, num_samples: int = 100, *, future: pd.DataFrame | None = None,
+                     seed: int = 0) -> Any:
+        """Joint draws of each item's next ``prediction_length`` values.
+
+        Parameters
+        ----------
+        X, future
+            As in :meth:`predict`.
+        num_samples : int
+            Paths per item.
+        seed : int
+            Seed; with the item ids of a partition it fixes the draws (the same call gives the
+            same paths, whatever the scheduler).
+
+        Returns
+        -------
+        DataFrame
+            One row per item and future timestamp: ``id_col``, ``time_col`` and the columns
+            ``sample_0`` ... ``sample_{num_samples-1}`` (column ``sample_i`` read down an
+            item's rows is path ``i``). A path's value at a step follows the model's predictive
+            distribution at that step; the steps of a path are correlated as the errors of a
+            linear process with the model's per-step spreads
+            (:mod:`daskstate.algorithms.forecast.sampling`). Lazy (Dask) for Dask input.
+
+        Examples
+        --------
+        >>> import daskstate
+        >>> from daskstate.algorithms.forecast.datasets import synthetic_panel
+        >>> df = synthetic_panel(5, 60, freq="MS", seed=0)
+        >>> paths = daskstate.Forecaster(prediction_length=3).fit(df).sample_paths(df, num_samples=4)
+        >>> paths.shape
+        (15, 6)
+        """
+        return self._forecast_frame(X, _SampleTask, future, quantiles=np.zeros(0),
+                                    num_samples=_check_num_samples(num_samples), seed=seed)
+
+    def _forecast_frame(self, X: Any, task: type, future: pd.DataFrame | None, **options: Any) -> Any:
         self._check_fitted()
-        q = _check_quantiles(quantiles)
         cols = self._columns
         _check_frame(X, cols)
         fut = self._check_future(future)
-        fn = _PredictTask(self._model_parts(), cols, self.state_.params, q, self.duplicates)
+        fn = task(self._model_parts(), cols, self.state_.params, options.pop("quantiles"), self.duplicates,
+                  **options)
         fn.id_dtype = X.dtypes[cols.id_col]
         if isinstance(X, pd.DataFrame):
             return fn(X, fut)
         meta = fn.empty()
-        return X[cols.needed].map_partitions(fn, fut, meta=meta, token=f"forecast-predict-{self._model_token()}")
+        return X[cols.needed].map_partitions(fn, fut, meta=meta,
+                                             token=f"forecast-{task.kind}-{self._model_token()}-{tokenize(options)}")
 
     def evaluate(self, X: Any, quantiles: Sequence[float] = EVAL_QUANTILES) -> tuple[dict[str, float], pd.DataFrame]:
         """Backtest on the last ``prediction_length`` grid points of every item.
@@ -477,8 +525,10 @@ def _item_ids(part: pd.DataFrame, id_col: str) -> np.ndarray:
 
 
 class _ModelTask:
-    def __init__(self, model: dict, cols: Columns, params: dict, quantiles: np.ndarray, duplicates: str):
+    def __init__(self, model: dict, cols: Columns, params: dict, quantiles: np.ndarray, duplicates: str,
+                 num_samples: int | None = None, seed: int = 0):
         self.model, self.cols, self.params, self.quantiles, self.duplicates = model, cols, params, quantiles, duplicates
+        self.num_samples, self.seed = num_samples, int(seed)
         self.offset = as_offset(params["freq"])
         self.lags = np.asarray(params["lags"], dtype=np.int64)
 
@@ -487,8 +537,36 @@ class _ModelTask:
         return to_series_block(part, self.cols, self.offset, p["context_length"], p["prediction_length"],
                                where=where, duplicates=self.duplicates)
 
+    def _windows(self, block: SeriesBlock, origins: np.ndarray, width: int):
+        item = np.arange(len(origins))
+        position = block.starts + (origins - block.offsets)
+        return iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width)
+
+    def _sample(self, block: SeriesBlock, origins: np.ndarray) -> np.ndarray:
+        """Sample paths (k, S, H) at the given origins (one per item); NaN where no context."""
+        H, S = block.prediction_length, int(self.num_samples)
+        paths = np.full((len(origins), S, H), np.nan)
+        rng = partition_rng(self.seed, block.items)
+        if "network" in self.model:
+            net = self.model["network"]
+            for w in self._windows(block, origins, net.n_inputs):
+                paths[w.item] = net.sample_paths(self.model["theta_"], w, S, rng)
+            return paths
+        for w in self._windows(block, origins, len(self.model["coef_"][0])):
+            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)))
+            paths[w.item] = linear_sample_paths(m, s, self.params.get("likelihood", "student_t"),
+                                                self.model["nonnegative_"], S, rng)
+        return paths
+
     def _forecast(self, block: SeriesBlock, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (k, H) and quantiles (k, H, q) at the given origins (one per item); NaN where no context."""
+        """Mean (k, H) and quantiles (k, H, q) at the given origins (one per item); NaN where no context.
+
+        With ``num_samples``: estimated from that many sample paths.
+        """
+        if self.num_samples:
+            paths = self._sample(block, origins)
+            with np.errstate(invalid="ignore"):
+                return paths.mean(axis=1), np.moveaxis(np.quantile(paths, self.quantiles, axis=1), 0, -1)
         H, k = block.prediction_length, len(origins)
         mean = np.full((k, H), np.nan)
         qf = np.full((k, H, len(self.quantiles)), np.nan)
@@ -516,28 +594,35 @@ class _PredictTask(_ModelTask):
     """One partition of history -> its forecast frame."""
 
     id_dtype: Any = object
+    kind = "predict"
+
+    def value_columns(self) -> list[str]:
+        return ["mean", *(quantile_column(q) for q in self.quantiles)]
+
+    def values(self, block: SeriesBlock) -> np.ndarray:
+        """(k, H, columns) in the order of :meth:`value_columns`."""
+        mean, qf = self._forecast(block, block.last_origins())
+        return np.concatenate([mean[..., None], qf], axis=2)
 
     def empty(self) -> pd.DataFrame:
         cols = self.cols
-        frame = {cols.id_col: pd.Series([], dtype=self.id_dtype), cols.time_col: pd.Series([], dtype="datetime64[ns]"),
-                 "mean": pd.Series([], dtype=np.float64)}
-        frame.update({quantile_column(q): pd.Series([], dtype=np.float64) for q in self.quantiles})
+        frame = {cols.id_col: pd.Series([], dtype=self.id_dtype), cols.time_col: pd.Series([], dtype="datetime64[ns]")}
+        frame.update({c: pd.Series([], dtype=np.float64) for c in self.value_columns()})
         return pd.DataFrame(frame)
 
     def __call__(self, part: pd.DataFrame, future: pd.DataFrame | None = None) -> pd.DataFrame:
         if len(part) == 0:
             return self.empty()
-        block = self._block(part, "predict")
+        block = self._block(part, self.kind)
         if self.cols.covariates:
             self._fill_future(block, future)
-        mean, qf = self._forecast(block, block.last_origins())
-        k, H = mean.shape
+        values = self.values(block)
+        k, H, _ = values.shape
         times = grid_timestamps(block.last_time, self.offset, H)
         out = {self.cols.id_col: pd.Series(np.repeat(block.items, H), dtype=self.id_dtype),
-               self.cols.time_col: times.ravel(),
-               "mean": mean.ravel()}
-        for j, q in enumerate(self.quantiles):
-            out[quantile_column(q)] = qf[:, :, j].ravel()
+               self.cols.time_col: times.ravel()}
+        for j, c in enumerate(self.value_columns()):
+            out[c] = values[:, :, j].ravel()
         return pd.DataFrame(out)
 
     def _fill_future(self, block: SeriesBlock, future: pd.DataFrame) -> None:
@@ -557,6 +642,18 @@ class _PredictTask(_ModelTask):
                             f"{H} forecast steps of {int(missing.sum())} item(s), e.g. "
                             f"{list(block.items[missing][:5])}")
         del unknown  # items only in ``future`` have no history here (maybe in another partition)
+
+
+class _SampleTask(_PredictTask):
+    """One partition of history -> its sample paths, one column per path."""
+
+    kind = "sample"
+
+    def value_columns(self) -> list[str]:
+        return [sample_column(i) for i in range(int(self.num_samples))]
+
+    def values(self, block: SeriesBlock) -> np.ndarray:
+        return self._sample(block, block.last_origins()).transpose(0, 2, 1)
 
 
 class _BacktestTask(_ModelTask):
@@ -617,6 +714,14 @@ def _check_quantiles(quantiles: Sequence[float]) -> np.ndarray:
     if q.ndim != 1 or not len(q) or not ((q > 0) & (q < 1)).all():
         raise ValueError(f"quantiles must be numbers in (0, 1), got {list(quantiles)}")
     return q
+
+
+def _check_num_samples(num_samples: Any, optional: bool = False) -> int | None:
+    if num_samples is None and optional:
+        return None
+    if not (isinstance(num_samples, int | np.integer) and num_samples >= 1):
+        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    return int(num_samples)
 
 
 def _check_frame(X: Any, cols: Columns) -> None:

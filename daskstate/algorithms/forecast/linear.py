@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats
 
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
+from daskstate.algorithms.forecast.sampling import correlated_uniforms, marginal_ppf
 from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features
 from daskstate.algorithms.forecast.windows import (
     Windows,
@@ -223,3 +224,15 @@ def distribution_quantiles(mean: np.ndarray, std: np.ndarray, quantiles: np.ndar
     else:
         out = mean[..., None] + std[..., None] * stats.norm.ppf(q)
     return np.maximum(out, 0.0) if nonnegative else out
+
+
+def linear_sample_paths(mean: np.ndarray, std: np.ndarray, likelihood: str, nonnegative: bool, num_samples: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Paths (n, num_samples, H) from the per-step distributions ``mean, std`` (n, H) of :func:`linear_forecast`.
+
+    The direct per-step models share each window's inputs, so their errors are correlated
+    across steps: :func:`~daskstate.algorithms.forecast.sampling.correlated_uniforms` gives
+    the correlation of the linear process with these error variances.
+    """
+    u = correlated_uniforms(std, num_samples, rng)
+    return marginal_ppf(u, mean, std, likelihood, nonnegative)

@@ -17,7 +17,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
-from daskstate.algorithms.forecast.likelihoods import N_RAW, mean_and_quantiles, nll_and_grad
+from daskstate.algorithms.forecast.likelihoods import (
+    N_RAW,
+    mean_and_quantiles,
+    nll_and_grad,
+    values_at,
+)
+from daskstate.algorithms.forecast.sampling import correlated_uniforms
 from daskstate.algorithms.forecast.series import (
     SeriesBlock,
     date_features,
@@ -197,3 +203,12 @@ class ForecastMLPState(SeriesStateMixin, State):
         raw, _ = forward(theta, self.shapes, self.inputs(w))
         raw = raw.reshape(len(w.scale), self.horizon, -1)
         return mean_and_quantiles(raw, self.likelihood, w.scale[:, None], quantiles)
+
+    def sample_paths(self, theta: np.ndarray, w: Windows, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+        """Paths (n, num_samples, H) in the data's units: the per-step distributions joined by the
+        step correlation of :func:`~daskstate.algorithms.forecast.sampling.correlated_uniforms`."""
+        raw, _ = forward(theta, self.shapes, self.inputs(w))
+        raw = raw.reshape(len(w.scale), self.horizon, -1)
+        _, spread = mean_and_quantiles(raw, self.likelihood, w.scale[:, None], np.array([0.1, 0.9]))
+        u = correlated_uniforms(spread[..., 1] - spread[..., 0], num_samples, rng)
+        return values_at(raw, self.likelihood, w.scale[:, None], u)
