@@ -356,12 +356,6 @@ class ForecastDeepARState(SeriesStateMixin, State):
             paths[:, P + t] = y / scale if self.likelihood == "negative_binomial" else y
         return (paths[:, P + C :] * scale[:, None]).reshape(n, S, H)
 
-    def forecast(self, theta: np.ndarray, block: SeriesBlock, origins: np.ndarray, quantiles: np.ndarray,
-                 num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (k, H) and quantiles (k, H, q) of the sample paths after each origin."""
-        paths = self.sample_paths(theta, block, origins, num_samples, seed)
-        return paths.mean(axis=1), np.moveaxis(np.quantile(paths, quantiles, axis=1), 0, -1)
-
 
 def _mean_abs(a: np.ndarray) -> np.ndarray:
     ok = ~np.isnan(a)

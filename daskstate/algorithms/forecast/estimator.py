@@ -58,6 +58,8 @@ STATE_CLASSES = {"linear": ForecastLinearState, "mlp": ForecastMLPState, "deepar
 NEURAL_STATES = (ForecastMLPState, ForecastDeepARState)
 LIKELIHOODS = ("student_t", "gaussian", "negative_binomial")
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
+#: sample paths behind the mean and quantiles of a model that only samples ("deepar") when not given
+DEFAULT_PATHS = 100
 EVAL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -103,8 +105,7 @@ class Forecaster(StateEstimator):
     embedding_dimension : int or list of int, optional
         "deepar": size of each static category's embedding (default
         ``min(50, (categories + 1) // 2)`` per column).
-    num_samples : int
-        "deepar": sample paths drawn per item to estimate the mean and quantiles.
+
     likelihood : {"student_t", "gaussian", "negative_binomial"}
         Shape of the predictive distribution ("negative_binomial" for counts: targets
         must be non-negative).
@@ -176,7 +177,6 @@ class Forecaster(StateEstimator):
         seed: int = 0,
         min_batches: int = 50,
         embedding_dimension: int | Sequence[int] | None = None,
-        num_samples: int = 100,
     ):
         self.model = model
         self.prediction_length = prediction_length
@@ -202,7 +202,6 @@ class Forecaster(StateEstimator):
         self.seed = seed
         self.min_batches = min_batches
         self.embedding_dimension = embedding_dimension
-        self.num_samples = num_samples
 
     # ---- parameters -------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -222,7 +221,7 @@ class Forecaster(StateEstimator):
         check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
         check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
         check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
-        for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches", "num_samples"):
+        for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches"):
             value = getattr(self, name)
             check(name, isinstance(value, int | np.integer) and value >= (0 if name == "epochs" else 1),
                   "an int >= 1" if name != "epochs" else "an int >= 0")
@@ -404,6 +403,8 @@ class Forecaster(StateEstimator):
         num_samples : int, optional
             Estimate the mean and quantiles from this many sample paths (see
             :meth:`sample_paths`) instead of the model's per-step distributions.
+            ``model="deepar"`` always samples (ancestral sampling; default
+            :data:`DEFAULT_PATHS` paths).
         seed : int
             Seed of the sample paths (with the partition's item ids).
 
@@ -499,8 +500,7 @@ class Forecaster(StateEstimator):
 
     def _model_parts(self) -> dict[str, Any]:
         if isinstance(self.state_, ForecastDeepARState):
-            return {"theta_": self.theta_, "network": self.state_.empty_like(), "num_samples": int(self.num_samples),
-                    "seed": int(self.seed)}
+            return {"theta_": self.theta_, "network": self.state_.empty_like()}
         if isinstance(self.state_, ForecastMLPState):
             return {"theta_": self.theta_, "network": self.state_.empty_like()}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
@@ -544,7 +544,9 @@ class _ModelTask:
 
     def _sample(self, block: SeriesBlock, origins: np.ndarray) -> np.ndarray:
         """Sample paths (k, S, H) at the given origins (one per item); NaN where no context."""
-        H, S = block.prediction_length, int(self.num_samples)
+        H, S = block.prediction_length, int(self.num_samples or DEFAULT_PATHS)
+        if isinstance(self.model.get("network"), ForecastDeepARState):  # ancestral sampling, seeded per item
+            return self.model["network"].sample_paths(self.model["theta_"], block, origins, S, self.seed)
         paths = np.full((len(origins), S, H), np.nan)
         rng = partition_rng(self.seed, block.items)
         if "network" in self.model:
@@ -563,7 +565,7 @@ class _ModelTask:
 
         With ``num_samples``: estimated from that many sample paths.
         """
-        if self.num_samples:
+        if self.num_samples or isinstance(self.model.get("network"), ForecastDeepARState):
             paths = self._sample(block, origins)
             with np.errstate(invalid="ignore"):
                 return paths.mean(axis=1), np.moveaxis(np.quantile(paths, self.quantiles, axis=1), 0, -1)
@@ -572,9 +574,6 @@ class _ModelTask:
         qf = np.full((k, H, len(self.quantiles)), np.nan)
         item = np.arange(k)
         position = block.starts + (origins - block.offsets)
-        if isinstance(self.model.get("network"), ForecastDeepARState):
-            return self.model["network"].forecast(self.model["theta_"], block, origins, self.quantiles,
-                                                  self.model["num_samples"], self.model["seed"])
         if "network" in self.model:
             net = self.model["network"]
             for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), net.n_inputs):
