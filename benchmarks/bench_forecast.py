@@ -13,6 +13,7 @@ on the data before the first origin; ETS refitted per origin on the last 4 weeks
 Usage::
 
     python -m benchmarks.bench_forecast [--panels aus_arrivals,prisonLF,...] [--repeats 3] [--mlp-epochs 20]
+        [--deepar-epochs 10] [--deepar-results-name forecast_deepar]
     python -m benchmarks.bench_forecast --scale 10000,100000 --results-name forecast_scale
 
 Writes benchmarks/results/forecast.json (or the --results-name) and prints a Markdown table.
@@ -144,7 +145,8 @@ def score(y: np.ndarray, mean: np.ndarray, qf: np.ndarray, scale: np.ndarray) ->
     return overall
 
 
-def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, mlp_epochs: int) -> list[dict]:
+def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, mlp_epochs: int,
+              deepar_epochs: int = 0) -> list[dict]:
     offset = as_offset(freq)
     H = default_prediction_length(offset)
     seasons = season_lengths(offset)
@@ -165,6 +167,14 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
         overall, per_item = fc.evaluate(full, quantiles=Q)
         times.append(time.perf_counter() - t0)
     rows.append({"panel": name, "method": "daskstate linear", "seconds": float(np.median(times)), **overall})
+
+    if deepar_epochs:
+        t0 = time.perf_counter()
+        fc = daskstate.Forecaster(model="deepar", prediction_length=H, freq=freq, epochs=deepar_epochs).fit(train)
+        fit_seconds = time.perf_counter() - t0
+        overall, _ = fc.evaluate(full, quantiles=Q)
+        rows.append({"panel": name, "method": f"daskstate deepar ({deepar_epochs} epochs)",
+                     "seconds": time.perf_counter() - t0, "fit_seconds": fit_seconds, **overall})
 
     if mlp_epochs:
         t0 = time.perf_counter()
@@ -199,7 +209,7 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
         lin["time_vs_ets"] = lin["seconds"] / e["seconds"]
     for r in rows:
         r.update({"series": len(items), "horizon": H, "freq": freq})
-        if r["method"].startswith("daskstate mlp"):
+        if r["method"].startswith(("daskstate mlp", "daskstate deepar")):
             r["mase_vs_snaive"] = r["MASE"] / base["seasonal naive"]["MASE"]
             if ets:
                 r["mase_vs_ets"] = r["MASE"] / base["statsmodels ETS (best AICc)"]["MASE"]
@@ -248,6 +258,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ets", action="store_true")
     parser.add_argument("--mlp-epochs", type=int, default=20, help="0: no mlp rows")
+    parser.add_argument("--deepar-epochs", type=int, default=0, help="0: no deepar rows")
     parser.add_argument("--synthetic-series", type=int, default=100)
     parser.add_argument("--scale", default="", help="comma-separated series counts for the scale run "
                         "(synthetic daily, --length points each); skips the accuracy panels")
@@ -264,7 +275,7 @@ def main() -> None:
     rows = []
     names = args.panels.split(",")
     for name, (df, freq) in panels(names, args.synthetic_series).items():
-        rows += run_panel(name, df, freq, args.repeats, not args.no_ets, args.mlp_epochs)
+        rows += run_panel(name, df, freq, args.repeats, not args.no_ets, args.mlp_epochs, args.deepar_epochs)
         print(markdown_table([r for r in rows if r["panel"] == name],
                              ["panel", "method", "MASE", "wQL", "sMAPE", "coverage_80", "seconds"]), flush=True)
         # written after every panel, so an interrupted run keeps what it measured

@@ -58,6 +58,8 @@ STATE_CLASSES = {"linear": ForecastLinearState, "mlp": ForecastMLPState, "deepar
 NEURAL_STATES = (ForecastMLPState, ForecastDeepARState)
 LIKELIHOODS = ("student_t", "gaussian", "negative_binomial")
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
+#: windows per Adam step when ``batch_size`` is None (deepar: GluonTS's 32 sequences of C + H steps)
+DEFAULT_BATCH = {"linear": 128, "mlp": 128, "deepar": 32}
 #: sample paths behind the mean and quantiles of a model that only samples ("deepar") when not given
 DEFAULT_PATHS = 100
 EVAL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -123,6 +125,7 @@ class Forecaster(StateEstimator):
     epochs, learning_rate, batch_size, sync_every, seed : int or float
         "mlp", "deepar": passes over the data, Adam's step size, windows per step, partitions
         per synchronised round, and the seed of initialisation and window order.
+        ``batch_size`` None: 128 windows ("mlp"), 32 sequences ("deepar", as GluonTS).
     min_batches : int
         "mlp", "deepar": Adam steps per partition and epoch at least (more than one pass over
         the windows of a small panel).
@@ -172,7 +175,7 @@ class Forecaster(StateEstimator):
         num_cells: int = 40,
         epochs: int = 10,
         learning_rate: float = 1e-3,
-        batch_size: int = 128,
+        batch_size: int | None = None,
         sync_every: int = 4,
         seed: int = 0,
         min_batches: int = 50,
@@ -223,6 +226,8 @@ class Forecaster(StateEstimator):
         check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
         for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches"):
             value = getattr(self, name)
+            if name == "batch_size" and value is None:
+                continue
             check(name, isinstance(value, int | np.integer) and value >= (0 if name == "epochs" else 1),
                   "an int >= 1" if name != "epochs" else "an int >= 0")
         check("learning_rate", isinstance(self.learning_rate, int | float) and self.learning_rate > 0, "a number > 0")
@@ -260,7 +265,7 @@ class Forecaster(StateEstimator):
             params.update(weighting=self.weighting, wd=float(self.wd))
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
-                          learning_rate=float(self.learning_rate), batch_size=int(self.batch_size),
+                          learning_rate=float(self.learning_rate), batch_size=int(self.batch_size or DEFAULT_BATCH[self.model]),
                           min_batches=int(self.min_batches))
         if self.model == "deepar":
             params.update(unroll_context=C, static=list(self.static))
