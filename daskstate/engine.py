@@ -52,7 +52,7 @@ from daskstate.store import checksum, read_group, save_state, state_from_attrs, 
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EVERY", "FitOptions", "RoundContext", "RoundResult", "build_rounds", "epoch_rounds",
-    "finish_round", "fold", "fold_rounds", "merge_round_results", "merge_states", "tree_reduce", "update_task",
+    "finish_round", "fold", "fold_and_inspect", "fold_rounds", "merge_round_results", "merge_states", "tree_reduce", "update_task",
 ]
 
 #: partitions between checkpoints unless ``checkpoint_every`` says otherwise
@@ -300,7 +300,7 @@ def build_rounds(inp: Input, state: State, rounds: Sequence[Sequence[int]], firs
     arrays, meta = state.to_arrays()
     token = tokenize(checksum(arrays, meta), kind, options.seed, first_round, options.on_invalid,
                      [[inp.sources[i] for i in r] for r in rounds],
-                     [getattr(inp.parts[r[0]], "key", None) for r in rounds[:1] if r])
+                     [_part_key(inp.parts[r[0]]) for r in rounds[:1] if r])
     update_d = dask.delayed(update_task, pure=True)
     finish_d = dask.delayed(kind.finish, pure=True)
     current = dask.delayed(state, name=f"{alg}-start-{token}")
@@ -317,6 +317,13 @@ def build_rounds(inp: Input, state: State, rounds: Sequence[Sequence[int]], firs
         root = tree_reduce(leaves, f"{alg}-merge-{tokenize(token, rnd)}", options.split_every, merge=kind.combine)
         current = finish_d(current, root, dask_key_name=(f"{alg}-round-{token}", rnd))
     return current
+
+
+def _part_key(part: Any) -> Any:
+    """The Dask key(s) of a partition (or of each element of an ``(X, y)`` pair)."""
+    if isinstance(part, tuple):
+        return tuple(_part_key(p) for p in part)
+    return getattr(part, "key", None)
 
 
 def _compute(obj: Any, progress: bool) -> Any:
@@ -524,6 +531,31 @@ def fold(data: Any, state: State, *, y: Any = None, options: FitOptions | None =
     size = len(todo) if options.checkpoint is None else options.partitions_per_checkpoint
     schedule = _Schedule(averaging=False, epochs=1, sync_every=max(1, size), shuffle=False)
     return _run(inp, state, todo, schedule, options, None)
+
+
+def fold_and_inspect(inp: Input, state: State, inspect: Callable[[Any], Any], *, options: FitOptions
+                     ) -> tuple[State, list[Any]]:
+    """A one-pass :func:`fold` of a Dask input that also returns ``inspect(partition)`` of every partition folded.
+
+    The ``<algorithm>-inspect`` tasks read the same partition tasks as the update
+    tasks, in the same graph, so nothing is read twice; the caller checks what
+    they return (e.g. that no series is split across partitions) before it keeps
+    the state. Partitions the state consumed before are skipped. No checkpoint:
+    the pass is one graph.
+    """
+    if options.checkpoint is not None:
+        raise ValueError("fold_and_inspect runs one graph without a checkpoint")
+    todo = [i for i, s in enumerate(inp.sources) if s not in state.consumed]
+    if not todo:
+        return state, []
+    folded = build_rounds(inp, state, [todo], 0, _ONE_PASS, options)
+    inspect_d = dask.delayed(inspect, pure=True)
+    token = tokenize(folded.key, inspect)
+    seen = [inspect_d(inp.parts[i][0] if isinstance(inp.parts[i], tuple) else inp.parts[i],
+                      dask_key_name=(f"{state.algorithm}-inspect-{token}", i)) for i in todo]
+    with _blas_policy(state, main_thread=True):
+        new, found = _compute(dask.delayed(tuple)([folded, seen]), options.progress)
+    return new, list(found)
 
 
 def fold_rounds(

@@ -142,6 +142,20 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
             raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(fit_params)}")
         return engine.fold(inp, state, options=options)
 
+    def _extra_pass(self, inp: Input, state: State, options: engine.FitOptions | None = None, **option_fields: Any
+                    ) -> State:
+        """One exact pass of a helper state beside the fit (a vocabulary, topic words, co-occurrences, ...).
+
+        ``options`` are the fit's (e.g. ``options.at("topic_words")``) or built from
+        ``option_fields`` (``progress=``, ``split_every=``, ...).
+        """
+        return engine.fold(inp, state, options=options or self._fit_options(**option_fields))
+
+    def _fold_and_inspect(self, inp: Input, state: State, inspect: Callable[[Any], Any], options: engine.FitOptions
+                          ) -> tuple[State, list[Any]]:
+        """A one-pass fold that also returns ``inspect(partition)`` per partition, from the same reads."""
+        return engine.fold_and_inspect(inp, state, inspect, options=options)
+
     def fit(
         self,
         X: Any,

@@ -68,13 +68,24 @@ class SGDState(State):
     - ``model_arrays``: all of its own arrays (``array_names`` adds the trainer's),
 
     and implements ``_init_model`` (parameters and optimiser arrays, from the
-    statistics state in :meth:`_start`), ``_encode_target``, ``_train`` (the
-    gradient steps over some rows), ``_evaluate`` (add rows' loss and metrics to
-    the ``ev_`` accumulators) and ``finalize``. The rounds protocol follows from
-    these declarations.
+    statistics state in :meth:`_start`), ``_train`` (the gradient steps over some
+    examples), ``_evaluate`` (add examples' loss and metrics to the ``ev_``
+    accumulators) and ``finalize``. The rounds protocol follows from these
+    declarations.
+
+    The *examples* of a batch are its rows by default. A model whose batch is
+    something else (CSR counts of documents, windows cut from whole series)
+    overrides the optional hooks ``_training_batch`` (the partition's batch as
+    the model trains on it), ``_n_examples`` and ``_validation_mask`` (which
+    examples are held out, by a seeded hash that is the same on every pass).
+    Unsupervised models (``supervised = False``) get ``t=None``; a model without
+    packed models (``packed = False``) keeps its parameters without a model axis
+    and ``num_models`` is 1.
     """
 
     supervised = True
+    #: parameters carry the packed models on their first axis (False: one model, arrays as they are)
+    packed: ClassVar[bool] = True
     blas_threads = 1
     parameters: ClassVar[tuple[str, ...]] = ()
     optimizer_arrays: ClassVar[tuple[str, ...]] = ()
@@ -121,26 +132,43 @@ class SGDState(State):
     def _start(self, statistics: State) -> None:
         """Set ``frozen_arrays`` and initial parameters from the statistics pass's state."""
 
-    @abc.abstractmethod
-    def _encode_target(self, y: np.ndarray, where: str) -> np.ndarray:
-        """The target as the loss wants it."""
+    def _encode_target(self, y: Any, where: str) -> Any:
+        """The target as the loss wants it (unsupervised models: None, unchanged)."""
+        return y
 
     @abc.abstractmethod
-    def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool) -> None:
-        """Gradient steps over the rows ``order`` in mini-batches; with ``monitor``, add their loss to ``mon_``."""
+    def _train(self, X: Any, t: Any, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
+        """Gradient steps over the examples ``order`` in mini-batches; with ``monitor``, add their loss to ``mon_``.
+
+        ``rng`` is the partition task's seeded generator (it drew ``order``): any
+        other randomness (dropout, noise, more passes) comes from it.
+        """
 
     @abc.abstractmethod
-    def _evaluate(self, X: np.ndarray, t: np.ndarray, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
-        """Add the loss and metrics of ``rows`` under ``params`` (one per model) to the ``ev_`` accumulators."""
+    def _evaluate(self, X: Any, t: Any, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        """Add the loss and metrics of the examples ``rows`` under ``params`` to the ``ev_`` accumulators."""
+
+    # ---- optional hooks: what an example is ---------------------------------------------
+    def _training_batch(self, X: Any, where: str) -> Any:
+        """The partition's batch as the model trains on it (default: a row-major dense matrix)."""
+        return np.ascontiguousarray(X)  # mini-batches gather shuffled rows: row-major is several times faster
+
+    def _n_examples(self, X: Any) -> int:
+        """The examples of a training batch (rows by default)."""
+        return int(X.shape[0])
+
+    def _counts_staleness(self) -> bool:
+        """Whether an epoch without improvement counts towards the patience now (e.g. after a warm-up)."""
+        return True
 
     # ---- arrays --------------------------------------------------------------------------
     def _init_arrays(self) -> None:
         self._init_model()
         M = self.num_models
-        for p in self.parameters:
-            template = getattr(self, p)
-            setattr(self, "anchor_" + p, np.zeros_like(template))
-            setattr(self, "best_" + p, np.zeros_like(template))
+        for p in self.parameters:  # the first epoch's anchor is the initial model
+            start = getattr(self, p)
+            setattr(self, "anchor_" + p, np.array(start, copy=True))
+            setattr(self, "best_" + p, np.array(start, copy=True))
         self.best_loss = np.full(M, np.inf)
         self.best_epoch = np.full(M, -1.0)
         self.progress = np.array([0.0, -np.inf, 0.0])  # epochs run, best selection metric, epochs without gain
@@ -183,9 +211,9 @@ class SGDState(State):
         return new
 
     # ---- update: train on a partition, or score it ------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray | None, context: RoundContext | None) -> None:
+    def _update(self, X: Any, y: Any, context: RoundContext | None) -> None:
         where = "batch" if context is None else context.where
-        X = np.ascontiguousarray(X)  # mini-batches gather shuffled rows: row-major is several times faster
+        X = self._training_batch(X, where)
         with np.errstate(over="ignore", invalid="ignore"):
             if self.phase == "sgd":
                 self._update_sgd(X, self._encode_target(y, where), context)
@@ -206,7 +234,7 @@ class SGDState(State):
             mask[rows] = hash_unit(X[rows], seed) < frac
         return mask
 
-    def _update_sgd(self, X: np.ndarray, t: np.ndarray, context: RoundContext | None) -> None:
+    def _update_sgd(self, X: Any, t: Any, context: RoundContext | None) -> None:
         ctx = context or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
         val = self._validation_mask(X)
         if val is not None:
@@ -215,15 +243,16 @@ class SGDState(State):
                 self._evaluate(X, t, held_out, self._params("anchor"))
             train = np.flatnonzero(~val)
         else:
-            train = np.arange(len(X))
-        order = ctx.rng().permutation(train)
-        self._train(X, t, order, monitor=self.params.get("validation", "split") == "none")
+            train = np.arange(self._n_examples(X))
+        rng = ctx.rng()
+        order = rng.permutation(train)
+        self._train(X, t, order, monitor=self.params.get("validation", "split") == "none", rng=rng)
         self.trained += len(order)
 
-    def _update_eval(self, X: np.ndarray, t: np.ndarray) -> None:
+    def _update_eval(self, X: Any, t: Any) -> None:
         how = self.extra_meta.get("eval", {})
         val = self._validation_mask(X) if how.get("rows") == "validation" else None
-        idx = np.flatnonzero(val) if val is not None else np.arange(len(X))
+        idx = np.flatnonzero(val) if val is not None else np.arange(self._n_examples(X))
         self._evaluate(X, t, idx, self._params(how.get("params", "anchor")))
 
     # ---- merge: models trained from the same start average --------------------------------
@@ -255,7 +284,10 @@ class SGDState(State):
     def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: int) -> np.ndarray:
         better = loss < self.best_loss
         for p, v in params.items():
-            getattr(self, "best_" + p)[better] = v[better]
+            if self.packed:
+                getattr(self, "best_" + p)[better] = v[better]
+            elif better[0]:
+                setattr(self, "best_" + p, np.array(v, copy=True))
         self.best_loss[better] = loss[better]
         self.best_epoch[better] = trained
         return better
@@ -300,7 +332,8 @@ class SGDState(State):
         weights grow) does not keep the fit going.
         """
         epoch = int(self.progress[0])
-        if self.ev_n[0] > 0:
+        validated = self.ev_n[0] > 0
+        if validated:
             trained = epoch if evaluated_epochs is None else int(evaluated_epochs)
             loss = self._absorb(self._params("anchor"), trained)
         elif self.mon_n[0] > 0:
@@ -313,12 +346,15 @@ class SGDState(State):
             self.best_epoch[:] = trained
         entry: dict[str, Any] = {"epoch": epoch, "evaluated_epochs": trained, "loss": None, "model": None,
                                  "metric": None}
+        if not self.packed:  # one model: its training and validation loss of the epoch, examples trained so far
+            entry.update(train_loss=float(self.mon_loss[0] / self.mon_n[0]) if self.mon_n[0] > 0 else None,
+                         validation_loss=float(loss[0]) if validated else None, trained=float(self.trained[0]))
         if loss is not None:
             model, metric, model_loss = self.selected()
             if _improved(-metric, -float(self.progress[1]), tolerance):
                 self.progress[1] = metric
                 self.progress[2] = 0.0
-            else:
+            elif self._counts_staleness():
                 self.progress[2] += 1.0
             if math.isfinite(model_loss):
                 entry.update(loss=model_loss, model=model, metric=metric)
@@ -385,7 +421,7 @@ class SGDState(State):
     def chosen_params(self, model: int) -> dict[str, np.ndarray]:
         """Model ``model``'s best validated snapshot (its current parameters if none was validated yet)."""
         which = "best" if self.best_epoch[model] >= 0 else "current"
-        return {p: v[model] for p, v in self._params(which).items()}
+        return {p: v[model] if self.packed else v for p, v in self._params(which).items()}
 
 
 def _improved(value: float, best: float, tolerance: float) -> bool:
@@ -478,7 +514,7 @@ def train_epochs(inp: Input, state: SGDState, options: engine.FitOptions, schedu
     if running.params.get("validation") == "split" and not running.extra_meta.get("early_stopped"):
         # the epochs ran out: the last epoch's result has not been validated yet (one pass, validation rows)
         running = evaluate("anchor", "validation")
-    if running.best_ev_n[0] == 0:
+    if running.best_ev_n[0] == 0 and running.packed:
         # no validation rows (validation_fraction=0, or none fell out of the hash): score on training rows
         running = evaluate("best", "all")
         selection_on = "training"

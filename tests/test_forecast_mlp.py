@@ -105,3 +105,32 @@ def test_mlp_negative_binomial_rejects_negative_values():
     with pytest.raises(DataError, match="negative_binomial"):
         daskstate.Forecaster(model="mlp", likelihood="negative_binomial", freq="MS", prediction_length=3,
                              epochs=1).fit(df)
+
+
+def test_mlp_trains_through_the_shared_trainer_with_early_stopping():
+    """Validation windows (hashed by item and origin) judge each epoch; an overfitting net stops early and
+    keeps its best validated parameters; partial_fit continues training."""
+    from daskstate.algorithms.forecast.neural import TrainingWindows, window_hash_unit
+
+    df = synthetic_panel(6, 48, freq="MS", seed=9)
+    kw = dict(model="mlp", freq="MS", prediction_length=6, epochs=60, num_cells=64, seed=0, learning_rate=3e-3,
+              validation_fraction=0.2)
+    fc = daskstate.Forecaster(**kw).fit(df)
+    assert fc.n_epochs_ < 60 and fc.validation_loss_.shape == (fc.n_epochs_,)
+    best = int(np.nanargmin(fc.validation_loss_))
+    assert fc.n_epochs_ - 1 - best >= 3  # stopped after 3 epochs without a better validation loss
+    np.testing.assert_array_equal(fc.theta_, fc.state_.best_theta)  # the best validated parameters, not the last
+    assert not np.array_equal(fc.theta_, fc.state_.theta)
+    # the validation windows: a seeded hash of (item, origin), the same for the same windows, about the fraction
+    block = to_series_block(df, Columns(), as_offset("MS"), fc.state_.params["context_length"], 6)
+    windows = TrainingWindows.of(block)
+    u = window_hash_unit(block.items, windows.item, windows.position, seed=0)
+    np.testing.assert_array_equal(u, window_hash_unit(block.items, windows.item, windows.position, seed=0))
+    assert 0.1 < np.mean(u < 0.2) < 0.3 and not np.array_equal(u, window_hash_unit(block.items, windows.item,
+                                                                                    windows.position, seed=1))
+    # no validation windows: every epoch runs, judged by the training loss
+    plain = daskstate.Forecaster(**{**kw, "epochs": 3, "validation_fraction": 0.0}).fit(df)
+    assert plain.n_epochs_ == 3 and np.isnan(plain.validation_loss_).all() and np.isfinite(plain.train_loss_)
+    more = synthetic_panel(2, 48, freq="MS", seed=10).assign(item_id=lambda d: "new_" + d["item_id"])
+    plain.partial_fit(more)
+    assert plain.n_epochs_ == 6 and plain.state_.n_rows == df["target"].notna().sum() + more["target"].notna().sum()

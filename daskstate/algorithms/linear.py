@@ -274,7 +274,8 @@ class LinearState(_LinearParams, SGDState):
         return {"huber_delta": float(self.params.get("huber_delta", 1.0)),
                 "quantile": float(self.params.get("quantile", 0.5))}
 
-    def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool) -> None:
+    def _train(self, X: np.ndarray, t: np.ndarray, order: np.ndarray, monitor: bool,
+               rng: np.random.Generator | None = None) -> None:
         """Mini-batch SGD over the rows ``order``: every packed model in each matrix product.
 
         The loop works on a fused layout: weights and bias as one

@@ -58,7 +58,7 @@ class LinearLearner(SGDEstimator):
     ``num_models`` linear models, differing in learning rate, L1, L2 (``wd``) and
     (binary) positive-example weight, train at once by mini-batch SGD (Adam by
     default) on standardised features; partitions are processed in rounds of
-    ``sync_every`` whose results are averaged (:func:`daskstate.engine.fold_rounds`).
+    ``sync_every`` whose results are averaged (the shared trainer, :mod:`daskstate.training`).
     The model that does best on validation rows (a seeded hash of the row, or the
     ``validation_data`` given to ``fit``) is selected, and for binary
     classification its decision threshold is calibrated there. With

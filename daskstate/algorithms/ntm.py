@@ -1,16 +1,17 @@
 """Neural topic model (ProdLDA): a variational autoencoder over bag-of-words counts, trained in rounds.
 
 The state is the network's parameters (one flat vector, see
-:mod:`daskstate.algorithms.ntm_numerics`), Adam's moments, the batch norms'
-running statistics, the vocabulary, and loss accumulators. One partition task
-of a round (``_update``) turns its documents into CSR counts (``read_batch``),
-evaluates the partition's validation documents (chosen by a hash of their
-counts, so the same documents on every pass) and runs Adam over mini-batches of
-the rest. The engine (:func:`daskstate.engine.fold_rounds`) averages the
-partitions' parameters and optimiser moments per round, weighted by the
-documents each trained on, so every partition of the next round starts from the
-same network and topics stay aligned. After each epoch the validation loss is
-recorded, the best parameters are kept and training stops when it no longer improves.
+:mod:`daskstate.algorithms.ntm_numerics`), the batch norms' running statistics,
+Adam's moments and the vocabulary; the shared trainer
+(:class:`daskstate.training.SGDState`) adds the epoch's anchor, the best snapshot
+and the loss accumulators. Its examples are documents: a partition becomes CSR
+counts (``read_batch``), its validation documents (chosen by a hash of their
+counts, so the same documents on every pass) are scored with the epoch's anchor
+and Adam runs over mini-batches of the rest (``_train``). The rounds average the
+partitions' parameters and optimiser moments, weighted by the documents each
+trained on, so every partition of the next round starts from the same network and
+topics stay aligned. After each epoch the best parameters are kept and training
+stops when the validation loss no longer improves (see ``early_stopping_patience``).
 
 Hyperparameters default to what makes ProdLDA work (Srivastava & Sutton 2017):
 Adam with a high learning rate (0.002) and momentum (beta_1 = 0.99), small
@@ -30,11 +31,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from daskstate import engine
 from daskstate.algorithms import ntm_numerics as nn
 from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState, counts_of, tokenizer_from
 from daskstate.data import Input
-from daskstate.errors import DataError, SchemaError, StateError
+from daskstate.engine import FitOptions
+from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import StateEstimator
 from daskstate.numerics import adam_step
 from daskstate.state import State, register
@@ -45,6 +46,7 @@ from daskstate.text import (
     counts_input,
     text_input,
 )
+from daskstate.training import Schedule, SGDEstimator, SGDState
 
 #: Early stopping counts epochs without improvement only after this many of Adam's momentum horizons
 #: (``1 / (1 - beta_1)`` steps): while the encoder starts to use the latent topics, the validation
@@ -87,16 +89,24 @@ class CountsReader(State):
 
 
 @register
-class NTMState(CountsReader):
-    """Parameters, optimiser and accumulators of a ProdLDA model (see the module docstring)."""
+class NTMState(CountsReader, SGDState):
+    """A ProdLDA model trained by the shared trainer (see the module docstring).
+
+    Its own arrays: the network (``weights``, one flat vector, and the batch
+    norms' running statistics ``bn_stats``: the parameters averaged per round),
+    Adam's moments and the topic-word attributions of :class:`TopicWordState`.
+    The trainer adds the epoch's anchor, the best snapshot and the loss
+    accumulators (:class:`daskstate.training.SGDState`). The examples are
+    documents: CSR counts without the empty ones, validation documents chosen
+    by a hash of their counts.
+    """
 
     algorithm = "ntm"
-    round_averaged = ("weights", "adam_m", "adam_v", "adam_t", "bn_stats")
-    round_summed = ("epoch_loss", "val_loss", "trained")
-    round_weight = "trained"
-    blas_threads = 1
-
-    array_names = (*round_averaged, *round_summed, "best_weights", "best_bn", "history", "progress", "topic_word")
+    supervised = False
+    packed = False
+    parameters = ("weights", "bn_stats")
+    optimizer_arrays = ("adam_m", "adam_v", "adam_t")
+    model_arrays = (*parameters, *optimizer_arrays, "topic_word")
 
     @property
     def layout(self) -> nn.Layout:
@@ -108,44 +118,34 @@ class NTMState(CountsReader):
         return nn.laplace_prior(np.asarray(self.params["prior_alpha"], dtype=np.float64),
                                 int(self.params["n_components"]))
 
-    def _init_arrays(self) -> None:
+    def _init_model(self) -> None:
         layout = self.layout
         self.weights = nn.init_weights(layout, np.random.default_rng([int(self.params["seed"]), 0x1DA]))
         self.adam_m = np.zeros(layout.size)
         self.adam_v = np.zeros(layout.size)
         self.adam_t = np.zeros(1)
         self.bn_stats = nn.init_bn_stats(layout)
-        self.epoch_loss = np.zeros(2)  # loss, words of the documents trained on this epoch
-        self.val_loss = np.zeros(3)  # loss, words, documents of the validation documents
-        self.trained = np.zeros(1)
-        self.best_weights = self.weights.copy()
-        self.best_bn = self.bn_stats.copy()
-        self.history = np.zeros((0, len(HISTORY_COLUMNS)))
-        self.progress = np.array([0.0, np.inf, 0.0])  # epochs run, best monitored loss, epochs without gain
         self.topic_word = np.zeros((layout.n_topics, layout.n_words))  # from a pass after training
 
-    # ---- update: one partition of a round ------------------------------------------
-    def _validation_mask(self, X: sp.csr_matrix) -> np.ndarray:
+    def _start(self, statistics: State) -> None:
+        """No statistics pass: the network starts from its seeded initial weights."""
+
+    # ---- the trainer's hooks: documents, validation, gradient steps ----------------------
+    def _training_batch(self, X: sp.csr_matrix, where: str) -> sp.csr_matrix:
+        """The partition's documents that hold a word of the vocabulary."""
+        return X[np.asarray(X.sum(axis=1)).ravel() > 0]
+
+    def _validation_mask(self, X: sp.csr_matrix) -> np.ndarray | None:
         """Documents held out for validation: a hash of their counts below ``validation_fraction``."""
         frac = float(self.params["validation_fraction"])
         if frac <= 0:
-            return np.zeros(X.shape[0], dtype=bool)
+            return None
         salt = np.random.default_rng([int(self.params["seed"]), 0x7A1]).random(self.n_words) * 1e3 + 1.0
         return np.mod(X @ salt, 1.0) < frac
 
-    def _update(self, X: sp.csr_matrix, y: Any, context: Any = None) -> None:
-        if context is None:
-            raise StateError("an ntm state trains in rounds (daskstate.engine.fold_rounds), not in a one-pass fold")
+    def _train(self, X: sp.csr_matrix, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
+        """Adam over mini-batches of the documents ``order``; their loss per word goes to the monitor."""
         p, layout, prior = self.params, self.layout, self.prior
-        words = np.asarray(X.sum(axis=1)).ravel()
-        X = X[words > 0]
-        val = self._validation_mask(X)
-        if val.any():
-            loss, n_words = self._loss_sums(self.weights, self.bn_stats, X[val])
-            self.val_loss += [loss, n_words, val.sum()]
-        train = np.flatnonzero(~val)
-        rng = context.rng()
-        order = rng.permutation(train)
         for a, b in nn.mini_batch_bounds(len(order), int(p["batch_size"])):
             if b - a < 2 and layout.batch_norm:
                 continue
@@ -158,18 +158,25 @@ class NTMState(CountsReader):
                       beta_1=float(p["beta_1"]), beta_2=float(p["beta_2"]))
             if layout.batch_norm:
                 nn.update_running(self.bn_stats, cache["stats"], layout, float(p["bn_momentum"]), b - a)
-            self.epoch_loss += [loss * (b - a), cache["counts"].sum()]
-            self.trained += b - a
+            self.mon_loss += loss * (b - a)
+            self.mon_n += cache["counts"].sum()
 
-    def _loss_sums(self, weights: np.ndarray, bn: np.ndarray, X: sp.csr_matrix) -> tuple[float, float]:
-        rec, kl = self.document_losses(X, weights, bn)
-        return float((rec + kl).sum()), float(X.sum())
+    def _evaluate(self, X: sp.csr_matrix, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        """Loss (reconstruction + KL, in inference mode) and words of the documents ``rows``."""
+        docs = X[rows]
+        rec, kl = self.document_losses(docs, params["weights"], params["bn_stats"])
+        self.ev_loss += float((rec + kl).sum())
+        self.ev_n += float(docs.sum())
+
+    def _counts_staleness(self) -> bool:
+        return bool(self.adam_t[0] >= WARMUP_HORIZONS / (1.0 - float(self.params["beta_1"])))
 
     def document_losses(self, X: sp.csr_matrix, weights: np.ndarray | None = None, bn: np.ndarray | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
         """Per-document reconstruction loss at the posterior mean and KL, in inference mode."""
-        weights = self.best_weights if weights is None else weights
-        bn = self.best_bn if bn is None else bn
+        model = self.chosen_params(0)
+        weights = model["weights"] if weights is None else weights
+        bn = model["bn_stats"] if bn is None else bn
         eps = np.zeros((1, X.shape[0], int(self.params["n_components"])))
         return nn.elbo_terms(weights, bn, X, self.layout, self.params["activation"], self.prior, eps)
 
@@ -182,36 +189,19 @@ class NTMState(CountsReader):
         new.extra_meta = copy.deepcopy(self.extra_meta)
         return new
 
-    def _merge(self, other: State) -> None:
-        raise StateError(
-            "ntm states are combined per round by the engine (parameter averaging), not merged; "
-            "continue training with partial_fit"
-        )
-
-    # ---- end of an epoch: validation, best parameters, early stopping ----------------
-    def end_epoch(self, patience: int, tol: float) -> tuple[NTMState, bool]:
-        """Record the epoch's losses, keep the best parameters, and say whether to stop."""
-        new = self.copy()
-        epoch = len(new.history)
-        train = new.epoch_loss[0] / max(new.epoch_loss[1], 1.0)
-        val = new.val_loss[0] / new.val_loss[1] if new.val_loss[1] > 0 else np.nan
-        new.history = np.vstack([new.history, [epoch, train, val, new.trained[0]]])
-        monitored = val if np.isfinite(val) else train
-        runs, best, stale = new.progress
-        if monitored < best - tol * abs(best) if np.isfinite(best) else True:
-            best, stale = monitored, 0.0
-            new.best_weights, new.best_bn = new.weights.copy(), new.bn_stats.copy()
-        elif new.adam_t[0] >= WARMUP_HORIZONS / (1.0 - float(new.params["beta_1"])):
-            stale += 1
-        new.progress = np.array([runs + 1, best, stale])
-        new.epoch_loss[:] = 0.0
-        new.val_loss[:] = 0.0
-        new.trained[:] = 0.0
-        return new, bool(patience and stale >= patience)
+    @property
+    def history(self) -> np.ndarray:
+        """One row per epoch: :data:`HISTORY_COLUMNS` (validation loss NaN without validation documents)."""
+        entries = self.extra_meta.get("history", [])
+        trained = np.diff([0.0, *(float(h.get("trained", 0.0)) for h in entries)])
+        rows = [[h["epoch"], _nan(h.get("train_loss")), _nan(h.get("validation_loss")), n]
+                for h, n in zip(entries, trained, strict=True)]
+        return np.array(rows, dtype=np.float64).reshape(len(rows), len(HISTORY_COLUMNS))
 
     def corner_topics(self) -> np.ndarray:
         """The decoder's word distribution for a document entirely about each topic (K x V)."""
-        return nn.word_distributions(self.best_weights, self.best_bn, np.eye(int(self.params["n_components"])),
+        model = self.chosen_params(0)
+        return nn.word_distributions(model["weights"], model["bn_stats"], np.eye(int(self.params["n_components"])),
                                      self.layout)
 
     # ---- finalize ------------------------------------------------------------------
@@ -228,7 +218,7 @@ class NTMState(CountsReader):
         eta = 1.0 / K if topic_word_prior is None else float(topic_word_prior)
         if not eta >= 0:
             raise ValueError(f"topic_word_prior must be >= 0, got {topic_word_prior!r}")
-        tw = self.topic_word
+        tw, history = self.topic_word, self.history
         if (tw.sum(axis=1) > 0).all():
             comp = (tw + eta) / (tw + eta).sum(axis=1, keepdims=True)
         else:
@@ -236,8 +226,8 @@ class NTMState(CountsReader):
         return {
             "components_": comp,
             "decoder_topics_": self.corner_topics(),
-            "history_": self.history.copy(),
-            "validation_loss_": self.history[:, 2].copy(),
+            "history_": history,
+            "validation_loss_": history[:, 2].copy(),
             "n_iter_": int(self.progress[0]),
             "vocabulary_terms_": self.terms,
         }
@@ -322,6 +312,10 @@ class CooccurrenceState(CountsReader):
         return {"npmi": npmi}
 
 
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else float(value)
+
+
 def topic_uniqueness(top: np.ndarray) -> np.ndarray:
     """Topic uniqueness (Nan et al. 2019) of each topic's top words: mean of 1 / (topics sharing the word).
 
@@ -337,7 +331,7 @@ def topic_uniqueness(top: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- estimator
-class NeuralTopicModel(StateEstimator):
+class NeuralTopicModel(SGDEstimator):
     """Neural topic model (ProdLDA) on text or counts of any size, with scikit-learn LDA's outputs.
 
     Parameters
@@ -504,7 +498,7 @@ class NeuralTopicModel(StateEstimator):
         return counts_input(X, list(schema.features) if schema is not None and schema.dtypes[:1] != ("str",)
                             else None)
 
-    def _vocabulary_terms(self, inp: Input, options: engine.FitOptions) -> list[str]:
+    def _vocabulary_terms(self, inp: Input, options: FitOptions) -> list[str]:
         if self.vocabulary is not None:
             terms = self._given_terms()
             if not terms:
@@ -540,6 +534,7 @@ class NeuralTopicModel(StateEstimator):
             "prior_alpha": alpha.tolist(), "learning_rate": float(self.learning_rate),
             "beta_1": float(self.beta_1), "beta_2": float(self.beta_2), "batch_size": int(self.batch_size),
             "bn_momentum": 0.1, "validation_fraction": float(self.validation_fraction),
+            "validation": "split" if self.validation_fraction > 0 else "none",
             "seed": int(self.random_state),
         }
         if text:
@@ -595,34 +590,35 @@ class NeuralTopicModel(StateEstimator):
                     f"the count matrix has {width} columns; the model's vocabulary has {self.state_.n_words} terms"
                 )
 
-    def _fold(self, inp: Input, state: State, options: engine.FitOptions | None = None, **fit_params: Any
-              ) -> State:
+    def _schedule(self) -> Schedule:
+        return Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
+                        patience=int(self.early_stopping_patience), tolerance=float(self.tol))
+
+    def _validation_input(self, validation_data: Any, schema: Any) -> Input:
+        return self._input(validation_data, schema=schema)
+
+    def _fold(self, inp: Input, state: State, options: FitOptions | None = None, validation_data: Any = None,
+              **fit_params: Any) -> State:
+        """The shared trainer's epochs (only on partitions not seen before), then the topic words of the new data."""
         if fit_params:
             raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(fit_params)}")
         options = options or self._fit_options()
-        patience, tol = int(self.early_stopping_patience), float(self.tol)
-
-        def epoch_end(s: NTMState, epoch: int) -> tuple[NTMState, bool]:
-            return s.end_epoch(patience, tol)
-
-        start = state.copy()
-        start.progress[2] = 0.0
-        new = [i for i, src in enumerate(inp.sources) if src not in state.consumed] if inp.is_dask else None
-        if new is not None and not new:
+        new = [i for i, src in enumerate(inp.sources) if src not in state.consumed]
+        if not new:
             return state
-        trained = engine.fold_rounds(inp, start, epochs=int(self.epochs), sync_every=int(self.sync_every),
-                                     skip_sources=state.consumed, epoch_end=epoch_end, options=options.at("epochs"))
-        return self._attribute_words(inp.subset(new) if new is not None else inp, trained, options.at("topic_words"))
+        trained = super()._fold(inp, state, options=options, validation_data=validation_data)
+        return self._attribute_words(inp.subset(new), trained, options.at("topic_words"))
 
-    def _attribute_words(self, inp: Input, state: NTMState, options: engine.FitOptions) -> NTMState:
+    def _attribute_words(self, inp: Input, state: NTMState, options: FitOptions) -> NTMState:
         """One more pass: the words the new data attributes to each topic (see :class:`TopicWordState`).
 
         They add to the attributions of earlier fits (made under the model of
         their time), so ``partial_fit`` reads only new data.
         """
         tw = TopicWordState(state.schema, state.params)
-        tw.weights, tw.bn = state.best_weights.copy(), state.best_bn.copy()
-        tw = engine.fold(inp, tw, options=options)
+        model = state.chosen_params(0)
+        tw.weights, tw.bn = model["weights"].copy(), model["bn_stats"].copy()
+        tw = self._extra_pass(inp, tw, options)
         out = state.copy()
         out.topic_word = state.topic_word + tw.topic_word
         return out
@@ -669,13 +665,13 @@ class NeuralTopicModel(StateEstimator):
         iterations against ``components_`` (see :func:`ntm_numerics.refine_topics`).
         """
         s = self.state_
-
+        model = s.chosen_params(0)
         phi = self.components_
         alpha = np.full(phi.shape[0], 1.0 / phi.shape[0] if self.doc_topic_prior is None else self.doc_topic_prior)
         steps = int(self.transform_steps)
 
         def topics(C: sp.csr_matrix) -> np.ndarray:
-            theta = nn.doc_topics(s.best_weights, s.best_bn, C, s.layout, s.params["activation"])
+            theta = nn.doc_topics(model["weights"], model["bn_stats"], C, s.layout, s.params["activation"])
             return nn.refine_topics(theta, C, phi, alpha, steps) if steps else theta
 
         return self._map_docs(X, topics, int(s.params["n_components"]), "transform")
@@ -709,7 +705,8 @@ class NeuralTopicModel(StateEstimator):
         """Each document's predicted word distribution (the decoder at the document's topic proportions)."""
         s = self.state_
         theta = self.transform(X)
-        return nn.word_distributions(s.best_weights, s.best_bn, np.asarray(theta), s.layout)
+        model = s.chosen_params(0)
+        return nn.word_distributions(model["weights"], model["bn_stats"], np.asarray(theta), s.layout)
 
     def top_words(self, n: int = 10) -> list[list[str]]:
         """The ``n`` most probable words of each topic."""
@@ -731,8 +728,10 @@ class NeuralTopicModel(StateEstimator):
         s = self.state_
         params = {k: v for k, v in s.params.items() if k in ("input", "n_words", "terms", "token_pattern",
                                                               "stop_words", "lowercase")}
-        return npmi_coherence(nn.top_indices(self.components_, top_n), self._input(X, schema=s.schema), s.schema,
-                              params, progress=progress, split_every=split_every)
+        top = nn.top_indices(self.components_, top_n)
+        co = self._extra_pass(self._input(X, schema=s.schema), cooccurrence_state(top, s.schema, params),
+                              progress=progress, split_every=split_every)
+        return mean_npmi(co, top)
 
 
 def partition_lengths(X: Any, n_parts: int) -> list[float]:
@@ -750,13 +749,12 @@ def partition_lengths(X: Any, n_parts: int) -> list[float]:
     return [np.nan] * n_parts
 
 
-def npmi_coherence(top: np.ndarray, data: Any, schema: Any = None, params: dict | None = None, **fold_options: Any
-                   ) -> np.ndarray:
-    """Mean NPMI of each row's word pairs (``top``: topics x words, vocabulary indices) over a reference corpus.
+def npmi_coherence(top: np.ndarray, counts: Any) -> np.ndarray:
+    """Mean NPMI of each row's word pairs (``top``: topics x words, vocabulary indices) over an in-memory corpus.
 
-    ``data`` is a count matrix (or an :class:`~daskstate.data.Input` read with
-    ``schema`` and the reader ``params`` of a fitted model). One pass folds the
-    document co-occurrences of the words in ``top`` (:class:`CooccurrenceState`).
+    ``counts`` is a document-term count matrix (numpy or ``scipy.sparse``); the
+    document co-occurrences of the words in ``top`` are a :class:`CooccurrenceState`
+    (for a Dask or text corpus: :meth:`NeuralTopicModel.coherence`, one pass).
 
     Examples
     --------
@@ -764,16 +762,21 @@ def npmi_coherence(top: np.ndarray, data: Any, schema: Any = None, params: dict 
     >>> npmi_coherence(np.array([[0, 1], [1, 2]]), X).round(3).tolist()
     [0.415, -1.0]
     """
-    words, local = np.unique(top, return_inverse=True)
-    local = local.reshape(top.shape)
-    if params is None:
-        inp = counts_input(data)
-        schema = inp.schema
-        params = {"input": "counts", "n_words": inp.schema.n_features, "terms": list(inp.schema.features)}
-    else:
-        inp = data
-    co = CooccurrenceState(schema, {**params, "word_ids": words.tolist()})
-    npmi = engine.fold(inp, co, **fold_options).finalize()["npmi"]
+    schema = counts_input(counts).schema
+    params = {"input": "counts", "n_words": schema.n_features, "terms": list(schema.features)}
+    co = cooccurrence_state(top, schema, params)
+    return mean_npmi(co.update(co.read_batch(counts, None, where="counts")[0]), top)
+
+
+def cooccurrence_state(top: np.ndarray, schema: Any, params: dict[str, Any]) -> CooccurrenceState:
+    """The empty co-occurrence state of the words in ``top``, reading documents with the reader ``params``."""
+    return CooccurrenceState(schema, {**params, "word_ids": np.unique(top).tolist()})
+
+
+def mean_npmi(co: CooccurrenceState, top: np.ndarray) -> np.ndarray:
+    """Each row of ``top``'s mean NPMI over its word pairs, from the folded co-occurrences."""
+    local = np.searchsorted(np.asarray(co.params["word_ids"]), top)
+    npmi = co.finalize()["npmi"]
     iu = np.triu_indices(top.shape[1], 1)
     return np.array([npmi[np.ix_(row, row)][iu].mean() for row in local])
 

@@ -250,6 +250,8 @@ class PCAState(State):
 
     algorithm = "pca"
     array_names = ("shift", "offset", "m2", "scatter", "sketch", "shrinkage", "refined_basis", "refined_scatter")
+    #: one BLAS thread per task (and for the whole of a Dask pass): the engine's execution policy
+    blas_threads = 1
 
     @property
     def mode(self) -> str:
@@ -475,6 +477,7 @@ class PCARefineState(State):
 
     algorithm = "pca_refine"
     array_names = ("basis", "center", "offset", "scatter")
+    blas_threads = 1
 
     def _init_arrays(self) -> None:
         ell, d = int(self.params.get("basis_rows", 0)), self.n_features
@@ -718,19 +721,6 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
     def _finalize_overrides(self) -> dict[str, Any]:
         return {"n_components": self.n_components, "whiten": bool(self.whiten),
                 "subtract_mean": bool(self.subtract_mean)}
-
-    def _fold(self, inp: Input, state: State, **fold_kwargs: Any) -> State:
-        """Fold with BLAS on one thread for the whole pass over Dask partitions.
-
-        Held here, once, the limit is never switched back and forth by the per-task
-        guards while other tasks run BLAS (which made repeated fits take 3.5 to 7 s
-        instead of a steady 3.5 s). In-memory inputs fold on this thread alone and keep
-        every BLAS thread.
-        """
-        if not inp.is_dask:
-            return super()._fold(inp, state, **fold_kwargs)
-        with single_blas_thread(main_thread=True):
-            return super()._fold(inp, state, **fold_kwargs)
 
     def fit(self, X: Any, y: Any = None, *, checkpoint: Any = None, checkpoint_every: int | None = None,
             progress: bool = False, split_every: int = 8) -> PCA:

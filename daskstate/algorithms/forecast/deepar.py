@@ -13,17 +13,19 @@ not the network's draws, feed the lags). Forecasts unroll the context, then draw
 ``num_samples`` paths step by step, each draw feeding the lags of the later steps
 (ancestral sampling); mean and quantiles come from the paths.
 
-Training windows are drawn per item (an item uniformly, then a forecast origin
-uniformly among its origins) with the round's seeded generator, so short and long
-series weigh the same. The state holds ``theta`` (all weights, one flat vector:
-:mod:`lstm`), ``adam_m``, ``adam_v``, ``adam_t`` (averaged per round) and
-``loss_sum``, ``loss_count`` (summed per round).
+Training runs on the shared trainer (:class:`~daskstate.algorithms.forecast.neural.NeuralForecastState`:
+epochs of rounds, validation windows by a seeded hash of item and origin, early
+stopping, best-snapshot selection, checkpoints, ``partial_fit``). Its examples are
+the forecast origins of each item; a step's sequences are drawn per item (an item
+uniformly, then one of its training origins uniformly) with the round's seeded
+generator, so short and long series weigh the same. ``theta`` holds all weights in
+one flat vector (:mod:`lstm`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,8 +33,9 @@ from pandas.tseries.offsets import DateOffset
 from scipy import special, stats
 
 from daskstate.algorithms.forecast import lstm
-from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
+from daskstate.algorithms.forecast.base import SeriesBatch
 from daskstate.algorithms.forecast.likelihoods import N_RAW, nll_and_grad, parameters
+from daskstate.algorithms.forecast.neural import NeuralForecastState, TrainingWindows
 from daskstate.algorithms.forecast.series import (
     MAX_SEASONAL_LAG,
     Columns,
@@ -41,9 +44,8 @@ from daskstate.algorithms.forecast.series import (
     n_date_features,
     season_lengths,
 )
-from daskstate.errors import StateError
 from daskstate.numerics import _mix64, adam_step
-from daskstate.state import State, register
+from daskstate.state import register
 
 #: global norm above which a mini-batch's mean gradient is scaled down (recurrent nets can explode)
 CLIP_NORM = 10.0
@@ -122,15 +124,10 @@ def draw(raw: np.ndarray, likelihood: str, scale: np.ndarray, u: np.ndarray) -> 
 
 
 @register
-class ForecastDeepARState(SeriesStateMixin, State):
-    """Weights and Adam statistics of the DeepAR forecaster (see module docstring)."""
+class ForecastDeepARState(NeuralForecastState):
+    """The DeepAR network (see the module docstring); training: :class:`NeuralForecastState`."""
 
     algorithm: ClassVar[str] = "forecast_deepar"
-    array_names: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t", "loss_sum", "loss_count")
-    round_averaged: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t")
-    round_summed: ClassVar[tuple[str, ...]] = ("loss_sum", "loss_count")
-    round_weight: ClassVar[str | None] = "loss_count"
-    blas_threads: ClassVar[int | None] = 1
 
     # ---- hyperparameters ----------------------------------------------------------------
     @property
@@ -179,15 +176,12 @@ class ForecastDeepARState(SeriesStateMixin, State):
         id_col, time_col, target = self.params.get("columns", ("item_id", "timestamp", "target"))
         return Columns(id_col, time_col, target, tuple(self.schema.features), tuple(self.static_names))
 
-    # ---- arrays -----------------------------------------------------------------------------
-    def _init_arrays(self) -> None:
-        rng = np.random.default_rng([int(self.params.get("seed", 0)), 0xDA2])
-        self.theta = lstm.init_theta(self.layout, self.num_layers, rng)
-        self.adam_m = np.zeros_like(self.theta)
-        self.adam_v = np.zeros_like(self.theta)
-        self.adam_t = np.zeros(1)
-        self.loss_sum = np.zeros(1)
-        self.loss_count = np.zeros(1)
+    @property
+    def n_inputs(self) -> int:
+        return self.n_step
+
+    def initial_theta(self, rng: np.random.Generator) -> np.ndarray:
+        return lstm.init_theta(self.layout, self.num_layers, rng)
 
     # ---- windows -------------------------------------------------------------------------------
     def sequences(self, block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
@@ -236,47 +230,55 @@ class ForecastDeepARState(SeriesStateMixin, State):
         return seq.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(seq.scale), 1))
 
     # ---- loss and gradient -----------------------------------------------------------------------
-    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences) -> tuple[float, np.ndarray, int]:
-        """Summed NLL of the observed targets of all unrolled steps, and its gradient w.r.t. ``theta``."""
-        layout = self.layout
-        v = layout.views(theta)
-        C, H, L = self.unroll_context, self.horizon, self.num_layers
+    def _nll(self, theta: np.ndarray, seq: Sequences) -> tuple[float, np.ndarray, lstm.Cache, int]:
+        v = self.layout.views(theta)
+        C, H = self.unroll_context, self.horizon
         filled = self.filled(seq, self.max_lag + C)
         X = self.step_inputs(seq, filled, np.arange(C + H))
         static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
-        raw, cache, _ = lstm.forward(v, L, X, static_all)
+        raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all)
         y, mask = self.targets(seq)
         loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq))
-        return loss, lstm.backward(layout, v, L, cache, d_raw, seq.codes, 1), int(mask.sum())
+        return loss, d_raw, cache, int(mask.sum())
 
-    # ---- update -------------------------------------------------------------------------------------
-    def _update(self, X: SeriesBatch, y: Any, context: Any) -> None:
-        """Train on a partition's windows, drawn with the round's generator."""
-        rng = context.rng() if context is not None else np.random.default_rng([int(self.params.get("seed", 0)), 1])
-        with np.errstate(over="ignore"):
-            self.train_block(X.block, rng)
+    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences) -> tuple[float, np.ndarray, int]:
+        """Summed NLL of the observed targets of all unrolled steps, and its gradient w.r.t. ``theta``."""
+        loss, d_raw, cache, count = self._nll(theta, seq)
+        layout = self.layout
+        return loss, lstm.backward(layout, layout.views(theta), self.num_layers, cache, d_raw, seq.codes, 1), count
 
+    # ---- the trainer's hooks: sequences as examples ------------------------------------------------
     def block_codes(self, block: SeriesBlock) -> np.ndarray:
         return static_codes(block.static, block.n_items, self.static_names, self.categories)
 
-    def train_block(self, block: SeriesBlock, rng: np.random.Generator) -> None:
-        """Adam steps on windows drawn per item: about one pass over the block's points, at least
-        ``min_batches`` steps."""
-        C, H = self.unroll_context, self.horizon
-        lengths = block.lengths
-        # forecast origins 0 .. hi of each item (0-based): the whole future inside the series when it is long enough
-        hi = np.where(lengths - 1 - H >= 0, lengths - 1 - H, lengths - 2)
-        eligible = np.flatnonzero(hi >= 0)
-        if not len(eligible):
+    def _training_batch(self, X: SeriesBatch, where: str) -> TrainingWindows:
+        """Every forecast origin of the partition: 0 .. ``len - 1 - H`` of each item (the whole future inside
+        the series; up to ``len - 2`` for an item shorter than that)."""
+        block = X.block
+        origins, item, position = block.origins()
+        j = position - block.starts[item]
+        hi = np.where(block.lengths - 1 - self.horizon >= 0, block.lengths - 1 - self.horizon, block.lengths - 2)
+        keep = np.flatnonzero(j <= hi[item])
+        return TrainingWindows(block, origins[keep], item[keep], position[keep])
+
+    def _sequences_of(self, X: TrainingWindows, pick: np.ndarray, codes: np.ndarray) -> Sequences:
+        return self.sequences(X.block, X.origins[pick], X.item[pick], X.position[pick], codes[X.item[pick]])
+
+    def _train(self, X: TrainingWindows, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
+        """Adam steps on sequences drawn per item from the training windows ``order``: an item uniformly,
+        then one of its windows uniformly; about one pass over the points, at least ``min_batches`` steps."""
+        if not len(order):
             return
-        size = int(self.params.get("batch_size", 128))
-        steps = max(-(-int(lengths.sum()) // ((C + H) * size)), int(self.params.get("min_batches", 50)))
-        codes = self.block_codes(block)
+        C, H = self.unroll_context, self.horizon
+        size = int(self.params.get("batch_size", 32))
+        steps = max(-(-len(order) // ((C + H) * size)), int(self.params.get("min_batches", 50)))
+        per_item = np.bincount(X.item[order], minlength=X.block.n_items)
+        weight = 1.0 / per_item[X.item[order]]
+        picks = rng.choice(order, size=(steps, size), p=weight / weight.sum())
+        codes = self.block_codes(X.block)
         lr = float(self.params.get("learning_rate", 1e-3))
-        for _ in range(steps):
-            item = eligible[rng.integers(len(eligible), size=size)]
-            j = np.floor(rng.random(size) * (hi[item] + 1)).astype(np.int64)
-            seq = self.sequences(block, block.offsets[item] + j, item, block.starts[item] + j, codes[item])
+        for pick in picks:
+            seq = self._sequences_of(X, pick, codes)
             if not len(seq.item):
                 continue
             loss, grad, count = self.loss_and_gradient(self.theta, seq)
@@ -288,26 +290,18 @@ class ForecastDeepARState(SeriesStateMixin, State):
                 grad *= CLIP_NORM / norm
             self.adam_t += 1.0
             adam_step(self.theta, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
-            self.loss_sum += loss
-            self.loss_count += count
+            self.mon_loss += loss
+            self.mon_n += count
 
-    # ---- merge (states trained on disjoint data: weighted average, as a round does) ---------------
-    def _merge(self, other: ForecastDeepARState) -> None:
-        a, b = self.loss_count[0], other.loss_count[0]
-        frac = b / (a + b) if a + b > 0 else 0.5
-        for name in self.round_averaged:
-            mine = getattr(self, name)
-            setattr(self, name, mine + (getattr(other, name) - mine) * frac)
-        self.loss_sum = self.loss_sum + other.loss_sum
-        self.loss_count = self.loss_count + other.loss_count
-
-    # ---- finalize ----------------------------------------------------------------------------------
-    def finalize(self, **_: Any) -> dict[str, Any]:
-        if not np.all(np.isfinite(self.theta)):
-            raise StateError("the DeepAR forecaster's parameters are not finite (training diverged: "
-                             "lower learning_rate)")
-        mean_loss = float(self.loss_sum[0] / self.loss_count[0]) if self.loss_count[0] else float("nan")
-        return {"theta_": self.theta.copy(), "train_loss_": mean_loss}
+    def _evaluate(self, X: TrainingWindows, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        codes = self.block_codes(X.block)
+        size = max(1, SAMPLE_ROWS // ((self.unroll_context + self.horizon) * 8))
+        for start in range(0, len(rows), size):
+            seq = self._sequences_of(X, rows[start : start + size], codes)
+            if len(seq.item):
+                loss, _, _, count = self._nll(params["theta"], seq)
+                self.ev_loss += loss
+                self.ev_n += count
 
     # ---- forecasting -------------------------------------------------------------------------------
     def sample_paths(self, theta: np.ndarray, block: SeriesBlock, origins: np.ndarray, num_samples: int,

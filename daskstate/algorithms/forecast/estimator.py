@@ -9,6 +9,7 @@ partitions fails naming them, leaving the previous state as it was.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,6 @@ import numpy as np
 import pandas as pd
 from dask.base import tokenize
 
-from daskstate import engine
 from daskstate.algorithms.forecast.deepar import (
     ForecastDeepARState,
     embedding_dimension,
@@ -32,6 +32,7 @@ from daskstate.algorithms.forecast.linear import (
 )
 from daskstate.algorithms.forecast.metrics import forecast_metrics
 from daskstate.algorithms.forecast.mlp import ForecastMLPState
+from daskstate.algorithms.forecast.neural import NeuralForecastState
 from daskstate.algorithms.forecast.rounds import series_input
 from daskstate.algorithms.forecast.sampling import partition_rng, sample_column
 from daskstate.algorithms.forecast.series import (
@@ -48,14 +49,14 @@ from daskstate.algorithms.forecast.series import (
     to_series_block,
 )
 from daskstate.algorithms.forecast.windows import iter_windows
-from daskstate.data import partition_sources
+from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import StateEstimator
 from daskstate.state import Schema, State
+from daskstate.training import Schedule, train_epochs
 
 MODELS = ("linear", "mlp", "deepar")
 STATE_CLASSES = {"linear": ForecastLinearState, "mlp": ForecastMLPState, "deepar": ForecastDeepARState}
-NEURAL_STATES = (ForecastMLPState, ForecastDeepARState)
 LIKELIHOODS = ("student_t", "gaussian", "negative_binomial")
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 #: windows per Adam step when ``batch_size`` is None (deepar: GluonTS's 32 sequences of C + H steps)
@@ -129,6 +130,13 @@ class Forecaster(StateEstimator):
     min_batches : int
         "mlp", "deepar": Adam steps per partition and epoch at least (more than one pass over
         the windows of a small panel).
+    validation_fraction : float
+        "mlp", "deepar": share of the training windows held out (by a seeded hash of item and
+        origin, the same on every pass) to validate each epoch's parameters; the
+        best validated ones are kept. 0: judge epochs by the training loss.
+    early_stopping_patience : int or None
+        "mlp", "deepar": stop after this many epochs without a relative improvement of
+        ``early_stopping_tolerance`` in the validation loss (None: run every epoch).
 
     Attributes
     ----------
@@ -180,6 +188,9 @@ class Forecaster(StateEstimator):
         seed: int = 0,
         min_batches: int = 50,
         embedding_dimension: int | Sequence[int] | None = None,
+        validation_fraction: float = 0.1,
+        early_stopping_patience: int | None = 3,
+        early_stopping_tolerance: float = 1e-3,
     ):
         self.model = model
         self.prediction_length = prediction_length
@@ -205,6 +216,9 @@ class Forecaster(StateEstimator):
         self.seed = seed
         self.min_batches = min_batches
         self.embedding_dimension = embedding_dimension
+        self.validation_fraction = validation_fraction
+        self.early_stopping_patience = early_stopping_patience
+        self.early_stopping_tolerance = early_stopping_tolerance
 
     # ---- parameters -------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -224,6 +238,13 @@ class Forecaster(StateEstimator):
         check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
         check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
         check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
+        check("validation_fraction", isinstance(self.validation_fraction, int | float)
+              and 0 <= self.validation_fraction < 1, "a number in [0, 1)")
+        check("early_stopping_patience", self.early_stopping_patience is None or (
+            isinstance(self.early_stopping_patience, int | np.integer) and self.early_stopping_patience >= 1),
+              "None or an int >= 1")
+        check("early_stopping_tolerance", isinstance(self.early_stopping_tolerance, int | float)
+              and self.early_stopping_tolerance >= 0, "a number >= 0")
         for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches"):
             value = getattr(self, name)
             if name == "batch_size" and value is None:
@@ -265,8 +286,10 @@ class Forecaster(StateEstimator):
             params.update(weighting=self.weighting, wd=float(self.wd))
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
-                          learning_rate=float(self.learning_rate), batch_size=int(self.batch_size or DEFAULT_BATCH[self.model]),
-                          min_batches=int(self.min_batches))
+                          learning_rate=float(self.learning_rate),
+                          batch_size=int(self.batch_size or DEFAULT_BATCH[self.model]),
+                          min_batches=int(self.min_batches), validation_fraction=float(self.validation_fraction),
+                          validation="split" if self.validation_fraction > 0 else "none")
         if self.model == "deepar":
             params.update(unroll_context=C, static=list(self.static))
         return params
@@ -337,16 +360,17 @@ class Forecaster(StateEstimator):
         return self
 
     def _run_options(self, progress: bool, split_every: int, checkpoint: Any, checkpoint_every: Any
-                     ) -> engine.FitOptions:
-        return engine.FitOptions(split_every=split_every, progress=progress, seed=int(self.seed),
+                     ) -> FitOptions:
+        return FitOptions(split_every=split_every, progress=progress, seed=int(self.seed),
                                  checkpoint=checkpoint, checkpoint_every=checkpoint_every)
 
-    def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, options: engine.FitOptions
+    def _fold_series(self, X: Any, state: State, history: pd.DataFrame | None, options: FitOptions
                      ) -> State:
         cols = self._columns
-        if isinstance(state, NEURAL_STATES):
-            return engine.fold_rounds(series_input(X, state.schema, cols), state, epochs=self.epochs,
-                                      sync_every=self.sync_every, skip_sources=state.consumed, options=options)
+        if isinstance(state, NeuralForecastState):
+            schedule = Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
+                                patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance))
+            return train_epochs(series_input(X, state.schema, cols), state, options, schedule)
         if options.checkpoint is not None:
             raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
         if history is not None:
@@ -359,32 +383,22 @@ class Forecaster(StateEstimator):
         return self._fold_partitions(X, state, history, options)
 
     def _fold_partitions(self, X: dd.DataFrame, state: State, history: pd.DataFrame | None,
-                         options: engine.FitOptions) -> State:
-        """One pass with the engine's update task per partition and its merge tree; the same graph
+                         options: FitOptions) -> State:
+        """One pass over the partitions (each with ``history`` as its earlier points); the same graph
         returns each partition's items, and a fit whose items are split across partitions fails."""
-        cols, alg = self._columns, state.algorithm
-        sources = partition_sources(X)
-        todo = [i for i, s in enumerate(sources) if s not in state.consumed]
-        if not todo:
-            return state
-        parts = X[cols.needed].to_delayed(optimize_graph=True)
-        token = tokenize(state.metadata(), [sources[i] for i in todo], tokenize(history))
-        empty = dask.delayed(state.empty_like(), name=f"{alg}-empty-{token}")
-        hist = dask.delayed(history, name=f"{alg}-history-{token}") if history is not None else None
-        update = dask.delayed(engine.update_task, pure=True)
-        leaves = [update(empty, (parts[i], hist) if hist is not None else parts[i], i, sources[i], "raise", None,
-                         dask_key_name=(f"{alg}-update-{token}", i)) for i in todo]
-        root = engine.tree_reduce(leaves, f"{alg}-merge-{token}", options.split_every)
-        unique = dask.delayed(_item_ids, pure=True)
-        item_lists = [unique(parts[i], cols.id_col, dask_key_name=(f"{alg}-items-{token}", i)) for i in todo]
-        merged, lists = engine._compute(dask.delayed(tuple)([root, item_lists]), options.progress)
+        cols = self._columns
+        inp = series_input(X, state.schema, cols)
+        if history is not None:
+            hist = dask.delayed(history, name=f"{state.algorithm}-history-{tokenize(history)}")
+            inp.parts = [(part, hist) for part in inp.parts]
+        merged, lists = self._fold_and_inspect(inp, state, functools.partial(_item_ids, id_col=cols.id_col), options)
         split = split_items(lists)
         if split:
             raise DataError(
                 f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
                 "must live in one partition: use daskstate.partition_by_series(df) first"
             )
-        return engine.merge_into(state, merged)
+        return merged
 
     # ---- finalize -------------------------------------------------------------------------
     def finalize(self, **overrides: Any) -> Forecaster:
@@ -504,9 +518,7 @@ class Forecaster(StateEstimator):
         return overall, per_item
 
     def _model_parts(self) -> dict[str, Any]:
-        if isinstance(self.state_, ForecastDeepARState):
-            return {"theta_": self.theta_, "network": self.state_.empty_like()}
-        if isinstance(self.state_, ForecastMLPState):
+        if isinstance(self.state_, NeuralForecastState):
             return {"theta_": self.theta_, "network": self.state_.empty_like()}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
                 "weighting_": self.weighting_}

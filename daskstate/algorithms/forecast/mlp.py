@@ -4,35 +4,29 @@ Inputs of a window: its scaled lagged values (as the linear model), the share of
 context observed, ``log(1 + scale)`` for counts, the date features of the first target step and the
 known covariates of all steps. ``num_layers`` ReLU layers of ``num_cells`` units feed
 one linear output of ``prediction_length x k`` raw distribution parameters
-(:mod:`likelihoods`). Trained by Adam on mini-batches of windows in synchronised rounds;
-the parameters are one flat vector, so a round averages them (and Adam's moments)
-in one step. The state: ``theta``, ``adam_m``, ``adam_v``, ``adam_t`` (averaged per
-round) and ``loss_sum``, ``loss_count`` (summed per round).
+(:mod:`likelihoods`). The parameters are one flat vector; the shared trainer
+(:class:`~daskstate.algorithms.forecast.neural.NeuralForecastState`) trains it by Adam
+on mini-batches of windows in synchronised rounds, with validation windows and
+early stopping.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
 from daskstate.algorithms.forecast.likelihoods import (
     N_RAW,
     mean_and_quantiles,
     nll_and_grad,
     values_at,
 )
+from daskstate.algorithms.forecast.neural import NeuralForecastState
 from daskstate.algorithms.forecast.sampling import correlated_uniforms
-from daskstate.algorithms.forecast.series import (
-    SeriesBlock,
-    date_features,
-    n_date_features,
-)
-from daskstate.algorithms.forecast.windows import Windows, iter_windows, lagged_values
-from daskstate.errors import StateError
-from daskstate.numerics import adam_step
-from daskstate.state import State, register
+from daskstate.algorithms.forecast.series import date_features, n_date_features
+from daskstate.algorithms.forecast.windows import Windows, lagged_values
+from daskstate.state import register
 
 
 def layer_shapes(n_inputs: int, num_layers: int, num_cells: int, n_outputs: int) -> list[tuple[int, int]]:
@@ -82,16 +76,10 @@ def backward(theta: np.ndarray, shapes: list[tuple[int, int]], acts: list[np.nda
 
 
 @register
-class ForecastMLPState(SeriesStateMixin, State):
-    """Parameters and Adam statistics of the MLP forecaster (see module docstring)."""
+class ForecastMLPState(NeuralForecastState):
+    """The MLP forecaster's network (see the module docstring); training: :class:`NeuralForecastState`."""
 
     algorithm: ClassVar[str] = "forecast_mlp"
-    array_names: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t", "loss_sum", "loss_count")
-    round_averaged: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t")
-    round_summed: ClassVar[tuple[str, ...]] = ("loss_sum", "loss_count")
-    #: a partition weighs the targets it trained on
-    round_weight: ClassVar[str | None] = "loss_count"
-    blas_threads: ClassVar[int | None] = 1
 
     # ---- hyperparameters (offset, lags, horizon, harmonics, season: SeriesStateMixin) -------
     @property
@@ -108,27 +96,15 @@ class ForecastMLPState(SeriesStateMixin, State):
         return layer_shapes(self.n_inputs, int(self.params.get("num_layers", 2)), int(self.params.get("num_cells", 40)),
                             self.horizon * N_RAW[self.likelihood])
 
-    # ---- arrays -----------------------------------------------------------------------------
-    def _init_arrays(self) -> None:
-        rng = np.random.default_rng([int(self.params.get("seed", 0)), 0x3C9])
+    def initial_theta(self, rng: np.random.Generator) -> np.ndarray:
         parts = []
         for i, (fan_in, fan_out) in enumerate(self.shapes):
             last = i == len(self.shapes) - 1
             std = (0.1 if last else np.sqrt(2.0)) / np.sqrt(fan_in)
             parts += [rng.normal(0.0, std, fan_in * fan_out), np.zeros(fan_out)]
-        self.theta = np.concatenate(parts)
-        self.adam_m = np.zeros_like(self.theta)
-        self.adam_v = np.zeros_like(self.theta)
-        self.adam_t = np.zeros(1)
-        self.loss_sum = np.zeros(1)
-        self.loss_count = np.zeros(1)
+        return np.concatenate(parts)
 
-    # ---- update -------------------------------------------------------------------------------
-    def _update(self, X: SeriesBatch, y: Any, context: Any) -> None:
-        """Train on a partition's windows; the window order comes from the round's generator."""
-        rng = context.rng() if context is not None else np.random.default_rng([int(self.params.get("seed", 0)), 1])
-        self.train_block(X.block, rng)
-
+    # ---- the network ----------------------------------------------------------------------------
     def inputs(self, w: Windows) -> np.ndarray:
         """Network inputs of windows ``w``: (n, n_inputs)."""
         observed = (~np.isnan(w.context)).mean(axis=1, keepdims=True)
@@ -142,61 +118,23 @@ class ForecastMLPState(SeriesStateMixin, State):
         y = w.target * w.scale[:, None] if self.likelihood == "negative_binomial" else w.target
         return y, ~np.isnan(y)
 
-    def loss_and_gradient(self, theta: np.ndarray, w: Windows) -> tuple[float, np.ndarray, int]:
-        """Summed NLL of the windows' observed targets and its gradient w.r.t. ``theta``."""
+    def _nll(self, theta: np.ndarray, w: Windows) -> tuple[float, np.ndarray, list[np.ndarray], int]:
         X = self.inputs(w)
         raw, acts = forward(theta, self.shapes, X)
         raw = raw.reshape(len(X), self.horizon, -1)
         y, mask = self.targets(w)
         scale = w.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(X), 1))
         loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, scale)
-        return loss, backward(theta, self.shapes, acts, d_raw.reshape(len(X), -1)), int(mask.sum())
+        return loss, d_raw.reshape(len(X), -1), acts, int(mask.sum())
 
-    def train_block(self, block: SeriesBlock, rng: np.random.Generator) -> None:
-        """Adam steps over ``block``'s windows (one pass, at least ``min_batches``), order drawn from ``rng``."""
-        origins, item, position = block.origins()
-        has_target = np.zeros(len(origins), bool)
-        nxt = ~np.isnan(block.values)
-        for h in range(1, self.horizon + 1):
-            has_target |= nxt[np.minimum(origins + h, len(nxt) - 1)]
-        candidates = np.flatnonzero(has_target)
-        size = int(self.params.get("batch_size", 128))
-        if not len(candidates):
-            return
-        # a pass over the windows, but at least ``min_batches`` steps (small panels need more steps
-        # than one pass gives): windows in shuffled order, one permutation after another
-        steps = max(-(-len(candidates) // size), int(self.params.get("min_batches", 50)))
-        reps = -(-steps * size // len(candidates))
-        order = np.concatenate([rng.permutation(candidates) for _ in range(reps)])[: steps * size]
-        lr = float(self.params.get("learning_rate", 1e-3))
-        season = self.season
-        for start in range(0, len(order), size):
-            pick = order[start : start + size]
-            for w in iter_windows(block, origins[pick], item[pick], position[pick], season, self.n_inputs):
-                loss, grad, count = self.loss_and_gradient(self.theta, w)
-                if count == 0:
-                    continue
-                self.adam_t += 1.0
-                adam_step(self.theta, grad / count, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
-                self.loss_sum += loss
-                self.loss_count += count
+    def loss_and_gradient(self, theta: np.ndarray, w: Windows) -> tuple[float, np.ndarray, int]:
+        """Summed NLL of the windows' observed targets and its gradient w.r.t. ``theta``."""
+        loss, d_raw, acts, count = self._nll(theta, w)
+        return loss, backward(theta, self.shapes, acts, d_raw), count
 
-    # ---- merge (states trained on disjoint data: weighted average, as a round does) -----------
-    def _merge(self, other: ForecastMLPState) -> None:
-        a, b = self.loss_count[0], other.loss_count[0]
-        frac = b / (a + b) if a + b > 0 else 0.5
-        for name in self.round_averaged:
-            mine = getattr(self, name)
-            setattr(self, name, mine + (getattr(other, name) - mine) * frac)
-        self.loss_sum = self.loss_sum + other.loss_sum
-        self.loss_count = self.loss_count + other.loss_count
-
-    # ---- finalize -----------------------------------------------------------------------------------
-    def finalize(self, **_: Any) -> dict[str, Any]:
-        if not np.all(np.isfinite(self.theta)):
-            raise StateError("the MLP forecaster's parameters are not finite (training diverged: lower learning_rate)")
-        mean_loss = float(self.loss_sum[0] / self.loss_count[0]) if self.loss_count[0] else float("nan")
-        return {"theta_": self.theta.copy(), "train_loss_": mean_loss}
+    def window_loss(self, theta: np.ndarray, w: Windows) -> tuple[float, int]:
+        loss, _, _, count = self._nll(theta, w)
+        return loss, count
 
     def forecast(self, theta: np.ndarray, w: Windows, quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean (n, H) and quantiles (n, H, q) in the data's units."""

@@ -1,8 +1,8 @@
 """The input of the neural forecasters' rounds: partitions of whole series for the engine.
 
-:func:`daskstate.engine.fold_rounds` trains them: each partition task turns its
-frame into a series batch with the state's ``read_batch`` and trains a copy of the
-round's state with the round context's seeded generator.
+The shared trainer (:mod:`daskstate.training`) trains on them in rounds, and the
+linear model folds them in one pass: each partition task turns its frame into a
+series batch with the state's ``read_batch``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
-from daskstate import engine
 from daskstate.algorithms.kmeans.numerics import nearest_centers, row_norms_sq
 from daskstate.algorithms.kmeans.state import (
     REFINE_CANDIDATES,
@@ -337,8 +336,9 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
             again = inp if inp.is_dask else self._input(X)
             start = KMeansLloydState.starting_from(state.schema, *models)
             path = None if checkpoint is None else f"{checkpoint}-epoch{e}"
-            out = engine.fold(again, start, on_invalid=self.on_invalid, checkpoint=path,
-                              checkpoint_every=checkpoint_every if path else None, **fold_kwargs)
+            options = self._fit_options(checkpoint=path, checkpoint_every=checkpoint_every if path else None,
+                                        **fold_kwargs)
+            out = self._extra_pass(again, start, options)
             return out.finalize()
 
         centers = models[0]
