@@ -218,6 +218,27 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
     return rows
 
 
+def time_fits(panel: str, repeats: int, epochs: int) -> dict:
+    """Fit times of deepar, mlp and linear on one real panel (default settings, ``epochs``), interleaved."""
+    df, freq = load_panel(panel)
+    H = default_prediction_length(as_offset(freq))
+    train, _ = holdout_split(df[["item_id", "timestamp", "target"]], H)
+    out: dict[str, list] = {"deepar": [], "mlp": [], "linear": []}
+    cpu: dict[str, list] = {k: [] for k in out}
+    for _ in range(repeats):
+        for model in out:
+            kw = {} if model == "linear" else {"epochs": epochs}
+            t0, c0 = time.perf_counter(), time.process_time()
+            fc = daskstate.Forecaster(model=model, prediction_length=H, freq=freq, **kw).fit(train)
+            out[model].append(time.perf_counter() - t0)
+            cpu[model].append(time.process_time() - c0)
+            if model != "linear":
+                out[f"{model}_epochs_run"] = fc.n_epochs_
+    med = {k: float(np.median(v)) for k, v in out.items() if not k.endswith("epochs_run")}
+    return {"panel": panel, "epochs": epochs, "wall_seconds": out, "cpu_seconds": cpu, "median_wall": med,
+            "deepar_vs_mlp_wall": med["deepar"] / med["mlp"], "loadavg": os.getloadavg()}
+
+
 def scale_job(n_series: int, length: int, folder: str) -> dict:
     """Fit and predict on a lazily generated panel (1,000 series per partition); forecasts go to Parquet."""
     import dask
@@ -264,8 +285,14 @@ def main() -> None:
                         "(synthetic daily, --length points each); skips the accuracy panels")
     parser.add_argument("--length", type=int, default=500)
     parser.add_argument("--results-name", default="forecast")
+    parser.add_argument("--time-fit", default="", help="a real panel: only time the fits of deepar, mlp, linear")
     args = parser.parse_args()
     load_before = os.getloadavg()
+    if args.time_fit:
+        result = time_fits(args.time_fit, args.repeats, args.deepar_epochs or 10)
+        print(result)
+        print(f"wrote {write_results(args.results_name, {'loadavg_before': load_before, 'fit_timing': result})}")
+        return
     if args.scale:
         rows = run_scale([int(v) for v in args.scale.split(",")], args.length)
         path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
