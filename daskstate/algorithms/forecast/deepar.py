@@ -30,11 +30,10 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 from pandas.tseries.offsets import DateOffset
-from scipy import special, stats
 
 from daskstate.algorithms.forecast import lstm
 from daskstate.algorithms.forecast.base import SeriesBatch
-from daskstate.algorithms.forecast.likelihoods import N_RAW, nll_and_grad, parameters
+from daskstate.algorithms.forecast.likelihoods import N_RAW, nll_and_grad, values_at
 from daskstate.algorithms.forecast.neural import NeuralForecastState, TrainingWindows
 from daskstate.algorithms.forecast.series import (
     MAX_SEASONAL_LAG,
@@ -112,15 +111,6 @@ def path_uniforms(keys: np.ndarray, num_samples: int, step: int, seed: int) -> n
     sub = _mix64((np.arange(1, num_samples + 1, dtype=np.uint64) * _GOLDEN) ^ salt)
     z = _mix64(_mix64(keys.astype(np.uint64))[:, None] ^ sub[None, :])
     return ((z >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
-
-
-def draw(raw: np.ndarray, likelihood: str, scale: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Values at probabilities ``u`` of the distributions of raw outputs ``raw`` (n, k), in the data's units."""
-    p = parameters(raw, likelihood, scale)
-    if likelihood == "negative_binomial":
-        return stats.nbinom.ppf(u, p["r"], p["r"] / (p["r"] + p["mu"]))
-    z = special.stdtrit(p["nu"], u) if likelihood == "student_t" else special.ndtri(u)
-    return (p["mu"] + p["sigma"] * z) * scale
 
 
 @register
@@ -346,7 +336,7 @@ class ForecastDeepARState(NeuralForecastState):
             x = self.step_inputs(rep, paths, np.array([t]))[:, 0]
             raw, state = lstm.step(v, L, x, static_proj, state)
             u = path_uniforms(keys, S, t - C, seed).ravel()
-            y = draw(raw, self.likelihood, like_scale, u)
+            y = values_at(raw[:, None, :], self.likelihood, like_scale[:, None], u[:, None, None])[:, 0, 0]
             paths[:, P + t] = y / scale if self.likelihood == "negative_binomial" else y
         return (paths[:, P + C :] * scale[:, None]).reshape(n, S, H)
 
