@@ -192,3 +192,15 @@ def test_deepar_negative_binomial_forecasts_counts():
     fc = daskstate.Forecaster(**TINY, freq="MS", prediction_length=4, epochs=1, likelihood="negative_binomial").fit(df)
     paths = fc.sample_paths(df, num_samples=20).filter(like="sample_").to_numpy()
     assert np.all(paths >= 0) and np.all(paths == np.round(paths))
+
+
+def test_deepar_validates_each_epoch_and_keeps_the_best_parameters():
+    """The shared trainer: validation origins (hashed) judge every epoch, the best validated theta is kept."""
+    df = synthetic_panel(6, 48, freq="MS", seed=11)
+    kw = dict(TINY, freq="MS", prediction_length=6, epochs=4, validation_fraction=0.3, learning_rate=1e-2)
+    fc = daskstate.Forecaster(**kw).fit(df)
+    assert 1 <= fc.n_epochs_ <= 4 and fc.validation_loss_.shape == (fc.n_epochs_,)
+    assert np.isfinite(fc.validation_loss_).all()
+    np.testing.assert_array_equal(fc.theta_, fc.state_.best_theta)
+    plain = daskstate.Forecaster(**{**kw, "epochs": 2, "validation_fraction": 0.0}).fit(df)
+    assert plain.n_epochs_ == 2 and np.isnan(plain.validation_loss_).all() and np.isfinite(plain.train_loss_)
