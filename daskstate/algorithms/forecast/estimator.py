@@ -318,7 +318,7 @@ class Forecaster(StateEstimator):
             checkpoint: str | None = None, checkpoint_every: int | None = None) -> Forecaster:
         """Fit from a long table (pandas, or Dask with each item in one partition).
 
-        ``checkpoint`` (Dask input, ``model="mlp"``): where the running state is saved
+        ``checkpoint`` (Dask input, ``model="mlp"`` or ``"deepar"``): where the running state is saved
         at round boundaries, so that a repeated call resumes.
 
         Returns
@@ -347,7 +347,7 @@ class Forecaster(StateEstimator):
         prediction_length - 1`` points before them, from which the windows that end in
         the new points read their contexts. Only (window, step) pairs whose target is
         one of the new points are added, so the result equals a fit on all the data at
-        once. ``model="mlp"``: ``epochs`` more epochs on ``X`` (Dask partitions the state
+        once. ``model="mlp"`` and ``"deepar"``: ``epochs`` more epochs on ``X`` (Dask partitions the state
         consumed before are skipped). On error the state is unchanged.
         """
         if not hasattr(self, "state_"):
