@@ -223,20 +223,22 @@ def time_fits(panel: str, repeats: int, epochs: int) -> dict:
     df, freq = load_panel(panel)
     H = default_prediction_length(as_offset(freq))
     train, _ = holdout_split(df[["item_id", "timestamp", "target"]], H)
-    out: dict[str, list] = {"deepar": [], "mlp": [], "linear": []}
-    cpu: dict[str, list] = {k: [] for k in out}
+    models = ("deepar", "mlp", "linear")
+    wall: dict[str, list] = {m: [] for m in models}
+    cpu: dict[str, list] = {m: [] for m in models}
+    epochs_run: dict[str, list] = {m: [] for m in models[:2]}
     for _ in range(repeats):
-        for model in out:
+        for model in models:
             kw = {} if model == "linear" else {"epochs": epochs}
             t0, c0 = time.perf_counter(), time.process_time()
             fc = daskstate.Forecaster(model=model, prediction_length=H, freq=freq, **kw).fit(train)
-            out[model].append(time.perf_counter() - t0)
+            wall[model].append(time.perf_counter() - t0)
             cpu[model].append(time.process_time() - c0)
-            if model != "linear":
-                out[f"{model}_epochs_run"] = fc.n_epochs_
-    med = {k: float(np.median(v)) for k, v in out.items() if not k.endswith("epochs_run")}
-    return {"panel": panel, "epochs": epochs, "wall_seconds": out, "cpu_seconds": cpu, "median_wall": med,
-            "deepar_vs_mlp_wall": med["deepar"] / med["mlp"], "loadavg": os.getloadavg()}
+            if model in epochs_run:
+                epochs_run[model].append(fc.n_epochs_)
+    med = {m: float(np.median(v)) for m, v in wall.items()}
+    return {"panel": panel, "epochs": epochs, "wall_seconds": wall, "cpu_seconds": cpu, "epochs_run": epochs_run,
+            "median_wall": med, "deepar_vs_mlp_wall": med["deepar"] / med["mlp"], "loadavg": os.getloadavg()}
 
 
 def scale_job(n_series: int, length: int, folder: str) -> dict:
