@@ -91,9 +91,12 @@ class Forecaster(StateEstimator):
     likelihood : {"student_t", "gaussian", "negative_binomial"}
         Shape of the predictive distribution ("negative_binomial" for counts: targets
         must be non-negative).
-    wd : float
-        Ridge penalty per training pair ("linear": any value is solved from the state
-        with ``finalize(wd=...)``, without data).
+    wd : float, optional
+        "linear": ridge penalty relative to the mean diagonal of the normal equations;
+        default: chosen, together with what the penalty shrinks to (zero or the
+        seasonal naive forecast), by the error on each series' last tenth of the model
+        fitted on the rest, from the state alone (``finalize(wd=..., prior=...)`` re-solves
+        without data; ``selection_`` lists the scores).
     weighting : {"noise", "none"}
         "noise": windows weighted by ``1 / noise^2``, their relative noise scale.
     harmonics : int
@@ -146,7 +149,7 @@ class Forecaster(StateEstimator):
         covariates: Sequence[str] = (),
         static: Sequence[str] = (),
         likelihood: str = "student_t",
-        wd: float = 1e-3,
+        wd: float | None = None,
         weighting: str = "noise",
         harmonics: int = 3,
         duplicates: str = "raise",
@@ -197,7 +200,7 @@ class Forecaster(StateEstimator):
             isinstance(self.context_length, int | np.integer) and self.context_length >= 1), "an int >= 1")
         check("lags", self.lags is None or (len(self.lags) > 0 and all(
             isinstance(v, int | np.integer) and v >= 1 for v in self.lags)), "a non-empty list of ints >= 1")
-        check("wd", isinstance(self.wd, int | float) and self.wd >= 0, "a number >= 0")
+        check("wd", self.wd is None or (isinstance(self.wd, int | float) and self.wd >= 0), "None or a number >= 0")
         check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
         check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
         check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
@@ -211,10 +214,11 @@ class Forecaster(StateEstimator):
     def _columns(self) -> Columns:
         return Columns(self.id_col, self.time_col, self.target, tuple(self.covariates), tuple(self.static))
 
-    def _state_params(self, freq: str) -> dict[str, Any]:
+    def _state_params(self, freq: str, series_length: int | None = None) -> dict[str, Any]:
         offset = as_offset(freq)
         H = int(self.prediction_length or default_prediction_length(offset))
-        lags = sorted({int(v) for v in self.lags}) if self.lags is not None else default_lags(offset, H)
+        lags = (sorted({int(v) for v in self.lags}) if self.lags is not None
+                else default_lags(offset, H, series_length))
         L = int(self.context_length or max(lags))
         lags = [v for v in lags if v <= L]
         if not lags:
@@ -225,7 +229,7 @@ class Forecaster(StateEstimator):
                   "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target],
                   "duplicates": self.duplicates}
         if self.model == "linear":
-            params.update(weighting=self.weighting, wd=float(self.wd))
+            params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd))
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
                           learning_rate=float(self.learning_rate), batch_size=int(self.batch_size),
@@ -250,8 +254,9 @@ class Forecaster(StateEstimator):
         self._validate_params()
         cols = self._columns
         _check_frame(X, cols)
-        freq = self.freq or infer_freq(_head_partition(X), cols)
-        params = self._state_params(freq)
+        head = _head_partition(X)
+        freq = self.freq or infer_freq(head, cols)
+        params = self._state_params(freq, _typical_length(head, cols))
         state = STATE_CLASSES[self.model](Schema(tuple(cols.covariates), target=cols.target), params)
         options = self._run_options(progress, split_every, checkpoint, checkpoint_every)
         self._set_state(self._fold_series(X, state, None, options), {})
@@ -266,8 +271,9 @@ class Forecaster(StateEstimator):
         holds, for each known item, at least its last ``context_length +
         prediction_length - 1`` points before them, from which the windows that end in
         the new points read their contexts. Only (window, step) pairs whose target is
-        one of the new points are added, so the result equals a fit on all the data at
-        once. ``model="mlp"``: ``epochs`` more epochs on ``X`` (Dask partitions the state
+        one of the new points are added, so the normal equations equal those of a fit on
+        all the data at once (the holdout sums, which choose ``wd`` and calibrate the
+        spread, gain the new points' last tenth of each item). ``model="mlp"``: ``epochs`` more epochs on ``X`` (Dask partitions the state
         consumed before are skipped). On error the state is unchanged.
         """
         if not hasattr(self, "state_"):
@@ -670,6 +676,11 @@ def _check_frame(X: Any, cols: Columns) -> None:
         raise TypeError(f"a Forecaster takes a long pandas or Dask DataFrame ({cols.needed}), "
                         f"not {type(X).__name__}")
     cols.check(X.columns, "input")
+
+
+def _typical_length(head: pd.DataFrame, cols: Columns) -> int:
+    """Median number of rows per item in the first non-empty partition (it shapes the default lags)."""
+    return int(head.groupby(cols.id_col, sort=False).size().median())
 
 
 def _head_partition(X: Any) -> pd.DataFrame:

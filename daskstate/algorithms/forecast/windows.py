@@ -68,10 +68,10 @@ def noise_scale(scaled: np.ndarray, season: int) -> np.ndarray:
 
 
 def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
-                 season: int, width: int) -> Iterator[Windows]:
+                 season: int, width: int, min_observed: int = 1) -> Iterator[Windows]:
     """Scaled windows at the given origins, in mini-batches of bounded size.
 
-    Windows with no observed context value or a zero scale are dropped.
+    Windows with fewer than ``min_observed`` observed context values or a zero scale are dropped.
     """
     H = block.prediction_length
     step = max(64, BATCH_VALUES // max(1, H * width))
@@ -80,7 +80,7 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
         o = origins[sl]
         context, target = block.windows(o)
         scale, n_obs = context_scale(context)
-        keep = (n_obs > 0) & (scale > 0)
+        keep = (n_obs >= max(1, min_observed)) & (scale > 0)
         if not keep.all():
             o, context, target, scale = o[keep], context[keep], target[keep], scale[keep]
         if not len(o):
