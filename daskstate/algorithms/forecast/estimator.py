@@ -20,6 +20,7 @@ from dask.base import tokenize
 
 from daskstate import engine
 from daskstate.algorithms.forecast.linear import (
+    STATIC_BUCKETS,
     ForecastLinearState,
     distribution_quantiles,
     linear_forecast,
@@ -40,6 +41,7 @@ from daskstate.algorithms.forecast.series import (
     infer_freq,
     season_lengths,
     split_items,
+    static_indicators,
     to_series_block,
 )
 from daskstate.algorithms.forecast.windows import iter_windows
@@ -87,7 +89,8 @@ class Forecaster(StateEstimator):
     covariates : list of str
         Known dynamic covariates (their future values are needed at predict).
     static : list of str
-        Static categories per item (used by the neural models; the linear model ignores them).
+        Static categories per item ("linear": an intercept per category, hashed into a fixed
+        number of indicator columns per static column; the neural models: see each model).
     likelihood : {"student_t", "gaussian", "negative_binomial"}
         Shape of the predictive distribution ("negative_binomial" for counts: targets
         must be non-negative).
@@ -227,7 +230,7 @@ class Forecaster(StateEstimator):
         params = {"model": self.model, "freq": offset.freqstr, "prediction_length": H, "context_length": L,
                   "lags": lags, "season": seasons[0] if seasons else 1, "harmonics": int(self.harmonics),
                   "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target],
-                  "duplicates": self.duplicates}
+                  "duplicates": self.duplicates, "static": [str(c) for c in self.static]}
         if self.model == "linear":
             params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd))
         else:
@@ -492,6 +495,13 @@ class _ModelTask:
         position = block.starts + (origins - block.offsets)
         return iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width)
 
+    def _static_codes(self, block: SeriesBlock) -> np.ndarray | None:
+        """The linear model's static category indicators per item of ``block`` (origins are one per item)."""
+        static = self.params.get("static", ())
+        if not static:
+            return None
+        return static_indicators(block.static, static, int(self.params.get("static_buckets", STATIC_BUCKETS)))
+
     def _sample(self, block: SeriesBlock, origins: np.ndarray) -> np.ndarray:
         """Sample paths (k, S, H) at the given origins (one per item); NaN where no context."""
         H, S = block.prediction_length, int(self.num_samples)
@@ -502,8 +512,10 @@ class _ModelTask:
             for w in self._windows(block, origins, net.n_inputs):
                 paths[w.item] = net.sample_paths(self.model["theta_"], w, S, rng)
             return paths
+        codes = self._static_codes(block)
         for w in self._windows(block, origins, len(self.model["coef_"][0])):
-            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)))
+            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)),
+                                   None if codes is None else codes[w.item])
             paths[w.item] = linear_sample_paths(m, s, self.params.get("likelihood", "student_t"),
                                                 self.model["nonnegative_"], S, rng)
         return paths
@@ -528,8 +540,10 @@ class _ModelTask:
                 mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles)
             return mean, qf
         width = len(self.model["coef_"][0])
+        codes = self._static_codes(block)
         for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width):
-            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)))
+            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)),
+                                   None if codes is None else codes[w.item])
             nonneg = self.model["nonnegative_"]
             mean[w.item] = np.maximum(m, 0.0) if nonneg else m
             qf[w.item] = distribution_quantiles(m, s, self.quantiles, self.params.get("likelihood", "student_t"),

@@ -44,7 +44,7 @@ from scipy import stats
 
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
 from daskstate.algorithms.forecast.sampling import correlated_uniforms, marginal_ppf
-from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features
+from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features, static_indicators
 from daskstate.algorithms.forecast.windows import (
     Windows,
     iter_windows,
@@ -61,6 +61,8 @@ WD_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 PRIORS = ("zero", "seasonal")
 #: the holdout is the last 1/HOLDOUT_FRACTION of each series (at least prediction_length points)
 HOLDOUT_FRACTION = 10
+#: hashed indicator columns per static category column
+STATIC_BUCKETS = 16
 #: the ridge penalty when there is no holdout to choose it by
 DEFAULT_WD = 1e-4
 
@@ -91,8 +93,22 @@ class ForecastLinearState(SeriesStateMixin, State):
     # ---- hyperparameters (offset, lags, horizon, harmonics, season: SeriesStateMixin) -----
     @property
     def n_design(self) -> int:
-        """Columns of a design row: lags, date features, covariates, intercept."""
-        return len(self.lags) + n_date_features(self.offset, self.harmonics) + self.n_features + 1
+        """Columns of a design row: lags, date features, covariates, static category indicators, intercept."""
+        return (len(self.lags) + n_date_features(self.offset, self.harmonics) + self.n_features
+                + self.n_static + 1)
+
+    @property
+    def n_static(self) -> int:
+        """Indicator columns of the static categories: per-category intercepts (hashed, see
+        :func:`~daskstate.algorithms.forecast.series.static_indicators`)."""
+        return len(self.params.get("static", ())) * int(self.params.get("static_buckets", STATIC_BUCKETS))
+
+    def static_codes(self, block: SeriesBlock) -> np.ndarray | None:
+        """Per item of ``block``: its static category indicators (None without static columns)."""
+        if not self.n_static:
+            return None
+        return static_indicators(block.static, self.params["static"],
+                                 int(self.params.get("static_buckets", STATIC_BUCKETS)))
 
     @property
     def min_observed(self) -> int:
@@ -132,15 +148,18 @@ class ForecastLinearState(SeriesStateMixin, State):
                                           max(self.target_range[1], observed.max())])
         # the holdout: each series' last tenth, at least its last H points
         holdout_start = block.starts + block.lengths - np.maximum(self.horizon, block.lengths // HOLDOUT_FRACTION)
+        codes = self.static_codes(block)
         for w in iter_windows(block, origins, item, position, self.season, self.n_design, self.min_observed):
-            self._fold_windows(w, None if first_target is None else first_target[w.item], holdout_start[w.item])
+            self._fold_windows(w, None if first_target is None else first_target[w.item], holdout_start[w.item],
+                               None if codes is None else codes[w.item])
 
-    def _fold_windows(self, w: Windows, first_target: np.ndarray | None, holdout_start: np.ndarray) -> None:
+    def _fold_windows(self, w: Windows, first_target: np.ndarray | None, holdout_start: np.ndarray,
+                      static: np.ndarray | None = None) -> None:
         """Add the windows' weighted products to the normal equations of every horizon step,
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
         lagged = lagged_values(w, self.lags)                               # (n, l)
-        extra = step_design(w, self.offset, self.harmonics)                # (n, H, e)
+        extra = step_design(w, self.offset, self.harmonics, static)        # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:
@@ -308,10 +327,10 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
     pairs += mask.sum(axis=0)
 
 
-def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (n, H) in the data's units for windows ``w``."""
-    X = lag_design(w, lags, offset, harmonics)
+def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
+                    static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators)."""
+    X = lag_design(w, lags, offset, harmonics, static)
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]

@@ -105,16 +105,22 @@ def lagged_values(w: Windows, lags: np.ndarray) -> np.ndarray:
     return lagged
 
 
-def step_design(w: Windows, offset: DateOffset, harmonics: int) -> np.ndarray:
-    """The design columns that depend on the horizon step: (n, H, e) = [date features, covariates, 1]."""
+def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarray | None = None) -> np.ndarray:
+    """The design columns that depend on the horizon step: (n, H, e) = [date features, covariates, static, 1].
+
+    ``static`` (n, s): the windows' static category indicators (the same at every step).
+    """
     n, H = w.target.shape
     pos = w.position[:, None] + np.arange(1, H + 1)[None, :]
-    return np.concatenate([date_features(pos, offset, harmonics), w.covariates, np.ones((n, H, 1))], axis=2)
+    static = np.zeros((n, 0)) if static is None else static
+    return np.concatenate([date_features(pos, offset, harmonics), w.covariates,
+                           np.broadcast_to(static[:, None, :], (n, H, static.shape[1])), np.ones((n, H, 1))], axis=2)
 
 
-def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int) -> np.ndarray:
-    """Design rows per horizon step: (n, H, p) = [lagged values, date features, covariates, 1]."""
+def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int, static: np.ndarray | None = None
+               ) -> np.ndarray:
+    """Design rows per horizon step: (n, H, p) = [lagged values, date features, covariates, static, 1]."""
     lagged = lagged_values(w, lags)
     n, H = w.target.shape
     return np.concatenate([np.broadcast_to(lagged[:, None, :], (n, H, len(lags))),
-                           step_design(w, offset, harmonics)], axis=2)
+                           step_design(w, offset, harmonics, static)], axis=2)
