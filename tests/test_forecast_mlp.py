@@ -105,3 +105,14 @@ def test_mlp_negative_binomial_rejects_negative_values():
     with pytest.raises(DataError, match="negative_binomial"):
         daskstate.Forecaster(model="mlp", likelihood="negative_binomial", freq="MS", prediction_length=3,
                              epochs=1).fit(df)
+
+
+def test_mlp_names_items_split_across_partitions():
+    df = synthetic_panel(6, 40, freq="MS", seed=2)
+    split = dd.from_pandas(df, npartitions=4, sort=False)  # row blocks cut through items
+    fc = daskstate.Forecaster(model="mlp", prediction_length=3, epochs=1, min_batches=2)
+    with pytest.raises(DataError, match=r"item\(s\) have rows in more than one partition.*partition_by_series"):
+        fc.fit(split)
+    assert not hasattr(fc, "state_")
+    whole = daskstate.partition_by_series(split, npartitions=2)
+    assert np.isfinite(fc.fit(whole).theta_).all()

@@ -297,6 +297,8 @@ class Forecaster(StateEstimator):
                      ) -> State:
         cols = self._columns
         if isinstance(state, ForecastMLPState):
+            if isinstance(X, dd.DataFrame):
+                _check_whole_series(X, cols.id_col)
             return engine.fold_rounds(series_input(X, state.schema, cols), state, epochs=self.epochs,
                                       sync_every=self.sync_every, skip_sources=state.consumed, options=options)
         if options.checkpoint is not None:
@@ -330,12 +332,7 @@ class Forecaster(StateEstimator):
         unique = dask.delayed(_item_ids, pure=True)
         item_lists = [unique(parts[i], cols.id_col, dask_key_name=(f"{alg}-items-{token}", i)) for i in todo]
         merged, lists = engine._compute(dask.delayed(tuple)([root, item_lists]), options.progress)
-        split = split_items(lists)
-        if split:
-            raise DataError(
-                f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
-                "must live in one partition: use daskstate.partition_by_series(df) first"
-            )
+        _raise_if_split(lists)
         return engine.merge_into(state, merged)
 
     # ---- finalize -------------------------------------------------------------------------
@@ -475,6 +472,28 @@ class Forecaster(StateEstimator):
 # ---- tasks (picklable callables, one per partition) --------------------------------------
 def _item_ids(part: pd.DataFrame, id_col: str) -> np.ndarray:
     return pd.unique(part[id_col].to_numpy())
+
+
+def _raise_if_split(item_lists: Sequence[np.ndarray]) -> None:
+    split = split_items(item_lists)
+    if split:
+        raise DataError(
+            f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
+            "must live in one partition: use daskstate.partition_by_series(df) first"
+        )
+
+
+def _check_whole_series(X: dd.DataFrame, id_col: str) -> None:
+    """Raise naming the items with rows in more than one partition (a pass reading only ``id_col``).
+
+    The neural models train in rounds whose windows are cut from each partition's series:
+    a split series would give windows across its cut no context and be trained twice over.
+    """
+    parts = X[[id_col]].to_delayed(optimize_graph=True)
+    token = tokenize(X._name, id_col)
+    lists = dask.compute(*[dask.delayed(_item_ids, pure=True)(p, id_col, dask_key_name=(f"forecast-items-{token}", i))
+                           for i, p in enumerate(parts)])
+    _raise_if_split(lists)
 
 
 class _ModelTask:
