@@ -168,7 +168,7 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
         overall, per_item = fc.evaluate(full, quantiles=Q)
         times.append(time.perf_counter() - t0)
     rows.append({"panel": name, "method": "daskstate linear", "seconds": float(np.median(times)), **overall,
-                 "chosen": {"wd": fc.wd_, "prior": fc.prior_, "calibration": fc.calibration_,
+                 "chosen": {"wd": fc.wd_, "prior": fc.prior_, "calibration": np.round(fc.calibration_, 3).tolist(),
                             "lags": len(fc.state_.lags), "context_length": fc.state_.params["context_length"]}
                  if hasattr(fc, "prior_") else None})
 

@@ -140,7 +140,7 @@ def demo_forecaster(ddf: dd.DataFrame) -> list[str]:
     return [
         f"300 monthly series x 120 points in {panel.npartitions} partitions; one exact pass; state "
         f"{fc.state_.nbytes:,} bytes; holdout chose wd {fc.wd_:g}, prior {fc.prior_!r}, "
-        f"spread x{fc.calibration_:.2f}",
+        f"spread x{fc.calibration_.min():.2f}..{fc.calibration_.max():.2f} by step",
         f"backtest on the last 12 months: MASE {overall['MASE']:.3f} (seasonal-naive-like finalize(wd=1e9, "
         f"prior='seasonal'): {naive['MASE']:.3f}), wQL {overall['wQL']:.4f}, 80% coverage "
         f"{overall['coverage_80']:.2f}",

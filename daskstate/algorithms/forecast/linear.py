@@ -22,7 +22,7 @@ any penalty without data. The weighted residual sum of squares of a solution on 
 of the sums follows from them, ``yty - 2 w.xty + w.gram.w``; so ``wd`` and ``w0`` are
 chosen by the holdout error of the model solved on ``sums - holdout`` (a backtest kept
 in the state), and the in-sample spread per step is scaled by how much larger that
-holdout error is than its in-sample error. The predictive distribution at step ``h``
+holdout error is than its in-sample error at that step. The predictive distribution at step ``h``
 of a window is centred on its forecast with spread ``sigma_h * noise * scale``.
 
 Training windows need half their context observed: a window at a series' very start
@@ -193,8 +193,9 @@ class ForecastLinearState(SeriesStateMixin, State):
         as the state's ``wd`` parameter). Everything is solved from the state's sums: no data.
 
         The spread ``sigma_h`` is the in-sample residual spread of the final model times the
-        ratio of the holdout error to the in-sample error of the model solved without the
-        holdout (pooled over steps): in-sample residuals understate the error of a forecast.
+        ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error to the
+        in-sample error of the model solved without the holdout: in-sample residuals
+        understate the error of a forecast, more so further ahead.
         """
         if not (self.pairs > 0).any():
             raise StateError("the linear forecaster's state has seen no training windows "
@@ -218,13 +219,10 @@ class ForecastLinearState(SeriesStateMixin, State):
         else:  # no holdout to choose by (a partial fit's new points only, or series of under H points)
             wd_best, prior_best = (DEFAULT_WD if wd is None else float(wd)), prior or "zero"
         coef, sigma, sse_all = self._solve((self.gram, self.xty, self.yty, self.pairs), wd_best, prior_best)
-        calibration = 1.0
+        calibration = np.ones(self.horizon)
         if can_validate:
             coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best)
-            held = hold[3] > 0
-            expected = float((hold[3][held] * sigma_t[held] ** 2).sum())
-            if expected > 0:
-                calibration = max(1.0, float(np.sqrt(_sse(coef_t, hold)[held].sum() / expected)))
+            calibration = _calibration(_sse(coef_t, hold), hold[3], sigma_t)
         return {"coef_": coef, "sigma_": sigma * calibration, "wd_": wd_best, "prior_": prior_best,
                 "calibration_": calibration,
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
@@ -283,6 +281,26 @@ class ForecastLinearState(SeriesStateMixin, State):
             first = int(np.flatnonzero(ok)[0])
             coef[:first], sigma[:first] = coef[first], sigma[first]
         return coef, sigma, sse
+
+
+def _calibration(holdout_sse: np.ndarray, holdout_pairs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Factor per step (>= 1, non-decreasing in the step) by which the holdout error exceeds the in-sample spread.
+
+    The ratio of squared errors per step, made non-decreasing by a weighted isotonic fit
+    (the pairs per step as weights; a forecast further out does not get more certain
+    than in-sample residuals say), never below 1.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    ok = (holdout_pairs > 0) & (sigma > 0) & np.isfinite(sigma)
+    out = np.ones(len(sigma))
+    if not ok.any():
+        return out
+    ratio = holdout_sse[ok] / (holdout_pairs[ok] * sigma[ok] ** 2)
+    steps = np.flatnonzero(ok)
+    fitted = IsotonicRegression(increasing=True).fit(steps, ratio, sample_weight=holdout_pairs[ok])
+    out = np.sqrt(np.maximum(fitted.predict(np.arange(len(sigma))), 1.0))
+    return out
 
 
 def _sse(coef: np.ndarray, sums: tuple[np.ndarray, ...]) -> np.ndarray:
