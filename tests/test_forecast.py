@@ -21,7 +21,7 @@ from daskstate.algorithms.forecast.series import (
     season_lengths,
     to_series_block,
 )
-from daskstate.errors import DataError, SchemaError
+from daskstate.errors import DataError, SchemaError, StateError
 
 
 def seasonal_panel(n_items: int = 6, length: int = 120, freq: str = "MS", seed: int = 0, noise: float = 0.05):
@@ -406,3 +406,18 @@ def test_static_categories_give_per_category_levels():
     np.testing.assert_allclose(a.state_.merge(b.state_).gram, grouped.state_.gram, rtol=1e-9)
     with pytest.raises(SchemaError, match="'group'"):
         grouped.predict(train.drop(columns="group"))
+
+
+def test_training_windows_need_half_their_context():
+    """A window at a series' start (one or two observed context values) would get a noise scale at the
+    floor and dominate the fit: training skips it; prediction still forecasts short series."""
+    df = seasonal_panel(3, 40)
+    kw = dict(freq="MS", prediction_length=6, lags=list(range(1, 13)))
+    fc = daskstate.Forecaster(**kw).fit(df)
+    # per series, origins with >= 6 of 12 context values observed and a target after them
+    assert fc.state_.pairs[0] == 3 * (40 - 6 + 1 - 1)
+    too_short = df.groupby("item_id").head(6)
+    with pytest.raises(StateError, match="needs 6 observed context values"):
+        daskstate.Forecaster(**kw).fit(too_short)
+    out = fc.predict(too_short)
+    assert out["mean"].notna().all()

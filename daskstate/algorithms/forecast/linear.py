@@ -198,8 +198,9 @@ class ForecastLinearState(SeriesStateMixin, State):
         understate the error of a forecast, more so further ahead.
         """
         if not (self.pairs > 0).any():
-            raise StateError("the linear forecaster's state has seen no training windows "
-                             "(every series shorter than 2 observed points?)")
+            raise StateError(f"the linear forecaster's state has seen no training windows: a window needs "
+                             f"{self.min_observed} observed context values (half of context_length="
+                             f"{self.params['context_length']}) and a target after them; are the series that short?")
         wd = self.params.get("wd") if wd is None else wd
         if wd is not None and not float(wd) >= 0:
             raise StateError(f"wd must be >= 0, got {wd}")
