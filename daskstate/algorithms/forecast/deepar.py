@@ -37,12 +37,12 @@ from daskstate.algorithms.forecast.likelihoods import N_RAW, nll_and_grad, value
 from daskstate.algorithms.forecast.neural import NeuralForecastState, TrainingWindows
 from daskstate.algorithms.forecast.series import (
     MAX_SEASONAL_LAG,
-    Columns,
     SeriesBlock,
     date_features,
     n_date_features,
     season_lengths,
 )
+from daskstate.algorithms.forecast.windows import context_scale
 from daskstate.numerics import _mix64, adam_step
 from daskstate.state import register
 
@@ -162,11 +162,6 @@ class ForecastDeepARState(NeuralForecastState):
                                 N_RAW[self.likelihood], tables)
 
     @property
-    def columns(self) -> Columns:
-        id_col, time_col, target = self.params.get("columns", ("item_id", "timestamp", "target"))
-        return Columns(id_col, time_col, target, tuple(self.schema.features), tuple(self.static_names))
-
-    @property
     def n_inputs(self) -> int:
         return self.n_step
 
@@ -182,8 +177,8 @@ class ForecastDeepARState(NeuralForecastState):
         C, H = self.unroll_context, self.horizon
         context, future = block.windows(origins)
         values = np.concatenate([context, future], axis=1)
-        scale = _mean_abs(context[:, -C:])
-        scale = np.where(np.isfinite(scale) & (scale > 0), scale, _mean_abs(context))
+        scale = context_scale(context[:, -C:])[0]
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, context_scale(context)[0])
         keep = np.isfinite(scale) & (scale > 0)
         if not keep.all():
             origins, item, position, values, scale, codes = (
@@ -339,9 +334,3 @@ class ForecastDeepARState(NeuralForecastState):
             y = values_at(raw[:, None, :], self.likelihood, like_scale[:, None], u[:, None, None])[:, 0, 0]
             paths[:, P + t] = y / scale if self.likelihood == "negative_binomial" else y
         return (paths[:, P + C :] * scale[:, None]).reshape(n, S, H)
-
-
-def _mean_abs(a: np.ndarray) -> np.ndarray:
-    ok = ~np.isnan(a)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, np.abs(a), 0.0).sum(axis=1) / ok.sum(axis=1)

@@ -25,6 +25,7 @@ from daskstate.algorithms.forecast.deepar import (
     recurrent_lags,
 )
 from daskstate.algorithms.forecast.linear import (
+    STATIC_BUCKETS,
     ForecastLinearState,
     distribution_quantiles,
     linear_forecast,
@@ -46,6 +47,7 @@ from daskstate.algorithms.forecast.series import (
     infer_freq,
     season_lengths,
     split_items,
+    static_indicators,
     to_series_block,
 )
 from daskstate.algorithms.forecast.windows import iter_windows
@@ -102,19 +104,22 @@ class Forecaster(StateEstimator):
     covariates : list of str
         Known dynamic covariates (their future values are needed at predict).
     static : list of str
-        Static categories per item (used by the neural models; the linear model ignores them).
-        "deepar": one embedding per column; its categories are the values seen by ``fit``
-        (a value seen first later, or missing, shares one "unknown" row).
+        Static categories per item ("linear": an intercept per category, hashed into a fixed
+        number of indicator columns per static column; "mlp" ignores them; "deepar": one
+        embedding per column, its categories the values seen by ``fit``, a value seen first
+        later, or missing, sharing one "unknown" row).
     embedding_dimension : int or list of int, optional
         "deepar": size of each static category's embedding (default
         ``min(50, (categories + 1) // 2)`` per column).
-
     likelihood : {"student_t", "gaussian", "negative_binomial"}
         Shape of the predictive distribution ("negative_binomial" for counts: targets
         must be non-negative).
-    wd : float
-        Ridge penalty per training pair ("linear": any value is solved from the state
-        with ``finalize(wd=...)``, without data).
+    wd : float, optional
+        "linear": ridge penalty relative to the mean diagonal of the normal equations;
+        default: chosen, together with what the penalty shrinks to (zero or the
+        seasonal naive forecast), by the error on each series' last tenth of the model
+        fitted on the rest, from the state alone (``finalize(wd=..., prior=...)`` re-solves
+        without data; ``selection_`` lists the scores).
     weighting : {"noise", "none"}
         "noise": windows weighted by ``1 / noise^2``, their relative noise scale.
     harmonics : int
@@ -175,7 +180,7 @@ class Forecaster(StateEstimator):
         covariates: Sequence[str] = (),
         static: Sequence[str] = (),
         likelihood: str = "student_t",
-        wd: float = 1e-3,
+        wd: float | None = None,
         weighting: str = "noise",
         harmonics: int = 3,
         duplicates: str = "raise",
@@ -234,7 +239,7 @@ class Forecaster(StateEstimator):
             isinstance(self.context_length, int | np.integer) and self.context_length >= 1), "an int >= 1")
         check("lags", self.lags is None or (len(self.lags) > 0 and all(
             isinstance(v, int | np.integer) and v >= 1 for v in self.lags)), "a non-empty list of ints >= 1")
-        check("wd", isinstance(self.wd, int | float) and self.wd >= 0, "a number >= 0")
+        check("wd", self.wd is None or (isinstance(self.wd, int | float) and self.wd >= 0), "None or a number >= 0")
         check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
         check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
         check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
@@ -264,7 +269,7 @@ class Forecaster(StateEstimator):
     def _columns(self) -> Columns:
         return Columns(self.id_col, self.time_col, self.target, tuple(self.covariates), tuple(self.static))
 
-    def _state_params(self, freq: str) -> dict[str, Any]:
+    def _state_params(self, freq: str, series_length: int | None = None) -> dict[str, Any]:
         offset = as_offset(freq)
         H = int(self.prediction_length or default_prediction_length(offset))
         if self.model == "deepar":
@@ -272,7 +277,8 @@ class Forecaster(StateEstimator):
             C = int(self.context_length or H)
             L = C + max(lags)  # the lags of the first unrolled step reach back max(lags) further
         else:
-            lags = sorted({int(v) for v in self.lags}) if self.lags is not None else default_lags(offset, H)
+            lags = (sorted({int(v) for v in self.lags}) if self.lags is not None
+                    else default_lags(offset, H, series_length))
             L = int(self.context_length or max(lags))
             lags = [v for v in lags if v <= L]
         if not lags:
@@ -281,9 +287,9 @@ class Forecaster(StateEstimator):
         params = {"model": self.model, "freq": offset.freqstr, "prediction_length": H, "context_length": L,
                   "lags": lags, "season": seasons[0] if seasons else 1, "harmonics": int(self.harmonics),
                   "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target],
-                  "duplicates": self.duplicates}
+                  "duplicates": self.duplicates, "static": [str(c) for c in self.static]}
         if self.model == "linear":
-            params.update(weighting=self.weighting, wd=float(self.wd))
+            params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd))
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
                           learning_rate=float(self.learning_rate),
@@ -291,7 +297,7 @@ class Forecaster(StateEstimator):
                           min_batches=int(self.min_batches), validation_fraction=float(self.validation_fraction),
                           validation="split" if self.validation_fraction > 0 else "none")
         if self.model == "deepar":
-            params.update(unroll_context=C, static=list(self.static))
+            params.update(unroll_context=C)
         return params
 
     def _static_categories(self, X: Any) -> dict[str, Any]:
@@ -328,8 +334,9 @@ class Forecaster(StateEstimator):
         self._validate_params()
         cols = self._columns
         _check_frame(X, cols)
-        freq = self.freq or infer_freq(_head_partition(X), cols)
-        params = self._state_params(freq)
+        head = _head_partition(X)
+        freq = self.freq or infer_freq(head, cols)
+        params = self._state_params(freq, _typical_length(head, cols))
         if self.model == "deepar":
             params.update(self._static_categories(X))
         state = STATE_CLASSES[self.model](Schema(tuple(cols.covariates), target=cols.target), params)
@@ -346,8 +353,10 @@ class Forecaster(StateEstimator):
         holds, for each known item, at least its last ``context_length +
         prediction_length - 1`` points before them, from which the windows that end in
         the new points read their contexts. Only (window, step) pairs whose target is
-        one of the new points are added, so the result equals a fit on all the data at
-        once. ``model="mlp"`` and ``"deepar"``: ``epochs`` more epochs on ``X`` (Dask partitions the state
+        one of the new points are added, so the normal equations equal those of a fit on
+        all the data at once (the holdout sums, which choose ``wd`` and calibrate the
+        spread, gain the new points' last tenth of each item). ``model="mlp"`` and ``"deepar"``: ``epochs`` more
+        epochs on ``X`` (Dask partitions the state
         consumed before are skipped). On error the state is unchanged.
         """
         if not hasattr(self, "state_"):
@@ -368,6 +377,8 @@ class Forecaster(StateEstimator):
                      ) -> State:
         cols = self._columns
         if isinstance(state, NeuralForecastState):
+            if isinstance(X, dd.DataFrame):
+                _check_whole_series(X, cols.id_col)
             schedule = Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
                                 patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance))
             return train_epochs(series_input(X, state.schema, cols), state, options, schedule)
@@ -392,12 +403,7 @@ class Forecaster(StateEstimator):
             hist = dask.delayed(history, name=f"{state.algorithm}-history-{tokenize(history)}")
             inp.parts = [(part, hist) for part in inp.parts]
         merged, lists = self._fold_and_inspect(inp, state, functools.partial(_item_ids, id_col=cols.id_col), options)
-        split = split_items(lists)
-        if split:
-            raise DataError(
-                f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
-                "must live in one partition: use daskstate.partition_by_series(df) first"
-            )
+        _raise_if_split(lists)
         return merged
 
     # ---- finalize -------------------------------------------------------------------------
@@ -541,6 +547,28 @@ def _item_ids(part: pd.DataFrame, id_col: str) -> np.ndarray:
     return pd.unique(part[id_col].to_numpy())
 
 
+def _raise_if_split(item_lists: Sequence[np.ndarray]) -> None:
+    split = split_items(item_lists)
+    if split:
+        raise DataError(
+            f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
+            "must live in one partition: use daskstate.partition_by_series(df) first"
+        )
+
+
+def _check_whole_series(X: dd.DataFrame, id_col: str) -> None:
+    """Raise naming the items with rows in more than one partition (a pass reading only ``id_col``).
+
+    The neural models train in rounds whose windows are cut from each partition's series:
+    a split series would give windows across its cut no context and be trained twice over.
+    """
+    parts = X[[id_col]].to_delayed(optimize_graph=True)
+    token = tokenize(X._name, id_col)
+    lists = dask.compute(*[dask.delayed(_item_ids, pure=True)(p, id_col, dask_key_name=(f"forecast-items-{token}", i))
+                           for i, p in enumerate(parts)])
+    _raise_if_split(lists)
+
+
 class _ModelTask:
     def __init__(self, model: dict, cols: Columns, params: dict, quantiles: np.ndarray, duplicates: str,
                  num_samples: int | None = None, seed: int = 0):
@@ -559,6 +587,13 @@ class _ModelTask:
         position = block.starts + (origins - block.offsets)
         return iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width)
 
+    def _static_codes(self, block: SeriesBlock) -> np.ndarray | None:
+        """The linear model's static category indicators per item of ``block`` (origins are one per item)."""
+        static = self.params.get("static", ())
+        if not static:
+            return None
+        return static_indicators(block.static, static, int(self.params.get("static_buckets", STATIC_BUCKETS)))
+
     def _sample(self, block: SeriesBlock, origins: np.ndarray) -> np.ndarray:
         """Sample paths (k, S, H) at the given origins (one per item); NaN where no context."""
         H, S = block.prediction_length, int(self.num_samples or DEFAULT_PATHS)
@@ -571,8 +606,10 @@ class _ModelTask:
             for w in self._windows(block, origins, net.n_inputs):
                 paths[w.item] = net.sample_paths(self.model["theta_"], w, S, rng)
             return paths
+        codes = self._static_codes(block)
         for w in self._windows(block, origins, len(self.model["coef_"][0])):
-            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)))
+            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)),
+                                   None if codes is None else codes[w.item])
             paths[w.item] = linear_sample_paths(m, s, self.params.get("likelihood", "student_t"),
                                                 self.model["nonnegative_"], S, rng)
         return paths
@@ -597,8 +634,10 @@ class _ModelTask:
                 mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles)
             return mean, qf
         width = len(self.model["coef_"][0])
+        codes = self._static_codes(block)
         for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width):
-            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)))
+            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)),
+                                   None if codes is None else codes[w.item])
             nonneg = self.model["nonnegative_"]
             mean[w.item] = np.maximum(m, 0.0) if nonneg else m
             qf[w.item] = distribution_quantiles(m, s, self.quantiles, self.params.get("likelihood", "student_t"),
@@ -745,6 +784,11 @@ def _check_frame(X: Any, cols: Columns) -> None:
         raise TypeError(f"a Forecaster takes a long pandas or Dask DataFrame ({cols.needed}), "
                         f"not {type(X).__name__}")
     cols.check(X.columns, "input")
+
+
+def _typical_length(head: pd.DataFrame, cols: Columns) -> int:
+    """Median number of rows per item in the first non-empty partition (it shapes the default lags)."""
+    return int(head.groupby(cols.id_col, sort=False).size().median())
 
 
 def _head_partition(X: Any) -> pd.DataFrame:
