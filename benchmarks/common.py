@@ -216,6 +216,8 @@ def measure(jobs: dict[str, tuple[Callable, dict[str, Any]]], *, repeat: int = 3
         row = {"fit": name, **(best["result"] if isinstance(best["result"], dict) else {}),
                "seconds": best["seconds"], "all_seconds": [r["seconds"] for r in rs],
                "peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "loads": [r["load"] for r in rs]}
+        if all(isinstance(r.get("result"), dict) and "cpu_seconds" in r["result"] for r in rs):
+            row["all_cpu_seconds"] = [r["result"]["cpu_seconds"] for r in rs]  # the job's own CPU time
         if floor is not None:
             ratios = [r["seconds"] / f["seconds"] for r, f in zip(rs, runs[floor], strict=True)]
             row["round_ratios"] = ratios

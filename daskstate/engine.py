@@ -397,14 +397,16 @@ class _Schedule:
 
 
 def _run(inp: Input, state: State, indices: list[int], schedule: _Schedule, options: FitOptions,
-         epoch_end: Callable[[State, int], tuple[State, bool]] | None) -> State:
+         epoch_end: Callable[[State, int], tuple[State, bool]] | None,
+         round_end: Callable[[State, int, int, int], tuple[State, bool]] | None = None) -> State:
     """:func:`_run_unlocked`, holding the checkpoint's writer lock: one fit per checkpoint at a time."""
     with contextlib.nullcontext() if options.checkpoint is None else writer_lock(options.checkpoint):
-        return _run_unlocked(inp, state, indices, schedule, options, epoch_end)
+        return _run_unlocked(inp, state, indices, schedule, options, epoch_end, round_end)
 
 
 def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Schedule, options: FitOptions,
-                  epoch_end: Callable[[State, int], tuple[State, bool]] | None) -> State:
+                  epoch_end: Callable[[State, int], tuple[State, bool]] | None,
+                  round_end: Callable[[State, int, int, int], tuple[State, bool]] | None = None) -> State:
     """The Dask driver shared by :func:`fold` and :func:`fold_rounds`: graphs of rounds, checkpoints, resume."""
     running = state.copy()
     running.extra_meta.pop(_POSITION_KEY, None)
@@ -435,14 +437,20 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
     with _blas_policy(running, main_thread=True):
         while epoch < schedule.epochs and not stopped and indices:
             rounds = schedule.rounds(indices, options, epoch)
-            step = schedule.rounds_per_graph(len(rounds), options)
+            save_every = schedule.rounds_per_graph(len(rounds), options)
+            step = 1 if round_end is not None else save_every  # a round_end may stop the fit: no read beyond
             kind = _Pass(schedule.averaging, epoch)
-            while rnd < len(rounds):
+            while rnd < len(rounds) and not stopped:
                 chunk = rounds[rnd : rnd + step]
                 running = _compute(build_rounds(inp, running, chunk, rnd, kind, options), options.progress)
                 rnd += len(chunk)
-                if rnd < len(rounds) or not schedule.averaging:
-                    save(running, epoch, rnd)
+                if round_end is not None:
+                    running, stopped = round_end(running, epoch, rnd - 1, len(rounds))
+                    stopped = bool(stopped)
+                if stopped or (rnd < len(rounds) or not schedule.averaging) and rnd % save_every == 0:
+                    save(running, epoch, rnd, stopped)
+            if stopped:  # stopped inside the epoch: its checkpoint says so
+                break
             if epoch_end is not None:
                 running, stopped = epoch_end(running, epoch)
                 stopped = bool(stopped)
@@ -568,6 +576,7 @@ def fold_rounds(
     shuffle: bool = True,
     skip_sources: Collection[str] = (),
     epoch_end: Callable[[State, int], tuple[State, bool]] | None = None,
+    round_end: Callable[[State, int, int, int], tuple[State, bool]] | None = None,
     options: FitOptions | None = None,
     **option_fields: Any,
 ) -> State:
@@ -601,6 +610,10 @@ def fold_rounds(
     epoch_end : callable, optional
         ``epoch_end(state, epoch) -> (state, stop)``, called after each epoch's last
         round (e.g. validation and early stopping); ``stop=True`` ends the fit.
+    round_end : callable, optional
+        ``round_end(state, epoch, round, rounds_in_epoch) -> (state, stop)``, called
+        after every round; ``stop=True`` ends the fit there, inside the epoch. Each
+        round is then its own graph, so no partition is read beyond a stop.
     options : FitOptions, optional
         How to run (or its fields as keywords: ``seed=``, ``split_every=``,
         ``checkpoint=``, ...). With a checkpoint the running state and its position
@@ -638,10 +651,10 @@ def fold_rounds(
                 f"an iterator of batches can be read only once, so it allows 1 epoch, not {epochs}; "
                 "pass a Dask collection or an in-memory array for several epochs"
             )
-        return _fold_rounds_local(inp, state, schedule, options, epoch_end)
+        return _fold_rounds_local(inp, state, schedule, options, epoch_end, round_end)
     skip = set(skip_sources)
     indices = [i for i, s in enumerate(inp.sources) if s not in skip]
-    return _run(inp, state, indices, schedule, options, epoch_end)
+    return _run(inp, state, indices, schedule, options, epoch_end, round_end)
 
 
 # ---------------------------------------------------------------------------- without Dask
@@ -661,21 +674,34 @@ def _fold_local(inp: Input, state: State, options: FitOptions) -> State:
     return state.merge(new)
 
 
-def _fold_rounds_local(inp: Input, state: State, schedule: _Schedule, options: FitOptions, epoch_end) -> State:
-    """One epoch over a one-shot iterator of batches, in rounds, without Dask."""
+def _fold_rounds_local(inp: Input, state: State, schedule: _Schedule, options: FitOptions, epoch_end,
+                       round_end=None) -> State:
+    """One epoch over a one-shot iterator of batches, in rounds, without Dask.
+
+    The number of rounds is not known in advance: ``round_end`` gets 0 for it.
+    """
     running = state.copy()
     if schedule.epochs == 0:
         return running
     pending: list[RoundResult] = []
     rnd = 0
+
+    def close_round() -> bool:
+        nonlocal running, pending, rnd
+        running = finish_round(running, merge_round_results(*pending))
+        pending, rnd = [], rnd + 1
+        if round_end is None:
+            return False
+        running, stop = round_end(running, 0, rnd - 1, 0)
+        return bool(stop)
+
     for i, (X, y) in enumerate(inp.batches):
         ctx = RoundContext(0, rnd, i, None, options.seed)
         pending.append(update_task(running, (X, y), i, None, options.on_invalid, ctx))
-        if len(pending) == schedule.sync_every:
-            running = finish_round(running, merge_round_results(*pending))
-            pending, rnd = [], rnd + 1
-    if pending:
-        running = finish_round(running, merge_round_results(*pending))
+        if len(pending) == schedule.sync_every and close_round():
+            return running
+    if pending and close_round():
+        return running
     if epoch_end is not None:
         running, _ = epoch_end(running, 0)
     return running

@@ -9,6 +9,7 @@ finalize overrides)``, so saving the state saves the model.
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ import pandas as pd
 from dask.base import tokenize
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import DataConversionWarning
-from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils._set_output import _SetOutputMixin
 from sklearn.utils.metaestimators import available_if
 
@@ -41,6 +42,41 @@ from daskstate.state import Schema, State
 from daskstate.store import checksum, read_group, state_from_attrs, write_group
 
 _ESTIMATORS: dict[str, type[StateEstimator]] = {}
+
+
+class Ints(Interval):
+    """The constraint "an int in ``[low, high]``" for ``_parameter_constraints``, refusing ``True``/``False``.
+
+    scikit-learn's ``Interval(Integral, ...)``, except that a bool (an int to
+    Python) is not taken for a count.
+
+    Examples
+    --------
+    >>> Ints(1).is_satisfied_by(3), Ints(1).is_satisfied_by(True), Ints(1).is_satisfied_by(2.0)
+    (True, False, False)
+    """
+
+    def __init__(self, low: int | None, high: int | None = None, *, closed: str = "left"):
+        super().__init__(numbers.Integral, low, high, closed=closed)
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        return not isinstance(val, bool | np.bool_) and super().is_satisfied_by(val)
+
+
+class Floats(Interval):
+    """The constraint "a real number in ``[low, high)``" (finite), refusing ``True``/``False``.
+
+    Examples
+    --------
+    >>> Floats(0).is_satisfied_by(0.5), Floats(0, 1).is_satisfied_by(1.0), Floats(0).is_satisfied_by(True)
+    (True, False, False)
+    """
+
+    def __init__(self, low: float | None, high: float | None = None, *, closed: str = "left"):
+        super().__init__(numbers.Real, low, high, closed=closed)
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        return not isinstance(val, bool | np.bool_) and super().is_satisfied_by(val)
 #: the keywords of ``fit`` and ``partial_fit`` that say how to run (see :meth:`StateEstimator._fit_options`)
 _RUN_OPTIONS = ("checkpoint", "checkpoint_every", "progress", "split_every")
 

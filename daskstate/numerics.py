@@ -255,7 +255,7 @@ def loss_and_grad(
         s = S[..., 0]
         t = T[:, None]
         G = (sigmoid(s) - t)[..., None] if grad else None
-        L = np.logaddexp(0.0, s) - t * s if value else None
+        L = _softplus(s) - t * s if value else None
         return G, L
     if loss == "hinge":
         s = S[..., 0]
@@ -273,6 +273,15 @@ def loss_and_grad(
             L = logsumexp(S) - np.take_along_axis(S, idx, axis=-1)[..., 0]
         return G, L
     raise ValueError(f"unknown loss {loss!r}")
+
+
+def _softplus(s: np.ndarray) -> np.ndarray:
+    """``log(1 + exp(s))`` without overflow, in ``s``'s dtype (several times faster than ``np.logaddexp``)."""
+    out = np.negative(np.abs(s))
+    np.exp(out, out=out)
+    np.log1p(out, out=out)
+    out += np.maximum(s, 0.0)
+    return out
 
 
 def adam_step(

@@ -7,19 +7,26 @@ A fit by SGD runs, for any algorithm built on :class:`SGDState`:
    algorithm's own small statistics state (:meth:`SGDEstimator._statistics_state`);
 2. **epochs of rounds** (:func:`daskstate.engine.fold_rounds`): each partition
    task scores its validation rows (a seeded hash of the row, the same on every
-   pass and worker) with the epoch's *anchor* (the parameters the epoch started
-   from), then trains on its other rows in a seeded shuffled order;
-3. **per-epoch validation**: at an epoch's end the anchor's validation metrics
-   are exact (no pass of their own), or ``validation_data=`` is scored in one
-   round; each packed model keeps its best snapshot;
-4. **early stopping** when the selected model's validation loss and metric have
-   not improved by a relative ``tolerance`` for ``patience`` epochs;
-5. **selection** among the packed models (a last validation pass when the
-   epochs ran out), and the ``models_`` table from ``finalize``.
+   pass and worker) with the round's *anchor* (the synchronised parameters all
+   the round's tasks start from), then trains on its other rows in a seeded
+   shuffled order;
+3. **a validation check at every round boundary** (:meth:`SGDState.end_round`):
+   the round's tasks judged the previous round's result in the same pass as
+   they trained, so checks read nothing of their own; each packed model keeps
+   its best snapshot. With ``validation_data=`` the check is per epoch, the
+   given rows scored in one round;
+4. **early stopping** when the selected model's validation metric has not
+   improved by a relative ``tolerance`` for ``patience`` checks: at a round
+   boundary, inside an epoch if need be;
+5. **selection** among the packed models, and the ``models_`` table from
+   ``finalize``. A check sees one round's validation rows; unless each saw all
+   of them (one round per epoch), a last pass scores the kept snapshots (and
+   the last round's result, when the epochs ran out) on all validation rows, so
+   every model's metrics come from the same rows.
 
 The engine owns checkpoints: a fit's checkpoint is a folder with one group per
 pass (``statistics``, ``epochs``); a re-run resumes in the pass and at the
-epoch and round it stopped. Seeds come from ``random_state`` only.
+epoch and round it stopped (a fit stopped early inside an epoch is recorded as such). Seeds come from ``random_state`` only.
 
 An algorithm supplies its arrays, a per-mini-batch gradient step
 (:meth:`SGDState._train`), the scoring of rows (:meth:`SGDState._evaluate`) and
@@ -57,7 +64,7 @@ class SGDState(State):
     A subclass declares
 
     - ``parameters``: the arrays of the packed models (first axis: the model),
-      e.g. ``("coef", "bias")``; each gets an ``anchor_<name>`` (the epoch's start,
+      e.g. ``("coef", "bias")``; each gets an ``anchor_<name>`` (the round's start,
       being validated) and a ``best_<name>`` (best validated snapshot);
     - ``optimizer_arrays``: optimiser statistics averaged with the parameters;
     - ``model_metrics``: validation accumulators per model beyond the loss
@@ -100,7 +107,9 @@ class SGDState(State):
         super().__init_subclass__(**kwargs)
         cls.array_names = (*cls.model_arrays, *cls.training_arrays())
         cls.round_averaged = (*cls.parameters, *cls.optimizer_arrays)
-        cls.round_summed = (*MONITOR_ARRAYS, *cls.eval_arrays(), "trained")
+        # the best snapshots' accumulators are summed too: a final pass may score the snapshots themselves
+        cls.round_summed = (*MONITOR_ARRAYS, *cls.eval_arrays(), "trained",
+                            *("best_" + n for n in cls.eval_arrays()))
 
     @classmethod
     def eval_arrays(cls) -> tuple[str, ...]:
@@ -112,7 +121,7 @@ class SGDState(State):
         """Every array the trainer manages (saved with the subclass's own ``array_names``)."""
         per_param = tuple(f"{prefix}_{p}" for prefix in ("anchor", "best") for p in cls.parameters)
         best_ev = tuple("best_" + name for name in cls.eval_arrays())
-        return (*per_param, "best_loss", "best_epoch", "progress", *MONITOR_ARRAYS, "trained",
+        return (*per_param, "best_loss", "best_epoch", "best_round", "progress", *MONITOR_ARRAYS, "trained",
                 *cls.eval_arrays(), *best_ev)
 
     # ---- to implement ----------------------------------------------------------------
@@ -150,8 +159,12 @@ class SGDState(State):
 
     # ---- optional hooks: what an example is ---------------------------------------------
     def _training_batch(self, X: Any, where: str) -> Any:
-        """The partition's batch as the model trains on it (default: a row-major dense matrix)."""
-        return np.ascontiguousarray(X)  # mini-batches gather shuffled rows: row-major is several times faster
+        """The partition's batch as the model trains on it (default: the dense matrix as read).
+
+        Whatever it returns must take a boolean mask of its examples (``X[mask]``);
+        a dense one is copied row-major after the validation hash.
+        """
+        return X
 
     def _n_examples(self, X: Any) -> int:
         """The examples of a training batch (rows by default)."""
@@ -171,7 +184,9 @@ class SGDState(State):
             setattr(self, "best_" + p, np.array(start, copy=True))
         self.best_loss = np.full(M, np.inf)
         self.best_epoch = np.full(M, -1.0)
-        self.progress = np.array([0.0, -np.inf, 0.0])  # epochs run, best selection metric, epochs without gain
+        self.best_round = np.full(M, -1.0)
+        # epochs run (the last one maybe in part), best selection metric, checks without gain, rounds run
+        self.progress = np.array([0.0, -np.inf, 0.0, 0.0])
         self.mon_loss, self.mon_n, self.trained = np.zeros(M), np.zeros(1), np.zeros(1)
         shapes = {"loss": (M,), "n": (1,), **self._metric_shapes()}
         for prefix in ("ev_", "best_ev_"):
@@ -213,15 +228,20 @@ class SGDState(State):
     # ---- update: train on a partition, or score it ------------------------------------------
     def _update(self, X: Any, y: Any, context: RoundContext | None) -> None:
         where = "batch" if context is None else context.where
+        if self.phase not in ("sgd", "eval"):
+            raise StateError(f"this {self.algorithm} state has finished training; "
+                             "call resume_training() to train it on more data")
         X = self._training_batch(X, where)
+        rows = "validation" if self.phase == "sgd" else self.extra_meta.get("eval", {}).get("rows")
+        val = self._validation_mask(X) if rows == "validation" else None  # hashes columns: before the copy
+        t = self._encode_target(y, where)
         with np.errstate(over="ignore", invalid="ignore"):
             if self.phase == "sgd":
-                self._update_sgd(X, self._encode_target(y, where), context)
-            elif self.phase == "eval":
-                self._update_eval(X, self._encode_target(y, where))
+                self._update_sgd(_row_major(X), t, context, val)
             else:
-                raise StateError(f"this {self.algorithm} state has finished training; "
-                                 "call resume_training() to train it on more data")
+                if val is not None:  # only the validation examples are scored
+                    X, t = X[val], None if t is None else t[val]
+                self._update_eval(_row_major(X), t)
 
     def _validation_mask(self, X: np.ndarray) -> np.ndarray | None:
         """Which rows are validation rows: a seeded hash of each row's values, in bounded blocks."""
@@ -234,12 +254,11 @@ class SGDState(State):
             mask[rows] = hash_unit(X[rows], seed) < frac
         return mask
 
-    def _update_sgd(self, X: Any, t: Any, context: RoundContext | None) -> None:
+    def _update_sgd(self, X: Any, t: Any, context: RoundContext | None, val: np.ndarray | None) -> None:
         ctx = context or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
-        val = self._validation_mask(X)
         if val is not None:
             held_out = np.flatnonzero(val)
-            if len(held_out):  # exact validation metrics of the epoch's anchor (its start parameters)
+            if len(held_out):  # exact validation metrics of the round's anchor (its synchronised start)
                 self._evaluate(X, t, held_out, self._params("anchor"))
             train = np.flatnonzero(~val)
         else:
@@ -250,10 +269,20 @@ class SGDState(State):
         self.trained += len(order)
 
     def _update_eval(self, X: Any, t: Any) -> None:
-        how = self.extra_meta.get("eval", {})
-        val = self._validation_mask(X) if how.get("rows") == "validation" else None
-        idx = np.flatnonzero(val) if val is not None else np.arange(self._n_examples(X))
-        self._evaluate(X, t, idx, self._params(how.get("params", "anchor")))
+        """Score the examples ``X`` (the validation ones, or all) with the parameters ``begin_eval`` named."""
+        idx = np.arange(self._n_examples(X))
+        which = self.extra_meta.get("eval", {}).get("params", "anchor")
+        if which == "anchor+best":  # the snapshots into best_ev_: swap the accumulators around _evaluate
+            names = self.eval_arrays()
+            mine = [getattr(self, n) for n in names]
+            for n in names:
+                setattr(self, n, getattr(self, "best_" + n))
+            self._evaluate(X, t, idx, self._params("best"))
+            for n, a in zip(names, mine, strict=True):
+                setattr(self, "best_" + n, getattr(self, n))
+                setattr(self, n, a)
+            which = "anchor"
+        self._evaluate(X, t, idx, self._params(which))
 
     # ---- merge: models trained from the same start average --------------------------------
     def _merge(self, other: SGDState) -> None:
@@ -268,7 +297,7 @@ class SGDState(State):
         for name in self.round_averaged:
             a = getattr(self, name)
             setattr(self, name, a + (getattr(other, name) - a) * frac)
-        for name in self.round_summed:
+        for name in (*MONITOR_ARRAYS, *self.eval_arrays(), "trained"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     # ---- epochs, snapshots and selection ------------------------------------------------------
@@ -276,12 +305,13 @@ class SGDState(State):
         """Forget the best snapshots' scores and every accumulator (a new fit or partial_fit)."""
         self.best_loss = np.full_like(self.best_loss, np.inf)
         self.best_epoch = np.full_like(self.best_epoch, -1.0)
-        self.progress = np.array([self.progress[0], -np.inf, 0.0])
+        self.best_round = np.full_like(self.best_round, -1.0)
+        self.progress = np.array([self.progress[0], -np.inf, 0.0, self.progress[3]])
         for name in (*MONITOR_ARRAYS, *self.eval_arrays(), *("best_" + n for n in self.eval_arrays())):
             setattr(self, name, np.zeros_like(getattr(self, name)))
         self.extra_meta["early_stopped"] = False
 
-    def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: int) -> np.ndarray:
+    def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: float) -> np.ndarray:
         better = loss < self.best_loss
         for p, v in params.items():
             if self.packed:
@@ -290,9 +320,10 @@ class SGDState(State):
                 setattr(self, "best_" + p, np.array(v, copy=True))
         self.best_loss[better] = loss[better]
         self.best_epoch[better] = trained
+        self.best_round[better] = self.progress[3]
         return better
 
-    def _absorb(self, params: dict[str, np.ndarray], trained: int) -> np.ndarray:
+    def _absorb(self, params: dict[str, np.ndarray], trained: float) -> np.ndarray:
         """Per-model validation loss of ``params`` from ``ev_``; better models keep them and their metrics."""
         loss = self.ev_loss / self.ev_n[0]
         better = self._keep_better(loss, params, trained)
@@ -314,41 +345,81 @@ class SGDState(State):
         model = int(np.argmin(rank))
         return model, -float(rank[model]), float(rank[model])
 
+    def end_round(self, epoch: int, rnd: int, rounds: int, patience: int | None, tolerance: float) -> bool:
+        """Close round ``rnd`` (of ``rounds``) of epoch ``epoch``: one validation check; True to stop.
+
+        The round's tasks scored its *anchor* (the synchronised parameters the
+        round started from, ``epoch + rnd / rounds`` epochs trained) on their
+        hashed validation rows: a model whose anchor beats its best snapshot keeps
+        it, with those metrics. Without validation rows, the round's running
+        training loss judges the parameters after it. ``rounds=0``: unknown (an
+        iterator), counted as one round per epoch. See :meth:`_check`.
+        """
+        per_epoch = max(int(rounds), 1)
+        if self.ev_n[0] > 0:
+            trained = epoch + rnd / per_epoch
+        else:
+            trained = epoch + (rnd + 1) / per_epoch
+        partial = self.ev_n[0] > 0 and per_epoch > 1
+        self.progress[0] = max(float(self.progress[0]), epoch + 1.0)
+        stop = self._check(trained, epoch, rnd, patience, tolerance, partial)
+        self.progress[3] += 1.0
+        return stop
+
     def end_epoch(self, patience: int | None, tolerance: float, evaluated_epochs: int | None = None) -> bool:
-        """Close an epoch in place: keep each model's best snapshot; stop when the selection has converged.
+        """Close an epoch checked as a whole: one check.
+
+        The ``ev_`` accumulators hold the metrics of the *anchor*, trained
+        ``evaluated_epochs`` epochs: the epoch's result, scored by a callback on
+        ``validation_data``; or (``evaluated_epochs=None``, ``Schedule.check_every="epoch"``)
+        the epoch's start, scored by every round on its validation examples.
+        See :meth:`_check`.
+        """
+        epoch = int(self.progress[0])
+        trained = epoch if evaluated_epochs is None else int(evaluated_epochs)
+        if self.ev_n[0] == 0:  # judged by the running training loss, or not at all: the epoch's result
+            trained = epoch + 1
+        self.progress[0] = epoch + 1.0
+        return self._check(trained, epoch, None, patience, tolerance, False)
+
+    def _check(self, trained: float, epoch: int, rnd: int | None, patience: int | None, tolerance: float,
+               partial: bool) -> bool:
+        """One validation check, in place: keep each model's best snapshot; stop when the selection has converged.
 
         With validation rows, the ``ev_`` accumulators hold the exact validation
-        metrics of the epoch's *anchor* (its parameters when the epoch started, or
-        the ones a callback evaluated, trained ``evaluated_epochs`` epochs); a model
-        whose anchor beats its best snapshot keeps the anchor and its metrics.
-        Without validation rows, the running training loss of the epoch judges the
-        current parameters. Then the current parameters become the next anchor.
+        metrics of the *anchor* (trained ``trained`` epochs); a model whose anchor
+        beats its best snapshot keeps the anchor and its metrics (``partial``: from
+        only part of the validation rows, so the selection rescores the snapshots
+        on all of them at the end). Without validation rows the running training
+        loss judges the current parameters. Then the current parameters become the
+        next anchor.
 
         Returns True (early stopping) when the selected model's validation
         metric (see :meth:`selected`: the selection criterion, e.g. accuracy, or
         minus the loss) has not improved by a relative ``tolerance`` for
-        ``patience`` epochs. A loss that keeps shrinking while the metric stays
+        ``patience`` checks. A loss that keeps shrinking while the metric stays
         put (the logistic loss on separable classes falls for ever as the
         weights grow) does not keep the fit going.
         """
-        epoch = int(self.progress[0])
         validated = self.ev_n[0] > 0
         if validated:
-            trained = epoch if evaluated_epochs is None else int(evaluated_epochs)
             loss = self._absorb(self._params("anchor"), trained)
+            if partial and np.any(self.best_round == self.progress[3]):
+                self.extra_meta["partial_best"] = True
         elif self.mon_n[0] > 0:
-            trained = epoch + 1
             loss = self.mon_loss / self.mon_n[0]
             self._keep_better(loss, self._params("current"), trained)
         else:  # nothing to judge by: the latest parameters are the best we know
-            trained, loss = epoch + 1, None
+            loss = None
             self._set_params("best", self._params("current"))
             self.best_epoch[:] = trained
-        entry: dict[str, Any] = {"epoch": epoch, "evaluated_epochs": trained, "loss": None, "model": None,
+            self.best_round[:] = self.progress[3]
+        check: dict[str, Any] = {"round": rnd, "evaluated_epochs": trained, "loss": None, "model": None,
                                  "metric": None}
-        if not self.packed:  # one model: its training and validation loss of the epoch, examples trained so far
-            entry.update(train_loss=float(self.mon_loss[0] / self.mon_n[0]) if self.mon_n[0] > 0 else None,
-                         validation_loss=float(loss[0]) if validated else None, trained=float(self.trained[0]))
+        if not self.packed:  # one model: its training and validation losses since the last check, and weights
+            check.update(train_loss=float(self.mon_loss[0] / self.mon_n[0]) if self.mon_n[0] > 0 else None,
+                         train_n=float(self.mon_n[0]), validation_loss=float(loss[0]) if validated else None,
+                         validation_n=float(self.ev_n[0]), trained=float(self.trained[0]))
         if loss is not None:
             model, metric, model_loss = self.selected()
             if _improved(-metric, -float(self.progress[1]), tolerance):
@@ -357,29 +428,36 @@ class SGDState(State):
             elif self._counts_staleness():
                 self.progress[2] += 1.0
             if math.isfinite(model_loss):
-                entry.update(loss=model_loss, model=model, metric=metric)
-        self.extra_meta["history"] = [*self.extra_meta.get("history", []), entry]
+                check.update(loss=model_loss, model=model, metric=metric)
+        history = list(self.extra_meta.get("history", []))
+        if rnd is None or rnd == 0 or not history or history[-1]["epoch"] != epoch:
+            # one entry per epoch: its first check (the model the epoch started from), then its rounds
+            history.append({"epoch": epoch, **{k: v for k, v in check.items() if k != "round"}, "checks": []})
+        history[-1]["checks"] = [*history[-1].get("checks", []), check]
+        self.extra_meta["history"] = history
         self._set_params("anchor", self._params("current"))
         for name in (*MONITOR_ARRAYS, *self.eval_arrays()):
             getattr(self, name)[...] = 0.0
-        self.progress[0] += 1.0
         stop = bool(patience) and bool(self.progress[2] >= int(patience))
         self.extra_meta["early_stopped"] = stop
         return stop
 
     def begin_eval(self, params: str = "anchor", rows: str = "validation") -> SGDState:
-        """A copy that scores ``params`` ("anchor", "best" or "current") of every model on ``rows``.
+        """A copy that scores ``params`` ("anchor", "best", "current" or "anchor+best") of every model on ``rows``.
 
-        ``rows`` is "validation" (the hashed rows) or "all". Fold it in one round,
-        then :meth:`absorb_evaluation`.
+        ``rows`` is "validation" (the hashed rows) or "all". With "anchor+best" the
+        best snapshots are scored too, on the same rows, into their own
+        ``best_ev_`` accumulators. Fold it in one round, then :meth:`absorb_evaluation`.
         """
         if self.phase not in ("sgd", "eval", "done"):
             raise StateError(f"begin_eval needs a trained state, this one is in phase {self.phase!r}")
-        if params not in ("anchor", "best", "current") or rows not in ("validation", "all"):
+        if params not in ("anchor", "best", "current", "anchor+best") or rows not in ("validation", "all"):
             raise ValueError(f"begin_eval: params={params!r}, rows={rows!r}")
         new = self.copy()
         for name in self.eval_arrays():
             setattr(new, name, np.zeros_like(getattr(self, name)))
+            if params == "anchor+best":
+                setattr(new, "best_" + name, np.zeros_like(getattr(self, name)))
         new.extra_meta["phase"] = "eval"
         new.extra_meta["eval"] = {"params": params, "rows": rows}
         return new
@@ -389,8 +467,11 @@ class SGDState(State):
         new = self.copy()
         which = self.extra_meta.get("eval", {}).get("params")
         if self.ev_n[0] > 0:
-            if which == "anchor":
-                new._absorb(self._params("anchor"), int(self.progress[0]))
+            if which == "anchor+best":  # the snapshots' losses on the same rows as the anchor's
+                n = new.best_ev_n[0]
+                new.best_loss = np.where(new.best_epoch >= 0, new.best_ev_loss / max(n, 1.0), np.inf)
+            if which in ("anchor", "anchor+best"):
+                new._absorb(self._params("anchor"), float(self.progress[0]))
             elif which == "best":
                 for name in self.eval_arrays():
                     setattr(new, "best_" + name, getattr(self, name).copy())
@@ -418,10 +499,34 @@ class SGDState(State):
         new.extra_meta["phase"] = "sgd"
         return new
 
+    def loss_history(self) -> np.ndarray:
+        """A single model's losses per epoch: rows of (epoch, training loss, validation loss, examples trained).
+
+        The losses are weighted means over the epoch's checks (NaN where there was
+        none: no validation examples); examples trained count the epoch's alone.
+        """
+        rows, before = [], 0.0
+        for entry in self.extra_meta.get("history", []):
+            checks = entry.get("checks") or [entry]
+            means = []
+            for kind in ("train", "validation"):
+                pairs = [(c[kind + "_loss"], c.get(kind + "_n", 1.0)) for c in checks if c.get(kind + "_loss") is not None]
+                weight = sum(n for _, n in pairs)
+                means.append(sum(v * n for v, n in pairs) / weight if weight > 0 else np.nan)
+            trained = max((c.get("trained", before) for c in checks), default=before)
+            rows.append([entry["epoch"], *means, trained - before])
+            before = trained
+        return np.array(rows, dtype=np.float64).reshape(len(rows), 4)
+
     def chosen_params(self, model: int) -> dict[str, np.ndarray]:
         """Model ``model``'s best validated snapshot (its current parameters if none was validated yet)."""
         which = "best" if self.best_epoch[model] >= 0 else "current"
         return {p: v[model] if self.packed else v for p, v in self._params(which).items()}
+
+
+def _row_major(X: Any) -> Any:
+    """A dense batch as a row-major array (mini-batches gather shuffled rows: several times faster)."""
+    return np.ascontiguousarray(X) if isinstance(X, np.ndarray) else X
 
 
 def _improved(value: float, best: float, tolerance: float) -> bool:
@@ -443,6 +548,9 @@ class Schedule:
     statistics_rows: int | None = None
     #: the finalize overrides that choose among the packed models (what early stopping watches)
     selection: dict[str, Any] = field(default_factory=dict)
+    #: "round": a validation check at every round (the round's validation rows score its start);
+    #: "epoch": one check per epoch, every validation example scoring the epoch's start (small validation sets)
+    check_every: str = "round"
 
 
 def statistics_pass(inp: Input, state: State, options: engine.FitOptions, rows: int | None,
@@ -489,18 +597,35 @@ def train_epochs(inp: Input, state: SGDState, options: engine.FitOptions, schedu
     quiet = options.replace(checkpoint=None, progress=False)
 
     def epoch_end(s: SGDState, epoch: int) -> tuple[SGDState, bool]:
+        # validation_data: score this epoch's result on the given rows (one round), one check per epoch
         s = s.copy()
-        evaluated = None
-        if validation is not None:  # score this epoch's result on the given validation rows
-            s._set_params("anchor", s._params("current"))
-            scored = _one_round(validation, s.begin_eval("anchor", "all"), quiet)
-            for name in s.eval_arrays():
-                setattr(s, name, getattr(scored, name).copy())
-            evaluated = int(s.progress[0]) + 1
-        return s, s.end_epoch(schedule.patience, schedule.tolerance, evaluated)
+        s._set_params("anchor", s._params("current"))
+        scored = _one_round(validation, s.begin_eval("anchor", "all"), quiet)
+        for name in s.eval_arrays():
+            setattr(s, name, getattr(scored, name).copy())
+        return s, s.end_epoch(schedule.patience, schedule.tolerance, int(s.progress[0]) + 1)
 
+    def round_end(s: SGDState, epoch: int, rnd: int, rounds: int) -> tuple[SGDState, bool]:
+        s = s.copy()
+        if validation is not None:  # checked per epoch; count the round
+            s.progress[3] += 1.0
+            return s, False
+        return s, s.end_round(epoch, rnd, rounds, schedule.patience, schedule.tolerance)
+
+    rounds_per_epoch = -(-sum(src not in skip for src in inp.sources) // schedule.sync_every)
+
+    def whole_epoch_end(s: SGDState, epoch: int) -> tuple[SGDState, bool]:
+        # every round of the epoch scored the epoch's anchor on its validation examples: one check
+        s = s.copy()
+        stop = s.end_epoch(schedule.patience, schedule.tolerance)
+        s.progress[3] += rounds_per_epoch
+        return s, stop
+
+    per_epoch = validation is None and schedule.check_every == "epoch"
     running = engine.fold_rounds(inp, running, epochs=schedule.epochs, sync_every=schedule.sync_every,
-                                 skip_sources=skip, epoch_end=epoch_end, options=options.at("epochs"))
+                                 skip_sources=skip,
+                                 epoch_end=whole_epoch_end if per_epoch else None if validation is None else epoch_end,
+                                 round_end=None if per_epoch else round_end, options=options.at("epochs"))
     if skip and running.n_rows == state.n_rows:  # partial_fit on empty partitions: nothing learned
         unchanged = state.copy()
         unchanged.consumed, unchanged.n_skipped = running.consumed, running.n_skipped
@@ -511,9 +636,14 @@ def train_epochs(inp: Input, state: SGDState, options: engine.FitOptions, schedu
                           skip).absorb_evaluation()
 
     selection_on = "validation"
-    if running.params.get("validation") == "split" and not running.extra_meta.get("early_stopped"):
-        # the epochs ran out: the last epoch's result has not been validated yet (one pass, validation rows)
-        running = evaluate("anchor", "validation")
+    if running.params.get("validation") == "split":
+        # the last check judged the model before the last round; snapshots judged on one round's rows are
+        # rescored on all validation rows, so every model's metrics (selection, threshold) come from the same rows
+        partial = bool(running.extra_meta.pop("partial_best", False))
+        if not running.extra_meta.get("early_stopped"):
+            running = evaluate("anchor+best" if partial else "anchor", "validation")
+        elif partial:
+            running = evaluate("best", "validation")
     if running.best_ev_n[0] == 0 and running.packed:
         # no validation rows (validation_fraction=0, or none fell out of the hash): score on training rows
         running = evaluate("best", "all")

@@ -441,3 +441,73 @@ def test_early_stopping_notices_a_converged_metric_on_separable_classes():
     assert est.score(X, y) > 0.98
     losses = [h["loss"] for h in est.history_[1:]]
     assert losses[-1] < 0.9 * losses[0]  # the loss was still falling when the fit stopped
+
+
+# ---------------------------------------------------------------------------- checks every round
+@pytest.fixture(scope="module")
+def ten_files(tmp_path_factory):
+    """Nearly separable classes in 10 Parquet files: with sync_every=1, 10 rounds per epoch."""
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(30_000, 6))
+    w = np.array([1.0, -2.0, 0.5, 0.0, 1.5, -1.0])
+    df = pd.DataFrame(X, columns=FEATURES)
+    df["label"] = (X @ w + rng.normal(scale=0.1 * np.linalg.norm(w), size=len(X)) > 0).astype(np.int64)
+    folder = str(tmp_path_factory.mktemp("ten") / "d")
+    write_parquet(folder, df, 10)
+    return folder, df
+
+
+def test_early_stopping_fires_inside_an_epoch_and_rescores_the_snapshots(ten_files):
+    """A check every round: the fit stops at a round boundary, not at an epoch's end, and reports it."""
+    folder, df = ten_files
+    kw = dict(features=FEATURES, target="label", num_models=4, epochs=6, sync_every=1, mini_batch_size=100,
+              random_state=2)
+    with dask.config.set(scheduler="threads"):
+        est = LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder))
+    assert est.state_.extra_meta["early_stopped"]
+    assert est.n_rounds_ < 6 * 10 and est.n_rounds_ % 10 != 0  # inside an epoch
+    assert est.n_epochs_ == -(-est.n_rounds_ // 10) == len(est.history_)
+    assert (est.models_["rounds"] == est.n_rounds_).all() and (est.models_["epochs"] == est.n_epochs_).all()
+    assert sum(len(h["checks"]) for h in est.history_) == est.n_rounds_
+    assert (est.models_["best_round"] < est.n_rounds_).all()
+    # the kept snapshots were rescored on all validation rows: exact metrics, the same rows for every model
+    val = hash_unit(df[FEATURES].to_numpy(), 2) < 0.1
+    assert est.state_.best_ev_n[0] == val.sum()
+    acc = float(np.mean(est.predict(df[FEATURES][val]) == df["label"][val].to_numpy()))
+    assert est.models_.loc[est.model_, "accuracy"] == pytest.approx(acc, abs=2.5 / val.sum())
+    assert est.score(df[FEATURES], df["label"]) > 0.95
+
+
+def test_a_checkpoint_resumes_inside_an_epoch_and_records_an_early_stop(ten_files, tmp_path, monkeypatch):
+    folder, _ = ten_files
+    kw = dict(features=FEATURES, target="label", num_models=2, epochs=6, sync_every=1, mini_batch_size=100,
+              random_state=3)
+    with dask.config.set(scheduler="threads"):
+        whole = LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder))
+        assert 13 < whole.n_rounds_ < 20  # stops in epoch 1, after the interruption below
+        original = LinearState.end_round
+        calls = {"n": 0}
+
+        def crash_in_round_13(self, epoch, rnd, rounds, patience, tolerance):
+            calls["n"] += 1
+            if calls["n"] == 13:
+                raise KeyboardInterrupt("interrupted in epoch 1, round 2")
+            return original(self, epoch, rnd, rounds, patience, tolerance)
+
+        ckpt = tmp_path / "ck"
+        monkeypatch.setattr(LinearState, "end_round", crash_in_round_13)
+        with pytest.raises(KeyboardInterrupt):
+            LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder), checkpoint=ckpt,
+                                                         checkpoint_every=1)
+        monkeypatch.setattr(LinearState, "end_round", original)
+        saved = daskstate.load_state(str(ckpt / "epochs"))
+        assert saved.extra_meta["fold_rounds"] == {"epoch": 1, "round": 2, "stopped": False}
+        resumed = LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder), checkpoint=ckpt,
+                                                               checkpoint_every=1)
+        np.testing.assert_array_equal(resumed.coef_, whole.coef_)
+        assert resumed.n_rounds_ == whole.n_rounds_ and resumed.models_.equals(whole.models_)
+        stopped = daskstate.load_state(str(ckpt / "epochs")).extra_meta["fold_rounds"]
+        assert stopped == {"epoch": whole.n_epochs_ - 1, "round": whole.n_rounds_ % 10, "stopped": True}
+        again = LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder), checkpoint=ckpt,
+                                                             checkpoint_every=1)
+        np.testing.assert_array_equal(again.coef_, whole.coef_)

@@ -28,7 +28,7 @@ The estimators (:class:`~daskstate.algorithms.linear_models.LinearLearner`,
 
 ``update``
     Per partition of a round, the trainer scores the validation rows with the
-    epoch's anchor and hands the other rows, shuffled, to :meth:`LinearState._train`:
+    round's anchor (its synchronised start) and hands the other rows, shuffled, to :meth:`LinearState._train`:
     mini-batches, each one tensor operation for all packed models (``rows x
     features @ features x (models * outputs)``). Features are standardised per
     mini-batch; the normalisation is folded into the coefficients at finalize, so
@@ -98,7 +98,7 @@ SPREADS = {"learning_rate": {"adam": (1e-3, 0.1), "sgd": (1e-2, 1.0)}, "l1": (1e
            "wd": (1e-7, 1e-2), "positive_example_weight_mult": (0.25, 4.0)}
 _F32 = np.float32
 #: floats per row block when only scoring: (rows x features) @ (features x models*outputs) in cache
-SCORE_BLOCK_FLOATS = 1 << 15
+SCORE_BLOCK_FLOATS = 1 << 17
 
 
 def _is_auto(value: Any) -> bool:
@@ -282,7 +282,8 @@ class LinearState(_LinearParams, SGDState):
         ``(features + 1) x (models * outputs)`` matrix ``W``, each mini-batch as
         ``rows x (features + 1)`` with a column of ones, so a step is two GEMMs
         (scores, gradient), the loss and one Adam update, whatever ``num_models``.
-        Temporaries are bounded by a mini-batch.
+        The rows are standardised once, in ``order``, into a float32 copy (half the
+        partition's float64 size), so each mini-batch is a contiguous slice.
         """
         M, d, K = self.coef.shape
         MK = M * K
@@ -303,17 +304,17 @@ class LinearState(_LinearParams, SGDState):
         mean, inv_scale = self.norm_mean[:d], 1.0 / self.norm_scale[:d]
         step = float(self.step[0])
         B = int(self.params.get("mini_batch_size", 1000))
-        buf = np.empty((min(B, len(order)), d + 1), dtype=_F32)
-        buf[:, d] = 1.0
-        for rows in mini_batches(len(order), B):
-            idx = order[rows]
-            n = len(idx)
-            Z = buf[:n]
-            Xb = _rows(X, idx)
+        Z_all = np.empty((len(order), d + 1), dtype=_F32)
+        Z_all[:, d] = 1.0
+        for rows in mini_batches(len(order), self._score_rows()):
+            Xb = _rows(X, order[rows])
             Xb -= mean
-            np.multiply(Xb, inv_scale, out=Z[:, :d], casting="same_kind")
+            np.multiply(Xb, inv_scale, out=Z_all[rows, :d], casting="same_kind")
+        t_all = np.take(t, order)
+        for rows in mini_batches(len(order), B):
+            Z, tb = Z_all[rows], t_all[rows]
+            n = len(tb)
             S = Z @ W.astype(_F32)
-            tb = np.take(t, idx)
             G, L = loss_and_grad(loss, S.reshape(n, M, K), tb, value=monitor, **loss_kwargs)
             G = G.reshape(n, MK)
             if pos_weight is not None:
@@ -353,11 +354,13 @@ class LinearState(_LinearParams, SGDState):
             _, L = loss_and_grad(self.loss, S, tb, grad=False, value=True, **self._loss_kwargs())
             self.ev_loss += L.sum(axis=0, dtype=np.float64)
             self.ev_n += len(tb)
-            if self.predictor_type == "binary_classifier":
-                p = sigmoid(S[..., 0])
-                bins = np.minimum((p * HIST_BINS).astype(np.intp), HIST_BINS - 1)
-                bins = np.maximum(bins, 0)
-                cell = (np.arange(M)[None, :] * 2 + tb.astype(np.intp)[:, None]) * HIST_BINS + bins
+            if self.predictor_type == "binary_classifier":  # cell (model, class, bin of sigmoid(score))
+                cell = sigmoid(S[..., 0])
+                cell *= HIST_BINS
+                cell = cell.astype(np.intp)
+                np.clip(cell, 0, HIST_BINS - 1, out=cell)
+                cell += np.arange(M)[None, :] * (2 * HIST_BINS)
+                cell += tb.astype(np.intp)[:, None] * HIST_BINS
                 self.ev_hist += np.bincount(cell.ravel(), minlength=M * 2 * HIST_BINS).reshape(M, 2, HIST_BINS)
             elif self.predictor_type == "multiclass_classifier":
                 self.ev_correct += (S.argmax(axis=-1) == tb[:, None]).sum(axis=0)
@@ -420,7 +423,7 @@ class LinearState(_LinearParams, SGDState):
         coef, intercept = self._raw_coefficients(params["coef"], params["bias"])
         out: dict[str, Any] = {"models_": table, "best_model_": int(selected), "model_": chosen,
                                "loss_": self.loss, "epochs_run_": int(self.progress[0]),
-                               "n_epochs_": int(self.progress[0]),
+                               "n_epochs_": int(self.progress[0]), "n_rounds_": int(self.progress[3]),
                                "history_": list(self.extra_meta.get("history", [])),
                                "selection_on_": self.extra_meta.get("selection_on", "none")}
         if self.regression:
@@ -464,8 +467,10 @@ class LinearState(_LinearParams, SGDState):
         table = pd.DataFrame({"learning_rate": self.lr, "l1": self.l1, "wd": self.wd})
         if self.predictor_type == "binary_classifier":
             table["positive_example_weight_mult"] = self.pos_weight
-        table["best_epoch"] = self.best_epoch.astype(int)
-        table["epochs"] = int(self.progress[0])  # epochs trained (early stopping may end them all at once)
+        table["best_epoch"] = self.best_epoch  # epochs its snapshot trained (a fraction: rounds into an epoch)
+        table["best_round"] = self.best_round.astype(int)
+        table["epochs"] = int(self.progress[0])  # epochs run, the last maybe in part (early stopping ends all)
+        table["rounds"] = int(self.progress[3])
         thresholds = np.full(M, 0.5)
         n = float(self.best_ev_n[0])
         evaluated = n > 0

@@ -104,10 +104,13 @@ class LinearLearner(SGDEstimator):
         ``rows / (sync_every * mini_batch_size)`` steps' worth of progress, so
         small data split into many partitions wants a small value.
     early_stopping_patience : int or None
-        Stop after this many epochs without a relative gain of
+        Stop after this many validation checks without a relative gain of
         ``early_stopping_tolerance`` in the selected model's validation metric:
         the selection criterion (e.g. accuracy), or the loss for regression and
-        ``loss_function`` (None: never stop early).
+        ``loss_function`` (None: never stop early). A check closes every round
+        (its tasks score the model the previous round left on their validation
+        rows, in the same pass), so a fit can stop inside an epoch; with
+        ``validation_data`` a check closes every epoch.
     early_stopping_tolerance : float
     validation_fraction : float
         Share of rows held out for validation, chosen by a seeded hash of the row's
@@ -148,11 +151,15 @@ class LinearLearner(SGDEstimator):
     best_model_ : int
         The model the criterion picks; ``model_`` the one in use (``finalize(model=i)``).
     n_epochs_ : int
-        Epochs actually trained (``epochs``, or fewer when early stopping saw the
-        selected model's validation metric converge); also ``epochs_run_`` and the
-        ``epochs`` column of ``models_``.
+        Epochs actually trained, the last maybe in part (``epochs``, or fewer when
+        early stopping saw the selected model's validation metric converge); also
+        ``epochs_run_`` and the ``epochs`` column of ``models_``.
+    n_rounds_ : int
+        Rounds actually trained (``rounds`` in ``models_``; ``best_round`` and the
+        fractional ``best_epoch`` say when each model's kept snapshot was taken).
     history_ : list of dict
-        Per epoch, the selected model, its validation loss and metric.
+        Per epoch, the selected model, its validation loss and metric at the
+        epoch's first check, and under ``"checks"`` every check (one per round).
     state_ : LinearState
 
     Examples

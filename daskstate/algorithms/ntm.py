@@ -23,20 +23,20 @@ onto a few topics (the tests check the planted topics are all found).
 from __future__ import annotations
 
 import copy
-import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.utils._param_validation import StrOptions
 
 from daskstate.algorithms import ntm_numerics as nn
 from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState, counts_of, tokenizer_from
 from daskstate.data import Input
 from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
-from daskstate.estimator import StateEstimator
+from daskstate.estimator import Floats, Ints, StateEstimator
 from daskstate.numerics import adam_step
 from daskstate.state import State, register
 from daskstate.text import (
@@ -192,11 +192,7 @@ class NTMState(CountsReader, SGDState):
     @property
     def history(self) -> np.ndarray:
         """One row per epoch: :data:`HISTORY_COLUMNS` (validation loss NaN without validation documents)."""
-        entries = self.extra_meta.get("history", [])
-        trained = np.diff([0.0, *(float(h.get("trained", 0.0)) for h in entries)])
-        rows = [[h["epoch"], _nan(h.get("train_loss")), _nan(h.get("validation_loss")), n]
-                for h, n in zip(entries, trained, strict=True)]
-        return np.array(rows, dtype=np.float64).reshape(len(rows), len(HISTORY_COLUMNS))
+        return self.loss_history()
 
     def corner_topics(self) -> np.ndarray:
         """The decoder's word distribution for a document entirely about each topic (K x V)."""
@@ -310,10 +306,6 @@ class CooccurrenceState(CountsReader):
         npmi[pij <= 0] = -1.0
         npmi[(pij >= 1.0)] = 1.0
         return {"npmi": npmi}
-
-
-def _nan(value: float | None) -> float:
-    return np.nan if value is None else float(value)
 
 
 def topic_uniqueness(top: np.ndarray) -> np.ndarray:
@@ -446,34 +438,38 @@ class NeuralTopicModel(SGDEstimator):
         self.random_state = random_state
         self.on_invalid = on_invalid
 
-    def _validate_params(self) -> None:
-        def check(name: str, ok: bool, what: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
+    _parameter_constraints: ClassVar[dict] = {
+        **Vocabulary._parameter_constraints,
+        "n_components": [Ints(2)],
+        "encoder_layers": [list, tuple],
+        "activation": [StrOptions(set(nn.ACTIVATIONS))],
+        "prior_alpha": [Floats(0, closed="neither"), list, tuple, np.ndarray],
+        "dropout": [Floats(0, 1)],
+        "batch_norm": ["boolean"],
+        "learning_rate": [Floats(0, closed="neither")],
+        "beta_1": [Floats(0, 1)],
+        "beta_2": [Floats(0, 1)],
+        "batch_size": [Ints(2)],
+        "epochs": [Ints(1)],
+        "sync_every": [Ints(1)],
+        "validation_fraction": [Floats(0, 1)],
+        "early_stopping_patience": [Ints(0)],
+        "tol": [Floats(0)],
+        "topic_word_prior": [Floats(0), None],
+        "transform_steps": [Ints(0)],
+        "doc_topic_prior": [Floats(0, closed="neither"), None],
+        "vocabulary": "no_validation",
+        "max_features": [Ints(1), None],
+        "random_state": [Ints(0)],
+        "on_invalid": [StrOptions({"raise"})],  # bad documents cannot be skipped silently
+    }
 
-        def integer(v: Any) -> bool:
-            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-        check("n_components", integer(self.n_components) and self.n_components >= 2, "an integer >= 2")
+    def _check_params_together(self) -> None:
         nn.as_layers(self.encoder_layers)
-        check("activation", self.activation in nn.ACTIVATIONS, f"one of {nn.ACTIVATIONS}")
         alpha = np.asarray(self.prior_alpha, dtype=float)
-        check("prior_alpha", (alpha > 0).all() and alpha.ndim <= 1 and alpha.size in (1, self.n_components),
-              "a positive float or n_components of them")
-        check("dropout", 0.0 <= float(self.dropout) < 1.0, "in [0, 1)")
-        check("learning_rate", float(self.learning_rate) > 0, "> 0")
-        check("beta_1", 0.0 <= float(self.beta_1) < 1.0, "in [0, 1)")
-        check("beta_2", 0.0 <= float(self.beta_2) < 1.0, "in [0, 1)")
-        check("batch_size", integer(self.batch_size) and self.batch_size >= 2, "an integer >= 2")
-        check("epochs", integer(self.epochs) and self.epochs >= 1, "an integer >= 1")
-        check("sync_every", integer(self.sync_every) and self.sync_every >= 1, "an integer >= 1")
-        check("validation_fraction", 0.0 <= float(self.validation_fraction) < 1.0, "in [0, 1)")
-        check("early_stopping_patience", integer(self.early_stopping_patience) and self.early_stopping_patience >= 0,
-              "an integer >= 0")
-        check("transform_steps", integer(self.transform_steps) and self.transform_steps >= 0, "an integer >= 0")
-        check("doc_topic_prior", self.doc_topic_prior is None or float(self.doc_topic_prior) > 0, "None or > 0")
-        check("topic_word_prior", self.topic_word_prior is None or float(self.topic_word_prior) >= 0, "None or >= 0")
-        check("on_invalid", self.on_invalid == "raise", "'raise' (bad documents cannot be skipped silently)")
+        if not ((alpha > 0).all() and alpha.ndim <= 1 and alpha.size in (1, self.n_components)):
+            raise ValueError(f"prior_alpha must be a positive float or n_components={self.n_components} of them, "
+                             f"got {self.prior_alpha!r}")
 
     # ---- inputs ------------------------------------------------------------------------
     def _is_text(self, X: Any) -> bool:
@@ -592,7 +588,7 @@ class NeuralTopicModel(SGDEstimator):
 
     def _schedule(self) -> Schedule:
         return Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
-                        patience=int(self.early_stopping_patience), tolerance=float(self.tol))
+                        patience=int(self.early_stopping_patience), tolerance=float(self.tol), check_every="epoch")
 
     def _validation_input(self, validation_data: Any, schema: Any) -> Input:
         return self._input(validation_data, schema=schema)

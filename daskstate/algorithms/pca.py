@@ -66,7 +66,7 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import dask.array as da
 import dask.dataframe as dd
@@ -75,10 +75,11 @@ import pandas as pd
 import scipy.linalg
 from dask.base import tokenize
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._param_validation import StrOptions
 
 from daskstate.data import Batches, Input
 from daskstate.errors import DataError, StateError
-from daskstate.estimator import StateEstimator, _array_likes, _fitted_attributes
+from daskstate.estimator import Ints, StateEstimator, _array_likes, _fitted_attributes
 from daskstate.numerics import (
     MINI_BATCH_ROWS,
     batch_moments,
@@ -576,14 +577,6 @@ def _chan_row(n_a: int, off_a: np.ndarray, n_b: int, off_b: np.ndarray) -> np.nd
 
 
 # ---------------------------------------------------------------------------- the estimator
-def _check_positive_int(name: str, value: Any, allow_none: bool = True, minimum: int = 1) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}{' or None' if allow_none else ''}, got {value!r}")
-
-
 class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
     """Principal component analysis fitted in one pass from a fixed-size state.
 
@@ -683,13 +676,20 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         self.features = features
         self.on_invalid = on_invalid
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be 'regular' or 'randomized', got {self.mode!r}")
-        _check_positive_int("n_components", self.n_components)
-        _check_positive_int("max_components", self.max_components)
-        _check_positive_int("extra_components", self.extra_components)
+    _parameter_constraints: ClassVar[dict] = {
+        **StateEstimator._parameter_constraints,
+        "n_components": [Ints(1), None],
+        "max_components": [Ints(1), None],
+        "mode": [StrOptions(set(MODES))],
+        "extra_components": [Ints(1), None],
+        "refine": ["boolean"],
+        "subtract_mean": ["boolean"],
+        "whiten": ["boolean"],
+        "random_state": [Ints(0), None],
+        "features": [list, tuple, None],
+    }
+
+    def _check_params_together(self) -> None:
         if self.n_components is not None and self.max_components is not None \
                 and self.n_components > self.max_components:
             raise ValueError(
@@ -700,11 +700,6 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
                 "mode='randomized' needs n_components or max_components: the sketch size is fixed before "
                 "reading data"
             )
-        for name in ("subtract_mean", "whiten", "refine"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.random_state is not None:
-            _check_positive_int("random_state", self.random_state, minimum=0)
 
     def _state_params(self, inp: Input) -> dict[str, Any]:
         d = inp.schema.n_features

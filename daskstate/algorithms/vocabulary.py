@@ -11,14 +11,14 @@ document-term count matrix (scipy.sparse CSR).
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from daskstate.data import Input
-from daskstate.estimator import StateEstimator
+from daskstate.estimator import Floats, Ints, StateEstimator
 from daskstate.state import State, register
 from daskstate.text import (
     TOKEN_PATTERN,
@@ -200,12 +200,21 @@ class Vocabulary(StateEstimator):
         self.lowercase = lowercase
         self.capacity = capacity
 
-    def _validate_params(self) -> None:
-        if int(self.capacity) < 1:
-            raise ValueError(f"capacity must be >= 1, got {self.capacity}")
-        _df_bound(self.min_df, 1, "min_df")
+    _parameter_constraints: ClassVar[dict] = {
+        "max_features": [Ints(1), None],
+        "min_df": [Floats(0)],
+        "max_df": [Floats(0)],
+        "text_column": [str, None],
+        "token_pattern": [str],
+        "stop_words": [str, list, tuple, set, frozenset, None],
+        "lowercase": ["boolean"],
+        "capacity": [Ints(1)],
+    }
+
+    def _check_params_together(self) -> None:
+        _df_bound(self.min_df, 1, "min_df")  # a fraction of the documents (float) must be in [0, 1]
         _df_bound(self.max_df, 1, "max_df")
-        self._tokenizer()
+        self._tokenizer()  # the pattern compiles, the stop-word list is known
 
     def _tokenizer(self) -> Tokenizer:
         return Tokenizer(self.token_pattern, self.stop_words, self.lowercase)

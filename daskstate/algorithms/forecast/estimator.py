@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.base import tokenize
+from sklearn.utils._param_validation import StrOptions
 
 from daskstate.algorithms.forecast.deepar import (
     ForecastDeepARState,
@@ -53,7 +54,7 @@ from daskstate.algorithms.forecast.series import (
 from daskstate.algorithms.forecast.windows import iter_windows
 from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
-from daskstate.estimator import StateEstimator
+from daskstate.estimator import Floats, Ints, StateEstimator
 from daskstate.state import Schema, State
 from daskstate.training import Schedule, train_epochs
 
@@ -226,44 +227,47 @@ class Forecaster(StateEstimator):
         self.early_stopping_tolerance = early_stopping_tolerance
 
     # ---- parameters -------------------------------------------------------------------
-    def _validate_params(self) -> None:
-        def check(name: str, ok: bool, expected: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+    _parameter_constraints: ClassVar[dict] = {
+        "model": [StrOptions(set(MODELS))],
+        "prediction_length": [Ints(1), None],
+        "freq": [str, None],
+        "context_length": [Ints(1), None],
+        "lags": [list, tuple, np.ndarray, None],
+        "id_col": [str],
+        "time_col": [str],
+        "target": [str],
+        "covariates": [list, tuple],
+        "static": [list, tuple],
+        "likelihood": [StrOptions(set(LIKELIHOODS))],
+        "wd": [Floats(0), None],
+        "weighting": [StrOptions({"noise", "none"})],
+        "harmonics": [Ints(0)],
+        "duplicates": [StrOptions({"raise", "mean"})],
+        "num_layers": [Ints(1)],
+        "num_cells": [Ints(1)],
+        "epochs": [Ints(0)],
+        "learning_rate": [Floats(0, closed="neither")],
+        "batch_size": [Ints(1), None],
+        "sync_every": [Ints(1)],
+        "seed": [Ints(0)],
+        "min_batches": [Ints(1)],
+        "validation_fraction": [Floats(0, 1)],
+        "early_stopping_patience": [Ints(1), None],
+        "early_stopping_tolerance": [Floats(0)],
+        "embedding_dimension": [Ints(1), list, tuple, None],
+    }
 
-        check("model", self.model in MODELS, f"one of {MODELS}")
-        check("likelihood", self.likelihood in LIKELIHOODS, f"one of {LIKELIHOODS}")
-        check("prediction_length", self.prediction_length is None or (
-            isinstance(self.prediction_length, int | np.integer) and self.prediction_length >= 1), "an int >= 1")
-        check("context_length", self.context_length is None or (
-            isinstance(self.context_length, int | np.integer) and self.context_length >= 1), "an int >= 1")
-        check("lags", self.lags is None or (len(self.lags) > 0 and all(
-            isinstance(v, int | np.integer) and v >= 1 for v in self.lags)), "a non-empty list of ints >= 1")
-        check("wd", self.wd is None or (isinstance(self.wd, int | float) and self.wd >= 0), "None or a number >= 0")
-        check("weighting", self.weighting in ("noise", "none"), "'noise' or 'none'")
-        check("harmonics", isinstance(self.harmonics, int) and self.harmonics >= 0, "an int >= 0")
-        check("duplicates", self.duplicates in ("raise", "mean"), "'raise' or 'mean'")
-        check("validation_fraction", isinstance(self.validation_fraction, int | float)
-              and 0 <= self.validation_fraction < 1, "a number in [0, 1)")
-        check("early_stopping_patience", self.early_stopping_patience is None or (
-            isinstance(self.early_stopping_patience, int | np.integer) and self.early_stopping_patience >= 1),
-              "None or an int >= 1")
-        check("early_stopping_tolerance", isinstance(self.early_stopping_tolerance, int | float)
-              and self.early_stopping_tolerance >= 0, "a number >= 0")
-        for name in ("num_layers", "num_cells", "epochs", "batch_size", "sync_every", "min_batches"):
-            value = getattr(self, name)
-            if name == "batch_size" and value is None:
-                continue
-            check(name, isinstance(value, int | np.integer) and value >= (0 if name == "epochs" else 1),
-                  "an int >= 1" if name != "epochs" else "an int >= 0")
-        check("learning_rate", isinstance(self.learning_rate, int | float) and self.learning_rate > 0, "a number > 0")
+    def _check_params_together(self) -> None:
+        if self.lags is not None and not (len(self.lags) > 0 and all(
+                isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1 for v in self.lags)):
+            raise ValueError(f"lags must be a non-empty list of ints >= 1, got {self.lags!r}")
         dims = self.embedding_dimension
-        listed = [dims] if isinstance(dims, int | np.integer) else list(dims or [])
-        check("embedding_dimension", all(isinstance(d, int | np.integer) and d >= 1 for d in listed),
-              "None, an int >= 1 or a list of them")
-        if dims is not None and not isinstance(dims, int | np.integer) and len(listed) != len(self.static):
-            raise ValueError(f"embedding_dimension has {len(listed)} entries for {len(self.static)} static "
-                             f"column(s) {list(self.static)}")
+        if dims is not None and not isinstance(dims, int | np.integer):
+            if not all(isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 1 for d in dims):
+                raise ValueError(f"embedding_dimension must be None, an int >= 1 or a list of them, got {dims!r}")
+            if len(dims) != len(self.static):
+                raise ValueError(f"embedding_dimension has {len(dims)} entries for {len(self.static)} static "
+                                 f"column(s) {list(self.static)}")
 
     @property
     def _columns(self) -> Columns:
@@ -380,7 +384,8 @@ class Forecaster(StateEstimator):
             if isinstance(X, dd.DataFrame):
                 _check_whole_series(X, cols.id_col)
             schedule = Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
-                                patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance))
+                                patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
+                                check_every="epoch")
             return train_epochs(series_input(X, state.schema, cols), state, options, schedule)
         if options.checkpoint is not None:
             raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")

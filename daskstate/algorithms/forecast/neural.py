@@ -54,6 +54,10 @@ class TrainingWindows:
     def __len__(self) -> int:
         return len(self.origins)
 
+    def __getitem__(self, mask: np.ndarray) -> TrainingWindows:
+        """The windows selected by ``mask`` (e.g. the validation windows of a scoring pass)."""
+        return TrainingWindows(self.block, self.origins[mask], self.item[mask], self.position[mask])
+
 
 def window_hash_unit(items: np.ndarray, item: np.ndarray, position: np.ndarray, seed: int) -> np.ndarray:
     """A seeded hash of each window's (item id, grid position) as floats uniform in [0, 1).
@@ -67,7 +71,7 @@ def window_hash_unit(items: np.ndarray, item: np.ndarray, position: np.ndarray, 
     """
     per_item = pd.util.hash_array(np.asarray(items, dtype=object))
     mixed = per_item[item] ^ (position.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-    mixed ^= np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0xBF58476D1CE4E5B9)
+    mixed ^= np.uint64((seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF)
     return (pd.util.hash_array(mixed) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
@@ -161,9 +165,7 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         if not np.all(np.isfinite(theta)):
             raise StateError(f"the {self.algorithm} forecaster's parameters are not finite "
                              "(training diverged: lower learning_rate)")
-        history = self.extra_meta.get("history", [])
-        losses = [h.get("train_loss") for h in history if h.get("train_loss") is not None]
-        return {"theta_": theta.copy(), "train_loss_": float(losses[-1]) if losses else float("nan"),
-                "validation_loss_": np.array([np.nan if h.get("validation_loss") is None else h["validation_loss"]
-                                              for h in history]),
-                "n_epochs_": int(self.progress[0]), "history_": list(history)}
+        losses = self.loss_history()
+        return {"theta_": theta.copy(), "train_loss_": float(losses[-1, 1]) if len(losses) else float("nan"),
+                "validation_loss_": losses[:, 2].copy(), "n_epochs_": int(self.progress[0]),
+                "history_": list(self.extra_meta.get("history", []))}

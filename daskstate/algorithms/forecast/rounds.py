@@ -1,4 +1,4 @@
-"""The input of the neural forecasters' rounds: partitions of whole series for the engine.
+"""The input of the neural forecasters' rounds: partitions of whole series, one per task.
 
 The shared trainer (:mod:`daskstate.training`) trains on them in rounds, and the
 linear model folds them in one pass: each partition task turns its frame into a

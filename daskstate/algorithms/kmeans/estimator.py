@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.utils._param_validation import StrOptions
 
 from daskstate.algorithms.kmeans.numerics import nearest_centers, row_norms_sq
 from daskstate.algorithms.kmeans.state import (
@@ -21,21 +22,12 @@ from daskstate.algorithms.kmeans.state import (
 )
 from daskstate.data import Input, as_array
 from daskstate.errors import DataError
-from daskstate.estimator import StateEstimator, _fitted_attributes
+from daskstate.estimator import Floats, Ints, StateEstimator, _fitted_attributes
 from daskstate.numerics import single_blas_thread
 from daskstate.state import State
 
 
 # ----------------------------------------------------------------------------- the estimator
-def _check_int(name: str, value: Any, low: int, allow: tuple = ()) -> None:
-    if value in allow and not isinstance(value, bool | np.bool_):
-        return
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_) and value >= low
-    if not ok:
-        extra = "".join(f" or {a!r}" for a in allow)
-        raise ValueError(f"{name} must be an integer >= {low}{extra}, got {value!r}")
-
-
 class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
     """Streaming k-means in one pass: a core set that answers for any ``k <= k_max``.
 
@@ -180,36 +172,32 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         self.on_invalid = on_invalid
 
     # ---- hyperparameters --------------------------------------------------------------
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        _check_int("n_clusters", self.n_clusters, 1)
-        if self.k_max is not None:
-            _check_int("k_max", self.k_max, 1)
-            if self.k_max < self.n_clusters:
-                raise ValueError(f"k_max must be >= n_clusters={self.n_clusters}, got {self.k_max}")
-        _check_int("extra_center_factor", self.extra_center_factor, 1, allow=("auto",))
-        if self.init not in ("k-means++", "random"):
-            raise ValueError(f"init must be 'k-means++' or 'random', got {self.init!r}")
-        _check_int("epochs", self.epochs, 1)
-        _check_int("mini_batch_size", self.mini_batch_size, 1)
-        _check_int("local_lloyd_max_iter", self.local_lloyd_max_iter, 1)
-        tol = self.local_lloyd_tol
-        if isinstance(tol, bool) or not isinstance(tol, int | float | np.number) or not tol >= 0:
-            raise ValueError(f"local_lloyd_tol must be a number >= 0, got {tol!r}")
-        _check_int("local_lloyd_num_trials", self.local_lloyd_num_trials, 1, allow=("auto",))
-        h = self.half_life_time_size
-        if isinstance(h, bool) or not isinstance(h, int | float | np.number) or not (h >= 0 and math.isfinite(h)):
-            raise ValueError(f"half_life_time_size must be a number >= 0 (0: no decay), got {h!r}")
-        if h and self.epochs > 1:
+    _parameter_constraints: ClassVar[dict] = {
+        **StateEstimator._parameter_constraints,
+        "n_clusters": [Ints(1)],
+        "k_max": [Ints(1), None],
+        "extra_center_factor": [Ints(1), StrOptions({"auto"})],
+        "init": [StrOptions({"k-means++", "random"})],
+        "epochs": [Ints(1)],
+        "mini_batch_size": [Ints(1)],
+        "local_lloyd_max_iter": [Ints(1)],
+        "local_lloyd_tol": [Floats(0)],
+        "local_lloyd_num_trials": [Ints(1), StrOptions({"auto"})],
+        "half_life_time_size": [Floats(0)],
+        "sample_size": [Ints(0), StrOptions({"auto"})],
+        "compute_inertia": ["boolean"],
+        "random_state": [Ints(0), None],
+        "features": [list, tuple, None],
+    }
+
+    def _check_params_together(self) -> None:
+        if self.k_max is not None and self.k_max < self.n_clusters:
+            raise ValueError(f"k_max must be >= n_clusters={self.n_clusters}, got {self.k_max}")
+        if self.half_life_time_size and self.epochs > 1:
             raise ValueError(
                 f"epochs={self.epochs} refines on all rows alike, which contradicts "
-                f"half_life_time_size={h}; use epochs=1 with decay"
+                f"half_life_time_size={self.half_life_time_size}; use epochs=1 with decay"
             )
-        _check_int("sample_size", self.sample_size, 0, allow=("auto",))
-        if not isinstance(self.compute_inertia, bool | np.bool_):
-            raise ValueError(f"compute_inertia must be True or False, got {self.compute_inertia!r}")
-        if self.random_state is not None:
-            _check_int("random_state", self.random_state, 0)
 
     @property
     def _k_max(self) -> int:
