@@ -81,6 +81,29 @@ def test_one_step_equals_the_unrolled_forward():
         np.testing.assert_allclose(c, c2, atol=1e-12)
 
 
+def test_ancestral_sampling_feeds_its_draws_back_like_teacher_forcing(monkeypatch):
+    """With every uniform at 0.5 (Gaussian: each draw is its mean), the sampled path equals the means a
+    teacher-forced pass gives when that path is fed in as the observed future."""
+    import daskstate.algorithms.forecast.deepar as deepar
+
+    state, cols = small_state("gaussian")
+    theta = state.theta + np.random.default_rng(5).normal(0, 0.3, state.theta.shape)
+    df = synthetic_panel(3, 30, freq="MS", seed=4).assign(promo=0.0, kind="x")
+    block = to_series_block(df, cols, as_offset("MS"), 16, 3)
+    origins = block.offsets + np.array([10, 12, 20])
+    monkeypatch.setattr(deepar, "path_uniforms", lambda keys, S, step, seed: np.full((len(keys), S), 0.5))
+    paths = state.sample_paths(theta, block, origins, 2, seed=0)
+    np.testing.assert_array_equal(paths[:, 0], paths[:, 1])
+    seq = state.sequences(block, origins, np.arange(3), block.starts + np.array([10, 12, 20]),
+                          state.block_codes(block))
+    P, C = state.max_lag, state.unroll_context
+    seq.values[:, P + C :] = paths[:, 0] / seq.scale[:, None]
+    v = state.layout.views(theta)
+    X = state.step_inputs(seq, state.filled(seq, P + C), np.arange(C + state.horizon))
+    raw, _, _ = lstm.forward(v, state.num_layers, X, lstm.static_inputs(v, state.static_reals(seq), seq.codes))
+    np.testing.assert_allclose(raw[:, C:, 0] * seq.scale[:, None], paths[:, 0], rtol=1e-10)
+
+
 def test_recurrent_lags_and_uniforms():
     assert recurrent_lags(as_offset("MS")) == [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 23, 24, 25, 35, 36, 37]
     assert max(recurrent_lags(as_offset("30min"))) <= 400
