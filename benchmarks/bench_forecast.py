@@ -13,6 +13,8 @@ on the data before the first origin; ETS refitted per origin on the last 4 weeks
 Usage::
 
     python -m benchmarks.bench_forecast [--panels aus_arrivals,prisonLF,...] [--repeats 3] [--mlp-epochs 20]
+        [--deepar-epochs 10] [--time-fit aus_arrivals]
+    python -m benchmarks.bench_forecast --reuse-ets benchmarks/results/forecast.json   # ETS rows of an earlier run
     python -m benchmarks.bench_forecast --scale 10000,100000 --results-name forecast_scale
 
 Writes benchmarks/results/forecast.json (or the --results-name) and prints a Markdown table.
@@ -23,6 +25,7 @@ The scale run fits and predicts a lazily generated daily panel in a fresh proces
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 import warnings
@@ -144,7 +147,8 @@ def score(y: np.ndarray, mean: np.ndarray, qf: np.ndarray, scale: np.ndarray) ->
     return overall
 
 
-def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, mlp_epochs: int) -> list[dict]:
+def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, mlp_epochs: int,
+              recorded_ets: dict | None = None, deepar_epochs: int = 0) -> list[dict]:
     offset = as_offset(freq)
     H = default_prediction_length(offset)
     seasons = season_lengths(offset)
@@ -164,7 +168,18 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
         fc = daskstate.Forecaster(prediction_length=H, freq=freq).fit(train)
         overall, per_item = fc.evaluate(full, quantiles=Q)
         times.append(time.perf_counter() - t0)
-    rows.append({"panel": name, "method": "daskstate linear", "seconds": float(np.median(times)), **overall})
+    rows.append({"panel": name, "method": "daskstate linear", "seconds": float(np.median(times)), **overall,
+                 "chosen": {"wd": fc.wd_, "prior": fc.prior_, "calibration": np.round(fc.calibration_, 3).tolist(),
+                            "lags": len(fc.state_.lags), "context_length": fc.state_.params["context_length"]}
+                 if hasattr(fc, "prior_") else None})
+
+    if deepar_epochs:
+        t0 = time.perf_counter()
+        fc = daskstate.Forecaster(model="deepar", prediction_length=H, freq=freq, epochs=deepar_epochs).fit(train)
+        fit_seconds = time.perf_counter() - t0
+        overall, _ = fc.evaluate(full, quantiles=Q)
+        rows.append({"panel": name, "method": f"daskstate deepar ({deepar_epochs} epochs)",
+                     "seconds": time.perf_counter() - t0, "fit_seconds": fit_seconds, **overall})
 
     if mlp_epochs:
         t0 = time.perf_counter()
@@ -176,7 +191,10 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
     mean, qf = seasonal_naive(hist, H, m)
     rows.append({"panel": name, "method": "seasonal naive", **score(y, mean, qf, scale)})
 
-    if ets:
+    if ets and recorded_ets is not None:
+        # ETS does not depend on this package's code: its row from an earlier run on the same panel
+        rows.append(recorded_ets)
+    elif ets:
         t0 = time.perf_counter()
         means, qfs, chosen = [], [], []
         for h in hist:
@@ -199,13 +217,36 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
         lin["time_vs_ets"] = lin["seconds"] / e["seconds"]
     for r in rows:
         r.update({"series": len(items), "horizon": H, "freq": freq})
-        if r["method"].startswith("daskstate mlp"):
+        if r["method"].startswith(("daskstate mlp", "daskstate deepar")):
             r["mase_vs_snaive"] = r["MASE"] / base["seasonal naive"]["MASE"]
             if ets:
                 r["mase_vs_ets"] = r["MASE"] / base["statsmodels ETS (best AICc)"]["MASE"]
                 r["wql_vs_ets"] = r["wQL"] / base["statsmodels ETS (best AICc)"]["wQL"]
                 r["time_vs_ets"] = r["seconds"] / base["statsmodels ETS (best AICc)"]["seconds"]
     return rows
+
+
+def time_fits(panel: str, repeats: int, epochs: int) -> dict:
+    """Fit times of deepar, mlp and linear on one real panel (default settings, ``epochs``), interleaved."""
+    df, freq = load_panel(panel)
+    H = default_prediction_length(as_offset(freq))
+    train, _ = holdout_split(df[["item_id", "timestamp", "target"]], H)
+    models = ("deepar", "mlp", "linear")
+    wall: dict[str, list] = {m: [] for m in models}
+    cpu: dict[str, list] = {m: [] for m in models}
+    epochs_run: dict[str, list] = {m: [] for m in models[:2]}
+    for _ in range(repeats):
+        for model in models:
+            kw = {} if model == "linear" else {"epochs": epochs}
+            t0, c0 = time.perf_counter(), time.process_time()
+            fc = daskstate.Forecaster(model=model, prediction_length=H, freq=freq, **kw).fit(train)
+            wall[model].append(time.perf_counter() - t0)
+            cpu[model].append(time.process_time() - c0)
+            if model in epochs_run:
+                epochs_run[model].append(fc.n_epochs_)
+    med = {m: float(np.median(v)) for m, v in wall.items()}
+    return {"panel": panel, "epochs": epochs, "wall_seconds": wall, "cpu_seconds": cpu, "epochs_run": epochs_run,
+            "median_wall": med, "deepar_vs_mlp_wall": med["deepar"] / med["mlp"], "loadavg": os.getloadavg()}
 
 
 def scale_job(n_series: int, length: int, folder: str) -> dict:
@@ -244,17 +285,26 @@ def run_scale(sizes: list[int], length: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--panels", default="aus_arrivals,aus_accommodation,prisonLF,elecdemand,"
-                        "synthetic_daily,synthetic_monthly")
+                        "synthetic_daily,synthetic_monthly,us_employment,visnights")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ets", action="store_true")
     parser.add_argument("--mlp-epochs", type=int, default=20, help="0: no mlp rows")
+    parser.add_argument("--deepar-epochs", type=int, default=0, help="0: no deepar rows")
     parser.add_argument("--synthetic-series", type=int, default=100)
     parser.add_argument("--scale", default="", help="comma-separated series counts for the scale run "
                         "(synthetic daily, --length points each); skips the accuracy panels")
     parser.add_argument("--length", type=int, default=500)
     parser.add_argument("--results-name", default="forecast")
+    parser.add_argument("--time-fit", default="", help="a real panel: only time the fits of deepar, mlp, linear")
+    parser.add_argument("--reuse-ets", default="", help="results files (comma-separated) whose ETS rows are reused for the panels "
+                        "it has (marked 'reused_from' with that run's date and load); the others are fitted")
     args = parser.parse_args()
     load_before = os.getloadavg()
+    if args.time_fit:
+        result = time_fits(args.time_fit, args.repeats, args.deepar_epochs or 10)
+        print(result)
+        print(f"wrote {write_results(args.results_name, {'loadavg_before': load_before, 'fit_timing': result})}")
+        return
     if args.scale:
         rows = run_scale([int(v) for v in args.scale.split(",")], args.length)
         path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
@@ -263,8 +313,17 @@ def main() -> None:
         return
     rows = []
     names = args.panels.split(",")
+    recorded = {}
+    for path in filter(None, args.reuse_ets.split(",")):
+        with open(path) as f:
+            old = json.load(f)
+        for r in old["rows"]:
+            if r["method"].startswith("statsmodels ETS") and old.get("synthetic_series", 100) == args.synthetic_series:
+                recorded[r["panel"]] = {**r, "reused_from": {"file": os.path.basename(path), "when": old.get("when"),
+                                                             "loadavg_before": old.get("loadavg_before")}}
     for name, (df, freq) in panels(names, args.synthetic_series).items():
-        rows += run_panel(name, df, freq, args.repeats, not args.no_ets, args.mlp_epochs)
+        rows += run_panel(name, df, freq, args.repeats, not args.no_ets, args.mlp_epochs, recorded.get(name),
+                          args.deepar_epochs)
         print(markdown_table([r for r in rows if r["panel"] == name],
                              ["panel", "method", "MASE", "wQL", "sMAPE", "coverage_80", "seconds"]), flush=True)
         # written after every panel, so an interrupted run keeps what it measured

@@ -1,0 +1,336 @@
+"""The DeepAR forecaster: an autoregressive LSTM over mean-scaled series, trained with teacher forcing.
+
+A training window of an item is ``P + C + H`` grid points: ``P`` (the largest lag)
+points the lags of the first step read, ``C`` context points and ``H`` future points.
+It is scaled by the mean absolute observed value of its ``C`` context points (of the
+whole window's history if none is observed). The network unrolls over the ``C + H``
+steps; the input of step ``t`` is the scaled target at each lag before ``t``, the
+date features and known covariates of step ``t``, and per sequence ``log(scale)``
+and one embedding per static category. Its output at ``t`` parameterises the
+likelihood of the target at ``t`` (:mod:`likelihoods`); the loss is the NLL of
+every observed target of the ``C + H`` steps (teacher forcing: the observed values,
+not the network's draws, feed the lags). Forecasts unroll the context, then draw
+``num_samples`` paths step by step, each draw feeding the lags of the later steps
+(ancestral sampling); mean and quantiles come from the paths.
+
+Training runs on the shared trainer (:class:`~daskstate.algorithms.forecast.neural.NeuralForecastState`:
+epochs of rounds, validation windows by a seeded hash of item and origin, early
+stopping, best-snapshot selection, checkpoints, ``partial_fit``). Its examples are
+the forecast origins of each item; a step's sequences are drawn per item (an item
+uniformly, then one of its training origins uniformly) with the round's seeded
+generator, so short and long series weigh the same. ``theta`` holds all weights in
+one flat vector (:mod:`lstm`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.offsets import DateOffset
+
+from daskstate.algorithms.forecast import lstm
+from daskstate.algorithms.forecast.base import SeriesBatch
+from daskstate.algorithms.forecast.likelihoods import N_RAW, nll_and_grad, values_at
+from daskstate.algorithms.forecast.neural import NeuralForecastState, TrainingWindows
+from daskstate.algorithms.forecast.series import (
+    MAX_SEASONAL_LAG,
+    SeriesBlock,
+    date_features,
+    n_date_features,
+    season_lengths,
+)
+from daskstate.algorithms.forecast.windows import context_scale
+from daskstate.numerics import _mix64, adam_step
+from daskstate.state import register
+
+#: global norm above which a mini-batch's mean gradient is scaled down (recurrent nets can explode)
+CLIP_NORM = 10.0
+#: sequences x samples drawn at once when forecasting (bounds temporary memory)
+SAMPLE_ROWS = 1 << 15
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def recurrent_lags(offset: DateOffset) -> list[int]:
+    """Lags of an autoregressive model, relative to the step being predicted.
+
+    The recent values (up to the shortest season, at most 7) and, around each
+    seasonal cycle ``m``, the lags ``m - 1, m, m + 1`` (the shortest cycle also two
+    and three cycles back), capped at :data:`MAX_SEASONAL_LAG` -- the same pattern
+    as GluonTS's lags per frequency.
+
+    Examples
+    --------
+    >>> from daskstate.algorithms.forecast.series import as_offset
+    >>> recurrent_lags(as_offset("QS"))
+    [1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13]
+    """
+    seasons = season_lengths(offset)
+    lags = set(range(1, min(seasons[0], 7) + 1 if seasons else 8))
+    for k, m in enumerate(seasons):
+        for cycle in (m, 2 * m, 3 * m) if k == 0 else (m,):
+            lags.update(x for x in (cycle - 1, cycle, cycle + 1) if 1 <= x <= MAX_SEASONAL_LAG)
+    return sorted(lags)
+
+
+def embedding_dimension(cardinality: int) -> int:
+    """GluonTS's default size of a category's embedding: ``min(50, (cardinality + 1) // 2)``."""
+    return max(1, min(50, (cardinality + 1) // 2))
+
+
+def static_codes(static: pd.DataFrame | None, k: int, names: list[str], categories: list[list[str]]) -> np.ndarray:
+    """Embedding rows (k, n_categories) of the k items' static values; 0 is an unknown or missing value."""
+    codes = np.zeros((k, len(names)), dtype=np.intp)
+    for j, (name, cats) in enumerate(zip(names, categories, strict=True)):
+        values = static[name]
+        idx = pd.Index(cats).get_indexer(values.astype(str).to_numpy(object)) + 1
+        codes[:, j] = np.where(values.isna().to_numpy(), 0, idx)
+    return codes
+
+
+@dataclass
+class Sequences:
+    """Windows of a block as the network reads them (scaled)."""
+
+    item: np.ndarray        # (n,) item number within the block
+    values: np.ndarray      # (n, P + C + H) target / scale, NaN where missing
+    scale: np.ndarray       # (n,)
+    first: np.ndarray       # (n,) grid position of the first unrolled step
+    covariates: np.ndarray  # (n, C + H, c) known covariates of the unrolled steps (missing: 0)
+    codes: np.ndarray       # (n, n_categories) embedding rows
+
+
+def path_uniforms(keys: np.ndarray, num_samples: int, step: int, seed: int) -> np.ndarray:
+    """Uniforms in (0, 1), shape (len(keys), num_samples), from a hash of (item key, sample, step, seed).
+
+    A path's draws depend on its item and the seed only, not on which items share a task.
+    """
+    salt = _mix64(np.array([seed], np.uint64) * _GOLDEN + np.array([step + 1], np.uint64))
+    sub = _mix64((np.arange(1, num_samples + 1, dtype=np.uint64) * _GOLDEN) ^ salt)
+    z = _mix64(_mix64(keys.astype(np.uint64))[:, None] ^ sub[None, :])
+    return ((z >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+
+@register
+class ForecastDeepARState(NeuralForecastState):
+    """The DeepAR network (see the module docstring); training: :class:`NeuralForecastState`."""
+
+    algorithm: ClassVar[str] = "forecast_deepar"
+
+    # ---- hyperparameters ----------------------------------------------------------------
+    @property
+    def likelihood(self) -> str:
+        return self.params.get("likelihood", "student_t")
+
+    @property
+    def unroll_context(self) -> int:
+        """``C``: steps unrolled before the forecast origin."""
+        return int(self.params["unroll_context"])
+
+    @property
+    def max_lag(self) -> int:
+        return int(self.lags.max())
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.params.get("num_layers", 2))
+
+    @property
+    def static_names(self) -> list[str]:
+        return list(self.params.get("static", []))
+
+    @property
+    def categories(self) -> list[list[str]]:
+        return [list(c) for c in self.params.get("categories", [])]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.schema.features)
+
+    @property
+    def n_step(self) -> int:
+        """Per-step inputs: the lags, the date features, the covariates."""
+        return len(self.lags) + n_date_features(self.offset, self.harmonics) + self.n_features
+
+    @property
+    def layout(self) -> lstm.Layout:
+        dims = self.params.get("embedding_dims") or [embedding_dimension(len(c) + 1) for c in self.categories]
+        tables = [(len(c) + 1, int(d)) for c, d in zip(self.categories, dims, strict=True)]
+        return lstm.lstm_layout(self.n_step, 1, self.num_layers, int(self.params.get("num_cells", 40)),
+                                N_RAW[self.likelihood], tables)
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_step
+
+    def initial_theta(self, rng: np.random.Generator) -> np.ndarray:
+        return lstm.init_theta(self.layout, self.num_layers, rng)
+
+    # ---- windows -------------------------------------------------------------------------------
+    def sequences(self, block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
+                  codes: np.ndarray) -> Sequences:
+        """The windows whose forecast origins (last context point) are the flat ``origins``, at grid
+        ``position``, with embedding rows ``codes`` (n, n_categories); ``item`` labels them. Windows
+        without any observed history are dropped."""
+        C, H = self.unroll_context, self.horizon
+        context, future = block.windows(origins)
+        values = np.concatenate([context, future], axis=1)
+        scale = context_scale(context[:, -C:])[0]
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, context_scale(context)[0])
+        keep = np.isfinite(scale) & (scale > 0)
+        if not keep.all():
+            origins, item, position, values, scale, codes = (
+                a[keep] for a in (origins, item, position, values, scale, codes))
+        steps = origins[:, None] + np.arange(1 - C, H + 1)[None, :]
+        covariates = np.nan_to_num(block.covariates[steps]) if self.n_features else np.zeros((len(item), C + H, 0))
+        return Sequences(item, values / scale[:, None], scale, position - C + 1, covariates, codes)
+
+    def step_inputs(self, seq: Sequences, filled: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """Inputs (n, len(steps), n_step) of unrolled steps ``steps`` (0 .. C + H - 1), lags from ``filled``."""
+        P = self.max_lag
+        lagged = filled[:, P + steps[:, None] - self.lags[None, :]]
+        dates = date_features(seq.first[:, None] + steps[None, :], self.offset, self.harmonics)
+        return np.concatenate([lagged, dates, seq.covariates[:, steps]], axis=2)
+
+    def static_reals(self, seq: Sequences) -> np.ndarray:
+        return np.log(seq.scale)[:, None]
+
+    def filled(self, seq: Sequences, until: int) -> np.ndarray:
+        """The scaled values with each missing one replaced by the window's mean over its first ``until``
+        points (so lags are always defined)."""
+        head = seq.values[:, :until]
+        ok = ~np.isnan(head)
+        level = np.where(ok, head, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+        return np.where(np.isnan(seq.values), level[:, None], seq.values)
+
+    def targets(self, seq: Sequences) -> tuple[np.ndarray, np.ndarray]:
+        y = seq.values[:, self.max_lag :]
+        if self.likelihood == "negative_binomial":
+            y = y * seq.scale[:, None]
+        return y, ~np.isnan(y)
+
+    def _likelihood_scale(self, seq: Sequences) -> np.ndarray:
+        return seq.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(seq.scale), 1))
+
+    # ---- loss and gradient -----------------------------------------------------------------------
+    def _nll(self, theta: np.ndarray, seq: Sequences) -> tuple[float, np.ndarray, lstm.Cache, int]:
+        v = self.layout.views(theta)
+        C, H = self.unroll_context, self.horizon
+        filled = self.filled(seq, self.max_lag + C)
+        X = self.step_inputs(seq, filled, np.arange(C + H))
+        static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
+        raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all)
+        y, mask = self.targets(seq)
+        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq))
+        return loss, d_raw, cache, int(mask.sum())
+
+    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences) -> tuple[float, np.ndarray, int]:
+        """Summed NLL of the observed targets of all unrolled steps, and its gradient w.r.t. ``theta``."""
+        loss, d_raw, cache, count = self._nll(theta, seq)
+        layout = self.layout
+        return loss, lstm.backward(layout, layout.views(theta), self.num_layers, cache, d_raw, seq.codes, 1), count
+
+    # ---- the trainer's hooks: sequences as examples ------------------------------------------------
+    def block_codes(self, block: SeriesBlock) -> np.ndarray:
+        return static_codes(block.static, block.n_items, self.static_names, self.categories)
+
+    def _training_batch(self, X: SeriesBatch, where: str) -> TrainingWindows:
+        """Every forecast origin of the partition: 0 .. ``len - 1 - H`` of each item (the whole future inside
+        the series; up to ``len - 2`` for an item shorter than that)."""
+        block = X.block
+        origins, item, position = block.origins()
+        j = position - block.starts[item]
+        hi = np.where(block.lengths - 1 - self.horizon >= 0, block.lengths - 1 - self.horizon, block.lengths - 2)
+        keep = np.flatnonzero(j <= hi[item])
+        return TrainingWindows(block, origins[keep], item[keep], position[keep])
+
+    def _sequences_of(self, X: TrainingWindows, pick: np.ndarray, codes: np.ndarray) -> Sequences:
+        return self.sequences(X.block, X.origins[pick], X.item[pick], X.position[pick], codes[X.item[pick]])
+
+    def _train(self, X: TrainingWindows, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
+        """Adam steps on sequences drawn per item from the training windows ``order``: an item uniformly,
+        then one of its windows uniformly; about one pass over the points, at least ``min_batches`` steps."""
+        if not len(order):
+            return
+        C, H = self.unroll_context, self.horizon
+        size = int(self.params.get("batch_size", 32))
+        steps = max(-(-len(order) // ((C + H) * size)), int(self.params.get("min_batches", 50)))
+        per_item = np.bincount(X.item[order], minlength=X.block.n_items)
+        weight = 1.0 / per_item[X.item[order]]
+        picks = rng.choice(order, size=(steps, size), p=weight / weight.sum())
+        codes = self.block_codes(X.block)
+        lr = float(self.params.get("learning_rate", 1e-3))
+        for pick in picks:
+            seq = self._sequences_of(X, pick, codes)
+            if not len(seq.item):
+                continue
+            loss, grad, count = self.loss_and_gradient(self.theta, seq)
+            if count == 0 or not np.isfinite(loss):
+                continue
+            grad /= count
+            norm = float(np.sqrt(grad @ grad))
+            if norm > CLIP_NORM:
+                grad *= CLIP_NORM / norm
+            self.adam_t += 1.0
+            adam_step(self.theta, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
+            self.mon_loss += loss
+            self.mon_n += count
+
+    def _evaluate(self, X: TrainingWindows, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        codes = self.block_codes(X.block)
+        size = max(1, SAMPLE_ROWS // ((self.unroll_context + self.horizon) * 8))
+        for start in range(0, len(rows), size):
+            seq = self._sequences_of(X, rows[start : start + size], codes)
+            if len(seq.item):
+                loss, _, _, count = self._nll(params["theta"], seq)
+                self.ev_loss += loss
+                self.ev_n += count
+
+    # ---- forecasting -------------------------------------------------------------------------------
+    def sample_paths(self, theta: np.ndarray, block: SeriesBlock, origins: np.ndarray, num_samples: int,
+                     seed: int) -> np.ndarray:
+        """Paths (len(origins), num_samples, H) in the data's units drawn after each flat origin of
+        ``block``; NaN where the history has no observed value.
+
+        The draws after an origin are a function of its item's id, the seed and ``theta`` only.
+        """
+        H = self.horizon
+        out = np.full((len(origins), num_samples, H), np.nan)
+        item = np.searchsorted(block.offsets, origins, side="right") - 1
+        codes = self.block_codes(block)[item]
+        keys = pd.util.hash_array(np.asarray(block.items, dtype=object)[item])
+        position = block.starts[item] + (origins - block.offsets[item])
+        rows = np.arange(len(origins))
+        chunk = max(1, SAMPLE_ROWS // num_samples)
+        for start in range(0, len(origins), chunk):
+            sl = slice(start, start + chunk)
+            seq = self.sequences(block, origins[sl], rows[sl], position[sl], codes[sl])
+            if len(seq.item):
+                out[seq.item] = self._draw_paths(theta, seq, keys[seq.item], num_samples, seed)
+        return out
+
+    def _draw_paths(self, theta: np.ndarray, seq: Sequences, keys: np.ndarray, S: int, seed: int) -> np.ndarray:
+        v = self.layout.views(theta)
+        C, H, L, P = self.unroll_context, self.horizon, self.num_layers, self.max_lag
+        n = len(seq.item)
+        seq.values[:, P + C :] = np.nan  # the future is not read (evaluate passes the actual values)
+        filled = self.filled(seq, P + C)
+        static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
+        _, _, state = lstm.forward(v, L, self.step_inputs(seq, filled, np.arange(C)), static_all)
+        d = self.n_step
+        static_proj = np.repeat(static_all @ v["W0"][d:] + v["b0"], S, axis=0)
+        state = [(np.repeat(h, S, axis=0), np.repeat(c, S, axis=0)) for h, c in state]
+        paths = np.repeat(filled, S, axis=0)
+        scale = np.repeat(seq.scale, S)
+        like_scale = scale if self.likelihood == "negative_binomial" else np.ones_like(scale)
+        rep = Sequences(np.repeat(seq.item, S), paths, scale, np.repeat(seq.first, S),
+                        np.repeat(seq.covariates, S, axis=0), np.repeat(seq.codes, S, axis=0))
+        for t in range(C, C + H):
+            x = self.step_inputs(rep, paths, np.array([t]))[:, 0]
+            raw, state = lstm.step(v, L, x, static_proj, state)
+            u = path_uniforms(keys, S, t - C, seed).ravel()
+            y = values_at(raw[:, None, :], self.likelihood, like_scale[:, None], u[:, None, None])[:, 0, 0]
+            paths[:, P + t] = y / scale if self.likelihood == "negative_binomial" else y
+        return (paths[:, P + C :] * scale[:, None]).reshape(n, S, H)

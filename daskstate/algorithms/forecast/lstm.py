@@ -1,0 +1,228 @@
+"""A stacked LSTM with a linear output, in numpy: forward, one-step, and backpropagation through time.
+
+Pure numerics for the DeepAR forecaster (:mod:`~daskstate.algorithms.forecast.deepar`).
+All parameters live in one flat vector ``theta`` (so a round averages them in one
+step); :class:`Layout` gives named views into it. Each layer ``l`` has input
+weights ``W{l}`` (inputs x 4N), recurrent weights ``U{l}`` (N x 4N) and a bias
+``b{l}`` (4N); the gates are ordered ``[input, forget, output, cell]`` so that one
+sigmoid covers the first three. The first layer's inputs are the per-step inputs
+followed by the per-sequence (static) inputs, whose projection is computed once
+per sequence. ``W_out``, ``b_out`` map the top layer's hidden state to the raw
+distribution parameters of every step.
+
+Loops run over time steps and layers only; every step is vectorised over the
+batch of sequences and the cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Layout:
+    """Named arrays packed in one flat vector: ``views(theta)["U0"]`` is a view of ``theta``."""
+
+    def __init__(self, shapes: list[tuple[str, tuple[int, ...]]]):
+        self.shapes = dict(shapes)
+        self.offsets: dict[str, int] = {}
+        at = 0
+        for name, shape in shapes:
+            self.offsets[name] = at
+            at += int(np.prod(shape))
+        self.size = at
+
+    def views(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: theta[at : at + int(np.prod(shape))].reshape(shape)
+                for (name, shape), at in zip(self.shapes.items(), self.offsets.values(), strict=True)}
+
+
+def lstm_layout(n_step: int, n_static: int, num_layers: int, num_cells: int, n_out: int,
+                embeddings: list[tuple[int, int]] = ()) -> Layout:
+    """The layout of a network: step inputs ``n_step``, static inputs ``n_static`` (embeddings excluded),
+    ``embeddings`` as (rows, dimension) tables whose rows join the static inputs."""
+    N = num_cells
+    n_in0 = n_step + n_static + sum(d for _, d in embeddings)
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+    for layer in range(num_layers):
+        shapes += [(f"W{layer}", (n_in0 if layer == 0 else N, 4 * N)), (f"U{layer}", (N, 4 * N)),
+                   (f"b{layer}", (4 * N,))]
+    shapes += [("W_out", (N, n_out)), ("b_out", (n_out,))]
+    shapes += [(f"E{j}", (rows, dim)) for j, (rows, dim) in enumerate(embeddings)]
+    return Layout(shapes)
+
+
+def init_theta(layout: Layout, num_layers: int, rng: np.random.Generator) -> np.ndarray:
+    """Weights ~ N(0, 1/fan_in), biases 0 except the forget gates' (1: remember by default), output 0.1x."""
+    theta = np.zeros(layout.size)
+    v = layout.views(theta)
+    for layer in range(num_layers):
+        W, U, b = v[f"W{layer}"], v[f"U{layer}"], v[f"b{layer}"]
+        N = U.shape[0]
+        W[...] = rng.normal(0.0, 1.0 / np.sqrt(W.shape[0] + N), W.shape)
+        U[...] = rng.normal(0.0, 1.0 / np.sqrt(W.shape[0] + N), U.shape)
+        b[N : 2 * N] = 1.0
+    v["W_out"][...] = rng.normal(0.0, 0.1 / np.sqrt(v["W_out"].shape[0]), v["W_out"].shape)
+    for name, E in v.items():
+        if name.startswith("E"):
+            E[...] = rng.normal(0.0, 0.1, E.shape)
+    return theta
+
+
+def static_inputs(v: dict[str, np.ndarray], static: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Per-sequence inputs: the static reals (B, s) followed by each category's embedding row."""
+    parts = [static] + [v[f"E{j}"][codes[:, j]] for j in range(codes.shape[1])]
+    return np.concatenate(parts, axis=1)
+
+
+@dataclass
+class Cache:
+    """What the backward pass needs from a teacher-forced forward pass (arrays time-major: (T, B, ...))."""
+
+    inputs: list[np.ndarray]   # per layer: its per-step input (T, B, d)
+    static: np.ndarray         # (B, s_all) static inputs of layer 0 (with embeddings)
+    gates: list[np.ndarray]    # per layer: (T, B, 4N) activated gates [i, f, o, g]
+    cells: list[np.ndarray]    # per layer: (T, B, N) cell states
+    tanh_cells: list[np.ndarray]  # per layer: (T, B, N) tanh of the cell states
+    hidden: list[np.ndarray]   # per layer: (T, B, N) hidden states
+
+
+def _step(z: np.ndarray, h: np.ndarray, c: np.ndarray, U: np.ndarray, gates: np.ndarray, tanh_c: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM step from the projected input ``z``, writing the activated gates into ``gates`` and
+    ``tanh(c)`` into ``tanh_c``: (new c, new h)."""
+    N = h.shape[1]
+    np.matmul(h, U, out=gates)
+    gates += z
+    sig = gates[:, : 3 * N]
+    sig *= 0.5  # sigmoid(a) = (1 + tanh(a / 2)) / 2: numpy's tanh is several times faster than expit
+    np.tanh(gates, out=gates)
+    sig *= 0.5
+    sig += 0.5
+    c = gates[:, N : 2 * N] * c + gates[:, :N] * gates[:, 3 * N :]
+    np.tanh(c, out=tanh_c)
+    return c, gates[:, 2 * N : 3 * N] * tanh_c
+
+
+def _matmul_steps(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """(T, B, d) @ (d, m) as one 2-D product."""
+    T, B, d = x.shape
+    return (x.reshape(T * B, d) @ W).reshape(T, B, -1)
+
+
+def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, static_all: np.ndarray,
+            state: list[tuple[np.ndarray, np.ndarray]] | None = None
+            ) -> tuple[np.ndarray, Cache, list[tuple[np.ndarray, np.ndarray]]]:
+    """Teacher-forced pass over all steps: raw outputs (B, T, k), the cache, and the final (h, c) per layer.
+
+    ``step_inputs`` (B, T, d). Layer by layer (each layer's input projection is one
+    matmul over all steps); the recurrence loops over time. ``state`` is the initial
+    (h, c) per layer (zeros if None).
+    """
+    B, T, d = step_inputs.shape
+    cache = Cache([], static_all, [], [], [], [])
+    final = []
+    x = np.ascontiguousarray(step_inputs.transpose(1, 0, 2))
+    for layer in range(num_layers):
+        U = v[f"U{layer}"]
+        N = U.shape[0]
+        W = v[f"W{layer}"]
+        if layer == 0:
+            z = _matmul_steps(x, W[:d]) + (static_all @ W[d:] + v["b0"])[None, :, :]
+        else:
+            z = _matmul_steps(x, W) + v[f"b{layer}"]
+        h, c = state[layer] if state is not None else (np.zeros((B, N)), np.zeros((B, N)))
+        gates, cells, hidden = np.empty((T, B, 4 * N)), np.empty((T, B, N)), np.empty((T, B, N))
+        tanh_cells = np.empty((T, B, N))
+        for t in range(T):
+            c, h = _step(z[t], h, c, U, gates[t], tanh_cells[t])
+            cells[t], hidden[t] = c, h
+        cache.inputs.append(x)
+        cache.gates.append(gates)
+        cache.cells.append(cells)
+        cache.tanh_cells.append(tanh_cells)
+        cache.hidden.append(hidden)
+        final.append((h, c))
+        x = hidden
+    raw = _matmul_steps(x, v["W_out"]) + v["b_out"]
+    return raw.transpose(1, 0, 2), cache, final
+
+
+def step(v: dict[str, np.ndarray], num_layers: int, x: np.ndarray, static_proj: np.ndarray,
+         state: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """One step of every layer from step input ``x`` (B, d); ``static_proj`` is layer 0's static
+    projection plus bias (B, 4N). Returns raw outputs (B, k) and the new state."""
+    new = []
+    for layer in range(num_layers):
+        h, c = state[layer]
+        if layer == 0:
+            z = x @ v["W0"][: x.shape[1]] + static_proj
+        else:
+            z = x @ v[f"W{layer}"] + v[f"b{layer}"]
+        c, h = _step(z, h, c, v[f"U{layer}"], np.empty_like(z), np.empty_like(c))
+        new.append((h, c))
+        x = h
+    return x @ v["W_out"] + v["b_out"], new
+
+
+def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: Cache, d_raw: np.ndarray,
+             codes: np.ndarray, n_static: int) -> np.ndarray:
+    """Gradient w.r.t. the flat ``theta`` (views ``v``) from the gradient w.r.t. the raw outputs (B, T, k).
+
+    ``codes`` (B, n_categories) are the embedding rows of each sequence, ``n_static``
+    the number of static reals before the embeddings.
+    """
+    grad = np.zeros(layout.size)
+    g = layout.views(grad)
+    top = cache.hidden[-1]
+    T, B, N = top.shape
+    d_raw = np.ascontiguousarray(d_raw.transpose(1, 0, 2)).reshape(T * B, -1)
+    g["W_out"][...] = top.reshape(T * B, N).T @ d_raw
+    g["b_out"][...] = d_raw.sum(axis=0)
+    dH = (d_raw @ v["W_out"].T).reshape(T, B, N)
+    for layer in range(num_layers - 1, -1, -1):
+        U = v[f"U{layer}"]
+        UT = np.ascontiguousarray(U.T)
+        gates, cells, hidden = cache.gates[layer], cache.cells[layer], cache.hidden[layer]
+        tanh_c = cache.tanh_cells[layer]
+        i, f, o, gg = (gates[..., k * N : (k + 1) * N] for k in range(4))
+        c_prev = np.concatenate([np.zeros((1, B, N)), cells[:-1]])
+        # local derivatives, vectorised over all steps: dZ[t] = dc[t] * A[t] except the output gate (dh[t] * A_o[t])
+        A = np.concatenate([gg * i * (1.0 - i), c_prev * f * (1.0 - f), np.zeros((T, B, N)), i * (1.0 - gg * gg)],
+                           axis=2).reshape(T, B, 4, N)
+        A_o = tanh_c * o * (1.0 - o)
+        dc_dh = o * (1.0 - tanh_c * tanh_c)
+        dZ = np.empty((T, B, 4, N))
+        dh = np.zeros((B, N))
+        dc = np.zeros((B, N))
+        for t in range(T - 1, -1, -1):
+            dh += dH[t]
+            dc += dh * dc_dh[t]
+            dz = dZ[t]
+            np.multiply(A[t], dc[:, None, :], out=dz)
+            np.multiply(dh, A_o[t], out=dz[:, 2])
+            dc *= f[t]
+            np.matmul(dz.reshape(B, 4 * N), UT, out=dh)
+        dZ = dZ.reshape(T, B, 4 * N)
+        if T > 1:
+            g[f"U{layer}"][...] = hidden[:-1].reshape(-1, N).T @ dZ[1:].reshape(-1, 4 * N)
+        flat_dZ = dZ.reshape(T * B, 4 * N)
+        g[f"b{layer}"][...] = flat_dZ.sum(axis=0)
+        x = cache.inputs[layer]
+        d = x.shape[-1]
+        W = v[f"W{layer}"]
+        g[f"W{layer}"][:d] = x.reshape(T * B, d).T @ flat_dZ
+        if layer == 0:
+            dZ_seq = dZ.sum(axis=0)
+            g["W0"][d:] = cache.static.T @ dZ_seq
+            d_static = dZ_seq @ W[d:].T
+            at = n_static
+            for j in range(codes.shape[1]):
+                E = g[f"E{j}"]
+                dim = E.shape[1]
+                np.add.at(E, codes[:, j], d_static[:, at : at + dim])
+                at += dim
+        else:
+            dH = (flat_dZ @ W.T).reshape(T, B, N)
+    return grad
