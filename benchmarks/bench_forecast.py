@@ -178,9 +178,11 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
 
     if KNOWN_COVARIATES.get(name):
         cov = KNOWN_COVARIATES[name]
+        t0 = time.perf_counter()
         fc = daskstate.Forecaster(prediction_length=H, freq=freq, covariates=cov).fit(with_covariates[0])
         overall, _ = fc.evaluate(with_covariates[1], quantiles=Q)
-        rows.append({"panel": name, "method": f"daskstate linear (+{','.join(cov)})", **overall})
+        rows.append({"panel": name, "method": f"daskstate linear (+{','.join(cov)})",
+                     "seconds": time.perf_counter() - t0, **overall})
 
     if mlp_epochs:
         t0 = time.perf_counter()
