@@ -45,6 +45,8 @@ from daskstate.algorithms.forecast.series import (
 )
 
 Q = np.asarray(EVAL_QUANTILES)
+#: known future covariates of a panel: an extra "daskstate linear (+covariates)" row uses them
+KNOWN_COVARIATES = {"elecdemand": ["workday"]}
 ELEC_ORIGINS = 7
 ETS_ELEC_HISTORY = 4 * 7 * 48
 
@@ -54,7 +56,7 @@ def panels(names: list[str], n_synthetic: int = 100) -> dict[str, tuple[pd.DataF
     for name in names:
         if name in REAL_PANELS:
             df, freq = load_panel(name)
-            out[name] = (df[["item_id", "timestamp", "target"]], freq)
+            out[name] = (df[["item_id", "timestamp", "target", *KNOWN_COVARIATES.get(name, [])]], freq)
         elif name == "synthetic_daily":
             out[name] = (synthetic_panel(n_synthetic, 400, freq="D", seed=1), "D")
         elif name == "synthetic_monthly":
@@ -158,6 +160,8 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
     else:
         full = df
         train, _ = holdout_split(df, H)
+    with_covariates = (train, full)
+    train, full = train[["item_id", "timestamp", "target"]], full[["item_id", "timestamp", "target"]]
     items, hist, y = series_arrays(full, H)
     scale = seasonal_naive_scale(pad_left(hist), m)
     rows = []
@@ -172,6 +176,14 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
                  "chosen": {"wd": fc.wd_, "prior": fc.prior_, "calibration": np.round(fc.calibration_, 3).tolist(),
                             "lags": len(fc.state_.lags), "context_length": fc.state_.params["context_length"]}
                  if hasattr(fc, "prior_") else None})
+
+    if KNOWN_COVARIATES.get(name):
+        cov = KNOWN_COVARIATES[name]
+        t0 = time.perf_counter()
+        fc = daskstate.Forecaster(prediction_length=H, freq=freq, covariates=cov).fit(with_covariates[0])
+        overall, _ = fc.evaluate(with_covariates[1], quantiles=Q)
+        rows.append({"panel": name, "method": f"daskstate linear (+{','.join(cov)})",
+                     "seconds": time.perf_counter() - t0, **overall})
 
     if deepar_epochs:
         t0 = time.perf_counter()
@@ -217,7 +229,7 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
         lin["time_vs_ets"] = lin["seconds"] / e["seconds"]
     for r in rows:
         r.update({"series": len(items), "horizon": H, "freq": freq})
-        if r["method"].startswith(("daskstate mlp", "daskstate deepar")):
+        if r["method"].startswith(("daskstate mlp", "daskstate deepar", "daskstate linear (+")):
             r["mase_vs_snaive"] = r["MASE"] / base["seasonal naive"]["MASE"]
             if ets:
                 r["mase_vs_ets"] = r["MASE"] / base["statsmodels ETS (best AICc)"]["MASE"]
