@@ -36,7 +36,6 @@ from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState, counts_
 from daskstate.data import Input
 from daskstate.errors import DataError, SchemaError, StateError
 from daskstate.estimator import StateEstimator
-from daskstate.numerics import adam_step
 from daskstate.state import State, register
 from daskstate.text import (
     TOKEN_PATTERN,
@@ -110,11 +109,13 @@ class NTMState(CountsReader):
 
     def _init_arrays(self) -> None:
         layout = self.layout
-        self.weights = nn.init_weights(layout, np.random.default_rng([int(self.params["seed"]), 0x1DA]))
-        self.adam_m = np.zeros(layout.size)
-        self.adam_v = np.zeros(layout.size)
+        # float32 parameters: the steps are bound by memory traffic over B x V and V x H arrays, which this halves
+        self.weights = nn.init_weights(layout, np.random.default_rng([int(self.params["seed"]), 0x1DA])).astype(
+            nn.PARAMETER_DTYPE)
+        self.adam_m = np.zeros_like(self.weights)
+        self.adam_v = np.zeros_like(self.weights)
         self.adam_t = np.zeros(1)
-        self.bn_stats = nn.init_bn_stats(layout)
+        self.bn_stats = nn.init_bn_stats(layout).astype(nn.PARAMETER_DTYPE)
         self.epoch_loss = np.zeros(2)  # loss, words of the documents trained on this epoch
         self.val_loss = np.zeros(3)  # loss, words, documents of the validation documents
         self.trained = np.zeros(1)
@@ -151,11 +152,11 @@ class NTMState(CountsReader):
                 continue
             Xb = X[order[a:b]]
             noise = nn.draw_noise(rng, b - a, layout, float(p["dropout"]))
-            loss, cache = nn.forward(self.weights, Xb, noise, layout, activation=p["activation"], prior=prior)
-            grad = nn.backward(self.weights, cache, layout)
             self.adam_t += 1.0
-            adam_step(self.weights, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), float(p["learning_rate"]),
-                      beta_1=float(p["beta_1"]), beta_2=float(p["beta_2"]))
+            loss, cache = nn.train_step(self.weights, self.adam_m, self.adam_v, float(self.adam_t[0]), Xb, noise,
+                                        layout, activation=p["activation"], prior=prior,
+                                        learning_rate=float(p["learning_rate"]), beta_1=float(p["beta_1"]),
+                                        beta_2=float(p["beta_2"]))
             if layout.batch_norm:
                 nn.update_running(self.bn_stats, cache["stats"], layout, float(p["bn_momentum"]), b - a)
             self.epoch_loss += [loss * (b - a), cache["counts"].sum()]
