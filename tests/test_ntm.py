@@ -315,3 +315,18 @@ def test_float32_step_stays_float32_and_matches_float64():
         steps[dtype] = (loss, w)
     assert steps[np.float32][0] == pytest.approx(steps[np.float64][0], rel=1e-5)
     np.testing.assert_allclose(steps[np.float32][1], steps[np.float64][1], atol=1e-5)
+
+
+def test_on_invalid_skip_drops_and_counts_bad_documents():
+    docs = ["apples pears plums"] * 30 + [5, b"bytes", None] + ["rockets planets stars"] * 30
+    model = NeuralTopicModel(2, epochs=2, min_df=1, on_invalid="skip", random_state=0).fit(docs)
+    assert model.state_.n_skipped == 2 and model.state_.n_rows == len(docs) - 2  # the null one is an empty document
+    assert len(model.vocabulary_terms_) == 6
+    X = np.ones((40, 5))
+    X[[3, 25], 2] = [-1.0, np.nan]
+    counts = NeuralTopicModel(2, epochs=1, on_invalid="skip").fit(da.from_array(X, chunks=(20, 5)))
+    assert counts.state_.n_skipped == 2 and counts.state_.n_rows == 38
+    with pytest.raises(DataError, match="on_invalid='skip'"):
+        NeuralTopicModel(2, epochs=1).fit(X)
+    with pytest.raises(ValueError, match="on_invalid"):
+        NeuralTopicModel(2, on_invalid="ignore").fit(X)

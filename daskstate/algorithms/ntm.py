@@ -40,8 +40,9 @@ from daskstate.state import State, register
 from daskstate.text import (
     TOKEN_PATTERN,
     Tokenizer,
-    as_counts,
     counts_input,
+    read_counts,
+    read_documents,
     text_input,
 )
 
@@ -75,8 +76,10 @@ class CountsReader(State):
 
     def read_batch(self, X: Any, y: Any, *, on_invalid: str = "raise", where: str = "batch") -> tuple[Any, Any, int]:
         if self.params.get("input") == "text":
-            return counts_of(X, tokenizer_from(self.params), pd.Index(self.terms), where), None, 0
-        return as_counts(X, self.n_words, where), None, 0
+            docs, dropped = read_documents(X, where, on_invalid)
+            return counts_of(docs, tokenizer_from(self.params), pd.Index(self.terms), where), None, dropped
+        X, dropped = read_counts(X, self.n_words, where, on_invalid)
+        return X, None, dropped
 
     def check_batch(self, X: Any, y: Any) -> int:
         if not sp.issparse(X) or X.shape[1] != self.n_words:
@@ -388,8 +391,12 @@ class NeuralTopicModel(StateEstimator):
         terms) is used as is.
     random_state : int
         Seeds the initial weights, the partition order, mini-batches, noise and dropout.
-    on_invalid : {"raise"}
-        Bad documents (non-strings, negative counts) raise errors naming the partition.
+    on_invalid : {"raise", "skip"}
+        Bad documents (neither a string nor null; count rows with a negative, NaN
+        or inf count) raise errors naming the partition, or with ``"skip"`` are
+        dropped from the fit and counted in ``state_.n_skipped`` (null documents
+        are empty documents, not errors). ``transform`` and ``score`` always raise
+        on them (their outputs are per document).
 
     Attributes
     ----------
@@ -480,7 +487,7 @@ class NeuralTopicModel(StateEstimator):
         check("transform_steps", integer(self.transform_steps) and self.transform_steps >= 0, "an integer >= 0")
         check("doc_topic_prior", self.doc_topic_prior is None or float(self.doc_topic_prior) > 0, "None or > 0")
         check("topic_word_prior", self.topic_word_prior is None or float(self.topic_word_prior) >= 0, "None or >= 0")
-        check("on_invalid", self.on_invalid == "raise", "'raise' (bad documents cannot be skipped silently)")
+        check("on_invalid", self.on_invalid in ("raise", "skip"), "'raise' or 'skip'")
 
     # ---- inputs ------------------------------------------------------------------------
     def _is_text(self, X: Any) -> bool:
