@@ -15,4 +15,5 @@ def test_demo_runs_every_algorithm():
     assert "dask dashboard: http://127.0.0.1:" in text or "dashboard: not available" in text
     for name, _ in DEMOS:
         assert f"== {name} (" in text
-    assert {"StandardScaler", "KMeans", "PCA", "LinearLearner"} <= {name for name, _ in DEMOS}
+    assert {"StandardScaler", "KMeans", "PCA", "LinearLearner", "Forecaster"} <= {name for name, _ in DEMOS}
+    assert "backtest on the last 12 months: MASE" in text and "x 100 paths" in text

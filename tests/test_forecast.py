@@ -131,7 +131,32 @@ def test_ridge_penalty_from_the_state_without_data():
     tuned = fc.finalize(wd=0.5)
     np.testing.assert_allclose(tuned.coef_, refit.coef_, rtol=1e-10)
     assert not np.allclose(tuned.coef_, fc.coef_)
-    assert tuned.wd == 0.5 and fc.wd == 1e-3
+    assert tuned.wd == 0.5 and tuned.wd_ == 0.5 and fc.wd is None
+
+
+def test_holdout_sums_are_the_normal_equations_of_the_last_points():
+    """gram - holdout_gram (and the other sums) equal a fit without each series' last tenth (>= H points)."""
+    df = seasonal_panel(5, 60)
+    kw = dict(freq="MS", prediction_length=6, lags=list(range(1, 13)))
+    fc = daskstate.Forecaster(**kw).fit(df)
+    train, _ = holdout_split(df, 6)
+    early = daskstate.Forecaster(**kw).fit(train).state_
+    s = fc.state_
+    for name in ("gram", "xty", "yty", "pairs"):
+        np.testing.assert_allclose(getattr(s, name) - getattr(s, "holdout_" + name), getattr(early, name),
+                                   rtol=1e-9, atol=1e-8, err_msg=name)
+    # the chosen penalty and prior have the smallest holdout error, and an explicit one is used as given
+    best = min(fc.selection_, key=lambda r: r["holdout_mse"])
+    assert (fc.wd_, fc.prior_) == (best["wd"], best["prior"]) and len(fc.selection_) == 12
+    assert (fc.calibration_ >= 1.0).all() and (np.diff(fc.calibration_) >= 0).all()
+    fixed = fc.finalize(wd=0.01, prior="seasonal")
+    assert (fixed.wd_, fixed.prior_) == (0.01, "seasonal") and len(fixed.selection_) == 1
+    # a strong penalty towards the seasonal prior gives the seasonal naive forecast
+    snaive = fc.finalize(wd=1e9, prior="seasonal")
+    lag_coef = snaive.coef_[:, :12]
+    for h in range(6):
+        assert np.argmax(lag_coef[h]) == 12 - (h + 1)  # lag 12 - h: one cycle before step h + 1
+        np.testing.assert_allclose(lag_coef[h].sum(), 1.0, atol=1e-6)
 
 
 def test_incremental_new_points_and_new_series_are_exact():
@@ -146,7 +171,11 @@ def test_incremental_new_points_and_new_series_are_exact():
     fc = daskstate.Forecaster(**kw).fit(old)
     fc.partial_fit(new_points, history=old)
     fc.partial_fit(new_series)
-    assert_same_state(fc, whole)
+    # the normal equations are exact; the holdout sums hold the last points of each fold (here the
+    # old points' last tenth and then the new points' last tenth), not those of the whole series
+    for name in ("gram", "xty", "yty", "pairs", "target_range"):
+        np.testing.assert_allclose(getattr(fc.state_, name), getattr(whole.state_, name), rtol=1e-9, atol=1e-9)
+    assert (fc.state_.holdout_pairs > whole.state_.holdout_pairs).all()
     assert fc.state_.n_rows == len(df)
 
 
@@ -351,3 +380,29 @@ def test_command_line_fit_and_predict(tmp_path):
                  "--output", str(tmp_path / "out.parquet")]) in (0, None)
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert len(out) == 12 and {"mean", "q0.1", "q0.9"} <= set(out.columns)
+
+
+def test_static_categories_give_per_category_levels():
+    """Two groups of series that move apart (one grows, one shrinks): the lags alone cannot tell them
+    apart from a short context, a per-group intercept can."""
+    rng = np.random.default_rng(5)
+    t = np.arange(60)
+    frames = []
+    for k in range(16):
+        growth = 0.03 if k % 2 else -0.03
+        y = 100 * np.exp(growth * t + rng.normal(0, 0.02, t.size)) * (1 + 0.2 * np.sin(2 * np.pi * t / 12))
+        frames.append(pd.DataFrame({"item_id": f"s{k}", "timestamp": pd.date_range("2000-01-01", periods=60, freq="MS"),
+                                    "target": y, "group": "up" if k % 2 else "down"}))
+    df = pd.concat(frames, ignore_index=True)
+    train, _ = holdout_split(df, 6)
+    kw = dict(freq="MS", prediction_length=6, lags=[1, 2, 3, 12])
+    plain = daskstate.Forecaster(**kw).fit(train)
+    grouped = daskstate.Forecaster(**kw, static=["group"]).fit(train)
+    assert grouped.coef_.shape[1] == plain.coef_.shape[1] + 16
+    assert grouped.evaluate(df)[0]["MASE"] < 0.7 * plain.evaluate(df)[0]["MASE"]
+    # merge of disjoint series still equals one fit, and predict needs the static column
+    a = daskstate.Forecaster(**kw, static=["group"]).fit(train[train["item_id"] < "s5"])
+    b = daskstate.Forecaster(**kw, static=["group"]).fit(train[train["item_id"] >= "s5"])
+    np.testing.assert_allclose(a.state_.merge(b.state_).gram, grouped.state_.gram, rtol=1e-9)
+    with pytest.raises(SchemaError, match="'group'"):
+        grouped.predict(train.drop(columns="group"))

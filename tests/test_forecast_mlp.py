@@ -134,3 +134,14 @@ def test_mlp_trains_through_the_shared_trainer_with_early_stopping():
     more = synthetic_panel(2, 48, freq="MS", seed=10).assign(item_id=lambda d: "new_" + d["item_id"])
     plain.partial_fit(more)
     assert plain.n_epochs_ == 6 and plain.state_.n_rows == df["target"].notna().sum() + more["target"].notna().sum()
+
+
+def test_mlp_names_items_split_across_partitions():
+    df = synthetic_panel(6, 40, freq="MS", seed=2)
+    split = dd.from_pandas(df, npartitions=4, sort=False)  # row blocks cut through items
+    fc = daskstate.Forecaster(model="mlp", prediction_length=3, epochs=1, min_batches=2)
+    with pytest.raises(DataError, match=r"item\(s\) have rows in more than one partition.*partition_by_series"):
+        fc.fit(split)
+    assert not hasattr(fc, "state_")
+    whole = daskstate.partition_by_series(split, npartitions=2)
+    assert np.isfinite(fc.fit(whole).theta_).all()

@@ -65,7 +65,7 @@ class SeriesStateMixin:
     @property
     def columns(self) -> Columns:
         id_col, time_col, target = self.params.get("columns", ("item_id", "timestamp", "target"))
-        return Columns(id_col, time_col, target, tuple(self.schema.features))
+        return Columns(id_col, time_col, target, tuple(self.schema.features), tuple(self.params.get("static", ())))
 
     def read_batch(self, X: Any, y: Any, *, on_invalid: str = "raise", where: str = "batch"
                    ) -> tuple[SeriesBatch, None, int]:

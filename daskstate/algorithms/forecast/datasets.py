@@ -18,7 +18,11 @@ REAL_PANELS = {
     "aus_accommodation": ("fpp3", "aus_accommodation", "QS-JAN"),
     "prisonLF": ("fpp2", "prisonLF", "QS-JAN"),
     "elecdemand": ("fpp2", "elecdemand", "30min"),
+    "us_employment": ("fpp3", "us_employment", "MS"),
+    "visnights": ("fpp2", "visnights", "QS-JAN"),
 }
+#: us_employment: the months from this one on (the earlier decades have many missing series)
+US_EMPLOYMENT_FROM = "1990-01-01"
 
 
 def _quarters(labels: pd.Series) -> pd.Series:
@@ -34,7 +38,9 @@ def load_panel(name: str) -> tuple[pd.DataFrame, str]:
     occupancy as covariates), ``prisonLF`` (fpp2; quarterly prisoner numbers of 64
     state x gender x legal series, 2005-2016), ``elecdemand`` (fpp2; half-hourly
     electricity demand of Victoria in 2014 with temperature and working-day covariates;
-    one series).
+    one series), ``us_employment`` (fpp3; monthly US employment of 148 industries,
+    from 1990 to 2019-09; the 3 series with missing months in that span are left out),
+    ``visnights`` (fpp2; quarterly visitor nights of 20 Australian regions, 1998-2016).
 
     Examples
     --------
@@ -59,6 +65,17 @@ def load_panel(name: str) -> tuple[pd.DataFrame, str]:
         ts = pd.to_datetime(raw["t"]).dt.to_period("Q").dt.to_timestamp()
         df = pd.DataFrame({"item_id": raw["state"] + "/" + raw["gender"] + "/" + raw["legal"],
                            "timestamp": ts, "target": raw["count"].astype(float)})
+    elif name == "us_employment":
+        ts = pd.PeriodIndex(raw["Month"].str.replace(" ", "-"), freq="M").to_timestamp()
+        df = pd.DataFrame({"item_id": raw["Series_ID"], "timestamp": ts, "target": raw["Employed"].astype(float)})
+        df = df[df["timestamp"] >= pd.Timestamp(US_EMPLOYMENT_FROM)]
+        complete = df.groupby("item_id")["target"].transform(lambda s: s.notna().all())
+        df = df[complete.to_numpy(bool)]
+    elif name == "visnights":  # a multivariate ts without dates: one column per region from 1998 Q1
+        regions = [c for c in raw.columns if c != "rownames"]
+        times = pd.date_range("1998-01-01", periods=len(raw), freq=freq)
+        df = pd.DataFrame({"item_id": np.repeat(regions, len(raw)), "timestamp": np.tile(times.to_numpy(), len(regions)),
+                           "target": raw[regions].to_numpy(np.float64).T.ravel()})
     else:  # elecdemand: the 17,520 half-hours of 2014, in order (the R object is a ts without dates)
         df = pd.DataFrame({"item_id": "VIC", "timestamp": pd.date_range("2014-01-01", periods=len(raw), freq="30min"),
                            "target": raw["Demand"].astype(float), "temperature": raw["Temperature"].astype(float),

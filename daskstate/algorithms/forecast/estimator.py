@@ -21,14 +21,17 @@ from dask.base import tokenize
 from sklearn.utils._param_validation import StrOptions
 
 from daskstate.algorithms.forecast.linear import (
+    STATIC_BUCKETS,
     ForecastLinearState,
     distribution_quantiles,
     linear_forecast,
+    linear_sample_paths,
 )
 from daskstate.algorithms.forecast.metrics import forecast_metrics
 from daskstate.algorithms.forecast.mlp import ForecastMLPState
 from daskstate.algorithms.forecast.neural import NeuralForecastState
 from daskstate.algorithms.forecast.rounds import series_input
+from daskstate.algorithms.forecast.sampling import partition_rng, sample_column
 from daskstate.algorithms.forecast.series import (
     Columns,
     SeriesBlock,
@@ -40,9 +43,11 @@ from daskstate.algorithms.forecast.series import (
     infer_freq,
     season_lengths,
     split_items,
+    static_indicators,
     to_series_block,
 )
 from daskstate.algorithms.forecast.windows import iter_windows
+from daskstate.data import Input
 from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import Floats, Ints, StateEstimator
@@ -88,13 +93,17 @@ class Forecaster(StateEstimator):
     covariates : list of str
         Known dynamic covariates (their future values are needed at predict).
     static : list of str
-        Static categories per item (used by the neural models; the linear model ignores them).
+        Static categories per item ("linear": an intercept per category, hashed into a fixed
+        number of indicator columns per static column; the neural models: see each model).
     likelihood : {"student_t", "gaussian", "negative_binomial"}
         Shape of the predictive distribution ("negative_binomial" for counts: targets
         must be non-negative).
-    wd : float
-        Ridge penalty per training pair ("linear": any value is solved from the state
-        with ``finalize(wd=...)``, without data).
+    wd : float, optional
+        "linear": ridge penalty relative to the mean diagonal of the normal equations;
+        default: chosen, together with what the penalty shrinks to (zero or the
+        seasonal naive forecast), by the error on each series' last tenth of the model
+        fitted on the rest, from the state alone (``finalize(wd=..., prior=...)`` re-solves
+        without data; ``selection_`` lists the scores).
     weighting : {"noise", "none"}
         "noise": windows weighted by ``1 / noise^2``, their relative noise scale.
     harmonics : int
@@ -154,7 +163,7 @@ class Forecaster(StateEstimator):
         covariates: Sequence[str] = (),
         static: Sequence[str] = (),
         likelihood: str = "student_t",
-        wd: float = 1e-3,
+        wd: float | None = None,
         weighting: str = "noise",
         harmonics: int = 3,
         duplicates: str = "raise",
@@ -210,7 +219,7 @@ class Forecaster(StateEstimator):
         "covariates": [list, tuple],
         "static": [list, tuple],
         "likelihood": [StrOptions(set(LIKELIHOODS))],
-        "wd": [Floats(0)],
+        "wd": [Floats(0), None],
         "weighting": [StrOptions({"noise", "none"})],
         "harmonics": [Ints(0)],
         "duplicates": [StrOptions({"raise", "mean"})],
@@ -236,10 +245,11 @@ class Forecaster(StateEstimator):
     def _columns(self) -> Columns:
         return Columns(self.id_col, self.time_col, self.target, tuple(self.covariates), tuple(self.static))
 
-    def _state_params(self, freq: str) -> dict[str, Any]:
+    def _state_params(self, freq: str, series_length: int | None = None) -> dict[str, Any]:
         offset = as_offset(freq)
         H = int(self.prediction_length or default_prediction_length(offset))
-        lags = sorted({int(v) for v in self.lags}) if self.lags is not None else default_lags(offset, H)
+        lags = (sorted({int(v) for v in self.lags}) if self.lags is not None
+                else default_lags(offset, H, series_length))
         L = int(self.context_length or max(lags))
         lags = [v for v in lags if v <= L]
         if not lags:
@@ -248,9 +258,9 @@ class Forecaster(StateEstimator):
         params = {"model": self.model, "freq": offset.freqstr, "prediction_length": H, "context_length": L,
                   "lags": lags, "season": seasons[0] if seasons else 1, "harmonics": int(self.harmonics),
                   "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target],
-                  "duplicates": self.duplicates}
+                  "duplicates": self.duplicates, "static": [str(c) for c in self.static]}
         if self.model == "linear":
-            params.update(weighting=self.weighting, wd=float(self.wd))
+            params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd))
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
                           learning_rate=float(self.learning_rate), batch_size=int(self.batch_size),
@@ -276,8 +286,9 @@ class Forecaster(StateEstimator):
         self._validate_params()
         cols = self._columns
         _check_frame(X, cols)
-        freq = self.freq or infer_freq(_head_partition(X), cols)
-        params = self._state_params(freq)
+        head = _head_partition(X)
+        freq = self.freq or infer_freq(head, cols)
+        params = self._state_params(freq, _typical_length(head, cols))
         state = STATE_CLASSES[self.model](Schema(tuple(cols.covariates), target=cols.target), params)
         options = self._run_options(progress, split_every, checkpoint, checkpoint_every)
         self._set_state(self._fold_series(X, state, None, options), {})
@@ -292,8 +303,9 @@ class Forecaster(StateEstimator):
         holds, for each known item, at least its last ``context_length +
         prediction_length - 1`` points before them, from which the windows that end in
         the new points read their contexts. Only (window, step) pairs whose target is
-        one of the new points are added, so the result equals a fit on all the data at
-        once. ``model="mlp"``: ``epochs`` more epochs on ``X`` (Dask partitions the state
+        one of the new points are added, so the normal equations equal those of a fit on
+        all the data at once (the holdout sums, which choose ``wd`` and calibrate the
+        spread, gain the new points' last tenth of each item). ``model="mlp"``: ``epochs`` more epochs on ``X`` (Dask partitions the state
         consumed before are skipped). On error the state is unchanged.
         """
         if not hasattr(self, "state_"):
@@ -314,6 +326,8 @@ class Forecaster(StateEstimator):
                      ) -> State:
         cols = self._columns
         if isinstance(state, NeuralForecastState):
+            if isinstance(X, dd.DataFrame):
+                self._check_whole_series(X, cols.id_col, options)
             schedule = Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
                                 patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
                                 check_every="epoch")
@@ -339,13 +353,18 @@ class Forecaster(StateEstimator):
             hist = dask.delayed(history, name=f"{state.algorithm}-history-{tokenize(history)}")
             inp.parts = [(part, hist) for part in inp.parts]
         merged, lists = self._fold_and_inspect(inp, state, functools.partial(_item_ids, id_col=cols.id_col), options)
-        split = split_items(lists)
-        if split:
-            raise DataError(
-                f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
-                "must live in one partition: use daskstate.partition_by_series(df) first"
-            )
+        _raise_if_split(lists)
         return merged
+
+    def _check_whole_series(self, X: dd.DataFrame, id_col: str, options: FitOptions) -> None:
+        """Raise naming the items with rows in more than one partition (a pass reading only ``id_col``).
+
+        The neural models train in rounds whose windows are cut from each partition's series:
+        a split series would give windows across its cut no context and be trained twice over.
+        """
+        inp = Input(Schema((id_col,)), parts=list(X[[id_col]].to_delayed(optimize_graph=True)))
+        _raise_if_split(self._inspect_partitions(inp, functools.partial(_item_ids, id_col=id_col), options,
+                                                 name="forecast-items"))
 
     # ---- finalize -------------------------------------------------------------------------
     def finalize(self, **overrides: Any) -> Forecaster:
@@ -354,7 +373,7 @@ class Forecaster(StateEstimator):
 
     # ---- forecasting ----------------------------------------------------------------------
     def predict(self, X: Any, quantiles: Sequence[float] = DEFAULT_QUANTILES, *,
-                future: pd.DataFrame | None = None) -> Any:
+                future: pd.DataFrame | None = None, num_samples: int | None = None, seed: int = 0) -> Any:
         """Forecast the ``prediction_length`` steps after each item's last timestamp.
 
         Parameters
@@ -366,6 +385,11 @@ class Forecaster(StateEstimator):
         future : pandas DataFrame, optional
             Known covariates for the forecast steps (``id_col``, ``time_col`` and the covariate
             columns); needed when the model has covariates.
+        num_samples : int, optional
+            Estimate the mean and quantiles from this many sample paths (see
+            :meth:`sample_paths`) instead of the model's per-step distributions.
+        seed : int
+            Seed of the sample paths (with the partition's item ids).
 
         Returns
         -------
@@ -374,17 +398,58 @@ class Forecaster(StateEstimator):
             column per quantile (``q0.1``, ...); NaN for items without any observed value in
             their context. Lazy (Dask) for Dask input.
         """
+        return self._forecast_frame(X, _PredictTask, future, quantiles=_check_quantiles(quantiles),
+                                    num_samples=_check_num_samples(num_samples, optional=True), seed=seed)
+
+    def sample_paths(self, X: Any, num_samples: int = 100, *, future: pd.DataFrame | None = None,
+                     seed: int = 0) -> Any:
+        """Joint draws of each item's next ``prediction_length`` values.
+
+        Parameters
+        ----------
+        X, future
+            As in :meth:`predict`.
+        num_samples : int
+            Paths per item.
+        seed : int
+            Seed; with the item ids of a partition it fixes the draws (the same call gives the
+            same paths, whatever the scheduler).
+
+        Returns
+        -------
+        DataFrame
+            One row per item and future timestamp: ``id_col``, ``time_col`` and the columns
+            ``sample_0`` ... ``sample_{num_samples-1}`` (column ``sample_i`` read down an
+            item's rows is path ``i``). A path's value at a step follows the model's predictive
+            distribution at that step; the steps of a path are correlated as the errors of a
+            linear process with the model's per-step spreads
+            (:mod:`daskstate.algorithms.forecast.sampling`). Lazy (Dask) for Dask input.
+
+        Examples
+        --------
+        >>> import daskstate
+        >>> from daskstate.algorithms.forecast.datasets import synthetic_panel
+        >>> df = synthetic_panel(5, 60, freq="MS", seed=0)
+        >>> paths = daskstate.Forecaster(prediction_length=3).fit(df).sample_paths(df, num_samples=4)
+        >>> paths.shape
+        (15, 6)
+        """
+        return self._forecast_frame(X, _SampleTask, future, quantiles=np.zeros(0),
+                                    num_samples=_check_num_samples(num_samples), seed=seed)
+
+    def _forecast_frame(self, X: Any, task: type, future: pd.DataFrame | None, **options: Any) -> Any:
         self._check_fitted()
-        q = _check_quantiles(quantiles)
         cols = self._columns
         _check_frame(X, cols)
         fut = self._check_future(future)
-        fn = _PredictTask(self._model_parts(), cols, self.state_.params, q, self.duplicates)
+        fn = task(self._model_parts(), cols, self.state_.params, options.pop("quantiles"), self.duplicates,
+                  **options)
         fn.id_dtype = X.dtypes[cols.id_col]
         if isinstance(X, pd.DataFrame):
             return fn(X, fut)
         meta = fn.empty()
-        return X[cols.needed].map_partitions(fn, fut, meta=meta, token=f"forecast-predict-{self._model_token()}")
+        return X[cols.needed].map_partitions(fn, fut, meta=meta,
+                                             token=f"forecast-{task.kind}-{self._model_token()}-{tokenize(options)}")
 
     def evaluate(self, X: Any, quantiles: Sequence[float] = EVAL_QUANTILES) -> tuple[dict[str, float], pd.DataFrame]:
         """Backtest on the last ``prediction_length`` grid points of every item.
@@ -440,9 +505,20 @@ def _item_ids(part: pd.DataFrame, id_col: str) -> np.ndarray:
     return pd.unique(part[id_col].to_numpy())
 
 
+def _raise_if_split(item_lists: Sequence[np.ndarray]) -> None:
+    split = split_items(item_lists)
+    if split:
+        raise DataError(
+            f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
+            "must live in one partition: use daskstate.partition_by_series(df) first"
+        )
+
+
 class _ModelTask:
-    def __init__(self, model: dict, cols: Columns, params: dict, quantiles: np.ndarray, duplicates: str):
+    def __init__(self, model: dict, cols: Columns, params: dict, quantiles: np.ndarray, duplicates: str,
+                 num_samples: int | None = None, seed: int = 0):
         self.model, self.cols, self.params, self.quantiles, self.duplicates = model, cols, params, quantiles, duplicates
+        self.num_samples, self.seed = num_samples, int(seed)
         self.offset = as_offset(params["freq"])
         self.lags = np.asarray(params["lags"], dtype=np.int64)
 
@@ -451,8 +527,45 @@ class _ModelTask:
         return to_series_block(part, self.cols, self.offset, p["context_length"], p["prediction_length"],
                                where=where, duplicates=self.duplicates)
 
+    def _windows(self, block: SeriesBlock, origins: np.ndarray, width: int):
+        item = np.arange(len(origins))
+        position = block.starts + (origins - block.offsets)
+        return iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width)
+
+    def _static_codes(self, block: SeriesBlock) -> np.ndarray | None:
+        """The linear model's static category indicators per item of ``block`` (origins are one per item)."""
+        static = self.params.get("static", ())
+        if not static:
+            return None
+        return static_indicators(block.static, static, int(self.params.get("static_buckets", STATIC_BUCKETS)))
+
+    def _sample(self, block: SeriesBlock, origins: np.ndarray) -> np.ndarray:
+        """Sample paths (k, S, H) at the given origins (one per item); NaN where no context."""
+        H, S = block.prediction_length, int(self.num_samples)
+        paths = np.full((len(origins), S, H), np.nan)
+        rng = partition_rng(self.seed, block.items)
+        if "network" in self.model:
+            net = self.model["network"]
+            for w in self._windows(block, origins, net.n_inputs):
+                paths[w.item] = net.sample_paths(self.model["theta_"], w, S, rng)
+            return paths
+        codes = self._static_codes(block)
+        for w in self._windows(block, origins, len(self.model["coef_"][0])):
+            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)),
+                                   None if codes is None else codes[w.item])
+            paths[w.item] = linear_sample_paths(m, s, self.params.get("likelihood", "student_t"),
+                                                self.model["nonnegative_"], S, rng)
+        return paths
+
     def _forecast(self, block: SeriesBlock, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (k, H) and quantiles (k, H, q) at the given origins (one per item); NaN where no context."""
+        """Mean (k, H) and quantiles (k, H, q) at the given origins (one per item); NaN where no context.
+
+        With ``num_samples``: estimated from that many sample paths.
+        """
+        if self.num_samples:
+            paths = self._sample(block, origins)
+            with np.errstate(invalid="ignore"):
+                return paths.mean(axis=1), np.moveaxis(np.quantile(paths, self.quantiles, axis=1), 0, -1)
         H, k = block.prediction_length, len(origins)
         mean = np.full((k, H), np.nan)
         qf = np.full((k, H, len(self.quantiles)), np.nan)
@@ -464,8 +577,10 @@ class _ModelTask:
                 mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles)
             return mean, qf
         width = len(self.model["coef_"][0])
+        codes = self._static_codes(block)
         for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width):
-            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)))
+            m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)),
+                                   None if codes is None else codes[w.item])
             nonneg = self.model["nonnegative_"]
             mean[w.item] = np.maximum(m, 0.0) if nonneg else m
             qf[w.item] = distribution_quantiles(m, s, self.quantiles, self.params.get("likelihood", "student_t"),
@@ -477,28 +592,35 @@ class _PredictTask(_ModelTask):
     """One partition of history -> its forecast frame."""
 
     id_dtype: Any = object
+    kind = "predict"
+
+    def value_columns(self) -> list[str]:
+        return ["mean", *(quantile_column(q) for q in self.quantiles)]
+
+    def values(self, block: SeriesBlock) -> np.ndarray:
+        """(k, H, columns) in the order of :meth:`value_columns`."""
+        mean, qf = self._forecast(block, block.last_origins())
+        return np.concatenate([mean[..., None], qf], axis=2)
 
     def empty(self) -> pd.DataFrame:
         cols = self.cols
-        frame = {cols.id_col: pd.Series([], dtype=self.id_dtype), cols.time_col: pd.Series([], dtype="datetime64[ns]"),
-                 "mean": pd.Series([], dtype=np.float64)}
-        frame.update({quantile_column(q): pd.Series([], dtype=np.float64) for q in self.quantiles})
+        frame = {cols.id_col: pd.Series([], dtype=self.id_dtype), cols.time_col: pd.Series([], dtype="datetime64[ns]")}
+        frame.update({c: pd.Series([], dtype=np.float64) for c in self.value_columns()})
         return pd.DataFrame(frame)
 
     def __call__(self, part: pd.DataFrame, future: pd.DataFrame | None = None) -> pd.DataFrame:
         if len(part) == 0:
             return self.empty()
-        block = self._block(part, "predict")
+        block = self._block(part, self.kind)
         if self.cols.covariates:
             self._fill_future(block, future)
-        mean, qf = self._forecast(block, block.last_origins())
-        k, H = mean.shape
+        values = self.values(block)
+        k, H, _ = values.shape
         times = grid_timestamps(block.last_time, self.offset, H)
         out = {self.cols.id_col: pd.Series(np.repeat(block.items, H), dtype=self.id_dtype),
-               self.cols.time_col: times.ravel(),
-               "mean": mean.ravel()}
-        for j, q in enumerate(self.quantiles):
-            out[quantile_column(q)] = qf[:, :, j].ravel()
+               self.cols.time_col: times.ravel()}
+        for j, c in enumerate(self.value_columns()):
+            out[c] = values[:, :, j].ravel()
         return pd.DataFrame(out)
 
     def _fill_future(self, block: SeriesBlock, future: pd.DataFrame) -> None:
@@ -518,6 +640,18 @@ class _PredictTask(_ModelTask):
                             f"{H} forecast steps of {int(missing.sum())} item(s), e.g. "
                             f"{list(block.items[missing][:5])}")
         del unknown  # items only in ``future`` have no history here (maybe in another partition)
+
+
+class _SampleTask(_PredictTask):
+    """One partition of history -> its sample paths, one column per path."""
+
+    kind = "sample"
+
+    def value_columns(self) -> list[str]:
+        return [sample_column(i) for i in range(int(self.num_samples))]
+
+    def values(self, block: SeriesBlock) -> np.ndarray:
+        return self._sample(block, block.last_origins()).transpose(0, 2, 1)
 
 
 class _BacktestTask(_ModelTask):
@@ -580,11 +714,24 @@ def _check_quantiles(quantiles: Sequence[float]) -> np.ndarray:
     return q
 
 
+def _check_num_samples(num_samples: Any, optional: bool = False) -> int | None:
+    if num_samples is None and optional:
+        return None
+    if not (isinstance(num_samples, int | np.integer) and num_samples >= 1):
+        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    return int(num_samples)
+
+
 def _check_frame(X: Any, cols: Columns) -> None:
     if not isinstance(X, pd.DataFrame | dd.DataFrame):
         raise TypeError(f"a Forecaster takes a long pandas or Dask DataFrame ({cols.needed}), "
                         f"not {type(X).__name__}")
     cols.check(X.columns, "input")
+
+
+def _typical_length(head: pd.DataFrame, cols: Columns) -> int:
+    """Median number of rows per item in the first non-empty partition (it shapes the default lags)."""
+    return int(head.groupby(cols.id_col, sort=False).size().median())
 
 
 def _head_partition(X: Any) -> pd.DataFrame:

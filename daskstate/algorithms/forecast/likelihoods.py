@@ -90,3 +90,16 @@ def mean_and_quantiles(raw: np.ndarray, likelihood: str, scale: np.ndarray, quan
     else:
         z = stats.norm.ppf(q)
     return p["mu"] * s, (p["mu"][..., None] + p["sigma"][..., None] * z) * s[..., None]
+
+
+def values_at(raw: np.ndarray, likelihood: str, scale: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Values at probabilities ``u`` (n, S, H) of the distributions of raw outputs (n, H, k), in the data's units.
+
+    ``scale`` (n, 1) is the windows' scale; used with correlated ``u`` to draw sample paths.
+    """
+    p = {k: v[:, None, :] for k, v in parameters(raw, likelihood, scale).items()}
+    if likelihood == "negative_binomial":
+        mu, r = p["mu"], p["r"]
+        return stats.nbinom.ppf(u, r, r / (r + mu))
+    z = stats.t.ppf(u, p["nu"]) if likelihood == "student_t" else special.ndtri(u)
+    return (p["mu"] + p["sigma"] * z) * scale[:, None, :]

@@ -12,13 +12,22 @@ State (all sums, so ``merge`` adds them and a fit is exact in one pass)::
     xty  (H, p)      sum_i w_i x_ih y_ih
     yty  (H,)        sum_i w_i y_ih^2
     pairs (H,)       number of such pairs
+    holdout_*        the same four sums over the pairs whose target is in the last tenth
+                     (at least H points) of its series
     target_range (2,) smallest and largest target seen (non-negative data gives non-negative forecasts)
 
-``finalize(wd=...)`` solves ``(gram_h + wd * pairs_h * I) w_h = xty_h`` for any ridge
-penalty without data. The weighted residual sum of squares of that solution follows
-from the same sums, ``yty - 2 w.xty + w.gram.w``: it is the variance of the
-noise-normalised residual at step ``h``, so the predictive distribution at step ``h``
+``finalize`` solves the ridge system ``(gram_h + s_h wd I) w_h = xty_h + s_h wd w0_h``
+(``s_h`` the mean diagonal of ``gram_h``; ``w0`` zero or the seasonal naive forecast) for
+any penalty without data. The weighted residual sum of squares of a solution on any
+of the sums follows from them, ``yty - 2 w.xty + w.gram.w``; so ``wd`` and ``w0`` are
+chosen by the holdout error of the model solved on ``sums - holdout`` (a backtest kept
+in the state), and the in-sample spread per step is scaled by how much larger that
+holdout error is than its in-sample error at that step. The predictive distribution at step ``h``
 of a window is centred on its forecast with spread ``sigma_h * noise * scale``.
+
+Training windows need half their context observed: a window at a series' very start
+would get its noise scale from one or two differences and, weighted by ``1/noise^2``,
+could dominate the fit.
 
 Why direct and not recursive: the per-step models are fitted on exactly the errors
 each step makes, so the residual statistics per step come out of the same one-pass
@@ -34,7 +43,8 @@ import numpy as np
 from scipy import stats
 
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
-from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features
+from daskstate.algorithms.forecast.sampling import correlated_uniforms, marginal_ppf
+from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features, static_indicators
 from daskstate.algorithms.forecast.windows import (
     Windows,
     iter_windows,
@@ -44,6 +54,17 @@ from daskstate.algorithms.forecast.windows import (
 )
 from daskstate.errors import StateError
 from daskstate.state import State, register
+
+#: ridge penalties per training pair tried by ``finalize`` (chosen on the holdout pairs)
+WD_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: what the ridge penalty shrinks the lag coefficients to
+PRIORS = ("zero", "seasonal")
+#: the holdout is the last 1/HOLDOUT_FRACTION of each series (at least prediction_length points)
+HOLDOUT_FRACTION = 10
+#: hashed indicator columns per static category column
+STATIC_BUCKETS = 16
+#: the ridge penalty when there is no holdout to choose it by
+DEFAULT_WD = 1e-4
 
 
 @register
@@ -63,15 +84,38 @@ class ForecastLinearState(SeriesStateMixin, State):
     """
 
     algorithm: ClassVar[str] = "forecast_linear"
-    array_names: ClassVar[tuple[str, ...]] = ("gram", "xty", "yty", "pairs", "target_range")
+    array_names: ClassVar[tuple[str, ...]] = ("gram", "xty", "yty", "pairs", "holdout_gram", "holdout_xty",
+                                              "holdout_yty", "holdout_pairs", "target_range")
+    summed_arrays: ClassVar[tuple[str, ...]] = array_names[:-1]
 
     blas_threads: ClassVar[int | None] = 1
 
     # ---- hyperparameters (offset, lags, horizon, harmonics, season: SeriesStateMixin) -----
     @property
     def n_design(self) -> int:
-        """Columns of a design row: lags, date features, covariates, intercept."""
-        return len(self.lags) + n_date_features(self.offset, self.harmonics) + self.n_features + 1
+        """Columns of a design row: lags, date features, covariates, static category indicators, intercept."""
+        return (len(self.lags) + n_date_features(self.offset, self.harmonics) + self.n_features
+                + self.n_static + 1)
+
+    @property
+    def n_static(self) -> int:
+        """Indicator columns of the static categories: per-category intercepts (hashed, see
+        :func:`~daskstate.algorithms.forecast.series.static_indicators`)."""
+        return len(self.params.get("static", ())) * int(self.params.get("static_buckets", STATIC_BUCKETS))
+
+    def static_codes(self, block: SeriesBlock) -> np.ndarray | None:
+        """Per item of ``block``: its static category indicators (None without static columns)."""
+        if not self.n_static:
+            return None
+        return static_indicators(block.static, self.params["static"],
+                                 int(self.params.get("static_buckets", STATIC_BUCKETS)))
+
+    @property
+    def min_observed(self) -> int:
+        """Observed context values a training window needs: half the context (its scale and noise
+        scale are estimated from them; a window at a series' very start would get a noise
+        scale from one or two differences and, weighted by ``1/noise^2``, dominate the fit)."""
+        return int(self.params.get("min_observed", -(-int(self.params["context_length"]) // 2)))
 
     # ---- arrays ------------------------------------------------------------------------
     def _init_arrays(self) -> None:
@@ -80,6 +124,10 @@ class ForecastLinearState(SeriesStateMixin, State):
         self.xty = np.zeros((H, p))
         self.yty = np.zeros(H)
         self.pairs = np.zeros(H)
+        self.holdout_gram = np.zeros((H, p, p))
+        self.holdout_xty = np.zeros((H, p))
+        self.holdout_yty = np.zeros(H)
+        self.holdout_pairs = np.zeros(H)
         self.target_range = np.array([np.inf, -np.inf])
 
     # ---- update --------------------------------------------------------------------------
@@ -98,106 +146,209 @@ class ForecastLinearState(SeriesStateMixin, State):
         if len(observed):
             self.target_range = np.array([min(self.target_range[0], observed.min()),
                                           max(self.target_range[1], observed.max())])
-        for w in iter_windows(block, origins, item, position, self.season, self.n_design):
-            self._fold_windows(w, None if first_target is None else first_target[w.item])
+        # the holdout: each series' last tenth, at least its last H points
+        holdout_start = block.starts + block.lengths - np.maximum(self.horizon, block.lengths // HOLDOUT_FRACTION)
+        codes = self.static_codes(block)
+        for w in iter_windows(block, origins, item, position, self.season, self.n_design, self.min_observed):
+            self._fold_windows(w, None if first_target is None else first_target[w.item], holdout_start[w.item],
+                               None if codes is None else codes[w.item])
 
-    def _fold_windows(self, w: Windows, first_target: np.ndarray | None) -> None:
-        """Add the windows' weighted products to the normal equations of every horizon step.
-
-        The lag block of the Gram matrix is the same for every step but for the pairs
-        whose target is missing: it is formed once and those pairs are subtracted.
-        """
+    def _fold_windows(self, w: Windows, first_target: np.ndarray | None, holdout_start: np.ndarray,
+                      static: np.ndarray | None = None) -> None:
+        """Add the windows' weighted products to the normal equations of every horizon step,
+        and those of the pairs whose target is at or after ``holdout_start`` (per window: the
+        last tenth of its series, at least ``H`` points) to the holdout sums too."""
         lagged = lagged_values(w, self.lags)                               # (n, l)
-        extra = step_design(w, self.offset, self.harmonics)                # (n, H, e)
+        extra = step_design(w, self.offset, self.harmonics, static)        # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
+        target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:
-            target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
             mask &= target_pos >= first_target[:, None]
-        rows = mask.any(axis=1)
-        if not rows.all():
-            lagged, extra, mask, w_target, noise = lagged[rows], extra[rows], mask[rows], w.target[rows], w.noise[rows]
-        else:
-            w_target, noise = w.target, w.noise
-        if not len(lagged):
-            return
-        weight = 1.0 / noise**2 if self.params.get("weighting", "noise") == "noise" else np.ones(len(noise))
-        wm = np.where(mask, weight[:, None], 0.0)                           # (n, H)
-        y = np.where(mask, w_target, 0.0)
-        extra = np.where(mask[:, :, None], extra, 0.0)
-        n, H, e = extra.shape
-        k = lagged.shape[1]
-        self.gram[:, :k, :k] += (lagged * weight[:, None]).T @ lagged
-        for h in np.flatnonzero(~mask.all(axis=0)):  # a loop over horizon steps, not rows
-            miss = ~mask[:, h]
-            self.gram[h, :k, :k] -= (lagged[miss] * weight[miss, None]).T @ lagged[miss]
-        wextra = extra * wm[:, :, None]
-        # (long inner dimension on the left: OpenBLAS is many times slower on ``lagged.T @ wide``)
-        cross = (wextra.reshape(n, H * e).T @ lagged).reshape(H, e, k)                   # (H, e, k)
-        self.gram[:, k:, :k] += cross
-        self.gram[:, :k, k:] += cross.transpose(0, 2, 1)
-        self.gram[:, k:, k:] += np.einsum("nhe,nhf->hef", wextra, extra, optimize=True)
-        wy = wm * y
-        self.xty[:, :k] += wy.T @ lagged
-        self.xty[:, k:] += np.einsum("nhe,nh->he", extra, wy)
-        self.yty += np.einsum("nh,nh->h", wm, y * y)
-        self.pairs += mask.sum(axis=0)
+        weight = 1.0 / w.noise**2 if self.params.get("weighting", "noise") == "noise" else np.ones(len(w.noise))
+        sums = (self.gram, self.xty, self.yty, self.pairs)
+        _add_products(sums, lagged, extra, w.target, weight, mask)
+        held = mask & (target_pos >= holdout_start[:, None])
+        rows = held.any(axis=1)
+        if rows.any():
+            hold = (self.holdout_gram, self.holdout_xty, self.holdout_yty, self.holdout_pairs)
+            _add_products(hold, lagged[rows], extra[rows], w.target[rows], weight[rows], held[rows])
 
     # ---- merge ---------------------------------------------------------------------------
     def _merge(self, other: ForecastLinearState) -> None:
-        self.gram += other.gram
-        self.xty += other.xty
-        self.yty += other.yty
-        self.pairs += other.pairs
+        for name in self.summed_arrays:
+            getattr(self, name).__iadd__(getattr(other, name))
         self.target_range = np.array([min(self.target_range[0], other.target_range[0]),
                                       max(self.target_range[1], other.target_range[1])])
 
     # ---- finalize ------------------------------------------------------------------------
-    def finalize(self, wd: float | None = None, **_: Any) -> dict[str, Any]:
-        """Coefficients and residual spread per horizon step, for ridge penalty ``wd``.
+    def finalize(self, wd: float | None = None, prior: str | None = None, **_: Any) -> dict[str, Any]:
+        """Coefficients and calibrated residual spread per horizon step.
 
-        ``wd`` (default: the fitted one) is the penalty per training pair on every
-        coefficient but the intercept; any value is solved from the state alone.
+        ``wd`` (the ridge penalty per training pair on every coefficient but the intercept)
+        and ``prior`` (what the penalty shrinks the coefficients to: ``"zero"``, or
+        ``"seasonal"``, the seasonal naive forecast: weight 1 on the lag that is one cycle
+        before the target step) are chosen from the grids :data:`WD_GRID` x :data:`PRIORS`
+        by the weighted squared error on the holdout pairs (targets among each series'
+        last tenth, at least ``H`` points) of the model solved on the other pairs, unless given (here or
+        as the state's ``wd`` parameter). Everything is solved from the state's sums: no data.
+
+        The spread ``sigma_h`` is the in-sample residual spread of the final model times the
+        ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error to the
+        in-sample error of the model solved without the holdout: in-sample residuals
+        understate the error of a forecast, more so further ahead.
         """
         if not (self.pairs > 0).any():
             raise StateError("the linear forecaster's state has seen no training windows "
                              "(every series shorter than 2 observed points?)")
-        wd = float(self.params.get("wd", 1e-3) if wd is None else wd)
-        if not wd >= 0:
+        wd = self.params.get("wd") if wd is None else wd
+        if wd is not None and not float(wd) >= 0:
             raise StateError(f"wd must be >= 0, got {wd}")
+        if prior is not None and prior not in PRIORS:
+            raise StateError(f"prior must be one of {PRIORS}, got {prior!r}")
+        candidates = [(float(w), pr) for w in ((wd,) if wd is not None else WD_GRID)
+                      for pr in ((prior,) if prior is not None else PRIORS)]
+        train = tuple(getattr(self, n) - getattr(self, "holdout_" + n) for n in ("gram", "xty", "yty", "pairs"))
+        hold = (self.holdout_gram, self.holdout_xty, self.holdout_yty, self.holdout_pairs)
+        can_validate = (train[3] > 0).any() and (hold[3] > 0).any()
+        scores = []
+        if can_validate:
+            for w, pr in candidates:
+                coef, _, _ = self._solve(train, w, pr)
+                scores.append(float(_sse(coef, hold).sum() / hold[3].sum()))
+            wd_best, prior_best = candidates[int(np.argmin(scores))]
+        else:  # no holdout to choose by (a partial fit's new points only, or series of under H points)
+            wd_best, prior_best = (DEFAULT_WD if wd is None else float(wd)), prior or "zero"
+        coef, sigma, sse_all = self._solve((self.gram, self.xty, self.yty, self.pairs), wd_best, prior_best)
+        calibration = np.ones(self.horizon)
+        if can_validate:
+            coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best)
+            calibration = _calibration(_sse(coef_t, hold), hold[3], sigma_t)
+        return {"coef_": coef, "sigma_": sigma * calibration, "wd_": wd_best, "prior_": prior_best,
+                "calibration_": calibration,
+                "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
+                               for (w, pr), sc in zip(candidates, scores, strict=False)],
+                "weighting_": self.params.get("weighting", "noise"),
+                "nonnegative_": bool(self.target_range[0] >= 0)}
+
+    def prior_coefficients(self, prior: str) -> np.ndarray:
+        """(H, p): zero, or the seasonal naive forecast (weight 1 on the lag one cycle before step h)."""
         H, p = self.horizon, self.n_design
-        penalty = np.eye(p)
-        penalty[-1, -1] = 0.0
+        out = np.zeros((H, p))
+        if prior == "seasonal":
+            lags = list(self.lags)
+            m = self.season
+            for h in range(1, H + 1):
+                lag = m * -(-h // m) - h + 1
+                if lag not in lags:  # the seasonal lag is not read: the last value (naive)
+                    lag = 1 if 1 in lags else lags[0]
+                out[h - 1, lags.index(lag)] = 1.0
+        return out
+
+    def _solve(self, sums: tuple[np.ndarray, ...], wd: float, prior: str
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ridge solution per step of the normal equations ``sums``: (coef, in-sample sigma, sse)."""
+        gram, xty, yty, pairs = sums
+        H, p = self.horizon, self.n_design
+        penalty = np.ones(p)
+        penalty[-1] = 0.0
+        w0 = self.prior_coefficients(prior)
         coef = np.zeros((H, p))
         sigma = np.full(H, np.nan)
         for h in range(H):  # one small solve per horizon step
-            n = self.pairs[h]
-            if n == 0:
+            n = pairs[h]
+            if n <= 0:
                 continue
-            A = self.gram[h] + wd * n * penalty
+            # relative to the mean diagonal of the Gram matrix, so that ``wd`` does not depend on the
+            # windows' weights (1/noise^2) or on how many pairs there are
+            strength = wd * np.mean(np.diag(gram[h])[:-1]) if p > 1 else 0.0
+            A = gram[h] + np.diag(strength * penalty)
+            b = xty[h] + strength * penalty * w0[h]
             try:
-                w = np.linalg.solve(A, self.xty[h])
+                w = np.linalg.solve(A, b)
                 if not np.all(np.isfinite(w)):
                     raise np.linalg.LinAlgError
             except np.linalg.LinAlgError:
-                w = np.linalg.lstsq(A, self.xty[h], rcond=None)[0]
-            sse = max(self.yty[h] - 2.0 * w @ self.xty[h] + w @ self.gram[h] @ w, 0.0)
+                w = np.linalg.lstsq(A, b, rcond=None)[0]
             coef[h] = w
-            sigma[h] = np.sqrt(sse / max(n - p, 1.0))
+        sse = _sse(coef, sums)
+        ok = pairs > 0
+        sigma[ok] = np.sqrt(sse[ok] / np.maximum(pairs[ok] - p, 1.0))
         # steps without training pairs borrow from the nearest earlier step
         for h in range(1, H):
-            if self.pairs[h] == 0:
+            if pairs[h] <= 0:
                 coef[h], sigma[h] = coef[h - 1], sigma[h - 1]
-        if np.isnan(sigma[0]):
-            first = int(np.flatnonzero(self.pairs > 0)[0])
-            coef[: first], sigma[: first] = coef[first], sigma[first]
-        return {"coef_": coef, "sigma_": sigma, "wd_": wd, "weighting_": self.params.get("weighting", "noise"),
-                "nonnegative_": bool(self.target_range[0] >= 0)}
+        if np.isnan(sigma[0]) and ok.any():
+            first = int(np.flatnonzero(ok)[0])
+            coef[:first], sigma[:first] = coef[first], sigma[first]
+        return coef, sigma, sse
 
 
-def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (n, H) in the data's units for windows ``w``."""
-    X = lag_design(w, lags, offset, harmonics)
+def _calibration(holdout_sse: np.ndarray, holdout_pairs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Factor per step (>= 1, non-decreasing in the step) by which the holdout error exceeds the in-sample spread.
+
+    The ratio of squared errors per step, made non-decreasing by a weighted isotonic fit
+    (the pairs per step as weights; a forecast further out does not get more certain
+    than in-sample residuals say), never below 1.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    ok = (holdout_pairs > 0) & (sigma > 0) & np.isfinite(sigma)
+    out = np.ones(len(sigma))
+    if not ok.any():
+        return out
+    ratio = holdout_sse[ok] / (holdout_pairs[ok] * sigma[ok] ** 2)
+    steps = np.flatnonzero(ok)
+    fitted = IsotonicRegression(increasing=True).fit(steps, ratio, sample_weight=holdout_pairs[ok])
+    out = np.sqrt(np.maximum(fitted.predict(np.arange(len(sigma))), 1.0))
+    return out
+
+
+def _sse(coef: np.ndarray, sums: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Weighted residual sum of squares per step of ``coef`` (H, p) on the normal equations ``sums``."""
+    gram, xty, yty, _ = sums
+    return np.maximum(yty - 2.0 * np.einsum("hp,hp->h", coef, xty) + np.einsum("hp,hpq,hq->h", coef, gram, coef),
+                      0.0)
+
+
+def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.ndarray, target: np.ndarray,
+                  weight: np.ndarray, mask: np.ndarray) -> None:
+    """Add the weighted products of the (window, step) pairs in ``mask`` to ``sums = (gram, xty, yty, pairs)``.
+
+    The lag block of the Gram matrix is the same for every step but for the pairs whose
+    target is missing: it is formed once and those pairs are subtracted.
+    """
+    gram, xty, yty, pairs = sums
+    rows = mask.any(axis=1)
+    if not rows.any():
+        return
+    if not rows.all():
+        lagged, extra, target, weight, mask = lagged[rows], extra[rows], target[rows], weight[rows], mask[rows]
+    wm = np.where(mask, weight[:, None], 0.0)                           # (n, H)
+    y = np.where(mask, target, 0.0)
+    extra = np.where(mask[:, :, None], extra, 0.0)
+    n, H, e = extra.shape
+    k = lagged.shape[1]
+    gram[:, :k, :k] += (lagged * weight[:, None]).T @ lagged
+    for h in np.flatnonzero(~mask.all(axis=0)):  # a loop over horizon steps, not rows
+        miss = ~mask[:, h]
+        gram[h, :k, :k] -= (lagged[miss] * weight[miss, None]).T @ lagged[miss]
+    wextra = extra * wm[:, :, None]
+    # (long inner dimension on the left: OpenBLAS is many times slower on ``lagged.T @ wide``)
+    cross = (wextra.reshape(n, H * e).T @ lagged).reshape(H, e, k)                   # (H, e, k)
+    gram[:, k:, :k] += cross
+    gram[:, :k, k:] += cross.transpose(0, 2, 1)
+    gram[:, k:, k:] += np.einsum("nhe,nhf->hef", wextra, extra, optimize=True)
+    wy = wm * y
+    xty[:, :k] += wy.T @ lagged
+    xty[:, k:] += np.einsum("nhe,nh->he", extra, wy)
+    yty += np.einsum("nh,nh->h", wm, y * y)
+    pairs += mask.sum(axis=0)
+
+
+def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
+                    static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators)."""
+    X = lag_design(w, lags, offset, harmonics, static)
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]
@@ -223,3 +374,15 @@ def distribution_quantiles(mean: np.ndarray, std: np.ndarray, quantiles: np.ndar
     else:
         out = mean[..., None] + std[..., None] * stats.norm.ppf(q)
     return np.maximum(out, 0.0) if nonnegative else out
+
+
+def linear_sample_paths(mean: np.ndarray, std: np.ndarray, likelihood: str, nonnegative: bool, num_samples: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Paths (n, num_samples, H) from the per-step distributions ``mean, std`` (n, H) of :func:`linear_forecast`.
+
+    The direct per-step models share each window's inputs, so their errors are correlated
+    across steps: :func:`~daskstate.algorithms.forecast.sampling.correlated_uniforms` gives
+    the correlation of the linear process with these error variances.
+    """
+    u = correlated_uniforms(std, num_samples, rng)
+    return marginal_ppf(u, mean, std, likelihood, nonnegative)

@@ -16,8 +16,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from daskstate.algorithms.forecast.likelihoods import N_RAW, mean_and_quantiles, nll_and_grad
+from daskstate.algorithms.forecast.likelihoods import (
+    N_RAW,
+    mean_and_quantiles,
+    nll_and_grad,
+    values_at,
+)
 from daskstate.algorithms.forecast.neural import NeuralForecastState
+from daskstate.algorithms.forecast.sampling import correlated_uniforms
 from daskstate.algorithms.forecast.series import date_features, n_date_features
 from daskstate.algorithms.forecast.windows import Windows, lagged_values
 from daskstate.state import register
@@ -135,3 +141,12 @@ class ForecastMLPState(NeuralForecastState):
         raw, _ = forward(theta, self.shapes, self.inputs(w))
         raw = raw.reshape(len(w.scale), self.horizon, -1)
         return mean_and_quantiles(raw, self.likelihood, w.scale[:, None], quantiles)
+
+    def sample_paths(self, theta: np.ndarray, w: Windows, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+        """Paths (n, num_samples, H) in the data's units: the per-step distributions joined by the
+        step correlation of :func:`~daskstate.algorithms.forecast.sampling.correlated_uniforms`."""
+        raw, _ = forward(theta, self.shapes, self.inputs(w))
+        raw = raw.reshape(len(w.scale), self.horizon, -1)
+        _, spread = mean_and_quantiles(raw, self.likelihood, w.scale[:, None], np.array([0.1, 0.9]))
+        u = correlated_uniforms(spread[..., 1] - spread[..., 0], num_samples, rng)
+        return values_at(raw, self.likelihood, w.scale[:, None], u)

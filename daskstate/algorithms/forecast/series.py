@@ -47,6 +47,8 @@ _EPOCH = pd.Timestamp("1970-01-01")
 MAX_SEASONAL_LAG = 400
 #: the most recent lags read from the context (sub-daily data: about two days)
 MAX_RECENT_LAGS = 100
+#: context points the default lags reach for when the series are long enough (see :func:`default_lags`)
+CONTEXT_POINTS = 48
 
 
 # ---------------------------------------------------------------------------- columns
@@ -146,23 +148,33 @@ def default_prediction_length(offset: DateOffset) -> int:
     return {4: 8, 12: 18, 52: 13, 7: 14, 5: 10}.get(seasons[0] if seasons else 0, 6)
 
 
-def default_lags(offset: DateOffset, prediction_length: int) -> list[int]:
-    """Lags read from the context: the recent values over three cycles of the shortest season
+def default_lags(offset: DateOffset, prediction_length: int, series_length: int | None = None) -> list[int]:
+    """Lags read from the context: the recent values over ``K`` cycles of the shortest season
     (at most :data:`MAX_RECENT_LAGS`) and, for every seasonal cycle ``m``, the lags
     ``k*m - h + 1`` (the value one, and for the shortest cycle two, cycles before each
     target step ``h``) with a neighbour each side, capped at :data:`MAX_SEASONAL_LAG`.
 
-    Three cycles: the window's scale (its context mean) and seasonal pattern then
-    average over more than one cycle's noise.
+    ``K`` is three cycles, so that the window's scale (its context mean) and seasonal
+    pattern average over more than one cycle's noise; more (up to :data:`CONTEXT_POINTS`
+    points) when the typical ``series_length`` is at least eight such contexts: short
+    seasons (daily data's week) then average over enough points, while short series
+    keep most of their points as training targets.
 
     Examples
     --------
     >>> default_lags(as_offset("QS"), 8)
     [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    >>> max(default_lags(as_offset("D"), 14, series_length=400))  # 6 weeks: 400 // 8 >= 42
+    42
     """
     H = int(prediction_length)
     seasons = season_lengths(offset)
-    lags = set(range(1, min(max(4, 3 * seasons[0]), MAX_RECENT_LAGS) + 1 if seasons else 5))
+    recent = max(4, 3 * seasons[0]) if seasons else 4
+    if seasons and series_length is not None:
+        m = seasons[0]
+        longest = min(CONTEXT_POINTS, int(series_length) // 8)
+        recent = max(recent, m * (longest // m))
+    lags = set(range(1, min(recent, MAX_RECENT_LAGS) + 1))
     for k, m in enumerate(seasons):
         for cycle in (m, 2 * m) if k == 0 else (m,):
             if cycle + 1 > MAX_SEASONAL_LAG:
@@ -374,6 +386,30 @@ def to_series_block(
     if cols.static:
         static = df[[cols.id_col, *cols.static]].drop_duplicates(cols.id_col).set_index(cols.id_col).loc[items]
     return SeriesBlock(np.asarray(items), starts, lengths, offsets, values, covariates, tvals[last], static, L, H)
+
+
+def static_indicators(static: pd.DataFrame | None, columns: Sequence[str], buckets: int) -> np.ndarray:
+    """Hashed one-hot codes of each item's static categories: (items, len(columns) * buckets).
+
+    Column ``c``'s value ``v`` sets entry ``c * buckets + hash("c=v") % buckets``: a fixed
+    width whatever the number of categories (a state does not grow), the same code for
+    the same value in every partition, and a code for a category first seen at predict.
+
+    Examples
+    --------
+    >>> codes = static_indicators(pd.DataFrame({"state": ["NSW", "VIC", "NSW"]}), ["state"], 8)
+    >>> codes.shape, bool((codes[0] == codes[2]).all()), codes.sum(axis=1).tolist()
+    ((3, 8), True, [1.0, 1.0, 1.0])
+    """
+    if not columns:
+        return np.zeros((0 if static is None else len(static), 0))
+    out = np.zeros((len(static), len(columns) * buckets))
+    rows = np.arange(len(static))
+    for j, col in enumerate(columns):
+        keys = np.asarray([f"{col}={v}" for v in static[col].to_numpy()], dtype=object)
+        bucket = (pd.util.hash_array(keys) % np.uint64(buckets)).astype(np.int64)
+        out[rows, j * buckets + bucket] = 1.0
+    return out
 
 
 def _numeric(df: pd.DataFrame, col: str, where: str) -> np.ndarray:

@@ -68,10 +68,10 @@ def noise_scale(scaled: np.ndarray, season: int) -> np.ndarray:
 
 
 def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
-                 season: int, width: int) -> Iterator[Windows]:
+                 season: int, width: int, min_observed: int = 1) -> Iterator[Windows]:
     """Scaled windows at the given origins, in mini-batches of bounded size.
 
-    Windows with no observed context value or a zero scale are dropped.
+    Windows with fewer than ``min_observed`` observed context values or a zero scale are dropped.
     """
     H = block.prediction_length
     step = max(64, BATCH_VALUES // max(1, H * width))
@@ -80,7 +80,7 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
         o = origins[sl]
         context, target = block.windows(o)
         scale, n_obs = context_scale(context)
-        keep = (n_obs > 0) & (scale > 0)
+        keep = (n_obs >= max(1, min_observed)) & (scale > 0)
         if not keep.all():
             o, context, target, scale = o[keep], context[keep], target[keep], scale[keep]
         if not len(o):
@@ -105,16 +105,22 @@ def lagged_values(w: Windows, lags: np.ndarray) -> np.ndarray:
     return lagged
 
 
-def step_design(w: Windows, offset: DateOffset, harmonics: int) -> np.ndarray:
-    """The design columns that depend on the horizon step: (n, H, e) = [date features, covariates, 1]."""
+def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarray | None = None) -> np.ndarray:
+    """The design columns that depend on the horizon step: (n, H, e) = [date features, covariates, static, 1].
+
+    ``static`` (n, s): the windows' static category indicators (the same at every step).
+    """
     n, H = w.target.shape
     pos = w.position[:, None] + np.arange(1, H + 1)[None, :]
-    return np.concatenate([date_features(pos, offset, harmonics), w.covariates, np.ones((n, H, 1))], axis=2)
+    static = np.zeros((n, 0)) if static is None else static
+    return np.concatenate([date_features(pos, offset, harmonics), w.covariates,
+                           np.broadcast_to(static[:, None, :], (n, H, static.shape[1])), np.ones((n, H, 1))], axis=2)
 
 
-def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int) -> np.ndarray:
-    """Design rows per horizon step: (n, H, p) = [lagged values, date features, covariates, 1]."""
+def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int, static: np.ndarray | None = None
+               ) -> np.ndarray:
+    """Design rows per horizon step: (n, H, p) = [lagged values, date features, covariates, static, 1]."""
     lagged = lagged_values(w, lags)
     n, H = w.target.shape
     return np.concatenate([np.broadcast_to(lagged[:, None, :], (n, H, len(lags))),
-                           step_design(w, offset, harmonics)], axis=2)
+                           step_design(w, offset, harmonics, static)], axis=2)
