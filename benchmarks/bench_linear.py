@@ -14,7 +14,10 @@ extrapolation is a lower bound: its default ADMM solver needs more iterations as
 of chunks grows, so its time grows faster than the rows.
 
 Before each measured run the script waits (``--max-load``, ``--max-wait``) for the machine's
-1-minute load average to fall, and records the load each run started at.
+1-minute load average to fall, and records the load each run started at. The ``--easy`` jobs
+also report their own CPU time (``time.process_time``: every thread of the measuring process),
+and its summary gives CPU ratios beside the wall-time ones: on a shared, loaded machine wall
+time measures the share of the CPU a job got as much as the work it did.
 
 Usage::
 

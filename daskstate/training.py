@@ -161,8 +161,8 @@ class SGDState(State):
     def _training_batch(self, X: Any, where: str) -> Any:
         """The partition's batch as the model trains on it (default: the dense matrix as read).
 
-        Whatever it returns must take a boolean mask of its examples (``X[mask]``);
-        a dense one is copied row-major after the validation hash.
+        ``_validation_mask``, ``_train`` and ``_evaluate`` index its examples
+        (a model that wants row-major mini-batches makes that copy in ``_train``).
         """
         return X
 
@@ -178,7 +178,7 @@ class SGDState(State):
     def _init_arrays(self) -> None:
         self._init_model()
         M = self.num_models
-        for p in self.parameters:  # the first epoch's anchor is the initial model
+        for p in self.parameters:  # the first round's anchor is the initial model
             start = getattr(self, p)
             setattr(self, "anchor_" + p, np.array(start, copy=True))
             setattr(self, "best_" + p, np.array(start, copy=True))
@@ -232,16 +232,12 @@ class SGDState(State):
             raise StateError(f"this {self.algorithm} state has finished training; "
                              "call resume_training() to train it on more data")
         X = self._training_batch(X, where)
-        rows = "validation" if self.phase == "sgd" else self.extra_meta.get("eval", {}).get("rows")
-        val = self._validation_mask(X) if rows == "validation" else None  # hashes columns: before the copy
         t = self._encode_target(y, where)
         with np.errstate(over="ignore", invalid="ignore"):
             if self.phase == "sgd":
-                self._update_sgd(_row_major(X), t, context, val)
+                self._update_sgd(X, t, context)
             else:
-                if val is not None:  # only the validation examples are scored
-                    X, t = X[val], None if t is None else t[val]
-                self._update_eval(_row_major(X), t)
+                self._update_eval(X, t)
 
     def _validation_mask(self, X: np.ndarray) -> np.ndarray | None:
         """Which rows are validation rows: a seeded hash of each row's values, in bounded blocks."""
@@ -254,8 +250,9 @@ class SGDState(State):
             mask[rows] = hash_unit(X[rows], seed) < frac
         return mask
 
-    def _update_sgd(self, X: Any, t: Any, context: RoundContext | None, val: np.ndarray | None) -> None:
+    def _update_sgd(self, X: Any, t: Any, context: RoundContext | None) -> None:
         ctx = context or RoundContext(0, 0, 0, None, int(self.params.get("seed", 0)))
+        val = self._validation_mask(X)
         if val is not None:
             held_out = np.flatnonzero(val)
             if len(held_out):  # exact validation metrics of the round's anchor (its synchronised start)
@@ -269,9 +266,11 @@ class SGDState(State):
         self.trained += len(order)
 
     def _update_eval(self, X: Any, t: Any) -> None:
-        """Score the examples ``X`` (the validation ones, or all) with the parameters ``begin_eval`` named."""
-        idx = np.arange(self._n_examples(X))
-        which = self.extra_meta.get("eval", {}).get("params", "anchor")
+        """Score the examples (the validation ones, or all) with the parameters ``begin_eval`` named."""
+        how = self.extra_meta.get("eval", {})
+        val = self._validation_mask(X) if how.get("rows") == "validation" else None
+        idx = np.flatnonzero(val) if val is not None else np.arange(self._n_examples(X))
+        which = how.get("params", "anchor")
         if which == "anchor+best":  # the snapshots into best_ev_: swap the accumulators around _evaluate
             names = self.eval_arrays()
             mine = [getattr(self, n) for n in names]
@@ -361,7 +360,8 @@ class SGDState(State):
         else:
             trained = epoch + (rnd + 1) / per_epoch
         partial = self.ev_n[0] > 0 and per_epoch > 1
-        self.progress[0] = max(float(self.progress[0]), epoch + 1.0)
+        if rnd == 0:  # an epoch begins (counted on top of earlier fits' epochs, for partial_fit)
+            self.progress[0] += 1.0
         stop = self._check(trained, epoch, rnd, patience, tolerance, partial)
         self.progress[3] += 1.0
         return stop
@@ -433,7 +433,14 @@ class SGDState(State):
         if rnd is None or rnd == 0 or not history or history[-1]["epoch"] != epoch:
             # one entry per epoch: its first check (the model the epoch started from), then its rounds
             history.append({"epoch": epoch, **{k: v for k, v in check.items() if k != "round"}, "checks": []})
-        history[-1]["checks"] = [*history[-1].get("checks", []), check]
+        entry = history[-1]
+        entry["checks"] = [*entry.get("checks", []), check]
+        if not self.packed:  # the epoch's training loss over all its rounds so far, and the examples trained
+            n = sum(c["train_n"] for c in entry["checks"] if c["train_loss"] is not None)
+            if n > 0:
+                entry["train_loss"] = sum(c["train_loss"] * c["train_n"] for c in entry["checks"]
+                                          if c["train_loss"] is not None) / n
+            entry["trained"] = check["trained"]
         self.extra_meta["history"] = history
         self._set_params("anchor", self._params("current"))
         for name in (*MONITOR_ARRAYS, *self.eval_arrays()):
@@ -522,11 +529,6 @@ class SGDState(State):
         """Model ``model``'s best validated snapshot (its current parameters if none was validated yet)."""
         which = "best" if self.best_epoch[model] >= 0 else "current"
         return {p: v[model] if self.packed else v for p, v in self._params(which).items()}
-
-
-def _row_major(X: Any) -> Any:
-    """A dense batch as a row-major array (mini-batches gather shuffled rows: several times faster)."""
-    return np.ascontiguousarray(X) if isinstance(X, np.ndarray) else X
 
 
 def _improved(value: float, best: float, tolerance: float) -> bool:
