@@ -316,7 +316,7 @@ def adam_step(
     tmp *= 1.0 - beta_2
     v *= beta_2
     v += tmp
-    step = np.multiply(v, 1.0 / (1.0 - beta_2**t))
+    step = np.divide(v, 1.0 - beta_2**t)  # a division, as before (a reciprocal's product rounds differently)
     np.sqrt(step, out=step)
     step += epsilon
     step = np.divide(lr / (1.0 - beta_1**t), step, out=step if np.ndim(lr) == 0 else None)
