@@ -52,8 +52,8 @@ from daskstate.store import checksum, read_group, save_state, state_from_attrs, 
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EVERY", "FitOptions", "RoundContext", "RoundResult", "build_rounds", "epoch_rounds",
-    "finish_round", "fold", "fold_and_inspect", "fold_rounds", "merge_round_results", "merge_states", "read_part",
-    "tree_reduce", "update_task",
+    "finish_round", "fold", "fold_and_inspect", "fold_rounds", "inspect_partitions", "merge_round_results",
+    "merge_states", "read_part", "tree_reduce", "update_task",
 ]
 
 #: partitions between checkpoints unless ``checkpoint_every`` says otherwise
@@ -579,13 +579,25 @@ def fold_and_inspect(inp: Input, state: State, inspect: Callable[[Any], Any], *,
     if not todo:
         return state, []
     folded = build_rounds(inp, state, [todo], 0, _ONE_PASS, options)
-    inspect_d = dask.delayed(inspect, pure=True)
-    token = tokenize(folded.key, inspect)
-    seen = [inspect_d(inp.parts[i][0] if isinstance(inp.parts[i], tuple) else inp.parts[i],
-                      dask_key_name=(f"{state.algorithm}-inspect-{token}", i)) for i in todo]
+    seen = _inspect_tasks(inp, todo, inspect, f"{state.algorithm}-inspect")
     with _blas_policy(state, main_thread=True):
         new, found = _compute(dask.delayed(tuple)([folded, seen]), options.progress)
     return new, list(found)
+
+
+def inspect_partitions(inp: Input, inspect: Callable[[Any], Any], *, options: FitOptions, name: str = "inspect"
+                       ) -> list[Any]:
+    """``inspect(partition)`` of every partition of a Dask input (``<name>`` tasks, one graph), e.g. a check
+    of the input that must pass before a fit reads it for training."""
+    return list(_compute(dask.delayed(list)(_inspect_tasks(inp, range(inp.npartitions), inspect, name)),
+                         options.progress))
+
+
+def _inspect_tasks(inp: Input, indices: Sequence[int], inspect: Callable[[Any], Any], name: str) -> list:
+    inspect_d = dask.delayed(inspect, pure=True)
+    token = tokenize([_part_key(p) for p in inp.parts], inspect)
+    return [inspect_d(inp.parts[i][0] if isinstance(inp.parts[i], tuple) else inp.parts[i],
+                      dask_key_name=(f"{name}-{token}", i)) for i in indices]
 
 
 def fold_rounds(

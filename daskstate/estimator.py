@@ -213,6 +213,11 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         """A one-pass fold that also returns ``inspect(partition)`` per partition, from the same reads."""
         return engine.fold_and_inspect(inp, state, inspect, options=options)
 
+    def _inspect_partitions(self, inp: Input, inspect: Callable[[Any], Any], options: engine.FitOptions,
+                            name: str = "inspect") -> list[Any]:
+        """``inspect(partition)`` of every partition, computed before a fit trains on them (a check of the input)."""
+        return engine.inspect_partitions(inp, inspect, options=options, name=name)
+
     def fit(
         self,
         X: Any,

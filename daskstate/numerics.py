@@ -333,12 +333,20 @@ def adam_step(
     >>> w  # the first step moves every coordinate by about lr, whatever the gradient's size
     array([ 0.9, -0.9])
     """
+    # in place, with two temporaries (each full-size temporary costs a pass over memory)
+    tmp = np.multiply(grad, 1.0 - beta_1)
     m *= beta_1
-    m += (1.0 - beta_1) * grad
+    m += tmp
+    np.multiply(grad, grad, out=tmp)
+    tmp *= 1.0 - beta_2
     v *= beta_2
-    v += (1.0 - beta_2) * (grad * grad)
-    step = lr / (1.0 - beta_1**t) / (np.sqrt(v / (1.0 - beta_2**t)) + epsilon)
-    param -= step * m
+    v += tmp
+    step = np.divide(v, 1.0 - beta_2**t)  # a division, as before (a reciprocal's product rounds differently)
+    np.sqrt(step, out=step)
+    step += epsilon
+    step = np.divide(lr / (1.0 - beta_1**t), step, out=step if np.ndim(lr) == 0 else None)
+    np.multiply(step, m, out=tmp)
+    param -= tmp
     return step
 
 

@@ -126,6 +126,23 @@ def stop_set(stop_words: Any) -> frozenset[str]:
 
 def as_text_series(documents: Any, where: str = "batch") -> pd.Series:
     """Documents as a string Series indexed 0..n-1; missing ones become empty strings."""
+    return read_documents(documents, where)[0]
+
+
+def read_documents(documents: Any, where: str = "batch", on_invalid: str = "raise") -> tuple[pd.Series, int]:
+    """Documents as a string Series indexed 0..n-1, and how many were dropped.
+
+    Missing documents (None, NaN) become empty strings (documents without words).
+    A document that is neither a string nor missing raises, naming the partition
+    and the first such row; with ``on_invalid="skip"`` such documents are
+    dropped instead and counted.
+
+    Examples
+    --------
+    >>> s, dropped = read_documents(["a text", None, 5, b"bytes"], on_invalid="skip")
+    >>> s.tolist(), dropped
+    (['a text', ''], 2)
+    """
     if isinstance(documents, pd.DataFrame):
         if documents.shape[1] != 1:
             raise DataError(f"{where}: expected one text column, got columns {list(documents.columns)}")
@@ -138,13 +155,17 @@ def as_text_series(documents: Any, where: str = "batch") -> pd.Series:
         missing = s.isna().to_numpy()
         is_str = s.map(lambda v: isinstance(v, str), na_action="ignore").fillna(True).astype(bool).to_numpy()
         bad = np.flatnonzero(~is_str & ~missing)
-        if len(bad):
+        if len(bad) and on_invalid == "skip":
+            s = s[is_str | missing].reset_index(drop=True)
+        elif len(bad):
             first = int(bad[0])
             raise DataError(
                 f"{where}: {len(bad)} document(s) are not strings (first at row {first}: "
-                f"{type(s.iloc[first]).__name__} {s.iloc[first]!r}); a text column must hold str or null"
+                f"{type(s.iloc[first]).__name__} {s.iloc[first]!r}); a text column must hold str or null. "
+                "Pass on_invalid='skip' to drop such documents (they are counted in the state)."
             )
-    return s.fillna("").astype(str)
+        return s.fillna("").astype(str), len(bad)
+    return s.fillna("").astype(str), 0
 
 
 def count_tokens(tokens: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -383,8 +404,12 @@ def counts_input(X: Any, features: Sequence[str] | None = None, *, rows: int = C
     return Input(schema, parts=parts, sources=[f"{name}:{i}" for i in range(len(parts))], n_rows=X.shape[0])
 
 
-def as_counts(part: Any, n_words: int, where: str) -> sp.csr_matrix:
-    """One partition of counts as float64 CSR, checked: 2-D, ``n_words`` columns, finite, >= 0."""
+def read_counts(part: Any, n_words: int, where: str, on_invalid: str = "raise") -> tuple[sp.csr_matrix, int]:
+    """One partition of counts as float64 CSR, checked (2-D, ``n_words`` columns, finite, >= 0), and rows dropped.
+
+    A negative, NaN or inf count raises, naming the partition; with
+    ``on_invalid="skip"`` the rows holding one are dropped instead and counted.
+    """
     X = sp.csr_matrix(part, dtype=np.float64) if sp.issparse(part) else None
     if X is None:
         A = np.asarray(part.to_numpy() if isinstance(part, pd.DataFrame) else part)
@@ -401,9 +426,15 @@ def as_counts(part: Any, n_words: int, where: str) -> sp.csr_matrix:
     if X.shape[1] != n_words:
         raise SchemaError(f"{where}: counts have {X.shape[1]} columns; the vocabulary has {n_words} terms")
     bad = ~np.isfinite(X.data) | (X.data < 0)
-    if bad.any():
+    dropped = 0
+    if bad.any() and on_invalid == "skip":
+        bad_rows = np.zeros(X.shape[0], dtype=bool)
+        bad_rows[np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))[bad]] = True
+        X, dropped = X[~bad_rows], int(bad_rows.sum())
+    elif bad.any():
         negative = " (Negative values in data)" if (X.data < 0).any() else ""
-        raise DataError(f"{where}: {int(bad.sum())} count(s) are negative, NaN or inf{negative}; counts must be >= 0")
+        raise DataError(f"{where}: {int(bad.sum())} count(s) are negative, NaN or inf{negative}; counts must be >= 0. "
+                        "Pass on_invalid='skip' to drop such rows (they are counted in the state).")
     X.sum_duplicates()
     X.eliminate_zeros()
-    return X
+    return X, dropped

@@ -161,8 +161,8 @@ class SGDState(State):
     def _training_batch(self, X: Any, where: str) -> Any:
         """The partition's batch as the model trains on it (default: the dense matrix as read).
 
-        Whatever it returns must take a boolean mask of its examples (``X[mask]``);
-        a dense one is copied row-major after the validation hash.
+        ``_validation_mask``, ``_train`` and ``_evaluate`` index its examples
+        (a model that wants row-major mini-batches makes that copy in ``_train``).
         """
         return X
 

@@ -296,3 +296,37 @@ def test_same_model_on_a_cluster_of_worker_processes(cluster_client):
         theta = remote.transform(lazy).compute()
     np.testing.assert_allclose(remote.components_, local.components_, rtol=1e-6)
     np.testing.assert_allclose(theta, local.transform(X), rtol=1e-6)
+
+
+def test_float32_step_stays_float32_and_matches_float64():
+    """The training step computes in the parameters' float type (a float64 input must not upcast it)."""
+    rng = np.random.default_rng(5)
+    layout = nn.Layout(n_words=40, n_topics=4, encoder_layers=(8,), batch_norm=True)
+    X = sp.csr_matrix(rng.poisson(0.5, size=(16, 40)).astype(np.float64))
+    noise = nn.draw_noise(rng, 16, layout, dropout=0.2)
+    prior = nn.laplace_prior(1.0, 4)
+    steps = {}
+    for dtype in (np.float64, np.float32):
+        w = nn.init_weights(layout, np.random.default_rng(1)).astype(dtype)
+        m, v = np.zeros_like(w), np.zeros_like(w)
+        loss, cache = nn.train_step(w, m, v, 1.0, X, noise, layout, activation="softplus", prior=prior,
+                                    learning_rate=0.01, beta_1=0.9, beta_2=0.999)
+        assert w.dtype == m.dtype == v.dtype == cache["P"].dtype == dtype
+        steps[dtype] = (loss, w)
+    assert steps[np.float32][0] == pytest.approx(steps[np.float64][0], rel=1e-5)
+    np.testing.assert_allclose(steps[np.float32][1], steps[np.float64][1], atol=1e-5)
+
+
+def test_on_invalid_skip_drops_and_counts_bad_documents():
+    docs = ["apples pears plums"] * 30 + [5, b"bytes", None] + ["rockets planets stars"] * 30
+    model = NeuralTopicModel(2, epochs=2, min_df=1, on_invalid="skip", random_state=0).fit(docs)
+    assert model.state_.n_skipped == 2 and model.state_.n_rows == len(docs) - 2  # the null one is an empty document
+    assert len(model.vocabulary_terms_) == 6
+    X = np.ones((40, 5))
+    X[[3, 25], 2] = [-1.0, np.nan]
+    counts = NeuralTopicModel(2, epochs=1, on_invalid="skip").fit(da.from_array(X, chunks=(20, 5)))
+    assert counts.state_.n_skipped == 2 and counts.state_.n_rows == 38
+    with pytest.raises(DataError, match="on_invalid='skip'"):
+        NeuralTopicModel(2, epochs=1).fit(X)
+    with pytest.raises(ValueError, match="on_invalid"):
+        NeuralTopicModel(2, on_invalid="ignore").fit(X)

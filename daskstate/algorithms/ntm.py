@@ -37,13 +37,13 @@ from daskstate.data import Input
 from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import Floats, Ints, StateEstimator
-from daskstate.numerics import adam_step
 from daskstate.state import State, register
 from daskstate.text import (
     TOKEN_PATTERN,
     Tokenizer,
-    as_counts,
     counts_input,
+    read_counts,
+    read_documents,
     text_input,
 )
 from daskstate.training import Schedule, SGDEstimator, SGDState
@@ -78,8 +78,10 @@ class CountsReader(State):
 
     def read_batch(self, X: Any, y: Any, *, on_invalid: str = "raise", where: str = "batch") -> tuple[Any, Any, int]:
         if self.params.get("input") == "text":
-            return counts_of(X, tokenizer_from(self.params), pd.Index(self.terms), where), None, 0
-        return as_counts(X, self.n_words, where), None, 0
+            docs, dropped = read_documents(X, where, on_invalid)
+            return counts_of(docs, tokenizer_from(self.params), pd.Index(self.terms), where), None, dropped
+        X, dropped = read_counts(X, self.n_words, where, on_invalid)
+        return X, None, dropped
 
     def check_batch(self, X: Any, y: Any) -> int:
         if not sp.issparse(X) or X.shape[1] != self.n_words:
@@ -120,11 +122,13 @@ class NTMState(CountsReader, SGDState):
 
     def _init_model(self) -> None:
         layout = self.layout
-        self.weights = nn.init_weights(layout, np.random.default_rng([int(self.params["seed"]), 0x1DA]))
-        self.adam_m = np.zeros(layout.size)
-        self.adam_v = np.zeros(layout.size)
+        # float32 parameters: the steps are bound by memory traffic over B x V and V x H arrays, which this halves
+        self.weights = nn.init_weights(layout, np.random.default_rng([int(self.params["seed"]), 0x1DA])).astype(
+            nn.PARAMETER_DTYPE)
+        self.adam_m = np.zeros_like(self.weights)
+        self.adam_v = np.zeros_like(self.weights)
         self.adam_t = np.zeros(1)
-        self.bn_stats = nn.init_bn_stats(layout)
+        self.bn_stats = nn.init_bn_stats(layout).astype(nn.PARAMETER_DTYPE)
         self.topic_word = np.zeros((layout.n_topics, layout.n_words))  # from a pass after training
 
     def _start(self, statistics: State) -> None:
@@ -151,11 +155,11 @@ class NTMState(CountsReader, SGDState):
                 continue
             Xb = X[order[a:b]]
             noise = nn.draw_noise(rng, b - a, layout, float(p["dropout"]))
-            loss, cache = nn.forward(self.weights, Xb, noise, layout, activation=p["activation"], prior=prior)
-            grad = nn.backward(self.weights, cache, layout)
             self.adam_t += 1.0
-            adam_step(self.weights, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), float(p["learning_rate"]),
-                      beta_1=float(p["beta_1"]), beta_2=float(p["beta_2"]))
+            loss, cache = nn.train_step(self.weights, self.adam_m, self.adam_v, float(self.adam_t[0]), Xb, noise,
+                                        layout, activation=p["activation"], prior=prior,
+                                        learning_rate=float(p["learning_rate"]), beta_1=float(p["beta_1"]),
+                                        beta_2=float(p["beta_2"]))
             if layout.batch_norm:
                 nn.update_running(self.bn_stats, cache["stats"], layout, float(p["bn_momentum"]), b - a)
             self.mon_loss += loss * (b - a)
@@ -373,8 +377,12 @@ class NeuralTopicModel(SGDEstimator):
         terms) is used as is.
     random_state : int
         Seeds the initial weights, the partition order, mini-batches, noise and dropout.
-    on_invalid : {"raise"}
-        Bad documents (non-strings, negative counts) raise errors naming the partition.
+    on_invalid : {"raise", "skip"}
+        Bad documents (neither a string nor null; count rows with a negative, NaN
+        or inf count) raise errors naming the partition, or with ``"skip"`` are
+        dropped from the fit and counted in ``state_.n_skipped`` (null documents
+        are empty documents, not errors). ``transform`` and ``score`` always raise
+        on them (their outputs are per document).
 
     Attributes
     ----------
@@ -461,7 +469,7 @@ class NeuralTopicModel(SGDEstimator):
         "vocabulary": "no_validation",
         "max_features": [Ints(1), None],
         "random_state": [Ints(0)],
-        "on_invalid": [StrOptions({"raise"})],  # bad documents cannot be skipped silently
+        "on_invalid": [StrOptions({"raise", "skip"})],
     }
 
     def _check_params_together(self) -> None:

@@ -29,6 +29,7 @@ from daskstate.text import (
     count_tokens,
     decode_strings,
     encode_strings,
+    read_documents,
     text_input,
 )
 
@@ -48,7 +49,8 @@ class TextState(State):
     """Base of states fed documents: a partition is a Series of strings (or null)."""
 
     def read_batch(self, X: Any, y: Any, *, on_invalid: str = "raise", where: str = "batch") -> tuple[Any, Any, int]:
-        return as_text_series(X, where), None, 0
+        s, dropped = read_documents(X, where, on_invalid)
+        return s, None, dropped
 
     def check_batch(self, X: Any, y: Any) -> int:
         return len(X)

@@ -52,6 +52,7 @@ from daskstate.algorithms.forecast.series import (
     to_series_block,
 )
 from daskstate.algorithms.forecast.windows import iter_windows
+from daskstate.data import Input
 from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import Floats, Ints, StateEstimator
@@ -382,7 +383,7 @@ class Forecaster(StateEstimator):
         cols = self._columns
         if isinstance(state, NeuralForecastState):
             if isinstance(X, dd.DataFrame):
-                _check_whole_series(X, cols.id_col)
+                self._check_whole_series(X, cols.id_col, options)
             schedule = Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
                                 patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
                                 check_every="epoch")
@@ -410,6 +411,16 @@ class Forecaster(StateEstimator):
         merged, lists = self._fold_and_inspect(inp, state, functools.partial(_item_ids, id_col=cols.id_col), options)
         _raise_if_split(lists)
         return merged
+
+    def _check_whole_series(self, X: dd.DataFrame, id_col: str, options: FitOptions) -> None:
+        """Raise naming the items with rows in more than one partition (a pass reading only ``id_col``).
+
+        The neural models train in rounds whose windows are cut from each partition's series:
+        a split series would give windows across its cut no context and be trained twice over.
+        """
+        inp = Input(Schema((id_col,)), parts=list(X[[id_col]].to_delayed(optimize_graph=True)))
+        _raise_if_split(self._inspect_partitions(inp, functools.partial(_item_ids, id_col=id_col), options,
+                                                 name="forecast-items"))
 
     # ---- finalize -------------------------------------------------------------------------
     def finalize(self, **overrides: Any) -> Forecaster:
@@ -572,19 +583,6 @@ def _raise_if_split(item_lists: Sequence[np.ndarray]) -> None:
             f"{len(split)} item(s) have rows in more than one partition, e.g. {split[:5]}; every series "
             "must live in one partition: use daskstate.partition_by_series(df) first"
         )
-
-
-def _check_whole_series(X: dd.DataFrame, id_col: str) -> None:
-    """Raise naming the items with rows in more than one partition (a pass reading only ``id_col``).
-
-    The neural models train in rounds whose windows are cut from each partition's series:
-    a split series would give windows across its cut no context and be trained twice over.
-    """
-    parts = X[[id_col]].to_delayed(optimize_graph=True)
-    token = tokenize(X._name, id_col)
-    lists = dask.compute(*[dask.delayed(_item_ids, pure=True)(p, id_col, dask_key_name=(f"forecast-items-{token}", i))
-                           for i, p in enumerate(parts)])
-    _raise_if_split(lists)
 
 
 class _ModelTask:
