@@ -10,11 +10,13 @@ A fit by SGD runs, for any algorithm built on :class:`SGDState`:
    pass and worker) with the round's *anchor* (the synchronised parameters all
    the round's tasks start from), then trains on its other rows in a seeded
    shuffled order;
-3. **a validation check at every round boundary** (:meth:`SGDState.end_round`):
-   the round's tasks judged the previous round's result in the same pass as
-   they trained, so checks read nothing of their own; each packed model keeps
-   its best snapshot. With ``validation_data=`` the check is per epoch, the
-   given rows scored in one round;
+3. **validation checks at round boundaries** (:meth:`SGDState.end_round`): a
+   check's rounds score the previous check's result in the same pass as they
+   train, so checks read nothing of their own; a check closes once it holds
+   ``check_rows`` validation rows or at the epoch's end (big data: every round;
+   small data: once per epoch); each packed model keeps its best snapshot. With
+   ``validation_data=`` the check is per epoch, the given rows scored in one
+   round;
 4. **early stopping** when the selected model's validation metric has not
    improved by a relative ``tolerance`` for ``patience`` checks: at a round
    boundary, inside an epoch if need be;
