@@ -526,3 +526,16 @@ def test_checks_gather_rounds_until_they_hold_enough_validation_rows(ten_files):
     assert [h["evaluated_epochs"] for h in est.history_] == list(range(est.n_epochs_))  # each epoch's start
     val = hash_unit(df[FEATURES].to_numpy(), 3) < 0.1
     assert est.state_.best_ev_n[0] == val.sum()
+
+
+def test_a_stop_inside_an_epoch_is_the_same_on_any_scheduler(ten_files, scheduler, monkeypatch):
+    folder, _ = ten_files
+    monkeypatch.setattr(LinearState, "check_rows", 250)  # checks run in the driver: no worker needs it
+    kw = dict(features=FEATURES, target="label", num_models=2, epochs=6, sync_every=2, mini_batch_size=100,
+              random_state=3)
+    est = LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder))
+    with dask.config.set(scheduler="sync"):
+        reference = LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder))
+    assert est.n_rounds_ == reference.n_rounds_ and est.state_.extra_meta["early_stopped"]
+    np.testing.assert_array_equal(est.coef_, reference.coef_)
+    assert est.models_.equals(reference.models_)
