@@ -28,8 +28,6 @@ import os
 import pstats
 import time
 
-import numpy as np
-
 from benchmarks.bench_kmeans import FEATURES, exact_sse, load_all
 from benchmarks.common import make_dataset, write_results
 
