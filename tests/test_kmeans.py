@@ -207,15 +207,18 @@ def test_sampled_keys_have_the_order_statistics_of_uniforms():
 
     n, m, reps = 40, 4, 4000
     rng = np.random.default_rng(0)
-    keys, hits = np.zeros((reps, m)), np.zeros(n)
+    keys, hits, first = np.zeros((reps, m)), np.zeros(n), np.zeros(m)
     for r in range(reps):
         rows, key = _smallest_log_uniforms(n, m, rng)
-        assert len(set(rows.tolist())) == m and np.all(np.diff(key) > 0)
-        keys[r] = key
+        assert np.all(np.diff(rows) > 0)  # distinct, in increasing order
+        keys[r] = np.sort(key)
         hits[rows] += 1
-    # E[U_(i)] = i / (n + 1) for the i-th smallest of n uniforms; every row equally likely
+        first[np.argmin(key)] += 1
+    # E[U_(i)] = i / (n + 1) for the i-th smallest of n uniforms; every row equally likely,
+    # and the keys are dealt to the rows in random order (the smallest to each position alike)
     np.testing.assert_allclose(np.exp(keys).mean(axis=0), np.arange(1, m + 1) / (n + 1), rtol=0.05)
     assert abs(hits / reps - m / n).max() < 0.03
+    assert abs(first / reps - 1 / m).max() < 0.03
     rows, key = _smallest_log_uniforms(3, 10, rng)  # fewer rows than asked: all of them
     assert sorted(rows.tolist()) == [0, 1, 2] and len(key) == 3
 

@@ -64,7 +64,8 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         Relative tolerance on the centres' move (scikit-learn's ``tol``).
     local_lloyd_num_trials : int or "auto"
         k-means++ seedings of the final reduction, plus one from Ward's agglomeration of
-        the core set; the best after Lloyd is kept. ``"auto"``: 10.
+        the core set; the best after Lloyd is kept. ``"auto"``: 10 (up to 100 on small data that the
+        state's sample holds whole, while the restarts stay cheap).
     half_life_time_size : int, default 0
         0: every row counts the same. Otherwise the weight of old rows halves every
         that many rows (for drifting streams; applied per mini-batch and on merge,
@@ -357,6 +358,7 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
     def _set_state(self, state: State, overrides: dict[str, Any]) -> None:
         self.__dict__.pop("_labels", None)
         self.__dict__.pop("_lazy_inertia", None)
+        self.__dict__.pop("_lazy_input", None)
         super()._set_state(state, overrides)
 
     def _apply_model(self, model: dict[str, Any]) -> None:
@@ -379,6 +381,7 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
     @property
     def labels_(self) -> np.ndarray:
         """Cluster of each training row (-1 for skipped rows); lazy (a Dask Series or Array) after a Dask fit."""
+        self._build_lazy_outputs()
         if "_labels" not in self.__dict__:
             raise AttributeError(
                 "labels_ is kept after fit (lazy for Dask input), not after load, finalize or partial_fit; "
@@ -393,6 +396,7 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         After a Dask fit without ``compute_inertia=True``, a lazy Dask scalar (``.compute()``
         reads the data once), like ``labels_``: nothing is read behind an attribute access.
         """
+        self._build_lazy_outputs()
         value = self.__dict__.get("_inertia")
         if value is None and "_lazy_inertia" in self.__dict__:
             return self._lazy_inertia
@@ -484,9 +488,20 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
 
     # ---- scikit-learn ---------------------------------------------------------------------
     def _lazy_fit_outputs(self, X: Any, sample_weight: Any = None) -> None:
-        """``labels_`` and ``inertia_`` (weighted by ``sample_weight``) of a Dask fit, lazy, over the training input."""
+        """``labels_`` and ``inertia_`` (weighted by ``sample_weight``) of a Dask fit, lazy, over the training input.
+
+        Their graphs are built on first access (:meth:`_build_lazy_outputs`): building
+        them costs as much as the last merges of a small fit, and most fits never ask.
+        """
+        self._lazy_input = (X, sample_weight)
+
+    def _build_lazy_outputs(self) -> None:
         import dask.array as da
 
+        lazy = self.__dict__.pop("_lazy_input", None)
+        if lazy is None:
+            return
+        X, sample_weight = lazy
         self._labels = self.predict(X)
         if self.__dict__.get("_inertia") is None:
             d2 = self._map_rows(X, lambda A: self._nearest(A)[1], None, "min-sq-distance")

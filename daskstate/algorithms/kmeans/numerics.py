@@ -250,6 +250,7 @@ def d2_sample_rounds(
             min(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right"), n - 1))
         chosen[first] = True
         closest = row_norms_sq(X - X[first])
+        closest[first] = 0.0
     picked = int(chosen.sum())
     rounds = max(1, int(rounds))
     x_sq = row_norms_sq(X)
@@ -257,9 +258,7 @@ def d2_sample_rounds(
     while picked < k:
         want = -(-(k - picked) // max(1, rounds - r))
         r += 1
-        p = closest if w is None else w * closest
-        p[chosen] = 0.0  # a seed's own distance may round to a tiny positive value
-        cum = np.cumsum(p)
+        cum = np.cumsum(closest if w is None else w * closest)
         total = cum[-1]
         if not total > 0:
             break
@@ -269,6 +268,7 @@ def d2_sample_rounds(
         chosen[take] = True
         picked += len(take)
         np.minimum(closest, _min_sq_dist_to_few(X, X[take], x_sq), out=closest)
+        closest[take] = 0.0  # a seed's own distance may round to a tiny positive value
     return np.flatnonzero(chosen)
 
 
