@@ -22,7 +22,7 @@ document's words are split at random in two halves:
 Peers' settings: scikit-learn ``LatentDirichletAllocation(learning_method="online",
 max_iter=10)`` (its defaults otherwise); gensim ``LdaModel(passes=10)`` (defaults
 otherwise: symmetric alpha 1/K, chunksize 2000). daskstate: defaults (ProdLDA:
-Adam 0.002, beta_1 0.99, batch 64, early stopping on a 10% validation split, at
+Adam 0.01, beta_1 0.9, batch 64, early stopping on a 10% validation split, at
 most 50 epochs). All on one thread of BLAS per process, threaded scheduler.
 
 ``--scale`` measures instead, on LDA-generated text (pseudo-words) in Parquet:
