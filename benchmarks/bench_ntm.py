@@ -17,7 +17,8 @@ document's words are split at random in two halves:
   (one function, :func:`daskstate.algorithms.ntm.npmi_coherence`, for all models);
 - **topic uniqueness** of the top 10 words;
 - **fit time**: repeats interleaved (daskstate, sklearn, gensim, daskstate, ...),
-  the median reported, with the load average.
+  the median wall and CPU seconds (the process's CPU time: on a shared, loaded
+  machine the ratio of CPU times is the fairer comparison), with the load average.
 
 Peers' settings: scikit-learn ``LatentDirichletAllocation(learning_method="online",
 max_iter=10)`` (its defaults otherwise); gensim ``LdaModel(passes=10)`` (defaults
@@ -163,15 +164,20 @@ def run_corpus(label: str, X: sp.csr_matrix, ks: list[int], repeats: int, seed: 
     rows = []
     for K in ks:
         times: dict[str, list[float]] = {n: [] for n in FITS}
+        cpu: dict[str, list[float]] = {n: [] for n in FITS}
         models: dict[str, Any] = {}
         for _ in range(repeats):
             for name, fit in FITS.items():  # interleaved
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 models[name] = fit(parts["train"], K, seed)
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+        sk_cpu = statistics.median(cpu["sklearn LDA (online)"])
         for name in FITS:
             row = {"corpus": label, "K": K, "fit": name, "train_docs": parts["train"].shape[0],
                    "vocabulary": X.shape[1], "seconds": statistics.median(times[name]), "all_seconds": times[name],
+                   "cpu_seconds": statistics.median(cpu[name]), "all_cpu_seconds": cpu[name],
+                   "cpu_vs_sklearn": statistics.median(cpu[name]) / sk_cpu,
                    "loadavg": os.getloadavg()[0], **evaluate(name, models[name], parts)}
             if truth is not None and K == len(truth):
                 from daskstate.algorithms.ntm import match_topics
@@ -358,7 +364,7 @@ def main() -> None:
         voc = daskstate.Vocabulary(args.max_features, min_df=2, max_df=0.5).fit(docs)
         X = voc.transform(docs)
         rows += run_corpus(f"{label} ({len(docs)} docs)", X, args.ks, args.repeats, args.seed)
-    cols = ["corpus", "K", "fit", "seconds", "completion_perplexity", "completion_perplexity_own_decoder", "npmi",
+    cols = ["corpus", "K", "fit", "seconds", "cpu_seconds", "cpu_vs_sklearn", "completion_perplexity", "completion_perplexity_own_decoder", "npmi",
             "topic_uniqueness", "planted_mean_cosine", "epochs"]
     path = write_results(args.results_name, {"rows": rows, "args": vars(args)})
     print(markdown_table(rows, cols))
