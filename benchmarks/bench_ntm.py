@@ -1,7 +1,9 @@
 """Neural topic model side by side: daskstate NeuralTopicModel, scikit-learn online LDA, gensim LdaModel.
 
-Real corpora: the Lee news background corpus bundled with gensim's tests, and the
-long descriptions (READMEs) of the installed Python packages cut into paragraphs.
+Real corpora: the Lee news background corpus bundled with gensim's tests, the
+long descriptions (READMEs) of the installed Python packages cut into paragraphs,
+and (``--corpora wiki``) the 250 stemmed Wikipedia articles of gensim's test data
+cut into 300-word pieces.
 Plus a synthetic corpus drawn from LDA's generative model with known topics.
 
 Every model sees the same document-term counts (daskstate's Vocabulary:
@@ -60,6 +62,15 @@ def lee_corpus() -> list[str]:
 
     with open(datapath("lee_background.cor"), encoding="utf-8", errors="replace") as fh:
         return [line.strip() for line in fh if line.strip()]
+
+
+def wiki_pieces(words: int = 300) -> list[str]:
+    """The 250 Wikipedia articles of gensim's ``head500.noblanks.cor`` (stemmed), cut into pieces of ``words`` words."""
+    from gensim.test.utils import datapath
+
+    with open(datapath("head500.noblanks.cor"), encoding="utf-8", errors="replace") as fh:
+        articles = [line.split() for line in fh if line.strip()]
+    return [" ".join(a[i : i + words]) for a in articles for i in range(0, len(a), words) if len(a[i : i + words]) >= 50]
 
 
 def package_paragraphs(min_words: int = 20) -> list[str]:
@@ -353,7 +364,7 @@ def main() -> None:
 
     dask.config.set(scheduler="threads")
     rows: list[dict[str, Any]] = []
-    texts = {"lee": lee_corpus, "packages": package_paragraphs}
+    texts = {"lee": lee_corpus, "packages": package_paragraphs, "wiki": wiki_pieces}
     for label in args.corpora:
         if label == "synthetic":
             X, truth = synthetic_counts(args.synthetic_docs, args.seed)
