@@ -236,7 +236,8 @@ def test_bad_documents_and_counts_raise_naming_the_partition():
 def test_dask_array_of_counts_and_early_stopping():
     X, topics, _ = synthetic_lda_corpus(1200, 60, 4, seed=3)
     lazy = da.from_array(X.toarray(), chunks=(300, 60))
-    model = NeuralTopicModel(4, epochs=200, early_stopping_patience=3, random_state=0, sync_every=2).fit(lazy)
+    model = NeuralTopicModel(4, epochs=200, early_stopping_patience=3, tol=0.0,
+                             random_state=0, sync_every=2).fit(lazy)
     assert model.n_iter_ < 200  # stopped early
     best = int(np.nanargmin(model.validation_loss_))
     assert model.n_iter_ - 1 - best >= 3  # ... after 3 epochs without a better validation loss
