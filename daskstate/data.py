@@ -542,10 +542,14 @@ def _with_column(frame: dd.DataFrame, column: dd.Series, name: str, what: str) -
 
 
 def _split_columns(frame: pd.DataFrame, target: bool, weight: str | None) -> tuple:
-    """A partition as ``(features, target)`` or ``(features, target, weight)``; the target None if in the frame."""
+    """A partition as ``(features, target)`` or ``(features, target, weight)``; the target None if in the frame.
+
+    The weight column stays in the frame (no copy): the batch takes the features by name.
+    """
     y = frame[_TARGET_COLUMN] if target else None
     w = frame[weight] if weight is not None else None
-    frame = frame.drop(columns=[c for c in (_TARGET_COLUMN if target else None, weight) if c is not None])
+    if target:
+        frame = frame.drop(columns=_TARGET_COLUMN)
     return (frame, y) if weight is None else (frame, y, w)
 
 

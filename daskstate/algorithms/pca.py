@@ -174,7 +174,7 @@ def weighted_centre_rows(X: np.ndarray, shift: np.ndarray, w: np.ndarray) -> tup
     if total == 0.0:
         return 0.0, np.zeros(X.shape[1]), X[:0] - shift
     D = X - shift
-    offset = (w @ D) / total
+    offset = np.einsum("i,ij->j", w, D) / total
     D -= offset
     D *= np.sqrt(w)[:, None]
     return total, offset, D
