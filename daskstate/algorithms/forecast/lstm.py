@@ -8,7 +8,9 @@ weights ``W{l}`` (inputs x 4N), recurrent weights ``U{l}`` (N x 4N) and a bias
 sigmoid covers the first three. The first layer's inputs are the per-step inputs
 followed by the per-sequence (static) inputs, whose projection is computed once
 per sequence. ``W_out``, ``b_out`` map the top layer's hidden state to the raw
-distribution parameters of every step.
+distribution parameters of every step, and ``W_skip`` adds a linear map of the step's
+own inputs (a linear autoregression beside the network: a smooth series whose
+next value is almost its last one needs no precise memory in the cells).
 
 Loops run over time steps and layers only; every step is vectorised over the
 batch of sequences and the cells.
@@ -48,7 +50,7 @@ def lstm_layout(n_step: int, n_static: int, num_layers: int, num_cells: int, n_o
     for layer in range(num_layers):
         shapes += [(f"W{layer}", (n_in0 if layer == 0 else N, 4 * N)), (f"U{layer}", (N, 4 * N)),
                    (f"b{layer}", (4 * N,))]
-    shapes += [("W_out", (N, n_out)), ("b_out", (n_out,))]
+    shapes += [("W_out", (N, n_out)), ("b_out", (n_out,)), ("W_skip", (n_step, n_out))]
     shapes += [(f"E{j}", (rows, dim)) for j, (rows, dim) in enumerate(embeddings)]
     return Layout(shapes)
 
@@ -145,7 +147,7 @@ def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, 
         cache.hidden.append(hidden)
         final.append((h, c))
         x = hidden
-    raw = _matmul_steps(x, v["W_out"]) + v["b_out"]
+    raw = _matmul_steps(x, v["W_out"]) + v["b_out"] + _matmul_steps(cache.inputs[0], v["W_skip"])
     return raw.transpose(1, 0, 2), cache, final
 
 
@@ -154,6 +156,7 @@ def step(v: dict[str, np.ndarray], num_layers: int, x: np.ndarray, static_proj: 
     """One step of every layer from step input ``x`` (B, d); ``static_proj`` is layer 0's static
     projection plus bias (B, 4N). Returns raw outputs (B, k) and the new state."""
     new = []
+    step_x = x
     for layer in range(num_layers):
         h, c = state[layer]
         if layer == 0:
@@ -163,7 +166,7 @@ def step(v: dict[str, np.ndarray], num_layers: int, x: np.ndarray, static_proj: 
         c, h = _step(z, h, c, v[f"U{layer}"], np.empty_like(z), np.empty_like(c))
         new.append((h, c))
         x = h
-    return x @ v["W_out"] + v["b_out"], new
+    return x @ v["W_out"] + v["b_out"] + step_x @ v["W_skip"], new
 
 
 def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: Cache, d_raw: np.ndarray,
@@ -180,6 +183,8 @@ def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: C
     d_raw = np.ascontiguousarray(d_raw.transpose(1, 0, 2)).reshape(T * B, -1)
     g["W_out"][...] = top.reshape(T * B, N).T @ d_raw
     g["b_out"][...] = d_raw.sum(axis=0)
+    x0 = cache.inputs[0]
+    g["W_skip"][...] = x0.reshape(T * B, -1).T @ d_raw
     dH = (d_raw @ v["W_out"].T).reshape(T, B, N)
     for layer in range(num_layers - 1, -1, -1):
         U = v[f"U{layer}"]
