@@ -334,8 +334,9 @@ def main() -> None:
                 recorded[r["panel"]] = {**r, "reused_from": {"file": os.path.basename(path), "when": old.get("when"),
                                                              "loadavg_before": old.get("loadavg_before")}}
     for name, (df, freq) in panels(names, args.synthetic_series).items():
-        rows += run_panel(name, df, freq, args.repeats, not args.no_ets, args.mlp_epochs, recorded.get(name),
-                          args.deepar_epochs)
+        # --no-ets with --reuse-ets: the recorded ETS rows where there are some, no new ETS fits
+        rows += run_panel(name, df, freq, args.repeats, not args.no_ets or name in recorded, args.mlp_epochs,
+                          recorded.get(name), args.deepar_epochs)
         print(markdown_table([r for r in rows if r["panel"] == name],
                              ["panel", "method", "MASE", "wQL", "sMAPE", "coverage_80", "seconds"]), flush=True)
         # written after every panel, so an interrupted run keeps what it measured
