@@ -10,11 +10,13 @@ A fit by SGD runs, for any algorithm built on :class:`SGDState`:
    pass and worker) with the round's *anchor* (the synchronised parameters all
    the round's tasks start from), then trains on its other rows in a seeded
    shuffled order;
-3. **a validation check at every round boundary** (:meth:`SGDState.end_round`):
-   the round's tasks judged the previous round's result in the same pass as
-   they trained, so checks read nothing of their own; each packed model keeps
-   its best snapshot. With ``validation_data=`` the check is per epoch, the
-   given rows scored in one round;
+3. **validation checks at round boundaries** (:meth:`SGDState.end_round`): a
+   check's rounds score the previous check's result in the same pass as they
+   train, so checks read nothing of their own; a check closes once it holds
+   ``check_rows`` validation rows or at the epoch's end (big data: every round;
+   small data: once per epoch); each packed model keeps its best snapshot. With
+   ``validation_data=`` the check is per epoch, the given rows scored in one
+   round;
 4. **early stopping** when the selected model's validation metric has not
    improved by a relative ``tolerance`` for ``patience`` checks: at a round
    boundary, inside an epoch if need be;
@@ -102,6 +104,10 @@ class SGDState(State):
     #: the subclass's own arrays (parameters, optimiser statistics, frozen arrays, ...)
     model_arrays: ClassVar[tuple[str, ...]] = ()
     round_weight = "trained"
+    #: a validation check closes at the first round boundary where it holds this many validation rows (or at
+    #: the epoch's end): on big data a check every round or few, on small data one per epoch. Below ~10,000
+    #: rows a rate's standard error exceeds 0.5%, more than the changes early stopping has to tell apart.
+    check_rows: ClassVar[int] = 10_000
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -309,8 +315,11 @@ class SGDState(State):
         for name in (*MONITOR_ARRAYS, *self.eval_arrays(), *("best_" + n for n in self.eval_arrays())):
             setattr(self, name, np.zeros_like(getattr(self, name)))
         self.extra_meta["early_stopped"] = False
+        self.extra_meta.pop("check_start", None)
 
-    def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: float) -> np.ndarray:
+    def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: float,
+                     rounds: float | None = None) -> np.ndarray:
+        """Models whose ``loss`` beats their best keep ``params`` (trained ``trained`` epochs, ``rounds`` rounds)."""
         better = loss < self.best_loss
         for p, v in params.items():
             if self.packed:
@@ -319,13 +328,13 @@ class SGDState(State):
                 setattr(self, "best_" + p, np.array(v, copy=True))
         self.best_loss[better] = loss[better]
         self.best_epoch[better] = trained
-        self.best_round[better] = self.progress[3]
+        self.best_round[better] = self.progress[3] if rounds is None else rounds
         return better
 
-    def _absorb(self, params: dict[str, np.ndarray], trained: float) -> np.ndarray:
+    def _absorb(self, params: dict[str, np.ndarray], trained: float, rounds: float | None = None) -> np.ndarray:
         """Per-model validation loss of ``params`` from ``ev_``; better models keep them and their metrics."""
         loss = self.ev_loss / self.ev_n[0]
-        better = self._keep_better(loss, params, trained)
+        better = self._keep_better(loss, params, trained, rounds)
         for name in ("loss", *self.model_metrics):
             getattr(self, "best_ev_" + name)[better] = getattr(self, "ev_" + name)[better]
         for name in ("n", *self.shared_metrics):  # the same rows every time
@@ -345,26 +354,33 @@ class SGDState(State):
         return model, -float(rank[model]), float(rank[model])
 
     def end_round(self, epoch: int, rnd: int, rounds: int, patience: int | None, tolerance: float) -> bool:
-        """Close round ``rnd`` (of ``rounds``) of epoch ``epoch``: one validation check; True to stop.
+        """Close round ``rnd`` (of ``rounds``) of epoch ``epoch``, and with it a validation check if it is due.
 
-        The round's tasks scored its *anchor* (the synchronised parameters the
-        round started from, ``epoch + rnd / rounds`` epochs trained) on their
-        hashed validation rows: a model whose anchor beats its best snapshot keeps
-        it, with those metrics. Without validation rows, the round's running
-        training loss judges the parameters after it. ``rounds=0``: unknown (an
-        iterator), counted as one round per epoch. See :meth:`_check`.
+        A check's rounds all score its *anchor* (the synchronised parameters
+        the check started from) on their hashed validation rows. The check closes
+        at the first round boundary where it holds at least :attr:`check_rows`
+        validation rows (training rows, without validation), or at the epoch's
+        end: then a model whose anchor beats its best snapshot keeps it, with its
+        metrics (see :meth:`_check`). Without validation rows the running training
+        loss judges the parameters after the check. ``rounds=0``: an iterator, the
+        epoch's end unknown. Returns True to stop.
         """
-        per_epoch = max(int(rounds), 1)
-        if self.ev_n[0] > 0:
-            trained = epoch + rnd / per_epoch
-        else:
-            trained = epoch + (rnd + 1) / per_epoch
-        partial = self.ev_n[0] > 0 and per_epoch > 1
         if rnd == 0:  # an epoch begins (counted on top of earlier fits' epochs, for partial_fit)
             self.progress[0] += 1.0
-        stop = self._check(trained, epoch, rnd, patience, tolerance, partial)
+        per_epoch, epochs_before = max(int(rounds), 1), float(self.progress[0]) - 1.0
+        start = self.extra_meta.setdefault("check_start", {"trained": epochs_before + rnd / per_epoch,
+                                                           "round": rnd, "rounds": float(self.progress[3])})
+        validated = self.ev_n[0] > 0
+        seen = float(self.ev_n[0] if validated else self.mon_n[0])
+        last = rounds > 0 and rnd == rounds - 1
         self.progress[3] += 1.0
-        return stop
+        if not last and seen < self.check_rows:  # too few rows to judge by yet: the check goes on
+            return False
+        del self.extra_meta["check_start"]
+        trained = start["trained"] if validated else epochs_before + (rnd + 1) / per_epoch
+        partial = validated and not (start["round"] == 0 and last)  # not every validation row of the epoch
+        rounds_trained = start["rounds"] if validated else float(self.progress[3])
+        return self._check(trained, int(epochs_before), rnd, patience, tolerance, partial, rounds_trained)
 
     def end_epoch(self, patience: int | None, tolerance: float, evaluated_epochs: int | None = None) -> bool:
         """Close an epoch checked as a whole: one check.
@@ -380,10 +396,10 @@ class SGDState(State):
         if self.ev_n[0] == 0:  # judged by the running training loss, or not at all: the epoch's result
             trained = epoch + 1
         self.progress[0] = epoch + 1.0
-        return self._check(trained, epoch, None, patience, tolerance, False)
+        return self._check(trained, epoch, None, patience, tolerance, False, float(self.progress[3]))
 
     def _check(self, trained: float, epoch: int, rnd: int | None, patience: int | None, tolerance: float,
-               partial: bool) -> bool:
+               partial: bool, rounds: float) -> bool:
         """One validation check, in place: keep each model's best snapshot; stop when the selection has converged.
 
         With validation rows, the ``ev_`` accumulators hold the exact validation
@@ -403,17 +419,18 @@ class SGDState(State):
         """
         validated = self.ev_n[0] > 0
         if validated:
-            loss = self._absorb(self._params("anchor"), trained)
-            if partial and np.any(self.best_round == self.progress[3]):
+            kept = self.best_loss.copy()
+            loss = self._absorb(self._params("anchor"), trained, rounds)
+            if partial and np.any(self.best_loss != kept):  # a snapshot judged on part of the validation rows
                 self.extra_meta["partial_best"] = True
         elif self.mon_n[0] > 0:
             loss = self.mon_loss / self.mon_n[0]
-            self._keep_better(loss, self._params("current"), trained)
+            self._keep_better(loss, self._params("current"), trained, rounds)
         else:  # nothing to judge by: the latest parameters are the best we know
             loss = None
             self._set_params("best", self._params("current"))
             self.best_epoch[:] = trained
-            self.best_round[:] = self.progress[3]
+            self.best_round[:] = rounds
         check: dict[str, Any] = {"round": rnd, "evaluated_epochs": trained, "loss": None, "model": None,
                                  "metric": None}
         if not self.packed:  # one model: its training and validation losses since the last check, and weights
@@ -638,6 +655,8 @@ def train_epochs(inp: Input, state: SGDState, options: engine.FitOptions, schedu
                           skip).absorb_evaluation()
 
     selection_on = "validation"
+    if running.extra_meta.pop("check_start", None) is not None:  # a check left open (an iterator): judged below
+        running._set_params("anchor", running._params("current"))
     if running.params.get("validation") == "split":
         # the last check judged the model before the last round; snapshots judged on one round's rows are
         # rescored on all validation rows, so every model's metrics (selection, threshold) come from the same rows

@@ -457,9 +457,10 @@ def ten_files(tmp_path_factory):
     return folder, df
 
 
-def test_early_stopping_fires_inside_an_epoch_and_rescores_the_snapshots(ten_files):
+def test_early_stopping_fires_inside_an_epoch_and_rescores_the_snapshots(ten_files, monkeypatch):
     """A check every round: the fit stops at a round boundary, not at an epoch's end, and reports it."""
     folder, df = ten_files
+    monkeypatch.setattr(LinearState, "check_rows", 250)  # a round's ~300 validation rows make a check
     kw = dict(features=FEATURES, target="label", num_models=4, epochs=6, sync_every=1, mini_batch_size=100,
               random_state=2)
     with dask.config.set(scheduler="threads"):
@@ -480,6 +481,7 @@ def test_early_stopping_fires_inside_an_epoch_and_rescores_the_snapshots(ten_fil
 
 def test_a_checkpoint_resumes_inside_an_epoch_and_records_an_early_stop(ten_files, tmp_path, monkeypatch):
     folder, _ = ten_files
+    monkeypatch.setattr(LinearState, "check_rows", 250)
     kw = dict(features=FEATURES, target="label", num_models=2, epochs=6, sync_every=1, mini_batch_size=100,
               random_state=3)
     with dask.config.set(scheduler="threads"):
@@ -511,3 +513,29 @@ def test_a_checkpoint_resumes_inside_an_epoch_and_records_an_early_stop(ten_file
         again = LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder), checkpoint=ckpt,
                                                              checkpoint_every=1)
         np.testing.assert_array_equal(again.coef_, whole.coef_)
+
+
+def test_checks_gather_rounds_until_they_hold_enough_validation_rows(ten_files):
+    """With ~300 validation rows a round, a check of 10,000 rows is the whole epoch: one check per epoch."""
+    folder, df = ten_files
+    with dask.config.set(scheduler="threads"):
+        est = LinearLearner("binary_classifier", features=FEATURES, target="label", num_models=2, epochs=4,
+                            sync_every=1, mini_batch_size=100, random_state=3).fit(daskstate.read_parquet(folder))
+    assert est.n_rounds_ == 10 * est.n_epochs_
+    assert all([c["round"] for c in h["checks"]] == [9] for h in est.history_)
+    assert [h["evaluated_epochs"] for h in est.history_] == list(range(est.n_epochs_))  # each epoch's start
+    val = hash_unit(df[FEATURES].to_numpy(), 3) < 0.1
+    assert est.state_.best_ev_n[0] == val.sum()
+
+
+def test_a_stop_inside_an_epoch_is_the_same_on_any_scheduler(ten_files, scheduler, monkeypatch):
+    folder, _ = ten_files
+    monkeypatch.setattr(LinearState, "check_rows", 250)  # checks run in the driver: no worker needs it
+    kw = dict(features=FEATURES, target="label", num_models=2, epochs=6, sync_every=2, mini_batch_size=100,
+              random_state=3)
+    est = LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder))
+    with dask.config.set(scheduler="sync"):
+        reference = LinearLearner("binary_classifier", **kw).fit(daskstate.read_parquet(folder))
+    assert est.n_rounds_ == reference.n_rounds_ and est.state_.extra_meta["early_stopped"]
+    np.testing.assert_array_equal(est.coef_, reference.coef_)
+    assert est.models_.equals(reference.models_)

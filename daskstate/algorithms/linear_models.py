@@ -107,9 +107,11 @@ class LinearLearner(SGDEstimator):
         Stop after this many validation checks without a relative gain of
         ``early_stopping_tolerance`` in the selected model's validation metric:
         the selection criterion (e.g. accuracy), or the loss for regression and
-        ``loss_function`` (None: never stop early). A check closes every round
-        (its tasks score the model the previous round left on their validation
-        rows, in the same pass), so a fit can stop inside an epoch; with
+        ``loss_function`` (None: never stop early). A check's rounds score the
+        model the previous check left on their validation rows, in the same pass
+        as they train; it closes at the first round boundary where it holds
+        10,000 validation rows, or at the epoch's end (big data: every round, so a
+        fit can stop inside an epoch; small data: every epoch). With
         ``validation_data`` a check closes every epoch.
     early_stopping_tolerance : float
     validation_fraction : float
