@@ -151,6 +151,10 @@ class Forecaster(StateEstimator):
     coef_ : ndarray (prediction_length, p)
     sigma_ : ndarray (prediction_length,)
         Spread of the noise-normalised residual per horizon step.
+    theta_, n_epochs_, validation_loss_, train_loss_, history_
+        Neural models: the selected (best validated) parameters, the epochs run,
+        the validation and training loss per epoch, the last epoch's training loss
+        and the trainer's per-epoch record (:mod:`daskstate.training`).
 
     Examples
     --------
