@@ -46,7 +46,6 @@ from dask.base import tokenize
 
 from daskstate.data import ON_INVALID, Input, as_input
 from daskstate.errors import StateFileError
-from daskstate.numerics import single_blas_thread
 from daskstate.state import RoundContext, State, merge_all
 from daskstate.store import checksum, read_group, save_state, state_from_attrs, writer_lock
 
@@ -151,10 +150,8 @@ class RoundResult:
 
 
 def _blas_policy(state: State, main_thread: bool = False) -> contextlib.AbstractContextManager:
-    """The state's declared BLAS policy as a context (one BLAS thread per task, or nothing)."""
-    if state.blas_threads == 1:
-        return single_blas_thread(main_thread=main_thread)
-    return contextlib.nullcontext()
+    """The state's declared BLAS policy for a task (or, ``main_thread=True``, a whole pass)."""
+    return state.blas_limit(main_thread=main_thread or state.blas_on_main_thread)
 
 
 def update_task(

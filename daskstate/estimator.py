@@ -316,7 +316,8 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
             raise DataError(f"every sample weight is zero ({state.n_rows} rows): a fit needs some weight above zero")
 
     def _set_state(self, state: State, overrides: dict[str, Any]) -> None:
-        model = state.finalize(**overrides)
+        with state.blas_limit():
+            model = state.finalize(**overrides)
         self.state_ = state
         self.finalize_overrides_ = dict(overrides)
         self.n_features_in_ = state.n_features

@@ -33,6 +33,9 @@ never discovered:
     The execution policy: ``1`` makes the engine run BLAS on one thread while
     this state's partition tasks run in parallel (one task per core already;
     more BLAS threads only oversubscribe). ``None`` leaves BLAS alone.
+    ``blas_on_main_thread`` extends the limit to the main thread. The base class
+    applies the policy around ``_update``, ``_merge`` and (through the estimator)
+    ``finalize``: an algorithm never enters it itself.
 
 The rounds protocol (iterative algorithms, trained by SGD)
     :func:`daskstate.engine.fold_rounds` processes partitions in rounds: every
@@ -63,6 +66,7 @@ The rounds protocol (iterative algorithms, trained by SGD)
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -71,7 +75,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from daskstate.errors import MomentOverflowError, SchemaError, StateError
-from daskstate.numerics import batch_moments, merge_moments, mini_batches, rebase
+from daskstate.numerics import (
+    batch_moments,
+    merge_moments,
+    mini_batches,
+    rebase,
+    single_blas_thread,
+)
 
 FORMAT_VERSION = 1
 
@@ -210,6 +220,9 @@ class State(abc.ABC):
     round_weight: ClassVar[str | None] = None
     #: BLAS threads while this state's partition tasks run (1: one per task; None: BLAS's default).
     blas_threads: ClassVar[int | None] = None
+    #: with ``blas_threads=1``: the limit holds on the main thread too (in-memory fits, merges, finalize),
+    #: for states whose work is many small GEMMs that BLAS threads only slow down
+    blas_on_main_thread: ClassVar[bool] = False
     #: whether ``_update`` takes ``weight=`` (sample weights, one per row of the batch)
     accepts_weight: ClassVar[bool] = False
 
@@ -287,6 +300,12 @@ class State(abc.ABC):
     def copy(self) -> State:
         return copy.deepcopy(self)
 
+    def blas_limit(self, main_thread: bool | None = None) -> contextlib.AbstractContextManager:
+        """The declared BLAS policy (``blas_threads``, ``blas_on_main_thread``) as a context."""
+        if self.blas_threads != 1:
+            return contextlib.nullcontext()
+        return single_blas_thread(main_thread=self.blas_on_main_thread if main_thread is None else main_thread)
+
     def update(self, X: Any, y: np.ndarray | None = None, *, source: str | None = None,
                context: RoundContext | None = None, weight: np.ndarray | None = None) -> State:
         """Return a new state with the batch ``X`` (and ``y``, and sample weights ``weight``) folded in."""
@@ -302,10 +321,11 @@ class State(abc.ABC):
             weight = self._check_weight(weight, n)
         if n:
             try:
-                if weight is None:
-                    self._update(X, y, context)
-                else:
-                    self._update(X, y, context, weight=weight)
+                with self.blas_limit():
+                    if weight is None:
+                        self._update(X, y, context)
+                    else:
+                        self._update(X, y, context, weight=weight)
             except MomentOverflowError as exc:  # the shared numerics know indices, the state the names
                 raise exc.naming(self.schema.features, self.schema.target) from None
             self.n_rows += n
@@ -341,7 +361,8 @@ class State(abc.ABC):
             self.extra_meta = {**copy.deepcopy(other.extra_meta), **self.extra_meta}
         elif other.n_rows:
             try:
-                self._merge(other)
+                with self.blas_limit():
+                    self._merge(other)
             except MomentOverflowError as exc:
                 raise exc.naming(self.schema.features, self.schema.target) from None
         self.n_rows += other.n_rows

@@ -86,7 +86,6 @@ from daskstate.numerics import (
     merge_moments,
     mini_batches,
     rebase,
-    single_blas_thread,
 )
 from daskstate.state import Schema, State, register
 
@@ -320,8 +319,7 @@ class PCAState(State):
         if self.n_rows == 0:
             self.shift = X[0].copy()
         self.refined_basis, self.refined_scatter = np.zeros((0, 0)), np.zeros((0, 0))
-        with single_blas_thread():  # one BLAS thread per task on Dask's thread pool
-            self._update_batches(X, weight)
+        self._update_batches(X, weight)
 
     def _update_batches(self, X: np.ndarray, weight: np.ndarray | None = None) -> None:
         n = self.weight_sum  # the count of Chan's formulas: rows, or their total weight
@@ -535,12 +533,11 @@ class PCARefineState(State):
     def _update(self, X: np.ndarray, y: np.ndarray | None, context: Any = None,
                 weight: np.ndarray | None = None) -> None:
         n = self.weight_sum
-        with single_blas_thread():
-            for rows in mini_batches(len(X), rows_per_batch(self.n_features)):
-                Z = (X[rows] - self.center) @ self.basis.T
-                nb, off_b, scatter_b = batch_moments(Z, np.zeros(len(self.basis)), scatter=True,
-                                                     weights=None if weight is None else weight[rows])
-                n, self.offset, self.scatter = merge_moments(n, self.offset, self.scatter, nb, off_b, scatter_b)
+        for rows in mini_batches(len(X), rows_per_batch(self.n_features)):
+            Z = (X[rows] - self.center) @ self.basis.T
+            nb, off_b, scatter_b = batch_moments(Z, np.zeros(len(self.basis)), scatter=True,
+                                                 weights=None if weight is None else weight[rows])
+            n, self.offset, self.scatter = merge_moments(n, self.offset, self.scatter, nb, off_b, scatter_b)
 
     def _merge(self, other: PCARefineState) -> None:
         if not (np.array_equal(self.basis, other.basis) and np.array_equal(self.center, other.center)):

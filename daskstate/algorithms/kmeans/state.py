@@ -164,6 +164,7 @@ class KMeansState(State):
     # bring; taken per task, the limit was switched back and forth between tasks, and on a
     # busy machine a threaded fit took 10x longer (2M rows, k = 10: 11 s against 0.85 s)
     blas_threads = 1
+    blas_on_main_thread = True  # many small GEMMs: BLAS threads only slow them, wherever they run
     array_names = ("shift", "centers", "weights", "spread", "sample", "sample_key", "sample_logw",
                    "refined_centers")
     # sample weights multiply a row's count and cost in the core set and its priority in the sample
@@ -296,9 +297,8 @@ class KMeansState(State):
         # A small batch has few mini-batches to move the seeds: a few Lloyd steps on the
         # first one place them (cheap at that size; big partitions do not need it).
         polish = len(X) <= 4 * size
-        with single_blas_thread(main_thread=True):
-            for rows in mini_batches(len(X), size):
-                self._update_batch(X[rows], rng, work, polish, None if weight is None else weight[rows])
+        for rows in mini_batches(len(X), size):
+            self._update_batch(X[rows], rng, work, polish, None if weight is None else weight[rows])
         self._sample_update(X, _seed(self.params["seed"], self.n_rows, content, 1), weight)
 
     def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False,
@@ -362,9 +362,8 @@ class KMeansState(State):
         s = np.concatenate([self.spread, other.spread])
         if len(C) > self.max_centers:
             rng = _seed(self.params["seed"], self.n_rows + other.n_rows, _content_hash(C))
-            with single_blas_thread(main_thread=True):
-                C, w, s = reduce_core_set(C - self.shift, w, s, self.max_centers, rng,
-                                          tol=self.params["local_lloyd_tol"])
+            C, w, s = reduce_core_set(C - self.shift, w, s, self.max_centers, rng,
+                                      tol=self.params["local_lloyd_tol"])
             C = C + self.shift
         self.centers, self.weights, self.spread = C, w, s
         if self.sample_size:
@@ -673,6 +672,7 @@ class KMeansLloydState(State):
 
     algorithm = "kmeans_lloyd"
     blas_threads = 1
+    blas_on_main_thread = True
     array_names = ("centers", "sums", "counts", "sse")
     accepts_weight = True
 
@@ -723,20 +723,19 @@ class KMeansLloydState(State):
         work: dict = {}
         t = self.n_models
         offsets = np.arange(t) * k
-        with single_blas_thread(main_thread=True):
-            for rows in mini_batches(len(X), 16_384):
-                Xs = X[rows] - shift
-                # one float64 GEMM for every model's assignment and squared distances
-                labels, d2 = nearest_centers(Xs, Cs, work=work, groups=t)
-                if t > 1:
-                    labels, d2 = (labels + offsets).T, d2.T
-                else:
-                    labels, d2 = labels[None], d2[None]
-                wb = None if weight is None else weight[rows]
-                for lab, dist in zip(labels, d2, strict=True):
-                    self.counts += np.bincount(lab, weights=wb, minlength=m)
-                    self.sums += cluster_sums(lab, Xs, m, weights=wb)
-                    self.sse += np.bincount(lab, weights=dist if wb is None else dist * wb, minlength=m)
+        for rows in mini_batches(len(X), 16_384):
+            Xs = X[rows] - shift
+            # one float64 GEMM for every model's assignment and squared distances
+            labels, d2 = nearest_centers(Xs, Cs, work=work, groups=t)
+            if t > 1:
+                labels, d2 = (labels + offsets).T, d2.T
+            else:
+                labels, d2 = labels[None], d2[None]
+            wb = None if weight is None else weight[rows]
+            for lab, dist in zip(labels, d2, strict=True):
+                self.counts += np.bincount(lab, weights=wb, minlength=m)
+                self.sums += cluster_sums(lab, Xs, m, weights=wb)
+                self.sse += np.bincount(lab, weights=dist if wb is None else dist * wb, minlength=m)
 
     def _merge(self, other: KMeansLloydState) -> None:
         if not np.array_equal(self.centers, other.centers):
