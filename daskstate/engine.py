@@ -308,16 +308,20 @@ _ONE_PASS = _Pass(averaging=False)
 
 
 def build_rounds(inp: Input, state: State, rounds: Sequence[Sequence[int]], first_round: int, kind: _Pass,
-                 options: FitOptions) -> Any:
+                 options: FitOptions, origin: str | None = None) -> Any:
     """One Delayed for consecutive rounds over ``inp.parts``: the state after the last one.
 
     Each round's update tasks start from the previous round's state (averaging)
     or from an empty state (one pass); a merge tree combines them; a round task
-    folds the result into the running state.
+    folds the result into the running state. Keys derive from ``state``'s
+    checksum, or from ``origin``: the checksum of the state a driver started
+    from, which with the epoch and round determines ``state`` (hashing every
+    round's state cost as much as a small model's round).
     """
     alg = state.algorithm
-    arrays, meta = state.to_arrays()
-    token = tokenize(checksum(arrays, meta), kind, options.seed, first_round, options.on_invalid,
+    if origin is None:
+        origin = checksum(*state.to_arrays())
+    token = tokenize(origin, kind, options.seed, first_round, options.on_invalid,
                      [[inp.sources[i] for i in r] for r in rounds],
                      [_part_key(inp.parts[r[0]]) for r in rounds[:1] if r])
     update_d = dask.delayed(update_task, pure=True)
@@ -461,7 +465,8 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
             kind = _Pass(schedule.averaging, epoch)
             while rnd < len(rounds) and not stopped:
                 chunk = rounds[rnd : rnd + step]
-                running = _compute(build_rounds(inp, running, chunk, rnd, kind, options), options.progress)
+                running = _compute(build_rounds(inp, running, chunk, rnd, kind, options, origin=base),
+                                   options.progress)
                 rnd += len(chunk)
                 if round_end is not None:
                     running, stopped = round_end(running, epoch, rnd - 1, len(rounds))
