@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-load", type=float, default=1.5)
     parser.add_argument("--max-wait", type=float, default=60.0)
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "daskstate-bench-blobs"))
+    parser.add_argument("--jobs", nargs="+", default=[j for j in JOBS if j != "floor"], choices=sorted(JOBS),
+                        help="the fits to compare (the floor always runs)")
     parser.add_argument("--results-name", default="before_after")
     args = parser.parse_args(argv)
 
@@ -90,11 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     trees = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
     commits = {k: subprocess.run(["git", "-C", t, "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip() for k, t in trees.items()}
-    runs: dict[str, dict[str, list[dict]]] = {k: {j: [] for j in JOBS} for k in trees}
+    jobs = ["floor", *(j for j in args.jobs if j != "floor")]
+    runs: dict[str, dict[str, list[dict]]] = {k: {j: [] for j in jobs} for k in trees}
     for rnd in range(args.repeat):
         order = list(trees) if rnd % 2 == 0 else list(trees)[::-1]  # neither tree always goes first
         for which in order:
-            for job in JOBS:  # the floor first: each fit's ratio compares runs seconds apart
+            for job in jobs:  # the floor first: each fit's ratio compares runs seconds apart
                 load = wait_quiet(args.max_load, args.max_wait)
                 r = run_job(trees[which], files, job)
                 r["load"] = load
@@ -102,9 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"round {rnd} {which:6s} {job:7s} {r['seconds']:.3f} s (cpu {r['cpu_seconds']:.3f}, "
                       f"load {load:.1f})", flush=True)
     summary: dict[str, dict] = {}
-    for job in JOBS:
-        if job == "floor":
-            continue
+    for job in jobs[1:]:
         row: dict[str, float] = {}
         for which in trees:
             wall = [r["seconds"] / f["seconds"] for r, f in zip(runs[which][job], runs[which]["floor"], strict=True)]

@@ -147,6 +147,11 @@ def default_extra_components(max_components: int) -> int:
 
 
 # ---------------------------------------------------------------------------- numerics: batches, signs, sketch
+#: up to this many features, a batch's ``d x d`` Gram matrix is a small temporary (BLAS computes it
+#: faster than the in-place update, and its diagonal is the batch's sums of squares)
+GRAM_TEMPORARY_MAX_FEATURES = 256
+
+
 def rows_per_batch(n_features: int, max_bytes: int = 1 << 25) -> int:
     """Rows of a float64 mini-batch with ``n_features`` columns that fit in ``max_bytes``.
 
@@ -333,12 +338,15 @@ class PCAState(State):
                     continue
             # the moments first: they raise, naming the column, where values overflow (before the
             # sketch's SVD would fail on inf with a raw LinAlgError)
-            m2_b = np.einsum("ij,ij->j", D, D)
+            gram = D.T @ D if self.mode == "regular" and self.n_features <= GRAM_TEMPORARY_MAX_FEATURES else None
+            m2_b = np.einsum("ij,ij->j", D, D) if gram is None else np.diagonal(gram).copy()
             n_after, offset, m2 = merge_moments(n, self.offset, self.m2, nb, off_b, m2_b)
             if self.mode == "regular":
-                # in place: no d x d temporary (a wide state is most of the fit's memory)
                 self.scatter = _owned_c_array(self.scatter)
-                _add_gram_lower(self.scatter, D)
+                if gram is not None:
+                    self.scatter += gram
+                else:  # in place: no d x d temporary (a wide state is most of the fit's memory)
+                    _add_gram_lower(self.scatter, D)
                 if n:
                     _add_outer(self.scatter, _chan_row(n, self.offset, nb, off_b)[0])
             else:
@@ -580,7 +588,10 @@ def _add_gram_lower(S: np.ndarray, D: np.ndarray) -> None:
     (its upper triangle is our lower one). Call :func:`_mirror_lower` after the last one.
     """
     syrk = scipy.linalg.blas.get_blas_funcs("syrk", (S,))
-    out = syrk(alpha=1.0, a=np.asfortranarray(D.T), beta=1.0, c=S.T, trans=0, lower=0, overwrite_c=1)
+    if D.flags.f_contiguous:  # rows of a column-major partition: D^T D straight from D, no copy
+        out = syrk(alpha=1.0, a=D, beta=1.0, c=S.T, trans=1, lower=0, overwrite_c=1)
+    else:
+        out = syrk(alpha=1.0, a=np.asfortranarray(D.T), beta=1.0, c=S.T, trans=0, lower=0, overwrite_c=1)
     if not np.shares_memory(out, S):  # never expected: BLAS was handed a copy
         S[...] = out.T
 
