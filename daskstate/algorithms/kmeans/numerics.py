@@ -114,23 +114,25 @@ def nearest_centers_packed(
         raise ValueError(f"nearest_centers_packed handles 1 to {PACKED_MAX_CENTERS} centres, got {k}")
     low = np.int32((1 << max(1, (k - 1).bit_length())) - 1)
     shift = np.asarray(shift, dtype=np.float64)
-    Cs = np.asarray(C, dtype=np.float64) - shift
-    A = np.empty((k, d + 2), dtype=np.float32)
-    A[:, :d] = -2.0 * Cs
-    A[:, d] = row_norms_sq(Cs)
-    A[:, d + 1] = 1.0
     cols = int(min(max(n, 1), max(256, (1 << 21) // (4 * k))))
     work = {} if work is None else work
     key = ("packed", cols, d, k)
     if work.get("key") != key:
+        # buffers, the constant rows and columns and the index column are made once per
+        # partition: a mini-batch step is a few dozen numpy calls, each of which counts
         work.clear()
+        A = np.empty((k, d + 2), dtype=np.float32)
+        A[:, d + 1] = 1.0
         B = np.empty((d + 2, cols), dtype=np.float32)
         B[d] = 1.0
-        work.update(key=key, B=B, G=np.empty((k, cols), dtype=np.float32),
+        work.update(key=key, A=A, Cs=np.empty((k, d)), B=B, G=np.empty((k, cols), dtype=np.float32),
                     index=np.arange(k, dtype=np.int32)[:, None])
-    B, G, index = work["B"], work["G"], work["index"]
+    A, Cs, B, G, index = work["A"], work["Cs"], work["B"], work["G"], work["index"]
+    np.subtract(C, shift, out=Cs)
+    np.multiply(Cs, -2.0, out=A[:, :d], casting="same_kind")
+    np.einsum("ij,ij->i", Cs, Cs, out=A[:, d], casting="same_kind")
     labels = np.empty(n, dtype=np.intp)
-    sq_dist = np.empty(n, dtype=np.float32)
+    sq_dist = np.empty(n)
     for s in range(0, n, cols):
         m = min(cols, n - s)
         b, g = B[:, :m], G[:, :m]
@@ -141,11 +143,12 @@ def nearest_centers_packed(
         np.bitwise_and(bits, ~low, out=bits)
         np.bitwise_or(bits, index, out=bits)
         best = bits.min(axis=0)
-        labels[s : s + m] = best & low
+        np.bitwise_and(best, low, out=labels[s : s + m], casting="unsafe")
         # a tiny negative distance (rounding, a row on its centre) is negative as an int
-        # too, so it still wins; it is clipped to 0 below
-        sq_dist[s : s + m] = (best & ~low).view(np.float32)
-    return labels, np.maximum(sq_dist, 0.0).astype(np.float64)
+        # too, so it still wins; it is clipped to 0
+        np.bitwise_and(best, ~low, out=best)
+        np.maximum(best.view(np.float32), 0.0, out=sq_dist[s : s + m])
+    return labels, sq_dist
 
 
 def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:

@@ -31,7 +31,7 @@ from daskstate.state import Schema, State, register
 #: weighted Lloyd iterations when a merge reduces the union of two core sets to K
 MERGE_LLOYD_ITER = 10
 #: rounds of D^2 sampling that seed the core set from the first mini-batch
-SEED_ROUNDS = 16
+SEED_ROUNDS = 4
 #: Lloyd iterations on the seeding mini-batch when it is all of an update's rows
 SEED_LLOYD_ITER = 3
 #: rounds of weighted D^2 sampling when a merge reduces the union (0: sequential k-means++)
@@ -237,12 +237,16 @@ class KMeansState(State):
             self.sample_key = self.sample_key + shift
             self.sample_logw = self.sample_logw - shift
 
-    def _sample_update(self, X: np.ndarray, rng: np.random.Generator, weight: np.ndarray | None = None) -> None:
-        """Offer the rows of ``X`` (the newest rows, of sample weights ``weight``) to the sample."""
+    def _sample_choice(self, n: int, rng: np.random.Generator,
+                       weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Which of ``n`` new rows (of sample weights ``weight``) are offered to the sample.
+
+        Returns their indices (increasing), keys and log-weights, or None without a
+        sample. Ages the sample by the ``n`` rows; :meth:`_sample_offer` adds the rows.
+        """
         size = self.sample_size
         if not size:
-            return
-        n = len(X)
+            return None
         self._age_sample(n)
         if self.half_life > 0 or weight is not None:
             key = np.log(rng.random(n) + 1e-300)
@@ -250,12 +254,13 @@ class KMeansState(State):
             if weight is not None:
                 logw += np.log(weight)
             key -= logw
-            take = np.argpartition(key, size)[: size + 1] if n > size + 1 else np.arange(n)
-            key, logw = key[take], logw[take]
-        else:
-            take, key = _smallest_log_uniforms(n, size + 1, rng)
-            logw = np.zeros(len(take))
-        rows = X[take]
+            take = np.sort(np.argpartition(key, size)[: size + 1]) if n > size + 1 else np.arange(n)
+            return take, key[take], logw[take]
+        take, key = _smallest_log_uniforms(n, size + 1, rng)
+        return take, key, np.zeros(len(take))
+
+    def _sample_offer(self, rows: np.ndarray, key: np.ndarray, logw: np.ndarray) -> None:
+        """Offer ``rows`` (with their keys and log-weights) to the sample; the best are kept."""
         if len(self.sample_key):
             key, rows, logw = (np.concatenate([self.sample_key, key]), np.concatenate([self.sample, rows]),
                                np.concatenate([self.sample_logw, logw]))
@@ -297,9 +302,20 @@ class KMeansState(State):
         # A small batch has few mini-batches to move the seeds: a few Lloyd steps on the
         # first one place them (cheap at that size; big partitions do not need it).
         polish = len(X) <= 4 * size
+        offer = self._sample_choice(len(X), _seed(self.params["seed"], self.n_rows, content, 1), weight)
+        if offer is not None:
+            take = offer[0]
+            picked = np.empty((len(take), X.shape[1]), dtype=X.dtype)
         for rows in mini_batches(len(X), size):
-            self._update_batch(X[rows], rng, work, polish, None if weight is None else weight[rows])
-        self._sample_update(X, _seed(self.params["seed"], self.n_rows, content, 1), weight)
+            batch = X[rows]
+            self._update_batch(batch, rng, work, polish, None if weight is None else weight[rows])
+            if offer is not None:
+                # the sample's rows are copied while their mini-batch is in the cache: gathered
+                # from the whole partition afterwards, they cost 3x as much (cache misses)
+                lo, hi = np.searchsorted(take, (rows.start, rows.stop))
+                picked[lo:hi] = batch[take[lo:hi] - rows.start]
+        if offer is not None:
+            self._sample_offer(picked, offer[1], offer[2])
 
     def _update_batch(self, X: np.ndarray, rng: np.random.Generator, work: dict, polish: bool = False,
                       weight: np.ndarray | None = None) -> None:
@@ -320,15 +336,18 @@ class KMeansState(State):
             sums = cluster_sums(labels, X, m, weights=weight)
             dist_sum = np.bincount(labels, weights=d2 * weight, minlength=m)
         self._decay(len(X))
-        hit = counts > 0
-        n_b = counts[hit]
-        delta = sums[hit] / n_b[:, None] - self.centers[hit]
-        w_new = self.weights[hit] + n_b
-        self.centers[hit] += delta * (n_b / w_new)[:, None]
+        # every centre moves to the running mean of its rows; no masks of the centres that got
+        # rows (each a copy): a centre without rows has share 0 and a zero move
+        w_new = self.weights + counts
+        share = counts / np.maximum(w_new, np.finfo(np.float64).tiny)
+        delta = sums / np.maximum(counts, np.finfo(np.float64).tiny)[:, None]
+        delta -= self.centers
+        delta[counts == 0] = 0.0
+        self.centers += delta * share[:, None]
         # Chan: spread += (sum of d2 to the old centre) - n_b^2 / w_new * |mean_b - old|^2
-        gain = dist_sum[hit] - n_b * n_b / w_new * row_norms_sq(delta)
-        self.spread[hit] = self.spread[hit] + np.maximum(gain, 0.0)
-        self.weights[hit] = w_new
+        gain = dist_sum - counts * share * row_norms_sq(delta)
+        self.spread += np.maximum(gain, 0.0)
+        self.weights = w_new
 
     def _grow(self, X: np.ndarray, rng: np.random.Generator, polish: bool = False,
               weight: np.ndarray | None = None) -> None:
