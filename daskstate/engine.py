@@ -165,8 +165,9 @@ def update_task(
     """
     where = f"partition {index}" + (f" ({source})" if source else "")
     X, y, weight, dropped = read_part(start, part, on_invalid, where)
-    state = start.copy()
     in_round = context is not None
+    # in a round, a state may copy only the arrays the rounds protocol lets the task change
+    state = start.round_copy() if in_round and hasattr(start, "round_copy") else start.copy()
     for name in state.round_summed if in_round else ():
         setattr(state, name, np.zeros_like(getattr(state, name)))
     with _blas_policy(state):
@@ -457,7 +458,8 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
         save_state(snapshot, options.checkpoint, base=base)
 
     epoch, rnd, stopped = int(position["epoch"]), int(position["round"]), bool(position.get("stopped", False))
-    with _blas_policy(running, main_thread=True):
+    local = _LocalParts.of(inp, indices, options) if epoch < schedule.epochs and not stopped else None
+    with _blas_policy(running, main_thread=True), local or contextlib.nullcontext():
         while epoch < schedule.epochs and not stopped and indices:
             rounds = schedule.rounds(indices, options, epoch)
             save_every = schedule.rounds_per_graph(len(rounds), options)
@@ -465,8 +467,11 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
             kind = _Pass(schedule.averaging, epoch)
             while rnd < len(rounds) and not stopped:
                 chunk = rounds[rnd : rnd + step]
-                running = _compute(build_rounds(inp, running, chunk, rnd, kind, options, origin=base),
-                                   options.progress)
+                if local is not None:  # in-memory partitions: the rounds run here, without a graph
+                    running = _local_rounds(local, running, chunk, rnd, kind, options)
+                else:
+                    running = _compute(build_rounds(inp, running, chunk, rnd, kind, options, origin=base),
+                                       options.progress)
                 rnd += len(chunk)
                 if round_end is not None:
                     running, stopped = round_end(running, epoch, rnd - 1, len(rounds))
@@ -482,6 +487,79 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
             if schedule.averaging:
                 save(running, epoch, 0, stopped)
     return running
+
+
+class _LocalParts:
+    """The partitions of an in-memory input, computed once, and a thread pool for rounds of several.
+
+    A Dask graph per round (or epoch) costs milliseconds to build, tokenize and
+    schedule; a small in-memory input's round trains in about as long, over tens
+    of epochs. Data already in this process's memory gains nothing from Dask's
+    scheduler when no ``distributed.Client`` is active, so its rounds run here,
+    with the same tasks, merge tree and order, hence the same result. Use it as
+    a context: the pool is shut down at the end.
+    """
+
+    #: schedulers under which the rounds of in-memory inputs run in this process
+    LOCAL_SCHEDULERS = (None, "threads", "threading", "sync", "synchronous", "single-threaded")
+
+    def __init__(self, inp: Input, values: dict[int, Any], workers: int):
+        self.inp, self.values, self.workers = inp, values, workers
+        self._pool: Any = None
+
+    @classmethod
+    def of(cls, inp: Input, indices: Sequence[int], options: FitOptions) -> _LocalParts | None:
+        """The partitions ``indices`` of ``inp`` if it is in memory, runs without a client and without a bar."""
+        scheduler = dask.config.get("scheduler", None)
+        if not getattr(inp, "in_memory", False) or options.progress or scheduler not in cls.LOCAL_SCHEDULERS:
+            return None
+        if scheduler is None and _active_client() is not None:
+            return None
+        todo = sorted(set(indices))
+        values = dict(zip(todo, dask.compute(*[inp.parts[i] for i in todo], scheduler="sync"), strict=True))
+        threaded = scheduler in (None, "threads", "threading")
+        workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1) if threaded else 1
+        return cls(inp, values, workers)
+
+    def map(self, func: Callable[[int], Any], indices: Sequence[int]) -> list[Any]:
+        """``[func(i) for i in indices]``, on the pool's threads when there are several."""
+        if len(indices) < 2 or self.workers < 2:
+            return [func(i) for i in indices]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="daskstate-round")
+        return list(self._pool.map(func, indices))
+
+    def __enter__(self) -> _LocalParts:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def _local_rounds(local: _LocalParts, state: State, rounds: Sequence[Sequence[int]], first_round: int, kind: _Pass,
+                  options: FitOptions) -> State:
+    """:func:`build_rounds` computed in this process: the same tasks, merge tree and order."""
+    inp = local.inp
+    current = state
+    empty = None if kind.averaging else state.empty_like()
+    for k, indices in enumerate(rounds):
+        rnd = first_round + k
+        start = current if kind.averaging else empty
+
+        def task(i: int, start: State = start, rnd: int = rnd) -> Any:
+            context = RoundContext(kind.epoch, rnd, i, inp.sources[i], options.seed) if kind.averaging else None
+            return update_task(start, local.values[i], inp.number(i), inp.sources[i], options.on_invalid, context)
+
+        level = local.map(task, list(indices))
+        while len(level) > 1:  # tree_reduce's groups
+            level = [kind.combine(*level[i : i + options.split_every])
+                     for i in range(0, len(level), options.split_every)]
+        current = kind.finish(current, level[0])
+    return current
 
 
 def _resume(path: str, state: State, base: str) -> State | None:
