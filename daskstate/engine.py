@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from typing import Any
 import dask
 import numpy as np
 from dask.base import tokenize
+from dask.local import get_sync
 
 from daskstate.data import ON_INVALID, Input, as_input
 from daskstate.errors import StateFileError
@@ -211,9 +213,12 @@ def merge_states(*states: State) -> State:
     return merge_all(states)
 
 
-def merge_into(running: State, root: State) -> State:
-    """``running`` with a fold's merged partitions added (the ``<algorithm>-round`` task of a fold)."""
-    new = running.copy()
+def merge_into(running: State, root: State, in_place: bool = False) -> State:
+    """``running`` with a fold's merged partitions added (the ``<algorithm>-round`` task of a fold).
+
+    ``in_place``: change and return ``running`` itself (a driver's own state), not a copy.
+    """
+    new = running if in_place else running.copy()
     new.merge_inplace(root)
     return new
 
@@ -254,12 +259,16 @@ def merge_round_results(*results: RoundResult) -> RoundResult:
     return RoundResult(weight, averaged, summed, rows, skipped, frozenset(sources), new_weight)
 
 
-def finish_round(start: State, result: RoundResult) -> State:
-    """The next round's state (the ``<algorithm>-round`` task): ``start`` with the round folded in."""
-    new = start.copy()
+def finish_round(start: State, result: RoundResult, in_place: bool = False) -> State:
+    """The next round's state (the ``<algorithm>-round`` task): ``start`` with the round folded in.
+
+    ``in_place``: change and return ``start`` itself (a driver's own state), taking
+    over the result's arrays (nothing else holds them) instead of copying both.
+    """
+    new = start if in_place else start.copy()
     if result.weight > 0:
         for k, v in result.averaged.items():
-            setattr(new, k, np.array(v, copy=True))
+            setattr(new, k, v if in_place else np.array(v, copy=True))
     for k, v in result.summed.items():
         setattr(new, k, getattr(new, k) + v)
     new.n_rows += result.new_rows
@@ -513,10 +522,11 @@ class _LocalParts:
         scheduler = dask.config.get("scheduler", None)
         if not getattr(inp, "in_memory", False) or options.progress or scheduler not in cls.LOCAL_SCHEDULERS:
             return None
-        if scheduler is None and _active_client() is not None:
+        # no client without distributed imported (importing it to look would cost a small fit's time)
+        if scheduler is None and "distributed" in sys.modules and _active_client() is not None:
             return None
         todo = sorted(set(indices))
-        values = dict(zip(todo, dask.compute(*[inp.parts[i] for i in todo], scheduler="sync"), strict=True))
+        values = dict(zip(todo, dask.compute(*[inp.parts[i] for i in todo], scheduler=get_sync), strict=True))
         threaded = scheduler in (None, "threads", "threading")
         workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1) if threaded else 1
         return cls(inp, values, workers)
@@ -558,7 +568,10 @@ def _local_rounds(local: _LocalParts, state: State, rounds: Sequence[Sequence[in
         while len(level) > 1:  # tree_reduce's groups
             level = [kind.combine(*level[i : i + options.split_every])
                      for i in range(0, len(level), options.split_every)]
-        current = kind.finish(current, level[0])
+        # the driver's running state (a copy of the fit's start, or a round's result) is its own, and the
+        # tasks' results are fresh arrays: the round is folded in place (copying 2 x the state per round
+        # cost a small model as much as its training)
+        current = kind.finish(current, level[0], in_place=True)
     return current
 
 

@@ -158,8 +158,9 @@ class SGDState(State):
         return self._copy(memo)
 
     def _copy(self, memo: dict[int, Any]) -> SGDState:
-        """``copy.deepcopy`` with ``memo`` (objects to share or replace) and the history's entries shared."""
-        return copy.deepcopy(self, {**memo, **history_memo(self.extra_meta)})
+        """``copy.deepcopy`` with ``memo`` (objects to share or replace), the history's entries and the
+        (frozen) schema shared: a vocabulary's schema names thousands of terms."""
+        return copy.deepcopy(self, {**memo, **history_memo(self.extra_meta), id(self.schema): self.schema})
 
     # ---- to implement ----------------------------------------------------------------
     @property
