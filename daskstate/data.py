@@ -278,6 +278,9 @@ class Input:
     numbers: list[int] | None = None
     #: whether every part / batch is an ``(X, y, weight)`` triple (sample weights given)
     weighted: bool = False
+    #: whether the parts are slices of data already in this process's memory (an in-memory input made Dask
+    #: so that epochs can re-read it): without a client, the engine then runs its rounds without graphs
+    in_memory: bool = False
 
     @property
     def is_dask(self) -> bool:
@@ -290,7 +293,8 @@ class Input:
     def subset(self, indices: Sequence[int]) -> Input:
         """The partitions at ``indices``; errors still name their numbers in the whole input."""
         return Input(self.schema, parts=[self.parts[i] for i in indices], sources=[self.sources[i] for i in indices],
-                     collection=self.collection, numbers=[self.number(i) for i in indices], weighted=self.weighted)
+                     collection=self.collection, numbers=[self.number(i) for i in indices], weighted=self.weighted,
+                     in_memory=self.in_memory)
 
     @property
     def npartitions(self) -> int:

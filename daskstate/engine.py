@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from typing import Any
 import dask
 import numpy as np
 from dask.base import tokenize
+from dask.local import get_sync
 
 from daskstate.data import ON_INVALID, Input, as_input
 from daskstate.errors import StateFileError
@@ -165,8 +167,9 @@ def update_task(
     """
     where = f"partition {index}" + (f" ({source})" if source else "")
     X, y, weight, dropped = read_part(start, part, on_invalid, where)
-    state = start.copy()
     in_round = context is not None
+    # in a round, a state may copy only the arrays the rounds protocol lets the task change
+    state = start.round_copy() if in_round and hasattr(start, "round_copy") else start.copy()
     for name in state.round_summed if in_round else ():
         setattr(state, name, np.zeros_like(getattr(state, name)))
     with _blas_policy(state):
@@ -210,9 +213,12 @@ def merge_states(*states: State) -> State:
     return merge_all(states)
 
 
-def merge_into(running: State, root: State) -> State:
-    """``running`` with a fold's merged partitions added (the ``<algorithm>-round`` task of a fold)."""
-    new = running.copy()
+def merge_into(running: State, root: State, in_place: bool = False) -> State:
+    """``running`` with a fold's merged partitions added (the ``<algorithm>-round`` task of a fold).
+
+    ``in_place``: change and return ``running`` itself (a driver's own state), not a copy.
+    """
+    new = running if in_place else running.copy()
     new.merge_inplace(root)
     return new
 
@@ -253,12 +259,16 @@ def merge_round_results(*results: RoundResult) -> RoundResult:
     return RoundResult(weight, averaged, summed, rows, skipped, frozenset(sources), new_weight)
 
 
-def finish_round(start: State, result: RoundResult) -> State:
-    """The next round's state (the ``<algorithm>-round`` task): ``start`` with the round folded in."""
-    new = start.copy()
+def finish_round(start: State, result: RoundResult, in_place: bool = False) -> State:
+    """The next round's state (the ``<algorithm>-round`` task): ``start`` with the round folded in.
+
+    ``in_place``: change and return ``start`` itself (a driver's own state), taking
+    over the result's arrays (nothing else holds them) instead of copying both.
+    """
+    new = start if in_place else start.copy()
     if result.weight > 0:
         for k, v in result.averaged.items():
-            setattr(new, k, np.array(v, copy=True))
+            setattr(new, k, v if in_place else np.array(v, copy=True))
     for k, v in result.summed.items():
         setattr(new, k, getattr(new, k) + v)
     new.n_rows += result.new_rows
@@ -457,7 +467,8 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
         save_state(snapshot, options.checkpoint, base=base)
 
     epoch, rnd, stopped = int(position["epoch"]), int(position["round"]), bool(position.get("stopped", False))
-    with _blas_policy(running, main_thread=True):
+    local = _LocalParts.of(inp, indices, options) if epoch < schedule.epochs and not stopped else None
+    with _blas_policy(running, main_thread=True), local or contextlib.nullcontext():
         while epoch < schedule.epochs and not stopped and indices:
             rounds = schedule.rounds(indices, options, epoch)
             save_every = schedule.rounds_per_graph(len(rounds), options)
@@ -465,8 +476,11 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
             kind = _Pass(schedule.averaging, epoch)
             while rnd < len(rounds) and not stopped:
                 chunk = rounds[rnd : rnd + step]
-                running = _compute(build_rounds(inp, running, chunk, rnd, kind, options, origin=base),
-                                   options.progress)
+                if local is not None:  # in-memory partitions: the rounds run here, without a graph
+                    running = _local_rounds(local, running, chunk, rnd, kind, options)
+                else:
+                    running = _compute(build_rounds(inp, running, chunk, rnd, kind, options, origin=base),
+                                       options.progress)
                 rnd += len(chunk)
                 if round_end is not None:
                     running, stopped = round_end(running, epoch, rnd - 1, len(rounds))
@@ -482,6 +496,83 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
             if schedule.averaging:
                 save(running, epoch, 0, stopped)
     return running
+
+
+class _LocalParts:
+    """The partitions of an in-memory input, computed once, and a thread pool for rounds of several.
+
+    A Dask graph per round (or epoch) costs milliseconds to build, tokenize and
+    schedule; a small in-memory input's round trains in about as long, over tens
+    of epochs. Data already in this process's memory gains nothing from Dask's
+    scheduler when no ``distributed.Client`` is active, so its rounds run here,
+    with the same tasks, merge tree and order, hence the same result. Use it as
+    a context: the pool is shut down at the end.
+    """
+
+    #: schedulers under which the rounds of in-memory inputs run in this process
+    LOCAL_SCHEDULERS = (None, "threads", "threading", "sync", "synchronous", "single-threaded")
+
+    def __init__(self, inp: Input, values: dict[int, Any], workers: int):
+        self.inp, self.values, self.workers = inp, values, workers
+        self._pool: Any = None
+
+    @classmethod
+    def of(cls, inp: Input, indices: Sequence[int], options: FitOptions) -> _LocalParts | None:
+        """The partitions ``indices`` of ``inp`` if it is in memory, runs without a client and without a bar."""
+        scheduler = dask.config.get("scheduler", None)
+        if not getattr(inp, "in_memory", False) or options.progress or scheduler not in cls.LOCAL_SCHEDULERS:
+            return None
+        # no client without distributed imported (importing it to look would cost a small fit's time)
+        if scheduler is None and "distributed" in sys.modules and _active_client() is not None:
+            return None
+        todo = sorted(set(indices))
+        values = dict(zip(todo, dask.compute(*[inp.parts[i] for i in todo], scheduler=get_sync), strict=True))
+        threaded = scheduler in (None, "threads", "threading")
+        workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1) if threaded else 1
+        return cls(inp, values, workers)
+
+    def map(self, func: Callable[[int], Any], indices: Sequence[int]) -> list[Any]:
+        """``[func(i) for i in indices]``, on the pool's threads when there are several."""
+        if len(indices) < 2 or self.workers < 2:
+            return [func(i) for i in indices]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="daskstate-round")
+        return list(self._pool.map(func, indices))
+
+    def __enter__(self) -> _LocalParts:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def _local_rounds(local: _LocalParts, state: State, rounds: Sequence[Sequence[int]], first_round: int, kind: _Pass,
+                  options: FitOptions) -> State:
+    """:func:`build_rounds` computed in this process: the same tasks, merge tree and order."""
+    inp = local.inp
+    current = state
+    empty = None if kind.averaging else state.empty_like()
+    for k, indices in enumerate(rounds):
+        rnd = first_round + k
+        start = current if kind.averaging else empty
+
+        def task(i: int, start: State = start, rnd: int = rnd) -> Any:
+            context = RoundContext(kind.epoch, rnd, i, inp.sources[i], options.seed) if kind.averaging else None
+            return update_task(start, local.values[i], inp.number(i), inp.sources[i], options.on_invalid, context)
+
+        level = local.map(task, list(indices))
+        while len(level) > 1:  # tree_reduce's groups
+            level = [kind.combine(*level[i : i + options.split_every])
+                     for i in range(0, len(level), options.split_every)]
+        # the driver's running state (a copy of the fit's start, or a round's result) is its own, and the
+        # tasks' results are fresh arrays: the round is folded in place (copying 2 x the state per round
+        # cost a small model as much as its training)
+        current = kind.finish(current, level[0], in_place=True)
+    return current
 
 
 def _resume(path: str, state: State, base: str) -> State | None:

@@ -319,12 +319,14 @@ def adam_step(
     beta_1: float = 0.9,
     beta_2: float = 0.999,
     epsilon: float = 1e-8,
+    work: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """One Adam step, in place on ``param``, ``m`` and ``v``; ``t`` counts steps from 1.
 
     ``lr`` broadcasts against ``param`` (one learning rate per packed model).
     Returns the per-coordinate step size applied to the first moment, which a
-    proximal L1 step scales its threshold by.
+    proximal L1 step scales its threshold by. ``work``: two buffers shaped like
+    ``param`` for the temporaries (the second becomes the returned step size).
 
     Examples
     --------
@@ -334,14 +336,15 @@ def adam_step(
     array([ 0.9, -0.9])
     """
     # in place, with two temporaries (each full-size temporary costs a pass over memory)
-    tmp = np.multiply(grad, 1.0 - beta_1)
+    tmp = np.multiply(grad, 1.0 - beta_1, out=None if work is None else work[0])
     m *= beta_1
     m += tmp
     np.multiply(grad, grad, out=tmp)
     tmp *= 1.0 - beta_2
     v *= beta_2
     v += tmp
-    step = np.divide(v, 1.0 - beta_2**t)  # a division, as before (a reciprocal's product rounds differently)
+    # a division, as before (a reciprocal's product rounds differently)
+    step = np.divide(v, 1.0 - beta_2**t, out=None if work is None else work[1])
     np.sqrt(step, out=step)
     step += epsilon
     step = np.divide(lr / (1.0 - beta_1**t), step, out=step if np.ndim(lr) == 0 else None)

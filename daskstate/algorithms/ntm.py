@@ -190,14 +190,9 @@ class NTMState(CountsReader, SGDState):
         eps = np.zeros((1, X.shape[0], int(self.params["n_components"])))
         return nn.elbo_terms(weights, bn, X, self.layout, self.params["activation"], self.prior, eps)
 
-    def copy(self) -> NTMState:
-        """A private copy: arrays copied, the (never mutated) parameters shared, not deep-copied."""
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        for name in self.array_names:
-            setattr(new, name, np.array(getattr(self, name), copy=True))
-        new.extra_meta = copy.deepcopy(self.extra_meta)
-        return new
+    def _copy(self, memo: dict[int, Any]) -> NTMState:
+        """A copy that shares the parameters (never mutated; they hold the whole vocabulary)."""
+        return super()._copy({**memo, id(self.params): self.params})
 
     @property
     def history(self) -> np.ndarray:
@@ -498,15 +493,22 @@ class NeuralTopicModel(SGDEstimator):
         return True
 
     def _input(self, X: Any, y: Any = None, schema: Any = None) -> Input:
+        import dask.array as da
+        import dask.dataframe as dd
+
         if isinstance(X, Input):
             return X
         if self._is_text(X):
             column = self.text_column
             if column is None and schema is not None and schema.dtypes[:1] == ("str",):
                 column = schema.features[0]
-            return text_input(X, column)
-        return counts_input(X, list(schema.features) if schema is not None and schema.dtypes[:1] != ("str",)
-                            else None)
+            inp = text_input(X, column)
+        else:
+            inp = counts_input(X, list(schema.features) if schema is not None and schema.dtypes[:1] != ("str",)
+                               else None)
+        # text or counts in this process's memory (cut into partitions to be read once per epoch)
+        inp.in_memory = inp.is_dask and not isinstance(X, dd.DataFrame | dd.Series | da.Array)
+        return inp
 
     def _vocabulary_terms(self, inp: Input, options: FitOptions) -> list[str]:
         if self.vocabulary is not None:

@@ -24,6 +24,7 @@ checked against finite differences.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -169,22 +170,29 @@ def activation_grad(a: np.ndarray, h: np.ndarray, activation: str) -> np.ndarray
     return 1.0 - h * h  # tanh
 
 
-def batch_norm(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalise each column by the batch's mean and variance (no affine part): ``(Y, mean, var)``."""
+def batch_norm(A: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalise each column by the batch's mean and variance (no affine part): ``(Y, mean, var)``.
+
+    ``overwrite``: ``Y`` is ``A``, normalised in place.
+    """
     mean = A.mean(axis=0)
-    Y = A - mean
+    Y = np.subtract(A, mean, out=A if overwrite else None)
     var = np.einsum("ij,ij->j", Y, Y) / A.shape[0]
     Y *= 1.0 / np.sqrt(var + BN_EPS)
     return Y, mean, var
 
 
-def batch_norm_grad(dY: np.ndarray, Y: np.ndarray, var: np.ndarray, overwrite: bool = False) -> np.ndarray:
-    """Gradient through :func:`batch_norm` (the batch statistics depend on every row); ``overwrite``: reuse ``dY``."""
+def batch_norm_grad(dY: np.ndarray, Y: np.ndarray, var: np.ndarray, overwrite: bool = False,
+                    work: np.ndarray | None = None) -> np.ndarray:
+    """Gradient through :func:`batch_norm` (the batch statistics depend on every row).
+
+    ``overwrite``: reuse ``dY``; ``work``: a buffer shaped like ``Y`` for the temporary.
+    """
     n = dY.shape[0]
     proj = np.einsum("ij,ij->j", dY, Y) / n
     out = dY if overwrite else dY.copy()
     out -= dY.mean(axis=0)
-    out -= Y * proj
+    out -= np.multiply(Y, proj, out=work)
     out *= 1.0 / np.sqrt(var + BN_EPS)
     return out
 
@@ -261,13 +269,14 @@ def encode(W: dict[str, np.ndarray], X: Any, layout: Layout, activation: str,
 
 
 def decode_logits(W: dict[str, np.ndarray], theta: np.ndarray, layout: Layout, bn: dict | None = None,
-                  cache: dict | None = None) -> np.ndarray:
-    """Normalised word logits ``BN(theta @ beta)`` (softmax gives the word distribution)."""
-    G = theta @ W["beta"]
+                  cache: dict | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Normalised word logits ``BN(theta @ beta)`` (softmax gives the word distribution); ``out``: a B x V buffer."""
+    G = np.matmul(theta, W["beta"], out=out)
     if not layout.batch_norm:
-        return G + W["b_dec"]
+        G += W["b_dec"]
+        return G
     if bn is None:
-        Y, mean, var = batch_norm(G)
+        Y, mean, var = batch_norm(G, overwrite=True)
         if cache is not None:
             cache["stats"]["dec"] = (mean, var)
         return Y
@@ -275,12 +284,14 @@ def decode_logits(W: dict[str, np.ndarray], theta: np.ndarray, layout: Layout, b
 
 
 def forward(flat: np.ndarray, X: Any, noise: Noise, layout: Layout, *, activation: str,
-            prior: tuple[np.ndarray, np.ndarray]) -> tuple[float, dict]:
+            prior: tuple[np.ndarray, np.ndarray], work: Workspace | None = None) -> tuple[float, dict]:
     """Training loss (mean over the batch's documents of reconstruction + KL) and a cache for :func:`backward`.
 
     Batch norms use the batch's statistics (returned in ``cache["stats"]`` for the
-    running averages).
+    running averages). With a ``work`` space, the B x V arrays live in its buffers.
     """
+    n, V = X.shape[0], layout.n_words
+    buffer = (lambda name: work.get(name, (n, V), flat.dtype)) if work is not None else (lambda name: None)
     W = layout.views(flat)
     cache: dict[str, Any] = {"X": X, "noise": noise}
     mu, logvar = encode(W, X, layout, activation, noise.hidden_mask, cache=cache)
@@ -288,21 +299,20 @@ def forward(flat: np.ndarray, X: Any, noise: Noise, layout: Layout, *, activatio
     z = mu + sigma * noise.eps
     theta = softmax(z)
     theta_do = theta * noise.theta_mask if noise.theta_mask is not None else theta
-    L = decode_logits(W, theta_do, layout, cache=cache)
-    P, lse = softmax_and_logsumexp(L)
+    L = decode_logits(W, theta_do, layout, cache=cache, out=buffer("L"))
+    P, lse = softmax_and_logsumexp(L, out=buffer("P"))
     counts, XL = counts_and_dot(X, L)
     rec = counts * lse - XL
     kl = kl_to_prior(mu, logvar, *prior)
-    n = X.shape[0]
     cache.update(sigma=sigma, theta=theta, theta_do=theta_do, L=L, P=P, lse=lse, counts=counts, rec=rec, kl=kl,
-                 prior=prior, activation=activation, n=n)
+                 prior=prior, activation=activation, n=n, work=work)
     return float((rec + kl).sum() / n), cache
 
 
-def softmax_and_logsumexp(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row softmax of ``L`` and its row log-sum-exp, from one exponentiation."""
+def softmax_and_logsumexp(L: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row softmax of ``L`` (into ``out`` if given) and its row log-sum-exp, from one exponentiation."""
     top = L.max(axis=1, keepdims=True)
-    P = L - top
+    P = np.subtract(L, top, out=out)
     np.exp(P, out=P)
     total = P.sum(axis=1, keepdims=True)
     P /= total
@@ -321,14 +331,20 @@ def counts_and_dot(X: Any, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
-    """Gradient of :func:`forward`'s loss with respect to the flat parameters."""
+    """Gradient of :func:`forward`'s loss with respect to the flat parameters.
+
+    After a ``forward`` with a work space, the gradient is one of its buffers and
+    the cache's B x V arrays are overwritten.
+    """
     W = layout.views(flat)
-    flat_grad = np.empty(layout.size, dtype=flat.dtype)
+    work = cache["work"]
+    flat_grad = np.empty(layout.size, dtype=flat.dtype) if work is None else work.get("grad", (layout.size,),
+                                                                                      flat.dtype)
     grads = layout.views(flat_grad)  # every view is written below
     X, noise, n = cache["X"], cache["noise"], cache["n"]
     mu0, var0 = cache["prior"]
     # reconstruction: d/dL of counts * logsumexp(L) - x.L
-    dL = cache["P"] * (cache["counts"][:, None] / n)
+    dL = np.multiply(cache["P"], cache["counts"][:, None] / n, out=None if work is None else cache["P"])
     if sp.issparse(X):
         C = X.tocoo()
         C.sum_duplicates()  # so that each entry is subtracted once
@@ -337,11 +353,11 @@ def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
         dL -= X / n
     if layout.batch_norm:
         mean, var = cache["stats"]["dec"]
-        dG = batch_norm_grad(dL, cache["L"], var, overwrite=True)
+        dG = batch_norm_grad(dL, cache["L"], var, overwrite=True, work=None if work is None else cache["L"])
     else:
         grads["b_dec"][...] = dL.sum(axis=0)
         dG = dL
-    grads["beta"][...] = cache["theta_do"].T @ dG
+    np.matmul(cache["theta_do"].T, dG, out=grads["beta"])
     dtheta = dG @ W["beta"].T
     if noise.theta_mask is not None:
         dtheta *= noise.theta_mask
@@ -396,9 +412,53 @@ def train_step(flat: np.ndarray, adam_m: np.ndarray, adam_v: np.ndarray, t: floa
     scatter of the touched rows cost what they save.
     """
     X, noise, prior = as_dtype(flat.dtype, X, noise, prior)
-    loss, cache = forward(flat, X, noise, layout, activation=activation, prior=prior)
-    adam_step(flat, backward(flat, cache, layout), adam_m, adam_v, t, learning_rate, beta_1, beta_2)
+    work = step_workspace()
+    loss, cache = forward(flat, X, noise, layout, activation=activation, prior=prior, work=work)
+    grad = backward(flat, cache, layout)
+    adam_step(flat, grad, adam_m, adam_v, t, learning_rate, beta_1, beta_2,
+              work=(work.get("adam", grad.shape, grad.dtype), work.get("adam_step", grad.shape, grad.dtype)))
     return loss, cache
+
+
+class Workspace:
+    """Buffers reused by the training steps of one thread (see :func:`step_workspace`).
+
+    A step's temporaries (B x V decoder arrays, a parameter-sized gradient and
+    Adam's two) are each a few hundred kB to MBs: allocated afresh per step, the
+    memory allocator hands them back to the system between steps and every
+    step paid the page faults of touching new memory, more than the arithmetic
+    (a step at V = 2000, B = 64 took 5.2 ms instead of 2.4 ms).
+    """
+
+    #: buffers beyond this many bytes in all are not kept (a step that big is not bound by page faults)
+    max_bytes = 64 << 20
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A C-contiguous array of ``shape`` and ``dtype`` (contents undefined), the same memory on each call."""
+        size = int(np.prod(shape))
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.size < size:
+            buf = np.empty(size, dtype=dtype)
+            kept = sum(b.nbytes for k, b in self._buffers.items() if k != name)
+            if kept + buf.nbytes <= self.max_bytes:
+                self._buffers[name] = buf
+            else:
+                self._buffers.pop(name, None)
+        return buf[:size].reshape(shape)
+
+
+_THREAD = threading.local()
+
+
+def step_workspace() -> Workspace:
+    """This thread's :class:`Workspace` (a thread runs one step at a time)."""
+    work = getattr(_THREAD, "work", None)
+    if work is None:
+        work = _THREAD.work = Workspace()
+    return work
 
 
 # ---------------------------------------------------------------------------- inference
