@@ -257,6 +257,7 @@ def tokenize_floor_job(folder: str) -> dict:
     import daskstate
     from daskstate.text import Tokenizer
 
+    c0 = time.process_time()
     ddf = daskstate.read_parquet(folder, columns=["body"])
     tok = Tokenizer()
 
@@ -265,7 +266,7 @@ def tokenize_floor_job(folder: str) -> dict:
 
     with dask.config.set(scheduler="threads"):
         tokens = sum(dask.compute(*[dask.delayed(count)(p) for p in ddf.to_delayed()]))
-    return {"tokens": int(tokens)}
+    return {"tokens": int(tokens), "cpu_seconds": time.process_time() - c0}
 
 
 def vocabulary_job(folder: str) -> dict:
@@ -273,60 +274,116 @@ def vocabulary_job(folder: str) -> dict:
 
     import daskstate
 
+    c0 = time.process_time()
     with dask.config.set(scheduler="threads"):
         voc = daskstate.Vocabulary(2000, min_df=5, max_df=0.5, text_column="body").fit(
             daskstate.read_parquet(folder))
-    return {"tokens": voc.n_tokens_, "terms": len(voc.vocabulary_), "state_bytes": voc.state_.nbytes}
+    return {"tokens": voc.n_tokens_, "terms": len(voc.vocabulary_), "state_bytes": voc.state_.nbytes,
+            "cpu_seconds": time.process_time() - c0}
+
+
+def worker_usage() -> dict:
+    """A worker process's CPU seconds so far and its peak RSS (run on the workers by ``Client.run``)."""
+    from benchmarks.common import own_peak_rss_mb
+
+    return {"cpu_seconds": time.process_time(), "peak_rss_mb": own_peak_rss_mb()}
+
+
+def task_seconds(records: list[dict]) -> dict[str, float]:
+    """Compute seconds the workers spent per task prefix (``ntm-update``, ``vocabulary-merge``, ...)."""
+    from dask.utils import key_split
+
+    out: dict[str, float] = {}
+    for rec in records:
+        busy = sum(s["stop"] - s["start"] for s in rec.get("startstops", ()) if s.get("action") == "compute")
+        name = key_split(rec["key"])
+        out[name] = out.get(name, 0.0) + busy
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def ntm_job(folder: str, workers: int, epochs: int, K: int) -> dict:
-    """Vocabulary pass + ``epochs`` epochs + the topic-word pass, on ``workers`` processes (0: threads)."""
+    """Vocabulary pass + ``epochs`` epochs + the topic-word pass, on ``workers`` processes (0: threads).
+
+    On worker processes it also reports each worker's peak RSS and CPU seconds
+    spent in the fit, and the workers' compute seconds per task prefix (Dask's
+    task stream): which pass costs what.
+    """
     import dask
 
     import daskstate
 
     def fit() -> dict:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model = daskstate.NeuralTopicModel(K, epochs=epochs, early_stopping_patience=0, max_features=2000, min_df=5,
                                            text_column="body", random_state=0).fit(daskstate.read_parquet(folder))
-        return {"fit_seconds": time.perf_counter() - t0, "docs": model.n_samples_seen_,
-                "state_bytes": model.state_.nbytes}
+        return {"fit_seconds": time.perf_counter() - t0, "driver_cpu_seconds": time.process_time() - c0,
+                "docs": model.n_samples_seen_, "state_bytes": model.state_.nbytes}
 
     if workers == 0:
         with dask.config.set(scheduler="threads"):
-            return fit()
-    from distributed import Client, LocalCluster
+            out = fit()
+        out["cpu_seconds"] = out["driver_cpu_seconds"]
+        return out
+    from distributed import Client, LocalCluster, get_task_stream
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1") as cluster, Client(cluster):
-        return fit()
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        before = client.run(worker_usage)
+        with get_task_stream(client) as stream:
+            out = fit()
+        after = client.run(worker_usage)
+        out["worker_cpu_seconds"] = [after[w]["cpu_seconds"] - before[w]["cpu_seconds"] for w in sorted(after)]
+        out["worker_peak_rss_mb"] = [after[w]["peak_rss_mb"] for w in sorted(after)]
+        out["cpu_seconds"] = out["driver_cpu_seconds"] + sum(out["worker_cpu_seconds"])
+        out["task_seconds"] = task_seconds(stream.data)
+    return out
 
 
-def run_scale(folder: str, n_docs: int, files: int, epochs: int, K: int, repeats: int, ntm: bool = True
+def scale_row(name: str, docs: int, passes: int, r: dict[str, Any]) -> dict[str, Any]:
+    """A result row: documents per second (wall) and per CPU second, per pass over the data."""
+    res = r.get("result", {})
+    secs = res.get("fit_seconds", r.get("seconds"))
+    cpu = res.get("cpu_seconds")
+    return {"run": name, "docs": docs, "passes": passes, "loadavg": list(os.getloadavg()),
+            "docs_per_second_per_pass": docs * passes / secs if secs else None,
+            "docs_per_cpu_second_per_pass": docs * passes / cpu if cpu else None, **r}
+
+
+def run_scale(folder: str, n_docs: int, files: int, epochs: int, K: int, repeats: int,
+              parts: tuple[str, ...] = ("throughput", "memory", "vocabulary"), vocabulary_size: str = "10x"
               ) -> dict[str, Any]:
+    """Throughput on 1 and 2 worker processes (``n_docs``); peak RSS at ``n_docs`` and 10x; Vocabulary vs floor.
+
+    A fit makes ``epochs + 2`` passes over the data (vocabulary, the epochs,
+    topic words), so ``docs_per_second_per_pass`` is ``docs * (epochs + 2) /
+    seconds``. Every run is its own process; runs of a part are interleaved.
+    """
     from benchmarks.common import run_measured
 
     small, large = os.path.join(folder, "1x"), os.path.join(folder, "10x")
     write_text_corpus(small, n_docs, files)
-    write_text_corpus(large, 10 * n_docs, 10 * files)
+    if "memory" in parts or vocabulary_size == "10x":
+        write_text_corpus(large, 10 * n_docs, 10 * files)
     out: dict[str, Any] = {"docs": n_docs, "files": files, "epochs": epochs, "K": K, "rows": []}
-    for _ in range(repeats):  # interleaved: floor, vocabulary, NTM on 1 and 2 processes
-        for name, job, kw in [("read+tokenize floor", tokenize_floor_job, {"folder": small}),
-                              ("Vocabulary", vocabulary_job, {"folder": small}),
-                              ("NTM, 1 worker process", ntm_job, {"folder": small, "workers": 1, "epochs": epochs,
-                                                                  "K": K}),
-                              ("NTM, 2 worker processes", ntm_job, {"folder": small, "workers": 2, "epochs": epochs,
-                                                                    "K": K})][: None if ntm else 2]:
-            r = run_measured(job, **kw)
-            secs = r.get("result", {}).get("fit_seconds", r.get("seconds"))
-            passes = epochs if name.startswith("NTM") else 1
-            out["rows"].append({"run": name, "docs": n_docs, "loadavg": os.getloadavg()[0],
-                                "docs_per_second_per_pass": n_docs * passes / secs if secs else None, **r})
-            print(out["rows"][-1], flush=True)
-    for size, path in [(n_docs, small), (10 * n_docs, large)] if ntm else []:  # peak RSS at 10x the corpus
-        r = run_measured(ntm_job, folder=path, workers=0, epochs=1, K=K)
-        out["rows"].append({"run": "NTM threads, 1 epoch (memory)", "docs": size, "loadavg": os.getloadavg()[0], **r})
-        print(out["rows"][-1], flush=True)
+
+    def record(name: str, docs: int, passes: int, r: dict[str, Any]) -> None:
+        out["rows"].append(scale_row(name, docs, passes, r))
+        print({k: v for k, v in out["rows"][-1].items() if k != "result"}, out["rows"][-1].get("result"), flush=True)
+
+    ntm_passes = epochs + 2
+    for _ in range(repeats if "throughput" in parts else 0):  # interleaved: 1 and 2 processes
+        for workers in (1, 2):
+            r = run_measured(ntm_job, folder=small, workers=workers, epochs=epochs, K=K)
+            record(f"NTM, {workers} worker process{'es' if workers > 1 else ''}", n_docs, ntm_passes, r)
+    if "memory" in parts:  # peak RSS at 1x and 10x the corpus, 1 epoch on 2 worker processes
+        for size, path in [(n_docs, small), (10 * n_docs, large)]:
+            r = run_measured(ntm_job, folder=path, workers=2, epochs=1, K=K)
+            record("NTM, 2 worker processes, 1 epoch (memory)", size, 3, r)
+    if "vocabulary" in parts:
+        size, path = (10 * n_docs, large) if vocabulary_size == "10x" else (n_docs, small)
+        for _ in range(repeats):  # interleaved: floor, Vocabulary
+            for name, job in [("read+tokenize floor", tokenize_floor_job), ("Vocabulary", vocabulary_job)]:
+                record(name, size, 1, run_measured(job, folder=path))
     return out
 
 
@@ -345,13 +402,16 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--vocabulary-only", action="store_true", help="--scale: only the floor and Vocabulary")
+    parser.add_argument("--parts", nargs="+", default=["throughput", "memory", "vocabulary"],
+                        choices=["throughput", "memory", "vocabulary"], help="--scale: which measurements")
+    parser.add_argument("--vocabulary-size", choices=["1x", "10x"], default="10x",
+                        help="--scale: the corpus of the Vocabulary vs read+tokenize runs")
     args = parser.parse_args()
     if args.scale:
         from benchmarks.common import write_results
 
         result = run_scale(args.data, args.docs, args.files, args.epochs, args.ks[0], args.repeats,
-                           ntm=not args.vocabulary_only)
+                           tuple(args.parts), args.vocabulary_size)
         print("wrote", write_results(args.results_name if args.results_name != "ntm" else "ntm_scale",
                                      {**result, "args": vars(args)}))
         return

@@ -1,9 +1,10 @@
 """Text to counts: a tokenizer, an English stop-word list, and per-batch count matrices.
 
-Everything here works on one mini-batch of documents at a time and is
-vectorised with pandas' string methods (one regular-expression pass per batch,
-then array operations), so a text column of any size is turned into counts a
-batch at a time and never as one whole matrix.
+Everything here works on one mini-batch of documents at a time: one tokenizing
+pass over the batch's strings (the default pattern skips the regular expression
+on words that are all letters), then array operations on the tokens (hashed
+once, then counted), so a text column of any size is turned into counts a batch
+at a time and never as one whole matrix.
 
 - :func:`tokenize` -> a flat array of tokens and the document each came from;
 - :func:`count_tokens` -> term and document frequencies of a batch;
@@ -14,6 +15,7 @@ batch at a time and never as one whole matrix.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -90,16 +92,20 @@ class Tokenizer:
         Missing documents (None, NaN) are empty; other non-string values raise a
         :class:`~daskstate.errors.DataError` naming the row.
         """
-        s = as_text_series(documents, where)
+        docs = as_text_series(documents, where).tolist()
         if self.lowercase:
-            s = s.str.lower()
-        found = s.str.findall(self.token_pattern).explode()
-        found = found[found.notna()]
+            docs = [d.lower() for d in docs]
+        find = re.compile(self.token_pattern).findall
         stops = stop_set(self.stop_words)
-        if stops:
-            found = found[~found.isin(stops)]
-        positions = np.asarray(found.index, dtype=np.int64)
-        return found.to_numpy(dtype=object), positions
+        if self.token_pattern == TOKEN_PATTERN:
+            per_doc = [default_tokens(d, find, stops) for d in docs]
+        elif stops:
+            per_doc = [[t for t in find(d) if t not in stops] for d in docs]
+        else:
+            per_doc = [find(d) for d in docs]
+        lengths = np.fromiter(map(len, per_doc), np.int64, len(per_doc))
+        tokens = np.fromiter(itertools.chain.from_iterable(per_doc), object, int(lengths.sum()))
+        return tokens, np.repeat(np.arange(len(per_doc), dtype=np.int64), lengths)
 
     def to_params(self) -> dict[str, Any]:
         """JSON form (stored in states)."""
@@ -107,6 +113,27 @@ class Tokenizer:
         if stops is not None and not isinstance(stops, str):
             stops = sorted(stops)
         return {"token_pattern": self.token_pattern, "stop_words": stops, "lowercase": bool(self.lowercase)}
+
+
+def default_tokens(doc: str, find: Any, stops: Collection[str]) -> list[str]:
+    """The tokens of :data:`TOKEN_PATTERN` in ``doc``, found without running the regex on most words.
+
+    A token of the default pattern is a maximal run of word characters made of
+    letters only (no digit, no underscore), at least three long. Whitespace is
+    never a word character, so a whitespace-separated chunk that is all letters
+    (``str.isalpha``) is exactly one such run; any other chunk goes through the
+    regex (``find``), whose word boundaries at the chunk's ends are those it
+    has in the document. The result equals ``find(doc)`` minus ``stops``, at
+    about half the cost on ordinary text.
+    """
+    out: list[str] = []
+    for chunk in doc.split():
+        if chunk.isalpha():
+            if len(chunk) > 2 and chunk not in stops:
+                out.append(chunk)
+        else:
+            out.extend(t for t in find(chunk) if t not in stops)
+    return out
 
 
 def stop_set(stop_words: Any) -> frozenset[str]:
@@ -203,7 +230,9 @@ def count_matrix(tokens: np.ndarray, docs: np.ndarray, vocabulary: pd.Index, n_d
     >>> X.toarray().tolist()
     [[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]]
     """
-    codes = vocabulary.get_indexer(tokens) if len(tokens) else np.zeros(0, np.intp)
+    # hash the tokens once (far cheaper than an index lookup per token), then look up only the distinct ones
+    codes, distinct = pd.factorize(np.asarray(tokens, dtype=object))
+    codes = vocabulary.get_indexer(distinct)[codes] if len(distinct) else np.zeros(0, np.intp)
     keep = codes >= 0
     rows, cols = np.asarray(docs)[keep], codes[keep]
     X = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_docs, len(vocabulary)))

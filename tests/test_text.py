@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from daskstate.errors import DataError
 from daskstate.text import (
     ENGLISH_STOP_WORDS,
+    TOKEN_PATTERN,
     FrequentTerms,
     Tokenizer,
     count_matrix,
@@ -35,6 +38,32 @@ def test_tokenizer_overrides():
         Tokenizer(token_pattern="(")
     with pytest.raises(ValueError, match="stop_words"):
         Tokenizer(stop_words="french")
+
+
+# letters of several scripts, digits (ASCII and not), non-decimal numerics, underscore, combining marks,
+# punctuation and every kind of whitespace str.split() knows, so chunks of every shape occur
+TRICKY = "abcxyzÉéßİıΣσςДжあ漢" + "019٣" + "²½Ⅷ" + "_" + "\u0301\u0308" + ".,'-!@(" + " \t\n\x0b\x1c\x1f\u00a0\u2003\u3000"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=TRICKY, max_size=40), max_size=6), st.booleans())
+def test_default_pattern_fast_path_equals_the_regular_expression(docs, lowercase):
+    # the default pattern skips the regex on all-letter chunks; the result must be the regex's own
+    tok = Tokenizer(lowercase=lowercase)
+    tokens, where = tok.tokenize(docs)
+    expected = [(t, i) for i, d in enumerate(docs) for t in re.findall(TOKEN_PATTERN, d.lower() if lowercase else d)
+                if t not in ENGLISH_STOP_WORDS]
+    assert list(zip(tokens.tolist(), where.tolist(), strict=True)) == expected
+
+
+def test_tokens_equal_the_regular_expression_on_real_text():
+    from benchmarks.bench_ntm import lee_corpus, package_paragraphs
+
+    for docs in (lee_corpus()[:100], package_paragraphs()[:300]):
+        tokens, where = Tokenizer(stop_words=None).tokenize(docs)
+        expected = [t for d in docs for t in re.findall(TOKEN_PATTERN, d.lower())]
+        assert tokens.tolist() == expected and len(expected) > 1000
+        assert np.all(np.diff(where) >= 0)
 
 
 def test_stop_words_are_lowercase_words_the_default_pattern_can_match():
