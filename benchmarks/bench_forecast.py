@@ -12,8 +12,8 @@ on the data before the first origin; ETS refitted per origin on the last 4 weeks
 
 Usage::
 
-    python -m benchmarks.bench_forecast [--panels aus_arrivals,prisonLF,...] [--repeats 3] [--mlp-epochs 20]
-        [--deepar-epochs 10] [--time-fit aus_arrivals]
+    python -m benchmarks.bench_forecast [--panels aus_arrivals,prisonLF,...] [--repeats 3] [--mlp-epochs default]
+        [--deepar-epochs default] [--time-fit aus_arrivals]
     python -m benchmarks.bench_forecast --reuse-ets benchmarks/results/forecast.json   # ETS rows of an earlier run
     python -m benchmarks.bench_forecast --scale 10000,100000 --results-name forecast_scale
 
@@ -149,8 +149,8 @@ def score(y: np.ndarray, mean: np.ndarray, qf: np.ndarray, scale: np.ndarray) ->
     return overall
 
 
-def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, mlp_epochs: int,
-              recorded_ets: dict | None = None, deepar_epochs: int = 0) -> list[dict]:
+def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, mlp_epochs: int | None,
+              recorded_ets: dict | None = None, deepar_epochs: int | None = 0) -> list[dict]:
     offset = as_offset(freq)
     H = default_prediction_length(offset)
     seasons = season_lengths(offset)
@@ -166,13 +166,15 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
     scale = seasonal_naive_scale(pad_left(hist), m)
     rows = []
 
-    times = []
+    times, fit_cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fc = daskstate.Forecaster(prediction_length=H, freq=freq).fit(train)
+        fit_cpu.append(time.process_time() - c0)
         overall, per_item = fc.evaluate(full, quantiles=Q)
         times.append(time.perf_counter() - t0)
-    rows.append({"panel": name, "method": "daskstate linear", "seconds": float(np.median(times)), **overall,
+    rows.append({"panel": name, "method": "daskstate linear", "seconds": float(np.median(times)),
+                 "fit_cpu_seconds": float(np.median(fit_cpu)), **overall,
                  "chosen": {"wd": fc.wd_, "prior": fc.prior_, "calibration": np.round(fc.calibration_, 3).tolist(),
                             "lags": len(fc.state_.lags), "context_length": fc.state_.params["context_length"]}
                  if hasattr(fc, "prior_") else None})
@@ -185,20 +187,10 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
         rows.append({"panel": name, "method": f"daskstate linear (+{','.join(cov)})",
                      "seconds": time.perf_counter() - t0, **overall})
 
-    if deepar_epochs:
-        t0 = time.perf_counter()
-        fc = daskstate.Forecaster(model="deepar", prediction_length=H, freq=freq, epochs=deepar_epochs).fit(train)
-        fit_seconds = time.perf_counter() - t0
-        overall, _ = fc.evaluate(full, quantiles=Q)
-        rows.append({"panel": name, "method": f"daskstate deepar ({deepar_epochs} epochs)",
-                     "seconds": time.perf_counter() - t0, "fit_seconds": fit_seconds, **overall})
-
-    if mlp_epochs:
-        t0 = time.perf_counter()
-        fc = daskstate.Forecaster(model="mlp", prediction_length=H, freq=freq, epochs=mlp_epochs).fit(train)
-        overall, _ = fc.evaluate(full, quantiles=Q)
-        rows.append({"panel": name, "method": f"daskstate mlp ({mlp_epochs} epochs)",
-                     "seconds": time.perf_counter() - t0, **overall})
+    for model, epochs in (("deepar", deepar_epochs), ("mlp", mlp_epochs)):
+        if epochs == 0:
+            continue
+        rows.append(neural_row(name, model, epochs, train, full, H, freq))
 
     mean, qf = seasonal_naive(hist, H, m)
     rows.append({"panel": name, "method": "seasonal naive", **score(y, mean, qf, scale)})
@@ -230,6 +222,8 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
     for r in rows:
         r.update({"series": len(items), "horizon": H, "freq": freq})
         if r["method"].startswith(("daskstate mlp", "daskstate deepar", "daskstate linear (+")):
+            if "fit_cpu_seconds" in r and lin.get("fit_cpu_seconds"):
+                r["fit_cpu_vs_linear"] = r["fit_cpu_seconds"] / lin["fit_cpu_seconds"]
             r["mase_vs_snaive"] = r["MASE"] / base["seasonal naive"]["MASE"]
             if ets:
                 r["mase_vs_ets"] = r["MASE"] / base["statsmodels ETS (best AICc)"]["MASE"]
@@ -238,8 +232,29 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
     return rows
 
 
-def time_fits(panel: str, repeats: int, epochs: int) -> dict:
-    """Fit times of deepar, mlp and linear on one real panel (default settings, ``epochs``), interleaved."""
+def neural_row(name: str, model: str, epochs: int | None, train: pd.DataFrame, full: pd.DataFrame, H: int,
+               freq: str) -> dict:
+    """Fit ``model`` ("deepar", "mlp"; ``epochs`` None: the defaults) and backtest it: metrics, wall and CPU
+    seconds of the fit (CPU: this process, the fit runs on the local threaded scheduler), epochs run."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fc = daskstate.Forecaster(model=model, prediction_length=H, freq=freq, epochs=epochs).fit(train)
+    fit_seconds, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    overall, _ = fc.evaluate(full, quantiles=Q)
+    label = "defaults" if epochs is None else f"{epochs} epochs"
+    return {"panel": name, "method": f"daskstate {model} ({label})", "seconds": time.perf_counter() - t0,
+            "fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu, "epochs_run": int(fc.n_epochs_),
+            "best_epoch": int(np.nanargmin(fc.validation_loss_)) if np.isfinite(fc.validation_loss_).any() else None,
+            "loadavg": os.getloadavg()[0], **overall}
+
+
+def epochs_arg(value: str) -> int | None:
+    """``--deepar-epochs`` / ``--mlp-epochs``: "default" (None: the estimator's default budget) or an int."""
+    return None if value == "default" else int(value)
+
+
+def time_fits(panel: str, repeats: int, epochs: int | None) -> dict:
+    """Fit times of deepar, mlp and linear on one real panel (default settings, ``epochs``: None the
+    default budget), interleaved."""
     df, freq = load_panel(panel)
     H = default_prediction_length(as_offset(freq))
     train, _ = holdout_split(df[["item_id", "timestamp", "target"]], H)
@@ -300,8 +315,10 @@ def main() -> None:
                         "synthetic_daily,synthetic_monthly,us_employment,visnights")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ets", action="store_true")
-    parser.add_argument("--mlp-epochs", type=int, default=20, help="0: no mlp rows")
-    parser.add_argument("--deepar-epochs", type=int, default=0, help="0: no deepar rows")
+    parser.add_argument("--mlp-epochs", type=epochs_arg, default=None,
+                        help="0: no mlp rows; 'default' (the default): the estimator's default budget")
+    parser.add_argument("--deepar-epochs", type=epochs_arg, default=0,
+                        help="0 (the default): no deepar rows; 'default': the estimator's default budget")
     parser.add_argument("--synthetic-series", type=int, default=100)
     parser.add_argument("--scale", default="", help="comma-separated series counts for the scale run "
                         "(synthetic daily, --length points each); skips the accuracy panels")
@@ -313,7 +330,7 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     if args.time_fit:
-        result = time_fits(args.time_fit, args.repeats, args.deepar_epochs or 10)
+        result = time_fits(args.time_fit, args.repeats, args.deepar_epochs or None)
         print(result)
         print(f"wrote {write_results(args.results_name, {'loadavg_before': load_before, 'fit_timing': result})}")
         return
@@ -344,7 +361,7 @@ def main() -> None:
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "rows": rows,
             "complete": name == names[-1], "synthetic_series": args.synthetic_series})
     cols = ["panel", "method", "series", "MASE", "wQL", "sMAPE", "RMSE", "coverage_80", "seconds",
-            "mase_vs_snaive", "mase_vs_ets", "wql_vs_ets", "time_vs_ets"]
+            "fit_cpu_seconds", "epochs_run", "mase_vs_snaive", "mase_vs_ets", "wql_vs_ets", "time_vs_ets"]
     print(markdown_table(rows, cols))
     print(f"wrote {path}")
 

@@ -64,6 +64,22 @@ def test_bptt_gradient_matches_finite_differences(likelihood):
     assert np.abs(got["E0"]).sum() > 0 and np.abs(got["U1"]).sum() > 0
 
 
+def test_bptt_gradient_with_dropout_matches_finite_differences():
+    """The same masks (drawn once) in every evaluation: the loss is then a smooth function of theta."""
+    state, cols = small_state("student_t", num_layers=3)
+    state.params["dropout_rate"] = 0.3
+    seq = some_sequences(state, cols)
+    keep = state.dropout_masks(np.random.default_rng(4), len(seq.item))
+    assert len(keep) == 2 and set(np.unique(keep[0])) == {0.0, 1 / 0.7}
+    theta = state.theta + np.random.default_rng(2).normal(0, 0.1, state.theta.shape)
+    loss, grad, _ = state.loss_and_gradient(theta, seq, keep)
+    assert loss != state.loss_and_gradient(theta, seq)[0]
+    num = numeric_gradient(lambda t: state.loss_and_gradient(t, seq, keep)[0], theta)
+    got, want = state.layout.views(grad), state.layout.views(num)
+    for name in got:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_one_step_equals_the_unrolled_forward():
     rng = np.random.default_rng(3)
     layout = lstm.lstm_layout(4, 1, 2, 5, 3, [(3, 2)])

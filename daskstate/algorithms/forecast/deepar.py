@@ -48,6 +48,8 @@ from daskstate.state import register
 
 #: global norm above which a mini-batch's mean gradient is scaled down (recurrent nets can explode)
 CLIP_NORM = 10.0
+#: share of the hidden states between stacked layers dropped in training when not given (GluonTS's 0.1)
+DROPOUT_RATE = 0.1
 #: sequences x samples drawn at once when forecasting (bounds temporary memory)
 SAMPLE_ROWS = 1 << 15
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -215,22 +217,34 @@ class ForecastDeepARState(NeuralForecastState):
         return seq.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(seq.scale), 1))
 
     # ---- loss and gradient -----------------------------------------------------------------------
-    def _nll(self, theta: np.ndarray, seq: Sequences) -> tuple[float, np.ndarray, lstm.Cache, int]:
+    def _nll(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None
+             ) -> tuple[float, np.ndarray, lstm.Cache, int]:
         v = self.layout.views(theta)
         C, H = self.unroll_context, self.horizon
         filled = self.filled(seq, self.max_lag + C)
         X = self.step_inputs(seq, filled, np.arange(C + H))
         static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
-        raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all)
+        raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all, keep=keep)
         y, mask = self.targets(seq)
         loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq))
         return loss, d_raw, cache, int(mask.sum())
 
-    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences) -> tuple[float, np.ndarray, int]:
-        """Summed NLL of the observed targets of all unrolled steps, and its gradient w.r.t. ``theta``."""
-        loss, d_raw, cache, count = self._nll(theta, seq)
+    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None
+                          ) -> tuple[float, np.ndarray, int]:
+        """Summed NLL of the observed targets of all unrolled steps, and its gradient w.r.t. ``theta``
+        (``keep``: dropout masks, see :func:`lstm.forward`)."""
+        loss, d_raw, cache, count = self._nll(theta, seq, keep=keep)
         layout = self.layout
-        return loss, lstm.backward(layout, layout.views(theta), self.num_layers, cache, d_raw, seq.codes, 1), count
+        grad = lstm.backward(layout, layout.views(theta), self.num_layers, cache, d_raw, seq.codes, 1, keep)
+        return loss, grad, count
+
+    def dropout_masks(self, rng: np.random.Generator, n: int) -> list[np.ndarray] | None:
+        """Dropout masks (T, n, N) of the hidden states each layer but the last passes up, or None."""
+        rate = float(self.params.get("dropout_rate", DROPOUT_RATE))
+        if rate <= 0 or self.num_layers < 2:
+            return None
+        T, N = self.unroll_context + self.horizon, int(self.params.get("num_cells", 40))
+        return [(rng.random((T, n, N)) >= rate) / (1.0 - rate) for _ in range(self.num_layers - 1)]
 
     # ---- the trainer's hooks: sequences as examples ------------------------------------------------
     def block_codes(self, block: SeriesBlock) -> np.ndarray:
@@ -251,22 +265,28 @@ class ForecastDeepARState(NeuralForecastState):
 
     def _train(self, X: TrainingWindows, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
         """Adam steps on sequences drawn per item from the training windows ``order``: an item uniformly,
-        then one of its windows uniformly; about one pass over the points, at least ``min_batches`` steps."""
+        then one of its windows uniformly.
+
+        An epoch draws one sequence per item on average (as GluonTS's training sampler,
+        one expected instance per series and pass), and at least ``min_batches`` batches
+        (GluonTS's 50 batches per epoch), so the budget is Adam steps whatever the panel's
+        size: a 4-series panel trains as many steps per epoch as a 1,000-series one, and
+        100,000 long series do not make an epoch a pass over every point.
+        """
         if not len(order):
             return
-        C, H = self.unroll_context, self.horizon
         size = int(self.params.get("batch_size", 32))
-        steps = max(-(-len(order) // ((C + H) * size)), int(self.params.get("min_batches", 50)))
         per_item = np.bincount(X.item[order], minlength=X.block.n_items)
+        steps = max(-(-int(np.count_nonzero(per_item)) // size), int(self.params.get("min_batches", 50)))
         weight = 1.0 / per_item[X.item[order]]
         picks = rng.choice(order, size=(steps, size), p=weight / weight.sum())
         codes = self.block_codes(X.block)
-        lr = float(self.params.get("learning_rate", 1e-3))
+        lr = self.current_learning_rate()
         for pick in picks:
             seq = self._sequences_of(X, pick, codes)
             if not len(seq.item):
                 continue
-            loss, grad, count = self.loss_and_gradient(self.theta, seq)
+            loss, grad, count = self.loss_and_gradient(self.theta, seq, self.dropout_masks(rng, len(seq.item)))
             if count == 0 or not np.isfinite(loss):
                 continue
             grad /= count

@@ -65,6 +65,8 @@ LIKELIHOODS = ("student_t", "gaussian", "negative_binomial")
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 #: windows per Adam step when ``batch_size`` is None (deepar: GluonTS's 32 sequences of C + H steps)
 DEFAULT_BATCH = {"linear": 128, "mlp": 128, "deepar": 32}
+#: "mlp", "deepar": epochs at most when ``epochs`` is None (GluonTS's max_epochs)
+DEFAULT_EPOCHS = 100
 #: sample paths behind the mean and quantiles of a model that only samples ("deepar") when not given
 DEFAULT_PATHS = 100
 EVAL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -131,12 +133,15 @@ class Forecaster(StateEstimator):
     num_layers, num_cells : int
         "mlp": hidden ReLU layers and their width; "deepar": stacked LSTM layers and their cells.
     epochs, learning_rate, batch_size, sync_every, seed : int or float
-        "mlp", "deepar": passes over the data, Adam's step size, windows per step, partitions
-        per synchronised round, and the seed of initialisation and window order.
+        "mlp", "deepar": epochs at most (None: :data:`DEFAULT_EPOCHS`, GluonTS's 100; early
+        stopping usually ends the fit sooner), Adam's step size (halved for every epoch
+        without improvement), windows per step, partitions per synchronised round, and the
+        seed of initialisation and window order. An epoch is at least ``min_batches`` Adam
+        steps per partition: "mlp" one pass over the windows, "deepar" one sequence per item
+        on average (GluonTS's sampling), so small and large panels get the same budget of steps.
         ``batch_size`` None: 128 windows ("mlp"), 32 sequences ("deepar", as GluonTS).
     min_batches : int
-        "mlp", "deepar": Adam steps per partition and epoch at least (more than one pass over
-        the windows of a small panel).
+        "mlp", "deepar": Adam steps per partition and epoch at least (GluonTS's 50 batches per epoch).
     validation_fraction : float
         "mlp", "deepar": share of the training windows held out (by a seeded hash of item and
         origin, the same on every pass) to validate each epoch's parameters; the
@@ -144,6 +149,9 @@ class Forecaster(StateEstimator):
     early_stopping_patience : int or None
         "mlp", "deepar": stop after this many epochs without a relative improvement of
         ``early_stopping_tolerance`` in the validation loss (None: run every epoch).
+    dropout_rate : float
+        "deepar": share of the hidden states passed between stacked LSTM layers that training
+        drops (GluonTS's default 0.1; no effect with ``num_layers=1``).
 
     Attributes
     ----------
@@ -192,7 +200,7 @@ class Forecaster(StateEstimator):
         duplicates: str = "raise",
         num_layers: int = 2,
         num_cells: int = 40,
-        epochs: int = 10,
+        epochs: int | None = None,
         learning_rate: float = 1e-3,
         batch_size: int | None = None,
         sync_every: int = 4,
@@ -202,6 +210,7 @@ class Forecaster(StateEstimator):
         validation_fraction: float = 0.1,
         early_stopping_patience: int | None = 3,
         early_stopping_tolerance: float = 1e-3,
+        dropout_rate: float = 0.1,
     ):
         self.model = model
         self.prediction_length = prediction_length
@@ -230,6 +239,7 @@ class Forecaster(StateEstimator):
         self.validation_fraction = validation_fraction
         self.early_stopping_patience = early_stopping_patience
         self.early_stopping_tolerance = early_stopping_tolerance
+        self.dropout_rate = dropout_rate
 
     # ---- parameters -------------------------------------------------------------------
     _parameter_constraints: ClassVar[dict] = {
@@ -250,7 +260,7 @@ class Forecaster(StateEstimator):
         "duplicates": [StrOptions({"raise", "mean"})],
         "num_layers": [Ints(1)],
         "num_cells": [Ints(1)],
-        "epochs": [Ints(0)],
+        "epochs": [Ints(0), None],
         "learning_rate": [Floats(0, closed="neither")],
         "batch_size": [Ints(1), None],
         "sync_every": [Ints(1)],
@@ -259,6 +269,7 @@ class Forecaster(StateEstimator):
         "validation_fraction": [Floats(0, 1)],
         "early_stopping_patience": [Ints(1), None],
         "early_stopping_tolerance": [Floats(0)],
+        "dropout_rate": [Floats(0, 1)],
         "embedding_dimension": [Ints(1), list, tuple, None],
     }
 
@@ -306,7 +317,7 @@ class Forecaster(StateEstimator):
                           min_batches=int(self.min_batches), validation_fraction=float(self.validation_fraction),
                           validation="split" if self.validation_fraction > 0 else "none")
         if self.model == "deepar":
-            params.update(unroll_context=C)
+            params.update(unroll_context=C, dropout_rate=float(self.dropout_rate))
         return params
 
     def _static_categories(self, X: Any) -> dict[str, Any]:
@@ -388,7 +399,8 @@ class Forecaster(StateEstimator):
         if isinstance(state, NeuralForecastState):
             if isinstance(X, dd.DataFrame):
                 self._check_whole_series(X, cols.id_col, options)
-            schedule = Schedule(epochs=int(self.epochs), sync_every=int(self.sync_every),
+            epochs = DEFAULT_EPOCHS if self.epochs is None else self.epochs
+            schedule = Schedule(epochs=int(epochs), sync_every=int(self.sync_every),
                                 patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
                                 check_every="epoch")
             return train_epochs(series_input(X, state.schema, cols), state, options, schedule)

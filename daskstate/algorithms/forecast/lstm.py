@@ -114,13 +114,15 @@ def _matmul_steps(x: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 
 def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, static_all: np.ndarray,
-            state: list[tuple[np.ndarray, np.ndarray]] | None = None
+            state: list[tuple[np.ndarray, np.ndarray]] | None = None, keep: list[np.ndarray] | None = None
             ) -> tuple[np.ndarray, Cache, list[tuple[np.ndarray, np.ndarray]]]:
     """Teacher-forced pass over all steps: raw outputs (B, T, k), the cache, and the final (h, c) per layer.
 
     ``step_inputs`` (B, T, d). Layer by layer (each layer's input projection is one
     matmul over all steps); the recurrence loops over time. ``state`` is the initial
-    (h, c) per layer (zeros if None).
+    (h, c) per layer (zeros if None). ``keep`` (training with dropout): per layer but
+    the last, a (T, B, N) mask of 0 or ``1 / (1 - rate)`` multiplying the hidden
+    states that layer passes up (as a stacked ``torch.nn.LSTM``'s ``dropout``).
     """
     B, T, d = step_inputs.shape
     cache = Cache([], static_all, [], [], [], [])
@@ -146,7 +148,7 @@ def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, 
         cache.tanh_cells.append(tanh_cells)
         cache.hidden.append(hidden)
         final.append((h, c))
-        x = hidden
+        x = hidden * keep[layer] if keep is not None and layer < num_layers - 1 else hidden
     raw = _matmul_steps(x, v["W_out"]) + v["b_out"] + _matmul_steps(cache.inputs[0], v["W_skip"])
     return raw.transpose(1, 0, 2), cache, final
 
@@ -170,11 +172,12 @@ def step(v: dict[str, np.ndarray], num_layers: int, x: np.ndarray, static_proj: 
 
 
 def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: Cache, d_raw: np.ndarray,
-             codes: np.ndarray, n_static: int) -> np.ndarray:
+             codes: np.ndarray, n_static: int, keep: list[np.ndarray] | None = None) -> np.ndarray:
     """Gradient w.r.t. the flat ``theta`` (views ``v``) from the gradient w.r.t. the raw outputs (B, T, k).
 
     ``codes`` (B, n_categories) are the embedding rows of each sequence, ``n_static``
-    the number of static reals before the embeddings.
+    the number of static reals before the embeddings, ``keep`` the dropout masks of
+    the forward pass.
     """
     grad = np.zeros(layout.size)
     g = layout.views(grad)
@@ -230,4 +233,6 @@ def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: C
                 at += dim
         else:
             dH = (flat_dZ @ W.T).reshape(T, B, N)
+            if keep is not None:
+                dH *= keep[layer - 1]
     return grad

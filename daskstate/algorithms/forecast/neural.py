@@ -141,7 +141,7 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         steps = max(-(-len(order) // size), int(self.params.get("min_batches", 50)))
         reps = -(-steps * size // len(order))
         order = np.concatenate([order, *(rng.permutation(order) for _ in range(reps - 1))])[: steps * size]
-        lr = float(self.params.get("learning_rate", 1e-3))
+        lr = self.current_learning_rate()
         for start in range(0, len(order), size):
             for w in self._windows(X, order[start : start + size]):
                 loss, grad, count = self.loss_and_gradient(self.theta, w)
@@ -151,6 +151,16 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
                 adam_step(self.theta, grad / count, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
                 self.mon_loss += loss
                 self.mon_n += count
+
+    def current_learning_rate(self) -> float:
+        """``learning_rate`` halved for every epoch since the validation loss last improved.
+
+        Adam's noise floor at a constant step size hides a better optimum: once an
+        epoch fails to improve, smaller steps settle into it before the patience runs
+        out (GluonTS halves its rate after 10 such epochs; here early stopping ends the
+        fit after ``early_stopping_patience`` of them, so the rate halves at each).
+        """
+        return float(self.params.get("learning_rate", 1e-3)) * 0.5 ** float(self.progress[2])
 
     def _evaluate(self, X: TrainingWindows, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
         for w in self._windows(X, rows):
