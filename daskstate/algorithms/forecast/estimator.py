@@ -46,6 +46,7 @@ from daskstate.algorithms.forecast.series import (
     grid_positions,
     grid_timestamps,
     infer_freq,
+    long_context,
     season_lengths,
     split_items,
     static_indicators,
@@ -97,7 +98,9 @@ class Forecaster(StateEstimator):
         pandas frequency of the timestamps ("QS", "MS", "D", "h", "30min", ...);
         inferred from the data if not given.
     context_length : int, optional
-        Steps of history each window reads (default: the largest lag). "deepar": the
+        Steps of history each window reads (default: the largest lag; "linear": up to half the
+        typical series length, whole cycles, when that reaches a cycle past the lags: the seasonal
+        index column averages the seasonal shape over it, see :func:`long_context`). "deepar": the
         steps the network unrolls before the forecast origin (default: ``prediction_length``);
         the lags reach further back.
     lags : list of int, optional
@@ -310,6 +313,10 @@ class Forecaster(StateEstimator):
                   "duplicates": self.duplicates, "static": [str(c) for c in self.static]}
         if self.model == "linear":
             params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd))
+            longest = long_context(offset, L, series_length) if self.context_length is None else 0
+            if longest and seasons:
+                # the long-memory columns read a longer history; windows are still scaled by the lags' context
+                params.update(context_length=longest, scale_points=L, long_season=seasons[0])
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
                           learning_rate=float(self.learning_rate),
@@ -572,7 +579,7 @@ class Forecaster(StateEstimator):
         if isinstance(self.state_, NeuralForecastState):
             return {"theta_": self.theta_, "network": self.state_.empty_like()}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
-                "weighting_": self.weighting_}
+                "weighting_": self.weighting_, "long_season_": getattr(self, "long_season_", 0)}
 
     def _check_future(self, future: pd.DataFrame | None) -> pd.DataFrame | None:
         cols = self._columns
@@ -617,7 +624,8 @@ class _ModelTask:
     def _windows(self, block: SeriesBlock, origins: np.ndarray, width: int):
         item = np.arange(len(origins))
         position = block.starts + (origins - block.offsets)
-        return iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width)
+        return iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width,
+                            scale_points=self.params.get("scale_points"))
 
     def _static_codes(self, block: SeriesBlock) -> np.ndarray | None:
         """The linear model's static category indicators per item of ``block`` (origins are one per item)."""
@@ -667,7 +675,8 @@ class _ModelTask:
             return mean, qf
         width = len(self.model["coef_"][0])
         codes = self._static_codes(block)
-        for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width):
+        for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width,
+                              scale_points=self.params.get("scale_points")):
             m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)),
                                    None if codes is None else codes[w.item])
             nonneg = self.model["nonnegative_"]

@@ -1,8 +1,10 @@
 """The global linear forecaster: direct multi-horizon autoregression from normal equations.
 
 For every horizon step ``h`` one linear model maps a window's scaled context
-(the lags chosen from the frequency), the date features of the target step and the
-known covariates to the scaled target ``y[t+h] / scale``. Windows are weighted by
+(the lags chosen from the frequency), the seasonal index of the target step averaged
+over a longer history (when the series are long enough: see
+:func:`~daskstate.algorithms.forecast.windows.seasonal_index`), the date features of the
+target step and the known covariates to the scaled target ``y[t+h] / scale``. Windows are weighted by
 ``1 / noise^2`` (their relative noise scale), which makes the fit a weighted least
 squares in the units MASE measures errors in.
 
@@ -95,8 +97,14 @@ class ForecastLinearState(SeriesStateMixin, State):
     @property
     def n_design(self) -> int:
         """Columns of a design row: lags, date features, covariates, static category indicators, intercept."""
-        return (len(self.lags) + n_date_features(self.offset, self.harmonics) + self.n_features
-                + self.n_static + 1)
+        return (len(self.lags) + bool(self.long_season) + n_date_features(self.offset, self.harmonics)
+                + self.n_features + self.n_static + 1)
+
+    @property
+    def long_season(self) -> int:
+        """The season of the seasonal index column (:func:`~daskstate.algorithms.forecast.windows.seasonal_index`;
+        0: none): the context then reaches past the lags, see :func:`~daskstate.algorithms.forecast.series.long_context`."""
+        return int(self.params.get("long_season", 0))
 
     @property
     def n_static(self) -> int:
@@ -112,11 +120,16 @@ class ForecastLinearState(SeriesStateMixin, State):
                                  int(self.params.get("static_buckets", STATIC_BUCKETS)))
 
     @property
+    def scale_points(self) -> int:
+        """The last context values a window's scale and noise scale come from (default: the whole context)."""
+        return int(self.params.get("scale_points") or self.params["context_length"])
+
+    @property
     def min_observed(self) -> int:
-        """Observed context values a training window needs: half the context (its scale and noise
-        scale are estimated from them; a window at a series' very start would get a noise
-        scale from one or two differences and, weighted by ``1/noise^2``, dominate the fit)."""
-        return int(self.params.get("min_observed", -(-int(self.params["context_length"]) // 2)))
+        """Observed values among the last :attr:`scale_points` a training window needs: half of them
+        (its scale and noise scale are estimated from them; a window at a series' very start would get
+        a noise scale from one or two differences and, weighted by ``1/noise^2``, dominate the fit)."""
+        return int(self.params.get("min_observed", -(-self.scale_points // 2)))
 
     # ---- arrays ------------------------------------------------------------------------
     def _init_arrays(self) -> None:
@@ -150,7 +163,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         # the holdout: each series' last tenth, at least its last H points
         holdout_start = block.starts + block.lengths - np.maximum(self.horizon, block.lengths // HOLDOUT_FRACTION)
         codes = self.static_codes(block)
-        for w in iter_windows(block, origins, item, position, self.season, self.n_design, self.min_observed):
+        for w in iter_windows(block, origins, item, position, self.season, self.n_design, self.min_observed,
+                              self.scale_points):
             self._fold_windows(w, None if first_target is None else first_target[w.item], holdout_start[w.item],
                                None if codes is None else codes[w.item])
 
@@ -160,7 +174,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
         lagged = lagged_values(w, self.lags)                               # (n, l)
-        extra = step_design(w, self.offset, self.harmonics, static)        # (n, H, e)
+        extra = step_design(w, self.offset, self.harmonics, static, self.long_season)  # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:
@@ -200,8 +214,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         """
         if not (self.pairs > 0).any():
             raise StateError(f"the linear forecaster's state has seen no training windows: a window needs "
-                             f"{self.min_observed} observed context values (half of context_length="
-                             f"{self.params['context_length']}) and a target after them; are the series that short?")
+                             f"{self.min_observed} observed context values (half of its last {self.scale_points} "
+                             "points) and a target after them; are the series that short?")
         wd = self.params.get("wd") if wd is None else wd
         if wd is not None and not float(wd) >= 0:
             raise StateError(f"wd must be >= 0, got {wd}")
@@ -229,7 +243,7 @@ class ForecastLinearState(SeriesStateMixin, State):
                 "calibration_": calibration,
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
                                for (w, pr), sc in zip(candidates, scores, strict=False)],
-                "weighting_": self.params.get("weighting", "noise"),
+                "weighting_": self.params.get("weighting", "noise"), "long_season_": self.long_season,
                 "nonnegative_": bool(self.target_range[0] >= 0)}
 
     def prior_coefficients(self, prior: str) -> np.ndarray:
@@ -350,7 +364,7 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
 def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
                     static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators)."""
-    X = lag_design(w, lags, offset, harmonics, static)
+    X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)))
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]

