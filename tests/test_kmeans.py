@@ -257,6 +257,42 @@ def test_state_size_does_not_grow_with_rows():
     assert big.nbytes == small.nbytes
 
 
+def test_a_partition_is_seeded_in_few_rounds_and_assigned_in_one_pass_per_mini_batch(monkeypatch):
+    # issue 14 item 3, pinned by counting rather than timing: a 100k-row partition (column-major,
+    # as pandas gives it) is assigned by one packed float32 GEMM pass per mini-batch; seeding the
+    # core set draws its D^2 samples in 4 rounds over the first mini-batch (16 before, each round
+    # a distance pass over its rows, 11% of the update); no Lloyd and no float64 distance pass
+    import daskstate.algorithms.kmeans.numerics as numerics
+    import daskstate.algorithms.kmeans.state as state_module
+
+    calls: dict = {}
+
+    def counted(module, name):
+        fn = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return fn(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(numerics, "_min_sq_dist_to_few")
+    for name in ("nearest_centers_packed", "nearest_centers", "weighted_lloyd"):
+        counted(state_module, name)
+    X = np.asfortranarray(_ten_blobs(100_000))
+    schema = Schema(tuple(f"x{j}" for j in range(X.shape[1])))
+    state = KMeansState(schema, KMeans(10, random_state=0)._state_params(Input(schema)))
+    state.update_inplace(X)
+    batches = -(-len(X) // state.params["mini_batch_size"])
+    assert calls.pop("nearest_centers_packed") == batches
+    assert calls.pop("_min_sq_dist_to_few") <= 4
+    assert calls == {}
+    # the sample's rows, now copied mini-batch by mini-batch, are rows of X
+    _invariants(state, X)
+    by_first = dict(zip(X[:, 0].tolist(), range(len(X)), strict=True))
+    np.testing.assert_array_equal(state.sample, X[[by_first[v] for v in state.sample[:, 0]]])
+
+
 def test_update_is_pure_and_deterministic_from_data_and_seed():
     X = np.random.default_rng(1).normal(size=(400, 3))
     s0 = _fresh()
