@@ -360,7 +360,9 @@ class NeuralTopicModel(SGDEstimator):
         validation loss per epoch and early stopping.
     early_stopping_patience : int
         Stop after this many epochs without a better validation loss (0: never),
-        counted once ``5 / (1 - beta_1)`` Adam steps have been made.
+        counted once ``5 / (1 - beta_1)`` Adam steps have been made. The loss
+        compared is the mean of the last ``early_stopping_patience`` epochs' (on a
+        small validation set one epoch's loss scatters more than ``tol``).
     tol : float
         Relative improvement that counts as better.
     transform_steps : int
