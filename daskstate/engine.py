@@ -21,7 +21,9 @@ For a Dask input, the partitions (with column projection pushed into the reader)
 feed the update tasks directly: the input is never persisted and memory is
 bounded by the partitions in flight. The same graph runs on the local threaded
 scheduler or on the active ``distributed.Client``. pandas, numpy and iterators of
-batches fold in this process without Dask.
+batches fold in this process without Dask; so do the rounds of in-memory data an
+estimator wrapped as Dask to re-read it each epoch (``Input.in_memory``), unless a
+client is active: a graph per round would cost more than a small round's work.
 
 Fit options (``split_every``, ``checkpoint``, ``checkpoint_every``, ``progress``,
 ``on_invalid``, ``seed``) travel together as one :class:`FitOptions`. Checkpoints
@@ -714,7 +716,10 @@ def fold_rounds(
     a round starts from the round's state; their results are averaged as the
     state declares (see :mod:`daskstate.state`) into the next round's state.
     Consecutive rounds form one Dask graph, so the next round's reads overlap the
-    previous round's merge; the result does not depend on the scheduler.
+    previous round's merge; the result does not depend on the scheduler. An
+    in-memory input (``Input.in_memory``, e.g. a numpy array an estimator made
+    Dask) without a ``distributed.Client`` runs the same tasks in this process,
+    without graphs (see :class:`_LocalParts`).
 
     Parameters
     ----------

@@ -143,7 +143,8 @@ class NTMState(CountsReader, SGDState):
     # ---- the trainer's hooks: documents, validation, gradient steps ----------------------
     def _training_batch(self, X: sp.csr_matrix, where: str) -> sp.csr_matrix:
         """The partition's documents that hold a word of the vocabulary."""
-        return X[np.asarray(X.sum(axis=1)).ravel() > 0]
+        nonempty = np.asarray(X.sum(axis=1)).ravel() > 0
+        return X if nonempty.all() else X[nonempty]
 
     def _validation_mask(self, X: sp.csr_matrix) -> np.ndarray | None:
         """Documents held out for validation: a hash of their counts below ``validation_fraction``."""
@@ -156,6 +157,7 @@ class NTMState(CountsReader, SGDState):
     def _train(self, X: sp.csr_matrix, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
         """Adam over mini-batches of the documents ``order``; their loss per word goes to the monitor."""
         p, layout, prior = self.params, self.layout, self.prior
+        X = X.astype(self.weights.dtype, copy=False)  # once, not per mini-batch
         for a, b in nn.mini_batch_bounds(len(order), int(p["batch_size"])):
             if b - a < 2 and layout.batch_norm:
                 continue
@@ -358,7 +360,9 @@ class NeuralTopicModel(SGDEstimator):
         validation loss per epoch and early stopping.
     early_stopping_patience : int
         Stop after this many epochs without a better validation loss (0: never),
-        counted once ``5 / (1 - beta_1)`` Adam steps have been made.
+        counted once ``5 / (1 - beta_1)`` Adam steps have been made. The loss
+        compared is the mean of the last ``early_stopping_patience`` epochs' (on a
+        small validation set one epoch's loss scatters more than ``tol``).
     tol : float
         Relative improvement that counts as better.
     transform_steps : int
