@@ -99,3 +99,18 @@ def test_beats_seasonal_naive_on_unseen_monthly_series():
     overall, _ = daskstate.Forecaster(freq=freq, prediction_length=18).fit(train).evaluate(df)
     assert overall["MASE"] < 0.8 * _seasonal_naive_mase(df, 18, 12)
     assert 0.65 <= overall["coverage_80"] <= 0.95
+
+
+def test_new_points_with_the_long_history_are_exact():
+    """With the seasonal index on, a partial fit of new points whose history reaches back
+    ``context_length`` gives the normal equations of one pass over all the points."""
+    df = noisy_seasonal_panel(6, 200)
+    cut = pd.Timestamp("2013-01-01")
+    old, new = df[df["timestamp"] < cut], df[df["timestamp"] >= cut]
+    fc = daskstate.Forecaster(freq="MS", prediction_length=6).fit(old)
+    assert fc.long_season_ == 12 and fc.state_.params["context_length"] > fc.state_.scale_points
+    empty = fc.state_.empty_like()
+    fc.partial_fit(new, history=old)
+    whole = empty.update(empty.read_batch(df, None, where="input")[0])
+    for name in ("gram", "xty", "yty", "pairs"):
+        np.testing.assert_allclose(getattr(fc.state_, name), getattr(whole, name), rtol=1e-9, atol=1e-9)
