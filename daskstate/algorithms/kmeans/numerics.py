@@ -361,13 +361,16 @@ def weighted_lloyd(
     *,
     max_iter: int = 300,
     tol: float = 1e-4,
+    relocate_empty: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Weighted Lloyd iterations on a small weighted point set, from ``centers``.
 
     Stops when the assignment no longer changes or when the total squared move of
     the centres falls below ``tol`` times the points' mean (weighted) per-feature
     variance, as scikit-learn does. An empty cluster is moved to the point with the
-    largest weighted squared distance to its centre. The returned centres are the
+    largest weighted squared distance to its centre (or, with ``relocate_empty=False``,
+    keeps its centre: for points that sample the data, where a centre without
+    points may stand for rows the sample missed). The returned centres are the
     weighted means of the returned assignment (the weighted centroid condition
     holds exactly), so the cost is that of the returned pair.
 
@@ -394,7 +397,8 @@ def weighted_lloyd(
             break
         labels = new_labels
         C_new = _weighted_means(X, w, labels, C)
-        _relocate_empty(X, w, labels, d2, C_new)
+        if relocate_empty:
+            _relocate_empty(X, w, labels, d2, C_new)
         move = float(((C_new - C) ** 2).sum())
         C = C_new
         if move <= tol_abs:
