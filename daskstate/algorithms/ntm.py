@@ -157,11 +157,11 @@ class NTMState(CountsReader, SGDState):
     def _train(self, X: sp.csr_matrix, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
         """Adam over mini-batches of the documents ``order``; their loss per word goes to the monitor."""
         p, layout, prior = self.params, self.layout, self.prior
-        X = X.astype(self.weights.dtype, copy=False)  # once, not per mini-batch
+        X = X[order].astype(self.weights.dtype, copy=False)  # once, not per mini-batch: then slices
         for a, b in nn.mini_batch_bounds(len(order), int(p["batch_size"])):
             if b - a < 2 and layout.batch_norm:
                 continue
-            Xb = X[order[a:b]]
+            Xb = X[a:b]
             noise = nn.draw_noise(rng, b - a, layout, float(p["dropout"]))
             self.adam_t += 1.0
             loss, cache = nn.train_step(self.weights, self.adam_m, self.adam_v, float(self.adam_t[0]), Xb, noise,

@@ -313,7 +313,8 @@ def forward(flat: np.ndarray, X: Any, noise: Noise, layout: Layout, *, activatio
     theta = softmax(z)
     theta_do = theta * noise.theta_mask if noise.theta_mask is not None else theta
     L = decode_logits(W, theta_do, layout, cache=cache, out=buffer("L"))
-    P, lse = softmax_and_logsumexp(L, out=buffer("P"))
+    # a batch-normalised column of n values lies within +-sqrt(n - 1)
+    P, lse = softmax_and_logsumexp(L, out=buffer("P"), bound=np.sqrt(max(n - 1, 0)) if layout.batch_norm else None)
     entries = csr_entries(X) if sp.issparse(X) else None
     counts, XL = counts_and_dot(X, L, entries)
     rec = counts * lse - XL
@@ -323,11 +324,16 @@ def forward(flat: np.ndarray, X: Any, noise: Noise, layout: Layout, *, activatio
     return float((rec + kl).sum() / n), cache
 
 
-def softmax_and_logsumexp(L: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Row softmax of ``L`` (into ``out`` if given) and its row log-sum-exp, from one exponentiation."""
-    top = L.max(axis=1, keepdims=True)
-    P = np.subtract(L, top, out=out)
-    np.exp(P, out=P)
+def softmax_and_logsumexp(L: np.ndarray, out: np.ndarray | None = None, bound: float | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Row softmax of ``L`` (into ``out`` if given) and its row log-sum-exp, from one exponentiation.
+
+    ``bound``: a known bound on ``|L|``; when ``exp`` cannot overflow under it,
+    the rows are not shifted by their maxima (two passes over ``L`` fewer).
+    """
+    safe = bound is not None and bound + np.log(L.shape[1]) < 0.9 * np.log(np.finfo(L.dtype).max)
+    top = 0.0 if safe else L.max(axis=1, keepdims=True)
+    P = np.exp(L, out=out) if safe else np.exp(np.subtract(L, top, out=out), out=out)
     total = P.sum(axis=1, keepdims=True)
     P /= total
     return P, (np.log(total) + top).ravel()
