@@ -61,6 +61,11 @@ __all__ = [
 
 #: partitions between checkpoints unless ``checkpoint_every`` says otherwise
 DEFAULT_CHECKPOINT_EVERY = 64
+#: partitions of averaging rounds in one graph (without a checkpoint). Reads depend on nothing, so on
+#: ``distributed`` a worker idle at a round's barrier reads partitions of the graph's later rounds and holds
+#: them: with one graph per epoch up to all of them (33 of 40; NTM on 1M documents: a worker's peak RSS
+#: 876 MB against 445 MB on 100k). A bounded graph bounds what the reads can run ahead.
+ROUND_PARTITIONS_PER_GRAPH = 16
 _POSITION_KEY = "fold_rounds"
 
 
@@ -427,6 +432,8 @@ class _Schedule:
 
     def rounds_per_graph(self, n_rounds: int, options: FitOptions) -> int:
         if options.checkpoint is None:
+            if self.averaging:
+                return max(1, min(n_rounds, -(-ROUND_PARTITIONS_PER_GRAPH // self.sync_every)))
             return max(1, n_rounds)
         return max(1, -(-options.partitions_per_checkpoint // self.sync_every))
 
