@@ -67,7 +67,7 @@ def test_bptt_gradient_matches_finite_differences(likelihood):
 def test_bptt_gradient_with_dropout_matches_finite_differences():
     """The same masks (drawn once) in every evaluation: the loss is then a smooth function of theta."""
     state, cols = small_state("student_t", num_layers=3)
-    state.params["dropout_rate"] = 0.3
+    state.params.update(dropout_rate=0.3, centered=True)  # inputs and targets measured from the scale
     seq = some_sequences(state, cols)
     keep = state.dropout_masks(np.random.default_rng(4), len(seq.item))
     assert len(keep) == 2 and set(np.unique(keep[0])) == {0.0, 1 / 0.7}
@@ -97,12 +97,15 @@ def test_one_step_equals_the_unrolled_forward():
         np.testing.assert_allclose(c, c2, atol=1e-12)
 
 
-def test_ancestral_sampling_feeds_its_draws_back_like_teacher_forcing(monkeypatch):
+@pytest.mark.parametrize("centered", [False, True])
+def test_ancestral_sampling_feeds_its_draws_back_like_teacher_forcing(monkeypatch, centered):
     """With every uniform at 0.5 (Gaussian: each draw is its mean), the sampled path equals the means a
     teacher-forced pass gives when that path is fed in as the observed future."""
     import daskstate.algorithms.forecast.deepar as deepar
 
     state, cols = small_state("gaussian")
+    state.params["centered"] = centered
+    assert state.center == float(centered)
     theta = state.theta + np.random.default_rng(5).normal(0, 0.3, state.theta.shape)
     df = synthetic_panel(3, 30, freq="MS", seed=4).assign(promo=0.0, kind="x")
     block = to_series_block(df, cols, as_offset("MS"), 16, 3)
@@ -117,7 +120,7 @@ def test_ancestral_sampling_feeds_its_draws_back_like_teacher_forcing(monkeypatc
     v = state.layout.views(theta)
     X = state.step_inputs(seq, state.filled(seq, P + C), np.arange(C + state.horizon))
     raw, _, _ = lstm.forward(v, state.num_layers, X, lstm.static_inputs(v, state.static_reals(seq), seq.codes))
-    np.testing.assert_allclose(raw[:, C:, 0] * seq.scale[:, None], paths[:, 0], rtol=1e-10)
+    np.testing.assert_allclose((raw[:, C:, 0] + state.center) * seq.scale[:, None], paths[:, 0], rtol=1e-10)
 
 
 def test_recurrent_lags_and_uniforms():

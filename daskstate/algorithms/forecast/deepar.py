@@ -189,10 +189,22 @@ class ForecastDeepARState(NeuralForecastState):
         covariates = np.nan_to_num(block.covariates[steps]) if self.n_features else np.zeros((len(item), C + H, 0))
         return Sequences(item, values / scale[:, None], scale, position - C + 1, covariates, codes)
 
+    @property
+    def center(self) -> float:
+        """What the network's lag inputs and real-valued targets are measured from, in scaled units.
+
+        1 (the window's scale, ``centered``): a smooth series' scaled values all sit
+        near 1, and the steps of Adam on the weights that read them (``~lr`` each)
+        move the predicted mean by ``lr`` times the number of lags, more than such a
+        series changes in a step; measured from 1 the same weights read the small
+        deviations, and their noise moves the mean by as little. Counts keep 0.
+        """
+        return 1.0 if self.params.get("centered", False) and self.likelihood != "negative_binomial" else 0.0
+
     def step_inputs(self, seq: Sequences, filled: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """Inputs (n, len(steps), n_step) of unrolled steps ``steps`` (0 .. C + H - 1), lags from ``filled``."""
         P = self.max_lag
-        lagged = filled[:, P + steps[:, None] - self.lags[None, :]]
+        lagged = filled[:, P + steps[:, None] - self.lags[None, :]] - self.center
         dates = date_features(seq.first[:, None] + steps[None, :], self.offset, self.harmonics)
         return np.concatenate([lagged, dates, seq.covariates[:, steps]], axis=2)
 
@@ -211,7 +223,7 @@ class ForecastDeepARState(NeuralForecastState):
         y = seq.values[:, self.max_lag :]
         if self.likelihood == "negative_binomial":
             y = y * seq.scale[:, None]
-        return y, ~np.isnan(y)
+        return y - self.center, ~np.isnan(y)
 
     def _likelihood_scale(self, seq: Sequences) -> np.ndarray:
         return seq.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(seq.scale), 1))
@@ -352,5 +364,5 @@ class ForecastDeepARState(NeuralForecastState):
             raw, state = lstm.step(v, L, x, static_proj, state)
             u = path_uniforms(keys, S, t - C, seed).ravel()
             y = values_at(raw[:, None, :], self.likelihood, like_scale[:, None], u[:, None, None])[:, 0, 0]
-            paths[:, P + t] = y / scale if self.likelihood == "negative_binomial" else y
+            paths[:, P + t] = y / scale if self.likelihood == "negative_binomial" else y + self.center
         return (paths[:, P + C :] * scale[:, None]).reshape(n, S, H)

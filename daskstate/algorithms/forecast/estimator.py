@@ -324,7 +324,7 @@ class Forecaster(StateEstimator):
                           min_batches=int(self.min_batches), validation_fraction=float(self.validation_fraction),
                           validation="split" if self.validation_fraction > 0 else "none")
         if self.model == "deepar":
-            params.update(unroll_context=C, dropout_rate=float(self.dropout_rate))
+            params.update(unroll_context=C, dropout_rate=float(self.dropout_rate), centered=True)
         return params
 
     def _static_categories(self, X: Any) -> dict[str, Any]:
