@@ -16,6 +16,7 @@ Usage::
         [--deepar-epochs default] [--time-fit aus_arrivals]
     python -m benchmarks.bench_forecast --reuse-ets benchmarks/results/forecast.json   # ETS rows of an earlier run
     python -m benchmarks.bench_forecast --scale 10000,100000 --results-name forecast_scale
+    python -m benchmarks.bench_forecast --elec-drop-days 0,14,42,98 --results-name forecast_elec_weeks
 
 Writes benchmarks/results/forecast.json (or the --results-name) and prints a Markdown table.
 The scale run fits and predicts a lazily generated daily panel in a fresh process per size
@@ -335,8 +336,25 @@ def main() -> None:
     parser.add_argument("--time-fit", default="", help="a real panel: only time the fits of deepar, mlp, linear")
     parser.add_argument("--reuse-ets", default="", help="results files (comma-separated) whose ETS rows are reused for the panels "
                         "it has (marked 'reused_from' with that run's date and load); the others are fitted")
+    parser.add_argument("--elec-drop-days", default="", help="comma-separated day counts: backtest elecdemand "
+                        "(linear and seasonal naive, no ETS) with its last N days dropped, so that its 7 daily "
+                        "origins fall in other weeks than Christmas (0: the default backtest)")
     args = parser.parse_args()
     load_before = os.getloadavg()
+    if args.elec_drop_days:
+        (df, freq), = panels(["elecdemand"]).values()
+        rows = []
+        for days in (int(v) for v in args.elec_drop_days.split(",")):
+            part = df.iloc[: len(df) - days * 48]
+            first = str(part["timestamp"].iloc[-ELEC_ORIGINS * 48])[:10]
+            for r in run_panel("elecdemand", part, freq, args.repeats, False, 0):
+                rows.append({**r, "dropped_days": days, "first_origin_day": first})
+        print(markdown_table(rows, ["dropped_days", "first_origin_day", "method", "MASE", "wQL", "coverage_80",
+                                    "mase_vs_snaive"]))
+        path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                                                 "rows": rows})
+        print(f"wrote {path}")
+        return
     if args.time_fit:
         result = time_fits(args.time_fit, args.repeats, args.deepar_epochs or None)
         print(result)

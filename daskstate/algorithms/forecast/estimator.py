@@ -315,7 +315,7 @@ class Forecaster(StateEstimator):
             params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd))
             longest = long_context(offset, L, series_length) if self.context_length is None else 0
             if longest and seasons:
-                # the long-memory columns read a longer history; windows are still scaled by the lags' context
+                # the seasonal index column reads a longer history; windows are still scaled by the lags' context
                 params.update(context_length=longest, scale_points=L, long_season=seasons[0])
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),

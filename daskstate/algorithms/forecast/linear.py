@@ -96,7 +96,8 @@ class ForecastLinearState(SeriesStateMixin, State):
     # ---- hyperparameters (offset, lags, horizon, harmonics, season: SeriesStateMixin) -----
     @property
     def n_design(self) -> int:
-        """Columns of a design row: lags, date features, covariates, static category indicators, intercept."""
+        """Columns of a design row: lags, seasonal index (if any), date features, covariates, static
+        category indicators, intercept."""
         return (len(self.lags) + bool(self.long_season) + n_date_features(self.offset, self.harmonics)
                 + self.n_features + self.n_static + 1)
 
