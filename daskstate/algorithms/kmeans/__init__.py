@@ -14,6 +14,12 @@ on the rows.
   integer minimum over distances with the centre's index packed into their low
   bits, see :func:`daskstate.algorithms.kmeans.numerics.nearest_centers_packed`) and move every
   centre to the running mean of all the rows it received (float64 sums).
+  Rows that arrive in an order (sorted by a column, drifting) would leave the seeds
+  to stretch over everything after the first mini-batch: a mini-batch whose rows are
+  on average twice as far (squared) from the core set as the rows it summarises
+  opens up to ``K`` more centres on its rows (D^2 sampling again), and the core set
+  is reduced back to ``K`` as a merge reduces it (``ggplot2``'s diamonds in their
+  own order, one partition, ``k = 10``: 2.7x scikit-learn's SSE before, 1.01-1.03x).
 - ``merge``: the union of both core sets, reduced back to ``K`` centres with
   weighted k-means++ seeding (again drawn in rounds) and a few weighted Lloyd
   steps. Weights add up; spreads add up exactly with the squared distance each
@@ -25,6 +31,8 @@ on the rows.
   missed the best grouping of 10 blobs into 5 or 6 clusters by 1-4%), then a
   few Lloyd iterations on the state's sample of rows where a cross-fitted check
   (fit on one half of the sample, score on the other) says they help; no data read.
+  A centre that no sampled row comes to keeps its place: the core set put it on rows
+  the sample missed (one far county among 37k rows: moved, the SSE was 16x).
 
 The sample is an addition to the core-set design of the issue. A core set's
 centres are cell centroids; where many cells make one final cluster (large ``k``,
