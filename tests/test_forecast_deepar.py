@@ -265,6 +265,8 @@ def test_learning_rate_halves_for_each_epoch_without_improvement():
     assert state.current_learning_rate() == 0.01
     state.progress[2] = 2.0
     assert state.current_learning_rate() == 0.0025
+    state.progress[2] = 30.0  # early_stopping_patience=None: the halving stops at GluonTS's floor
+    assert state.current_learning_rate() == pytest.approx(0.0005)
 
 
 def test_deepar_defaults_train_to_convergence_on_a_small_real_panel():
