@@ -265,24 +265,28 @@ def test_learning_rate_halves_for_each_epoch_without_improvement():
     assert state.current_learning_rate() == 0.01
     state.progress[2] = 2.0
     assert state.current_learning_rate() == 0.0025
+    state.progress[2] = 30.0  # early_stopping_patience=None: the halving stops at GluonTS's floor
+    assert state.current_learning_rate() == pytest.approx(0.0005)
 
 
 def test_deepar_defaults_train_to_convergence_on_a_small_real_panel():
-    """aus_arrivals (4 quarterly series): with the default budget deepar beats the seasonal naive forecast by
-    20% in MASE (10 epochs of 50 steps, the earlier default, reached 0.89 of it) and covers its 80% interval."""
+    """24 us_employment series (monthly, 2005-2019): with the default budget deepar beats the seasonal naive
+    forecast by 20% in MASE and covers its 80% intervals (at a0964ea, 10 epochs of 50 steps and uncentred
+    inputs: MASE 1.15 times the seasonal naive one; now 0.71, coverage 0.84)."""
     from daskstate.algorithms.forecast.datasets import load_panel
     from daskstate.algorithms.forecast.metrics import forecast_metrics, seasonal_naive_scale
 
-    df, freq = load_panel("aus_arrivals")
-    H = 8
+    df, freq = load_panel("us_employment")
+    items = sorted(df["item_id"].unique())
+    df = df[df["item_id"].isin(items[:: len(items) // 24][:24]) & (df["timestamp"] >= "2005-01-01")]
+    H = 18
     train, test = holdout_split(df, H)
     fc = daskstate.Forecaster(model="deepar", freq=freq, prediction_length=H).fit(train)
     assert 10 < fc.n_epochs_ < 100  # early stopping ended it, well past the old 10 epochs
     overall, _ = fc.evaluate(df)
-    hist = [g["target"].to_numpy() for _, g in train.groupby("item_id")]
+    hist = np.stack([g["target"].to_numpy() for _, g in train.groupby("item_id")])
     y = np.stack([g["target"].to_numpy() for _, g in test.groupby("item_id")])
-    naive = np.stack([h[-4:][np.arange(H) % 4] for h in hist])
-    scale = seasonal_naive_scale(np.stack(hist), 4)
-    _, snaive = forecast_metrics(y, naive, np.repeat(naive[..., None], 1, axis=2), np.array([0.5]), scale)
+    naive = hist[:, -12:][:, np.arange(H) % 12]
+    _, snaive = forecast_metrics(y, naive, naive[..., None], np.array([0.5]), seasonal_naive_scale(hist, 12))
     assert overall["MASE"] < 0.8 * snaive["MASE"], (overall, snaive)
-    assert overall["coverage_80"] >= 0.7
+    assert 0.7 <= overall["coverage_80"] <= 0.95

@@ -48,11 +48,14 @@ def small_state(likelihood: str, covariates: tuple[str, ...] = ()) -> ForecastML
     return ForecastMLPState(Schema(covariates, target="target"), params)
 
 
-@pytest.mark.parametrize("likelihood", ["gaussian", "student_t", "negative_binomial"])
-def test_network_gradient_matches_finite_differences(likelihood):
+@pytest.mark.parametrize("likelihood,centered", [("gaussian", False), ("student_t", False),
+                                                 ("negative_binomial", False), ("student_t", True)])
+def test_network_gradient_matches_finite_differences(likelihood, centered):
     df = synthetic_panel(3, 30, freq="MS", seed=4)
     df["target"] = np.round(np.abs(df["target"]))
     state = small_state(likelihood)
+    state.params["centered"] = centered  # lags and mean measured from the window's scale
+    assert state.center == float(centered)
     block = to_series_block(df, Columns(), as_offset("MS"), 12, 3)
     origins, item, position = block.origins()
     pick = np.arange(12, 18)

@@ -48,8 +48,6 @@ from daskstate.state import register
 
 #: global norm above which a mini-batch's mean gradient is scaled down (recurrent nets can explode)
 CLIP_NORM = 10.0
-#: share of the hidden states between stacked layers dropped in training when not given (GluonTS's 0.1)
-DROPOUT_RATE = 0.1
 #: sequences x samples drawn at once when forecasting (bounds temporary memory)
 SAMPLE_ROWS = 1 << 15
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -252,7 +250,7 @@ class ForecastDeepARState(NeuralForecastState):
 
     def dropout_masks(self, rng: np.random.Generator, n: int) -> list[np.ndarray] | None:
         """Dropout masks (T, n, N) of the hidden states each layer but the last passes up, or None."""
-        rate = float(self.params.get("dropout_rate", DROPOUT_RATE))
+        rate = float(self.params.get("dropout_rate", 0.0))
         if rate <= 0 or self.num_layers < 2:
             return None
         T, N = self.unroll_context + self.horizon, int(self.params.get("num_cells", 40))

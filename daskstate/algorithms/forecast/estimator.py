@@ -322,9 +322,9 @@ class Forecaster(StateEstimator):
                           learning_rate=float(self.learning_rate),
                           batch_size=int(self.batch_size or DEFAULT_BATCH[self.model]),
                           min_batches=int(self.min_batches), validation_fraction=float(self.validation_fraction),
-                          validation="split" if self.validation_fraction > 0 else "none")
+                          validation="split" if self.validation_fraction > 0 else "none", centered=True)
         if self.model == "deepar":
-            params.update(unroll_context=C, dropout_rate=float(self.dropout_rate), centered=True)
+            params.update(unroll_context=C, dropout_rate=float(self.dropout_rate))
         return params
 
     def _static_categories(self, X: Any) -> dict[str, Any]:

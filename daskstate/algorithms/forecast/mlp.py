@@ -112,7 +112,21 @@ class ForecastMLPState(NeuralForecastState):
         level = np.log1p(w.scale) if self.likelihood == "negative_binomial" else np.zeros_like(w.scale)
         dates = date_features(w.position + 1, self.offset, self.harmonics)
         cov = np.nan_to_num(w.covariates.reshape(len(w.scale), -1))
-        return np.concatenate([lagged_values(w, self.lags), observed, level[:, None], dates, cov], axis=1)
+        lagged = lagged_values(w, self.lags) - self.center
+        return np.concatenate([lagged, observed, level[:, None], dates, cov], axis=1)
+
+    @property
+    def center(self) -> float:
+        """What the lag inputs and the predicted mean are measured from, in scaled units (1 with ``centered``;
+        see :attr:`ForecastDeepARState.center <daskstate.algorithms.forecast.deepar.ForecastDeepARState.center>`)."""
+        return 1.0 if self.params.get("centered", False) and self.likelihood != "negative_binomial" else 0.0
+
+    def raw_outputs(self, theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Raw distribution parameters (n, H, k), the mean's measured from 0 again, and the activations."""
+        raw, acts = forward(theta, self.shapes, X)
+        raw = raw.reshape(len(X), self.horizon, -1)
+        raw[..., 0] += self.center
+        return raw, acts
 
     def targets(self, w: Windows) -> tuple[np.ndarray, np.ndarray]:
         y = w.target * w.scale[:, None] if self.likelihood == "negative_binomial" else w.target
@@ -120,8 +134,7 @@ class ForecastMLPState(NeuralForecastState):
 
     def _nll(self, theta: np.ndarray, w: Windows) -> tuple[float, np.ndarray, list[np.ndarray], int]:
         X = self.inputs(w)
-        raw, acts = forward(theta, self.shapes, X)
-        raw = raw.reshape(len(X), self.horizon, -1)
+        raw, acts = self.raw_outputs(theta, X)
         y, mask = self.targets(w)
         scale = w.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(X), 1))
         loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, scale)
@@ -138,15 +151,13 @@ class ForecastMLPState(NeuralForecastState):
 
     def forecast(self, theta: np.ndarray, w: Windows, quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean (n, H) and quantiles (n, H, q) in the data's units."""
-        raw, _ = forward(theta, self.shapes, self.inputs(w))
-        raw = raw.reshape(len(w.scale), self.horizon, -1)
+        raw, _ = self.raw_outputs(theta, self.inputs(w))
         return mean_and_quantiles(raw, self.likelihood, w.scale[:, None], quantiles)
 
     def sample_paths(self, theta: np.ndarray, w: Windows, num_samples: int, rng: np.random.Generator) -> np.ndarray:
         """Paths (n, num_samples, H) in the data's units: the per-step distributions joined by the
         step correlation of :func:`~daskstate.algorithms.forecast.sampling.correlated_uniforms`."""
-        raw, _ = forward(theta, self.shapes, self.inputs(w))
-        raw = raw.reshape(len(w.scale), self.horizon, -1)
+        raw, _ = self.raw_outputs(theta, self.inputs(w))
         _, spread = mean_and_quantiles(raw, self.likelihood, w.scale[:, None], np.array([0.1, 0.9]))
         u = correlated_uniforms(spread[..., 1] - spread[..., 0], num_samples, rng)
         return values_at(raw, self.likelihood, w.scale[:, None], u)

@@ -75,6 +75,10 @@ def window_hash_unit(items: np.ndarray, item: np.ndarray, position: np.ndarray, 
     return (pd.util.hash_array(mixed) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+#: the smallest share of ``learning_rate`` the halving reaches (GluonTS: 5e-5 of 1e-3)
+MIN_LR_FACTOR = 0.05
+
+
 class NeuralForecastState(SeriesStateMixin, SGDState):
     """Base of the neural forecasters' states: ``theta`` and Adam's moments, windows as examples."""
 
@@ -158,9 +162,10 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         Adam's noise floor at a constant step size hides a better optimum: once an
         epoch fails to improve, smaller steps settle into it before the patience runs
         out (GluonTS halves its rate after 10 such epochs; here early stopping ends the
-        fit after ``early_stopping_patience`` of them, so the rate halves at each).
+        fit after ``early_stopping_patience`` of them, so the rate halves at each), down to
+        :data:`MIN_LR_FACTOR` of it.
         """
-        return float(self.params.get("learning_rate", 1e-3)) * 0.5 ** float(self.progress[2])
+        return float(self.params.get("learning_rate", 1e-3)) * max(0.5 ** float(self.progress[2]), MIN_LR_FACTOR)
 
     def _evaluate(self, X: TrainingWindows, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
         for w in self._windows(X, rows):
