@@ -195,8 +195,11 @@ def read_documents(documents: Any, where: str = "batch", on_invalid: str = "rais
     return s.fillna("").astype(str), 0
 
 
-def count_tokens(tokens: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def count_tokens(tokens: np.ndarray, docs: np.ndarray, sort: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct terms of a batch with their term and document frequencies.
+
+    Terms come sorted, or with ``sort=False`` in order of first appearance
+    (for a caller that sorts anyway, e.g. :meth:`FrequentTerms.add`).
 
     Examples
     --------
@@ -207,17 +210,22 @@ def count_tokens(tokens: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.n
     if not len(tokens):
         return np.array([], dtype=object), np.zeros(0, np.int64), np.zeros(0, np.int64)
     # hash the tokens, then sort only the distinct terms (far fewer than the tokens)
-    codes, uniq = pd.factorize(tokens)
+    codes, uniq = pd.factorize(np.asarray(tokens, dtype=object))
     uniq = np.asarray(uniq, dtype=object)
-    order = np.argsort(uniq)
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[order] = np.arange(len(uniq))
-    codes = rank[codes]
     n = len(uniq)
+    if sort:
+        order = np.argsort(uniq)
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        codes, uniq = rank[codes], uniq[order]
     tf = np.bincount(codes, minlength=n).astype(np.int64)
-    pair = pd.unique(np.asarray(docs, dtype=np.int64) * n + codes)  # each (document, term) once
-    df = np.bincount(pair % n, minlength=n).astype(np.int64)
-    return uniq[order], tf, df
+    # each (document, term) pair once: the distinct entries of the batch's document-term matrix, which
+    # scipy builds by counting, without hashing or sorting the pairs
+    docs = np.asarray(docs, dtype=np.int64)
+    pairs = sp.csr_matrix((np.ones(len(codes), np.int32), (docs, codes)), shape=(int(docs.max()) + 1, n))
+    pairs.sum_duplicates()
+    df = np.bincount(pairs.indices, minlength=n).astype(np.int64)
+    return uniq, tf, df
 
 
 def count_matrix(tokens: np.ndarray, docs: np.ndarray, vocabulary: pd.Index, n_docs: int) -> sp.csr_matrix:

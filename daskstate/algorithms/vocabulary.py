@@ -98,7 +98,7 @@ class VocabularyState(TextState):
         for start in range(0, len(X), DOCS_PER_BATCH):
             docs = X.iloc[start : start + DOCS_PER_BATCH]
             tokens, where = tok.tokenize(docs)
-            terms, tf, df = count_tokens(tokens, where)
+            terms, tf, df = count_tokens(tokens, where, sort=False)  # the table sorts them
             table = table.add(terms, tf, df, len(tokens))
             # token positions come in document order, so distinct documents are where the position changes
             empty += len(docs) - (int(np.count_nonzero(np.diff(where))) + 1 if len(where) else 0)
