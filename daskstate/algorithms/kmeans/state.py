@@ -63,7 +63,10 @@ def auto_extra_center_factor(k_max: int) -> int:
     columns per row), while the final quality comes mostly from the reduction's
     seeding and the sample's polish: on 2M rows of 16-dimensional blobs with
     ``k = 10`` the one-pass SSE is the same for ``K = 50``, 100 and 200; with
-    ``k = 100`` it is the same for ``K = 200`` and ``K = 2000``.
+    ``k = 100`` it is the same for ``K = 200`` and ``K = 2000``. Three centres per
+    cluster were tried for speed (``K = 30`` at ``k = 10``: 18% less update time, the
+    same SSE on those blobs) and dropped: with 20 clusters on 5 blobs in 8 partitions
+    (``K = 60``) the SSE was 2.4% above scikit-learn's, 1-2% with five.
     """
     k = max(1, int(k_max))
     centres = min(max(50, 5 * k), max(200, 2 * k))
