@@ -30,16 +30,22 @@ otherwise: symmetric alpha 1/K, chunksize 2000). daskstate: defaults (ProdLDA:
 Adam 0.01, beta_1 0.9, batch 64, early stopping on a 10% validation split, at
 most 50 epochs). All on one thread of BLAS per process, threaded scheduler.
 
-``--scale`` measures instead, on LDA-generated text (pseudo-words) in Parquet:
-documents/s of a fit (vocabulary pass, ``--epochs`` epochs, topic-word pass) on 1
-and 2 worker processes; the Vocabulary pass against a plain read-and-tokenize
-pass; peak RSS of a fit as the corpus grows 10x (every run in its own process).
+``--scale`` measures instead, on LDA-generated text (pseudo-words) in Parquet
+(``--docs`` documents, and 10x as many for the memory and Vocabulary runs):
+documents/s and documents per CPU second of a fit (vocabulary pass, ``--epochs``
+epochs, the validation scoring pass, topic-word pass) on 1 and 2 worker
+processes, with each worker's CPU seconds and peak RSS and the workers' compute
+seconds per task prefix; the workers' peak RSS of a 1-epoch fit on 2 workers at
+1x and 10x the corpus; the Vocabulary pass against a plain read-and-tokenize
+pass (every run in its own process; ``--parts`` picks the measurements).
 
 Usage::
 
     python -m benchmarks.bench_ntm                 # K = 20 and 50, 2 repeats
     python -m benchmarks.bench_ntm --ks 20 --repeats 1 --corpora lee
     python -m benchmarks.bench_ntm --scale --ks 20 --docs 20000 --epochs 2
+    # 100k and 1M documents: peak RSS of each worker
+    python -m benchmarks.bench_ntm --scale --ks 20 --docs 100000 --files 10 --epochs 1 --parts memory
 
 Writes benchmarks/results/ntm.json and prints a Markdown table.
 """
