@@ -292,15 +292,20 @@ def tree_reduce(leaves: list, name: str, split_every: int, merge: Callable = mer
     Depth is ``ceil(log_{split_every}(len(leaves)))``, so 10,000 partitions need
     only a handful of levels.
     """
+    merge_d = dask.delayed(merge, pure=True)
+    return reduce_in_groups(leaves, split_every,
+                            lambda group, depth, j: merge_d(*group, dask_key_name=(name, depth, j)))
+
+
+def reduce_in_groups(leaves: Sequence[Any], split_every: int, combine: Callable[[list, int, int], Any]) -> Any:
+    """The merge tree's shape, shared by graphs and in-process rounds: ``combine(group, depth, j)``
+    on consecutive groups of ``split_every`` items, level after level, until one is left."""
     if split_every < 2:
         raise ValueError(f"split_every must be >= 2, got {split_every}")
     level, depth = list(leaves), 0
-    merge_d = dask.delayed(merge, pure=True)
     while len(level) > 1:
-        level = [
-            merge_d(*level[i : i + split_every], dask_key_name=(name, depth, j))
-            for j, i in enumerate(range(0, len(level), split_every))
-        ]
+        level = [combine(level[i : i + split_every], depth, j)
+                 for j, i in enumerate(range(0, len(level), split_every))]
         depth += 1
     return level[0]
 
@@ -573,14 +578,12 @@ def _local_rounds(local: _LocalParts, state: State, rounds: Sequence[Sequence[in
             context = RoundContext(kind.epoch, rnd, i, inp.sources[i], options.seed) if kind.averaging else None
             return update_task(start, local.values[i], inp.number(i), inp.sources[i], options.on_invalid, context)
 
-        level = local.map(task, list(indices))
-        while len(level) > 1:  # tree_reduce's groups
-            level = [kind.combine(*level[i : i + options.split_every])
-                     for i in range(0, len(level), options.split_every)]
+        root = reduce_in_groups(local.map(task, list(indices)), options.split_every,
+                                lambda group, depth, j: kind.combine(*group))
         # the driver's running state (a copy of the fit's start, or a round's result) is its own, and the
         # tasks' results are fresh arrays: the round is folded in place (copying 2 x the state per round
         # cost a small model as much as its training)
-        current = kind.finish(current, level[0], in_place=True)
+        current = kind.finish(current, root, in_place=True)
     return current
 
 
