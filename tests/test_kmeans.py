@@ -587,3 +587,39 @@ def test_packed_assignment_matches_argmin(k, order):
         nearest_centers_packed(X, np.zeros((101, 5)), shift=shift)
     same, _ = nearest_centers(X, C, shift=shift, dtype=np.float32)
     assert np.mean(same == labels) > 0.999
+
+
+@pytest.mark.parametrize("order, dtype, weighted", [("C", np.float64, False), ("F", np.float64, True),
+                                                    ("F", np.float32, False), ("C", np.float32, True)])
+def test_cluster_sums_match_a_sum_per_cluster(order, dtype, weighted):
+    from daskstate.algorithms.kmeans.numerics import cluster_sums
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2000, 6)).astype(dtype)
+    X = np.asfortranarray(X) if order == "F" else X
+    labels = rng.integers(0, 9, size=len(X))  # cluster 9 of 10 stays empty
+    w = rng.random(len(X)) if weighted else None
+    got = cluster_sums(labels, X, 10, weights=w)
+    rows = X.astype(np.float64) * (1.0 if w is None else w[:, None])
+    want = np.stack([rows[labels == c].sum(axis=0) for c in range(10)])
+    assert got.dtype == np.float64 and got.shape == (10, 6)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+    assert not got[9].any()
+    assert cluster_sums(labels[:0], X[:0], 4).shape == (4, 6)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 8\)"):
+        cluster_sums(labels, X, 8)  # compiled code would write past the output
+
+
+def test_valid_rows_fast_path_still_names_bad_rows():
+    from daskstate.data import _valid_rows
+
+    schema = Schema(features=("a", "b"))
+    X = np.ones((50, 2))
+    assert _valid_rows(X, None, schema, "raise", "part 0") is None
+    big = np.full((4, 2), 1e308)  # the column sums overflow to inf: every value is finite
+    assert _valid_rows(big, None, schema, "raise", "part 0") is None
+    X[7, 1] = np.nan
+    with pytest.raises(DataError, match=r"part 0: 1 row\(s\) with NaN or inf \(first at row 7\).*'b' \(1\)"):
+        _valid_rows(X, None, schema, "raise", "part 0")
+    keep = _valid_rows(np.ones((3, 2)), np.array([1.0, np.inf, 2.0]), schema, "skip", "part 0")
+    np.testing.assert_array_equal(keep, [True, False, True])
