@@ -119,7 +119,8 @@ class NTMState(CountsReader, SGDState):
     @property
     def layout(self) -> nn.Layout:
         p = self.params
-        return nn.Layout(self.n_words, int(p["n_components"]), tuple(p["encoder_layers"]), bool(p["batch_norm"]))
+        return nn.Layout(self.n_words, int(p["n_components"]), tuple(p["encoder_layers"]), bool(p["batch_norm"]),
+                         bool(p.get("background", False)))
 
     @property
     def prior(self) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +139,20 @@ class NTMState(CountsReader, SGDState):
         self.topic_word = np.zeros((layout.n_topics, layout.n_words))  # from a pass after training
 
     def _start(self, statistics: State) -> None:
-        """No statistics pass: the network starts from its seeded initial weights."""
+        """No statistics pass: the network starts from its seeded initial weights (see :meth:`start_background`)."""
+
+    def start_background(self, word_counts: np.ndarray) -> None:
+        """Start the decoder's background (``b_dec``) at the words' log-frequencies, before training.
+
+        From zero, Adam's steps of about ``learning_rate`` each would take hundreds
+        of steps to reach log-frequencies that span ~10; meanwhile the topics
+        absorbed the frequent words.
+        """
+        if len(word_counts) != self.n_words:
+            raise ValueError(f"word_counts has {len(word_counts)} entries for {self.n_words} words")
+        start = nn.background_logits(word_counts).astype(self.weights.dtype)
+        for params in (self.weights, self.anchor_weights, self.best_weights):
+            self.layout.views(params)["b_dec"][...] = start
 
     # ---- the trainer's hooks: documents, validation, gradient steps ----------------------
     def _training_batch(self, X: sp.csr_matrix, where: str) -> sp.csr_matrix:
@@ -315,6 +329,26 @@ class CooccurrenceState(CountsReader):
         return {"npmi": npmi}
 
 
+@register
+class WordCountState(CountsReader):
+    """Each word's count over the corpus (a sum: exact, mergeable): the decoder's starting background."""
+
+    algorithm = "ntm_word_counts"
+    array_names = ("word_counts",)
+
+    def _init_arrays(self) -> None:
+        self.word_counts = np.zeros(self.n_words)
+
+    def _update(self, X: sp.csr_matrix, y: Any, context: Any = None) -> None:
+        self.word_counts = self.word_counts + np.asarray(X.sum(axis=0)).ravel()
+
+    def _merge(self, other: WordCountState) -> None:
+        self.word_counts = self.word_counts + other.word_counts
+
+    def finalize(self) -> np.ndarray:
+        return self.word_counts
+
+
 def topic_uniqueness(top: np.ndarray) -> np.ndarray:
     """Topic uniqueness (Nan et al. 2019) of each topic's top words: mean of 1 / (topics sharing the word).
 
@@ -347,6 +381,13 @@ class NeuralTopicModel(SGDEstimator):
         Dropout rate on the encoder's last layer and on the topic proportions.
     batch_norm : bool
         Batch norm on the encoder heads and the decoder logits (prevents topic collapse).
+    background : bool
+        With batch norm, a learned log-frequency per word added to the decoder's
+        normalised logits, started at the corpus's word frequencies (from the
+        fitted vocabulary's counts, or one pass over count inputs). The topics then
+        model how documents deviate from it, and do not spend their top words on
+        frequent words: on the benchmark corpora NPMI rose by 0.03-0.08 and the
+        validation loss fell faster (see ``docs/topic-model.md``).
     learning_rate, beta_1, beta_2 : float
         Adam.
     batch_size : int
@@ -413,7 +454,7 @@ class NeuralTopicModel(SGDEstimator):
 
     def __init__(self, n_components: int = 10, *, encoder_layers: Sequence[int] = (100, 100),
                  activation: str = "softplus", prior_alpha: float = 1.0, dropout: float = 0.2,
-                 batch_norm: bool = True, learning_rate: float = 0.01, beta_1: float = 0.9,
+                 batch_norm: bool = True, background: bool = True, learning_rate: float = 0.01, beta_1: float = 0.9,
                  beta_2: float = 0.999, batch_size: int = 64, epochs: int = 50, sync_every: int = 4,
                  validation_fraction: float = 0.1, early_stopping_patience: int = 5, tol: float = 1e-3,
                  topic_word_prior: float | None = None, transform_steps: int = 50,
@@ -428,6 +469,7 @@ class NeuralTopicModel(SGDEstimator):
         self.prior_alpha = prior_alpha
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.background = background
         self.learning_rate = learning_rate
         self.beta_1 = beta_1
         self.beta_2 = beta_2
@@ -459,6 +501,7 @@ class NeuralTopicModel(SGDEstimator):
         "prior_alpha": [Floats(0, closed="neither"), list, tuple, np.ndarray],
         "dropout": [Floats(0, 1)],
         "batch_norm": ["boolean"],
+        "background": ["boolean"],
         "learning_rate": [Floats(0, closed="neither")],
         "beta_1": [Floats(0, 1)],
         "beta_2": [Floats(0, 1)],
@@ -514,14 +557,15 @@ class NeuralTopicModel(SGDEstimator):
         inp.in_memory = inp.is_dask and not isinstance(X, dd.DataFrame | dd.Series | da.Array)
         return inp
 
-    def _vocabulary_terms(self, inp: Input, options: FitOptions) -> list[str]:
+    def _vocabulary_terms(self, inp: Input, options: FitOptions) -> tuple[list[str], np.ndarray | None]:
+        """The terms, and their counts in ``inp`` when the vocabulary pass counted them (else None)."""
         if self.vocabulary is not None:
             terms = self._given_terms()
             if not terms:
                 raise DataError("the vocabulary given is empty")
-            return terms
+            return terms, None
         if inp.schema.dtypes[:1] != ("str",):
-            return list(inp.schema.features)
+            return list(inp.schema.features), None
         voc = Vocabulary(self.max_features, min_df=self.min_df, max_df=self.max_df, token_pattern=self.token_pattern,
                          stop_words=self.stop_words, lowercase=self.lowercase)
         voc._validate_params()
@@ -533,7 +577,7 @@ class NeuralTopicModel(SGDEstimator):
                 f"the text has {len(terms)} term(s) with min_df={self.min_df!r}, max_df={self.max_df!r} "
                 f"over {voc.n_documents_} documents; a topic model needs at least 2 (lower min_df?)"
             )
-        return terms
+        return terms, np.asarray(voc.term_frequency_, dtype=np.float64)
 
     def _given_terms(self) -> list[str]:
         voc = self.vocabulary
@@ -546,7 +590,8 @@ class NeuralTopicModel(SGDEstimator):
             "input": "text" if text else "counts",
             "n_words": len(terms), "terms": list(terms),
             "n_components": int(self.n_components), "encoder_layers": list(nn.as_layers(self.encoder_layers)),
-            "activation": self.activation, "batch_norm": bool(self.batch_norm), "dropout": float(self.dropout),
+            "activation": self.activation, "batch_norm": bool(self.batch_norm),
+            "background": bool(self.batch_norm and self.background), "dropout": float(self.dropout),
             "prior_alpha": alpha.tolist(), "learning_rate": float(self.learning_rate),
             "beta_1": float(self.beta_1), "beta_2": float(self.beta_2), "batch_size": int(self.batch_size),
             "bn_momentum": 0.1, "validation_fraction": float(self.validation_fraction),
@@ -569,8 +614,13 @@ class NeuralTopicModel(SGDEstimator):
         options = self._fit_options(checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                                     split_every=split_every)
         inp = self._input(X)
-        terms = self._vocabulary_terms(inp, options)
+        terms, word_counts = self._vocabulary_terms(inp, options)
         state = NTMState(inp.schema, self._state_params(inp, terms))
+        if state.layout.background:
+            if word_counts is None:
+                word_counts = self._extra_pass(inp, WordCountState(state.schema, state.params),
+                                               options.at("word_counts")).finalize()
+            state.start_background(word_counts)
         state = self._fold(inp, state, options=options)
         self._check_enough_rows(state)
         self._set_state(state, self._finalize_overrides())
@@ -843,5 +893,5 @@ def match_topics(fitted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return S[rows, cols]
 
 
-__all__ = ["CooccurrenceState", "NTMState", "NeuralTopicModel", "match_topics", "npmi_coherence", "synthetic_lda_corpus",
+__all__ = ["CooccurrenceState", "NTMState", "NeuralTopicModel", "WordCountState", "match_topics", "npmi_coherence", "synthetic_lda_corpus",
            "topic_uniqueness"]
