@@ -274,8 +274,9 @@ def test_bad_documents_and_counts_raise_naming_the_partition():
 def test_dask_array_of_counts_and_early_stopping():
     X, topics, _ = synthetic_lda_corpus(1200, 60, 4, seed=3)
     lazy = da.from_array(X.toarray(), chunks=(300, 60))
-    model = NeuralTopicModel(4, epochs=200, early_stopping_patience=3, tol=0.0,
+    model = NeuralTopicModel(4, epochs=200, early_stopping_patience=3, tol=0.0, plateau_share=0.0,
                              random_state=0, sync_every=2).fit(lazy)
+    assert model.state_.extra_meta["stopped_by"] == "patience"
     assert model.n_iter_ < 200  # stopped early
     best = int(np.nanargmin(model.validation_loss_))
     assert model.n_iter_ - 1 - best >= 3  # ... after 3 epochs without a better validation loss
@@ -350,7 +351,7 @@ def test_float32_step_stays_float32_and_matches_float64():
         m, v = np.zeros_like(w), np.zeros_like(w)
         loss, cache = nn.train_step(w, m, v, 1.0, X, noise, layout, activation="softplus", prior=prior,
                                     learning_rate=0.01, beta_1=0.9, beta_2=0.999)
-        assert w.dtype == m.dtype == v.dtype == cache["P"].dtype == dtype
+        assert w.dtype == m.dtype == v.dtype == cache["E"].dtype == dtype
         steps[dtype] = (loss, w)
     assert steps[np.float32][0] == pytest.approx(steps[np.float64][0], rel=1e-5)
     np.testing.assert_allclose(steps[np.float32][1], steps[np.float64][1], atol=1e-5)
