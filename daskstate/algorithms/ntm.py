@@ -94,6 +94,11 @@ class CountsReader(State):
             raise SchemaError(f"batch has shape {np.shape(X)}; expected CSR counts with {self.n_words} columns")
         return int(X.shape[0])
 
+    def copy(self) -> State:
+        """A deep copy that shares the parameters and schema (never mutated; they hold the whole vocabulary,
+        whose deep copy cost a small fit more than a few epochs)."""
+        return copy.deepcopy(self, {id(self.params): self.params, id(self.schema): self.schema})
+
 
 
 @register
@@ -110,6 +115,7 @@ class NTMState(CountsReader, SGDState):
     """
 
     algorithm = "ntm"
+    copy = SGDState.copy  # not CountsReader's: the trainer's copy shares the history too (see _copy)
     supervised = False
     packed = False
     parameters = ("weights", "bn_stats")
@@ -189,7 +195,7 @@ class NTMState(CountsReader, SGDState):
 
     def _evaluate(self, X: sp.csr_matrix, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
         """Loss (reconstruction + KL, in inference mode) and words of the documents ``rows``."""
-        docs = X[rows]
+        docs = X[rows].astype(params["weights"].dtype)  # float64 counts would compute it all in float64
         rec, kl = self.document_losses(docs, params["weights"], params["bn_stats"])
         self.ev_loss += float((rec + kl).sum())
         self.ev_n += float(docs.sum())
