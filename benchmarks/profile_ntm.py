@@ -62,7 +62,13 @@ def main() -> None:
     import dask
 
     import daskstate
-    from benchmarks.bench_ntm import fit_sklearn, lee_corpus, package_paragraphs, split_corpus, warm_up
+    from benchmarks.bench_ntm import (
+        fit_sklearn,
+        lee_corpus,
+        package_paragraphs,
+        split_corpus,
+        warm_up,
+    )
     from benchmarks.common import write_results
 
     dask.config.set(scheduler="sync")  # every task on this thread, so thread CPU time sees them all
