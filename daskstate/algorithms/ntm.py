@@ -182,7 +182,7 @@ class NTMState(CountsReader, SGDState):
             if b - a < 2 and layout.batch_norm:
                 continue
             Xb = X[a:b]
-            noise = nn.draw_noise(rng, b - a, layout, float(p["dropout"]))
+            noise = nn.draw_noise(rng, b - a, layout, float(p["dropout"]), self.weights.dtype)
             self.adam_t += 1.0
             loss, cache = nn.train_step(self.weights, self.adam_m, self.adam_v, float(self.adam_t[0]), Xb, noise,
                                         layout, activation=p["activation"], prior=prior,
