@@ -24,6 +24,10 @@ when the epochs ran out (negative NPMI on package descriptions). The defaults ar
 Adam's usual beta_1 = 0.9 with learning rate 0.01, which reach a lower validation
 loss in 2-3x fewer steps on the gensim Lee corpus, package descriptions and
 planted LDA corpora (see benchmarks/bench_ntm.py).
+
+The decoder adds a learned log-frequency per word (``background``, started at the
+corpus's word frequencies) to its batch-normalised logits, so the topics model
+deviations from the background rather than frequent words (docs/topic-model.md).
 """
 
 from __future__ import annotations
