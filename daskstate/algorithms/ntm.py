@@ -397,8 +397,9 @@ class NeuralTopicModel(SGDEstimator):
         Batch norm on the encoder heads and the decoder logits (prevents topic collapse).
     background : bool
         With batch norm, a learned log-frequency per word added to the decoder's
-        normalised logits, started at the corpus's word frequencies (from the
-        fitted vocabulary's counts, or one pass over count inputs). The topics then
+        normalised logits, started at the corpus's word frequencies (the counts of
+        the vocabulary this fit learns from text; otherwise one more pass over the
+        input: count matrices, or text with a given ``vocabulary``). The topics then
         model how documents deviate from it, and do not spend their top words on
         frequent words: on the benchmark corpora NPMI rose by 0.03-0.08 and the
         validation loss fell faster (see ``docs/topic-model.md``).
