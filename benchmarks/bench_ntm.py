@@ -26,9 +26,14 @@ document's words are split at random in two halves:
 
 Peers' settings: scikit-learn ``LatentDirichletAllocation(learning_method="online",
 max_iter=10)`` (its defaults otherwise); gensim ``LdaModel(passes=10)`` (defaults
-otherwise: symmetric alpha 1/K, chunksize 2000). daskstate: defaults (ProdLDA:
-Adam 0.01, beta_1 0.9, batch 64, early stopping on a 10% validation split, at
-most 50 epochs). All on one thread of BLAS per process, threaded scheduler.
+otherwise: symmetric alpha 1/K, chunksize 2000). daskstate: defaults (ProdLDA with
+a background log-frequency per word: Adam 0.01, beta_1 0.9, batch 64, early
+stopping on a 10% validation split, at most 50 epochs), or ``--ntm-params`` (JSON
+of hyperparameters, e.g. ``'{"background": false, "plateau_share": 0}'`` for the
+model before issue 12's last changes). BLAS threads: each library's own (OpenBLAS
+starts one per core; numpy is imported before ``OMP_NUM_THREADS`` could be set, so
+scikit-learn's products use both cores; daskstate runs as its states declare).
+Threaded scheduler. ``seconds`` is wall time, ``cpu_seconds`` the process's.
 
 ``--scale`` measures instead, on LDA-generated text (pseudo-words) in Parquet
 (``--docs`` documents, and 10x as many for the memory and Vocabulary runs):
@@ -112,10 +117,14 @@ def split_corpus(X: sp.csr_matrix, seed: int = 0) -> dict[str, sp.csr_matrix]:
 
 
 # ---------------------------------------------------------------------------- models
+#: hyperparameters of the daskstate fits beyond K and the seed (``--ntm-params``)
+NTM_PARAMS: dict[str, Any] = {}
+
+
 def fit_daskstate(X: sp.csr_matrix, K: int, seed: int) -> Any:
     import daskstate
 
-    return daskstate.NeuralTopicModel(K, random_state=seed).fit(X)
+    return daskstate.NeuralTopicModel(K, random_state=seed, **NTM_PARAMS).fit(X)
 
 
 def fit_sklearn(X: sp.csr_matrix, K: int, seed: int) -> Any:
@@ -174,6 +183,8 @@ def evaluate(name: str, model: Any, parts: dict[str, sp.csr_matrix]) -> dict[str
         out["completion_perplexity_own_decoder"] = completion_perplexity(model.predict_words(parts["first"]),
                                                                          parts["second"])
         out["epochs"] = int(model.n_iter_)
+        out["steps"] = int(model.state_.adam_t[0])
+        out["stopped_by"] = model.state_.extra_meta.get("stopped_by")
     return out
 
 
@@ -204,6 +215,7 @@ def run_corpus(label: str, X: sp.csr_matrix, ks: list[int], repeats: int, seed: 
                    "vocabulary": X.shape[1], "seconds": statistics.median(times[name]), "all_seconds": times[name],
                    "cpu_seconds": statistics.median(cpu[name]), "all_cpu_seconds": cpu[name],
                    "cpu_vs_sklearn": statistics.median(cpu[name]) / sk_cpu,
+                   "wall_vs_sklearn": statistics.median(times[name]) / statistics.median(times["sklearn LDA (online)"]),
                    "loadavg": os.getloadavg()[0], **evaluate(name, models[name], parts)}
             if truth is not None and K == len(truth):
                 from daskstate.algorithms.ntm import match_topics
@@ -412,6 +424,7 @@ def main() -> None:
     parser.add_argument("--synthetic-docs", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-name", default="ntm")
+    parser.add_argument("--ntm-params", default="{}", help="JSON: NeuralTopicModel hyperparameters for the daskstate fits")
     parser.add_argument("--scale", action="store_true",
                         help="instead: throughput (1 and 2 worker processes), Vocabulary vs read+tokenize, RSS at 10x")
     parser.add_argument("--data", default="/tmp/daskstate-bench-ntm", help="folder for the --scale corpora")
@@ -423,6 +436,9 @@ def main() -> None:
     parser.add_argument("--vocabulary-size", choices=["1x", "10x"], default="10x",
                         help="--scale: the corpus of the Vocabulary vs read+tokenize runs")
     args = parser.parse_args()
+    import json
+
+    NTM_PARAMS.update(json.loads(args.ntm_params))
     if args.scale:
         from benchmarks.common import write_results
 
@@ -451,8 +467,8 @@ def main() -> None:
         voc = daskstate.Vocabulary(args.max_features, min_df=2, max_df=0.5).fit(docs)
         X = voc.transform(docs)
         rows += run_corpus(f"{label} ({len(docs)} docs)", X, args.ks, args.repeats, args.seed)
-    cols = ["corpus", "K", "fit", "seconds", "cpu_seconds", "cpu_vs_sklearn", "completion_perplexity", "completion_perplexity_own_decoder", "npmi",
-            "topic_uniqueness", "planted_mean_cosine", "epochs"]
+    cols = ["corpus", "K", "fit", "seconds", "cpu_seconds", "cpu_vs_sklearn", "wall_vs_sklearn", "completion_perplexity",
+            "completion_perplexity_own_decoder", "npmi", "topic_uniqueness", "planted_mean_cosine", "epochs", "loadavg"]
     path = write_results(args.results_name, {"rows": rows, "args": vars(args)})
     print(markdown_table(rows, cols))
     print("wrote", path)

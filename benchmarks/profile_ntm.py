@@ -1,7 +1,8 @@
 """Where a small topic-model fit spends its CPU time: the training steps against the trainer's fixed costs.
 
 Fits :class:`daskstate.NeuralTopicModel` (defaults) on the training documents of
-the gensim Lee corpus, as ``bench_ntm`` prepares them, and reports the process's
+the gensim Lee corpus or the installed packages' descriptions (``--corpus``), as
+``bench_ntm`` prepares them, and reports the process's
 CPU seconds of the fit, the share spent inside the training steps
 (``ntm_numerics.train_step``), the validation scoring and the state copies, and
 how many Dask graphs of rounds the engine built (``engine.build_rounds``).
@@ -10,7 +11,7 @@ ratio of CPU seconds is measured in the same conditions; the load average is rec
 
 Usage::
 
-    python -m benchmarks.profile_ntm --repeats 3 [--ks 20 50] [--results-name ntm_profile]
+    python -m benchmarks.profile_ntm --repeats 3 [--ks 20 50] [--corpus packages] [--results-name ntm_profile]
 """
 
 from __future__ import annotations
@@ -55,16 +56,23 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[20])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results-name", default="ntm_profile")
+    parser.add_argument("--corpus", choices=["lee", "packages"], default="lee")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import dask
 
     import daskstate
-    from benchmarks.bench_ntm import fit_sklearn, lee_corpus, split_corpus, warm_up
+    from benchmarks.bench_ntm import (
+        fit_sklearn,
+        lee_corpus,
+        package_paragraphs,
+        split_corpus,
+        warm_up,
+    )
     from benchmarks.common import write_results
 
     dask.config.set(scheduler="sync")  # every task on this thread, so thread CPU time sees them all
-    docs = lee_corpus()
+    docs = lee_corpus() if args.corpus == "lee" else package_paragraphs()
     X = daskstate.Vocabulary(2000, min_df=2, max_df=0.5).fit(docs).transform(docs)
     train = split_corpus(X, 0)["train"]
     warm_up(train, 0)
@@ -86,7 +94,7 @@ def main() -> None:
             fit_sklearn(train, K, 0)
             sk.append(time.process_time() - c0)
         best = min(runs, key=lambda r: r["cpu_seconds"])
-        row = {"K": K, "train_docs": train.shape[0], **best,
+        row = {"corpus": args.corpus, "K": K, "train_docs": train.shape[0], "vocabulary": train.shape[1], **best,
                "training_step_share": best.get("training steps seconds", 0.0) / best["cpu_seconds"],
                "graphs_per_epoch": best.get("graphs built calls", 0) / best["epochs"],
                "all_cpu_seconds": [r["cpu_seconds"] for r in runs], "sklearn_cpu_seconds": sk,

@@ -352,8 +352,11 @@ class SGDState(State):
         for name in (*MONITOR_ARRAYS, *self.eval_arrays(), *("best_" + n for n in self.eval_arrays())):
             setattr(self, name, np.zeros_like(getattr(self, name)))
         self.extra_meta["early_stopped"] = False
+        self.extra_meta.pop("stopped_by", None)
         self.extra_meta.pop("check_start", None)
         self.extra_meta.pop("recent_losses", None)
+        self.extra_meta.pop("plateau_losses", None)
+        self.extra_meta.pop("plateau_first", None)
 
     def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: float,
                      rounds: float | None = None) -> np.ndarray:
@@ -483,6 +486,7 @@ class SGDState(State):
             check.update(train_loss=float(self.mon_loss[0] / self.mon_n[0]) if self.mon_n[0] > 0 else None,
                          train_n=float(self.mon_n[0]), validation_loss=float(loss[0]) if validated else None,
                          validation_n=float(self.ev_n[0]), trained=float(self.trained[0]))
+        flattened = False
         if loss is not None:
             model, metric, model_loss = self.selected()
             watched = self._watched(metric, float(loss[0]), patience)
@@ -491,6 +495,7 @@ class SGDState(State):
                 self.progress[2] = 0.0
             elif self._counts_staleness():
                 self.progress[2] += 1.0
+            flattened = self._flattened(float(loss[0]), patience)
             if math.isfinite(model_loss):
                 check.update(loss=model_loss, model=model, metric=metric)
         history = list(self.extra_meta.get("history", []))
@@ -509,8 +514,10 @@ class SGDState(State):
         self._set_params("anchor", self._params("current"))
         for name in (*MONITOR_ARRAYS, *self.eval_arrays()):
             getattr(self, name)[...] = 0.0
-        stop = bool(patience) and bool(self.progress[2] >= int(patience))
+        stop = bool(patience) and bool(self.progress[2] >= int(patience)) or flattened
         self.extra_meta["early_stopped"] = stop
+        if stop:
+            self.extra_meta["stopped_by"] = "plateau_share" if flattened else "patience"
         return stop
 
     def _watched(self, metric: float, loss: float, patience: int | None) -> float:
@@ -525,6 +532,29 @@ class SGDState(State):
         recent = [*self.extra_meta.get("recent_losses", []), loss][-max(int(patience or 1), 1):]
         self.extra_meta["recent_losses"] = recent
         return -float(np.mean(recent))
+
+    def _flattened(self, loss: float, patience: int | None) -> bool:
+        """Diminishing returns: the last ``patience`` checks' mean loss fell by less than ``params["plateau_share"]``
+        of the fall since the fit's first check (a single model that sets it; others: never).
+
+        The curve of a noisy model keeps falling slowly long after most of the gain
+        is made: a rule on a fixed ``tolerance`` waits for it to stop, which can be
+        twice the epochs. This rule is scale-free (a share of the gain so far, the
+        same for any corpus or loss), and compares means of ``patience`` checks, so
+        one lucky or unlucky check does not decide it. It counts only once
+        :meth:`_counts_staleness` allows.
+        """
+        share = float(self.params.get("plateau_share") or 0.0)
+        if share <= 0 or self.packed or not patience or not math.isfinite(loss):
+            return False
+        p = int(patience)
+        first = float(self.extra_meta.setdefault("plateau_first", loss))
+        losses = [*self.extra_meta.get("plateau_losses", []), loss][-2 * p:]
+        self.extra_meta["plateau_losses"] = losses
+        if len(losses) < 2 * p or not self._counts_staleness():
+            return False
+        before, now = float(np.mean(losses[:p])), float(np.mean(losses[p:]))
+        return first - now > 0 and before - now < share * (first - now)
 
     def begin_eval(self, params: str = "anchor", rows: str = "validation") -> SGDState:
         """A copy that scores ``params`` ("anchor", "best", "current" or "anchor+best") of every model on ``rows``.

@@ -21,12 +21,14 @@ def _numeric_grad(f, w: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("batch_norm", [True, False])
+@pytest.mark.parametrize("batch_norm,background", [(True, False), (True, True), (False, False)])
 @pytest.mark.parametrize("activation", nn.ACTIVATIONS)
-def test_gradient_matches_finite_differences(batch_norm, activation):
+def test_gradient_matches_finite_differences(batch_norm, background, activation):
     rng = np.random.default_rng(3)
-    layout = nn.Layout(n_words=11, n_topics=3, encoder_layers=(6, 4), batch_norm=batch_norm)
+    layout = nn.Layout(n_words=11, n_topics=3, encoder_layers=(6, 4), batch_norm=batch_norm, background=background)
     w = nn.init_weights(layout, rng) + 0.1 * rng.standard_normal(layout.size)
+    if background:
+        layout.views(w)["b_dec"][...] = nn.background_logits(rng.poisson(5.0, 11))
     X = sp.csr_matrix(rng.poisson(0.8, size=(7, 11)).astype(float))
     noise = nn.draw_noise(rng, 7, layout, dropout=0.3)
     prior = nn.laplace_prior(np.array([0.3, 1.0, 2.0]), 3)
@@ -121,6 +123,42 @@ def test_finds_planted_topics_at_larger_sizes(K, V, D, seed):
     sim = match_topics(model.components_, topics)
     assert sim.mean() >= 0.9, sim
     assert sim.min() >= 0.5, sim
+
+
+def _corpus_with_frequent_words(seed: int) -> sp.csr_matrix:
+    """Planted LDA topics plus as many words again from one Zipf-shaped background distribution."""
+    X, topics, _ = synthetic_lda_corpus(1500, 200, 5, seed=seed, doc_length=60)
+    rng = np.random.default_rng(seed)
+    zipf = 1.0 / np.arange(1, 201)
+    zipf = zipf[rng.permutation(200)] / zipf.sum()
+    return sp.csr_matrix(X.toarray() + rng.multinomial(60, zipf, size=1500))
+
+
+def test_background_frequencies_speed_up_training():
+    """A learned per-word background, started at the words' frequencies: the validation loss falls much faster.
+
+    Without it the decoder's batch-normalised logits give every word mean 0 and
+    variance 1 over a batch, and the frequent words' mass has to be learned as
+    the topics' shape (10 epochs: 5.06 nats per word against 4.32 with it).
+    """
+    X = _corpus_with_frequent_words(0)
+    kw = dict(epochs=10, random_state=0)
+    plain = NeuralTopicModel(5, background=False, **kw).fit(X)
+    with_background = NeuralTopicModel(5, **kw).fit(X)
+    assert with_background.validation_loss_[-1] < plain.validation_loss_[-1] - 0.3
+    b_dec = with_background.state_.layout.views(with_background.state_.best_weights)["b_dec"]
+    assert np.corrcoef(b_dec, np.log(np.asarray(X.sum(axis=0)).ravel()))[0, 1] > 0.95  # started there, kept
+    assert "b_dec" not in plain.state_.layout.shapes
+    # text input: the vocabulary pass's counts start it (no pass of its own)
+    docs = ["apples pears apples", "pears plums", "rockets planets rockets stars"] * 20
+    est = NeuralTopicModel(2, epochs=1, min_df=1, random_state=0)
+    terms, word_counts = est._vocabulary_terms(est._input(docs), est._fit_options())
+    X = daskstate.Vocabulary(min_df=1).fit(docs).transform(docs)
+    np.testing.assert_array_equal(word_counts, np.asarray(X.sum(axis=0)).ravel())
+    state = est.fit(docs).state_
+    assert state.params["background"] and list(state.terms) == terms
+    with pytest.raises(ValueError, match="word_counts has 3 entries for 6 words"):
+        state.start_background(np.ones(3))
 
 
 def test_without_batch_norm_and_with_plain_momentum_topics_are_worse():
@@ -236,8 +274,9 @@ def test_bad_documents_and_counts_raise_naming_the_partition():
 def test_dask_array_of_counts_and_early_stopping():
     X, topics, _ = synthetic_lda_corpus(1200, 60, 4, seed=3)
     lazy = da.from_array(X.toarray(), chunks=(300, 60))
-    model = NeuralTopicModel(4, epochs=200, early_stopping_patience=3, tol=0.0,
+    model = NeuralTopicModel(4, epochs=200, early_stopping_patience=3, tol=0.0, plateau_share=0.0,
                              random_state=0, sync_every=2).fit(lazy)
+    assert model.state_.extra_meta["stopped_by"] == "patience"
     assert model.n_iter_ < 200  # stopped early
     best = int(np.nanargmin(model.validation_loss_))
     assert model.n_iter_ - 1 - best >= 3  # ... after 3 epochs without a better validation loss
@@ -312,7 +351,7 @@ def test_float32_step_stays_float32_and_matches_float64():
         m, v = np.zeros_like(w), np.zeros_like(w)
         loss, cache = nn.train_step(w, m, v, 1.0, X, noise, layout, activation="softplus", prior=prior,
                                     learning_rate=0.01, beta_1=0.9, beta_2=0.999)
-        assert w.dtype == m.dtype == v.dtype == cache["P"].dtype == dtype
+        assert w.dtype == m.dtype == v.dtype == cache["E"].dtype == dtype
         steps[dtype] = (loss, w)
     assert steps[np.float32][0] == pytest.approx(steps[np.float64][0], rel=1e-5)
     np.testing.assert_allclose(steps[np.float32][1], steps[np.float64][1], atol=1e-5)

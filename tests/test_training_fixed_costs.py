@@ -5,7 +5,8 @@
   as the same data given as a Dask collection.
 - A round's task copies only the arrays the rounds protocol lets it change.
 - A single model's early stopping does not fire while a noisy validation loss is
-  still falling, and does fire once it has flattened.
+  still falling, and does fire once it has flattened; with ``plateau_share`` it
+  fires once the last epochs brought a small share of the gain so far.
 """
 
 from __future__ import annotations
@@ -78,11 +79,15 @@ def test_a_round_task_copies_only_what_it_may_change():
     assert state.extra_meta["history"][-1].get("epoch") != 99
 
 
-def _checked_epochs(losses: np.ndarray, patience: int = 5, tol: float = 1e-3, steps_per_epoch: int = 10**6) -> int:
-    """Epochs a topic model trains when its epochs' validation losses per word are ``losses``."""
+def _checked_epochs(losses: np.ndarray, patience: int = 5, tol: float = 1e-3, steps_per_epoch: int = 10**6,
+                    plateau_share: float = 0.0) -> int:
+    """Epochs a topic model trains when its epochs' validation losses per word are ``losses``.
+
+    ``plateau_share=0``: the patience rule on ``tol`` alone.
+    """
     X = sp.csr_matrix(np.eye(6) * 3.0)
-    state = NeuralTopicModel(2, epochs=1, random_state=0, encoder_layers=(4,), validation_fraction=0.0).fit(
-        X).state_.resume_training()
+    state = NeuralTopicModel(2, epochs=1, random_state=0, encoder_layers=(4,), validation_fraction=0.0,
+                             plateau_share=plateau_share).fit(X).state_.resume_training()
     for epoch, loss in enumerate(losses):
         state.adam_t[:] = steps_per_epoch * (epoch + 1)  # Adam's steps: the warm-up
         state.ev_loss[:], state.ev_n[:] = loss * 1000.0, 1000.0
@@ -125,3 +130,25 @@ def test_early_stopping_on_a_recorded_small_corpus_curve():
 def test_early_stopping_still_stops_a_clean_plateau_after_patience_epochs():
     losses = np.r_[np.linspace(8.0, 7.0, 10), np.full(30, 7.0)]
     assert _checked_epochs(losses, patience=3) <= 10 + 2 * 3
+
+
+def test_plateau_share_stops_once_most_of_the_gain_is_made():
+    """Diminishing returns (the topic model's ``plateau_share=0.05``) on ``7.15 + 1.3 exp(-epoch / 15)``.
+
+    The mean of the last 5 epochs falls by less than 5% of the fall since the
+    first epoch from epoch ~36 on, with 91% of the gain made (0.12 of 1.3 nats
+    per word left); the patience rule on ``tol`` alone trains to epoch ~60 for it.
+    """
+    for seed in range(10):
+        e = np.arange(120)
+        losses = 7.15 + 1.3 * np.exp(-e / 15) + 0.02 * np.random.default_rng(seed).standard_normal(120)
+        with_share, alone = _checked_epochs(losses, plateau_share=0.05), _checked_epochs(losses)
+        assert 30 <= with_share <= 42 and with_share <= alone - 10, (seed, with_share, alone)
+    # the loss first rises (the encoder starts to use the topics), then falls steadily: no stop while it falls
+    rising = np.r_[np.linspace(8.4, 9.0, 3), 9.0 - 0.05 * np.arange(40)]
+    assert _checked_epochs(rising, steps_per_epoch=8, plateau_share=0.05) == _checked_epochs(rising, steps_per_epoch=8)
+    assert _checked_epochs(9.0 - 0.05 * np.arange(40), plateau_share=0.05) == 40
+    # the recorded packages curve: the first epoch's loss is the reference, the bump does not count as a gain
+    assert 20 <= _checked_epochs(np.array(PACKAGES_K50), steps_per_epoch=8, plateau_share=0.05) <= 30
+    # not before the warm-up's Adam steps (see NTMState._counts_staleness)
+    assert _checked_epochs(np.array(PACKAGES_K50), steps_per_epoch=1, plateau_share=0.05) >= 50

@@ -8,7 +8,8 @@ A variational autoencoder over bag-of-words counts (Srivastava & Sutton,
 - latent: ``z = mu + exp(logvar / 2) * eps``, topic proportions ``theta = softmax(z)``
   (logistic normal), dropout on ``theta``;
 - decoder: word logits ``theta @ beta`` (``beta`` is the K x V topic-word matrix),
-  batch-normalised, then a softmax over the vocabulary: a product of experts;
+  batch-normalised, plus a background log-frequency per word (``b_dec``, with
+  ``Layout.background``), then a softmax over the vocabulary: a product of experts;
 - loss per document: ``-sum_w x_w log p_w`` plus the KL divergence from the
   logistic-normal Laplace approximation of a Dirichlet(``alpha``) prior.
 
@@ -55,12 +56,21 @@ class Layout:
         Widths of the encoder's hidden layers.
     batch_norm : bool
         With batch norm the heads and decoder need no biases (the norm removes them).
+    background : bool
+        With batch norm: a per-word offset ``b_dec`` added after the decoder's norm
+        (the norm's centre, as in ProdLDA's original batch norm; SCHOLAR's background
+        log-frequencies). Without it, every word's normalised logit has mean 0 and
+        variance 1 over a batch, so a word's overall frequency must be learned as the
+        topics' shape; with it (started at the words' log-frequencies, see
+        :func:`background_logits`) the topics model only the deviations from it.
+        Without batch norm the decoder always has ``b_dec``.
     """
 
     n_words: int
     n_topics: int
     encoder_layers: tuple[int, ...]
     batch_norm: bool = True
+    background: bool = False
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -73,13 +83,14 @@ class Layout:
         out["W_mu"], out["W_lv"] = (d, K), (d, K)
         if not self.batch_norm:
             out["b_mu"], out["b_lv"] = (K,), (K,)
+        if not self.batch_norm or self.background:
             out["b_dec"] = (V,)
         out["beta"] = (K, V)
         return out
 
     @property
     def size(self) -> int:
-        return int(sum(np.prod(s) for s in self.shapes.values()))
+        return _offsets(self)[-1][2]
 
     def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Named views into ``flat`` (writing to a view writes to ``flat``)."""
@@ -128,6 +139,18 @@ def init_weights(layout: Layout, rng: np.random.Generator) -> np.ndarray:
             limit = np.sqrt(6.0 / (fan_in + fan_out))
             view[...] = rng.uniform(-limit, limit, size=view.shape)
     return flat
+
+
+def background_logits(word_counts: np.ndarray) -> np.ndarray:
+    """The decoder's starting background ``b_dec``: each word's log-frequency (centred; +0.5 for unseen words).
+
+    Examples
+    --------
+    >>> background_logits(np.array([1.5, 0.0, 0.5])).round(3).tolist()
+    [0.732, -0.366, -0.366]
+    """
+    log_f = np.log(np.asarray(word_counts, dtype=np.float64) + 0.5)
+    return log_f - log_f.mean()
 
 
 def init_bn_stats(layout: Layout) -> np.ndarray:
@@ -234,16 +257,20 @@ class Noise:
     theta_mask: np.ndarray | None = None
 
 
-def draw_noise(rng: np.random.Generator, n_docs: int, layout: Layout, dropout: float) -> Noise:
-    """Standard normal ``eps`` and inverted-dropout masks (kept units scaled by ``1/(1-p)``)."""
-    eps = rng.standard_normal((n_docs, layout.n_topics))
+def draw_noise(rng: np.random.Generator, n_docs: int, layout: Layout, dropout: float,
+               dtype: Any = np.float64) -> Noise:
+    """Standard normal ``eps`` and inverted-dropout masks (kept units scaled by ``1/(1-p)``), drawn in ``dtype``
+    (a float32 model's: no casts, and float32 draws take half the generator's work)."""
+    eps = rng.standard_normal((n_docs, layout.n_topics), dtype=dtype)
     if dropout <= 0:
         return Noise(eps)
     keep = 1.0 - dropout
     width = layout.encoder_layers[-1] if layout.encoder_layers else layout.n_words
-    h = (rng.random((n_docs, width)) < keep) / keep
-    t = (rng.random((n_docs, layout.n_topics)) < keep) / keep
-    return Noise(eps, h, t)
+
+    def mask(shape: tuple[int, int]) -> np.ndarray:
+        return np.multiply(rng.random(shape, dtype=dtype) < keep, 1.0 / keep, dtype=dtype)
+
+    return Noise(eps, mask((n_docs, width)), mask((n_docs, layout.n_topics)))
 
 
 # ---------------------------------------------------------------------------- forward / backward
@@ -283,17 +310,48 @@ def encode(W: dict[str, np.ndarray], X: Any, layout: Layout, activation: str,
 
 def decode_logits(W: dict[str, np.ndarray], theta: np.ndarray, layout: Layout, bn: dict | None = None,
                   cache: dict | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """Normalised word logits ``BN(theta @ beta)`` (softmax gives the word distribution); ``out``: a B x V buffer."""
+    """Word logits ``BN(theta @ beta) + b_dec`` (softmax gives the word distribution); ``out``: a B x V buffer.
+
+    Training (``bn=None``) with batch norm returns ``BN(theta @ beta)`` alone:
+    :func:`forward` adds the background ``b_dec`` (see :func:`background`) inside
+    the softmax, since the gradient of the norm needs its output.
+    """
+    if layout.batch_norm and bn is None:
+        return _decode_batch_norm(W, theta, cache, out)
     G = np.matmul(theta, W["beta"], out=out)
     if not layout.batch_norm:
         G += W["b_dec"]
         return G
-    if bn is None:
-        Y, mean, var = batch_norm(G, overwrite=True)
-        if cache is not None:
-            cache["stats"]["dec"] = (mean, var)
-        return Y
-    return normalise_running(G, *bn["dec"])
+    L = normalise_running(G, *bn["dec"])
+    if layout.background:
+        L += W["b_dec"]
+    return L
+
+
+def _decode_batch_norm(W: dict[str, np.ndarray], theta: np.ndarray, cache: dict | None, out: np.ndarray | None
+                       ) -> np.ndarray:
+    """``BN(theta @ beta)`` with the batch's statistics, without a pass over the B x V logits for their means.
+
+    The norm subtracts each column's mean, which is ``mean(theta) @ beta``: so
+    the product of the centred ``theta`` is already centred. Its scale ``s``
+    (1 / the columns' standard deviations) and the centred ``theta`` go to the
+    cache for :func:`backward`.
+    """
+    mean_theta = theta.mean(axis=0)
+    theta_c = theta - mean_theta
+    G = np.matmul(theta_c, W["beta"], out=out)
+    var = np.einsum("ij,ij->j", G, G) / G.shape[0]
+    scale = 1.0 / np.sqrt(var + BN_EPS)
+    G *= scale
+    if cache is not None:
+        cache["stats"]["dec"] = (mean_theta @ W["beta"], var)
+        cache.update(theta_c=theta_c, dec_scale=scale)
+    return G
+
+
+def background(W: dict[str, np.ndarray], layout: Layout) -> np.ndarray | None:
+    """The offset :func:`forward` adds to the normalised logits of :func:`decode_logits` (None: none)."""
+    return W["b_dec"] if layout.batch_norm and layout.background else None
 
 
 def forward(flat: np.ndarray, X: Any, noise: Noise, layout: Layout, *, activation: str,
@@ -313,30 +371,39 @@ def forward(flat: np.ndarray, X: Any, noise: Noise, layout: Layout, *, activatio
     theta = softmax(z)
     theta_do = theta * noise.theta_mask if noise.theta_mask is not None else theta
     L = decode_logits(W, theta_do, layout, cache=cache, out=buffer("L"))
+    offset = background(W, layout)
     # a batch-normalised column of n values lies within +-sqrt(n - 1)
-    P, lse = softmax_and_logsumexp(L, out=buffer("P"), bound=np.sqrt(max(n - 1, 0)) if layout.batch_norm else None)
+    bound = np.sqrt(max(n - 1, 0)) + (0.0 if offset is None else float(np.abs(offset).max())) if layout.batch_norm \
+        else None
+    E, total, lse = exp_and_logsumexp(L, out=buffer("E"), bound=bound, offset=offset)
     entries = csr_entries(X) if sp.issparse(X) else None
     counts, XL = counts_and_dot(X, L, entries)
+    if offset is not None:
+        XL += X @ offset
     rec = counts * lse - XL
     kl = kl_to_prior(mu, logvar, *prior)
-    cache.update(sigma=sigma, theta=theta, theta_do=theta_do, L=L, P=P, lse=lse, counts=counts, rec=rec, kl=kl,
-                 prior=prior, activation=activation, n=n, work=work, entries=entries)
+    cache.update(sigma=sigma, theta=theta, theta_do=theta_do, L=L, E=E, total=total, lse=lse, counts=counts,
+                 rec=rec, kl=kl, prior=prior, activation=activation, n=n, work=work, entries=entries)
     return float((rec + kl).sum() / n), cache
 
 
-def softmax_and_logsumexp(L: np.ndarray, out: np.ndarray | None = None, bound: float | None = None
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """Row softmax of ``L`` (into ``out`` if given) and its row log-sum-exp, from one exponentiation.
+def exp_and_logsumexp(L: np.ndarray, out: np.ndarray | None = None, bound: float | None = None,
+                      offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``E = exp(L + offset - shift)`` by rows (into ``out`` if given), the rows' sums and log-sum-exps.
 
-    ``bound``: a known bound on ``|L|``; when ``exp`` cannot overflow under it,
-    the rows are not shifted by their maxima (two passes over ``L`` fewer).
+    ``E / sums`` is the row softmax (left to the caller: the gradient scales ``E``
+    anyway). ``bound``: a known bound on ``|L + offset|``; when ``exp`` cannot
+    overflow under it the rows are not shifted by their maxima (``shift = 0``,
+    two passes over ``L`` fewer). ``offset``: a row vector added to every row
+    (``L`` is not changed).
     """
+    if offset is not None:
+        L = np.add(L, offset, out=out)
     safe = bound is not None and bound + np.log(L.shape[1]) < 0.9 * np.log(np.finfo(L.dtype).max)
     top = 0.0 if safe else L.max(axis=1, keepdims=True)
-    P = np.exp(L, out=out) if safe else np.exp(np.subtract(L, top, out=out), out=out)
-    total = P.sum(axis=1, keepdims=True)
-    P /= total
-    return P, (np.log(total) + top).ravel()
+    E = np.exp(L, out=out) if safe else np.exp(np.subtract(L, top, out=out), out=out)
+    total = E.sum(axis=1)
+    return E, total, np.log(total) + np.ravel(top)
 
 
 def counts_and_dot(X: Any, L: np.ndarray, entries: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -374,21 +441,31 @@ def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
     grads = layout.views(flat_grad)  # every view is written below
     X, noise, n = cache["X"], cache["noise"], cache["n"]
     mu0, var0 = cache["prior"]
-    # reconstruction: d/dL of counts * logsumexp(L) - x.L
-    dL = np.multiply(cache["P"], cache["counts"][:, None] / n, out=None if work is None else cache["P"])
+    # reconstruction: d/dL of counts * logsumexp(L) - x.L = counts * softmax(L) - x
+    weight = (cache["counts"] / (n * cache["total"]))[:, None]
+    dL = np.multiply(cache["E"], weight, out=None if work is None else cache["E"])
     if sp.issparse(X):
         rows, cols, values = cache.get("entries") or csr_entries(X)
         dL[rows, cols] -= values / n
     else:
         dL -= X / n
-    if layout.batch_norm:
-        mean, var = cache["stats"]["dec"]
-        dG = batch_norm_grad(dL, cache["L"], var, overwrite=True, work=None if work is None else cache["L"])
+    if layout.batch_norm:  # see _decode_batch_norm
+        if layout.background:
+            grads["b_dec"][...] = dL.sum(axis=0)
+        # through the norm, without its mean term: the centred theta_c is orthogonal to it, and the mean
+        # term's share of dtheta is the same for every row, which the centring below removes
+        Y = cache["L"]
+        proj = np.einsum("ij,ij->j", dL, Y) / n
+        dG = dL
+        dG -= np.multiply(Y, proj, out=None if work is None else Y)
+        dG *= cache["dec_scale"]
+        np.matmul(cache["theta_c"].T, dG, out=grads["beta"])
+        dtheta = dG @ W["beta"].T
+        dtheta -= dtheta.mean(axis=0)
     else:
         grads["b_dec"][...] = dL.sum(axis=0)
-        dG = dL
-    np.matmul(cache["theta_do"].T, dG, out=grads["beta"])
-    dtheta = dG @ W["beta"].T
+        np.matmul(cache["theta_do"].T, dL, out=grads["beta"])
+        dtheta = dL @ W["beta"].T
     if noise.theta_mask is not None:
         dtheta *= noise.theta_mask
     theta = cache["theta"]
