@@ -34,7 +34,7 @@ from daskstate.algorithms.forecast.linear import (
 )
 from daskstate.algorithms.forecast.metrics import forecast_metrics
 from daskstate.algorithms.forecast.mlp import ForecastMLPState
-from daskstate.algorithms.forecast.neural import NeuralForecastState
+from daskstate.algorithms.forecast.neural import NeuralForecastState, calibrate_spread
 from daskstate.algorithms.forecast.rounds import series_input
 from daskstate.algorithms.forecast.sampling import partition_rng, sample_column
 from daskstate.algorithms.forecast.series import (
@@ -410,7 +410,8 @@ class Forecaster(StateEstimator):
             schedule = Schedule(epochs=int(epochs), sync_every=int(self.sync_every),
                                 patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
                                 check_every="epoch")
-            return train_epochs(series_input(X, state.schema, cols), state, options, schedule)
+            inp = series_input(X, state.schema, cols)
+            return calibrate_spread(inp, state, train_epochs(inp, state, options, schedule), options)
         if options.checkpoint is not None:
             raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
         if history is not None:
@@ -577,7 +578,8 @@ class Forecaster(StateEstimator):
 
     def _model_parts(self) -> dict[str, Any]:
         if isinstance(self.state_, NeuralForecastState):
-            return {"theta_": self.theta_, "network": self.state_.empty_like()}
+            return {"theta_": self.theta_, "network": self.state_.empty_like(),
+                    "calibration_": getattr(self, "calibration_", None)}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
                 "weighting_": self.weighting_, "long_season_": getattr(self, "long_season_", 0)}
 
@@ -638,13 +640,14 @@ class _ModelTask:
         """Sample paths (k, S, H) at the given origins (one per item); NaN where no context."""
         H, S = block.prediction_length, int(self.num_samples or DEFAULT_PATHS)
         if isinstance(self.model.get("network"), ForecastDeepARState):  # ancestral sampling, seeded per item
-            return self.model["network"].sample_paths(self.model["theta_"], block, origins, S, self.seed)
+            return self.model["network"].sample_paths(self.model["theta_"], block, origins, S, self.seed,
+                                                      self.model["calibration_"])
         paths = np.full((len(origins), S, H), np.nan)
         rng = partition_rng(self.seed, block.items)
         if "network" in self.model:
             net = self.model["network"]
             for w in self._windows(block, origins, net.n_inputs):
-                paths[w.item] = net.sample_paths(self.model["theta_"], w, S, rng)
+                paths[w.item] = net.sample_paths(self.model["theta_"], w, S, rng, self.model["calibration_"])
             return paths
         codes = self._static_codes(block)
         for w in self._windows(block, origins, len(self.model["coef_"][0])):
@@ -671,7 +674,8 @@ class _ModelTask:
         if "network" in self.model:
             net = self.model["network"]
             for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), net.n_inputs):
-                mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles)
+                mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles,
+                                                        self.model["calibration_"])
             return mean, qf
         width = len(self.model["coef_"][0])
         codes = self._static_codes(block)
