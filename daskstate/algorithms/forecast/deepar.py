@@ -14,7 +14,7 @@ not the network's draws, feed the lags). Forecasts unroll the context, then draw
 (ancestral sampling); mean and quantiles come from the paths.
 
 Training runs on the shared trainer (:class:`~daskstate.algorithms.forecast.neural.NeuralForecastState`:
-epochs of rounds, validation windows by a seeded hash of item and origin, early
+epochs of rounds, validation windows by a seeded hash of item and origin, each series' last tenth held out (:mod:`neural`), early
 stopping, best-snapshot selection, checkpoints, ``partial_fit``). Its examples are
 the forecast origins of each item; a step's sequences are drawn per item (an item
 uniformly, then one of its training origins uniformly) with the round's seeded
@@ -34,7 +34,12 @@ from pandas.tseries.offsets import DateOffset
 from daskstate.algorithms.forecast import lstm
 from daskstate.algorithms.forecast.base import SeriesBatch
 from daskstate.algorithms.forecast.likelihoods import N_RAW, nll_and_grad, values_at
-from daskstate.algorithms.forecast.neural import CALIBRATION_LEVELS, NeuralForecastState, TrainingWindows, widen
+from daskstate.algorithms.forecast.neural import (
+    CALIBRATION_LEVELS,
+    NeuralForecastState,
+    TrainingWindows,
+    widen,
+)
 from daskstate.algorithms.forecast.series import (
     MAX_SEASONAL_LAG,
     SeriesBlock,
@@ -280,7 +285,7 @@ class ForecastDeepARState(NeuralForecastState):
         if self.holds_out:
             keep |= (position + 1 >= self.holdout_position(block)[item]) & (j <= block.lengths[item] - 2)
         keep = np.flatnonzero(keep)
-        return TrainingWindows(block, origins[keep], item[keep], position[keep])
+        return self.split_holdout(TrainingWindows(block, origins[keep], item[keep], position[keep]))
 
     def _sequences_of(self, X: TrainingWindows, pick: np.ndarray, codes: np.ndarray, holdout: str = "none"
                       ) -> Sequences:
@@ -333,12 +338,14 @@ class ForecastDeepARState(NeuralForecastState):
             self.mon_n += count
 
     def _evaluate(self, X: TrainingWindows, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
-        """Teacher-forced NLL of the holdout targets of windows ``rows``; in the holdout pass, the sums of
-        multi-step forecasts (paths) of up to :data:`CALIBRATION_SEQUENCES` of them too."""
+        """Teacher-forced NLL of the targets of windows ``rows`` outside the holdout; in the holdout pass, of
+        those in it, and the sums of multi-step forecasts (paths) of up to :data:`CALIBRATION_SEQUENCES` of
+        the windows."""
         codes = self.block_codes(X.block)
         size = max(1, SAMPLE_ROWS // ((self.unroll_context + self.horizon) * 8))
+        holdout = "count" if self.calibrating else "mask"
         for start in range(0, len(rows), size):
-            seq = self._sequences_of(X, rows[start : start + size], codes, holdout="count")
+            seq = self._sequences_of(X, rows[start : start + size], codes, holdout=holdout)
             if len(seq.item):
                 loss, _, _, count = self._nll(params["theta"], seq)
                 self.ev_loss += loss

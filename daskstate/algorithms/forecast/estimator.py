@@ -352,7 +352,8 @@ class Forecaster(StateEstimator):
         """Fit from a long table (pandas, or Dask with each item in one partition).
 
         ``checkpoint`` (Dask input, ``model="mlp"`` or ``"deepar"``): where the running state is saved
-        at round boundaries, so that a repeated call resumes.
+        at round boundaries, so that a repeated call resumes (the training without each series' holdout,
+        before ``calibration_`` is measured, at ``checkpoint + "-holdout"``).
 
         Returns
         -------
@@ -411,7 +412,12 @@ class Forecaster(StateEstimator):
                                 patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
                                 check_every="epoch")
             inp = series_input(X, state.schema, cols)
-            return calibrate_spread(inp, state, train_epochs(inp, state, options, schedule), options)
+            if state.phase == "done":  # partial_fit: more epochs on the new partitions
+                return train_epochs(inp, state, options, schedule)
+            # without each series' holdout (checkpointed apart), measured on it (calibration_), then on every point
+            first = options.replace(checkpoint=f"{options.checkpoint}-holdout") if options.checkpoint else options
+            held = train_epochs(inp, state, first, schedule)
+            return train_epochs(inp, calibrate_spread(inp, held, options), options, schedule)
         if options.checkpoint is not None:
             raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
         if history is not None:

@@ -15,12 +15,13 @@ observed targets, its gradient w.r.t. ``theta`` and the number of targets), plus
 
 **Holdout and calibration of the spread.** With ``validation_fraction > 0`` each series'
 last ``validation_fraction`` of points (at least ``prediction_length``) is its holdout,
-as the linear model's: windows whose first target lies in it are the validation
-windows, and training never counts a target in it. A network fits the points it was
-trained on better than new ones (on aus_arrivals deepar's 80% intervals covered 0.81 of
-its training windows' multi-step futures, 0.76 of windows hashed out of training but
-overlapping it, 0.53 of the test points), so its likelihood's spread, learnt on its
-training points, is too narrow for a forecast. After training one more pass
+as the linear model's: training and validation never read a target in it, and the
+windows whose first target lies in it are neither trained on nor validated. A network
+fits the points it was trained on better than new ones (on aus_arrivals deepar's 80%
+intervals covered 0.81 of its training windows' multi-step futures, 0.76 of the hashed
+validation windows, whose targets neighbouring training windows also read, and 0.53 of
+the test points), so its likelihood's spread, learnt on its training points, is too
+narrow for a forecast. After training one more pass
 (:func:`calibrate_spread`) forecasts the holdout windows with the chosen parameters and
 sums, per horizon step and for each factor of :data:`SPREAD_FACTORS`, the quantile
 loss of the forecast whose deviations from its mean are widened by that factor, and
@@ -40,10 +41,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from daskstate import engine
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
 from daskstate.algorithms.forecast.series import SeriesBlock
 from daskstate.algorithms.forecast.windows import Windows, iter_windows
-from daskstate import engine
 from daskstate.errors import StateError
 from daskstate.numerics import adam_step
 from daskstate.state import State
@@ -126,8 +127,10 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
     packed = False
     parameters: ClassVar[tuple[str, ...]] = ("theta",)
     optimizer_arrays: ClassVar[tuple[str, ...]] = ("adam_m", "adam_v", "adam_t")
-    model_arrays: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t")
-    #: the holdout pass's sums (see the module docstring): quantile loss and 80% hits per (step, factor), pairs
+    #: ``holdout_*``: the holdout pass's sums (see the module docstring), kept through the training after it
+    model_arrays: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t", "holdout_loss",
+                                               "holdout_inside", "holdout_pairs")
+    #: the holdout pass's accumulators: quantile loss and 80% hits per (step, factor), pairs per step
     shared_metrics: ClassVar[tuple[str, ...]] = ("spread_loss", "spread_inside", "spread_pairs")
 
     def _metric_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -159,21 +162,30 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         self.adam_m = np.zeros_like(self.theta)
         self.adam_v = np.zeros_like(self.theta)
         self.adam_t = np.zeros(1)
+        shapes = self._metric_shapes()
+        self.holdout_loss = np.zeros(shapes["spread_loss"])
+        self.holdout_inside = np.zeros(shapes["spread_inside"])
+        self.holdout_pairs = np.zeros(shapes["spread_pairs"])
+        self.extra_meta.setdefault("holdout", "held" if self.params.get("validation_fraction", 0.0) > 0 else "none")
 
     def _start(self, statistics: State) -> None:
         """No statistics pass: the network starts from its seeded initial parameters."""
 
     # ---- the trainer's hooks: windows as examples ------------------------------------------------
     def _training_batch(self, X: SeriesBatch, where: str) -> TrainingWindows:
-        return TrainingWindows.of(X.block)
+        return self.split_holdout(TrainingWindows.of(X.block))
 
-    def _n_examples(self, X: TrainingWindows) -> int:
-        return len(X)
-
+    # ---- the holdout ---------------------------------------------------------------------------
     @property
     def holds_out(self) -> bool:
-        """Whether each series' last points are held out of training (``validation_fraction > 0``)."""
-        return float(self.params.get("validation_fraction", 0.0)) > 0
+        """Whether each series' last points are held out of training now (``validation_fraction > 0``,
+        until :func:`calibrate_spread` has measured the forecasts on them)."""
+        return self.extra_meta.get("holdout") == "held"
+
+    @property
+    def calibrating(self) -> bool:
+        """Whether this is the holdout pass of :func:`calibrate_spread` (it adds the ``ev_spread_*`` sums)."""
+        return self.phase == "eval" and bool(self.extra_meta.get("eval", {}).get("calibrate"))
 
     def holdout_position(self, block: SeriesBlock) -> np.ndarray:
         """Grid position per item of the first point of its holdout: its last ``validation_fraction``
@@ -182,19 +194,28 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         tail = np.maximum(self.horizon, np.floor(block.lengths * frac).astype(np.int64))
         return block.starts + block.lengths - tail
 
-    def _validation_mask(self, X: TrainingWindows) -> np.ndarray | None:
-        """The windows whose first target is in their series' holdout."""
+    def split_holdout(self, windows: TrainingWindows) -> TrainingWindows:
+        """The holdout windows (first target in the holdout) in the holdout pass, the others otherwise."""
         if not self.holds_out:
+            return windows
+        held = windows.position + 1 >= self.holdout_position(windows.block)[windows.item]
+        return windows[held if self.calibrating else ~held]
+
+    def _n_examples(self, X: TrainingWindows) -> int:
+        return len(X)
+
+    def _validation_mask(self, X: TrainingWindows) -> np.ndarray | None:
+        frac = float(self.params.get("validation_fraction", 0.0))
+        if frac <= 0:
             return None
-        return X.position + 1 >= self.holdout_position(X.block)[X.item]
+        if self.calibrating:  # the batch holds the holdout windows only: all of them
+            return np.ones(len(X), dtype=bool)
+        return window_hash_unit(X.block.items, X.item, X.position, int(self.params.get("seed", 0))) < frac
 
     def _windows(self, X: TrainingWindows, pick: np.ndarray):
-        return iter_windows(X.block, X.origins[pick], X.item[pick], X.position[pick], self.season, self.n_inputs)
-
-    def _training_windows(self, X: TrainingWindows, pick: np.ndarray):
-        """:meth:`_windows` with every target in the holdout masked (so training never counts one)."""
-        start = self.holdout_position(X.block) if self.holds_out else None
-        for w in self._windows(X, pick):
+        """Windows ``pick``; a target in the holdout is missing, but in the holdout pass."""
+        start = self.holdout_position(X.block) if self.holds_out and not self.calibrating else None
+        for w in iter_windows(X.block, X.origins[pick], X.item[pick], X.position[pick], self.season, self.n_inputs):
             if start is not None:
                 steps = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
                 w.target = np.where(steps >= start[w.item][:, None], np.nan, w.target)
@@ -214,7 +235,7 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         order = np.concatenate([order, *(rng.permutation(order) for _ in range(reps - 1))])[: steps * size]
         lr = self.current_learning_rate()
         for start in range(0, len(order), size):
-            for w in self._training_windows(X, order[start : start + size]):
+            for w in self._windows(X, order[start : start + size]):
                 loss, grad, count = self.loss_and_gradient(self.theta, w)
                 if count == 0:
                     continue
@@ -245,11 +266,6 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
                 self.add_spread_sums(w.target, mean / w.scale[:, None], quantiles / w.scale[:, None, None])
 
     # ---- calibration of the spread ----------------------------------------------------------------
-    @property
-    def calibrating(self) -> bool:
-        """Whether this is the holdout pass of :func:`calibrate_spread` (it adds the ``ev_spread_*`` sums)."""
-        return self.phase == "eval" and bool(self.extra_meta.get("eval", {}).get("calibrate"))
-
     def add_spread_sums(self, y: np.ndarray, mean: np.ndarray, quantiles: np.ndarray) -> None:
         """Add holdout targets ``y`` (n, H) against forecasts (mean (n, H), quantiles (n, H, levels) at
         :data:`CALIBRATION_LEVELS`), all in the windows' scaled units, to the ``ev_spread_*`` sums: per step
@@ -275,7 +291,7 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
     def spread_calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The widening factor per horizon step from the holdout pass's sums (ones without them), and a
         summary: the holdout's 80% coverage before and after, and the pairs per step."""
-        loss, inside, pairs = self.best_ev_spread_loss, self.best_ev_spread_inside, self.best_ev_spread_pairs
+        loss, inside, pairs = self.holdout_loss, self.holdout_inside, self.holdout_pairs
         factor = np.ones(self.horizon)
         ok = pairs > 0
         if not ok.any():
@@ -308,20 +324,21 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
                 "history_": list(self.extra_meta.get("history", []))}
 
 
-def calibrate_spread(inp: Any, before: State, trained: State, options: Any) -> State:
-    """After training: one pass forecasting every partition's holdout windows with the chosen parameters,
-    whose sums (``best_ev_spread_*``) give ``finalize`` its ``calibration_``.
+def calibrate_spread(inp: Any, trained: State, options: Any) -> State:
+    """After training with the holdout: one pass forecasting every partition's holdout windows with the
+    chosen parameters, whose sums (``holdout_*``) give ``finalize`` its ``calibration_``; the holdout is
+    then released, and the state returned ready to resume training on every point.
 
-    ``before``: the state the fit started from (a ``partial_fit`` scores only the partitions it had
-    not consumed). A state without holdout or without a validated snapshot is returned as it is.
+    A state without holdout or without a validated snapshot is returned as it is.
     """
     if not (isinstance(trained, NeuralForecastState) and trained.holds_out and trained.best_epoch[0] >= 0):
         return trained
-    skip = frozenset(before.consumed) if before.phase == "done" else frozenset()
-    if trained is before or (skip and all(s in skip for s in inp.sources)):
-        return trained
     scoring = trained.begin_eval("best", "validation")
     scoring.extra_meta["eval"]["calibrate"] = True
-    scored = engine.fold_rounds(inp, scoring, sync_every=max(1, inp.npartitions), shuffle=False, skip_sources=skip,
+    scored = engine.fold_rounds(inp, scoring, sync_every=max(1, inp.npartitions), shuffle=False,
                                 options=options.replace(checkpoint=None))
-    return scored.absorb_evaluation().finish(trained.extra_meta.get("selection_on", "validation"))
+    out = trained.copy()
+    out.holdout_loss, out.holdout_inside, out.holdout_pairs = (
+        getattr(scored, "ev_" + n).copy() for n in ("spread_loss", "spread_inside", "spread_pairs"))
+    out.extra_meta["holdout"] = "released"
+    return out.resume_training()
