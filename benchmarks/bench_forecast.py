@@ -322,7 +322,7 @@ def run_scale(sizes: list[int], length: int, models: tuple[str, ...] = ("linear"
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for model, n in ((m, n) for m in models for n in sizes):
+        for n, model in ((n, m) for n in sizes for m in models):
             load = os.getloadavg()
             out = run_measured(scale_job, timeout=6 * 3600, n_series=n, length=length, folder=folder, model=model,
                                epochs=epochs)

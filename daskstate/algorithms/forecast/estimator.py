@@ -34,7 +34,7 @@ from daskstate.algorithms.forecast.linear import (
 )
 from daskstate.algorithms.forecast.metrics import forecast_metrics
 from daskstate.algorithms.forecast.mlp import ForecastMLPState
-from daskstate.algorithms.forecast.neural import NeuralForecastState, calibrate_spread
+from daskstate.algorithms.forecast.neural import NeuralForecastState, train_calibrated
 from daskstate.algorithms.forecast.rounds import series_input
 from daskstate.algorithms.forecast.sampling import partition_rng, sample_column
 from daskstate.algorithms.forecast.series import (
@@ -352,8 +352,8 @@ class Forecaster(StateEstimator):
         """Fit from a long table (pandas, or Dask with each item in one partition).
 
         ``checkpoint`` (Dask input, ``model="mlp"`` or ``"deepar"``): where the running state is saved
-        at round boundaries, so that a repeated call resumes (the training without each series' holdout,
-        before ``calibration_`` is measured, at ``checkpoint + "-holdout"``).
+        at round boundaries, so that a repeated call resumes (the twin trained without each series'
+        holdout to measure ``calibration_``, at ``checkpoint + "-holdout"``).
 
         Returns
         -------
@@ -414,10 +414,7 @@ class Forecaster(StateEstimator):
             inp = series_input(X, state.schema, cols)
             if state.phase == "done":  # partial_fit: more epochs on the new partitions
                 return train_epochs(inp, state, options, schedule)
-            # without each series' holdout (checkpointed apart), measured on it (calibration_), then on every point
-            first = options.replace(checkpoint=f"{options.checkpoint}-holdout") if options.checkpoint else options
-            held = train_epochs(inp, state, first, schedule)
-            return train_epochs(inp, calibrate_spread(inp, held, options), options, schedule)
+            return train_calibrated(inp, state, options, schedule)
         if options.checkpoint is not None:
             raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
         if history is not None:

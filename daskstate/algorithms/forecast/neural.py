@@ -324,21 +324,41 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
                 "history_": list(self.extra_meta.get("history", []))}
 
 
-def calibrate_spread(inp: Any, trained: State, options: Any) -> State:
-    """After training with the holdout: one pass forecasting every partition's holdout windows with the
-    chosen parameters, whose sums (``holdout_*``) give ``finalize`` its ``calibration_``; the holdout is
-    then released, and the state returned ready to resume training on every point.
+def train_calibrated(inp: Any, state: NeuralForecastState, options: Any, schedule: Any) -> State:
+    """A fresh fit: the network trained on every point, with the ``holdout_*`` sums of a twin trained the
+    same way without each series' holdout, measured on it (:func:`holdout_sums`).
 
-    A state without holdout or without a validated snapshot is returned as it is.
+    The twin's errors on points it never saw, against its own predictive spread, say how much too
+    narrow a network trained this way is out of sample. Continuing the twin's training on the
+    holdout instead was tried: at the full learning rate it moved deepar away from its optimum
+    (MASE 1.10 against 0.71 on 24 us_employment series), at the rate it ended with it learnt
+    nothing from the holdout (the mlp on aus_arrivals: 1.33 against 1.17). Without holdout
+    (``validation_fraction=0``) only the network is trained. The twin checkpoints at
+    ``checkpoint + "-holdout"``.
     """
-    if not (isinstance(trained, NeuralForecastState) and trained.holds_out and trained.best_epoch[0] >= 0):
-        return trained
+    from daskstate.training import train_epochs
+
+    if not state.holds_out:
+        return train_epochs(inp, state, options, schedule)
+    twin_options = options.replace(checkpoint=f"{options.checkpoint}-holdout") if options.checkpoint else options
+    twin = train_epochs(inp, state, twin_options, schedule)
+    final = state.copy()
+    final.extra_meta["holdout"] = "released"
+    final = train_epochs(inp, final, options, schedule)
+    sums = holdout_sums(inp, twin, options)
+    if sums is not None:
+        final.holdout_loss, final.holdout_inside, final.holdout_pairs = sums
+    return final
+
+
+def holdout_sums(inp: Any, trained: NeuralForecastState, options: Any) -> tuple[np.ndarray, ...] | None:
+    """One pass forecasting every partition's holdout windows with the chosen parameters of ``trained``
+    (trained without them): the sums ``(loss, inside, pairs)`` that give ``finalize`` its ``calibration_``
+    (see the module docstring); None without a validated snapshot."""
+    if trained.best_epoch[0] < 0:
+        return None
     scoring = trained.begin_eval("best", "validation")
     scoring.extra_meta["eval"]["calibrate"] = True
     scored = engine.fold_rounds(inp, scoring, sync_every=max(1, inp.npartitions), shuffle=False,
                                 options=options.replace(checkpoint=None))
-    out = trained.copy()
-    out.holdout_loss, out.holdout_inside, out.holdout_pairs = (
-        getattr(scored, "ev_" + n).copy() for n in ("spread_loss", "spread_inside", "spread_pairs"))
-    out.extra_meta["holdout"] = "released"
-    return out.resume_training()
+    return tuple(getattr(scored, "ev_" + n).copy() for n in ("spread_loss", "spread_inside", "spread_pairs"))
