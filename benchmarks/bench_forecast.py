@@ -251,11 +251,18 @@ def neural_row(name: str, model: str, epochs: int | None, train: pd.DataFrame, f
     fc = daskstate.Forecaster(model=model, prediction_length=H, freq=freq, epochs=epochs).fit(train)
     fit_seconds, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
     overall, _ = fc.evaluate(full, quantiles=Q)
+    seconds = time.perf_counter() - t0
+    # the same network without its calibrated spread (calibration_ all ones): the calibration's own effect
+    calibration = fc.calibration_
+    fc.calibration_ = np.ones_like(calibration)
+    uncalibrated, _ = fc.evaluate(full, quantiles=Q)
+    fc.calibration_ = calibration
     label = "defaults" if epochs is None else f"{epochs} epochs"
-    return {"panel": name, "method": f"daskstate {model} ({label})", "seconds": time.perf_counter() - t0,
+    return {"panel": name, "method": f"daskstate {model} ({label})", "seconds": seconds,
             "fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu, "epochs_run": int(fc.n_epochs_),
             "best_epoch": int(np.nanargmin(fc.validation_loss_)) if np.isfinite(fc.validation_loss_).any() else None,
-            "loadavg": os.getloadavg()[0], **overall}
+            "loadavg": os.getloadavg()[0], **overall, "calibration": np.round(calibration, 3).tolist(),
+            **fc.calibration_summary_, "uncalibrated": {k: uncalibrated[k] for k in ("MASE", "wQL", "coverage_80")}}
 
 
 def epochs_arg(value: str) -> int | None:

@@ -148,7 +148,11 @@ class Forecaster(StateEstimator):
     validation_fraction : float
         "mlp", "deepar": share of the training windows held out (by a seeded hash of item and
         origin, the same on every pass) to validate each epoch's parameters; the
-        best validated ones are kept. 0: judge epochs by the training loss.
+        best validated ones are kept. 0: judge epochs by the training loss. Above 0 the predictive
+        spread is calibrated too: a twin network trained the same way but without each series' last
+        ``validation_fraction`` of points (at least ``prediction_length``) forecasts them, and
+        ``calibration_`` widens the spread of every horizon step by the factor of least quantile loss
+        there (:mod:`~daskstate.algorithms.forecast.neural`; the fit trains twice).
     early_stopping_patience : int or None
         "mlp", "deepar": stop after this many epochs without a relative improvement of
         ``early_stopping_tolerance`` in the validation loss (None: run every epoch).
@@ -166,6 +170,10 @@ class Forecaster(StateEstimator):
         Neural models: the selected (best validated) parameters, the epochs run,
         the validation and training loss per epoch, the last epoch's training loss
         and the trainer's per-epoch record (:mod:`daskstate.training`).
+    calibration_ : ndarray (prediction_length,)
+        Neural models: the factor by which each horizon step's quantiles and sample paths are
+        moved away from the forecast mean (see ``validation_fraction``); ``calibration_summary_``
+        holds the holdout's 80% coverage before and after it.
 
     Examples
     --------
