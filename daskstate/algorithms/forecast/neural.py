@@ -13,23 +13,24 @@ vector), ``n_inputs`` (the width :func:`iter_windows` sizes mini-batches by) and
 observed targets, its gradient w.r.t. ``theta`` and the number of targets), plus
 ``forecast``. See :mod:`daskstate.algorithms.forecast.mlp`.
 
-**Holdout and calibration of the spread.** With ``validation_fraction > 0`` each series'
-last ``validation_fraction`` of points (at least ``prediction_length``) is its holdout,
-as the linear model's: training and validation never read a target in it, and the
-windows whose first target lies in it are neither trained on nor validated. A network
-fits the points it was trained on better than new ones (on aus_arrivals deepar's 80%
-intervals covered 0.81 of its training windows' multi-step futures, 0.76 of the hashed
-validation windows, whose targets neighbouring training windows also read, and 0.53 of
-the test points), so its likelihood's spread, learnt on its training points, is too
-narrow for a forecast. After training one more pass
-(:func:`calibrate_spread`) forecasts the holdout windows with the chosen parameters and
-sums, per horizon step and for each factor of :data:`SPREAD_FACTORS`, the quantile
-loss of the forecast whose deviations from its mean are widened by that factor, and
-how many targets its 80% interval holds (the state's ``ev_spread_*`` accumulators,
-summed like every validation metric, so merging is adding). ``finalize`` picks per
-step the factor of least quantile loss, made non-decreasing in the step (``calibration_``);
-forecasts widen their quantiles and paths about their mean by it, so the mean (and MASE)
-is unchanged.
+**Holdout and calibration of the spread.** A network fits the points it was trained on
+better than new ones (on aus_arrivals deepar's 80% intervals covered 0.81 of its training
+windows' multi-step futures, 0.76 of the hashed validation windows, whose targets
+neighbouring training windows read, and 0.53 of the test points), so its likelihood's
+spread, learnt on its training points, is too narrow for a forecast. With
+``validation_fraction > 0`` a fit (:func:`train_calibrated`) also trains a twin from the
+same start without each series' holdout, its last ``validation_fraction`` of points (at
+least ``prediction_length``, as the linear model's holdout): the windows whose first
+target lies in it are neither trained on nor validated, and no other window counts a
+target in it (``holds_out``). One pass (:func:`holdout_sums`) then forecasts the holdout
+windows with the twin and sums, per horizon step and for each factor of
+:data:`SPREAD_FACTORS`, the quantile loss of the forecast whose quantiles are moved away
+from its mean by that factor, and how many targets its 80% interval holds (the
+``ev_spread_*`` validation accumulators, so a partition adds and merging adds); the
+forecaster's state keeps the sums (``holdout_*``). ``finalize`` picks per step the factor
+of least quantile loss, made non-decreasing in the step (``calibration_``); forecasts move
+their quantiles and paths away from their mean by it (:func:`widen`), so the mean (and
+MASE) is that of the network trained on every point, as without calibration.
 """
 
 from __future__ import annotations
@@ -178,13 +179,12 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
     # ---- the holdout ---------------------------------------------------------------------------
     @property
     def holds_out(self) -> bool:
-        """Whether each series' last points are held out of training now (``validation_fraction > 0``,
-        until :func:`calibrate_spread` has measured the forecasts on them)."""
+        """Whether each series' last points are held out of training (the twin of :func:`train_calibrated`)."""
         return self.extra_meta.get("holdout") == "held"
 
     @property
     def calibrating(self) -> bool:
-        """Whether this is the holdout pass of :func:`calibrate_spread` (it adds the ``ev_spread_*`` sums)."""
+        """Whether this is the pass of :func:`holdout_sums` (it adds the ``ev_spread_*`` sums)."""
         return self.phase == "eval" and bool(self.extra_meta.get("eval", {}).get("calibrate"))
 
     def holdout_position(self, block: SeriesBlock) -> np.ndarray:
