@@ -16,6 +16,8 @@ Usage::
         [--deepar-epochs default] [--time-fit aus_arrivals]
     python -m benchmarks.bench_forecast --reuse-ets benchmarks/results/forecast.json   # ETS rows of an earlier run
     python -m benchmarks.bench_forecast --scale 10000,100000 --results-name forecast_scale
+    python -m benchmarks.bench_forecast --scale 10000,100000 --scale-models mlp,deepar --scale-epochs 1 \
+        --results-name forecast_scale_neural
     python -m benchmarks.bench_forecast --elec-drop-days 0,14,42,98 --results-name forecast_elec_weeks
 
 Writes benchmarks/results/forecast.json (or the --results-name) and prints a Markdown table.
@@ -249,11 +251,18 @@ def neural_row(name: str, model: str, epochs: int | None, train: pd.DataFrame, f
     fc = daskstate.Forecaster(model=model, prediction_length=H, freq=freq, epochs=epochs).fit(train)
     fit_seconds, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
     overall, _ = fc.evaluate(full, quantiles=Q)
+    seconds = time.perf_counter() - t0
+    # the same network without its calibrated spread (calibration_ all ones): the calibration's own effect
+    calibration = fc.calibration_
+    fc.calibration_ = np.ones_like(calibration)
+    uncalibrated, _ = fc.evaluate(full, quantiles=Q)
+    fc.calibration_ = calibration
     label = "defaults" if epochs is None else f"{epochs} epochs"
-    return {"panel": name, "method": f"daskstate {model} ({label})", "seconds": time.perf_counter() - t0,
+    return {"panel": name, "method": f"daskstate {model} ({label})", "seconds": seconds,
             "fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu, "epochs_run": int(fc.n_epochs_),
             "best_epoch": int(np.nanargmin(fc.validation_loss_)) if np.isfinite(fc.validation_loss_).any() else None,
-            "loadavg": os.getloadavg()[0], **overall}
+            "loadavg": os.getloadavg()[0], **overall, "calibration": np.round(calibration, 3).tolist(),
+            **fc.calibration_summary_, "uncalibrated": {k: uncalibrated[k] for k in ("MASE", "wQL", "coverage_80")}}
 
 
 def epochs_arg(value: str) -> int | None:
@@ -285,36 +294,54 @@ def time_fits(panel: str, repeats: int, epochs: int | None) -> dict:
             "median_wall": med, "deepar_vs_mlp_wall": med["deepar"] / med["mlp"], "loadavg": os.getloadavg()}
 
 
-def scale_job(n_series: int, length: int, folder: str) -> dict:
-    """Fit and predict on a lazily generated panel (1,000 series per partition); forecasts go to Parquet."""
+def scale_job(n_series: int, length: int, folder: str, model: str = "linear", epochs: int | None = None) -> dict:
+    """Fit and predict on a lazily generated panel (1,000 series per partition); forecasts go to Parquet.
+
+    ``model`` "mlp" / "deepar" train ``epochs`` epochs at most (None: the default budget, ended by
+    early stopping); the fit and the forecast run on the threaded scheduler of this one process, so
+    its peak RSS is the driver's and the workers' together.
+    """
     import dask
 
     ddf = synthetic_panel(n_series, length, freq="D", seed=9, series_per_partition=1000)
+    kw = {} if model == "linear" else {"model": model, "epochs": epochs}
     with dask.config.set(scheduler="threads"):
-        t0 = time.perf_counter()
-        fc = daskstate.Forecaster(freq="D", prediction_length=14).fit(ddf)
-        fit_seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        fc.predict(ddf).to_parquet(os.path.join(folder, f"forecast-{n_series}"))
-        predict_seconds = time.perf_counter() - t0
-    return {"fit_seconds": fit_seconds, "predict_seconds": predict_seconds, "points": n_series * length,
-            "state_bytes": fc.state_.nbytes}
+        t0, c0 = time.perf_counter(), time.process_time()
+        fc = daskstate.Forecaster(freq="D", prediction_length=14, **kw).fit(ddf)
+        fit_seconds, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
+        fc.predict(ddf).to_parquet(os.path.join(folder, f"forecast-{model}-{n_series}"))
+        predict_seconds, predict_cpu = time.perf_counter() - t0, time.process_time() - c0
+    out = {"fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu, "predict_seconds": predict_seconds,
+           "predict_cpu_seconds": predict_cpu, "points": n_series * length, "state_bytes": fc.state_.nbytes}
+    if model != "linear":
+        out.update(epochs_run=int(fc.n_epochs_), validation_loss=[float(v) for v in fc.validation_loss_])
+    return out
 
 
-def run_scale(sizes: list[int], length: int) -> list[dict]:
+def run_scale(sizes: list[int], length: int, models: tuple[str, ...] = ("linear",), epochs: int | None = None,
+              results_name: str | None = None, load_before: tuple | None = None) -> list[dict]:
+    """Every model at every size, each in a fresh process (its peak RSS); ``results_name``: the rows so far
+    are written after every run, so a long run that is stopped keeps what it measured."""
     import tempfile
 
     from benchmarks.common import run_measured
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for n in sizes:
-            out = run_measured(scale_job, n_series=n, length=length, folder=folder)
-            row = {"series": n, "length": length, "ok": out["ok"], "peak_rss_mb": out.get("peak_rss_mb"),
+        for n, model in ((n, m) for n in sizes for m in models):
+            load = os.getloadavg()
+            out = run_measured(scale_job, timeout=6 * 3600, n_series=n, length=length, folder=folder, model=model,
+                               epochs=epochs)
+            row = {"model": model, "series": n, "length": length, "epochs": None if model == "linear" else epochs,
+                   "ok": out["ok"], "peak_rss_mb": out.get("peak_rss_mb"), "loadavg_start": load,
                    "loadavg": os.getloadavg()[0]}
             row.update(out.get("result", {}) if out["ok"] else {"error": out.get("error")})
             print(row, flush=True)
             rows.append(row)
+            if results_name:
+                write_results(results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                                             "scale": rows})
     return rows
 
 
@@ -332,6 +359,10 @@ def main() -> None:
     parser.add_argument("--scale", default="", help="comma-separated series counts for the scale run "
                         "(synthetic daily, --length points each); skips the accuracy panels")
     parser.add_argument("--length", type=int, default=500)
+    parser.add_argument("--scale-models", default="linear", help="comma-separated models of the scale run "
+                        "(linear, mlp, deepar)")
+    parser.add_argument("--scale-epochs", type=epochs_arg, default="default", help="epochs at most of the neural "
+                        "models in the scale run ('default': the estimator's budget, ended by early stopping)")
     parser.add_argument("--results-name", default="forecast")
     parser.add_argument("--time-fit", default="", help="a real panel: only time the fits of deepar, mlp, linear")
     parser.add_argument("--reuse-ets", default="", help="results files (comma-separated) whose ETS rows are reused for the panels "
@@ -361,7 +392,8 @@ def main() -> None:
         print(f"wrote {write_results(args.results_name, {'loadavg_before': load_before, 'fit_timing': result})}")
         return
     if args.scale:
-        rows = run_scale([int(v) for v in args.scale.split(",")], args.length)
+        rows = run_scale([int(v) for v in args.scale.split(",")], args.length, tuple(args.scale_models.split(",")),
+                         args.scale_epochs, args.results_name, load_before)
         path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                                                  "scale": rows})
         print(f"wrote {path}")

@@ -237,11 +237,16 @@ def test_deepar_negative_binomial_forecasts_counts():
 
 
 def test_deepar_validates_each_epoch_and_keeps_the_best_parameters():
-    """The shared trainer: validation origins (hashed) judge every epoch, the best validated theta is kept."""
+    """The shared trainer: validation origins (hashed) judge every epoch, the best validated theta is kept.
+
+    With a holdout (``validation_fraction > 0``) a twin trained without each series' holdout measures
+    ``calibration_`` on it."""
     df = synthetic_panel(6, 48, freq="MS", seed=11)
     kw = dict(TINY, freq="MS", prediction_length=6, epochs=4, validation_fraction=0.3, learning_rate=1e-2)
     fc = daskstate.Forecaster(**kw).fit(df)
     assert 1 <= fc.n_epochs_ <= 4 and fc.validation_loss_.shape == (fc.n_epochs_,)
+    assert fc.calibration_.shape == (6,) and np.all(fc.calibration_ >= 1.0) and np.all(np.diff(fc.calibration_) >= 0)
+    assert fc.state_.holdout_pairs.sum() > 0 and fc.state_.extra_meta["holdout"] == "released"
     assert np.isfinite(fc.validation_loss_).all()
     np.testing.assert_array_equal(fc.theta_, fc.state_.best_theta)
     plain = daskstate.Forecaster(**{**kw, "epochs": 2, "validation_fraction": 0.0}).fit(df)

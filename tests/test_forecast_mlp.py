@@ -148,3 +148,46 @@ def test_mlp_names_items_split_across_partitions():
     assert not hasattr(fc, "state_")
     whole = daskstate.partition_by_series(split, npartitions=2)
     assert np.isfinite(fc.fit(whole).theta_).all()
+
+
+def test_holdout_sums_add_and_choose_the_widening_that_fits():
+    """The holdout pass's sums are sums (two halves add up to the whole, so merging is adding), and
+    finalize picks per step the widening of least quantile loss: forecasts with the quantiles of N(0, 1)
+    against targets drawn from N(0, s_h^2) get factors near s_h, made non-decreasing in the step."""
+    from scipy import stats
+
+    from daskstate.algorithms.forecast.neural import CALIBRATION_LEVELS
+
+    rng = np.random.default_rng(0)
+    true = np.array([1.0, 1.6, 2.4])
+    y = rng.normal(size=(20_000, 3)) * true
+    y[::7, 1] = np.nan                                   # missing targets are left out
+    mean = np.zeros_like(y)
+    quantiles = np.broadcast_to(stats.norm.ppf(CALIBRATION_LEVELS), (len(y), 3, len(CALIBRATION_LEVELS)))
+    whole, halves = small_state("gaussian"), small_state("gaussian")
+    whole.add_spread_sums(y, mean, quantiles)
+    halves.add_spread_sums(y[:9000], mean[:9000], quantiles[:9000])
+    halves.add_spread_sums(y[9000:], mean[9000:], quantiles[9000:])
+    for name in ("spread_loss", "spread_inside", "spread_pairs"):
+        np.testing.assert_allclose(getattr(halves, "ev_" + name), getattr(whole, "ev_" + name))
+    whole.holdout_loss, whole.holdout_inside, whole.holdout_pairs = (
+        whole.ev_spread_loss, whole.ev_spread_inside, whole.ev_spread_pairs)
+    factor, summary = whole.spread_calibration()
+    np.testing.assert_allclose(factor, true, rtol=0.08)
+    assert summary["holdout_coverage_before"] < 0.6 and abs(summary["holdout_coverage_after"] - 0.8) < 0.03
+    assert np.all(whole.finalize()["calibration_"] == factor)
+
+
+def test_mlp_intervals_cover_about_80_percent_on_a_real_panel():
+    """The mlp with the defaults on visnights (20 quarterly series): the backtest's 80% intervals cover 0.7
+    to 0.92 of the actuals (0.84; 0.61 before its spread was calibrated on a twin's holdout errors, the
+    spread being learnt on points the network was trained on)."""
+    from daskstate.algorithms.forecast.datasets import load_panel
+
+    df, freq = load_panel("visnights")
+    df = df[["item_id", "timestamp", "target"]]
+    train, _ = holdout_split(df, 8)
+    fc = daskstate.Forecaster(model="mlp", freq=freq, prediction_length=8).fit(train)
+    overall, _ = fc.evaluate(df)
+    assert 0.7 <= overall["coverage_80"] <= 0.92, overall
+    assert fc.calibration_.min() > 1.0

@@ -14,7 +14,7 @@ not the network's draws, feed the lags). Forecasts unroll the context, then draw
 (ancestral sampling); mean and quantiles come from the paths.
 
 Training runs on the shared trainer (:class:`~daskstate.algorithms.forecast.neural.NeuralForecastState`:
-epochs of rounds, validation windows by a seeded hash of item and origin, early
+epochs of rounds, validation windows by a seeded hash of item and origin, each series' last tenth held out (:mod:`neural`), early
 stopping, best-snapshot selection, checkpoints, ``partial_fit``). Its examples are
 the forecast origins of each item; a step's sequences are drawn per item (an item
 uniformly, then one of its training origins uniformly) with the round's seeded
@@ -34,7 +34,12 @@ from pandas.tseries.offsets import DateOffset
 from daskstate.algorithms.forecast import lstm
 from daskstate.algorithms.forecast.base import SeriesBatch
 from daskstate.algorithms.forecast.likelihoods import N_RAW, nll_and_grad, values_at
-from daskstate.algorithms.forecast.neural import NeuralForecastState, TrainingWindows
+from daskstate.algorithms.forecast.neural import (
+    CALIBRATION_LEVELS,
+    NeuralForecastState,
+    TrainingWindows,
+    widen,
+)
 from daskstate.algorithms.forecast.series import (
     MAX_SEASONAL_LAG,
     SeriesBlock,
@@ -50,6 +55,10 @@ from daskstate.state import register
 CLIP_NORM = 10.0
 #: sequences x samples drawn at once when forecasting (bounds temporary memory)
 SAMPLE_ROWS = 1 << 15
+#: the holdout pass (see :mod:`neural`): at most this many holdout sequences per partition, evenly spread
+#: over its items and their holdout origins, each forecast from this many paths
+CALIBRATION_SEQUENCES = 256
+CALIBRATION_PATHS = 50
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -100,6 +109,7 @@ class Sequences:
     first: np.ndarray       # (n,) grid position of the first unrolled step
     covariates: np.ndarray  # (n, C + H, c) known covariates of the unrolled steps (missing: 0)
     codes: np.ndarray       # (n, n_categories) embedding rows
+    count_from: np.ndarray | None = None  # (n,) grid position of the first target the loss counts (None: all)
 
 
 def path_uniforms(keys: np.ndarray, num_samples: int, step: int, seed: int) -> np.ndarray:
@@ -221,7 +231,10 @@ class ForecastDeepARState(NeuralForecastState):
         y = seq.values[:, self.max_lag :]
         if self.likelihood == "negative_binomial":
             y = y * seq.scale[:, None]
-        return y - self.center, ~np.isnan(y)
+        mask = ~np.isnan(y)
+        if seq.count_from is not None:
+            mask &= seq.first[:, None] + np.arange(y.shape[1])[None, :] >= seq.count_from[:, None]
+        return y - self.center, mask
 
     def _likelihood_scale(self, seq: Sequences) -> np.ndarray:
         return seq.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(seq.scale), 1))
@@ -262,16 +275,32 @@ class ForecastDeepARState(NeuralForecastState):
 
     def _training_batch(self, X: SeriesBatch, where: str) -> TrainingWindows:
         """Every forecast origin of the partition: 0 .. ``len - 1 - H`` of each item (the whole future inside
-        the series; up to ``len - 2`` for an item shorter than that)."""
+        the series; up to ``len - 2`` for an item shorter than that, and for the holdout's origins)."""
         block = X.block
         origins, item, position = block.origins()
         j = position - block.starts[item]
-        hi = np.where(block.lengths - 1 - self.horizon >= 0, block.lengths - 1 - self.horizon, block.lengths - 2)
-        keep = np.flatnonzero(j <= hi[item])
-        return TrainingWindows(block, origins[keep], item[keep], position[keep])
+        whole = block.lengths - 1 - self.horizon
+        hi = np.where(whole >= 0, whole, block.lengths - 2)
+        keep = j <= hi[item]
+        if self.holds_out:
+            keep |= (position + 1 >= self.holdout_position(block)[item]) & (j <= block.lengths[item] - 2)
+        keep = np.flatnonzero(keep)
+        return self.split_holdout(TrainingWindows(block, origins[keep], item[keep], position[keep]))
 
-    def _sequences_of(self, X: TrainingWindows, pick: np.ndarray, codes: np.ndarray) -> Sequences:
-        return self.sequences(X.block, X.origins[pick], X.item[pick], X.position[pick], codes[X.item[pick]])
+    def _sequences_of(self, X: TrainingWindows, pick: np.ndarray, codes: np.ndarray, holdout: str = "none"
+                      ) -> Sequences:
+        """The sequences of windows ``pick``; ``holdout`` "mask": the holdout's values are missing (training
+        never reads or counts them), "count": the loss counts only targets in the holdout (validation)."""
+        seq = self.sequences(X.block, X.origins[pick], X.item[pick], X.position[pick], codes[X.item[pick]])
+        if holdout == "none" or not self.holds_out:
+            return seq
+        start = self.holdout_position(X.block)[seq.item]
+        if holdout == "count":
+            seq.count_from = start
+        else:
+            grid = seq.first[:, None] - self.max_lag + np.arange(seq.values.shape[1])[None, :]
+            seq.values[grid >= start[:, None]] = np.nan
+        return seq
 
     def _train(self, X: TrainingWindows, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
         """Adam steps on sequences drawn per item from the training windows ``order``: an item uniformly,
@@ -293,7 +322,7 @@ class ForecastDeepARState(NeuralForecastState):
         codes = self.block_codes(X.block)
         lr = self.current_learning_rate()
         for pick in picks:
-            seq = self._sequences_of(X, pick, codes)
+            seq = self._sequences_of(X, pick, codes, holdout="mask")
             if not len(seq.item):
                 continue
             loss, grad, count = self.loss_and_gradient(self.theta, seq, self.dropout_masks(rng, len(seq.item)))
@@ -309,20 +338,39 @@ class ForecastDeepARState(NeuralForecastState):
             self.mon_n += count
 
     def _evaluate(self, X: TrainingWindows, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        """Teacher-forced NLL of the targets of windows ``rows`` outside the holdout; in the holdout pass, of
+        those in it, and the sums of multi-step forecasts (paths) of up to :data:`CALIBRATION_SEQUENCES` of
+        the windows."""
         codes = self.block_codes(X.block)
         size = max(1, SAMPLE_ROWS // ((self.unroll_context + self.horizon) * 8))
+        holdout = "count" if self.calibrating else "mask"
         for start in range(0, len(rows), size):
-            seq = self._sequences_of(X, rows[start : start + size], codes)
+            seq = self._sequences_of(X, rows[start : start + size], codes, holdout=holdout)
             if len(seq.item):
                 loss, _, _, count = self._nll(params["theta"], seq)
                 self.ev_loss += loss
                 self.ev_n += count
+        if not (self.calibrating and len(rows)):
+            return
+        pick = rows[np.unique(np.linspace(0, len(rows) - 1, min(len(rows), CALIBRATION_SEQUENCES)).astype(np.int64))]
+        S, P, C = CALIBRATION_PATHS, self.max_lag, self.unroll_context
+        keys = pd.util.hash_array(np.asarray(X.block.items, dtype=object))
+        for start in range(0, len(pick), max(1, SAMPLE_ROWS // S)):
+            seq = self._sequences_of(X, pick[start : start + max(1, SAMPLE_ROWS // S)], codes)
+            if not len(seq.item):
+                continue
+            y = seq.values[:, P + C :].copy()
+            paths = self._draw_paths(params["theta"], seq, keys[seq.item], S, int(self.params.get("seed", 0)))
+            paths /= seq.scale[:, None, None]
+            quantiles = np.moveaxis(np.quantile(paths, CALIBRATION_LEVELS, axis=1), 0, -1)
+            self.add_spread_sums(y, paths.mean(axis=1), quantiles)
 
     # ---- forecasting -------------------------------------------------------------------------------
     def sample_paths(self, theta: np.ndarray, block: SeriesBlock, origins: np.ndarray, num_samples: int,
-                     seed: int) -> np.ndarray:
+                     seed: int, spread: np.ndarray | None = None) -> np.ndarray:
         """Paths (len(origins), num_samples, H) in the data's units drawn after each flat origin of
-        ``block``; NaN where the history has no observed value.
+        ``block``; NaN where the history has no observed value. ``spread`` (H,): each step's draws
+        moved away from their mean by these factors (``calibration_``, see :mod:`neural`).
 
         The draws after an origin are a function of its item's id, the seed and ``theta`` only.
         """
@@ -338,7 +386,8 @@ class ForecastDeepARState(NeuralForecastState):
             sl = slice(start, start + chunk)
             seq = self.sequences(block, origins[sl], rows[sl], position[sl], codes[sl])
             if len(seq.item):
-                out[seq.item] = self._draw_paths(theta, seq, keys[seq.item], num_samples, seed)
+                paths = self._draw_paths(theta, seq, keys[seq.item], num_samples, seed)
+                out[seq.item] = widen(paths, paths.mean(axis=1, keepdims=True), spread, self.likelihood)
         return out
 
     def _draw_paths(self, theta: np.ndarray, seq: Sequences, keys: np.ndarray, S: int, seed: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from daskstate.algorithms.forecast.linear import (
 )
 from daskstate.algorithms.forecast.metrics import forecast_metrics
 from daskstate.algorithms.forecast.mlp import ForecastMLPState
-from daskstate.algorithms.forecast.neural import NeuralForecastState
+from daskstate.algorithms.forecast.neural import NeuralForecastState, train_calibrated
 from daskstate.algorithms.forecast.rounds import series_input
 from daskstate.algorithms.forecast.sampling import partition_rng, sample_column
 from daskstate.algorithms.forecast.series import (
@@ -148,7 +148,11 @@ class Forecaster(StateEstimator):
     validation_fraction : float
         "mlp", "deepar": share of the training windows held out (by a seeded hash of item and
         origin, the same on every pass) to validate each epoch's parameters; the
-        best validated ones are kept. 0: judge epochs by the training loss.
+        best validated ones are kept. 0: judge epochs by the training loss. Above 0 the predictive
+        spread is calibrated too: a twin network trained the same way but without each series' last
+        ``validation_fraction`` of points (at least ``prediction_length``) forecasts them, and
+        ``calibration_`` widens the spread of every horizon step by the factor of least quantile loss
+        there (:mod:`~daskstate.algorithms.forecast.neural`; the fit trains twice).
     early_stopping_patience : int or None
         "mlp", "deepar": stop after this many epochs without a relative improvement of
         ``early_stopping_tolerance`` in the validation loss (None: run every epoch).
@@ -166,6 +170,10 @@ class Forecaster(StateEstimator):
         Neural models: the selected (best validated) parameters, the epochs run,
         the validation and training loss per epoch, the last epoch's training loss
         and the trainer's per-epoch record (:mod:`daskstate.training`).
+    calibration_ : ndarray (prediction_length,)
+        Neural models: the factor by which each horizon step's quantiles and sample paths are
+        moved away from the forecast mean (see ``validation_fraction``); ``calibration_summary_``
+        holds the holdout's 80% coverage before and after it.
 
     Examples
     --------
@@ -352,7 +360,8 @@ class Forecaster(StateEstimator):
         """Fit from a long table (pandas, or Dask with each item in one partition).
 
         ``checkpoint`` (Dask input, ``model="mlp"`` or ``"deepar"``): where the running state is saved
-        at round boundaries, so that a repeated call resumes.
+        at round boundaries, so that a repeated call resumes (the twin trained without each series'
+        holdout to measure ``calibration_``, at ``checkpoint + "-holdout"``).
 
         Returns
         -------
@@ -410,7 +419,10 @@ class Forecaster(StateEstimator):
             schedule = Schedule(epochs=int(epochs), sync_every=int(self.sync_every),
                                 patience=self.early_stopping_patience, tolerance=float(self.early_stopping_tolerance),
                                 check_every="epoch")
-            return train_epochs(series_input(X, state.schema, cols), state, options, schedule)
+            inp = series_input(X, state.schema, cols)
+            if state.phase == "done":  # partial_fit: more epochs on the new partitions
+                return train_epochs(inp, state, options, schedule)
+            return train_calibrated(inp, state, options, schedule)
         if options.checkpoint is not None:
             raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
         if history is not None:
@@ -577,7 +589,8 @@ class Forecaster(StateEstimator):
 
     def _model_parts(self) -> dict[str, Any]:
         if isinstance(self.state_, NeuralForecastState):
-            return {"theta_": self.theta_, "network": self.state_.empty_like()}
+            return {"theta_": self.theta_, "network": self.state_.empty_like(),
+                    "calibration_": getattr(self, "calibration_", None)}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
                 "weighting_": self.weighting_, "long_season_": getattr(self, "long_season_", 0)}
 
@@ -638,13 +651,14 @@ class _ModelTask:
         """Sample paths (k, S, H) at the given origins (one per item); NaN where no context."""
         H, S = block.prediction_length, int(self.num_samples or DEFAULT_PATHS)
         if isinstance(self.model.get("network"), ForecastDeepARState):  # ancestral sampling, seeded per item
-            return self.model["network"].sample_paths(self.model["theta_"], block, origins, S, self.seed)
+            return self.model["network"].sample_paths(self.model["theta_"], block, origins, S, self.seed,
+                                                      self.model["calibration_"])
         paths = np.full((len(origins), S, H), np.nan)
         rng = partition_rng(self.seed, block.items)
         if "network" in self.model:
             net = self.model["network"]
             for w in self._windows(block, origins, net.n_inputs):
-                paths[w.item] = net.sample_paths(self.model["theta_"], w, S, rng)
+                paths[w.item] = net.sample_paths(self.model["theta_"], w, S, rng, self.model["calibration_"])
             return paths
         codes = self._static_codes(block)
         for w in self._windows(block, origins, len(self.model["coef_"][0])):
@@ -671,7 +685,8 @@ class _ModelTask:
         if "network" in self.model:
             net = self.model["network"]
             for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), net.n_inputs):
-                mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles)
+                mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles,
+                                                        self.model["calibration_"])
             return mean, qf
         width = len(self.model["coef_"][0])
         codes = self._static_codes(block)

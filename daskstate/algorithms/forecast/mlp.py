@@ -22,7 +22,7 @@ from daskstate.algorithms.forecast.likelihoods import (
     nll_and_grad,
     values_at,
 )
-from daskstate.algorithms.forecast.neural import NeuralForecastState
+from daskstate.algorithms.forecast.neural import NeuralForecastState, widen
 from daskstate.algorithms.forecast.sampling import correlated_uniforms
 from daskstate.algorithms.forecast.series import date_features, n_date_features
 from daskstate.algorithms.forecast.windows import Windows, lagged_values
@@ -149,15 +149,20 @@ class ForecastMLPState(NeuralForecastState):
         loss, _, _, count = self._nll(theta, w)
         return loss, count
 
-    def forecast(self, theta: np.ndarray, w: Windows, quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (n, H) and quantiles (n, H, q) in the data's units."""
+    def forecast(self, theta: np.ndarray, w: Windows, quantiles: np.ndarray, spread: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (n, H) and quantiles (n, H, q) in the data's units; ``spread`` (H,): the quantiles' distances
+        from the mean widened by these factors (``calibration_``, see :mod:`neural`)."""
         raw, _ = self.raw_outputs(theta, self.inputs(w))
-        return mean_and_quantiles(raw, self.likelihood, w.scale[:, None], quantiles)
+        mean, q = mean_and_quantiles(raw, self.likelihood, w.scale[:, None], quantiles)
+        return mean, widen(q, mean[..., None], spread, self.likelihood, step_axis=-2)
 
-    def sample_paths(self, theta: np.ndarray, w: Windows, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+    def sample_paths(self, theta: np.ndarray, w: Windows, num_samples: int, rng: np.random.Generator,
+                     spread: np.ndarray | None = None) -> np.ndarray:
         """Paths (n, num_samples, H) in the data's units: the per-step distributions joined by the
-        step correlation of :func:`~daskstate.algorithms.forecast.sampling.correlated_uniforms`."""
+        step correlation of :func:`~daskstate.algorithms.forecast.sampling.correlated_uniforms`
+        (``spread``: as in :meth:`forecast`)."""
         raw, _ = self.raw_outputs(theta, self.inputs(w))
-        _, spread = mean_and_quantiles(raw, self.likelihood, w.scale[:, None], np.array([0.1, 0.9]))
-        u = correlated_uniforms(spread[..., 1] - spread[..., 0], num_samples, rng)
-        return values_at(raw, self.likelihood, w.scale[:, None], u)
+        mean, interval = mean_and_quantiles(raw, self.likelihood, w.scale[:, None], np.array([0.1, 0.9]))
+        u = correlated_uniforms(interval[..., 1] - interval[..., 0], num_samples, rng)
+        return widen(values_at(raw, self.likelihood, w.scale[:, None], u), mean[:, None, :], spread, self.likelihood)

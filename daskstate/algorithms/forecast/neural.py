@@ -12,6 +12,25 @@ vector), ``n_inputs`` (the width :func:`iter_windows` sizes mini-batches by) and
 ``loss_and_gradient(theta, w)`` (summed negative log-likelihood of the windows'
 observed targets, its gradient w.r.t. ``theta`` and the number of targets), plus
 ``forecast``. See :mod:`daskstate.algorithms.forecast.mlp`.
+
+**Holdout and calibration of the spread.** A network fits the points it was trained on
+better than new ones (on aus_arrivals deepar's 80% intervals covered 0.81 of its training
+windows' multi-step futures, 0.76 of the hashed validation windows, whose targets
+neighbouring training windows read, and 0.53 of the test points), so its likelihood's
+spread, learnt on its training points, is too narrow for a forecast. With
+``validation_fraction > 0`` a fit (:func:`train_calibrated`) also trains a twin from the
+same start without each series' holdout, its last ``validation_fraction`` of points (at
+least ``prediction_length``, as the linear model's holdout): the windows whose first
+target lies in it are neither trained on nor validated, and no other window counts a
+target in it (``holds_out``). One pass (:func:`holdout_sums`) then forecasts the holdout
+windows with the twin and sums, per horizon step and for each factor of
+:data:`SPREAD_FACTORS`, the quantile loss of the forecast whose quantiles are moved away
+from its mean by that factor, and how many targets its 80% interval holds (the
+``ev_spread_*`` validation accumulators, so a partition adds and merging adds); the
+forecaster's state keeps the sums (``holdout_*``). ``finalize`` picks per step the factor
+of least quantile loss, made non-decreasing in the step (``calibration_``); forecasts move
+their quantiles and paths away from their mean by it (:func:`widen`), so the mean (and
+MASE) is that of the network trained on every point, as without calibration.
 """
 
 from __future__ import annotations
@@ -23,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from daskstate import engine
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
 from daskstate.algorithms.forecast.series import SeriesBlock
 from daskstate.algorithms.forecast.windows import Windows, iter_windows
@@ -30,6 +50,11 @@ from daskstate.errors import StateError
 from daskstate.numerics import adam_step
 from daskstate.state import State
 from daskstate.training import SGDState
+
+#: factors by which the holdout pass tries widening the predictive spread (per horizon step; 1 .. ~10)
+SPREAD_FACTORS = 1.1 ** np.arange(25)
+#: the quantile levels whose loss chooses the factor (the benchmark's wQL levels)
+CALIBRATION_LEVELS = np.arange(1, 10) / 10.0
 
 
 @dataclass
@@ -75,6 +100,23 @@ def window_hash_unit(items: np.ndarray, item: np.ndarray, position: np.ndarray, 
     return (pd.util.hash_array(mixed) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+def widen(values: np.ndarray, center: np.ndarray, spread: np.ndarray | None, likelihood: str,
+          step_axis: int = -1) -> np.ndarray:
+    """``values`` (quantiles or paths) moved away from ``center`` by the factor of their horizon step
+    (``spread`` (H,) along ``step_axis``; None: unchanged); counts stay non-negative.
+
+    Examples
+    --------
+    >>> widen(np.array([[0.5, 2.0]]), np.array([[1.0, 1.0]]), np.array([2.0, 3.0]), "gaussian")
+    array([[0., 4.]])
+    """
+    if spread is None:
+        return values
+    factor = np.asarray(spread, dtype=np.float64).reshape((-1,) + (1,) * (-1 - step_axis))
+    out = center + factor * (values - center)
+    return np.maximum(out, 0.0) if likelihood == "negative_binomial" else out
+
+
 #: the smallest share of ``learning_rate`` the halving reaches (GluonTS: 5e-5 of 1e-3)
 MIN_LR_FACTOR = 0.05
 
@@ -86,7 +128,15 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
     packed = False
     parameters: ClassVar[tuple[str, ...]] = ("theta",)
     optimizer_arrays: ClassVar[tuple[str, ...]] = ("adam_m", "adam_v", "adam_t")
-    model_arrays: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t")
+    #: ``holdout_*``: the holdout pass's sums (see the module docstring), kept through the training after it
+    model_arrays: ClassVar[tuple[str, ...]] = ("theta", "adam_m", "adam_v", "adam_t", "holdout_loss",
+                                               "holdout_inside", "holdout_pairs")
+    #: the holdout pass's accumulators: quantile loss and 80% hits per (step, factor), pairs per step
+    shared_metrics: ClassVar[tuple[str, ...]] = ("spread_loss", "spread_inside", "spread_pairs")
+
+    def _metric_shapes(self) -> dict[str, tuple[int, ...]]:
+        H, K = self.horizon, len(SPREAD_FACTORS)
+        return {"spread_loss": (H, K), "spread_inside": (H, K), "spread_pairs": (H,)}
 
     # ---- the network (to implement) -----------------------------------------------------------
     @property
@@ -113,13 +163,43 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         self.adam_m = np.zeros_like(self.theta)
         self.adam_v = np.zeros_like(self.theta)
         self.adam_t = np.zeros(1)
+        shapes = self._metric_shapes()
+        self.holdout_loss = np.zeros(shapes["spread_loss"])
+        self.holdout_inside = np.zeros(shapes["spread_inside"])
+        self.holdout_pairs = np.zeros(shapes["spread_pairs"])
+        self.extra_meta.setdefault("holdout", "held" if self.params.get("validation_fraction", 0.0) > 0 else "none")
 
     def _start(self, statistics: State) -> None:
         """No statistics pass: the network starts from its seeded initial parameters."""
 
     # ---- the trainer's hooks: windows as examples ------------------------------------------------
     def _training_batch(self, X: SeriesBatch, where: str) -> TrainingWindows:
-        return TrainingWindows.of(X.block)
+        return self.split_holdout(TrainingWindows.of(X.block))
+
+    # ---- the holdout ---------------------------------------------------------------------------
+    @property
+    def holds_out(self) -> bool:
+        """Whether each series' last points are held out of training (the twin of :func:`train_calibrated`)."""
+        return self.extra_meta.get("holdout") == "held"
+
+    @property
+    def calibrating(self) -> bool:
+        """Whether this is the pass of :func:`holdout_sums` (it adds the ``ev_spread_*`` sums)."""
+        return self.phase == "eval" and bool(self.extra_meta.get("eval", {}).get("calibrate"))
+
+    def holdout_position(self, block: SeriesBlock) -> np.ndarray:
+        """Grid position per item of the first point of its holdout: its last ``validation_fraction``
+        of points, at least ``prediction_length`` (as the linear model's holdout)."""
+        frac = float(self.params.get("validation_fraction", 0.0))
+        tail = np.maximum(self.horizon, np.floor(block.lengths * frac).astype(np.int64))
+        return block.starts + block.lengths - tail
+
+    def split_holdout(self, windows: TrainingWindows) -> TrainingWindows:
+        """The holdout windows (first target in the holdout) in the holdout pass, the others otherwise."""
+        if not self.holds_out:
+            return windows
+        held = windows.position + 1 >= self.holdout_position(windows.block)[windows.item]
+        return windows[held if self.calibrating else ~held]
 
     def _n_examples(self, X: TrainingWindows) -> int:
         return len(X)
@@ -128,10 +208,18 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         frac = float(self.params.get("validation_fraction", 0.0))
         if frac <= 0:
             return None
+        if self.calibrating:  # the batch holds the holdout windows only: all of them
+            return np.ones(len(X), dtype=bool)
         return window_hash_unit(X.block.items, X.item, X.position, int(self.params.get("seed", 0))) < frac
 
     def _windows(self, X: TrainingWindows, pick: np.ndarray):
-        return iter_windows(X.block, X.origins[pick], X.item[pick], X.position[pick], self.season, self.n_inputs)
+        """Windows ``pick``; a target in the holdout is missing, but in the holdout pass."""
+        start = self.holdout_position(X.block) if self.holds_out and not self.calibrating else None
+        for w in iter_windows(X.block, X.origins[pick], X.item[pick], X.position[pick], self.season, self.n_inputs):
+            if start is not None:
+                steps = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
+                w.target = np.where(steps >= start[w.item][:, None], np.nan, w.target)
+            yield w
 
     def _train(self, X: TrainingWindows, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
         """Adam over mini-batches of the windows ``order``: one pass, but at least ``min_batches`` steps.
@@ -168,10 +256,59 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         return float(self.params.get("learning_rate", 1e-3)) * max(0.5 ** float(self.progress[2]), MIN_LR_FACTOR)
 
     def _evaluate(self, X: TrainingWindows, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
+        calibrating = self.calibrating
         for w in self._windows(X, rows):
             loss, count = self.window_loss(params["theta"], w)
             self.ev_loss += loss
             self.ev_n += count
+            if calibrating:
+                mean, quantiles = self.forecast(params["theta"], w, CALIBRATION_LEVELS)
+                self.add_spread_sums(w.target, mean / w.scale[:, None], quantiles / w.scale[:, None, None])
+
+    # ---- calibration of the spread ----------------------------------------------------------------
+    def add_spread_sums(self, y: np.ndarray, mean: np.ndarray, quantiles: np.ndarray) -> None:
+        """Add holdout targets ``y`` (n, H) against forecasts (mean (n, H), quantiles (n, H, levels) at
+        :data:`CALIBRATION_LEVELS`), all in the windows' scaled units, to the ``ev_spread_*`` sums: per step
+        and factor, the quantile loss of the forecast widened about its mean by the factor, and 80% hits."""
+        ok = ~np.isnan(y)
+        y0 = np.where(ok, y, 0.0)[..., None]
+        deviation = np.nan_to_num(quantiles - mean[..., None])
+        center = np.nan_to_num(mean)[..., None]
+        levels = CALIBRATION_LEVELS
+        lo, hi = int(np.argmin(np.abs(levels - 0.1))), int(np.argmin(np.abs(levels - 0.9)))
+        nonnegative = self.params.get("likelihood") == "negative_binomial"
+        for k, factor in enumerate(SPREAD_FACTORS):
+            q = center + factor * deviation
+            if nonnegative:
+                q = np.maximum(q, 0.0)
+            diff = y0 - q
+            loss = 2.0 * np.maximum(levels * diff, (levels - 1.0) * diff).sum(axis=2)
+            self.ev_spread_loss[:, k] += np.where(ok, loss, 0.0).sum(axis=0)
+            inside = (diff[..., hi] <= 0) & (diff[..., lo] >= 0) & ok
+            self.ev_spread_inside[:, k] += inside.sum(axis=0)
+        self.ev_spread_pairs += ok.sum(axis=0)
+
+    def spread_calibration(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """The widening factor per horizon step from the holdout pass's sums (ones without them), and a
+        summary: the holdout's 80% coverage before and after, and the pairs per step."""
+        loss, inside, pairs = self.holdout_loss, self.holdout_inside, self.holdout_pairs
+        factor = np.ones(self.horizon)
+        ok = pairs > 0
+        if not ok.any():
+            return factor, {}
+        from sklearn.isotonic import IsotonicRegression
+
+        steps = np.flatnonzero(ok)
+        best = SPREAD_FACTORS[np.argmin(loss[ok], axis=1)]
+        fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(steps, best, sample_weight=pairs[ok])
+        factor = np.maximum(fitted.predict(np.arange(self.horizon)), 1.0)
+        # the 80% hits of the chosen factors, interpolated on the grid of tried ones
+        grid = np.log(SPREAD_FACTORS)
+        hits = np.array([np.interp(np.log(f), grid, inside[h]) for h, f in enumerate(factor)])
+        summary = {"holdout_pairs": pairs.tolist(),
+                   "holdout_coverage_before": float(inside[ok, 0].sum() / pairs[ok].sum()),
+                   "holdout_coverage_after": float(hits[ok].sum() / pairs[ok].sum())}
+        return factor, summary
 
     # ---- finalize -------------------------------------------------------------------------------
     def finalize(self, **_: Any) -> dict[str, Any]:
@@ -181,6 +318,47 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
             raise StateError(f"the {self.algorithm} forecaster's parameters are not finite "
                              "(training diverged: lower learning_rate)")
         losses = self.loss_history()
-        return {"theta_": theta.copy(), "train_loss_": float(losses[-1, 1]) if len(losses) else float("nan"),
+        calibration, summary = self.spread_calibration()
+        return {"theta_": theta.copy(), "calibration_": calibration, "calibration_summary_": summary, "train_loss_": float(losses[-1, 1]) if len(losses) else float("nan"),
                 "validation_loss_": losses[:, 2].copy(), "n_epochs_": int(self.progress[0]),
                 "history_": list(self.extra_meta.get("history", []))}
+
+
+def train_calibrated(inp: Any, state: NeuralForecastState, options: Any, schedule: Any) -> State:
+    """A fresh fit: the network trained on every point, with the ``holdout_*`` sums of a twin trained the
+    same way without each series' holdout, measured on it (:func:`holdout_sums`).
+
+    The twin's errors on points it never saw, against its own predictive spread, say how much too
+    narrow a network trained this way is out of sample. Continuing the twin's training on the
+    holdout instead was tried: at the full learning rate it moved deepar away from its optimum
+    (MASE 1.10 against 0.71 on 24 us_employment series), at the rate it ended with it learnt
+    nothing from the holdout (the mlp on aus_arrivals: 1.33 against 1.17). Without holdout
+    (``validation_fraction=0``) only the network is trained. The twin checkpoints at
+    ``checkpoint + "-holdout"``.
+    """
+    from daskstate.training import train_epochs
+
+    if not state.holds_out:
+        return train_epochs(inp, state, options, schedule)
+    twin_options = options.replace(checkpoint=f"{options.checkpoint}-holdout") if options.checkpoint else options
+    twin = train_epochs(inp, state, twin_options, schedule)
+    final = state.copy()
+    final.extra_meta["holdout"] = "released"
+    final = train_epochs(inp, final, options, schedule)
+    sums = holdout_sums(inp, twin, options)
+    if sums is not None:
+        final.holdout_loss, final.holdout_inside, final.holdout_pairs = sums
+    return final
+
+
+def holdout_sums(inp: Any, trained: NeuralForecastState, options: Any) -> tuple[np.ndarray, ...] | None:
+    """One pass forecasting every partition's holdout windows with the chosen parameters of ``trained``
+    (trained without them): the sums ``(loss, inside, pairs)`` that give ``finalize`` its ``calibration_``
+    (see the module docstring); None without a validated snapshot."""
+    if trained.best_epoch[0] < 0:
+        return None
+    scoring = trained.begin_eval("best", "validation")
+    scoring.extra_meta["eval"]["calibrate"] = True
+    scored = engine.fold_rounds(inp, scoring, sync_every=max(1, inp.npartitions), shuffle=False,
+                                options=options.replace(checkpoint=None))
+    return tuple(getattr(scored, "ev_" + n).copy() for n in ("spread_loss", "spread_inside", "spread_pairs"))
