@@ -214,6 +214,9 @@ class ForecastLinearState(SeriesStateMixin, State):
         in-sample error of the model solved without the holdout: in-sample residuals
         understate the error of a forecast, more so further ahead.
         """
+        drift_mode = _.get("no_drift", False)
+        self._no_drift = drift_mode is True
+        self._half_drift = drift_mode == "half"
         if not (self.pairs > 0).any():
             raise StateError(f"the linear forecaster's state has seen no training windows: a window needs "
                              f"{self.min_observed} observed context values (half of its last {self.scale_points} "
@@ -235,8 +238,17 @@ class ForecastLinearState(SeriesStateMixin, State):
         scores = []
         if can_validate:
             for w, pr in candidates:
-                coef, _, _ = self._solve(train, w, pr, depths)
+                coef, _x, _y = self._solve(train, w, pr, depths)
                 scores.append(float(_sse(coef, hold).sum() / hold[3].sum()))
+            if drift_mode == "auto":
+                self._no_drift = True
+                nd = []
+                for w, pr in candidates:
+                    coef, _x, _y = self._solve(train, w, pr, depths)
+                    nd.append(float(_sse(coef, hold).sum() / hold[3].sum()))
+                self._no_drift = min(nd) < min(scores)
+                if self._no_drift:
+                    scores = nd
             wd_best, prior_best = candidates[int(np.argmin(scores))]
         else:  # no holdout to choose by (a partial fit's new points only, or series of under H points)
             wd_best, prior_best = (DEFAULT_WD if wd is None else float(wd)), prior or "zero"
@@ -277,7 +289,7 @@ class ForecastLinearState(SeriesStateMixin, State):
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
                                for (w, pr), sc in zip(candidates, scores, strict=False)],
                 "weighting_": self.params.get("weighting", "noise"), "long_season_": self.long_season,
-                "extra_": {"depths": depths, "tuned": tuned, "dw": None if dweights is None else np.round(dweights, 2).tolist(), "shrink": np.round(weight, 2).tolist()},
+                "extra_": {"nodrift": self._no_drift, "depths": depths, "tuned": tuned, "dw": None if dweights is None else np.round(dweights, 2).tolist(), "shrink": np.round(weight, 2).tolist()},
                 "nonnegative_": bool(self.target_range[0] >= 0)}
 
     def no_trend_coefficients(self, kind: str) -> np.ndarray:
@@ -347,7 +359,21 @@ class ForecastLinearState(SeriesStateMixin, State):
         weights = np.full(len(columns), 1.0 / len(columns)) if weights is None else weights
         for cols, wt in zip(columns, weights, strict=True):
             sub = np.ix_(np.arange(H), cols, cols)
-            coef[:, cols] += wt * _ridge(gram[sub], xty[:, cols], w0[:, cols], wd, ok)
+            con = None
+            if self._half_drift:
+                con = np.zeros(p)
+                con[:len(self.lags)] = 1.0
+                con[-1] = 1.0
+                con = con[cols]
+                coef[:, cols] += 0.5 * wt * _ridge(gram[sub], xty[:, cols], w0[:, cols], wd, ok, con)
+                coef[:, cols] += 0.5 * wt * _ridge(gram[sub], xty[:, cols], w0[:, cols], wd, ok)
+                continue
+            if self._no_drift:
+                con = np.zeros(p)
+                con[:len(self.lags)] = 1.0
+                con[-1] = 1.0
+                con = con[cols]
+            coef[:, cols] += wt * _ridge(gram[sub], xty[:, cols], w0[:, cols], wd, ok, con)
         sigma = np.full(H, np.nan)
         sse = _sse(coef, sums)
         sigma[ok] = np.sqrt(sse[ok] / np.maximum(pairs[ok] - p, 1.0))
@@ -361,7 +387,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         return coef, sigma, sse
 
 
-def _ridge(gram: np.ndarray, xty: np.ndarray, w0: np.ndarray, wd: float, ok: np.ndarray) -> np.ndarray:
+def _ridge(gram: np.ndarray, xty: np.ndarray, w0: np.ndarray, wd: float, ok: np.ndarray,
+           constraint: np.ndarray | None = None) -> np.ndarray:
     """(H, p) solutions of ``(gram_h + s_h wd P) w = xty_h + s_h wd P w0_h`` at the steps ``ok`` (zero
     elsewhere); ``P`` penalises every column but the last (the intercept), ``s_h`` the mean diagonal."""
     H, p = xty.shape
@@ -384,6 +411,12 @@ def _ridge(gram: np.ndarray, xty: np.ndarray, w0: np.ndarray, wd: float, ok: np.
             bad = ok
         for h in np.flatnonzero(bad):  # singular steps only
             coef[h] = np.linalg.lstsq(A[h], b[h], rcond=None)[0]
+        if constraint is not None and ok.any():
+            # the least-squares solution with constraint . w = 1: w + A^-1 a (1 - a.w) / (a A^-1 a)
+            direction = np.linalg.lstsq(A[ok][0], constraint, rcond=None)[0][None] if False else \
+                np.linalg.solve(A[ok], np.broadcast_to(constraint, (int(ok.sum()), p))[:, :, None])[:, :, 0]
+            gap = 1.0 - coef[ok] @ constraint
+            coef[ok] += direction * (gap / (direction @ constraint))[:, None]
     return coef
 
 
