@@ -197,8 +197,7 @@ class ForecastLinearState(SeriesStateMixin, State):
                                       max(self.target_range[1], other.target_range[1])])
 
     # ---- finalize ------------------------------------------------------------------------
-    def finalize(self, wd: float | None = None, prior: str | None = None, ensemble: bool | None = None,
-                 shrink: str | None = None, shrink_weight: float | None = None, combine: str = 'equal', **_: Any) -> dict[str, Any]:
+    def finalize(self, wd: float | None = None, prior: str | None = None, **_: Any) -> dict[str, Any]:
         """Coefficients and calibrated residual spread per horizon step.
 
         ``wd`` (the ridge penalty per training pair on every coefficient but the intercept)
@@ -214,9 +213,6 @@ class ForecastLinearState(SeriesStateMixin, State):
         in-sample error of the model solved without the holdout: in-sample residuals
         understate the error of a forecast, more so further ahead.
         """
-        drift_mode = _.get("no_drift", False)
-        self._no_drift = drift_mode is True
-        self._half_drift = drift_mode == "half"
         if not (self.pairs > 0).any():
             raise StateError(f"the linear forecaster's state has seen no training windows: a window needs "
                              f"{self.min_observed} observed context values (half of its last {self.scale_points} "
@@ -231,79 +227,25 @@ class ForecastLinearState(SeriesStateMixin, State):
         train = tuple(getattr(self, n) - getattr(self, "holdout_" + n) for n in ("gram", "xty", "yty", "pairs"))
         hold = (self.holdout_gram, self.holdout_xty, self.holdout_yty, self.holdout_pairs)
         can_validate = (train[3] > 0).any() and (hold[3] > 0).any()
-        depths = self.lag_depths() if (ensemble if ensemble is not None else self.params.get("ensemble", True)) \
-            else None
-        if ensemble == "index":
-            depths = "index" if self.long_season else None
         scores = []
         if can_validate:
             for w, pr in candidates:
-                coef, _x, _y = self._solve(train, w, pr, depths)
+                coef, _, _ = self._solve(train, w, pr)
                 scores.append(float(_sse(coef, hold).sum() / hold[3].sum()))
-            if drift_mode == "auto":
-                self._no_drift = True
-                nd = []
-                for w, pr in candidates:
-                    coef, _x, _y = self._solve(train, w, pr, depths)
-                    nd.append(float(_sse(coef, hold).sum() / hold[3].sum()))
-                self._no_drift = min(nd) < min(scores)
-                if self._no_drift:
-                    scores = nd
             wd_best, prior_best = candidates[int(np.argmin(scores))]
         else:  # no holdout to choose by (a partial fit's new points only, or series of under H points)
             wd_best, prior_best = (DEFAULT_WD if wd is None else float(wd)), prior or "zero"
-        dweights = None
-        if depths is not None and combine == "inverse_mse" and can_validate:
-            mse = np.array([_sse(self._solve(train, wd_best, prior_best, [d])[0], hold).sum() for d in depths])
-            dweights = (1.0 / mse) / (1.0 / mse).sum()
-        coef, sigma, sse_all = self._solve((self.gram, self.xty, self.yty, self.pairs), wd_best, prior_best, depths,
-                                           dweights)
-        tuned = None
-        if depths is not None and combine == "tuned" and can_validate:
-            tuned = []
-            for d in depths:
-                sc = [_sse(self._solve(train, w, pr, [d])[0], hold).sum() for w, pr in candidates]
-                tuned.append(candidates[int(np.argmin(sc))])
-            allsums = (self.gram, self.xty, self.yty, self.pairs)
-            coef = np.mean([self._solve(allsums, w, pr, [d])[0] for d, (w, pr) in zip(depths, tuned)], axis=0)
-            sigma = np.sqrt(_sse(coef, allsums) / np.maximum(self.pairs - self.n_design, 1.0))
+        coef, sigma, sse_all = self._solve((self.gram, self.xty, self.yty, self.pairs), wd_best, prior_best)
         calibration = np.ones(self.horizon)
-        shrink = shrink if shrink is not None else self.params.get("shrink", "none")
-        weight = np.zeros(self.horizon)
         if can_validate:
-            coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best, depths, dweights)
-            if tuned is not None:
-                coef_t = np.mean([self._solve(train, w, pr, [d])[0] for d, (w, pr) in zip(depths, tuned)], axis=0)
-                sigma_t = np.sqrt(_sse(coef_t, train) / np.maximum(train[3] - self.n_design, 1.0))
-            if shrink != "none":
-                toward = self.no_trend_coefficients(shrink)
-                weight = _shrink_weights(coef_t, toward, hold) if shrink_weight is None else np.full(self.horizon, float(shrink_weight))
-                coef_t = coef_t + weight[:, None] * (toward - coef_t)
-                coef = coef + weight[:, None] * (toward - coef)
-                all_sums = (self.gram, self.xty, self.yty, self.pairs)
-                sigma = np.sqrt(_sse(coef, all_sums) / np.maximum(self.pairs - self.n_design, 1.0))
-                sigma_t = np.sqrt(_sse(coef_t, train) / np.maximum(train[3] - self.n_design, 1.0))
+            coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best)
             calibration = _calibration(_sse(coef_t, hold), hold[3], sigma_t)
         return {"coef_": coef, "sigma_": sigma * calibration, "wd_": wd_best, "prior_": prior_best,
                 "calibration_": calibration,
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
                                for (w, pr), sc in zip(candidates, scores, strict=False)],
                 "weighting_": self.params.get("weighting", "noise"), "long_season_": self.long_season,
-                "extra_": {"nodrift": self._no_drift, "depths": depths, "tuned": tuned, "dw": None if dweights is None else np.round(dweights, 2).tolist(), "shrink": np.round(weight, 2).tolist()},
                 "nonnegative_": bool(self.target_range[0] >= 0)}
-
-    def no_trend_coefficients(self, kind: str) -> np.ndarray:
-        """(H, p): a forecast without trend: "naive" the seasonal naive; "level" the mean of the last cycle
-        plus the seasonal index (the seasonal naive without the index column)."""
-        out = self.prior_coefficients("seasonal")
-        if kind == "level" and self.long_season:
-            m = self.season
-            lags = list(self.lags)
-            if all(k in lags for k in range(1, m + 1)):
-                out[:] = 0.0
-                out[:, [lags.index(k) for k in range(1, m + 1)]] = 1.0 / m
-                out[:, len(lags)] = 1.0
-        return out
 
     def prior_coefficients(self, prior: str) -> np.ndarray:
         """(H, p): zero, or the seasonal naive forecast (weight 1 on the lag one cycle before step h)."""
@@ -319,62 +261,33 @@ class ForecastLinearState(SeriesStateMixin, State):
                 out[h - 1, lags.index(lag)] = 1.0
         return out
 
-    def lag_depths(self) -> list[int]:
-        """The recent-lag depths of the nested models averaged by ``finalize``: whole cycles of the
-        season (``m, 2m, ...``) below the deepest recent lag ``R``, and ``R`` itself (the full model)."""
-        lags = list(self.lags)
-        recent = 0
-        while recent + 1 in lags:
-            recent += 1
-        m = max(1, int(self.season))
-        if m == 1:
-            m = max(1, recent // 3)
-        depths = [d for d in range(m, recent, m)]
-        return depths + [recent] if recent else [max(lags)]
-
-    def lag_columns(self, depth: int) -> np.ndarray:
-        """Design columns of the nested model of recent-lag depth ``depth``: the recent lags up to it,
-        every lag past the recent ones (long seasonal lags) and every other column."""
-        lags = np.asarray(self.lags)
-        lags_cut = np.asarray(self.lag_depths())[-1]
-        keep = (lags <= depth) | (lags > lags_cut)
-        return np.concatenate([np.flatnonzero(keep), np.arange(len(lags), self.n_design)])
-
-    def _solve(self, sums: tuple[np.ndarray, ...], wd: float, prior: str, depths: list[int] | None = None,
-               weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Ridge solution per step of the normal equations ``sums``: (coef, in-sample sigma, sse).
-
-        ``depths``: the mean of the coefficients of the nested models of these recent-lag depths
-        (each solved on its own block of the same sums), instead of the one full model.
-        """
+    def _solve(self, sums: tuple[np.ndarray, ...], wd: float, prior: str
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ridge solution per step of the normal equations ``sums``: (coef, in-sample sigma, sse)."""
         gram, xty, yty, pairs = sums
         H, p = self.horizon, self.n_design
+        penalty = np.ones(p)
+        penalty[-1] = 0.0
         w0 = self.prior_coefficients(prior)
-        ok = pairs > 0
         coef = np.zeros((H, p))
-        if depths == "index":
-            columns = [np.arange(p), np.delete(np.arange(p), len(self.lags))]
-        else:
-            columns = [np.arange(p)] if depths is None else [self.lag_columns(d) for d in depths]
-        weights = np.full(len(columns), 1.0 / len(columns)) if weights is None else weights
-        for cols, wt in zip(columns, weights, strict=True):
-            sub = np.ix_(np.arange(H), cols, cols)
-            con = None
-            if self._half_drift:
-                con = np.zeros(p)
-                con[:len(self.lags)] = 1.0
-                con[-1] = 1.0
-                con = con[cols]
-                coef[:, cols] += 0.5 * wt * _ridge(gram[sub], xty[:, cols], w0[:, cols], wd, ok, con)
-                coef[:, cols] += 0.5 * wt * _ridge(gram[sub], xty[:, cols], w0[:, cols], wd, ok)
-                continue
-            if self._no_drift:
-                con = np.zeros(p)
-                con[:len(self.lags)] = 1.0
-                con[-1] = 1.0
-                con = con[cols]
-            coef[:, cols] += wt * _ridge(gram[sub], xty[:, cols], w0[:, cols], wd, ok, con)
         sigma = np.full(H, np.nan)
+        ok = pairs > 0
+        # relative to the mean diagonal of the Gram matrix, so that ``wd`` does not depend on the
+        # windows' weights (1/noise^2) or on how many pairs there are
+        diagonal = np.einsum("hpp->hp", gram)
+        strength = wd * (diagonal[:, :-1].mean(axis=1) if p > 1 else np.zeros(H))       # (H,)
+        A = gram + (strength[:, None] * penalty)[:, :, None] * np.eye(p)[None]
+        b = xty + strength[:, None] * penalty * w0
+        # one batched solve on one BLAS thread: many small systems gain nothing from BLAS threads,
+        # which on a busy machine spin-wait (0.6 s instead of 1 ms per 175 x 175 system)
+        with single_blas_thread(main_thread=True):
+            try:
+                coef[ok] = np.linalg.solve(A[ok], b[ok][:, :, None])[:, :, 0]
+                bad = ok & ~np.isfinite(coef).all(axis=1)
+            except np.linalg.LinAlgError:
+                bad = ok
+            for h in np.flatnonzero(bad):  # singular steps only
+                coef[h] = np.linalg.lstsq(A[h], b[h], rcond=None)[0]
         sse = _sse(coef, sums)
         sigma[ok] = np.sqrt(sse[ok] / np.maximum(pairs[ok] - p, 1.0))
         # steps without training pairs borrow from the nearest earlier step
@@ -385,50 +298,6 @@ class ForecastLinearState(SeriesStateMixin, State):
             first = int(np.flatnonzero(ok)[0])
             coef[:first], sigma[:first] = coef[first], sigma[first]
         return coef, sigma, sse
-
-
-def _ridge(gram: np.ndarray, xty: np.ndarray, w0: np.ndarray, wd: float, ok: np.ndarray,
-           constraint: np.ndarray | None = None) -> np.ndarray:
-    """(H, p) solutions of ``(gram_h + s_h wd P) w = xty_h + s_h wd P w0_h`` at the steps ``ok`` (zero
-    elsewhere); ``P`` penalises every column but the last (the intercept), ``s_h`` the mean diagonal."""
-    H, p = xty.shape
-    penalty = np.ones(p)
-    penalty[-1] = 0.0
-    coef = np.zeros((H, p))
-    # relative to the mean diagonal of the Gram matrix, so that ``wd`` does not depend on the
-    # windows' weights (1/noise^2) or on how many pairs there are
-    diagonal = np.einsum("hpp->hp", gram)
-    strength = wd * (diagonal[:, :-1].mean(axis=1) if p > 1 else np.zeros(H))       # (H,)
-    A = gram + (strength[:, None] * penalty)[:, :, None] * np.eye(p)[None]
-    b = xty + strength[:, None] * penalty * w0
-    # one batched solve on one BLAS thread: many small systems gain nothing from BLAS threads,
-    # which on a busy machine spin-wait (0.6 s instead of 1 ms per 175 x 175 system)
-    with single_blas_thread(main_thread=True):
-        try:
-            coef[ok] = np.linalg.solve(A[ok], b[ok][:, :, None])[:, :, 0]
-            bad = ok & ~np.isfinite(coef).all(axis=1)
-        except np.linalg.LinAlgError:
-            bad = ok
-        for h in np.flatnonzero(bad):  # singular steps only
-            coef[h] = np.linalg.lstsq(A[h], b[h], rcond=None)[0]
-        if constraint is not None and ok.any():
-            # the least-squares solution with constraint . w = 1: w + A^-1 a (1 - a.w) / (a A^-1 a)
-            direction = np.linalg.lstsq(A[ok][0], constraint, rcond=None)[0][None] if False else \
-                np.linalg.solve(A[ok], np.broadcast_to(constraint, (int(ok.sum()), p))[:, :, None])[:, :, 0]
-            gap = 1.0 - coef[ok] @ constraint
-            coef[ok] += direction * (gap / (direction @ constraint))[:, None]
-    return coef
-
-
-def _shrink_weights(coef: np.ndarray, toward: np.ndarray, sums: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Per step, the weight ``a`` in [0, 1] of ``coef + a (toward - coef)`` with the least squared error on ``sums``."""
-    gram, xty, _, pairs = sums
-    d = toward - coef
-    num = np.einsum("hp,hp->h", d, xty) - np.einsum("hp,hpq,hq->h", d, gram, coef)
-    den = np.einsum("hp,hpq,hq->h", d, gram, d)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a = np.where((den > 0) & (pairs > 0), num / den, 0.0)
-    return np.clip(a, 0.0, 1.0)
 
 
 def _calibration(holdout_sse: np.ndarray, holdout_pairs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
