@@ -68,16 +68,6 @@ HOLDOUT_FRACTION = 10
 STATIC_BUCKETS = 16
 #: the ridge penalty when there is no holdout to choose it by
 DEFAULT_WD = 1e-4
-import os as _os
-INTERACT = int(_os.environ.get("FC_INTERACT", "0"))
-
-
-def _interact(lagged: np.ndarray, w: Windows) -> np.ndarray:
-    if not INTERACT:
-        return lagged
-    z = np.log(w.noise)[:, None]
-    k = min(INTERACT, lagged.shape[1])
-    return np.concatenate([lagged, lagged[:, :k] * z, z], axis=1)
 
 
 @register
@@ -108,7 +98,7 @@ class ForecastLinearState(SeriesStateMixin, State):
     def n_design(self) -> int:
         """Columns of a design row: lags, seasonal index (if any), date features, covariates, static
         category indicators, intercept."""
-        return (len(self.lags) + (min(INTERACT, len(self.lags)) + 1 if INTERACT else 0) + bool(self.long_season) + n_date_features(self.offset, self.harmonics)
+        return (len(self.lags) + bool(self.long_season) + n_date_features(self.offset, self.harmonics)
                 + self.n_features + self.n_static + 1)
 
     @property
@@ -184,7 +174,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         """Add the windows' weighted products to the normal equations of every horizon step,
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
-        lagged = _interact(lagged_values(w, self.lags), w)                 # (n, l)
+        lagged = lagged_values(w, self.lags)                               # (n, l)
         extra = step_design(w, self.offset, self.harmonics, static, self.long_season)  # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
@@ -376,11 +366,6 @@ def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset,
                     static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators)."""
     X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)))
-    if INTERACT:
-        k = len(lags)
-        extra = _interact(X[:, 0, :k], w)[:, k:]
-        X = np.concatenate([X[:, :, :k], np.broadcast_to(extra[:, None, :], (X.shape[0], X.shape[1], extra.shape[1])),
-                            X[:, :, k:]], axis=2)
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]
