@@ -19,6 +19,7 @@ Usage::
     python -m benchmarks.bench_forecast --scale 10000,100000 --scale-models mlp,deepar --scale-epochs 1 \
         --results-name forecast_scale_neural
     python -m benchmarks.bench_forecast --elec-drop-days 0,14,42,98 --results-name forecast_elec_weeks
+    python -m benchmarks.bench_forecast --finalize-variants '[{}, {"wd": 0.01}]' --origins 3   # linear only
 
 Writes benchmarks/results/forecast.json (or the --results-name) and prints a Markdown table.
 The scale run fits and predicts a lazily generated daily panel in a fresh process per size
@@ -243,6 +244,56 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
     return rows
 
 
+def earlier_origin(name: str, df: pd.DataFrame, H: int, k: int) -> pd.DataFrame:
+    """The panel with the last ``k`` backtest windows dropped (``k * H`` points of every series; elecdemand:
+    ``k`` times its daily origins), so that its backtest falls ``k`` windows earlier."""
+    if k == 0:
+        return df
+    if name == "elecdemand":
+        return df.iloc[: len(df) - k * ELEC_ORIGINS * H]
+    rank = df.groupby("item_id")["timestamp"].rank(method="dense", ascending=False)
+    return df[rank > k * H]
+
+
+def compare_finalize(name: str, df: pd.DataFrame, freq: str, variants: list[dict], origins: int) -> list[dict]:
+    """The linear model's backtest with each of ``variants`` (finalize overrides, solved from one state without
+    data) at ``origins`` origins: the benchmark's own and the ones 1 .. origins-1 windows before it, so that a
+    change is judged on more than one test window. No ETS (it is not refitted per origin)."""
+    offset = as_offset(freq)
+    H = default_prediction_length(offset)
+    rows = []
+    for k in range(origins):
+        part = earlier_origin(name, df[["item_id", "timestamp", "target"]], H, k)
+        if name == "elecdemand":
+            train, full = rolling_origins(part, H, ELEC_ORIGINS)
+        else:
+            full = part
+            train, _ = holdout_split(part, H)
+        fc = daskstate.Forecaster(prediction_length=H, freq=freq).fit(train)
+        for j, overrides in enumerate(variants):
+            overall, _ = fc.finalize(**overrides).evaluate(full, quantiles=Q)
+            rows.append({"panel": name, "origin": -k, "variant": j, "overrides": json.dumps(overrides),
+                         **{m: overall[m] for m in ("MASE", "wQL", "coverage_80")}})
+    return rows
+
+
+def variant_summary(rows: list[dict], n_variants: int) -> list[dict]:
+    """Per variant: geometric means over (panel, origin) of its MASE and wQL relative to variant 0, and the
+    worst of those ratios."""
+    out = []
+    base = {(r["panel"], r["origin"]): r for r in rows if r["variant"] == 0}
+    for j in range(n_variants):
+        ratios = np.array([[r["MASE"] / base[(r["panel"], r["origin"])]["MASE"],
+                            r["wQL"] / base[(r["panel"], r["origin"])]["wQL"]] for r in rows if r["variant"] == j])
+        out.append({"variant": j, "overrides": next(r["overrides"] for r in rows if r["variant"] == j),
+                    "mase_vs_variant0": float(np.exp(np.log(ratios[:, 0]).mean())),
+                    "wql_vs_variant0": float(np.exp(np.log(ratios[:, 1]).mean())),
+                    "worst_mase_vs_variant0": float(ratios[:, 0].max()),
+                    "mean_abs_coverage_gap": float(np.mean([abs(r["coverage_80"] - 0.8) for r in rows
+                                                            if r["variant"] == j]))})
+    return out
+
+
 def neural_row(name: str, model: str, epochs: int | None, train: pd.DataFrame, full: pd.DataFrame, H: int,
                freq: str) -> dict:
     """Fit ``model`` ("deepar", "mlp"; ``epochs`` None: the defaults) and backtest it: metrics, wall and CPU
@@ -370,8 +421,26 @@ def main() -> None:
     parser.add_argument("--elec-drop-days", default="", help="comma-separated day counts: backtest elecdemand "
                         "(linear and seasonal naive, no ETS) with its last N days dropped, so that its 7 daily "
                         "origins fall in other weeks than Christmas (0: the default backtest)")
+    parser.add_argument("--finalize-variants", default="", help="JSON list of finalize overrides of the linear "
+                        "model (e.g. '[{}, {\"wd\": 0.01}]'): compare them, solved from one state per panel and "
+                        "origin, at --origins origins (linear only, no ETS)")
+    parser.add_argument("--origins", type=int, default=1, help="with --finalize-variants: backtest origins, "
+                        "the benchmark's own and the ones 1 .. N-1 windows before it")
     args = parser.parse_args()
     load_before = os.getloadavg()
+    if args.finalize_variants:
+        variants = json.loads(args.finalize_variants)
+        rows = []
+        for name, (df, freq) in panels(args.panels.split(","), args.synthetic_series).items():
+            rows += compare_finalize(name, df, freq, variants, args.origins)
+            print(markdown_table([r for r in rows if r["panel"] == name],
+                                 ["panel", "origin", "overrides", "MASE", "wQL", "coverage_80"]), flush=True)
+        summary = variant_summary(rows, len(variants))
+        print(markdown_table(summary, list(summary[0])))
+        path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                                                 "rows": rows, "summary": summary, "origins": args.origins})
+        print(f"wrote {path}")
+        return
     if args.elec_drop_days:
         (df, freq), = panels(["elecdemand"]).values()
         rows = []

@@ -114,3 +114,23 @@ def test_new_points_with_the_long_history_are_exact():
     whole = empty.update(empty.read_batch(df, None, where="input")[0])
     for name in ("gram", "xty", "yty", "pairs"):
         np.testing.assert_allclose(getattr(fc.state_, name), getattr(whole, name), rtol=1e-9, atol=1e-9)
+
+
+def test_benchmark_compares_finalize_overrides_at_earlier_origins():
+    """``bench_forecast --finalize-variants ... --origins K``: origin -k is the panel with the last k
+    windows of every series dropped, and each variant is the state's model with those overrides."""
+    from benchmarks.bench_forecast import compare_finalize, earlier_origin, variant_summary
+
+    df = noisy_seasonal_panel(4, 96)
+    H = 18
+    earlier = earlier_origin("noisy", df, H, 2)
+    assert (earlier.groupby("item_id").size() == 96 - 2 * H).all()
+    assert earlier["timestamp"].max() == df["timestamp"].sort_values().unique()[-2 * H - 1]
+    rows = compare_finalize("noisy", df, "MS", [{}, {"wd": 1.0}], origins=2)
+    assert [(r["origin"], r["variant"]) for r in rows] == [(0, 0), (0, 1), (-1, 0), (-1, 1)]
+    train, _ = holdout_split(earlier_origin("noisy", df, H, 1), H)
+    fc = daskstate.Forecaster(freq="MS", prediction_length=H).fit(train)
+    expected = fc.finalize(wd=1.0).evaluate(earlier_origin("noisy", df, H, 1))[0]["MASE"]
+    assert rows[3]["MASE"] == pytest.approx(expected)
+    summary = variant_summary(rows, 2)
+    assert summary[0]["mase_vs_variant0"] == 1.0 and summary[1]["overrides"] == '{"wd": 1.0}'
