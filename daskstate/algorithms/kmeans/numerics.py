@@ -438,3 +438,68 @@ def _relocate_empty(X: np.ndarray, w: np.ndarray, labels: np.ndarray, d2: np.nda
         return
     far = np.argsort(-(w * d2), kind="stable")[: len(empty)]
     C[empty[: len(far)]] = X[far]
+
+
+def cell_lloyd(
+    P: np.ndarray,
+    w: np.ndarray,
+    inner: np.ndarray,
+    rows: np.ndarray,
+    v: np.ndarray,
+    cell: np.ndarray,
+    centers: np.ndarray,
+    *,
+    max_iter: int = 10,
+    tol: float = 1e-4,
+) -> tuple[np.ndarray, float, int]:
+    """Weighted Lloyd on cells: weighted centroids ``P`` whose rows are known by a few members.
+
+    Cell ``i`` stands for weight ``w[i]`` at mean ``P[i]`` with ``inner[i]`` the
+    weighted sum of squared distances of its rows to ``P[i]``; ``rows`` (weights
+    ``v``) are members of the cells ``cell``, and a cell's members must have its
+    weight and mean (as :meth:`KMeansState.stratified_rows` makes them). Each
+    iteration is a Lloyd step on all members, but a cell whose members all lie
+    nearer to one centre than to any other (by the triangle inequality: the gap
+    between its two nearest centres' distances exceeds twice its radius) moves as
+    its centroid, the same sums for far less work: only cells cut by a boundary
+    between clusters look at their rows. A centre without rows keeps its place.
+
+    Returns ``(centers, cost, n_iter)``, the cost that of the returned centres'
+    assignment of cells and members (which are also their weighted means' cells).
+    """
+    k, m = len(centers), len(P)
+    C = np.array(centers, dtype=np.float64, copy=True)
+    dev_sq = row_norms_sq(rows - P[cell])
+    radius = np.zeros(m)
+    np.maximum.at(radius, cell, np.sqrt(dev_sq))
+    has_members = np.bincount(cell, minlength=m) > 0
+    total = w.sum()
+    mean = (w @ P) / total
+    tol_abs = tol * float(w @ row_norms_sq(P - mean) + inner.sum()) / total / P.shape[1]
+
+    def assign(C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        d2 = np.maximum(row_norms_sq(P)[:, None] - 2.0 * P @ C.T + row_norms_sq(C)[None, :], 0.0)
+        two = np.partition(d2, 1, axis=1)[:, :2] if k > 1 else np.concatenate([d2, np.full((m, 1), np.inf)], 1)
+        cut = has_members & (np.sqrt(two[:, 1]) - np.sqrt(two[:, 0]) <= 2.0 * radius * (1 + 1e-9) + 1e-12)
+        member = cut[cell]
+        lab, d2r = nearest_centers(rows[member], C)
+        return d2.argmin(axis=1), two[:, 0], cut, member, (lab, d2r)
+
+    n_iter = 0
+    while n_iter < max(1, int(max_iter)):
+        n_iter += 1
+        lab_p, _, cut, member, (lab_r, _) = assign(C)
+        keep = ~cut
+        W = np.bincount(lab_p[keep], weights=w[keep], minlength=k) + np.bincount(lab_r, weights=v[member],
+                                                                                  minlength=k)
+        S = cluster_sums(lab_p[keep], P[keep], k, w[keep]) + cluster_sums(lab_r, rows[member], k, v[member])
+        C_new = C.copy()
+        nz = W > 0
+        C_new[nz] = S[nz] / W[nz, None]
+        move = float(((C_new - C) ** 2).sum())
+        C = C_new
+        if move <= tol_abs:
+            break
+    _, d1, cut, member, (_, d2r) = assign(C)
+    cost = float(w[~cut] @ d1[~cut] + inner[~cut].sum() + v[member] @ d2r)
+    return C, cost, n_iter
