@@ -458,14 +458,22 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
     running = state.copy()
     running.extra_meta.pop(_POSITION_KEY, None)
     position = {"epoch": 0, "round": 0, "stopped": False}
-    arrays, meta = running.to_arrays()
-    if schedule.averaging:  # a resumed fit must be this same fit: same start, partitions, schedule
-        base = tokenize(checksum(arrays, meta), [inp.sources[i] for i in indices], schedule.sync_every,
-                        options.seed, schedule.shuffle)
-    else:  # a one-pass fold resumes on any partitions: the state knows what it consumed
-        base = checksum(arrays, meta)
+    start, origin_cache = running, {}
+
+    def origin() -> str:
+        """The fit's identity: the checkpoint's base and the graphs' key prefix (hashing the
+        state costs milliseconds per pass, so in-process rounds without a checkpoint skip it)."""
+        if "base" not in origin_cache:
+            arrays, meta = start.to_arrays()
+            if schedule.averaging:  # a resumed fit must be this same fit: same start, partitions, schedule
+                origin_cache["base"] = tokenize(checksum(arrays, meta), [inp.sources[i] for i in indices],
+                                                schedule.sync_every, options.seed, schedule.shuffle)
+            else:  # a one-pass fold resumes on any partitions: the state knows what it consumed
+                origin_cache["base"] = checksum(arrays, meta)
+        return origin_cache["base"]
+
     if options.checkpoint is not None:
-        resumed = _resume(options.checkpoint, running, base)
+        resumed = _resume(options.checkpoint, running, origin())
         if resumed is not None:
             running = resumed
             saved = dict(running.extra_meta.pop(_POSITION_KEY, position))
@@ -478,10 +486,12 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
             return
         snapshot = s.copy()
         snapshot.extra_meta[_POSITION_KEY] = {"epoch": epoch, "round": rnd, "stopped": stopped}
-        save_state(snapshot, options.checkpoint, base=base)
+        save_state(snapshot, options.checkpoint, base=origin())
 
     epoch, rnd, stopped = int(position["epoch"]), int(position["round"]), bool(position.get("stopped", False))
     local = _LocalParts.of(inp, indices, options) if epoch < schedule.epochs and not stopped else None
+    if local is None:
+        origin()  # from the start state, before any round changes it
     with _blas_policy(running, main_thread=True), local or contextlib.nullcontext():
         while epoch < schedule.epochs and not stopped and indices:
             rounds = schedule.rounds(indices, options, epoch)
@@ -493,7 +503,7 @@ def _run_unlocked(inp: Input, state: State, indices: list[int], schedule: _Sched
                 if local is not None:  # in-memory partitions: the rounds run here, without a graph
                     running = _local_rounds(local, running, chunk, rnd, kind, options)
                 else:
-                    running = _compute(build_rounds(inp, running, chunk, rnd, kind, options, origin=base),
+                    running = _compute(build_rounds(inp, running, chunk, rnd, kind, options, origin=origin()),
                                        options.progress)
                 rnd += len(chunk)
                 if round_end is not None:

@@ -152,3 +152,24 @@ def test_plateau_share_stops_once_most_of_the_gain_is_made():
     assert 20 <= _checked_epochs(np.array(PACKAGES_K50), steps_per_epoch=8, plateau_share=0.05) <= 30
     # not before the warm-up's Adam steps (see NTMState._counts_staleness)
     assert _checked_epochs(np.array(PACKAGES_K50), steps_per_epoch=1, plateau_share=0.05) >= 50
+
+def test_in_memory_rounds_without_a_checkpoint_hash_no_state(monkeypatch, tmp_path):
+    """The fit's identity (a hash of the start state) names graphs and checkpoints; in-process rounds
+    without a checkpoint need neither, and hashing cost milliseconds per pass of a small fit."""
+    hashed = []
+    original = engine.checksum
+
+    def counting(*args, **kwargs):
+        hashed.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "checksum", counting)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 3))
+    y = X @ [1.0, 0.5, -1.0]
+    kw = dict(epochs=3, mini_batch_size=50, random_state=0)
+    first = daskstate.LinearLearner("regressor", **kw).fit(X, y)
+    assert hashed == []
+    again = daskstate.LinearLearner("regressor", **kw).fit(X, y, checkpoint=tmp_path / "ckpt.zarr")
+    assert hashed  # a checkpoint needs the identity: a resumed fit must be the same fit
+    np.testing.assert_array_equal(first.coef_, again.coef_)
