@@ -213,7 +213,7 @@ class NTMState(CountsReader, SGDState):
         model = self.chosen_params(0)
         weights = model["weights"] if weights is None else weights
         bn = model["bn_stats"] if bn is None else bn
-        eps = np.zeros((1, X.shape[0], int(self.params["n_components"])))
+        eps = np.zeros((1, X.shape[0], int(self.params["n_components"])), dtype=weights.dtype)
         return nn.elbo_terms(weights, bn, X, self.layout, self.params["activation"], self.prior, eps)
 
     def _copy(self, memo: dict[int, Any]) -> NTMState:
