@@ -72,7 +72,15 @@ class CountsReader(State):
 
     ``params["input"]`` is ``"text"`` (the schema is the text column) or
     ``"counts"`` (the schema is one column per term); ``params["terms"]`` is the vocabulary.
+    BLAS runs on one thread, on the main thread too: the products (a mini-batch or
+    block of documents against the V x 100 and K x V matrices, the topics'
+    K x K x V) are too small for a second thread to pay, and on a busy machine
+    OpenBLAS's spinning threads made the topic-model passes and ``finalize`` up
+    to 10x slower.
     """
+
+    blas_threads = 1
+    blas_on_main_thread = True
 
     @property
     def n_words(self) -> int:
