@@ -72,7 +72,15 @@ class CountsReader(State):
 
     ``params["input"]`` is ``"text"`` (the schema is the text column) or
     ``"counts"`` (the schema is one column per term); ``params["terms"]`` is the vocabulary.
+    BLAS runs on one thread, on the main thread too: the products (a mini-batch or
+    block of documents against the V x 100 and K x V matrices, the topics'
+    K x K x V) are too small for a second thread to pay, and on a busy machine
+    OpenBLAS's spinning threads made the topic-model passes and ``finalize`` up
+    to 10x slower.
     """
+
+    blas_threads = 1
+    blas_on_main_thread = True
 
     @property
     def n_words(self) -> int:
@@ -213,7 +221,7 @@ class NTMState(CountsReader, SGDState):
         model = self.chosen_params(0)
         weights = model["weights"] if weights is None else weights
         bn = model["bn_stats"] if bn is None else bn
-        eps = np.zeros((1, X.shape[0], int(self.params["n_components"])))
+        eps = np.zeros((1, X.shape[0], int(self.params["n_components"])), dtype=weights.dtype)
         return nn.elbo_terms(weights, bn, X, self.layout, self.params["activation"], self.prior, eps)
 
     def _copy(self, memo: dict[int, Any]) -> NTMState:
