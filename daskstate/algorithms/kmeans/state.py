@@ -586,16 +586,18 @@ class KMeansState(State):
         """
         if self.sample_is_complete or not len(self.sample):
             return None
+        valid = self.weights > 0
+        rows, v = self.sample_rows()
         with single_blas_thread(main_thread=True):
-            cells = self.stratified_rows()
-        P, w, _, rows, _, cell = cells
-        share = np.bincount(cell, weights=self.sample_rows()[1], minlength=len(P))  # the sample's own weights
-        share, p = share / share.sum(), w / w.sum()
-        distance = 0.5 * np.abs(share - p).sum()
+            # float32 is enough to pick a cell (any choice keeps the filled-in cells' weights and means)
+            cell, _ = nearest_centers(rows, self.centers[valid], shift=self.shift, dtype=np.float32)
+        w = self.weights[valid]
+        share, p = np.bincount(cell, weights=v, minlength=len(w)), w / w.sum()
+        distance = 0.5 * np.abs(share / share.sum() - p).sum()
         noise = 0.5 * np.sqrt(2.0 / math.pi * p * (1.0 - p) / len(rows)).sum()
-        return cells if distance <= STRATA_MAX_NOISE * noise else None
+        return self.stratified_rows(cell) if distance <= STRATA_MAX_NOISE * noise else None
 
-    def stratified_rows(self) -> tuple[np.ndarray, ...]:
+    def stratified_rows(self, cell: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """The core set's cells filled in with the sampled rows nearest their centres (shifted).
 
         Returns ``(P, w, inner, rows, v, cell)``: the cells' centres, weights and
@@ -606,12 +608,16 @@ class KMeansState(State):
         sampled rows is its centre alone. The core set decides how many rows lie
         where and the sample only how they lie within a cell (post-stratification:
         the noise is that of the rows near a boundary, not of all of them).
+        ``cell``: each sampled row's cell (index among the centres of positive
+        weight), when the caller already has it.
         """
         valid = self.weights > 0
         P, w, spread = self.centers[valid] - self.shift, self.weights[valid], self.spread[valid]
         rows, v = self.sample_rows()
         rows = rows - self.shift
-        cell, _ = nearest_centers(rows, P)
+        if cell is None:
+            with single_blas_thread(main_thread=True):
+                cell, _ = nearest_centers(rows, P)
         m, tiny = len(P), np.finfo(np.float64).tiny
         n = np.bincount(cell, weights=v, minlength=m)
         dev = rows - (cluster_sums(cell, rows, m, weights=v) / np.maximum(n, tiny)[:, None])[cell]
