@@ -29,10 +29,23 @@ on the rows.
   the core set from ``local_lloyd_num_trials`` weighted greedy k-means++ seedings and
   one seeding by Ward's agglomeration of the core set, the best kept (restarts alone
   missed the best grouping of 10 blobs into 5 or 6 clusters by 1-4%), then a
-  few Lloyd iterations on the state's sample of rows where a cross-fitted check
-  (fit on one half of the sample, score on the other) says they help; no data read.
-  A centre that no sampled row comes to keeps its place: the core set put it on rows
-  the sample missed (one far county among 37k rows: moved, the SSE was 16x).
+  few Lloyd iterations (the *polish*) on the rows the state knows; no data read.
+  The polish runs on the core set's cells *filled in* with the sampled rows nearest
+  their centres, each cell's rows moved and scaled so that they have its weight,
+  mean and spread exactly (post-stratification: the core set says how many rows lie
+  where, the sample only how they lie within a cell; only cells that a boundary
+  between clusters cuts look at their rows). A core set's centroids cannot tell
+  where a cut cell's rows fall, and a sample alone is too noisy to say: on real
+  tables no one tuned for (diamonds in price order, county murder counts, wages,
+  credit balances) the SSE at ``k = 10`` was 1-4% above scikit-learn's before, at
+  most 1% (median) after. The best of three polished local optima of the reduction
+  is kept, by the cost on the filled-in cells. Where the cells are not strata of the
+  rows (after merging many partitions their cells overlap: the sample's share of
+  rows nearest each centre is far from the cells' weights), the polish runs on the
+  sample instead, where a cross-fitted check (fit on one half of the sample, score
+  on the other) says it helps. A centre that no sampled row comes to keeps its
+  place: the core set put it on rows the sample missed (one far county among 37k
+  rows: moved, the SSE was 16x).
 
 The sample is an addition to the core-set design of the issue. A core set's
 centres are cell centroids; where many cells make one final cluster (large ``k``,

@@ -71,8 +71,9 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         that many rows (for drifting streams; applied per mini-batch and on merge,
         where the merged-in state holds the newer rows).
     sample_size : int or "auto"
-        Rows of the state's uniform sample (0: none), on which ``finalize`` polishes
-        the core set's reduction with Lloyd iterations. ``"auto"``: see
+        Rows of the state's uniform sample (0: none), with which ``finalize`` polishes
+        the core set's reduction with Lloyd iterations (on the core set's cells filled
+        in with their sampled rows, see :mod:`daskstate.algorithms.kmeans`). ``"auto"``: see
         :func:`auto_sample_size` (``400 k_max`` rows, at most 20,000 rows or 4 MiB).
         Not in the original core-set design: one pass with 20 partitions and
         ``k = 100`` on 16-dimensional blobs is 5.8% above scikit-learn's SSE from
@@ -119,7 +120,11 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
     0.5% on digits (k = 10) and exact on separated blobs; with 20 partitions and
     ``k = 100`` on 10 blobs in 16 dimensions (many clusters per natural group), one
     pass is 0.6% above it (5.8% with ``sample_size=0``). The polish's own noise is
-    about ``k / sample_size`` of the SSE; ``epochs=2`` removes it.
+    about ``k / sample_size`` of the SSE; ``epochs=2`` removes it. On real tables in
+    their own row order (``benchmarks/bench_kmeans.py --real-data``; diamonds sorted by
+    price, county murder counts, flights), the median over seeds at ``k = 10`` and 30
+    is within 1.5% of scikit-learn's ``KMeans(n_init=3, random_state=0)``, which its
+    own other seeds miss by as much on data with several near-equal local optima.
 
     Examples
     --------
