@@ -508,7 +508,7 @@ class KMeansState(State):
         return self.polish_with_cost(centers, max_iter=max_iter, tol=tol)[:2]
 
     def polish_with_cost(self, centers: np.ndarray, *, max_iter: int = 300, tol: float = 1e-4,
-                         cells: Any = "auto") -> tuple[np.ndarray, int, float | None]:
+                         cells: Any = "auto", with_cost: bool = True) -> tuple[np.ndarray, int, float | None]:
         """Lloyd iterations from ``centers`` on the rows the state knows: ``(centers, n_iter, cost)``.
 
         Only when the sample has at least ``SAMPLE_ROWS_PER_CLUSTER`` rows per
@@ -531,7 +531,8 @@ class KMeansState(State):
           sample).
 
         The cost is the weighted sum of squared distances of the rows the polish
-        ran on (an estimate of the SSE, to rank local optima). ``cells``: what
+        ran on (an estimate of the SSE, to rank local optima; ``with_cost=False``
+        skips it where it costs a pass over the sample). ``cells``: what
         :meth:`strata` gives, when the caller already has it.
         """
         if len(self.sample) < SAMPLE_ROWS_PER_CLUSTER * len(centers):
@@ -553,7 +554,7 @@ class KMeansState(State):
                 # a centre that no sampled row comes to stays: the core set put it on rows the sample
                 # missed (one far county of 37k: moved to a sampled row, the SSE was 16x scikit-learn's)
                 C, _, _, n_iter = weighted_lloyd(rows, v, C0, max_iter=max_iter, tol=tol, relocate_empty=False)
-            return C + self.shift, n_iter, float(v @ nearest_centers(rows, C)[1])
+            return C + self.shift, n_iter, (float(v @ nearest_centers(rows, C)[1]) if with_cost else None)
 
     @staticmethod
     def _polish_helps(rows: np.ndarray, v: np.ndarray, C0: np.ndarray, *, max_iter: int, tol: float) -> bool:
@@ -683,7 +684,7 @@ class KMeansState(State):
             cells = self.strata() if len(self.sample) >= SAMPLE_ROWS_PER_CLUSTER * k else None
         for rank, (C, core_cost, n_iter) in enumerate(self._core_set_kmeans(k, n, init=init, max_iter=max_iter,
                                                                             tol=tol, num_trials=num_trials)):
-            C, more, cost = self.polish_with_cost(C, max_iter=max_iter, tol=tol, cells=cells)
+            C, more, cost = self.polish_with_cost(C, max_iter=max_iter, tol=tol, cells=cells, with_cost=n > 1)
             found.append((core_cost if cost is None else cost, rank, C, n_iter + more))
         # ranked by their cost on the polish's rows (which rank local optima better than the core
         # set's centroids can: countymurders, the core set's best was 2-3% above another it ranked lower)
