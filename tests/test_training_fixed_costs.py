@@ -21,18 +21,23 @@ from daskstate import engine, training
 from daskstate.algorithms.ntm import NeuralTopicModel, synthetic_lda_corpus
 
 
+def count_calls(monkeypatch, owner, name: str) -> list:
+    """A list that grows by one at each call of ``owner.name`` (patched for the test)."""
+    calls = []
+    original = getattr(owner, name)
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls
+
+
 @pytest.fixture
 def graphs(monkeypatch):
     """Counts the Dask graphs of rounds the engine builds."""
-    built = []
-    original = engine.build_rounds
-
-    def counting(*args, **kwargs):
-        built.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "build_rounds", counting)
-    return built
+    return count_calls(monkeypatch, engine, "build_rounds")
 
 
 def test_linear_learner_in_memory_builds_no_graph_and_matches_dask(graphs, monkeypatch):
@@ -153,17 +158,11 @@ def test_plateau_share_stops_once_most_of_the_gain_is_made():
     # not before the warm-up's Adam steps (see NTMState._counts_staleness)
     assert _checked_epochs(np.array(PACKAGES_K50), steps_per_epoch=1, plateau_share=0.05) >= 50
 
+
 def test_in_memory_rounds_without_a_checkpoint_hash_no_state(monkeypatch, tmp_path):
     """The fit's identity (a hash of the start state) names graphs and checkpoints; in-process rounds
     without a checkpoint need neither, and hashing cost milliseconds per pass of a small fit."""
-    hashed = []
-    original = engine.checksum
-
-    def counting(*args, **kwargs):
-        hashed.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "checksum", counting)
+    hashed = count_calls(monkeypatch, engine, "checksum")
     rng = np.random.default_rng(1)
     X = rng.normal(size=(600, 3))
     y = X @ [1.0, 0.5, -1.0]
