@@ -156,6 +156,22 @@ def ets_forecast(y: np.ndarray, H: int, m: int, seed: int = 0) -> tuple[np.ndarr
     return mean, np.quantile(sims, Q, axis=1).T, name
 
 
+def ets_row(name: str, hist: list[np.ndarray], y: np.ndarray, scale: np.ndarray, H: int, m: int) -> dict:
+    """Per-series ETS (best AICc) on every history of ``hist``, scored against ``y``: the benchmark's ETS row."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    means, qfs, chosen = [], [], []
+    for h in hist:
+        h = h[-ETS_ELEC_HISTORY:] if name == "elecdemand" else h
+        mu, q, kind = ets_forecast(h, H, m)
+        means.append(mu)
+        qfs.append(q)
+        chosen.append(kind)
+    return {"method": "statsmodels ETS (best AICc)", "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
+            **score(y, np.asarray(means), np.asarray(qfs), scale),
+            "variants": pd.Series(chosen).value_counts().to_dict()}
+
+
 def score(y: np.ndarray, mean: np.ndarray, qf: np.ndarray, scale: np.ndarray) -> dict[str, float]:
     _, overall = forecast_metrics(y, mean, qf, Q, scale)
     return overall
@@ -211,18 +227,7 @@ def run_panel(name: str, df: pd.DataFrame, freq: str, repeats: int, ets: bool, m
         # ETS does not depend on this package's code: its row from an earlier run on the same panel
         rows.append(recorded_ets)
     elif ets:
-        t0 = time.perf_counter()
-        means, qfs, chosen = [], [], []
-        for h in hist:
-            h = h[-ETS_ELEC_HISTORY:] if name == "elecdemand" else h
-            mu, q, kind = ets_forecast(h, H, m)
-            means.append(mu)
-            qfs.append(q)
-            chosen.append(kind)
-        ets_seconds = time.perf_counter() - t0
-        rows.append({"panel": name, "method": "statsmodels ETS (best AICc)", "seconds": ets_seconds,
-                     **score(y, np.asarray(means), np.asarray(qfs), scale),
-                     "variants": pd.Series(chosen).value_counts().to_dict()})
+        rows.append({"panel": name, **ets_row(name, hist, y, scale, H, m)})
     base = {r["method"]: r for r in rows}
     lin = base["daskstate linear"]
     lin["mase_vs_snaive"] = lin["MASE"] / base["seasonal naive"]["MASE"]
@@ -255,26 +260,66 @@ def earlier_origin(name: str, df: pd.DataFrame, H: int, k: int) -> pd.DataFrame:
     return df[rank > k * H]
 
 
-def compare_finalize(name: str, df: pd.DataFrame, freq: str, variants: list[dict], origins: int) -> list[dict]:
+def compare_finalize(name: str, df: pd.DataFrame, freq: str, variants: list[dict], origins: int,
+                     ets_cache: dict | None = None) -> list[dict]:
     """The linear model's backtest with each of ``variants`` (finalize overrides, solved from one state without
     data) at ``origins`` origins: the benchmark's own and the ones 1 .. origins-1 windows before it, so that a
-    change is judged on more than one test window. No ETS (it is not refitted per origin)."""
+    change is judged on more than one test window. ``ets_cache`` (see :func:`ets_at_origins`): ETS rows per
+    (panel, origin), the variants' MASE / wQL / CPU time relative to them where there is one."""
     offset = as_offset(freq)
     H = default_prediction_length(offset)
     rows = []
     for k in range(origins):
-        part = earlier_origin(name, df[["item_id", "timestamp", "target"]], H, k)
-        if name == "elecdemand":
-            train, full = rolling_origins(part, H, ELEC_ORIGINS)
-        else:
-            full = part
-            train, _ = holdout_split(part, H)
+        train, full = origin_split(name, df, H, k)
+        t0 = time.process_time()
         fc = daskstate.Forecaster(prediction_length=H, freq=freq).fit(train)
+        fit_cpu = time.process_time() - t0
+        ets = (ets_cache or {}).get(f"{name}@{-k}")
         for j, overrides in enumerate(variants):
+            t0 = time.process_time()
             overall, _ = fc.finalize(**overrides).evaluate(full, quantiles=Q)
-            rows.append({"panel": name, "origin": -k, "variant": j, "overrides": json.dumps(overrides),
-                         **{m: overall[m] for m in ("MASE", "wQL", "coverage_80")}})
+            row = {"panel": name, "origin": -k, "variant": j, "overrides": json.dumps(overrides),
+                   **{m: overall[m] for m in ("MASE", "wQL", "coverage_80")},
+                   "cpu_seconds": fit_cpu + time.process_time() - t0}
+            if ets is not None:
+                row.update(mase_vs_ets=overall["MASE"] / ets["MASE"], wql_vs_ets=overall["wQL"] / ets["wQL"],
+                           time_vs_ets=row["cpu_seconds"] / ets.get("cpu_seconds", ets["seconds"]))
+            rows.append(row)
     return rows
+
+
+def origin_split(name: str, df: pd.DataFrame, H: int, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, full) of the backtest ``k`` windows before the benchmark's own (see :func:`earlier_origin`)."""
+    part = earlier_origin(name, df[["item_id", "timestamp", "target"]], H, k)
+    if name == "elecdemand":
+        return rolling_origins(part, H, ELEC_ORIGINS)
+    return holdout_split(part, H)[0], part
+
+
+def ets_at_origins(name: str, df: pd.DataFrame, freq: str, origins: int, cache: dict, cache_path: str,
+                   recorded: dict | None = None) -> None:
+    """Fill ``cache`` ("panel@-k" -> ETS row) with per-series ETS at the benchmark's origin and the ``origins - 1``
+    before it (``recorded``: the origin-0 row of an earlier run, reused), writing ``cache_path`` after each: ETS does
+    not depend on this package's code, so the finalize variants of any later commit are compared with it."""
+    offset = as_offset(freq)
+    H = default_prediction_length(offset)
+    seasons = season_lengths(offset)
+    m = seasons[0] if seasons else 1
+    for k in range(origins):
+        key = f"{name}@{-k}"
+        if key in cache:
+            continue
+        if k == 0 and recorded is not None:
+            cache[key] = {**recorded, "origin": 0}
+        else:
+            _, full = origin_split(name, df, H, k)
+            _, hist, y = series_arrays(full, H)
+            load = os.getloadavg()[0]
+            cache[key] = {"panel": name, "origin": -k, **ets_row(name, hist, y, seasonal_naive_scale(pad_left(hist), m),
+                                                                H, m), "loadavg": load}
+        print(key, {c: cache[key][c] for c in ("MASE", "wQL", "seconds")}, flush=True)
+        with open(cache_path, "w") as f:
+            json.dump(cache, f, indent=1, default=str)
 
 
 def variant_summary(rows: list[dict], n_variants: int) -> list[dict]:
@@ -289,9 +334,22 @@ def variant_summary(rows: list[dict], n_variants: int) -> list[dict]:
                     "mase_vs_variant0": float(np.exp(np.log(ratios[:, 0]).mean())),
                     "wql_vs_variant0": float(np.exp(np.log(ratios[:, 1]).mean())),
                     "worst_mase_vs_variant0": float(ratios[:, 0].max()),
+                    **_geo_vs_ets([r for r in rows if r["variant"] == j]),
                     "mean_abs_coverage_gap": float(np.mean([abs(r["coverage_80"] - 0.8) for r in rows
                                                             if r["variant"] == j]))})
     return out
+
+
+def _geo_vs_ets(rows: list[dict]) -> dict:
+    """Geometric means of MASE and wQL relative to ETS over the rows that have an ETS row, and their count."""
+    with_ets = [r for r in rows if "mase_vs_ets" in r]
+    if not with_ets:
+        return {}
+    return {"pairs_with_ets": len(with_ets),
+            "mase_vs_ets": float(np.exp(np.mean([np.log(r["mase_vs_ets"]) for r in with_ets]))),
+            "wql_vs_ets": float(np.exp(np.mean([np.log(r["wql_vs_ets"]) for r in with_ets]))),
+            "worst_mase_vs_ets": float(max(r["mase_vs_ets"] for r in with_ets)),
+            "max_time_vs_ets": float(max(r["time_vs_ets"] for r in with_ets))}
 
 
 def neural_row(name: str, model: str, epochs: int | None, train: pd.DataFrame, full: pd.DataFrame, H: int,
@@ -396,6 +454,19 @@ def run_scale(sizes: list[int], length: int, models: tuple[str, ...] = ("linear"
     return rows
 
 
+def recorded_ets_rows(paths: str, synthetic_series: int) -> dict[str, dict]:
+    """Panel -> the ETS row of the results files ``paths`` (comma-separated), marked 'reused_from'."""
+    recorded = {}
+    for path in filter(None, paths.split(",")):
+        with open(path) as f:
+            old = json.load(f)
+        for r in old["rows"]:
+            if r["method"].startswith("statsmodels ETS") and old.get("synthetic_series", 100) == synthetic_series:
+                recorded[r["panel"]] = {**r, "reused_from": {"file": os.path.basename(path), "when": old.get("when"),
+                                                             "loadavg_before": old.get("loadavg_before")}}
+    return recorded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--panels", default="aus_arrivals,aus_accommodation,prisonLF,elecdemand,"
@@ -424,17 +495,31 @@ def main() -> None:
     parser.add_argument("--finalize-variants", default="", help="JSON list of finalize overrides of the linear "
                         "model (e.g. '[{}, {\"wd\": 0.01}]'): compare them, solved from one state per panel and "
                         "origin, at --origins origins (linear only, no ETS)")
+    parser.add_argument("--ets-cache", default="", help="JSON file of ETS rows per (panel, origin) (see "
+                        "ets_at_origins): with --finalize-variants, the variants relative to ETS where it has a row")
+    parser.add_argument("--fit-ets-origins", action="store_true", help="fit per-series ETS at --origins origins of "
+                        "--panels into --ets-cache (origin 0 from --reuse-ets where it has the panel), and stop")
     parser.add_argument("--origins", type=int, default=1, help="with --finalize-variants: backtest origins, "
                         "the benchmark's own and the ones 1 .. N-1 windows before it")
     args = parser.parse_args()
     load_before = os.getloadavg()
+    ets_cache: dict = {}
+    if args.ets_cache and os.path.exists(args.ets_cache):
+        with open(args.ets_cache) as f:
+            ets_cache = json.load(f)
+    if args.fit_ets_origins:
+        recorded = recorded_ets_rows(args.reuse_ets, args.synthetic_series)
+        for name, (df, freq) in panels(args.panels.split(","), args.synthetic_series).items():
+            ets_at_origins(name, df, freq, args.origins, ets_cache, args.ets_cache, recorded.get(name))
+        return
     if args.finalize_variants:
         variants = json.loads(args.finalize_variants)
         rows = []
         for name, (df, freq) in panels(args.panels.split(","), args.synthetic_series).items():
-            rows += compare_finalize(name, df, freq, variants, args.origins)
+            rows += compare_finalize(name, df, freq, variants, args.origins, ets_cache)
             print(markdown_table([r for r in rows if r["panel"] == name],
-                                 ["panel", "origin", "overrides", "MASE", "wQL", "coverage_80"]), flush=True)
+                                 ["panel", "origin", "overrides", "MASE", "wQL", "coverage_80", "mase_vs_ets",
+                                  "wql_vs_ets"]), flush=True)
         summary = variant_summary(rows, len(variants))
         print(markdown_table(summary, list(summary[0])))
         path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
@@ -469,14 +554,7 @@ def main() -> None:
         return
     rows = []
     names = args.panels.split(",")
-    recorded = {}
-    for path in filter(None, args.reuse_ets.split(",")):
-        with open(path) as f:
-            old = json.load(f)
-        for r in old["rows"]:
-            if r["method"].startswith("statsmodels ETS") and old.get("synthetic_series", 100) == args.synthetic_series:
-                recorded[r["panel"]] = {**r, "reused_from": {"file": os.path.basename(path), "when": old.get("when"),
-                                                             "loadavg_before": old.get("loadavg_before")}}
+    recorded = recorded_ets_rows(args.reuse_ets, args.synthetic_series)
     for name, (df, freq) in panels(names, args.synthetic_series).items():
         # --no-ets with --reuse-ets: the recorded ETS rows where there are some, no new ETS fits
         rows += run_panel(name, df, freq, args.repeats, not args.no_ets or name in recorded, args.mlp_epochs,
