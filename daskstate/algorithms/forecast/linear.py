@@ -68,6 +68,11 @@ HOLDOUT_FRACTION = 10
 STATIC_BUCKETS = 16
 #: the ridge penalty when there is no holdout to choose it by
 DEFAULT_WD = 1e-4
+#: how the global model and the local forecast column combine (see ``ForecastLinearState.finalize``)
+COMBINES = ("none", "convex", "feature")
+DEFAULT_COMBINE = "convex"
+#: whether new fits add the local forecast column (``params["local"]``)
+LOCAL_COLUMN = True
 
 
 @register
@@ -98,8 +103,19 @@ class ForecastLinearState(SeriesStateMixin, State):
     def n_design(self) -> int:
         """Columns of a design row: lags, seasonal index (if any), date features, covariates, static
         category indicators, intercept."""
-        return (len(self.lags) + bool(self.long_season) + n_date_features(self.offset, self.harmonics)
-                + self.n_features + self.n_static + 1)
+        return (len(self.lags) + bool(self.long_season) + bool(self.local_season)
+                + n_date_features(self.offset, self.harmonics) + self.n_features + self.n_static + 1)
+
+    @property
+    def local_season(self) -> int:
+        """The season of the local forecast column (:func:`~daskstate.algorithms.forecast.local.local_forecast`
+        of each window's own context; 0: no such column, as in states saved before it)."""
+        return self.season if self.params.get("local") else 0
+
+    @property
+    def local_column(self) -> int | None:
+        """Index of the local forecast column in a design row (None without it)."""
+        return len(self.lags) + bool(self.long_season) if self.local_season else None
 
     @property
     def long_season(self) -> int:
@@ -175,7 +191,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
         lagged = lagged_values(w, self.lags)                               # (n, l)
-        extra = step_design(w, self.offset, self.harmonics, static, self.long_season)  # (n, H, e)
+        extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season)  # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:
@@ -197,7 +213,8 @@ class ForecastLinearState(SeriesStateMixin, State):
                                       max(self.target_range[1], other.target_range[1])])
 
     # ---- finalize ------------------------------------------------------------------------
-    def finalize(self, wd: float | None = None, prior: str | None = None, **_: Any) -> dict[str, Any]:
+    def finalize(self, wd: float | None = None, prior: str | None = None, combine: str | None = None,
+                 **_: Any) -> dict[str, Any]:
         """Coefficients and calibrated residual spread per horizon step.
 
         ``wd`` (the ridge penalty per training pair on every coefficient but the intercept)
@@ -207,6 +224,13 @@ class ForecastLinearState(SeriesStateMixin, State):
         by the weighted squared error on the holdout pairs (targets among each series'
         last tenth, at least ``H`` points) of the model solved on the other pairs, unless given (here or
         as the state's ``wd`` parameter). Everything is solved from the state's sums: no data.
+
+        ``combine`` (states with the local forecast column, see :attr:`local_column`; default the
+        state's ``combine`` parameter, else :data:`DEFAULT_COMBINE`): ``"none"``, the global model
+        without that column; ``"convex"``, ``(1 - a_h)`` times the global model plus ``a_h`` times the local
+        forecast, ``a_h`` in [0, 1] per step the least-squares weight on the holdout pairs of the model
+        solved without them (closed form from the sums: :func:`convex_weights`); ``"feature"``, the local
+        forecast as one more column of the global regression.
 
         The spread ``sigma_h`` is the in-sample residual spread of the final model times the
         ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error to the
@@ -222,30 +246,49 @@ class ForecastLinearState(SeriesStateMixin, State):
             raise StateError(f"wd must be >= 0, got {wd}")
         if prior is not None and prior not in PRIORS:
             raise StateError(f"prior must be one of {PRIORS}, got {prior!r}")
+        j = self.local_column
+        combine = combine or self.params.get("combine") or (DEFAULT_COMBINE if j is not None else "none")
+        if combine not in COMBINES:
+            raise StateError(f"combine must be one of {COMBINES}, got {combine!r}")
+        if j is None and combine != "none":
+            raise StateError(f"combine={combine!r} needs the local forecast column, which this state has not got "
+                             "(saved before it, or fitted with params['local'] False)")
+        # the columns of the global linear part
+        keep = None if combine == "feature" or j is None else np.delete(np.arange(self.n_design), j)
         candidates = [(float(w), pr) for w in ((wd,) if wd is not None else WD_GRID)
                       for pr in ((prior,) if prior is not None else PRIORS)]
         train = tuple(getattr(self, n) - getattr(self, "holdout_" + n) for n in ("gram", "xty", "yty", "pairs"))
         hold = (self.holdout_gram, self.holdout_xty, self.holdout_yty, self.holdout_pairs)
+        everything = (self.gram, self.xty, self.yty, self.pairs)
         can_validate = (train[3] > 0).any() and (hold[3] > 0).any()
         scores = []
         if can_validate:
             for w, pr in candidates:
-                coef, _, _ = self._solve(train, w, pr)
+                coef, _, _ = self._solve(train, w, pr, keep)
                 scores.append(float(_sse(coef, hold).sum() / hold[3].sum()))
             wd_best, prior_best = candidates[int(np.argmin(scores))]
         else:  # no holdout to choose by (a partial fit's new points only, or series of under H points)
             wd_best, prior_best = (DEFAULT_WD if wd is None else float(wd)), prior or "zero"
-        coef, sigma, sse_all = self._solve((self.gram, self.xty, self.yty, self.pairs), wd_best, prior_best)
+        coef, sigma, _ = self._solve(everything, wd_best, prior_best, keep)
+        dof = self.n_design - (0 if keep is None else 1)
+        weight = np.zeros(self.horizon)
         calibration = np.ones(self.horizon)
         if can_validate:
-            coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best)
+            coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best, keep)
+            if combine == "convex":
+                weight = convex_weights(coef_t, j, hold)
+                coef_t = _toward_local(coef_t, j, weight)
+                sigma_t = _spread(coef_t, train, dof)
             calibration = _calibration(_sse(coef_t, hold), hold[3], sigma_t)
+        if combine == "convex":
+            coef = _toward_local(coef, j, weight)
+            sigma = _spread(coef, everything, dof)
         return {"coef_": coef, "sigma_": sigma * calibration, "wd_": wd_best, "prior_": prior_best,
-                "calibration_": calibration,
+                "calibration_": calibration, "combine_": combine, "local_weight_": weight,
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
                                for (w, pr), sc in zip(candidates, scores, strict=False)],
                 "weighting_": self.params.get("weighting", "noise"), "long_season_": self.long_season,
-                "nonnegative_": bool(self.target_range[0] >= 0)}
+                "local_season_": self.local_season, "nonnegative_": bool(self.target_range[0] >= 0)}
 
     def prior_coefficients(self, prior: str) -> np.ndarray:
         """(H, p): zero, or the seasonal naive forecast (weight 1 on the lag one cycle before step h)."""
@@ -261,14 +304,28 @@ class ForecastLinearState(SeriesStateMixin, State):
                 out[h - 1, lags.index(lag)] = 1.0
         return out
 
-    def _solve(self, sums: tuple[np.ndarray, ...], wd: float, prior: str
+    def _solve(self, sums: tuple[np.ndarray, ...], wd: float, prior: str, keep: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Ridge solution per step of the normal equations ``sums``: (coef, in-sample sigma, sse)."""
+        """Ridge solution per step of the normal equations ``sums``: (coef, in-sample sigma, sse).
+
+        ``keep``: solve on these columns only (the others get coefficient 0).
+        """
+        if keep is not None:
+            gram, xty, yty, pairs = sums
+            sub = (gram[:, keep][:, :, keep], xty[:, keep], yty, pairs)
+            coef_k, sigma, sse = self._solve_columns(sub, wd, self.prior_coefficients(prior)[:, keep])
+            coef = np.zeros((self.horizon, self.n_design))
+            coef[:, keep] = coef_k
+            return coef, sigma, sse
+        return self._solve_columns(sums, wd, self.prior_coefficients(prior))
+
+    def _solve_columns(self, sums: tuple[np.ndarray, ...], wd: float, w0: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_solve` on the columns of ``sums`` with prior coefficients ``w0`` (the last column unpenalised)."""
         gram, xty, yty, pairs = sums
-        H, p = self.horizon, self.n_design
+        H, p = xty.shape
         penalty = np.ones(p)
         penalty[-1] = 0.0
-        w0 = self.prior_coefficients(prior)
         coef = np.zeros((H, p))
         sigma = np.full(H, np.nan)
         ok = pairs > 0
@@ -289,7 +346,7 @@ class ForecastLinearState(SeriesStateMixin, State):
             for h in np.flatnonzero(bad):  # singular steps only
                 coef[h] = np.linalg.lstsq(A[h], b[h], rcond=None)[0]
         sse = _sse(coef, sums)
-        sigma[ok] = np.sqrt(sse[ok] / np.maximum(pairs[ok] - p, 1.0))
+        sigma[ok] = _spread(coef, sums, p)[ok]
         # steps without training pairs borrow from the nearest earlier step
         for h in range(1, H):
             if pairs[h] <= 0:
@@ -298,6 +355,34 @@ class ForecastLinearState(SeriesStateMixin, State):
             first = int(np.flatnonzero(ok)[0])
             coef[:first], sigma[:first] = coef[first], sigma[first]
         return coef, sigma, sse
+
+
+def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...]) -> np.ndarray:
+    """(H,): per step, the weight ``a`` in [0, 1] of least squared error on the normal equations ``sums`` of
+    ``(1 - a)`` times the forecast of ``coef`` (H, p; zero at ``column``) plus ``a`` times design column ``column``.
+
+    With ``d = e_column - coef`` the error is ``sse(coef) - 2 a (d.xty - coef.G.d) + a^2 d.G.d``, least at
+    ``a = (d.xty - coef.G.d) / d.G.d`` (clipped to [0, 1]; 0 where ``d.G.d`` is 0).
+    """
+    gram, xty = sums[0], sums[1]
+    d = -coef.copy()
+    d[:, column] += 1.0
+    num = np.einsum("hp,hp->h", d, xty) - np.einsum("hp,hpq,hq->h", coef, gram, d)
+    den = np.einsum("hp,hpq,hq->h", d, gram, d)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, np.clip(num / den, 0.0, 1.0), 0.0)
+
+
+def _toward_local(coef: np.ndarray, column: int, weight: np.ndarray) -> np.ndarray:
+    """``(1 - a_h) coef_h + a_h e_column``: the convex combination as one coefficient vector per step."""
+    out = coef * (1.0 - weight)[:, None]
+    out[:, column] += weight
+    return out
+
+
+def _spread(coef: np.ndarray, sums: tuple[np.ndarray, ...], dof: int) -> np.ndarray:
+    """(H,) in-sample residual spread of ``coef`` on ``sums``: ``sqrt(sse / max(pairs - dof, 1))``."""
+    return np.sqrt(_sse(coef, sums) / np.maximum(sums[3] - dof, 1.0))
 
 
 def _calibration(holdout_sse: np.ndarray, holdout_pairs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -365,7 +450,8 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
 def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
                     static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators)."""
-    X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)))
+    X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)),
+                   int(model.get("local_season_", 0)))
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]

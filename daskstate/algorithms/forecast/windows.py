@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from pandas.tseries.offsets import DateOffset
 
+from daskstate.algorithms.forecast.local import cycle_index, local_forecast
 from daskstate.algorithms.forecast.series import SeriesBlock, date_features
 
 #: floor of the relative noise scale, so a flat context cannot get an unbounded weight
@@ -122,46 +123,36 @@ def seasonal_index(w: Windows, season: int) -> np.ndarray:
     is read as whole cycles ending at the origin (its width a multiple of ``season``); a cycle
     with no observed value, or a zero mean absolute value, is left out.
     """
-    n, L = w.context.shape
     H = w.target.shape[1]
-    cycles = w.context[:, L - season * (L // season):].reshape(n, L // season, season)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = _nanmean_rows(cycles.reshape(-1, season)).reshape(n, -1, 1)
-        size = _nanmean_rows(np.abs(cycles).reshape(-1, season)).reshape(n, -1, 1)
-        relative = np.where(size > 0, (cycles - mean) / size, np.nan)
-    index = _nanmean_rows(relative.transpose(0, 2, 1).reshape(n * season, -1)).reshape(n, season)
-    index = np.where(np.isnan(index), 0.0, index)
+    index = cycle_index(w.context, season)
     # step h's value is in phase with position (h - 1) mod season of a cycle that ends at the origin
     return index[:, np.arange(H) % season][:, :, None]
 
 
-def _nanmean_rows(a: np.ndarray) -> np.ndarray:
-    ok = ~np.isnan(a)
-    cnt = ok.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cnt > 0, np.where(ok, a, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
-
-
 def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
-                long_season: int = 0) -> np.ndarray:
-    """The design columns that depend on the horizon step: (n, H, e) = [seasonal index, date features,
-    covariates, static, 1].
+                long_season: int = 0, local_season: int = 0) -> np.ndarray:
+    """The design columns that depend on the horizon step: (n, H, e) = [seasonal index, local forecast,
+    date features, covariates, static, 1].
 
     ``static`` (n, s): the windows' static category indicators (the same at every step);
-    ``long_season``: the season of the :func:`seasonal_index` column (0: none).
+    ``long_season``: the season of the :func:`seasonal_index` column (0: none); ``local_season``: the season of
+    the local exponential-smoothing forecast of each window's own context
+    (:func:`~daskstate.algorithms.forecast.local.local_forecast`; 0: no such column, 1: not seasonal).
     """
     n, H = w.target.shape
     pos = w.position[:, None] + np.arange(1, H + 1)[None, :]
     static = np.zeros((n, 0)) if static is None else static
     memory = seasonal_index(w, long_season) if long_season else np.zeros((n, H, 0))
-    return np.concatenate([memory, date_features(pos, offset, harmonics), w.covariates,
+    local = (local_forecast(w.context, H, local_season)[:, :, None] if local_season else np.zeros((n, H, 0)))
+    return np.concatenate([memory, local, date_features(pos, offset, harmonics), w.covariates,
                            np.broadcast_to(static[:, None, :], (n, H, static.shape[1])), np.ones((n, H, 1))], axis=2)
 
 
 def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
-               long_season: int = 0) -> np.ndarray:
-    """Design rows per horizon step: (n, H, p) = [lagged values, seasonal index, date features, covariates, static, 1]."""
+               long_season: int = 0, local_season: int = 0) -> np.ndarray:
+    """Design rows per horizon step: (n, H, p) = [lagged values, seasonal index, local forecast, date features,
+    covariates, static, 1]."""
     lagged = lagged_values(w, lags)
     n, H = w.target.shape
     return np.concatenate([np.broadcast_to(lagged[:, None, :], (n, H, len(lags))),
-                           step_design(w, offset, harmonics, static, long_season)], axis=2)
+                           step_design(w, offset, harmonics, static, long_season, local_season)], axis=2)

@@ -1,0 +1,177 @@
+"""A local forecaster per window: exponential smoothing of the window's own context, all windows at once.
+
+The global linear model (:mod:`~daskstate.algorithms.forecast.linear`) carries one set of
+dynamics across every series; a local model follows each series' own level and trend. This
+module forecasts every window of a mini-batch from its own (scaled) context only, so the
+forecast of a window is the same at fit and at predict and does not depend on points before
+its context (partial fits stay exact):
+
+1. seasonal adjustment, where the context is seasonal (the autocorrelation at the seasonal lag
+   passes the 90% test of the M4 competition's benchmarks): the relative seasonal index of
+   :func:`~daskstate.algorithms.forecast.windows.seasonal_index` times each cycle's mean absolute
+   value is subtracted, and added back to the forecast relative to its level;
+2. exponential smoothing of the adjusted context with every smoothing parameter set of a small
+   grid (:data:`SES_ALPHAS` without trend; :data:`HOLT_GRID` with a damped additive trend), one
+   Python loop over the context's time steps, vectorised over windows x grid;
+3. per window, the set of least AIC on its one-step errors (``n log(sse / n) + 2 k``).
+
+The recursion is the error-correction form of Holt's damped trend (statsmodels ``Holt(damped_trend=True)``
+with ``smoothing_level=alpha``, ``smoothing_trend=beta``, ``damping_trend=phi``; simple exponential
+smoothing is ``beta = 0`` with no initial trend)::
+
+    yhat_t = l_{t-1} + phi b_{t-1};  e_t = y_t - yhat_t  (0 where y_t is missing)
+    l_t = yhat_t + alpha e_t;        b_t = phi b_{t-1} + alpha beta e_t
+    forecast_h = l_T + (phi + ... + phi^h) b_T
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: smoothing levels of simple exponential smoothing (no trend)
+SES_ALPHAS = (0.1, 0.2, 0.3, 0.5, 0.8, 1.0)
+#: (alpha, beta, phi) of the damped-trend models
+HOLT_GRID = tuple((a, b, p) for a in (0.2, 0.5, 0.8) for b in (0.1, 0.3) for p in (0.9, 0.98))
+#: the context points the smoother reads at most (the last ones): an exponential smoother with the smallest
+#: level weight forgets its start within them, and the cost stays bounded for long contexts
+LOCAL_POINTS = 96
+#: one-sided critical value of the seasonality test (90%, as the M4 benchmarks' deseasonalisation)
+SEASONALITY_Z = 1.645
+
+
+def cycle_index(context: np.ndarray, season: int) -> np.ndarray:
+    """(n, season): the relative seasonal index of :func:`~daskstate.algorithms.forecast.windows.seasonal_index` per position of a cycle that ends at
+    the origin (position ``j``: the last cycle's ``j``-th point); 0 where no cycle observes it."""
+    n, L = context.shape
+    cycles = context[:, L - season * (L // season):].reshape(n, L // season, season)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = _nanmean_rows(cycles.reshape(-1, season)).reshape(n, -1, 1)
+        size = _nanmean_rows(np.abs(cycles).reshape(-1, season)).reshape(n, -1, 1)
+        relative = np.where(size > 0, (cycles - mean) / size, np.nan)
+    index = _nanmean_rows(relative.transpose(0, 2, 1).reshape(n * season, -1)).reshape(n, season)
+    return np.where(np.isnan(index), 0.0, index)
+
+
+def _nanmean_rows(a: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(a)
+    cnt = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, np.where(ok, a, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
+
+
+def smoothing_grid() -> np.ndarray:
+    """(G, 3): the (alpha, beta, phi) sets tried per window, SES first (beta 0, phi 1)."""
+    ses = [(a, 0.0, 1.0) for a in SES_ALPHAS]
+    return np.asarray(ses + list(HOLT_GRID), dtype=np.float64)
+
+
+def smooth(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend0: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run the damped-trend recursion over ``y`` (n, T) for every parameter set (G, 3).
+
+    ``level0``, ``trend0`` (n,): the states before the first point (a model with ``beta == 0`` starts without
+    trend). Returns the final level and trend (n, G), the one-step squared error sums (n, G) and
+    the number of observed points (n,).
+    """
+    n, T = y.shape
+    alpha, beta, phi = (params[:, k][None, :] for k in range(3))
+    level = np.repeat(level0[:, None], len(params), axis=1)
+    trend = np.where(beta > 0, trend0[:, None], 0.0)
+    sse = np.zeros_like(level)
+    observed = ~np.isnan(y)
+    for t in range(T):  # a loop over time steps, vectorised over windows x parameter sets
+        fitted = level + phi * trend
+        e = np.where(observed[:, t, None], y[:, t, None] - fitted, 0.0)
+        sse += e * e
+        level = fitted + alpha * e
+        trend = phi * trend + (alpha * beta) * e
+    return level, trend, sse, observed.sum(axis=1)
+
+
+def damped_sum(phi: np.ndarray, H: int) -> np.ndarray:
+    """(G, H): phi + phi^2 + ... + phi^h for h = 1..H."""
+    return np.cumsum(phi[:, None] ** np.arange(1, H + 1)[None, :], axis=1)
+
+
+def is_seasonal(context: np.ndarray, season: int) -> np.ndarray:
+    """(n,) whether each context's autocorrelation at lag ``season`` passes the 90% test
+    ``|r_m| > z sqrt((1 + 2 sum_{k<m} r_k^2) / n)`` (missing values left out of the sums)."""
+    n, T = context.shape
+    if season <= 1 or T < 3 * season:
+        return np.zeros(n, dtype=bool)
+    observed = ~np.isnan(context)
+    count = observed.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = np.where(observed, context - np.nanmean(np.where(observed, context, np.nan), axis=1)[:, None], 0.0)
+        denom = (x * x).sum(axis=1)
+        r = np.stack([(x[:, k:] * x[:, :T - k]).sum(axis=1) / denom for k in range(1, season + 1)], axis=1)
+        limit = SEASONALITY_Z * np.sqrt((1.0 + 2.0 * (r[:, :-1] ** 2).sum(axis=1)) / count)
+    return (np.abs(r[:, -1]) > limit) & (denom > 0) & (count >= 3 * season)
+
+
+def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
+    """Subtract ``index`` (n, season; phase ``j`` is the last cycle's ``j``-th point) times each cycle's mean
+    absolute value: (adjusted context (n, T), the phase of every context point (T,))."""
+    n, T = context.shape
+    phase = (np.arange(T) - T) % season
+    cycle = (T - 1 - np.arange(T)) // season  # 0: the cycle ending at the origin
+    n_cycles = int(cycle.max()) + 1
+    absval = np.where(np.isnan(context), 0.0, np.abs(context))
+    counts = np.zeros((n, n_cycles))
+    sums = np.zeros((n, n_cycles))
+    np.add.at(sums.T, cycle, absval.T)
+    np.add.at(counts.T, cycle, (~np.isnan(context)).T.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        size = np.where(counts > 0, sums / counts, 0.0)
+    return context - index[:, phase] * size[:, cycle], phase
+
+
+def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarray | None = None) -> np.ndarray:
+    """(n, H) forecasts of each context row (n, T) from exponential smoothing of its last :data:`LOCAL_POINTS`
+    points with the parameter set of least AIC per row (see the module docstring).
+
+    ``index`` (n, season): the rows' relative seasonal index (phase ``j`` the last cycle's ``j``-th point;
+    default: computed from ``context``); a row is seasonally adjusted only where :func:`is_seasonal` says so.
+    Rows without an observed value give NaN.
+
+    Examples
+    --------
+    >>> y = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]])
+    >>> bool(local_forecast(y, 2)[0, 1] > 8.5)  # a damped trend continues the line
+    True
+    """
+    context = np.asarray(context, dtype=np.float64)
+    n, T = context.shape
+    y = context
+    seasonal = np.zeros(n, dtype=bool)
+    if season > 1 and T >= 3 * season:
+        idx = cycle_index(context, season) if index is None else index
+        seasonal = is_seasonal(context, season)
+        adjusted, _ = seasonal_adjustment(context, idx, season)
+        y = np.where(seasonal[:, None], adjusted, context)
+    y = y[:, -LOCAL_POINTS:]
+    observed = ~np.isnan(y)
+    first = np.argmax(observed, axis=1)
+    rows = np.arange(n)
+    level0 = y[rows, first]
+    # initial trend: the mean step over the first observed points (at most a cycle, at least 2 steps)
+    span = max(2, min(season, y.shape[1] // 4))
+    later = np.minimum(first + span, y.shape[1] - 1)
+    with np.errstate(invalid="ignore"):
+        trend0 = np.where(later > first, (y[rows, later] - level0) / np.maximum(later - first, 1), 0.0)
+    trend0 = np.where(np.isfinite(trend0), trend0, 0.0)
+    level0 = np.where(np.isfinite(level0), level0, 0.0)
+    params = smoothing_grid()
+    level, trend, sse, count = smooth(y, params, level0, trend0)
+    k = np.where(params[:, 1] > 0, 3.0, 1.0)[None, :]
+    nobs = np.maximum(count, 1)[:, None]
+    with np.errstate(divide="ignore"):
+        aic = nobs * np.log(np.maximum(sse / nobs, 1e-12)) + 2.0 * k
+    best = np.argmin(aic, axis=1)
+    steps = damped_sum(params[:, 2], H)                                    # (G, H)
+    out = level[rows, best][:, None] + trend[rows, best][:, None] * steps[best]
+    if seasonal.any():
+        phase = np.arange(H) % season
+        out = np.where(seasonal[:, None], out + idx[:, phase] * np.abs(out), out)
+    out[count == 0] = np.nan
+    return out
