@@ -277,10 +277,13 @@ def compare_finalize(name: str, df: pd.DataFrame, freq: str, variants: list[dict
         ets = (ets_cache or {}).get(f"{name}@{-k}")
         for j, overrides in enumerate(variants):
             t0 = time.process_time()
-            overall, _ = fc.finalize(**overrides).evaluate(full, quantiles=Q)
+            tuned = fc.finalize(**overrides)
+            overall, _ = tuned.evaluate(full, quantiles=Q)
             row = {"panel": name, "origin": -k, "variant": j, "overrides": json.dumps(overrides),
                    **{m: overall[m] for m in ("MASE", "wQL", "coverage_80")},
                    "cpu_seconds": fit_cpu + time.process_time() - t0}
+            if hasattr(tuned, "local_weight_"):
+                row["local_weight"] = np.round(tuned.local_weight_, 3).tolist()
             if ets is not None:
                 row.update(mase_vs_ets=overall["MASE"] / ets["MASE"], wql_vs_ets=overall["wQL"] / ets["wQL"],
                            time_vs_ets=row["cpu_seconds"] / ets.get("cpu_seconds", ets["seconds"]))

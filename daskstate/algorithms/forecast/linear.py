@@ -214,7 +214,7 @@ class ForecastLinearState(SeriesStateMixin, State):
 
     # ---- finalize ------------------------------------------------------------------------
     def finalize(self, wd: float | None = None, prior: str | None = None, combine: str | None = None,
-                 **_: Any) -> dict[str, Any]:
+                 local_weight: float | None = None, **_: Any) -> dict[str, Any]:
         """Coefficients and calibrated residual spread per horizon step.
 
         ``wd`` (the ridge penalty per training pair on every coefficient but the intercept)
@@ -230,7 +230,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         without that column; ``"convex"``, ``(1 - a_h)`` times the global model plus ``a_h`` times the local
         forecast, ``a_h`` in [0, 1] per step the least-squares weight on the holdout pairs of the model
         solved without them (closed form from the sums: :func:`convex_weights`); ``"feature"``, the local
-        forecast as one more column of the global regression.
+        forecast as one more column of the global regression. ``local_weight`` (with ``"convex"``): the
+        weight ``a`` of every step given instead of chosen.
 
         The spread ``sigma_h`` is the in-sample residual spread of the final model times the
         ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error to the
@@ -250,6 +251,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         combine = combine or self.params.get("combine") or (DEFAULT_COMBINE if j is not None else "none")
         if combine not in COMBINES:
             raise StateError(f"combine must be one of {COMBINES}, got {combine!r}")
+        if local_weight is not None and not 0 <= float(local_weight) <= 1:
+            raise StateError(f"local_weight must be in [0, 1], got {local_weight}")
         if j is None and combine != "none":
             raise StateError(f"combine={combine!r} needs the local forecast column, which this state has not got "
                              "(saved before it, or fitted with params['local'] False)")
@@ -276,11 +279,14 @@ class ForecastLinearState(SeriesStateMixin, State):
         if can_validate:
             coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best, keep)
             if combine == "convex":
-                weight = convex_weights(coef_t, j, hold)
+                weight = (convex_weights(coef_t, j, hold) if local_weight is None
+                          else np.full(self.horizon, float(local_weight)))
                 coef_t = _toward_local(coef_t, j, weight)
                 sigma_t = _spread(coef_t, train, dof)
             calibration = _calibration(_sse(coef_t, hold), hold[3], sigma_t)
         if combine == "convex":
+            if not can_validate and local_weight is not None:
+                weight = np.full(self.horizon, float(local_weight))
             coef = _toward_local(coef, j, weight)
             sigma = _spread(coef, everything, dof)
         return {"coef_": coef, "sigma_": sigma * calibration, "wd_": wd_best, "prior_": prior_best,
