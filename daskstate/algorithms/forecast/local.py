@@ -109,11 +109,51 @@ def is_seasonal(context: np.ndarray, season: int) -> np.ndarray:
     return (np.abs(r[:, -1]) > limit) & (denom > 0) & (count >= 3 * season)
 
 
-def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
-    """Subtract ``index`` (n, season; phase ``j`` is the last cycle's ``j``-th point) times each cycle's mean
-    absolute value: (adjusted context (n, T), the phase of every context point (T,))."""
+def moving_average(context: np.ndarray, season: int) -> np.ndarray:
+    """(n, T) centred moving average over one cycle (``2 x season`` for an even season, as classical
+    decomposition); NaN where the window is not whole or not half observed (missing values left out)."""
     n, T = context.shape
+    half = season // 2
+    weights = np.ones(2 * half + 1)
+    if season % 2 == 0:
+        weights[[0, -1]] = 0.5
+    observed = ~np.isnan(context)
+    values = np.where(observed, context, 0.0)
+    out = np.full((n, T), np.nan)
+    if T < len(weights):
+        return out
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    total = sliding_window_view(values, len(weights), axis=1) @ weights
+    mass = sliding_window_view(observed.astype(np.float64), len(weights), axis=1) @ weights
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:, half:T - half] = np.where(mass >= 0.5 * weights.sum(), total / mass, np.nan)
+    return out
+
+
+def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int) -> np.ndarray:
+    """(n, season): per position of a cycle that ends at the origin, the mean of ``detrended`` (the context
+    minus its :func:`moving_average`) relative to its cycle's mean absolute value, centred on 0 (classical
+    decomposition: the trend inside a cycle stays out of the index)."""
+    n, T = context.shape
+    size = _cycle_sizes(context, season)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        relative = np.where(size > 0, detrended / size, np.nan)
     phase = (np.arange(T) - T) % season
+    sums = np.zeros((n, season))
+    counts = np.zeros((n, season))
+    ok = ~np.isnan(relative)
+    np.add.at(sums.T, phase, np.where(ok, relative, 0.0).T)
+    np.add.at(counts.T, phase, ok.T.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        index = np.where(counts > 0, sums / counts, np.nan)
+    index = index - np.nanmean(index, axis=1, keepdims=True) if np.isfinite(index).any() else index
+    return np.where(np.isfinite(index), index, 0.0)
+
+
+def _cycle_sizes(context: np.ndarray, season: int) -> np.ndarray:
+    """(n, T): the mean absolute observed value of the cycle (ending at the origin, in whole cycles) of each point."""
+    n, T = context.shape
     cycle = (T - 1 - np.arange(T)) // season  # 0: the cycle ending at the origin
     n_cycles = int(cycle.max()) + 1
     absval = np.where(np.isnan(context), 0.0, np.abs(context))
@@ -123,7 +163,15 @@ def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int) -> 
     np.add.at(counts.T, cycle, (~np.isnan(context)).T.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         size = np.where(counts > 0, sums / counts, 0.0)
-    return context - index[:, phase] * size[:, cycle], phase
+    return size[:, cycle]
+
+
+def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
+    """Subtract ``index`` (n, season; phase ``j`` is the last cycle's ``j``-th point) times each cycle's mean
+    absolute value: (adjusted context (n, T), the phase of every context point (T,))."""
+    T = context.shape[1]
+    phase = (np.arange(T) - T) % season
+    return context - index[:, phase] * _cycle_sizes(context, season), phase
 
 
 def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarray | None = None) -> np.ndarray:
@@ -145,8 +193,9 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     y = context
     seasonal = np.zeros(n, dtype=bool)
     if season > 1 and T >= 3 * season:
-        idx = cycle_index(context, season) if index is None else index
-        seasonal = is_seasonal(context, season)
+        detrended = context - moving_average(context, season)
+        seasonal = is_seasonal(detrended, season)
+        idx = detrended_index(context, detrended, season) if index is None else index
         adjusted, _ = seasonal_adjustment(context, idx, season)
         y = np.where(seasonal[:, None], adjusted, context)
     y = y[:, -LOCAL_POINTS:]

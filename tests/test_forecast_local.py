@@ -1,0 +1,158 @@
+"""The local exponential-smoothing forecast of each window and its combination with the global linear model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import daskstate
+from daskstate.algorithms.forecast.estimator import holdout_split
+from daskstate.algorithms.forecast.linear import _sse, _toward_local, convex_weights
+from daskstate.algorithms.forecast.local import damped_sum, is_seasonal, local_forecast, smooth
+from daskstate.errors import StateError
+
+
+def _walk(n: int = 60, seed: int = 0) -> np.ndarray:
+    return 50.0 + np.cumsum(np.random.default_rng(seed).normal(0.2, 1.0, n))
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 0.9])
+def test_simple_smoothing_matches_statsmodels(alpha):
+    from statsmodels.tsa.holtwinters import SimpleExpSmoothing
+
+    ys = [_walk(seed=s) for s in range(3)]
+    ref = [SimpleExpSmoothing(y, initialization_method="known", initial_level=y[0])
+           .fit(smoothing_level=alpha, optimized=False) for y in ys]
+    level, trend, sse, count = smooth(np.stack(ys), np.array([[alpha, 0.0, 1.0]]), np.array([y[0] for y in ys]),
+                                      np.zeros(3))
+    for i, r in enumerate(ref):
+        np.testing.assert_allclose(np.repeat(level[i, 0], 4), r.forecast(4), rtol=1e-12)
+        np.testing.assert_allclose(sse[i, 0], r.sse, rtol=1e-10)
+    assert (trend == 0).all() and (count == 60).all()
+
+
+@pytest.mark.parametrize(("alpha", "beta", "phi"), [(0.3, 0.1, 0.9), (0.8, 0.3, 0.98)])
+def test_damped_trend_matches_statsmodels_holt(alpha, beta, phi):
+    from statsmodels.tsa.holtwinters import Holt
+
+    ys = [_walk(seed=s) for s in range(3)]
+    trend0 = np.array([0.5, -0.2, 0.0])
+    params = np.array([[alpha, beta, phi]])
+    level, trend, sse, _ = smooth(np.stack(ys), params, np.array([y[0] for y in ys]), trend0)
+    forecast = level + trend * damped_sum(params[:, 2], 6)
+    for i, y in enumerate(ys):
+        r = Holt(y, damped_trend=True, initialization_method="known", initial_level=y[0],
+                 initial_trend=trend0[i]).fit(smoothing_level=alpha, smoothing_trend=beta, damping_trend=phi,
+                                              optimized=False)
+        np.testing.assert_allclose(forecast[i], r.forecast(6), rtol=1e-12)
+        np.testing.assert_allclose(sse[i, 0], r.sse, rtol=1e-10)
+
+
+def test_missing_values_carry_the_forecast_forward():
+    """A missing point adds no error and moves the state as if the point had been forecast exactly."""
+    y = _walk(20)
+    gappy = y.copy()
+    gappy[7] = np.nan
+    filled = y.copy()
+    params = np.array([[0.5, 0.0, 1.0]])
+    level_gap, _, _, count = smooth(gappy[None], params, y[:1], np.zeros(1))
+    # the SES state after point 6 is the forecast of point 7: put it there and no error arises
+    lv, _, _, _ = smooth(y[None, :7], params, y[:1], np.zeros(1))
+    filled[7] = lv[0, 0]
+    level_filled, _, _, _ = smooth(filled[None], params, y[:1], np.zeros(1))
+    np.testing.assert_allclose(level_gap, level_filled, rtol=1e-12)
+    assert count[0] == 19
+
+
+def test_local_forecast_follows_each_series_and_its_season():
+    """A line is continued (damped), a flat series stays flat, a seasonal one keeps its pattern: every row
+    from its own context only."""
+    t = np.arange(48, dtype=np.float64)
+    pattern = np.array([0.3, -0.1, -0.3, 0.1])
+    rows = np.stack([10.0 + 0.5 * t, np.full(48, 7.0), 20.0 * (1.0 + pattern[t.astype(int) % 4])])
+    out = local_forecast(rows, 8, season=4)
+    assert (np.diff(out[0]) > 0).all() and out[0, 0] > rows[0, -1]
+    np.testing.assert_allclose(out[1], 7.0)
+    np.testing.assert_allclose(out[2], 20.0 * (1.0 + pattern[np.arange(8) % 4]), rtol=1e-6)
+    assert is_seasonal(rows[2:], 4).all() and not is_seasonal(np.random.default_rng(0).normal(size=(1, 48)), 4)[0]
+    # each row alone gives the same forecast
+    np.testing.assert_allclose(local_forecast(rows[2:], 8, season=4), out[2:])
+
+
+def test_convex_weight_is_the_least_squares_weight():
+    """The closed form from the normal equations equals a direct fit of ``y - g = a (l - g)`` on the pairs."""
+    rng = np.random.default_rng(1)
+    n, H, p, j = 400, 3, 5, 2
+    X = rng.normal(size=(n, H, p))
+    y = 0.6 * X[:, :, j] + 0.4 * X[:, :, 0] + 0.1 * rng.normal(size=(n, H))
+    w = rng.uniform(0.5, 2.0, n)
+    sums = (np.einsum("n,nhp,nhq->hpq", w, X, X), np.einsum("n,nhp,nh->hp", w, X, y),
+            np.einsum("n,nh->h", w, y * y), np.full(H, float(n)))
+    coef = np.zeros((H, p))
+    coef[:, 0] = 1.0  # the "global" forecast: column 0
+    a = convex_weights(coef, j, sums)
+    g, loc = X[:, :, 0], X[:, :, j]
+    direct = np.einsum("n,nh,nh->h", w, y - g, loc - g) / np.einsum("n,nh->h", w, (loc - g) ** 2)
+    np.testing.assert_allclose(a, direct, rtol=1e-10)
+    # it is the least squared error among convex weights, and the combined coefficients give that error
+    combined = _toward_local(coef, j, a)
+    for delta in (-0.05, 0.05):
+        assert (_sse(combined, sums) <= _sse(_toward_local(coef, j, np.clip(a + delta, 0, 1)), sums) + 1e-9).all()
+    np.testing.assert_allclose(_sse(combined, sums), np.einsum("n,nh->h", w, (y - (1 - a) * g - a * loc) ** 2),
+                               rtol=1e-9)
+
+
+def _panel(n_series: int = 6, length: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    frames = []
+    for k in range(n_series):
+        y = (10 + k) * (1 + 0.2 * np.sin(2 * np.pi * t / 12)) + np.cumsum(rng.normal(0, 0.5, length))
+        frames.append(pd.DataFrame({"item_id": f"s{k}", "timestamp": pd.date_range("2000-01-01", periods=length,
+                                                                                   freq="MS"), "target": y}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_local_column_sums_merge_exactly_and_partial_fit_is_exact():
+    """The state's sums with the local column: two halves merged equal one fit, and new points folded by
+    partial_fit equal a fit on everything (each window's local forecast reads only its own context; the holdout
+    sums differ by design: a partial fit's holdout is its new points' last tenth)."""
+    df = _panel()
+    kw = dict(freq="MS", prediction_length=6)
+    whole = daskstate.Forecaster(**kw).fit(df)
+    assert whole.state_.local_column is not None and whole.local_season_ == 12
+    items = df["item_id"].unique()
+    a = daskstate.Forecaster(**kw).fit(df[df["item_id"].isin(items[:3])]).state_
+    b = daskstate.Forecaster(**kw).fit(df[df["item_id"].isin(items[3:])]).state_
+    merged = a.merge(b)
+    for name in whole.state_.array_names:
+        np.testing.assert_allclose(getattr(merged, name), getattr(whole.state_, name), rtol=1e-10, atol=1e-9,
+                                   err_msg=name)
+    old, new = holdout_split(df, 10)
+    inc = daskstate.Forecaster(**kw).fit(old).partial_fit(new, history=old)
+    for name in ("gram", "xty", "yty", "pairs"):
+        np.testing.assert_allclose(getattr(inc.state_, name), getattr(whole.state_, name), rtol=1e-9, atol=1e-8,
+                                   err_msg=name)
+
+
+def test_combinations_from_one_state():
+    """"none" is the global model without the local column, "convex" mixes in the local forecast with the
+    weight per step from the holdout sums, "local_weight" fixes it; all without data."""
+    df = _panel()
+    fc = daskstate.Forecaster(freq="MS", prediction_length=6).fit(df)
+    j = fc.state_.local_column
+    none = fc.finalize(combine="none")
+    assert (none.coef_[:, j] == 0).all() and (none.local_weight_ == 0).all()
+    convex = fc.finalize(combine="convex")
+    assert ((convex.local_weight_ >= 0) & (convex.local_weight_ <= 1)).all()
+    np.testing.assert_allclose(convex.coef_[:, j], convex.local_weight_)
+    half = fc.finalize(combine="convex", local_weight=0.5)
+    np.testing.assert_allclose(half.coef_[:, j], 0.5)
+    np.testing.assert_allclose(np.delete(half.coef_, j, axis=1), 0.5 * np.delete(none.coef_, j, axis=1))
+    feature = fc.finalize(combine="feature")
+    assert (feature.coef_[:, j] != 0).all()
+    with pytest.raises(StateError, match="combine"):
+        fc.finalize(combine="average")
+    with pytest.raises(StateError, match="local_weight"):
+        fc.finalize(local_weight=1.5)
