@@ -71,6 +71,8 @@ DEFAULT_WD = 1e-4
 #: how the global model and the local forecast column combine (see ``ForecastLinearState.finalize``)
 COMBINES = ("none", "convex", "feature")
 DEFAULT_COMBINE = "convex"
+#: which pairs choose the convex weight of the local forecast ("holdout" or "all")
+WEIGHT_FROM = "holdout"
 #: whether new fits add the local forecast column (``params["local"]``)
 LOCAL_COLUMN = True
 
@@ -214,7 +216,7 @@ class ForecastLinearState(SeriesStateMixin, State):
 
     # ---- finalize ------------------------------------------------------------------------
     def finalize(self, wd: float | None = None, prior: str | None = None, combine: str | None = None,
-                 local_weight: float | None = None, **_: Any) -> dict[str, Any]:
+                 local_weight: float | None = None, weight_from: str | None = None, **_: Any) -> dict[str, Any]:
         """Coefficients and calibrated residual spread per horizon step.
 
         ``wd`` (the ridge penalty per training pair on every coefficient but the intercept)
@@ -231,7 +233,10 @@ class ForecastLinearState(SeriesStateMixin, State):
         forecast, ``a_h`` in [0, 1] per step the least-squares weight on the holdout pairs of the model
         solved without them (closed form from the sums: :func:`convex_weights`); ``"feature"``, the local
         forecast as one more column of the global regression. ``local_weight`` (with ``"convex"``): the
-        weight ``a`` of every step given instead of chosen.
+        weight ``a`` of every step given instead of chosen. ``weight_from`` (default :data:`WEIGHT_FROM`):
+        ``"holdout"``, the weight of least error on the holdout pairs of the model solved without them;
+        ``"all"``, on every pair with the final model (its in-sample errors: the local forecast is out of
+        sample at every window, the global one is not, which leans the weight toward the global model).
 
         The spread ``sigma_h`` is the in-sample residual spread of the final model times the
         ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error to the
@@ -253,6 +258,9 @@ class ForecastLinearState(SeriesStateMixin, State):
             raise StateError(f"combine must be one of {COMBINES}, got {combine!r}")
         if local_weight is not None and not 0 <= float(local_weight) <= 1:
             raise StateError(f"local_weight must be in [0, 1], got {local_weight}")
+        weight_from = weight_from or self.params.get("weight_from") or WEIGHT_FROM
+        if weight_from not in ("holdout", "all"):
+            raise StateError(f"weight_from must be 'holdout' or 'all', got {weight_from!r}")
         if j is None and combine != "none":
             raise StateError(f"combine={combine!r} needs the local forecast column, which this state has not got "
                              "(saved before it, or fitted with params['local'] False)")
@@ -279,8 +287,12 @@ class ForecastLinearState(SeriesStateMixin, State):
         if can_validate:
             coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best, keep)
             if combine == "convex":
-                weight = (convex_weights(coef_t, j, hold) if local_weight is None
-                          else np.full(self.horizon, float(local_weight)))
+                if local_weight is not None:
+                    weight = np.full(self.horizon, float(local_weight))
+                elif weight_from == "all":
+                    weight = convex_weights(coef, j, everything)
+                else:
+                    weight = convex_weights(coef_t, j, hold)
                 coef_t = _toward_local(coef_t, j, weight)
                 sigma_t = _spread(coef_t, train, dof)
             calibration = _calibration(_sse(coef_t, hold), hold[3], sigma_t)
