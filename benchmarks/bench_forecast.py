@@ -431,6 +431,20 @@ def scale_job(n_series: int, length: int, folder: str, model: str = "linear", ep
     return out
 
 
+def ets_scale_sample(n_sample: int, length: int) -> dict:
+    """Per-series ETS (best AICc) on the first ``n_sample`` series of the scale run's panel (the same generator,
+    seed and block size): CPU seconds per series, so the ETS time of any size is that many series times it."""
+    ddf = synthetic_panel(n_sample, length, freq="D", seed=9, series_per_partition=1000)
+    full = ddf.compute()
+    _, hist, _ = series_arrays(full, 14)
+    c0 = time.process_time()
+    for h in hist:
+        ets_forecast(h, 14, 7)
+    cpu = time.process_time() - c0
+    return {"ets_sample_series": len(hist), "ets_cpu_seconds": cpu, "ets_cpu_per_series": cpu / len(hist),
+            "loadavg": os.getloadavg()[0]}
+
+
 def run_scale(sizes: list[int], length: int, models: tuple[str, ...] = ("linear",), epochs: int | None = None,
               results_name: str | None = None, load_before: tuple | None = None) -> list[dict]:
     """Every model at every size, each in a fresh process (its peak RSS); ``results_name``: the rows so far
@@ -484,6 +498,9 @@ def main() -> None:
     parser.add_argument("--scale", default="", help="comma-separated series counts for the scale run "
                         "(synthetic daily, --length points each); skips the accuracy panels")
     parser.add_argument("--length", type=int, default=500)
+    parser.add_argument("--scale-ets-sample", type=int, default=0, help="with --scale: also time per-series ETS on "
+                        "this many of the panel's series (CPU seconds per series; the linear fit + predict CPU time "
+                        "relative to that times the series count)")
     parser.add_argument("--scale-models", default="linear", help="comma-separated models of the scale run "
                         "(linear, mlp, deepar)")
     parser.add_argument("--scale-epochs", type=epochs_arg, default="default", help="epochs at most of the neural "
@@ -551,6 +568,14 @@ def main() -> None:
     if args.scale:
         rows = run_scale([int(v) for v in args.scale.split(",")], args.length, tuple(args.scale_models.split(",")),
                          args.scale_epochs, args.results_name, load_before)
+        if args.scale_ets_sample:
+            ets = ets_scale_sample(args.scale_ets_sample, args.length)
+            print(ets)
+            for r in rows:
+                if r.get("ok") and r.get("fit_cpu_seconds") is not None:
+                    r["time_vs_ets"] = ((r["fit_cpu_seconds"] + r["predict_cpu_seconds"])
+                                        / (ets["ets_cpu_per_series"] * r["series"]))
+                    r["ets"] = ets
         path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                                                  "scale": rows})
         print(f"wrote {path}")

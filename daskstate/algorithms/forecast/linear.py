@@ -73,6 +73,8 @@ COMBINES = ("none", "convex", "feature")
 DEFAULT_COMBINE = "convex"
 #: which pairs choose the convex weight of the local forecast ("holdout" or "all")
 WEIGHT_FROM = "holdout"
+#: one convex weight for all horizon steps (True) or one per step
+POOLED = False
 #: whether new fits add the local forecast column (``params["local"]``)
 LOCAL_COLUMN = True
 
@@ -216,7 +218,8 @@ class ForecastLinearState(SeriesStateMixin, State):
 
     # ---- finalize ------------------------------------------------------------------------
     def finalize(self, wd: float | None = None, prior: str | None = None, combine: str | None = None,
-                 local_weight: float | None = None, weight_from: str | None = None, **_: Any) -> dict[str, Any]:
+                 local_weight: float | None = None, weight_from: str | None = None, pooled: bool | None = None,
+                 **_: Any) -> dict[str, Any]:
         """Coefficients and calibrated residual spread per horizon step.
 
         ``wd`` (the ridge penalty per training pair on every coefficient but the intercept)
@@ -237,6 +240,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         ``"holdout"``, the weight of least error on the holdout pairs of the model solved without them;
         ``"all"``, on every pair with the final model (its in-sample errors: the local forecast is out of
         sample at every window, the global one is not, which leans the weight toward the global model).
+        ``pooled`` (default :data:`POOLED`): one weight for all steps instead of one per step.
 
         The spread ``sigma_h`` is the in-sample residual spread of the final model times the
         ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error to the
@@ -292,7 +296,8 @@ class ForecastLinearState(SeriesStateMixin, State):
                 elif weight_from == "all":
                     weight = convex_weights(coef, j, everything)
                 else:
-                    weight = convex_weights(coef_t, j, hold)
+                    pooled = POOLED if pooled is None else bool(pooled)
+                    weight = convex_weights(coef_t, j, hold, pooled)
                 coef_t = _toward_local(coef_t, j, weight)
                 sigma_t = _spread(coef_t, train, dof)
             calibration = _calibration(_sse(coef_t, hold), hold[3], sigma_t)
@@ -375,18 +380,21 @@ class ForecastLinearState(SeriesStateMixin, State):
         return coef, sigma, sse
 
 
-def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...]) -> np.ndarray:
+def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], pooled: bool = False) -> np.ndarray:
     """(H,): per step, the weight ``a`` in [0, 1] of least squared error on the normal equations ``sums`` of
     ``(1 - a)`` times the forecast of ``coef`` (H, p; zero at ``column``) plus ``a`` times design column ``column``.
 
     With ``d = e_column - coef`` the error is ``sse(coef) - 2 a (d.xty - coef.G.d) + a^2 d.G.d``, least at
-    ``a = (d.xty - coef.G.d) / d.G.d`` (clipped to [0, 1]; 0 where ``d.G.d`` is 0).
+    ``a = (d.xty - coef.G.d) / d.G.d`` (clipped to [0, 1]; 0 where ``d.G.d`` is 0). ``pooled``: one weight for
+    every step, of least error summed over the steps.
     """
     gram, xty = sums[0], sums[1]
     d = -coef.copy()
     d[:, column] += 1.0
     num = np.einsum("hp,hp->h", d, xty) - np.einsum("hp,hpq,hq->h", coef, gram, d)
     den = np.einsum("hp,hpq,hq->h", d, gram, d)
+    if pooled:
+        num, den = np.full_like(num, num.sum()), np.full_like(den, den.sum())
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, np.clip(num / den, 0.0, 1.0), 0.0)
 

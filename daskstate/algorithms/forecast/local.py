@@ -135,35 +135,36 @@ def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int) -> 
     """(n, season): per position of a cycle that ends at the origin, the mean of ``detrended`` (the context
     minus its :func:`moving_average`) relative to its cycle's mean absolute value, centred on 0 (classical
     decomposition: the trend inside a cycle stays out of the index)."""
-    n, T = context.shape
     size = _cycle_sizes(context, season)
     with np.errstate(invalid="ignore", divide="ignore"):
         relative = np.where(size > 0, detrended / size, np.nan)
-    phase = (np.arange(T) - T) % season
-    sums = np.zeros((n, season))
-    counts = np.zeros((n, season))
-    ok = ~np.isnan(relative)
-    np.add.at(sums.T, phase, np.where(ok, relative, 0.0).T)
-    np.add.at(counts.T, phase, ok.T.astype(np.float64))
+    cycles = _as_cycles(relative, season)                                   # (n, cycles, season)
+    ok = ~np.isnan(cycles)
+    counts = ok.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        index = np.where(counts > 0, sums / counts, np.nan)
-    index = index - np.nanmean(index, axis=1, keepdims=True) if np.isfinite(index).any() else index
+        index = np.where(counts > 0, np.where(ok, cycles, 0.0).sum(axis=1) / counts, np.nan)
+        index = index - np.nanmean(np.where(np.isnan(index), np.nan, index), axis=1, keepdims=True)
     return np.where(np.isfinite(index), index, 0.0)
+
+
+def _as_cycles(a: np.ndarray, season: int) -> np.ndarray:
+    """(n, T) -> (n, ceil(T / season), season): whole cycles ending at the last point, NaN-padded at the start."""
+    n, T = a.shape
+    pad = -T % season
+    if pad:
+        a = np.concatenate([np.full((n, pad), np.nan), a], axis=1)
+    return a.reshape(n, -1, season)
 
 
 def _cycle_sizes(context: np.ndarray, season: int) -> np.ndarray:
     """(n, T): the mean absolute observed value of the cycle (ending at the origin, in whole cycles) of each point."""
     n, T = context.shape
-    cycle = (T - 1 - np.arange(T)) // season  # 0: the cycle ending at the origin
-    n_cycles = int(cycle.max()) + 1
-    absval = np.where(np.isnan(context), 0.0, np.abs(context))
-    counts = np.zeros((n, n_cycles))
-    sums = np.zeros((n, n_cycles))
-    np.add.at(sums.T, cycle, absval.T)
-    np.add.at(counts.T, cycle, (~np.isnan(context)).T.astype(np.float64))
+    cycles = np.abs(_as_cycles(context, season))
+    ok = ~np.isnan(cycles)
+    counts = ok.sum(axis=2, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        size = np.where(counts > 0, sums / counts, 0.0)
-    return size[:, cycle]
+        size = np.where(counts > 0, np.where(ok, cycles, 0.0).sum(axis=2, keepdims=True) / counts, 0.0)
+    return np.broadcast_to(size, cycles.shape).reshape(n, -1)[:, -T:]
 
 
 def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
