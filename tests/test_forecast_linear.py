@@ -134,3 +134,39 @@ def test_benchmark_compares_finalize_overrides_at_earlier_origins():
     assert rows[3]["MASE"] == pytest.approx(expected)
     summary = variant_summary(rows, 2)
     assert summary[0]["mase_vs_variant0"] == 1.0 and summary[1]["overrides"] == '{"wd": 1.0}'
+
+
+@pytest.mark.parametrize(("panel", "before", "bound"), [("aus_arrivals", 1.147, 0.95), ("fpp2_quarterly", 1.103, 1.0)])
+def test_local_smoothing_combined_with_the_global_model(panel, before, bound):
+    """The convex combination with each window's local exponential-smoothing forecast (weight per step from
+    the holdout sums) follows each series' own trend where the global model carries the panel's drift:
+    aus_arrivals MASE 1.147 -> 0.875 (ETS 0.852), fpp2_quarterly (euretail) 1.103 -> 0.945 (ETS 0.994);
+    ``combine="none"`` is the model before it, from the same state."""
+    df, freq = load_panel(panel) if panel in ("aus_arrivals",) else load_unseen_panel(panel)
+    df = df[["item_id", "timestamp", "target"]]
+    train, _ = holdout_split(df, 8)
+    fc = daskstate.Forecaster(freq=freq, prediction_length=8).fit(train)
+    assert fc.combine_ == "convex" and (fc.local_weight_ > 0).any()
+    overall, _ = fc.evaluate(df)
+    assert overall["MASE"] < bound
+    assert fc.finalize(combine="none").evaluate(df)[0]["MASE"] == pytest.approx(before, abs=0.005)
+    assert 0.75 <= overall["coverage_80"] <= 1.0
+
+
+def test_benchmark_compares_variants_with_ets_at_each_origin(tmp_path, monkeypatch):
+    """``--fit-ets-origins`` caches per-series ETS per (panel, origin); the variants are then scored against it
+    (statsmodels' fits replaced by the last value here: the test is of the bookkeeping, and fast)."""
+    import benchmarks.bench_forecast as bench
+    from benchmarks.bench_forecast import compare_finalize, ets_at_origins
+
+    def last_value(y, H, m, seed=0):
+        return np.repeat(y[-1], H), np.repeat(y[-1], H * len(bench.Q)).reshape(H, -1), "naive"
+
+    monkeypatch.setattr(bench, "ets_forecast", last_value)
+    df = noisy_seasonal_panel(2, 80)
+    cache: dict = {}
+    ets_at_origins("noisy", df, "MS", 2, cache, str(tmp_path / "ets.json"))
+    assert sorted(cache) == ["noisy@-1", "noisy@0"] and (tmp_path / "ets.json").exists()
+    rows = compare_finalize("noisy", df, "MS", [{"combine": "none"}], origins=2, ets_cache=cache)
+    for r in rows:
+        assert r["mase_vs_ets"] == pytest.approx(r["MASE"] / cache[f"noisy@{r['origin']}"]["MASE"])
