@@ -143,8 +143,8 @@ def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int) -> 
     counts = ok.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         index = np.where(counts > 0, np.where(ok, cycles, 0.0).sum(axis=1) / counts, np.nan)
-        index = index - np.nanmean(np.where(np.isnan(index), np.nan, index), axis=1, keepdims=True)
-    return np.where(np.isfinite(index), index, 0.0)
+    index = np.where(np.isfinite(index), index, 0.0)
+    return index - index.mean(axis=1, keepdims=True)
 
 
 def _as_cycles(a: np.ndarray, season: int) -> np.ndarray:
