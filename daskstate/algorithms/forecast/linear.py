@@ -27,6 +27,13 @@ in the state), and the in-sample spread per step is scaled by how much larger th
 holdout error is than its in-sample error at that step. The predictive distribution at step ``h``
 of a window is centred on its forecast with spread ``sigma_h * noise * scale``.
 
+With ``params["local"]`` (new fits) one design column is each window's **local forecast**: exponential
+smoothing of its own context (:mod:`~daskstate.algorithms.forecast.local`). Its sums with every other
+column let ``finalize`` mix it in without data: by default ``(1 - a_h)`` times the global model plus
+``a_h`` times the local forecast, ``a_h`` per step the least-squares weight on the holdout pairs
+(:func:`convex_weights`); the global model carries the panel's dynamics, the local one each series' own
+level and trend.
+
 Training windows need half their context observed: a window at a series' very start
 would get its noise scale from one or two differences and, weighted by ``1/noise^2``,
 could dominate the fit.
