@@ -156,3 +156,14 @@ def test_combinations_from_one_state():
         fc.finalize(combine="average")
     with pytest.raises(StateError, match="local_weight"):
         fc.finalize(local_weight=1.5)
+
+
+def test_local_forecast_of_sparse_and_short_contexts():
+    """No observed value gives NaN, one gives that value, a constant seasonal-length context stays constant."""
+    rows = np.full((3, 24), np.nan)
+    rows[1, 5] = 3.0
+    rows[2] = 2.0
+    rows[2, ::5] = np.nan
+    out = local_forecast(rows, 4, season=4)
+    assert np.isnan(out[0]).all()
+    np.testing.assert_allclose(out[1:], [[3.0] * 4, [2.0] * 4])

@@ -102,7 +102,8 @@ def is_seasonal(context: np.ndarray, season: int) -> np.ndarray:
     observed = ~np.isnan(context)
     count = observed.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        x = np.where(observed, context - np.nanmean(np.where(observed, context, np.nan), axis=1)[:, None], 0.0)
+        mean = np.where(observed, context, 0.0).sum(axis=1) / np.maximum(count, 1)
+        x = np.where(observed, context - mean[:, None], 0.0)
         denom = (x * x).sum(axis=1)
         r = np.stack([(x[:, k:] * x[:, :T - k]).sum(axis=1) / denom for k in range(1, season + 1)], axis=1)
         limit = SEASONALITY_Z * np.sqrt((1.0 + 2.0 * (r[:, :-1] ** 2).sum(axis=1)) / count)
