@@ -167,6 +167,10 @@ class Forecaster(StateEstimator):
     coef_ : ndarray (prediction_length, p)
     sigma_ : ndarray (prediction_length,)
         Spread of the noise-normalised residual per horizon step.
+    combine_, local_weight_ : str, ndarray (prediction_length,)
+        "linear": how each window's local exponential-smoothing forecast is combined with the global
+        model, and its weight per horizon step (chosen on the holdout sums; see
+        :mod:`~daskstate.algorithms.forecast.local`).
     theta_, n_epochs_, validation_loss_, train_loss_, history_
         Neural models: the selected (best validated) parameters, the epochs run,
         the validation and training loss per epoch, the last epoch's training loss
@@ -460,7 +464,9 @@ class Forecaster(StateEstimator):
 
     # ---- finalize -------------------------------------------------------------------------
     def finalize(self, **overrides: Any) -> Forecaster:
-        """A new fitted forecaster from the same state; ``wd=`` re-solves the ridge without data."""
+        """A new fitted forecaster from the same state; ``wd=`` re-solves the ridge without data ("linear": also
+        ``combine=``, ``local_weight=``: how the local exponential-smoothing forecast is mixed in, see
+        :meth:`ForecastLinearState.finalize`)."""
         return super().finalize(**overrides)
 
     # ---- forecasting ----------------------------------------------------------------------
