@@ -99,7 +99,7 @@ class ForecastLinearState(SeriesStateMixin, State):
     >>> s = ForecastLinearState(Schema((), target="target"),
     ...     {"freq": "QS-JAN", "lags": [1, 2, 3, 4], "prediction_length": 2, "context_length": 4})
     >>> s.gram.shape
-    (2, 12, 12)
+    (2, 8, 8)
     """
 
     algorithm: ClassVar[str] = "forecast_linear"
