@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from daskstate.numerics import adam_step, logsumexp, sigmoid, softmax
+from daskstate.numerics import adam_update, logsumexp, sigmoid, softmax
 
 BN_EPS = 1e-5
 #: float type of a model's parameters and optimiser moments (the functions here work in any float type;
@@ -522,8 +522,8 @@ def train_step(flat: np.ndarray, adam_m: np.ndarray, adam_v: np.ndarray, t: floa
     work = step_workspace()
     loss, cache = forward(flat, X, noise, layout, activation=activation, prior=prior, work=work)
     grad = backward(flat, cache, layout)
-    adam_step(flat, grad, adam_m, adam_v, t, learning_rate, beta_1, beta_2,
-              work=(work.get("adam", grad.shape, grad.dtype), work.get("adam_step", grad.shape, grad.dtype)))
+    adam_update(flat, grad, adam_m, adam_v, t, learning_rate, beta_1, beta_2,
+                work=(work.get("adam", grad.shape, grad.dtype), work.get("adam_step", grad.shape, grad.dtype)))
     return loss, cache
 
 
