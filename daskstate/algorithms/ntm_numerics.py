@@ -35,6 +35,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+try:  # the compiled kernel behind scipy's sparse products (as k-means uses it)
+    from scipy.sparse._sparsetools import csc_matvecs as _csc_matvecs
+except ImportError:  # pragma: no cover - another scipy layout: the public product
+    _csc_matvecs = None
+
 from daskstate.numerics import adam_update, logsumexp, sigmoid, softmax
 
 BN_EPS = 1e-5
@@ -399,7 +404,7 @@ def exp_and_logsumexp(L: np.ndarray, out: np.ndarray | None = None, bound: float
     """
     if offset is not None:
         L = np.add(L, offset, out=out)
-    safe = bound is not None and bound + np.log(L.shape[1]) < 0.9 * np.log(np.finfo(L.dtype).max)
+    safe = bound is not None and bound + math.log(L.shape[1]) < 0.9 * _log_max(L.dtype)
     top = 0.0 if safe else L.max(axis=1, keepdims=True)
     E = np.exp(L, out=out) if safe else np.exp(np.subtract(L, top, out=out), out=out)
     total = E.sum(axis=1)
@@ -417,6 +422,29 @@ def counts_and_dot(X: Any, L: np.ndarray, entries: tuple | None = None) -> tuple
     n = X.shape[0]
     return (np.bincount(row, data, minlength=n).astype(L.dtype, copy=False),
             np.bincount(row, data * L[row, col], minlength=n).astype(L.dtype, copy=False))
+
+
+@functools.lru_cache(maxsize=8)
+def _log_max(dtype: np.dtype) -> float:
+    return math.log(float(np.finfo(dtype).max))
+
+
+def sparse_t_dot(X: Any, D: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``X.T @ D`` into ``out`` for CSR ``X`` (n x V) and a dense C-ordered ``D`` (n x H): the first layer's gradient.
+
+    scipy's ``X.T @ D`` makes a CSC view, a new V x H result and, copied into
+    the gradient buffer, one more pass over it: this writes the sums straight
+    into ``out`` (zeroed, then scipy's compiled CSC kernel adds each stored count's row of ``D``).
+    """
+    X = X if sp.isspmatrix_csr(X) or isinstance(X, sp.csr_array) else sp.csr_matrix(X)
+    D = np.ascontiguousarray(D, dtype=out.dtype)
+    if X.dtype != out.dtype or not out.flags.c_contiguous or _csc_matvecs is None:
+        out[...] = X.T @ D
+        return out
+    out.fill(0.0)
+    n, V = X.shape
+    _csc_matvecs(V, n, D.shape[1], X.indptr, X.indices, X.data, D.ravel(), out.reshape(-1))
+    return out
 
 
 def csr_entries(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -489,7 +517,10 @@ def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
     for i in reversed(range(len(layout.encoder_layers))):
         da = dh * activation_grad(acts[i], hs[i + 1], cache["activation"])
         prev = hs[i]
-        grads[f"W{i}"][...] = prev.T @ da
+        if sp.issparse(prev):
+            sparse_t_dot(prev, da, out=grads[f"W{i}"])
+        else:
+            np.matmul(prev.T, da, out=grads[f"W{i}"])
         grads[f"b{i}"][...] = da.sum(axis=0)
         if i:
             dh = da @ W[f"W{i}"].T
