@@ -33,6 +33,7 @@ deviations from the background rather than frequent words (docs/topic-model.md).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -142,8 +143,7 @@ class NTMState(CountsReader, SGDState):
 
     @property
     def prior(self) -> tuple[np.ndarray, np.ndarray]:
-        return nn.laplace_prior(np.asarray(self.params["prior_alpha"], dtype=np.float64),
-                                int(self.params["n_components"]))
+        return _laplace_prior(tuple(np.ravel(self.params["prior_alpha"]).tolist()), int(self.params["n_components"]))
 
     def _init_model(self) -> None:
         layout = self.layout
@@ -174,9 +174,13 @@ class NTMState(CountsReader, SGDState):
 
     # ---- the trainer's hooks: documents, validation, gradient steps ----------------------
     def _training_batch(self, X: sp.csr_matrix, where: str) -> sp.csr_matrix:
-        """The partition's documents that hold a word of the vocabulary."""
+        """The partition's documents that hold a word of the vocabulary, in the parameters' float type.
+
+        (Counts are whole numbers: float32 holds them exactly up to 2^24; the
+        steps and the validation scoring would otherwise cast each subset.)
+        """
         nonempty = np.asarray(X.sum(axis=1)).ravel() > 0
-        return X if nonempty.all() else X[nonempty]
+        return (X if nonempty.all() else X[nonempty]).astype(self.weights.dtype, copy=False)
 
     def _validation_mask(self, X: sp.csr_matrix) -> np.ndarray | None:
         """Documents held out for validation: a hash of their counts below ``validation_fraction``."""
@@ -189,7 +193,8 @@ class NTMState(CountsReader, SGDState):
     def _train(self, X: sp.csr_matrix, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
         """Adam over mini-batches of the documents ``order``; their loss per word goes to the monitor."""
         p, layout, prior = self.params, self.layout, self.prior
-        X = X[order].astype(self.weights.dtype, copy=False)  # once, not per mini-batch: then slices
+        X = X[order].astype(self.weights.dtype, copy=False)  # once, not per mini-batch: then slices (no copy:
+        # the training batch is in the parameters' float type already)
         for a, b in nn.mini_batch_bounds(len(order), int(p["batch_size"])):
             if b - a < 2 and layout.batch_norm:
                 continue
@@ -207,10 +212,11 @@ class NTMState(CountsReader, SGDState):
 
     def _evaluate(self, X: sp.csr_matrix, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
         """Loss (reconstruction + KL, in inference mode) and words of the documents ``rows``."""
-        docs = X[rows].astype(params["weights"].dtype)  # float64 counts would compute it all in float64
-        rec, kl = self.document_losses(docs, params["weights"], params["bn_stats"])
+        docs = X[rows].astype(params["weights"].dtype, copy=False)  # float64 counts would compute it all in float64
+        rec, kl = nn.elbo_terms(params["weights"], params["bn_stats"], docs, self.layout, self.params["activation"],
+                                self.prior)
         self.ev_loss += float((rec + kl).sum())
-        self.ev_n += float(docs.sum())
+        self.ev_n += float(docs.data.sum())
 
     def _counts_staleness(self) -> bool:
         return bool(self.adam_t[0] >= WARMUP_HORIZONS / (1.0 - float(self.params["beta_1"])))
@@ -221,8 +227,7 @@ class NTMState(CountsReader, SGDState):
         model = self.chosen_params(0)
         weights = model["weights"] if weights is None else weights
         bn = model["bn_stats"] if bn is None else bn
-        eps = np.zeros((1, X.shape[0], int(self.params["n_components"])), dtype=weights.dtype)
-        return nn.elbo_terms(weights, bn, X, self.layout, self.params["activation"], self.prior, eps)
+        return nn.elbo_terms(weights, bn, X, self.layout, self.params["activation"], self.prior)
 
     def _copy(self, memo: dict[int, Any]) -> NTMState:
         """A copy that shares the parameters and the terms cached from them (never mutated; they hold the
@@ -369,6 +374,15 @@ class WordCountState(CountsReader):
 
     def finalize(self) -> np.ndarray:
         return self.word_counts
+
+
+@functools.lru_cache(maxsize=16)
+def _laplace_prior(alpha: tuple[float, ...], n_topics: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ntm_numerics.laplace_prior`, once per prior (a fit asks for it every epoch); read-only arrays."""
+    prior = nn.laplace_prior(np.asarray(alpha, dtype=np.float64).reshape(-1 if len(alpha) > 1 else ()), n_topics)
+    for a in prior:
+        a.flags.writeable = False
+    return prior
 
 
 def topic_uniqueness(top: np.ndarray) -> np.ndarray:

@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from daskstate.numerics import adam_update, sigmoid, softmax
+
 try:  # the compiled kernel behind scipy's sparse products (as k-means uses it)
     from scipy.sparse._sparsetools import csc_matvecs as _csc_matvecs
 except ImportError:  # pragma: no cover - another scipy layout: the public product
     _csc_matvecs = None
-
-from daskstate.numerics import adam_update, logsumexp, sigmoid, softmax
 
 BN_EPS = 1e-5
 #: float type of a model's parameters and optimiser moments (the functions here work in any float type;
@@ -238,8 +238,11 @@ def batch_norm_grad(dY: np.ndarray, Y: np.ndarray, var: np.ndarray, overwrite: b
     return out
 
 
-def normalise_running(A: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    return (A - mean) / np.sqrt(var + BN_EPS)
+def normalise_running(A: np.ndarray, mean: np.ndarray, var: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """``(A - mean) / sqrt(var + eps)`` (``overwrite``: in ``A``'s memory)."""
+    out = np.subtract(A, mean, out=A if overwrite else None)
+    out /= np.sqrt(var + BN_EPS)
+    return out
 
 
 def kl_to_prior(mu: np.ndarray, logvar: np.ndarray, mu0: np.ndarray, var0: np.ndarray) -> np.ndarray:
@@ -327,7 +330,7 @@ def decode_logits(W: dict[str, np.ndarray], theta: np.ndarray, layout: Layout, b
     if not layout.batch_norm:
         G += W["b_dec"]
         return G
-    L = normalise_running(G, *bn["dec"])
+    L = normalise_running(G, *bn["dec"], overwrite=True)
     if layout.background:
         L += W["b_dec"]
     return L
@@ -633,19 +636,35 @@ def word_distributions(flat: np.ndarray, bn_flat: np.ndarray, theta: np.ndarray,
 
 
 def elbo_terms(flat: np.ndarray, bn_flat: np.ndarray, X: Any, layout: Layout, activation: str,
-               prior: tuple[np.ndarray, np.ndarray], eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-document reconstruction loss (averaged over the ``eps`` samples, S x B x K) and KL, in inference mode."""
+               prior: tuple[np.ndarray, np.ndarray], eps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-document reconstruction loss (averaged over the ``eps`` samples, S x B x K) and KL, in inference mode.
+
+    ``eps=None``: the reconstruction at the posterior mean (the validation loss), one decoder pass.
+    """
     W = layout.views(flat)
     bn = layout.bn_views(bn_flat) if layout.batch_norm else None
     mu, logvar = encode(W, X, layout, activation, bn=bn)
-    sigma = np.exp(0.5 * logvar)
-    rec = np.zeros(X.shape[0])
     entries = csr_entries(X) if sp.issparse(X) else None
-    for e in eps:
-        L = decode_logits(W, softmax(mu + sigma * e), layout, bn=bn)
-        counts, XL = counts_and_dot(X, L, entries)
-        rec += counts * logsumexp(L) - XL
-    return rec / len(eps), kl_to_prior(mu, logvar, *prior)
+    if eps is None:
+        rec = _reconstruction(W, softmax(mu), X, layout, bn, entries)
+    else:
+        sigma = np.exp(0.5 * logvar)
+        rec = np.zeros(X.shape[0])
+        for e in eps:
+            rec += _reconstruction(W, softmax(mu + sigma * e), X, layout, bn, entries)
+        rec /= len(eps)
+    return rec, kl_to_prior(mu, logvar, *prior)
+
+
+def _reconstruction(W: dict[str, np.ndarray], theta: np.ndarray, X: Any, layout: Layout, bn: dict | None,
+                    entries: tuple | None) -> np.ndarray:
+    """``-sum_w x_w log p_w`` per document of ``X`` for topic proportions ``theta`` (inference mode)."""
+    L = decode_logits(W, theta, layout, bn=bn)
+    counts, XL = counts_and_dot(X, L, entries)
+    top = L.max(axis=1, keepdims=True)
+    E = np.exp(np.subtract(L, top, out=L), out=L)  # L is this call's own array
+    lse = np.log(E.sum(axis=1, keepdims=True)) + top
+    return counts * lse.squeeze(1) - XL
 
 
 def update_running(bn_flat: np.ndarray, stats: dict[str, tuple[np.ndarray, np.ndarray]], layout: Layout,
