@@ -193,12 +193,12 @@ class NTMState(CountsReader, SGDState):
     def _train(self, X: sp.csr_matrix, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
         """Adam over mini-batches of the documents ``order``; their loss per word goes to the monitor."""
         p, layout, prior = self.params, self.layout, self.prior
-        X = X[order].astype(self.weights.dtype, copy=False)  # once, not per mini-batch: then slices (no copy:
-        # the training batch is in the parameters' float type already)
+        X = sp.csr_matrix(X) if not sp.isspmatrix_csr(X) else X
+        X.sum_duplicates()  # canonical (nothing to do for counts read by read_batch)
         for a, b in nn.mini_batch_bounds(len(order), int(p["batch_size"])):
             if b - a < 2 and layout.batch_norm:
                 continue
-            Xb = X[a:b]
+            Xb = nn.csr_rows(X, order[a:b])  # in the parameters' float type (see _training_batch)
             noise = nn.draw_noise(rng, b - a, layout, float(p["dropout"]), self.weights.dtype)
             self.adam_t += 1.0
             loss, cache = nn.train_step(self.weights, self.adam_m, self.adam_v, float(self.adam_t[0]), Xb, noise,
@@ -212,7 +212,8 @@ class NTMState(CountsReader, SGDState):
 
     def _evaluate(self, X: sp.csr_matrix, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
         """Loss (reconstruction + KL, in inference mode) and words of the documents ``rows``."""
-        docs = X[rows].astype(params["weights"].dtype, copy=False)  # float64 counts would compute it all in float64
+        docs = nn.csr_rows(X, rows).astype(params["weights"].dtype, copy=False)  # float64 counts would compute it
+        # all in float64
         rec, kl = nn.elbo_terms(params["weights"], params["bn_stats"], docs, self.layout, self.params["activation"],
                                 self.prior)
         self.ev_loss += float((rec + kl).sum())

@@ -450,6 +450,20 @@ def sparse_t_dot(X: Any, D: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def csr_rows(X: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """The rows ``rows`` of CSR ``X`` (a mini-batch), gathered with a few numpy calls.
+
+    scipy's ``X[rows]`` then slices cost a small fit's epoch about as much as
+    its validation scoring (its indexing is Python-heavy); the result is the same matrix.
+    """
+    start, stop = X.indptr[rows], X.indptr[np.asarray(rows) + 1]
+    lengths = stop - start
+    indptr = np.zeros(len(lengths) + 1, dtype=X.indptr.dtype)
+    np.cumsum(lengths, out=indptr[1:])
+    take = np.arange(indptr[-1], dtype=X.indptr.dtype) + np.repeat(start - indptr[:-1], lengths)
+    return sp.csr_matrix((X.data[take], X.indices[take], indptr), shape=(len(lengths), X.shape[1]))
+
+
 def csr_entries(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row, column and value of each stored entry of sparse ``X``, duplicates summed (without a COO copy)."""
     X = X if sp.isspmatrix_csr(X) or isinstance(X, sp.csr_array) else sp.csr_matrix(X)
