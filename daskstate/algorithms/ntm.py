@@ -309,13 +309,25 @@ class TopicWordState(CountsReader):
         return new
 
     def _update(self, X: sp.csr_matrix, y: Any, context: Any = None) -> None:
-        layout, act = self.layout, self.params["activation"]
-        phi = nn.word_distributions(self.weights, self.bn, np.eye(layout.n_topics), layout)
+        """Add the block's attributions: computed in the model's float type, summed in float64.
+
+        ``x_dw / (theta_d . phi_w)`` is needed at the stored counts only (read from
+        the dense ``theta @ phi`` product), and its product with ``theta`` is the
+        first layer's sparse kernel (:func:`ntm_numerics.sparse_t_dot`).
+        """
+        layout, act, dtype = self.layout, self.params["activation"], self.weights.dtype
+        phi = nn.word_distributions(self.weights, self.bn, np.eye(layout.n_topics, dtype=dtype), layout)
+        X = sp.csr_matrix(X, dtype=dtype)
+        X.sum_duplicates()
         for a in range(0, X.shape[0], self.block_docs):
             Xb = X[a : a + self.block_docs]
             theta = nn.doc_topics(self.weights, self.bn, Xb, layout, act)
-            ratio = sp.csr_matrix(Xb.multiply(1.0 / (theta @ phi)))
-            self.topic_word += phi * np.asarray(ratio.T @ theta).T
+            rows, cols, counts = nn.csr_entries(Xb)
+            mixture = theta @ phi  # each document's word distribution
+            ratio = sp.csr_matrix((counts / np.take(mixture.reshape(-1), nn.flat_index(rows, cols, mixture)),
+                                   Xb.indices, Xb.indptr), shape=Xb.shape)
+            attributed = nn.sparse_t_dot(ratio, theta, out=np.empty((layout.n_words, layout.n_topics), dtype=dtype))
+            self.topic_word += phi * attributed.T
 
     def _merge(self, other: TopicWordState) -> None:
         self.topic_word = self.topic_word + other.topic_word
