@@ -308,6 +308,12 @@ class TopicWordState(CountsReader):
         new.weights, new.bn = self.weights, self.bn
         return new
 
+    def copy(self) -> TopicWordState:
+        """A copy of the sums that shares the model (never changed by the pass: a fold copies its state a few
+        times, and the weights are most of it)."""
+        return copy.deepcopy(self, {id(self.params): self.params, id(self.schema): self.schema,
+                                    id(self.weights): self.weights, id(self.bn): self.bn})
+
     def _update(self, X: sp.csr_matrix, y: Any, context: Any = None) -> None:
         """Add the block's attributions: computed in the model's float type, summed in float64.
 
