@@ -28,9 +28,10 @@ Peers' settings: scikit-learn ``LatentDirichletAllocation(learning_method="onlin
 max_iter=10)`` (its defaults otherwise); gensim ``LdaModel(passes=10)`` (defaults
 otherwise: symmetric alpha 1/K, chunksize 2000). daskstate: defaults (ProdLDA with
 a background log-frequency per word: Adam 0.01, beta_1 0.9, batch 64, early
-stopping on a 10% validation split, at most 50 epochs), or ``--ntm-params`` (JSON
-of hyperparameters, e.g. ``'{"background": false, "plateau_share": 0}'`` for the
-model before issue 12's last changes). BLAS threads: each library's own (OpenBLAS
+stopping on a 10% validation split (patience 5, ``plateau_share`` 0.015), at most 50
+epochs), or ``--ntm-params`` (JSON of hyperparameters, e.g. ``'{"plateau_share": 0}'``
+for early stopping on ``tol`` alone, ``'{"background": false, "plateau_share": 0}'``
+for the model before issue 12's last changes). BLAS threads: each library's own (OpenBLAS
 starts one per core; numpy is imported before ``OMP_NUM_THREADS`` could be set, so
 scikit-learn's products use both cores; daskstate runs as its states declare).
 Threaded scheduler. ``seconds`` is wall time, ``cpu_seconds`` the process's.
