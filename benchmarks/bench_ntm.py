@@ -49,6 +49,8 @@ Usage::
 
     python -m benchmarks.bench_ntm                 # K = 20 and 50, 2 repeats
     python -m benchmarks.bench_ntm --ks 20 --repeats 1 --corpora lee
+    # many interleaved repeats of daskstate and scikit-learn alone (the fit-time ratios)
+    python -m benchmarks.bench_ntm --corpora lee packages --ks 50 --repeats 8 --fits daskstate sklearn
     python -m benchmarks.bench_ntm --scale --ks 20 --docs 20000 --epochs 2
     # 100k and 1M documents: peak RSS of each worker
     python -m benchmarks.bench_ntm --scale --ks 20 --docs 100000 --files 10 --epochs 1 --parts memory
@@ -426,6 +428,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-name", default="ntm")
     parser.add_argument("--ntm-params", default="{}", help="JSON: NeuralTopicModel hyperparameters for the daskstate fits")
+    parser.add_argument("--fits", nargs="+", default=["daskstate", "sklearn", "gensim"],
+                        choices=["daskstate", "sklearn", "gensim"],
+                        help="which models to fit (scikit-learn's always: the ratios are to it); without gensim, "
+                             "more repeats of the interleaved daskstate / scikit-learn pair fit in the same time")
     parser.add_argument("--scale", action="store_true",
                         help="instead: throughput (1 and 2 worker processes), Vocabulary vs read+tokenize, RSS at 10x")
     parser.add_argument("--data", default="/tmp/daskstate-bench-ntm", help="folder for the --scale corpora")
@@ -440,6 +446,9 @@ def main() -> None:
     import json
 
     NTM_PARAMS.update(json.loads(args.ntm_params))
+    chosen = {*args.fits, "sklearn"}
+    for name in [n for n in FITS if n.split()[0] not in chosen]:
+        del FITS[name]
     if args.scale:
         from benchmarks.common import write_results
 
