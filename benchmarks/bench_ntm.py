@@ -28,9 +28,10 @@ Peers' settings: scikit-learn ``LatentDirichletAllocation(learning_method="onlin
 max_iter=10)`` (its defaults otherwise); gensim ``LdaModel(passes=10)`` (defaults
 otherwise: symmetric alpha 1/K, chunksize 2000). daskstate: defaults (ProdLDA with
 a background log-frequency per word: Adam 0.01, beta_1 0.9, batch 64, early
-stopping on a 10% validation split, at most 50 epochs), or ``--ntm-params`` (JSON
-of hyperparameters, e.g. ``'{"background": false, "plateau_share": 0}'`` for the
-model before issue 12's last changes). BLAS threads: each library's own (OpenBLAS
+stopping on a 10% validation split (patience 5, ``plateau_share`` 0.015), at most 50
+epochs), or ``--ntm-params`` (JSON of hyperparameters, e.g. ``'{"plateau_share": 0}'``
+for early stopping on ``tol`` alone, ``'{"background": false, "plateau_share": 0}'``
+for the model before issue 12's last changes). BLAS threads: each library's own (OpenBLAS
 starts one per core; numpy is imported before ``OMP_NUM_THREADS`` could be set, so
 scikit-learn's products use both cores; daskstate runs as its states declare).
 Threaded scheduler. ``seconds`` is wall time, ``cpu_seconds`` the process's.
@@ -48,6 +49,10 @@ Usage::
 
     python -m benchmarks.bench_ntm                 # K = 20 and 50, 2 repeats
     python -m benchmarks.bench_ntm --ks 20 --repeats 1 --corpora lee
+    # early-stopping rules replayed on 60-epoch validation curves (4 corpora, K = 20 and 50, seeds 0 and 1)
+    python -m benchmarks.bench_ntm --stopping --corpora lee packages wiki synthetic --synthetic-docs 5000
+    # many interleaved repeats of daskstate and scikit-learn alone (the fit-time ratios)
+    python -m benchmarks.bench_ntm --corpora lee packages --ks 50 --repeats 8 --fits daskstate sklearn
     python -m benchmarks.bench_ntm --scale --ks 20 --docs 20000 --epochs 2
     # 100k and 1M documents: peak RSS of each worker
     python -m benchmarks.bench_ntm --scale --ks 20 --docs 100000 --files 10 --epochs 1 --parts memory
@@ -415,6 +420,63 @@ def run_scale(folder: str, n_docs: int, files: int, epochs: int, K: int, repeats
     return out
 
 
+# ---------------------------------------------------------------------------- early-stopping rules, replayed
+def validation_curve(X: sp.csr_matrix, K: int, seed: int, epochs: int) -> dict[str, Any]:
+    """The validation loss per word of each of ``epochs`` epochs (no early stopping) and Adam's steps per epoch."""
+    import daskstate
+
+    model = daskstate.NeuralTopicModel(K, random_state=seed, epochs=epochs, early_stopping_patience=0,
+                                       plateau_share=0.0, **NTM_PARAMS).fit(X)
+    losses = model.history_[:, 2]
+    return {"validation_loss": losses.tolist(), "steps_per_epoch": float(model.state_.adam_t[0]) / len(losses)}
+
+
+def epochs_under_rule(losses: list[float], steps_per_epoch: float, patience: int = 5, tol: float = 1e-3,
+                      plateau_share: float = 0.0) -> tuple[int, int]:
+    """Epochs a topic model trains, and its best epoch, when its epochs' validation losses are ``losses``.
+
+    Replays the trainer's own checks (``SGDState.end_epoch``) on a tiny model.
+    """
+    import daskstate
+
+    X = sp.csr_matrix(np.eye(6) * 3.0)
+    state = daskstate.NeuralTopicModel(2, epochs=1, random_state=0, encoder_layers=(4,), validation_fraction=0.0,
+                                       plateau_share=plateau_share).fit(X).state_.resume_training()
+    for epoch, loss in enumerate(losses):
+        state.adam_t[:] = steps_per_epoch * (epoch + 1)
+        state.ev_loss[:], state.ev_n[:] = loss * 1000.0, 1000.0
+        state.anchor_weights = state.weights + epoch
+        if state.end_epoch(patience, tol):
+            break
+    return epoch + 1, int(np.argmin(losses[: epoch + 1]))
+
+
+#: the early-stopping rules ``--stopping`` replays: name -> (tol, plateau_share)
+STOPPING_RULES = {"tol 1e-3 alone": (1e-3, 0.0), "share 0.01": (1e-3, 0.01), "share 0.015": (1e-3, 0.015),
+                  "share 0.02": (1e-3, 0.02), "share 0.05": (1e-3, 0.05), "tol 2e-3 alone": (2e-3, 0.0)}
+
+
+def run_stopping(corpora: dict[str, sp.csr_matrix], ks: list[int], seeds: list[int], epochs: int
+                 ) -> list[dict[str, Any]]:
+    """Record each corpus / K / seed's validation curve once, then the epochs (and Adam steps) each rule trains."""
+    rows = []
+    for label, X in corpora.items():
+        train = split_corpus(X, 0)["train"]
+        for K in ks:
+            for seed in seeds:
+                curve = validation_curve(train, K, seed, epochs)
+                row = {"corpus": label, "K": K, "seed": seed, **curve}
+                for rule, (tol, share) in STOPPING_RULES.items():  # at most the default 50 epochs
+                    run, best = epochs_under_rule(curve["validation_loss"][:50], curve["steps_per_epoch"], tol=tol,
+                                                  plateau_share=share)
+                    row[rule] = {"epochs": run, "best_epoch": best, "steps": run * curve["steps_per_epoch"]}
+                rows.append(row)
+                print(label, K, seed, {r: row[r]["epochs"] for r in STOPPING_RULES}, flush=True)
+    totals = {rule: sum(r[rule]["steps"] for r in rows) for rule in STOPPING_RULES}
+    print("Adam steps in all:", {k: round(v) for k, v in totals.items()}, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", type=int, nargs="+", default=[20, 50])
@@ -425,6 +487,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-name", default="ntm")
     parser.add_argument("--ntm-params", default="{}", help="JSON: NeuralTopicModel hyperparameters for the daskstate fits")
+    parser.add_argument("--stopping", action="store_true",
+                        help="instead: record validation curves without early stopping and replay the rules on them")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="--stopping: the fits' seeds")
+    parser.add_argument("--stopping-epochs", type=int, default=60, help="--stopping: epochs per curve")
+    parser.add_argument("--fits", nargs="+", default=["daskstate", "sklearn", "gensim"],
+                        choices=["daskstate", "sklearn", "gensim"],
+                        help="which models to fit (scikit-learn's always: the ratios are to it); without gensim, "
+                             "more repeats of the interleaved daskstate / scikit-learn pair fit in the same time")
     parser.add_argument("--scale", action="store_true",
                         help="instead: throughput (1 and 2 worker processes), Vocabulary vs read+tokenize, RSS at 10x")
     parser.add_argument("--data", default="/tmp/daskstate-bench-ntm", help="folder for the --scale corpora")
@@ -439,6 +509,25 @@ def main() -> None:
     import json
 
     NTM_PARAMS.update(json.loads(args.ntm_params))
+    chosen = {*args.fits, "sklearn"}
+    for name in [n for n in FITS if n.split()[0] not in chosen]:
+        del FITS[name]
+    if args.stopping:
+        from benchmarks.common import write_results
+
+        corpora = {}
+        for label in args.corpora:
+            if label == "synthetic":
+                corpora[f"synthetic LDA (K=20, {args.synthetic_docs} docs)"] = synthetic_counts(args.synthetic_docs,
+                                                                                                args.seed)[0]
+            else:
+                docs = {"lee": lee_corpus, "packages": package_paragraphs, "wiki": wiki_pieces}[label]()
+                import daskstate
+
+                corpora[label] = daskstate.Vocabulary(args.max_features, min_df=2, max_df=0.5).fit(docs).transform(docs)
+        rows = run_stopping(corpora, args.ks, args.seeds, args.stopping_epochs)
+        print("wrote", write_results(args.results_name, {"rows": rows, "rules": STOPPING_RULES, "args": vars(args)}))
+        return
     if args.scale:
         from benchmarks.common import write_results
 

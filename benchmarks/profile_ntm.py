@@ -2,12 +2,17 @@
 
 Fits :class:`daskstate.NeuralTopicModel` (defaults) on the training documents of
 the gensim Lee corpus or the installed packages' descriptions (``--corpus``), as
-``bench_ntm`` prepares them, and reports the process's
-CPU seconds of the fit, the share spent inside the training steps
-(``ntm_numerics.train_step``), the validation scoring and the state copies, and
-how many Dask graphs of rounds the engine built (``engine.build_rounds``).
-Repeats are interleaved with scikit-learn's online LDA on the same counts, so the
-ratio of CPU seconds is measured in the same conditions; the load average is recorded.
+``bench_ntm`` prepares them, and reports the process's CPU seconds of the fit and,
+per part, this thread's CPU seconds *exclusive* of the other parts it calls (so
+the parts add up to the fit): the step's forward pass, backward pass and Adam
+update, the noise draws, the batch norms' running statistics, the rest of each
+epoch's training loop, the validation scoring, the validation check, the state
+copies, reading and preparing each partition, the word-count and topic-word
+passes, the estimator's finalize; ``rest of the fit`` is the engine and trainer
+code around them. Also how many Dask graphs of rounds the engine built
+(``engine.build_rounds``). Repeats are interleaved with scikit-learn's online LDA
+on the same counts, so the ratio of CPU seconds is measured in the same
+conditions; the load average is recorded.
 
 Usage::
 
@@ -26,13 +31,24 @@ from typing import Any
 
 
 def _instrument() -> tuple[collections.Counter, collections.Counter]:
-    """Wrap the functions whose CPU time (this thread's) and calls are counted."""
-    from daskstate import engine
+    """Wrap the functions whose CPU time (this thread's, exclusive of wrapped callees) and calls are counted."""
+    from daskstate import engine, estimator, training
     from daskstate.algorithms import ntm, ntm_numerics
 
     seconds: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
-    targets = [(ntm_numerics, "train_step", "training steps"), (ntm.NTMState, "_evaluate", "validation scoring"),
+    inner: list[float] = []  # the wrapped callees' time of each open wrapped call
+    adam = "adam_update" if hasattr(ntm_numerics, "adam_update") else "adam_step"
+    targets = [(ntm_numerics, "forward", "step: forward"), (ntm_numerics, "backward", "step: backward"),
+               (ntm_numerics, adam, "step: Adam"), (ntm_numerics, "draw_noise", "step: noise"),
+               (ntm_numerics, "update_running", "step: running statistics"),
+               (ntm.NTMState, "_train", "epoch: rest of the training loop"),
+               (ntm.NTMState, "_evaluate", "validation scoring"), (training.SGDState, "_check", "validation check"),
+               (ntm.NTMState, "read_batch", "partition: read"),
+               (ntm.NTMState, "_training_batch", "partition: documents"),
+               (ntm.NTMState, "_validation_mask", "partition: validation hash"),
+               (estimator.StateEstimator, "_extra_pass", "word-count and topic-word passes"),
+               (ntm.NeuralTopicModel, "_set_state", "finalize"), (ntm.NeuralTopicModel, "fit", "rest of the fit"),
                (engine, "build_rounds", "graphs built"), (engine, "_compute", "graphs computed")]
     # the method every copy goes through (earlier versions: copy)
     targets.append((ntm.NTMState, "_copy" if hasattr(ntm.NTMState, "_copy") else "copy", "state copies"))
@@ -41,11 +57,15 @@ def _instrument() -> tuple[collections.Counter, collections.Counter]:
 
         def wrapped(*args: Any, _f=original, _label=label, **kwargs: Any) -> Any:
             t0 = time.thread_time()
+            inner.append(0.0)
             try:
                 return _f(*args, **kwargs)
             finally:
-                seconds[_label] += time.thread_time() - t0
+                spent = time.thread_time() - t0
+                seconds[_label] += spent - inner.pop()
                 calls[_label] += 1
+                if inner:
+                    inner[-1] += spent
 
         setattr(owner, name, functools.wraps(original)(wrapped))
     return seconds, calls
@@ -95,13 +115,20 @@ def main() -> None:
             sk.append(time.process_time() - c0)
         best = min(runs, key=lambda r: r["cpu_seconds"])
         row = {"corpus": args.corpus, "K": K, "train_docs": train.shape[0], "vocabulary": train.shape[1], **best,
-               "training_step_share": best.get("training steps seconds", 0.0) / best["cpu_seconds"],
+               "training_step_share": sum(v for k, v in best.items() if k.startswith("step: ") and
+                                          k.endswith(" seconds")) / best["cpu_seconds"],
                "graphs_per_epoch": best.get("graphs built calls", 0) / best["epochs"],
                "all_cpu_seconds": [r["cpu_seconds"] for r in runs], "sklearn_cpu_seconds": sk,
                "cpu_vs_sklearn": statistics.median(r["cpu_seconds"] for r in runs) / statistics.median(sk),
                "loadavg": os.getloadavg()[0]}
         rows.append(row)
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+        print(f"{args.corpus}, K={K}: fit {best['cpu_seconds'] * 1e3:.0f} ms CPU ({best['epochs']} epochs), "
+              f"{row['cpu_vs_sklearn']:.2f} x scikit-learn's; load {row['loadavg']:.1f}", flush=True)
+        parts = sorted(((k[: -len(" seconds")], v) for k, v in best.items() if k.endswith(" seconds")
+                        and k != "cpu_seconds"), key=lambda kv: -kv[1])
+        for label, v in parts:
+            print(f"  {label:36s} {v * 1e3:8.1f} ms {100 * v / best['cpu_seconds']:5.1f}%  "
+                  f"calls {best.get(label + ' calls', 0)}", flush=True)
     print("wrote", write_results(args.results_name, {"rows": rows, "args": vars(args)}))
 
 

@@ -357,6 +357,7 @@ class SGDState(State):
         self.extra_meta.pop("recent_losses", None)
         self.extra_meta.pop("plateau_losses", None)
         self.extra_meta.pop("plateau_first", None)
+        self.extra_meta.pop("plateau_peak", None)
 
     def _keep_better(self, loss: np.ndarray, params: dict[str, np.ndarray], trained: float,
                      rounds: float | None = None) -> np.ndarray:
@@ -535,7 +536,7 @@ class SGDState(State):
 
     def _flattened(self, loss: float, patience: int | None) -> bool:
         """Diminishing returns: the last ``patience`` checks' mean loss fell by less than ``params["plateau_share"]``
-        of the fall since the fit's first check (a single model that sets it; others: never).
+        of the fall from the fit's highest check (a single model that sets it; others: never).
 
         The curve of a noisy model keeps falling slowly long after most of the gain
         is made: a rule on a fixed ``tolerance`` waits for it to stop, which can be
@@ -543,18 +544,29 @@ class SGDState(State):
         same for any corpus or loss), and compares means of ``patience`` checks, so
         one lucky or unlucky check does not decide it. It counts only once
         :meth:`_counts_staleness` allows.
+
+        The gain is measured from the highest check, not the first, and the means
+        compared are of checks since: a fresh model's first check can score far
+        below where training starts (the topic model's untrained batch-norm
+        statistics make its first check the background word frequencies alone; its
+        loss then rises for a few epochs while the statistics catch up), and a gain
+        measured from it was a small share of the real one, so the rule fired late
+        or never (the Lee corpus at K = 50: about 1% of the fall from the peak in
+        the last 5 epochs at epoch 36, 2% of the fall from the first check).
         """
         share = float(self.params.get("plateau_share") or 0.0)
         if share <= 0 or self.packed or not patience or not math.isfinite(loss):
             return False
         p = int(patience)
-        first = float(self.extra_meta.setdefault("plateau_first", loss))
-        losses = [*self.extra_meta.get("plateau_losses", []), loss][-2 * p:]
-        self.extra_meta["plateau_losses"] = losses
+        peak, losses = self.extra_meta.get("plateau_peak"), self.extra_meta.get("plateau_losses", [])
+        if peak is None or loss > peak:  # a new peak: the means compared are of checks since
+            peak, losses = loss, []
+        losses = [*losses, loss][-2 * p:]
+        self.extra_meta["plateau_peak"], self.extra_meta["plateau_losses"] = float(peak), losses
         if len(losses) < 2 * p or not self._counts_staleness():
             return False
         before, now = float(np.mean(losses[:p])), float(np.mean(losses[p:]))
-        return first - now > 0 and before - now < share * (first - now)
+        return peak - now > 0 and before - now < share * (peak - now)
 
     def begin_eval(self, params: str = "anchor", rows: str = "validation") -> SGDState:
         """A copy that scores ``params`` ("anchor", "best", "current" or "anchor+best") of every model on ``rows``.

@@ -35,7 +35,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from daskstate.numerics import adam_step, logsumexp, sigmoid, softmax
+from daskstate.numerics import adam_update, sigmoid, softmax
+
+try:  # the compiled kernel behind scipy's sparse products (as k-means uses it)
+    from scipy.sparse._sparsetools import csc_matvecs as _csc_matvecs
+except ImportError:  # pragma: no cover - another scipy layout: the public product
+    _csc_matvecs = None
 
 BN_EPS = 1e-5
 #: float type of a model's parameters and optimiser moments (the functions here work in any float type;
@@ -233,8 +238,11 @@ def batch_norm_grad(dY: np.ndarray, Y: np.ndarray, var: np.ndarray, overwrite: b
     return out
 
 
-def normalise_running(A: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    return (A - mean) / np.sqrt(var + BN_EPS)
+def normalise_running(A: np.ndarray, mean: np.ndarray, var: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """``(A - mean) / sqrt(var + eps)`` (``overwrite``: in ``A``'s memory)."""
+    out = np.subtract(A, mean, out=A if overwrite else None)
+    out /= np.sqrt(var + BN_EPS)
+    return out
 
 
 def kl_to_prior(mu: np.ndarray, logvar: np.ndarray, mu0: np.ndarray, var0: np.ndarray) -> np.ndarray:
@@ -322,7 +330,7 @@ def decode_logits(W: dict[str, np.ndarray], theta: np.ndarray, layout: Layout, b
     if not layout.batch_norm:
         G += W["b_dec"]
         return G
-    L = normalise_running(G, *bn["dec"])
+    L = normalise_running(G, *bn["dec"], overwrite=True)
     if layout.background:
         L += W["b_dec"]
     return L
@@ -379,7 +387,8 @@ def forward(flat: np.ndarray, X: Any, noise: Noise, layout: Layout, *, activatio
     entries = csr_entries(X) if sp.issparse(X) else None
     counts, XL = counts_and_dot(X, L, entries)
     if offset is not None:
-        XL += X @ offset
+        XL += X @ offset if entries is None else np.bincount(entries[0], entries[2] * offset[entries[1]],
+                                                             minlength=n).astype(XL.dtype, copy=False)
     rec = counts * lse - XL
     kl = kl_to_prior(mu, logvar, *prior)
     cache.update(sigma=sigma, theta=theta, theta_do=theta_do, L=L, E=E, total=total, lse=lse, counts=counts,
@@ -399,10 +408,10 @@ def exp_and_logsumexp(L: np.ndarray, out: np.ndarray | None = None, bound: float
     """
     if offset is not None:
         L = np.add(L, offset, out=out)
-    safe = bound is not None and bound + np.log(L.shape[1]) < 0.9 * np.log(np.finfo(L.dtype).max)
+    safe = bound is not None and bound + math.log(L.shape[1]) < 0.9 * _log_max(L.dtype)
     top = 0.0 if safe else L.max(axis=1, keepdims=True)
     E = np.exp(L, out=out) if safe else np.exp(np.subtract(L, top, out=out), out=out)
-    total = E.sum(axis=1)
+    total = E @ np.ones(E.shape[1], dtype=E.dtype)  # row sums as BLAS's product (a third of numpy's sum)
     return E, total, np.log(total) + np.ravel(top)
 
 
@@ -415,8 +424,52 @@ def counts_and_dot(X: Any, L: np.ndarray, entries: tuple | None = None) -> tuple
         return X.sum(axis=1), (X * L).sum(axis=1)
     row, col, data = entries or csr_entries(X)
     n = X.shape[0]
+    at = np.take(L.reshape(-1), flat_index(row, col, L)) if L.flags.c_contiguous else L[row, col]
     return (np.bincount(row, data, minlength=n).astype(L.dtype, copy=False),
-            np.bincount(row, data * L[row, col], minlength=n).astype(L.dtype, copy=False))
+            np.bincount(row, data * at, minlength=n).astype(L.dtype, copy=False))
+
+
+def flat_index(row: np.ndarray, col: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """Positions of the entries ``(row, col)`` in C-ordered ``A.reshape(-1)`` (a 1-D gather or scatter is
+    several times cheaper than numpy's 2-D fancy indexing)."""
+    return row * A.shape[1] + col
+
+
+@functools.lru_cache(maxsize=8)
+def _log_max(dtype: np.dtype) -> float:
+    return math.log(float(np.finfo(dtype).max))
+
+
+def sparse_t_dot(X: Any, D: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``X.T @ D`` into ``out`` for CSR ``X`` (n x V) and a dense C-ordered ``D`` (n x H): the first layer's gradient.
+
+    scipy's ``X.T @ D`` makes a CSC view, a new V x H result and, copied into
+    the gradient buffer, one more pass over it: this writes the sums straight
+    into ``out`` (zeroed, then scipy's compiled CSC kernel adds each stored count's row of ``D``).
+    """
+    X = X if sp.isspmatrix_csr(X) or isinstance(X, sp.csr_array) else sp.csr_matrix(X)
+    D = np.ascontiguousarray(D, dtype=out.dtype)
+    if X.dtype != out.dtype or not out.flags.c_contiguous or _csc_matvecs is None:
+        out[...] = X.T @ D
+        return out
+    out.fill(0.0)
+    n, V = X.shape
+    _csc_matvecs(V, n, D.shape[1], X.indptr, X.indices, X.data, D.ravel(), out.reshape(-1))
+    return out
+
+
+def csr_rows(X: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """The rows ``rows`` of CSR ``X`` (a mini-batch), gathered with a few numpy calls.
+
+    scipy's ``X[rows]`` then slices cost a small fit's epoch about as much as
+    its validation scoring (its indexing is Python-heavy); the result is the same matrix.
+    """
+    start, stop = X.indptr[rows], X.indptr[np.asarray(rows) + 1]
+    lengths = stop - start
+    indptr = np.zeros(len(lengths) + 1, dtype=X.indptr.dtype)
+    np.cumsum(lengths, out=indptr[1:])
+    take = np.arange(indptr[-1], dtype=X.indptr.dtype) + np.repeat(start - indptr[:-1], lengths)
+    return sp.csr_matrix((X.data[take], X.indices[take], indptr), shape=(len(lengths), X.shape[1]))
 
 
 def csr_entries(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -446,12 +499,13 @@ def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
     dL = np.multiply(cache["E"], weight, out=None if work is None else cache["E"])
     if sp.issparse(X):
         rows, cols, values = cache.get("entries") or csr_entries(X)
-        dL[rows, cols] -= values / n
+        flat = dL.reshape(-1)  # dL is C-ordered (E's buffer, or the product above)
+        flat[flat_index(rows, cols, dL)] -= values / n  # canonical CSR: each (row, col) once
     else:
         dL -= X / n
     if layout.batch_norm:  # see _decode_batch_norm
         if layout.background:
-            grads["b_dec"][...] = dL.sum(axis=0)
+            np.matmul(np.ones(n, dtype=dL.dtype), dL, out=grads["b_dec"])  # column sums as BLAS's product
         # through the norm, without its mean term: the centred theta_c is orthogonal to it, and the mean
         # term's share of dtheta is the same for every row, which the centring below removes
         Y = cache["L"]
@@ -489,7 +543,10 @@ def backward(flat: np.ndarray, cache: dict, layout: Layout) -> np.ndarray:
     for i in reversed(range(len(layout.encoder_layers))):
         da = dh * activation_grad(acts[i], hs[i + 1], cache["activation"])
         prev = hs[i]
-        grads[f"W{i}"][...] = prev.T @ da
+        if sp.issparse(prev):
+            sparse_t_dot(prev, da, out=grads[f"W{i}"])
+        else:
+            np.matmul(prev.T, da, out=grads[f"W{i}"])
         grads[f"b{i}"][...] = da.sum(axis=0)
         if i:
             dh = da @ W[f"W{i}"].T
@@ -522,8 +579,8 @@ def train_step(flat: np.ndarray, adam_m: np.ndarray, adam_v: np.ndarray, t: floa
     work = step_workspace()
     loss, cache = forward(flat, X, noise, layout, activation=activation, prior=prior, work=work)
     grad = backward(flat, cache, layout)
-    adam_step(flat, grad, adam_m, adam_v, t, learning_rate, beta_1, beta_2,
-              work=(work.get("adam", grad.shape, grad.dtype), work.get("adam_step", grad.shape, grad.dtype)))
+    adam_update(flat, grad, adam_m, adam_v, t, learning_rate, beta_1, beta_2,
+                work=(work.get("adam", grad.shape, grad.dtype), work.get("adam_step", grad.shape, grad.dtype)))
     return loss, cache
 
 
@@ -602,19 +659,35 @@ def word_distributions(flat: np.ndarray, bn_flat: np.ndarray, theta: np.ndarray,
 
 
 def elbo_terms(flat: np.ndarray, bn_flat: np.ndarray, X: Any, layout: Layout, activation: str,
-               prior: tuple[np.ndarray, np.ndarray], eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-document reconstruction loss (averaged over the ``eps`` samples, S x B x K) and KL, in inference mode."""
+               prior: tuple[np.ndarray, np.ndarray], eps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-document reconstruction loss (averaged over the ``eps`` samples, S x B x K) and KL, in inference mode.
+
+    ``eps=None``: the reconstruction at the posterior mean (the validation loss), one decoder pass.
+    """
     W = layout.views(flat)
     bn = layout.bn_views(bn_flat) if layout.batch_norm else None
     mu, logvar = encode(W, X, layout, activation, bn=bn)
-    sigma = np.exp(0.5 * logvar)
-    rec = np.zeros(X.shape[0])
     entries = csr_entries(X) if sp.issparse(X) else None
-    for e in eps:
-        L = decode_logits(W, softmax(mu + sigma * e), layout, bn=bn)
-        counts, XL = counts_and_dot(X, L, entries)
-        rec += counts * logsumexp(L) - XL
-    return rec / len(eps), kl_to_prior(mu, logvar, *prior)
+    if eps is None:
+        rec = _reconstruction(W, softmax(mu), X, layout, bn, entries)
+    else:
+        sigma = np.exp(0.5 * logvar)
+        rec = np.zeros(X.shape[0])
+        for e in eps:
+            rec += _reconstruction(W, softmax(mu + sigma * e), X, layout, bn, entries)
+        rec /= len(eps)
+    return rec, kl_to_prior(mu, logvar, *prior)
+
+
+def _reconstruction(W: dict[str, np.ndarray], theta: np.ndarray, X: Any, layout: Layout, bn: dict | None,
+                    entries: tuple | None) -> np.ndarray:
+    """``-sum_w x_w log p_w`` per document of ``X`` for topic proportions ``theta`` (inference mode)."""
+    L = decode_logits(W, theta, layout, bn=bn)
+    counts, XL = counts_and_dot(X, L, entries)
+    top = L.max(axis=1, keepdims=True)
+    E = np.exp(np.subtract(L, top, out=L), out=L)  # L is this call's own array
+    lse = np.log(E.sum(axis=1, keepdims=True)) + top
+    return counts * lse.squeeze(1) - XL
 
 
 def update_running(bn_flat: np.ndarray, stats: dict[str, tuple[np.ndarray, np.ndarray]], layout: Layout,
