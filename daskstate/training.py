@@ -468,7 +468,14 @@ class SGDState(State):
         epochs where the validation loss fell for 55).
         """
         validated = self.ev_n[0] > 0
-        if validated:
+        # One model's untrained start is not a candidate: the topic model's scores the background word
+        # frequencies alone, below where its loss goes while the encoder learns; as the best snapshot
+        # and the baseline to beat it stopped fits at epoch 12 and returned the untrained model
+        # (package descriptions, K = 50, seed 4: every topic the same, perplexity 1110 against 605)
+        untrained = not self.packed and trained <= 0
+        if validated and untrained:
+            loss = self.ev_loss / self.ev_n[0]
+        elif validated:
             kept = self.best_loss.copy()
             loss = self._absorb(self._params("anchor"), trained, rounds)
             if partial and np.any(self.best_loss != kept):  # a snapshot judged on part of the validation rows
@@ -490,12 +497,13 @@ class SGDState(State):
         flattened = False
         if loss is not None:
             model, metric, model_loss = self.selected()
-            watched = self._watched(metric, float(loss[0]), patience)
-            if _improved(-watched, -float(self.progress[1]), tolerance):
-                self.progress[1] = watched
-                self.progress[2] = 0.0
-            elif self._counts_staleness():
-                self.progress[2] += 1.0
+            if not untrained:
+                watched = self._watched(metric, float(loss[0]), patience)
+                if _improved(-watched, -float(self.progress[1]), tolerance):
+                    self.progress[1] = watched
+                    self.progress[2] = 0.0
+                elif self._counts_staleness():
+                    self.progress[2] += 1.0
             flattened = self._flattened(float(loss[0]), patience)
             if math.isfinite(model_loss):
                 check.update(loss=model_loss, model=model, metric=metric)

@@ -195,3 +195,34 @@ def test_in_memory_rounds_without_a_checkpoint_hash_no_state(monkeypatch, tmp_pa
     again = daskstate.LinearLearner("regressor", **kw).fit(X, y, checkpoint=tmp_path / "ckpt.zarr")
     assert hashed  # a checkpoint needs the identity: a resumed fit must be the same fit
     np.testing.assert_array_equal(first.coef_, again.coef_)
+
+
+#: the validation loss per word of a topic model on package descriptions (K = 50, split and seed 4): the
+#: untrained model's first check (the background word frequencies alone) is lower than any for 16 epochs
+PACKAGES_K50_SEED4 = [7.418, 8.736, 11.27, 8.682, 8.284, 8.182, 7.98, 7.814, 7.672, 7.711, 7.689, 7.592, 7.522,
+                      7.529, 7.532, 7.479, 7.384, 7.354, 7.342, 7.304, 7.263, 7.259, 7.406, 7.294, 7.253, 7.366,
+                      7.359, 7.342, 7.305, 7.256, 7.175, 7.207, 7.289, 7.214, 7.231, 7.159, 7.173, 7.34, 7.417]
+
+
+def test_the_untrained_model_is_neither_the_best_snapshot_nor_the_baseline():
+    """From a fresh state (its first check scores the untrained model): compared with that check, the fit
+    stopped at epoch 12 and returned the untrained model (every topic the background; perplexity 1110
+    where 60 epochs reach 605)."""
+    X = sp.csr_matrix(np.eye(6) * 3.0)
+    state = NeuralTopicModel(2, epochs=1, random_state=0, encoder_layers=(4,), validation_fraction=0.0,
+                             plateau_share=0.0).fit(X).state_.resume_training()
+    state.progress[:] = [0.0, -np.inf, 0.0, 0.0]  # as a new fit's state: no epoch run, no check made
+    state.best_loss[:], state.best_epoch[:], state.best_ev_n[:] = np.inf, -1.0, 0.0
+    state.extra_meta.pop("recent_losses", None)
+    untrained = state.anchor_weights.copy()
+    stopped = len(PACKAGES_K50_SEED4)
+    for epoch, loss in enumerate(PACKAGES_K50_SEED4):
+        state.adam_t[:] = 7 * (epoch + 1)
+        state.ev_loss[:], state.ev_n[:] = loss * 1000.0, 1000.0
+        if state.end_epoch(5, 1e-3):
+            stopped = epoch + 1
+            break
+        state.anchor_weights = state.weights + epoch + 1  # the next epoch's start: a trained model
+    assert stopped >= 20
+    assert state.best_epoch[0] > 0
+    assert not np.array_equal(state.best_weights, untrained)
