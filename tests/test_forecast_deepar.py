@@ -120,7 +120,8 @@ def test_ancestral_sampling_feeds_its_draws_back_like_teacher_forcing(monkeypatc
     v = state.layout.views(theta)
     X = state.step_inputs(seq, state.filled(seq, P + C), np.arange(C + state.horizon))
     raw, _, _ = lstm.forward(v, state.num_layers, X, lstm.static_inputs(v, state.static_reals(seq), seq.codes))
-    np.testing.assert_allclose((raw[:, C:, 0] + state.center) * seq.scale[:, None], paths[:, 0], rtol=1e-10)
+    # the paths are stepped in float32
+    np.testing.assert_allclose((raw[:, C:, 0] + state.center) * seq.scale[:, None], paths[:, 0], rtol=2e-5)
 
 
 def test_recurrent_lags_and_uniforms():

@@ -171,6 +171,25 @@ def step(v: dict[str, np.ndarray], num_layers: int, x: np.ndarray, static_proj: 
     return x @ v["W_out"] + v["b_out"] + step_x @ v["W_skip"], new
 
 
+def step_projected(v: dict[str, np.ndarray], num_layers: int, z0: np.ndarray,
+                   state: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """One step of every layer from layer 0's projected input ``z0`` (B, 4N: inputs @ W0 plus the static
+    projection and bias, see :func:`step`). Returns the top layer's hidden state (B, N) and the new state.
+
+    Computes in the dtype of ``z0`` and ``v`` (the sampler runs it in float32).
+    """
+    new = []
+    z = z0
+    for layer in range(num_layers):
+        h, c = state[layer]
+        if layer > 0:
+            z = new[-1][0] @ v[f"W{layer}"]
+            z += v[f"b{layer}"]
+        c, h = _step(z, h, c, v[f"U{layer}"], np.empty_like(z), np.empty_like(c))
+        new.append((h, c))
+    return new[-1][0], new
+
+
 def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: Cache, d_raw: np.ndarray,
              codes: np.ndarray, n_static: int, keep: list[np.ndarray] | None = None) -> np.ndarray:
     """Gradient w.r.t. the flat ``theta`` (views ``v``) from the gradient w.r.t. the raw outputs (B, T, k).
