@@ -423,8 +423,7 @@ class ForecastDeepARState(NeuralForecastState):
         known_z = (known @ v["W0"][nl:d] + (static_all @ v["W0"][d:] + v["b0"])[:, None, :]).astype(np.float32)
         known_out = (known @ v["W_skip"][nl:] + v["b_out"]).astype(np.float32)     # (n, H, k)
         W_lag, skip_lag = f32["W0"][:nl], f32["W_skip"][:nl]
-        state = [(np.repeat(h.astype(np.float32), S, axis=0), np.repeat(c.astype(np.float32), S, axis=0))
-                 for h, c in state]
+        cells = lstm.Recurrence(f32, L, [(np.repeat(h, S, axis=0), np.repeat(c, S, axis=0)) for h, c in state])
         paths = np.repeat(filled, S, axis=0)     # (n * S, P + C + H), float64: counts stay whole numbers
         scale = np.repeat(seq.scale, S)
         like_scale = scale if self.likelihood == "negative_binomial" else np.ones_like(scale)
@@ -433,7 +432,7 @@ class ForecastDeepARState(NeuralForecastState):
             lagged = (paths[:, lag_columns + t] - self.center).astype(np.float32)
             z0 = lagged @ W_lag
             z0.reshape(n, S, -1)[...] += known_z[:, None, t]
-            top, state = lstm.step_projected(f32, L, z0, state)
+            top = cells.step(z0)
             raw = top @ f32["W_out"]
             raw += lagged @ skip_lag
             raw.reshape(n, S, -1)[...] += known_out[:, None, t]
