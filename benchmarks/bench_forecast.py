@@ -18,6 +18,8 @@ Usage::
     python -m benchmarks.bench_forecast --scale 10000,100000 --results-name forecast_scale
     python -m benchmarks.bench_forecast --scale 10000,100000 --scale-models mlp,deepar --scale-epochs 1 \
         --results-name forecast_scale_neural
+    python -m benchmarks.bench_forecast --scale 10000,100000 --scale-models deepar --scale-epochs 1 --worker-environ \
+        --results-name forecast_scale_deepar_workerenv    # the measured processes run as Dask's workers do
     python -m benchmarks.bench_forecast --elec-drop-days 0,14,42,98 --results-name forecast_elec_weeks
     python -m benchmarks.bench_forecast --finalize-variants '[{}, {"wd": 0.01}]' --origins 3   # linear only
 
@@ -421,11 +423,14 @@ def scale_job(n_series: int, length: int, folder: str, model: str = "linear", ep
         t0, c0 = time.perf_counter(), time.process_time()
         fc = daskstate.Forecaster(freq="D", prediction_length=14, **kw).fit(ddf)
         fit_seconds, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+        rss_after_fit, rss_live = live_rss_mb()
         t0, c0 = time.perf_counter(), time.process_time()
         fc.predict(ddf).to_parquet(os.path.join(folder, f"forecast-{model}-{n_series}"))
         predict_seconds, predict_cpu = time.perf_counter() - t0, time.process_time() - c0
     out = {"fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu, "predict_seconds": predict_seconds,
-           "predict_cpu_seconds": predict_cpu, "points": n_series * length, "state_bytes": fc.state_.nbytes}
+           "predict_cpu_seconds": predict_cpu, "points": n_series * length, "state_bytes": fc.state_.nbytes,
+           "rss_after_fit_mb": rss_after_fit, "rss_after_fit_trimmed_mb": rss_live,
+           "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
     if model != "linear":
         out.update(epochs_run=int(fc.n_epochs_), validation_loss=[float(v) for v in fc.validation_loss_])
     return out
@@ -443,6 +448,35 @@ def ets_scale_sample(n_sample: int, length: int) -> dict:
     cpu = time.process_time() - c0
     return {"ets_sample_series": len(hist), "ets_cpu_seconds": cpu, "ets_cpu_per_series": cpu / len(hist),
             "loadavg": os.getloadavg()[0]}
+
+
+def live_rss_mb() -> tuple[float, float]:
+    """This process's RSS (MiB), and again after ``gc.collect()`` and glibc's ``malloc_trim(0)``: what is
+    still in use, without the freed heap the allocator keeps (the second equals the first without glibc)."""
+    import ctypes
+    import gc
+
+    import psutil
+
+    proc = psutil.Process()
+    before = proc.memory_info().rss / 2**20
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return before, proc.memory_info().rss / 2**20
+
+
+def worker_environ() -> dict[str, str]:
+    """The environment Dask's nanny gives every worker process it starts (``distributed.nanny.pre-spawn-environ``:
+    ``MALLOC_TRIM_THRESHOLD_=65536``, one BLAS / OpenMP thread), or {} without ``distributed``."""
+    try:
+        import dask
+        import distributed  # noqa: F401  (registers the distributed config)
+    except ImportError:
+        return {}
+    return {k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()}
 
 
 def run_scale(sizes: list[int], length: int, models: tuple[str, ...] = ("linear",), epochs: int | None = None,
@@ -505,6 +539,10 @@ def main() -> None:
                         "(linear, mlp, deepar)")
     parser.add_argument("--scale-epochs", type=epochs_arg, default="default", help="epochs at most of the neural "
                         "models in the scale run ('default': the estimator's budget, ended by early stopping)")
+    parser.add_argument("--worker-environ", action="store_true", help="scale run: the measured processes get "
+                        "the environment Dask's nanny gives its workers (MALLOC_TRIM_THRESHOLD_=65536, one BLAS "
+                        "thread), as on a distributed cluster; without it, glibc keeps freed heap and a process's "
+                        "peak RSS creeps up with the partitions it has run")
     parser.add_argument("--results-name", default="forecast")
     parser.add_argument("--time-fit", default="", help="a real panel: only time the fits of deepar, mlp, linear")
     parser.add_argument("--reuse-ets", default="", help="results files (comma-separated) whose ETS rows are reused for the panels "
@@ -566,6 +604,8 @@ def main() -> None:
         print(f"wrote {write_results(args.results_name, {'loadavg_before': load_before, 'fit_timing': result})}")
         return
     if args.scale:
+        if args.worker_environ:
+            os.environ.update(worker_environ())  # inherited by the measured (spawned) processes
         rows = run_scale([int(v) for v in args.scale.split(",")], args.length, tuple(args.scale_models.split(",")),
                          args.scale_epochs, args.results_name, load_before)
         if args.scale_ets_sample:

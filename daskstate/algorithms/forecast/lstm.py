@@ -171,6 +171,50 @@ def step(v: dict[str, np.ndarray], num_layers: int, x: np.ndarray, static_proj: 
     return x @ v["W_out"] + v["b_out"] + step_x @ v["W_skip"], new
 
 
+class Recurrence:
+    """Steps of every layer for a fixed batch of ``B`` rows, in place in preallocated buffers (the sampler's
+    hot loop: thousands of steps of the same shape, where fresh arrays per step cost page faults).
+
+    ``v``: the weights (views or copies, in the dtype to compute in); ``state``: the initial (h, c) per
+    layer, copied. :meth:`step` takes layer 0's projected input and returns the top hidden state (a
+    buffer overwritten by the next step).
+    """
+
+    def __init__(self, v: dict[str, np.ndarray], num_layers: int, state: list[tuple[np.ndarray, np.ndarray]]):
+        self.v, self.num_layers = v, num_layers
+        self.h = [np.array(h, dtype=v["U0"].dtype) for h, _ in state]
+        self.c = [np.array(c, dtype=v["U0"].dtype) for _, c in state]
+        B, N = self.h[0].shape
+        self.gates = np.empty((B, 4 * N), dtype=v["U0"].dtype)
+        self.z = np.empty_like(self.gates)
+        self.tmp = np.empty_like(self.h[0])
+
+    def step(self, z0: np.ndarray) -> np.ndarray:
+        """One step from layer 0's projected input ``z0`` (B, 4N: inputs @ W0, static projection, bias)."""
+        gates, tmp = self.gates, self.tmp
+        N = tmp.shape[1]
+        z = z0
+        for layer in range(self.num_layers):
+            h, c = self.h[layer], self.c[layer]
+            if layer > 0:
+                np.matmul(self.h[layer - 1], self.v[f"W{layer}"], out=self.z)
+                self.z += self.v[f"b{layer}"]
+                z = self.z
+            np.matmul(h, self.v[f"U{layer}"], out=gates)
+            gates += z
+            sig = gates[:, : 3 * N]
+            sig *= 0.5  # sigmoid(a) = (1 + tanh(a / 2)) / 2, as in _step
+            np.tanh(gates, out=gates)
+            sig *= 0.5
+            sig += 0.5
+            c *= gates[:, N : 2 * N]
+            np.multiply(gates[:, :N], gates[:, 3 * N :], out=tmp)
+            c += tmp
+            np.tanh(c, out=tmp)
+            np.multiply(gates[:, 2 * N : 3 * N], tmp, out=h)
+        return self.h[-1]
+
+
 def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: Cache, d_raw: np.ndarray,
              codes: np.ndarray, n_static: int, keep: list[np.ndarray] | None = None) -> np.ndarray:
     """Gradient w.r.t. the flat ``theta`` (views ``v``) from the gradient w.r.t. the raw outputs (B, T, k).
