@@ -84,6 +84,9 @@ WEIGHT_FROM = "holdout"
 POOLED = False
 #: whether new fits add the local forecast column (``params["local"]``)
 LOCAL_COLUMN = True
+#: whether new fits make the intercept column each window's signed level (``params["signed_level"]``, see
+#: :func:`~daskstate.algorithms.forecast.windows.step_design`; 1 for windows without negative values)
+SIGNED_LEVEL = True
 
 
 @register
@@ -127,6 +130,12 @@ class ForecastLinearState(SeriesStateMixin, State):
     def local_column(self) -> int | None:
         """Index of the local forecast column in a design row (None without it)."""
         return len(self.lags) + bool(self.long_season) if self.local_season else None
+
+    @property
+    def level_points(self) -> int:
+        """The context points whose signed mean is the intercept column (0: the intercept is 1, as in states
+        saved before it; see :func:`~daskstate.algorithms.forecast.windows.signed_level`)."""
+        return self.scale_points if self.params.get("signed_level") else 0
 
     @property
     def long_season(self) -> int:
@@ -202,7 +211,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
         lagged = lagged_values(w, self.lags)                               # (n, l)
-        extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season)  # (n, H, e)
+        extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season,
+                            self.level_points)                                                   # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:
@@ -318,7 +328,7 @@ class ForecastLinearState(SeriesStateMixin, State):
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
                                for (w, pr), sc in zip(candidates, scores, strict=False)],
                 "weighting_": self.params.get("weighting", "noise"), "long_season_": self.long_season,
-                "local_season_": self.local_season, "nonnegative_": bool(self.target_range[0] >= 0)}
+                "local_season_": self.local_season, "level_points_": self.level_points, "nonnegative_": bool(self.target_range[0] >= 0)}
 
     def prior_coefficients(self, prior: str) -> np.ndarray:
         """(H, p): zero, or the seasonal naive forecast (weight 1 on the lag one cycle before step h)."""
@@ -484,7 +494,7 @@ def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset,
                     static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators)."""
     X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)),
-                   int(model.get("local_season_", 0)))
+                   int(model.get("local_season_", 0)), int(model.get("level_points_", 0)))
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]
