@@ -52,9 +52,9 @@ import numpy as np
 from scipy import stats
 
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
+from daskstate.algorithms.forecast.local import local_forecast
 from daskstate.algorithms.forecast.sampling import correlated_uniforms, marginal_ppf
 from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features, static_indicators
-from daskstate.algorithms.forecast.local import local_forecast
 from daskstate.algorithms.forecast.windows import (
     NOISE_FLOOR,
     Windows,
