@@ -56,7 +56,6 @@ from daskstate.algorithms.forecast.local import local_forecast
 from daskstate.algorithms.forecast.sampling import correlated_uniforms, marginal_ppf
 from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features, static_indicators
 from daskstate.algorithms.forecast.windows import (
-    NOISE_FLOOR,
     Windows,
     iter_windows,
     lag_design,
@@ -89,11 +88,6 @@ LOCAL_COLUMN = True
 #: whether new fits make the intercept column each window's signed level (``params["signed_level"]``, see
 #: :func:`~daskstate.algorithms.forecast.windows.step_design`; 1 for windows without negative values)
 SIGNED_LEVEL = True
-#: the noise scale new fits weight windows by and spread forecasts with (``params["noise"]``): "context", the mean
-#: absolute seasonal difference of the context (:func:`~daskstate.algorithms.forecast.windows.noise_scale`), or
-#: "local", the one-step error spread of the window's local exponential smoothing (states without the local
-#: column, or saved before it, use "context")
-NOISE = "context"
 
 
 @register
@@ -137,11 +131,6 @@ class ForecastLinearState(SeriesStateMixin, State):
     def local_column(self) -> int | None:
         """Index of the local forecast column in a design row (None without it)."""
         return len(self.lags) + bool(self.long_season) if self.local_season else None
-
-    @property
-    def noise_from(self) -> str:
-        """Where a window's noise scale comes from: "context" or "local" (see :data:`NOISE`)."""
-        return self.params.get("noise", "context") if self.local_season else "context"
 
     @property
     def level_points(self) -> int:
@@ -223,9 +212,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
         lagged = lagged_values(w, self.lags)                               # (n, l)
-        local = local_noise(w, self.local_season) if self.noise_from == "local" else None
         extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season,
-                            self.level_points, local)                                            # (n, H, e)
+                            self.level_points)                                                   # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:
@@ -341,8 +329,7 @@ class ForecastLinearState(SeriesStateMixin, State):
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
                                for (w, pr), sc in zip(candidates, scores, strict=False)],
                 "weighting_": self.params.get("weighting", "noise"), "long_season_": self.long_season,
-                "local_season_": self.local_season, "level_points_": self.level_points,
-                "noise_from_": self.noise_from, "nonnegative_": bool(self.target_range[0] >= 0)}
+                "local_season_": self.local_season, "level_points_": self.level_points, "nonnegative_": bool(self.target_range[0] >= 0)}
 
     def prior_coefficients(self, prior: str) -> np.ndarray:
         """(H, p): zero, or the seasonal naive forecast (weight 1 on the lag one cycle before step h)."""
@@ -504,22 +491,11 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
     pairs += mask.sum(axis=0)
 
 
-def local_noise(w: Windows, season: int) -> np.ndarray:
-    """The windows' local forecast (n, H); their noise scale ``w.noise`` replaced in place by its one-step error
-    spread (floored as :func:`~daskstate.algorithms.forecast.windows.noise_scale`; 1 where it has none)."""
-    local, rmse = local_forecast(w.context, w.target.shape[1], season, spread=True)
-    rmse = np.where(np.isfinite(rmse), rmse, 1.0)
-    w.noise = np.sqrt(rmse**2 + NOISE_FLOOR**2)
-    return local
-
-
 def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
                     static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators)."""
-    local_season = int(model.get("local_season_", 0))
-    local = local_noise(w, local_season) if model.get("noise_from_", "context") == "local" else None
-    X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)), local_season,
-                   int(model.get("level_points_", 0)), local)
+    X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)),
+                   int(model.get("local_season_", 0)), int(model.get("level_points_", 0)))
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]

@@ -176,15 +176,13 @@ def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int) -> 
     return context - index[:, phase] * _cycle_sizes(context, season), phase
 
 
-def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarray | None = None,
-                   spread: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarray | None = None) -> np.ndarray:
     """(n, H) forecasts of each context row (n, T) from exponential smoothing of its last :data:`LOCAL_POINTS`
     points with the parameter set of least AIC per row (see the module docstring).
 
     ``index`` (n, season): the rows' relative seasonal index (phase ``j`` the last cycle's ``j``-th point;
     default: computed from ``context``); a row is seasonally adjusted only where :func:`is_seasonal` says so.
-    Rows without an observed value give NaN. ``spread``: also return each row's one-step error spread of the
-    chosen set, ``sqrt(sse / (observed - 1))`` (n,; NaN with fewer than two observed points).
+    Rows without an observed value give NaN.
 
     Examples
     --------
@@ -227,8 +225,4 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
         phase = np.arange(H) % season
         out = np.where(seasonal[:, None], out + idx[:, phase] * np.abs(out), out)
     out[count == 0] = np.nan
-    if not spread:
-        return out
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rmse = np.where(count > 1, np.sqrt(sse[rows, best] / np.maximum(count - 1, 1)), np.nan)
-    return out, rmse
+    return out

@@ -142,8 +142,7 @@ def signed_level(w: Windows, points: int) -> np.ndarray:
 
 
 def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
-                long_season: int = 0, local_season: int = 0, level_points: int = 0,
-                local: np.ndarray | None = None) -> np.ndarray:
+                long_season: int = 0, local_season: int = 0, level_points: int = 0) -> np.ndarray:
     """The design columns that depend on the horizon step: (n, H, e) = [seasonal index, local forecast,
     date features, covariates, static, level].
 
@@ -161,10 +160,7 @@ def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarr
     pos = w.position[:, None] + np.arange(1, H + 1)[None, :]
     static = np.zeros((n, 0)) if static is None else static
     memory = seasonal_index(w, long_season) if long_season else np.zeros((n, H, 0))
-    if local is not None:  # the local forecast (n, H), computed by the caller
-        local = local[:, :, None]
-    else:
-        local = (local_forecast(w.context, H, local_season)[:, :, None] if local_season else np.zeros((n, H, 0)))
+    local = (local_forecast(w.context, H, local_season)[:, :, None] if local_season else np.zeros((n, H, 0)))
     level = np.ones((n, H, 1)) if not level_points else np.broadcast_to(signed_level(w, level_points)[:, None, None],
                                                                         (n, H, 1))
     return np.concatenate([memory, local, date_features(pos, offset, harmonics), w.covariates,
@@ -172,13 +168,11 @@ def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarr
 
 
 def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
-               long_season: int = 0, local_season: int = 0, level_points: int = 0,
-               local: np.ndarray | None = None) -> np.ndarray:
+               long_season: int = 0, local_season: int = 0, level_points: int = 0) -> np.ndarray:
     """Design rows per horizon step: (n, H, p) = [lagged values, seasonal index, local forecast, date features,
     covariates, static, level] (see :func:`step_design`)."""
     lagged = lagged_values(w, lags)
     n, H = w.target.shape
     return np.concatenate([np.broadcast_to(lagged[:, None, :], (n, H, len(lags))),
-                           step_design(w, offset, harmonics, static, long_season, local_season, level_points,
-                                       local)],
+                           step_design(w, offset, harmonics, static, long_season, local_season, level_points)],
                           axis=2)
