@@ -225,3 +225,16 @@ def test_student_t_with_four_degrees_of_freedom_scores_the_quantiles_better():
     u = np.broadcast_to(np.array([0.1, 0.9])[None, :, None], (1, 2, 2))
     paths = linear.marginal_ppf(u, mean, std, "student_t", False, linear.STUDENT_DF)
     np.testing.assert_allclose(paths[0, :, 0], q[0, 0])
+
+
+def test_benchmark_patch_sets_an_existing_module_constant(monkeypatch):
+    """``bench_forecast --patch MODULE:NAME=JSON`` compares a model change with the model before it from one
+    commit (e.g. the signed level off); a name the module has not got is refused."""
+    from benchmarks.bench_forecast import set_constant
+    from daskstate.algorithms.forecast import estimator
+
+    monkeypatch.setattr(estimator, "SIGNED_LEVEL", True)
+    set_constant("daskstate.algorithms.forecast.estimator:SIGNED_LEVEL=false")
+    assert estimator.SIGNED_LEVEL is False
+    with pytest.raises(SystemExit, match="no constant"):
+        set_constant("daskstate.algorithms.forecast.estimator:NO_SUCH=1")
