@@ -238,3 +238,23 @@ def test_benchmark_patch_sets_an_existing_module_constant(monkeypatch):
     assert estimator.SIGNED_LEVEL is False
     with pytest.raises(SystemExit, match="no constant"):
         set_constant("daskstate.algorithms.forecast.estimator:NO_SUCH=1")
+
+
+def test_calibration_compares_the_holdout_errors_on_the_same_pairs():
+    """The spread's calibration is the holdout error of the model solved without the holdout over the final
+    model's error on the same pairs: fpp2_uschange two windows before the benchmark's origin, whose holdout
+    (2006 Q4 to 2010 Q3) held the financial crisis, had every interval 2-5 x ETS's (calibration up to 2.4,
+    wQL 1.75, ETS 0.75); now 1.01. ``calibrate="holdout"`` (the ratio to the in-sample error of the other
+    pairs) is the calibration before it, from the same state."""
+    from benchmarks.bench_forecast import earlier_origin
+
+    df, freq = load_unseen_panel("fpp2_uschange")
+    part = earlier_origin("fpp2_uschange", df, 8, 2)
+    train, _ = holdout_split(part, 8)
+    fc = daskstate.Forecaster(freq=freq, prediction_length=8).fit(train)
+    before = fc.finalize(calibrate="holdout")
+    assert before.calibration_.max() > 2.0 and fc.calibration_.max() < before.calibration_.max()
+    assert (fc.calibration_ >= 1.0).all() and (np.diff(fc.calibration_) >= 0).all()
+    assert fc.evaluate(part)[0]["wQL"] < 1.3 < before.evaluate(part)[0]["wQL"]
+    with pytest.raises(daskstate.errors.StateError, match="calibrate"):
+        fc.finalize(calibrate="wide")

@@ -87,6 +87,10 @@ LOCAL_COLUMN = True
 #: whether new fits make the intercept column each window's signed level (``params["signed_level"]``, see
 #: :func:`~daskstate.algorithms.forecast.windows.step_design`; 1 for windows without negative values)
 SIGNED_LEVEL = True
+#: how ``finalize`` calibrates the spread per step: "overfit", the holdout error of the model solved without the
+#: holdout over the final model's error on the same pairs (the holdout period's own volatility cancels: the
+#: windows' noise scale already follows it); "holdout" (before fclin5), over its in-sample error on the other pairs
+CALIBRATE = "overfit"
 #: degrees of freedom of the "student_t" predictive distribution (its variance matched to the spread): the
 #: residuals in noise units pool windows whose error-to-noise ratio differs (a scale mixture), so their
 #: distribution is peaked with heavy tails; 4 measured against 3, 5 and 8 in docs/forecasting-linear.md
@@ -240,7 +244,7 @@ class ForecastLinearState(SeriesStateMixin, State):
     # ---- finalize ------------------------------------------------------------------------
     def finalize(self, wd: float | None = None, prior: str | None = None, combine: str | None = None,
                  local_weight: float | None = None, weight_from: str | None = None, pooled: bool | None = None,
-                 **_: Any) -> dict[str, Any]:
+                 calibrate: str | None = None, **_: Any) -> dict[str, Any]:
         """Coefficients and calibrated residual spread per horizon step.
 
         ``wd`` (the ridge penalty per training pair on every coefficient but the intercept)
@@ -264,9 +268,12 @@ class ForecastLinearState(SeriesStateMixin, State):
         ``pooled`` (default :data:`POOLED`): one weight for all steps instead of one per step.
 
         The spread ``sigma_h`` is the in-sample residual spread of the final model times the
-        ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error to the
-        in-sample error of the model solved without the holdout: in-sample residuals
-        understate the error of a forecast, more so further ahead.
+        ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error of the model
+        solved without the holdout to, with ``calibrate="overfit"`` (default :data:`CALIBRATE`), the final
+        model's error on the same holdout pairs, or with ``calibrate="holdout"`` its own in-sample error:
+        in-sample residuals understate the error of a forecast, more so further ahead. Compared on the
+        same pairs, a holdout period more volatile than the history (a crisis in the last tenth) does not
+        widen every later forecast; each window's noise scale already follows its own context's volatility.
         """
         if not (self.pairs > 0).any():
             raise StateError(f"the linear forecaster's state has seen no training windows: a window needs "
@@ -327,6 +334,13 @@ class ForecastLinearState(SeriesStateMixin, State):
                 weight = np.full(self.horizon, float(local_weight))
             coef = _toward_local(coef, j, weight)
             sigma = _spread(coef, everything, dof)
+        calibrate = calibrate or self.params.get("calibrate") or CALIBRATE
+        if calibrate not in ("holdout", "overfit"):
+            raise StateError(f"calibrate must be 'holdout' or 'overfit', got {calibrate!r}")
+        if can_validate and calibrate == "overfit":
+            # the holdout error of the model solved without the holdout over that of the final model on the same
+            # pairs: how much a forecast's error exceeds an in-sample one, without the holdout period's own volatility
+            calibration = _calibration(_sse(coef_t, hold), hold[3], np.sqrt(_sse(coef, hold) / np.maximum(hold[3], 1)))
         return {"coef_": coef, "sigma_": sigma * calibration, "wd_": wd_best, "prior_": prior_best,
                 "calibration_": calibration, "combine_": combine, "local_weight_": weight,
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
