@@ -109,9 +109,14 @@ def test_new_points_with_the_long_history_are_exact():
     old, new = df[df["timestamp"] < cut], df[df["timestamp"] >= cut]
     fc = daskstate.Forecaster(freq="MS", prediction_length=6).fit(old)
     assert fc.long_season_ == 12 and fc.state_.params["context_length"] > fc.state_.scale_points
+    _assert_partial_fit_is_exact(fc, old, new, df)
+
+
+def _assert_partial_fit_is_exact(fc, old: pd.DataFrame, new: pd.DataFrame, everything: pd.DataFrame) -> None:
+    """``fc`` (fitted on ``old``) partially fitted on ``new`` holds the sums of one pass of its state over all."""
     empty = fc.state_.empty_like()
     fc.partial_fit(new, history=old)
-    whole = empty.update(empty.read_batch(df, None, where="input")[0])
+    whole = empty.update(empty.read_batch(everything, None, where="input")[0])
     for name in ("gram", "xty", "yty", "pairs"):
         np.testing.assert_allclose(getattr(fc.state_, name), getattr(whole, name), rtol=1e-9, atol=1e-9)
 
@@ -199,12 +204,7 @@ def test_intercept_is_the_signed_level_for_series_that_cross_zero():
     assert fc.evaluate(part)[0]["MASE"] < 0.545
     # the column reads only the window's context: new points of known series fold in exactly
     old, new = holdout_split(train, 8)
-    inc = daskstate.Forecaster(freq=freq, prediction_length=8).fit(old)
-    empty = inc.state_.empty_like()
-    inc.partial_fit(new, history=old)
-    whole = empty.update(empty.read_batch(train, None, where="input")[0])
-    for name in ("gram", "xty", "yty", "pairs"):
-        np.testing.assert_allclose(getattr(inc.state_, name), getattr(whole, name), rtol=1e-9, atol=1e-8)
+    _assert_partial_fit_is_exact(daskstate.Forecaster(freq=freq, prediction_length=8).fit(old), old, new, train)
 
 
 def test_student_t_with_four_degrees_of_freedom_scores_the_quantiles_better():
