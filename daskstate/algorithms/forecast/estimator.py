@@ -27,6 +27,7 @@ from daskstate.algorithms.forecast.deepar import (
 )
 from daskstate.algorithms.forecast.linear import (
     LOCAL_COLUMN,
+    SIGNED_LEVEL,
     STATIC_BUCKETS,
     ForecastLinearState,
     distribution_quantiles,
@@ -325,7 +326,8 @@ class Forecaster(StateEstimator):
                   "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target],
                   "duplicates": self.duplicates, "static": [str(c) for c in self.static]}
         if self.model == "linear":
-            params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd), local=LOCAL_COLUMN)
+            params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd), local=LOCAL_COLUMN,
+                          signed_level=SIGNED_LEVEL)
             longest = long_context(offset, L, series_length) if self.context_length is None else 0
             if longest and seasons:
                 # the seasonal index column reads a longer history; windows are still scaled by the lags' context
@@ -600,7 +602,7 @@ class Forecaster(StateEstimator):
                     "calibration_": getattr(self, "calibration_", None)}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
                 "weighting_": self.weighting_, "long_season_": getattr(self, "long_season_", 0),
-                "local_season_": getattr(self, "local_season_", 0)}
+                "local_season_": getattr(self, "local_season_", 0), "level_points_": getattr(self, "level_points_", 0)}
 
     def _check_future(self, future: pd.DataFrame | None) -> pd.DataFrame | None:
         cols = self._columns

@@ -84,6 +84,17 @@ WEIGHT_FROM = "holdout"
 POOLED = False
 #: whether new fits add the local forecast column (``params["local"]``)
 LOCAL_COLUMN = True
+#: whether new fits make the intercept column each window's signed level (``params["signed_level"]``, see
+#: :func:`~daskstate.algorithms.forecast.windows.step_design`; 1 for windows without negative values)
+SIGNED_LEVEL = True
+#: how ``finalize`` calibrates the spread per step: "overfit", the holdout error of the model solved without the
+#: holdout over the final model's error on the same pairs (the holdout period's own volatility cancels: the
+#: windows' noise scale already follows it); "holdout" (before fclin5), over its in-sample error on the other pairs
+CALIBRATE = "overfit"
+#: degrees of freedom of the "student_t" predictive distribution (its variance matched to the spread): the
+#: residuals in noise units pool windows whose error-to-noise ratio differs (a scale mixture), so their
+#: distribution is peaked with heavy tails; 4 measured against 3, 5 and 8 in docs/forecasting-linear.md
+STUDENT_DF = 4.0
 
 
 @register
@@ -127,6 +138,12 @@ class ForecastLinearState(SeriesStateMixin, State):
     def local_column(self) -> int | None:
         """Index of the local forecast column in a design row (None without it)."""
         return len(self.lags) + bool(self.long_season) if self.local_season else None
+
+    @property
+    def level_points(self) -> int:
+        """The context points whose signed mean is the intercept column (0: the intercept is 1, as in states
+        saved before it; see :func:`~daskstate.algorithms.forecast.windows.signed_level`)."""
+        return self.scale_points if self.params.get("signed_level") else 0
 
     @property
     def long_season(self) -> int:
@@ -202,7 +219,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
         lagged = lagged_values(w, self.lags)                               # (n, l)
-        extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season)  # (n, H, e)
+        extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season,
+                            self.level_points)                                                   # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:
@@ -226,7 +244,7 @@ class ForecastLinearState(SeriesStateMixin, State):
     # ---- finalize ------------------------------------------------------------------------
     def finalize(self, wd: float | None = None, prior: str | None = None, combine: str | None = None,
                  local_weight: float | None = None, weight_from: str | None = None, pooled: bool | None = None,
-                 **_: Any) -> dict[str, Any]:
+                 calibrate: str | None = None, **_: Any) -> dict[str, Any]:
         """Coefficients and calibrated residual spread per horizon step.
 
         ``wd`` (the ridge penalty per training pair on every coefficient but the intercept)
@@ -250,9 +268,12 @@ class ForecastLinearState(SeriesStateMixin, State):
         ``pooled`` (default :data:`POOLED`): one weight for all steps instead of one per step.
 
         The spread ``sigma_h`` is the in-sample residual spread of the final model times the
-        ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error to the
-        in-sample error of the model solved without the holdout: in-sample residuals
-        understate the error of a forecast, more so further ahead.
+        ratio (``calibration_``, per step: see :func:`_calibration`) of the holdout error of the model
+        solved without the holdout to, with ``calibrate="overfit"`` (default :data:`CALIBRATE`), the final
+        model's error on the same holdout pairs, or with ``calibrate="holdout"`` its own in-sample error:
+        in-sample residuals understate the error of a forecast, more so further ahead. Compared on the
+        same pairs, a holdout period more volatile than the history (a crisis in the last tenth) does not
+        widen every later forecast; each window's noise scale already follows its own context's volatility.
         """
         if not (self.pairs > 0).any():
             raise StateError(f"the linear forecaster's state has seen no training windows: a window needs "
@@ -313,12 +334,19 @@ class ForecastLinearState(SeriesStateMixin, State):
                 weight = np.full(self.horizon, float(local_weight))
             coef = _toward_local(coef, j, weight)
             sigma = _spread(coef, everything, dof)
+        calibrate = calibrate or self.params.get("calibrate") or CALIBRATE
+        if calibrate not in ("holdout", "overfit"):
+            raise StateError(f"calibrate must be 'holdout' or 'overfit', got {calibrate!r}")
+        if can_validate and calibrate == "overfit":
+            # the holdout error of the model solved without the holdout over that of the final model on the same
+            # pairs: how much a forecast's error exceeds an in-sample one, without the holdout period's own volatility
+            calibration = _calibration(_sse(coef_t, hold), hold[3], np.sqrt(_sse(coef, hold) / np.maximum(hold[3], 1)))
         return {"coef_": coef, "sigma_": sigma * calibration, "wd_": wd_best, "prior_": prior_best,
                 "calibration_": calibration, "combine_": combine, "local_weight_": weight,
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
                                for (w, pr), sc in zip(candidates, scores, strict=False)],
                 "weighting_": self.params.get("weighting", "noise"), "long_season_": self.long_season,
-                "local_season_": self.local_season, "nonnegative_": bool(self.target_range[0] >= 0)}
+                "local_season_": self.local_season, "level_points_": self.level_points, "nonnegative_": bool(self.target_range[0] >= 0)}
 
     def prior_coefficients(self, prior: str) -> np.ndarray:
         """(H, p): zero, or the seasonal naive forecast (weight 1 on the lag one cycle before step h)."""
@@ -484,7 +512,7 @@ def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset,
                     static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators)."""
     X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)),
-                   int(model.get("local_season_", 0)))
+                   int(model.get("local_season_", 0)), int(model.get("level_points_", 0)))
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]
@@ -495,7 +523,7 @@ def distribution_quantiles(mean: np.ndarray, std: np.ndarray, quantiles: np.ndar
                            nonnegative: bool) -> np.ndarray:
     """Quantiles (n, H, q) of the predictive distribution with the given mean and spread.
 
-    ``"gaussian"`` (and ``"student_t"`` with the same variance and 5 degrees of freedom)
+    ``"gaussian"`` (and ``"student_t"`` with the same variance and :data:`STUDENT_DF` degrees of freedom)
     or ``"negative_binomial"`` matched to the mean and variance (counts).
     """
     q = np.asarray(quantiles, dtype=np.float64)
@@ -505,7 +533,7 @@ def distribution_quantiles(mean: np.ndarray, std: np.ndarray, quantiles: np.ndar
         r = mu**2 / (var - mu)
         out = stats.nbinom.ppf(q, r, r / (r + mu))
     elif likelihood == "student_t":
-        df = 5.0
+        df = STUDENT_DF
         out = mean[..., None] + (std * np.sqrt((df - 2) / df))[..., None] * stats.t.ppf(q, df)
     else:
         out = mean[..., None] + std[..., None] * stats.norm.ppf(q)
@@ -521,4 +549,4 @@ def linear_sample_paths(mean: np.ndarray, std: np.ndarray, likelihood: str, nonn
     the correlation of the linear process with these error variances.
     """
     u = correlated_uniforms(std, num_samples, rng)
-    return marginal_ppf(u, mean, std, likelihood, nonnegative)
+    return marginal_ppf(u, mean, std, likelihood, nonnegative, STUDENT_DF)

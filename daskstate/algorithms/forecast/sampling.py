@@ -56,11 +56,12 @@ def correlated_uniforms(std: np.ndarray, num_samples: int, rng: np.random.Genera
     return np.clip(special.ndtr(z), 1e-12, 1.0 - 1e-12)
 
 
-def marginal_ppf(u: np.ndarray, mean: np.ndarray, std: np.ndarray, likelihood: str, nonnegative: bool) -> np.ndarray:
+def marginal_ppf(u: np.ndarray, mean: np.ndarray, std: np.ndarray, likelihood: str, nonnegative: bool,
+                 df: float = 5.0) -> np.ndarray:
     """Values at probabilities ``u`` (n, S, H) of the linear model's per-step distributions (mean, std: (n, H)).
 
     The same shapes as :func:`daskstate.algorithms.forecast.linear.distribution_quantiles`:
-    Gaussian, Student's t with 5 degrees of freedom and the same variance, or a negative
+    Gaussian, Student's t with ``df`` degrees of freedom and the same variance, or a negative
     binomial matched to the mean and variance.
     """
     m, s = mean[:, None, :], std[:, None, :]
@@ -70,7 +71,6 @@ def marginal_ppf(u: np.ndarray, mean: np.ndarray, std: np.ndarray, likelihood: s
         r = mu**2 / (var - mu)
         out = stats.nbinom.ppf(u, r, r / (r + mu))
     elif likelihood == "student_t":
-        df = 5.0
         out = m + s * np.sqrt((df - 2) / df) * stats.t.ppf(u, df)
     else:
         out = m + s * special.ndtri(u)

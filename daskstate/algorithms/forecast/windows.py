@@ -9,6 +9,7 @@ units, which the linear model uses to weight windows and to spread its forecasts
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -129,10 +130,26 @@ def seasonal_index(w: Windows, season: int) -> np.ndarray:
     return index[:, np.arange(H) % season][:, :, None]
 
 
+def signed_level(w: Windows, points: int) -> np.ndarray:
+    """(n,) the mean of each window's last ``points`` scaled context values: 1 where none is negative (the scale
+    is their mean absolute value), in [-1, 1] for a window whose values cross zero."""
+    recent = w.context[:, -int(points):]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        level = np.nanmean(recent, axis=1)
+        negative = np.nanmin(recent, axis=1) < 0
+    return np.where(negative & np.isfinite(level), level, 1.0)
+
+
 def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
-                long_season: int = 0, local_season: int = 0) -> np.ndarray:
+                long_season: int = 0, local_season: int = 0, level_points: int = 0) -> np.ndarray:
     """The design columns that depend on the horizon step: (n, H, e) = [seasonal index, local forecast,
-    date features, covariates, static, 1].
+    date features, covariates, static, level].
+
+    The last column, the intercept, is 1; with ``level_points`` it is the window's :func:`signed_level` over its
+    last ``level_points`` values, which is 1 for a window without negative values: the intercept times the
+    window's scale (a drift or mean the global model carries into every series) is then the intercept times its
+    signed mean, so a series that swings around zero is not pulled toward its mean absolute value.
 
     ``static`` (n, s): the windows' static category indicators (the same at every step);
     ``long_season``: the season of the :func:`seasonal_index` column (0: none); ``local_season``: the season of
@@ -144,15 +161,18 @@ def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarr
     static = np.zeros((n, 0)) if static is None else static
     memory = seasonal_index(w, long_season) if long_season else np.zeros((n, H, 0))
     local = (local_forecast(w.context, H, local_season)[:, :, None] if local_season else np.zeros((n, H, 0)))
+    level = np.ones((n, H, 1)) if not level_points else np.broadcast_to(signed_level(w, level_points)[:, None, None],
+                                                                        (n, H, 1))
     return np.concatenate([memory, local, date_features(pos, offset, harmonics), w.covariates,
-                           np.broadcast_to(static[:, None, :], (n, H, static.shape[1])), np.ones((n, H, 1))], axis=2)
+                           np.broadcast_to(static[:, None, :], (n, H, static.shape[1])), level], axis=2)
 
 
 def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
-               long_season: int = 0, local_season: int = 0) -> np.ndarray:
+               long_season: int = 0, local_season: int = 0, level_points: int = 0) -> np.ndarray:
     """Design rows per horizon step: (n, H, p) = [lagged values, seasonal index, local forecast, date features,
-    covariates, static, 1]."""
+    covariates, static, level] (see :func:`step_design`)."""
     lagged = lagged_values(w, lags)
     n, H = w.target.shape
     return np.concatenate([np.broadcast_to(lagged[:, None, :], (n, H, len(lags))),
-                           step_design(w, offset, harmonics, static, long_season, local_season)], axis=2)
+                           step_design(w, offset, harmonics, static, long_season, local_season, level_points)],
+                          axis=2)
