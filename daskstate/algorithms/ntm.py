@@ -42,6 +42,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.utils._param_validation import StrOptions
 
+from daskstate import engine
 from daskstate.algorithms import ntm_numerics as nn
 from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState, counts_of, tokenizer_from
 from daskstate.data import Input
@@ -788,7 +789,9 @@ class NeuralTopicModel(SGDEstimator):
             state = self.state_
 
             def block(part: Any, i: int) -> np.ndarray:
-                return func(state.read_batch(part, None, where=f"{name}: partition {i}")[0])
+                counts = state.read_batch(part, None, where=f"{name}: partition {i}")[0]
+                with state.blas_limit():
+                    return func(counts)
 
             block_d = dask.delayed(block, pure=True)
             rows = partition_lengths(X, len(inp.parts)) if width != 2 or name != "score" else [np.nan] * len(inp.parts)
@@ -823,7 +826,7 @@ class NeuralTopicModel(SGDEstimator):
             return np.array([[-(rec + kl).sum(), C.sum()]])
 
         out = self._map_docs(X, sums, 2, "score")
-        out = np.asarray(out.compute() if hasattr(out, "compute") else out).sum(axis=0)
+        out = np.asarray(engine.compute(out, state=self.state_)[0] if hasattr(out, "compute") else out).sum(axis=0)
         return float(out[0]), float(out[1])
 
     def score(self, X: Any, y: Any = None) -> float:
