@@ -249,25 +249,27 @@ class ForecastDeepARState(NeuralForecastState):
         return seq.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(seq.scale), 1))
 
     # ---- loss and gradient -----------------------------------------------------------------------
-    def _nll(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None
-             ) -> tuple[float, np.ndarray, lstm.Cache, int]:
+    def _nll(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None,
+             work: lstm.Workspace | None = None) -> tuple[float, np.ndarray, lstm.Cache, int]:
         v = self.layout.views(theta)
         C, H = self.unroll_context, self.horizon
         filled = self.filled(seq, self.max_lag + C)
         X = self.step_inputs(seq, filled, np.arange(C + H))
         static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
-        raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all, keep=keep)
+        raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all, keep=keep, work=work)
         y, mask = self.targets(seq)
         loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq))
         return loss, d_raw, cache, int(mask.sum())
 
-    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None
-                          ) -> tuple[float, np.ndarray, int]:
+    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None,
+                          work: lstm.Workspace | None = None) -> tuple[float, np.ndarray, int]:
         """Summed NLL of the observed targets of all unrolled steps, and its gradient w.r.t. ``theta``
-        (``keep``: dropout masks, see :func:`lstm.forward`)."""
-        loss, d_raw, cache, count = self._nll(theta, seq, keep=keep)
+        (``keep``: dropout masks, see :func:`lstm.forward`; ``work``: the training loop's buffers,
+        the gradient among them, valid until the next call)."""
+        loss, d_raw, cache, count = self._nll(theta, seq, keep=keep, work=work)
         layout = self.layout
-        grad = lstm.backward(layout, layout.views(theta), self.num_layers, cache, d_raw, seq.codes, 1, keep)
+        grad = lstm.backward(layout, layout.views(theta), self.num_layers, cache, d_raw, seq.codes, 1, keep,
+                             work=work)
         return loss, grad, count
 
     def dropout_masks(self, rng: np.random.Generator, n: int) -> list[np.ndarray] | None:
@@ -330,11 +332,13 @@ class ForecastDeepARState(NeuralForecastState):
         picks = rng.choice(order, size=(steps, size), p=weight / weight.sum())
         codes = self.block_codes(X.block)
         lr = self.current_learning_rate()
+        work = lstm.Workspace()  # every step's arrays have the same shapes: reuse them (see lstm.Workspace)
         for pick in picks:
             seq = self._sequences_of(X, pick, codes, holdout="mask")
             if not len(seq.item):
                 continue
-            loss, grad, count = self.loss_and_gradient(self.theta, seq, self.dropout_masks(rng, len(seq.item)))
+            loss, grad, count = self.loss_and_gradient(self.theta, seq, self.dropout_masks(rng, len(seq.item)),
+                                                       work=work)
             if count == 0 or not np.isfinite(loss):
                 continue
             grad /= count
@@ -355,10 +359,11 @@ class ForecastDeepARState(NeuralForecastState):
         holdout = "count" if self.calibrating else "mask"
         scored = rows if len(rows) <= VALIDATION_SEQUENCES else rows[
             np.linspace(0, len(rows) - 1, VALIDATION_SEQUENCES).astype(np.int64)]
+        work = lstm.Workspace()
         for start in range(0, len(scored), size):
             seq = self._sequences_of(X, scored[start : start + size], codes, holdout=holdout)
             if len(seq.item):
-                loss, _, _, count = self._nll(params["theta"], seq)
+                loss, _, _, count = self._nll(params["theta"], seq, work=work)
                 self.ev_loss += loss
                 self.ev_n += count
         if not (self.calibrating and len(rows)):
