@@ -78,6 +78,7 @@ def run_job(tree: str, series: int, env: dict[str, str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="a checkout of the daskstate version to compare against")
+    ap.add_argument("--new", default=None, help="the checkout to measure (default: this one)")
     ap.add_argument("--series", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--environs", default="default,workers", help="comma-separated: default, workers, or one "
@@ -85,7 +86,7 @@ def main() -> None:
     ap.add_argument("--results-name", default="deepar_ab")
     args = ap.parse_args()
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = {"base": os.path.abspath(args.base), "new": here}
+    trees = {"base": os.path.abspath(args.base), "new": os.path.abspath(args.new or here)}
     pairs = [(e, t) for e in args.environs.split(",") for t in trees]
     runs: dict[str, list[dict]] = {f"{e}/{t}": [] for e, t in pairs}
     load_before = os.getloadavg()

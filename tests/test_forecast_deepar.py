@@ -309,7 +309,7 @@ def test_validation_scores_at_most_validation_sequences_windows_evenly_spread(mo
     X = TrainingWindows.of(to_series_block(df, cols, as_offset("MS"), 16, 3))
     scored = []
     nll = state._nll
-    monkeypatch.setattr(state, "_nll", lambda theta, seq, keep=None: (scored.append(seq.item), nll(theta, seq))[1])
+    monkeypatch.setattr(state, "_nll", lambda theta, seq, **kw: (scored.append(seq.item), nll(theta, seq, **kw))[1])
     state._evaluate(X, None, np.arange(len(X)), {"theta": state.theta})
     assert sum(map(len, scored)) == len(X) > 7  # under the cap: all
     scored.clear()

@@ -218,12 +218,21 @@ class ForecastDeepARState(NeuralForecastState):
         """
         return 1.0 if self.params.get("centered", False) and self.likelihood != "negative_binomial" else 0.0
 
-    def step_inputs(self, seq: Sequences, filled: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        """Inputs (n, len(steps), n_step) of unrolled steps ``steps`` (0 .. C + H - 1), lags from ``filled``."""
-        P = self.max_lag
-        lagged = filled[:, P + steps[:, None] - self.lags[None, :]] - self.center
+    def step_inputs(self, seq: Sequences, filled: np.ndarray, steps: np.ndarray,
+                    work: lstm.Workspace | None = None) -> np.ndarray:
+        """Inputs (n, len(steps), n_step) of unrolled steps ``steps`` (0 .. C + H - 1), lags from ``filled``
+        (``work``: in its buffer, valid until the next call)."""
+        P, nl = self.max_lag, len(self.lags)
+        work = lstm.Workspace() if work is None else work
+        out = work.empty("step_inputs", (len(filled), len(steps), self.n_step))
+        lagged = np.take(filled, P + steps[:, None] - self.lags[None, :], axis=1, mode="clip",  # all in range
+                         out=work.empty("lagged", (len(filled), len(steps), nl)))
+        np.subtract(lagged, self.center, out=out[:, :, :nl])
         dates = date_features(seq.first[:, None] + steps[None, :], self.offset, self.harmonics)
-        return np.concatenate([lagged, dates, seq.covariates[:, steps]], axis=2)
+        nd = dates.shape[2]
+        out[:, :, nl : nl + nd] = dates
+        out[:, :, nl + nd :] = seq.covariates[:, steps]
+        return out
 
     def static_reals(self, seq: Sequences) -> np.ndarray:
         return np.log(seq.scale)[:, None]
@@ -254,7 +263,7 @@ class ForecastDeepARState(NeuralForecastState):
         v = self.layout.views(theta)
         C, H = self.unroll_context, self.horizon
         filled = self.filled(seq, self.max_lag + C)
-        X = self.step_inputs(seq, filled, np.arange(C + H))
+        X = self.step_inputs(seq, filled, np.arange(C + H), work=work)
         static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
         raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all, keep=keep, work=work)
         y, mask = self.targets(seq)
@@ -272,13 +281,20 @@ class ForecastDeepARState(NeuralForecastState):
                              work=work)
         return loss, grad, count
 
-    def dropout_masks(self, rng: np.random.Generator, n: int) -> list[np.ndarray] | None:
-        """Dropout masks (T, n, N) of the hidden states each layer but the last passes up, or None."""
+    def dropout_masks(self, rng: np.random.Generator, n: int, work: lstm.Workspace | None = None
+                      ) -> list[np.ndarray] | None:
+        """Dropout masks (T, n, N) of the hidden states each layer but the last passes up, or None
+        (``work``: in its buffers, valid until the next call)."""
         rate = float(self.params.get("dropout_rate", 0.0))
         if rate <= 0 or self.num_layers < 2:
             return None
         T, N = self.unroll_context + self.horizon, int(self.params.get("num_cells", 40))
-        return [(rng.random((T, n, N)) >= rate) / (1.0 - rate) for _ in range(self.num_layers - 1)]
+        work = lstm.Workspace() if work is None else work
+        masks = []
+        for layer in range(self.num_layers - 1):
+            u = rng.random(out=work.empty(f"keep{layer}", (T, n, N)))
+            masks.append(np.divide(u >= rate, 1.0 - rate, out=u))
+        return masks
 
     # ---- the trainer's hooks: sequences as examples ------------------------------------------------
     def block_codes(self, block: SeriesBlock) -> np.ndarray:
@@ -337,7 +353,7 @@ class ForecastDeepARState(NeuralForecastState):
             seq = self._sequences_of(X, pick, codes, holdout="mask")
             if not len(seq.item):
                 continue
-            loss, grad, count = self.loss_and_gradient(self.theta, seq, self.dropout_masks(rng, len(seq.item)),
+            loss, grad, count = self.loss_and_gradient(self.theta, seq, self.dropout_masks(rng, len(seq.item), work),
                                                        work=work)
             if count == 0 or not np.isfinite(loss):
                 continue
@@ -346,7 +362,8 @@ class ForecastDeepARState(NeuralForecastState):
             if norm > CLIP_NORM:
                 grad *= CLIP_NORM / norm
             self.adam_t += 1.0
-            adam_step(self.theta, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
+            adam_step(self.theta, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), lr,
+                      work=(work.empty("adam0", grad.shape), work.empty("adam1", grad.shape)))
             self.mon_loss += loss
             self.mon_n += count
 
