@@ -415,24 +415,28 @@ class ForecastDeepARState(NeuralForecastState):
         position = block.starts[item] + (origins - block.offsets[item])
         rows = np.arange(len(origins))
         chunk = max(1, PATH_ROWS // num_samples)
+        work = lstm.Workspace()  # the chunks' buffers (see lstm.Workspace)
         # many small GEMMs: BLAS threads only spin-wait (on a busy machine, 50x the CPU of one thread)
         with single_blas_thread(main_thread=True):
             for start in range(0, len(origins), chunk):
                 sl = slice(start, start + chunk)
                 seq = self.sequences(block, origins[sl], rows[sl], position[sl], codes[sl])
                 if len(seq.item):
-                    paths = self._draw_paths(theta, seq, keys[seq.item], num_samples, seed)
+                    paths = self._draw_paths(theta, seq, keys[seq.item], num_samples, seed, work)
                     out[seq.item] = widen(paths, paths.mean(axis=1, keepdims=True), spread, self.likelihood)
         return out
 
-    def _draw_paths(self, theta: np.ndarray, seq: Sequences, keys: np.ndarray, S: int, seed: int) -> np.ndarray:
+    def _draw_paths(self, theta: np.ndarray, seq: Sequences, keys: np.ndarray, S: int, seed: int,
+                    work: lstm.Workspace | None = None) -> np.ndarray:
         """Paths (n, S, H) in the data's units: the context unrolled once per sequence (float64), then all
         ``n * S`` paths stepped together in float32.
 
         What does not depend on a path (the date features and covariates of each future step, the static
         inputs, the biases) is projected once per sequence and broadcast over its ``S`` paths; per step
-        only the lags (read from the paths drawn so far) go through the input weights.
+        only the lags (read from the paths drawn so far) go through the input weights. ``work``: buffers
+        reused from call to call (fresh ones fault every page in again, see :class:`lstm.Workspace`).
         """
+        work = lstm.Workspace() if work is None else work
         v = self.layout.views(theta)
         C, H, L, P = self.unroll_context, self.horizon, self.num_layers, self.max_lag
         n, nl, d = len(seq.item), len(self.lags), self.n_step
@@ -445,21 +449,27 @@ class ForecastDeepARState(NeuralForecastState):
         known_z = (known @ v["W0"][nl:d] + (static_all @ v["W0"][d:] + v["b0"])[:, None, :]).astype(np.float32)
         known_out = (known @ v["W_skip"][nl:] + v["b_out"]).astype(np.float32)     # (n, H, k)
         W_lag, skip_lag = f32["W0"][:nl], f32["W_skip"][:nl]
-        cells = lstm.Recurrence(f32, L, [(np.repeat(h, S, axis=0), np.repeat(c, S, axis=0)) for h, c in state])
-        paths = np.repeat(filled, S, axis=0)     # (n * S, P + C + H), float64: counts stay whole numbers
+        cells = lstm.Recurrence(f32, L, state, repeat=S, work=work)
+        paths = work.empty("paths", (n * S, filled.shape[1]))  # float64: counts stay whole numbers
+        paths.reshape(n, S, -1)[...] = filled[:, None, :]      # np.repeat(filled, S, axis=0)
         scale = np.repeat(seq.scale, S)
         like_scale = scale if self.likelihood == "negative_binomial" else np.ones_like(scale)
         lag_columns = P + C - self.lags
+        lag64, lagged = work.empty("lag64", (n * S, nl)), work.empty("lagged", (n * S, nl), np.float32)
+        z0 = work.empty("z0", (n * S, W_lag.shape[1]), np.float32)
+        raw64 = work.empty("raw64", (n * S, f32["W_out"].shape[1]))
         for t in range(H):
-            lagged = (paths[:, lag_columns + t] - self.center).astype(np.float32)
-            z0 = lagged @ W_lag
+            np.take(paths, lag_columns + t, axis=1, out=lag64, mode="clip")  # all in range
+            lag64 -= self.center
+            lagged[...] = lag64
+            np.matmul(lagged, W_lag, out=z0)
             z0.reshape(n, S, -1)[...] += known_z[:, None, t]
             top = cells.step(z0)
             raw = top @ f32["W_out"]
             raw += lagged @ skip_lag
             raw.reshape(n, S, -1)[...] += known_out[:, None, t]
             u = path_uniforms(keys, S, t, seed).ravel()
-            y = values_at(raw.astype(np.float64)[:, None, :], self.likelihood, like_scale[:, None],
-                          u[:, None, None])[:, 0, 0]
+            raw64[...] = raw
+            y = values_at(raw64[:, None, :], self.likelihood, like_scale[:, None], u[:, None, None])[:, 0, 0]
             paths[:, P + C + t] = y / scale if self.likelihood == "negative_binomial" else y + self.center
         return (paths[:, P + C :] * scale[:, None]).reshape(n, S, H)

@@ -92,14 +92,14 @@ class Workspace:
     """
 
     def __init__(self) -> None:
-        self._flat: dict[str, np.ndarray] = {}
+        self._flat: dict[tuple[str, np.dtype], np.ndarray] = {}
 
-    def empty(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A C-contiguous float64 array of ``shape`` (contents undefined), reusing the buffer ``name``."""
-        n = int(np.prod(shape))
-        flat = self._flat.get(name)
+    def empty(self, name: str, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+        """A C-contiguous array of ``shape`` (contents undefined), reusing the buffer ``name``."""
+        n, key = int(np.prod(shape)), (name, np.dtype(dtype))
+        flat = self._flat.get(key)
         if flat is None or flat.size < n:
-            flat = self._flat[name] = np.empty(n)
+            flat = self._flat[key] = np.empty(n, dtype=dtype)
         return flat[:n].reshape(shape)
 
     def zeros(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -215,18 +215,27 @@ class Recurrence:
     hot loop: thousands of steps of the same shape, where fresh arrays per step cost page faults).
 
     ``v``: the weights (views or copies, in the dtype to compute in); ``state``: the initial (h, c) per
-    layer, copied. :meth:`step` takes layer 0's projected input and returns the top hidden state (a
-    buffer overwritten by the next step).
+    layer, copied, each row ``repeat`` times in a row (``np.repeat(h, repeat, axis=0)``). :meth:`step`
+    takes layer 0's projected input and returns the top hidden state (a buffer overwritten by the
+    next step). ``work``: where the buffers live (a sampler's chunks reuse them).
     """
 
-    def __init__(self, v: dict[str, np.ndarray], num_layers: int, state: list[tuple[np.ndarray, np.ndarray]]):
+    def __init__(self, v: dict[str, np.ndarray], num_layers: int, state: list[tuple[np.ndarray, np.ndarray]],
+                 repeat: int = 1, work: Workspace | None = None):
         self.v, self.num_layers = v, num_layers
-        self.h = [np.array(h, dtype=v["U0"].dtype) for h, _ in state]
-        self.c = [np.array(c, dtype=v["U0"].dtype) for _, c in state]
-        B, N = self.h[0].shape
-        self.gates = np.empty((B, 4 * N), dtype=v["U0"].dtype)
-        self.z = np.empty_like(self.gates)
-        self.tmp = np.empty_like(self.h[0])
+        work = Workspace() if work is None else work
+        dtype = v["U0"].dtype
+        n, N = state[0][0].shape
+        B = n * repeat
+        self.h, self.c = [], []
+        for layer, (h, c) in enumerate(state):
+            for name, a, into in (("h", h, self.h), ("c", c, self.c)):
+                buf = work.empty(f"recurrence_{name}{layer}", (B, N), dtype)
+                buf.reshape(n, repeat, N)[...] = a[:, None, :]
+                into.append(buf)
+        self.gates = work.empty("recurrence_gates", (B, 4 * N), dtype)
+        self.z = work.empty("recurrence_z", (B, 4 * N), dtype)
+        self.tmp = work.empty("recurrence_tmp", (B, N), dtype)
 
     def step(self, z0: np.ndarray) -> np.ndarray:
         """One step from layer 0's projected input ``z0`` (B, 4N: inputs @ W0, static projection, bias)."""
