@@ -339,6 +339,11 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         new._set_state(self.state_, {**self.finalize_overrides_, **overrides})
         return new
 
+    def _compute(self, *collections: Any) -> tuple:
+        """Compute Dask collections of this model's results (a score, a backtest) under its state's BLAS
+        policy (:func:`daskstate.engine.compute`): the one way an estimator computes what it returns eagerly."""
+        return engine.compute(*collections, state=self.state_)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "state_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
@@ -448,9 +453,9 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
                 y_true = y_true.astype(np.float64)
                 resid = ((y_true - pred) ** 2).sum()
                 mean = y_true.mean()
-                ssr, sst = engine.compute(resid, ((y_true - mean) ** 2).sum(), state=self.state_)
+                ssr, sst = self._compute(resid, ((y_true - mean) ** 2).sum())
                 return float(1.0 - ssr / sst)
-            return float(engine.compute((pred == y_true).mean(), state=self.state_)[0])
+            return float(self._compute((pred == y_true).mean())[0])
         y_true = np.asarray(y)
         pred = np.asarray(pred)
         if self._score_kind() == "r2":

@@ -42,7 +42,6 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.utils._param_validation import StrOptions
 
-from daskstate import engine
 from daskstate.algorithms import ntm_numerics as nn
 from daskstate.algorithms.vocabulary import Vocabulary, VocabularyState, counts_of, tokenizer_from
 from daskstate.data import Input
@@ -826,7 +825,7 @@ class NeuralTopicModel(SGDEstimator):
             return np.array([[-(rec + kl).sum(), C.sum()]])
 
         out = self._map_docs(X, sums, 2, "score")
-        out = np.asarray(engine.compute(out, state=self.state_)[0] if hasattr(out, "compute") else out).sum(axis=0)
+        out = np.asarray(self._compute(out)[0] if hasattr(out, "compute") else out).sum(axis=0)
         return float(out[0]), float(out[1])
 
     def score(self, X: Any, y: Any = None) -> float:

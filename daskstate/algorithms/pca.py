@@ -77,7 +77,6 @@ from dask.base import tokenize
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import StrOptions
 
-from daskstate import engine
 from daskstate.data import Batches, Input
 from daskstate.errors import DataError, StateError
 from daskstate.estimator import Ints, StateEstimator, _array_likes, _fitted_attributes
@@ -943,7 +942,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         errors = self._map_rows(X, residual, None, "reconstruction-error")
         if isinstance(errors, dd.Series | da.Array):
             mean = errors.mean() if isinstance(errors, dd.Series) else da.nanmean(errors)
-            return float(engine.compute(mean, state=self.state_)[0])
+            return float(self._compute(mean)[0])
         return float(np.nanmean(np.asarray(errors)))
 
     # ---- scikit-learn -------------------------------------------------------------------
@@ -989,7 +988,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         values = self.score_samples(X)
         if isinstance(values, dd.Series | da.Array):
             mean = values.mean() if isinstance(values, dd.Series) else da.nanmean(values)
-            return float(engine.compute(mean, state=self.state_)[0])
+            return float(self._compute(mean)[0])
         return float(np.nanmean(np.asarray(values)))
 
     def to_sklearn(self) -> Any:

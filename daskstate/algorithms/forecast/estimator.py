@@ -20,7 +20,6 @@ import pandas as pd
 from dask.base import tokenize
 from sklearn.utils._param_validation import StrOptions
 
-from daskstate import engine
 from daskstate.algorithms.forecast.deepar import (
     ForecastDeepARState,
     embedding_dimension,
@@ -577,7 +576,7 @@ class Forecaster(StateEstimator):
             pieces = [fn(X)]
         else:
             parts = X[cols.needed].to_delayed(optimize_graph=True)
-            pieces = list(engine.compute(*[dask.delayed(fn, pure=True)(p) for p in parts], state=self.state_))
+            pieces = list(self._compute(*[dask.delayed(fn, pure=True)(p) for p in parts]))
         items = np.concatenate([p[0] for p in pieces])
         y, mean, qf, scale = (np.concatenate([p[k] for p in pieces]) for k in range(1, 5))
         per_item, overall = forecast_metrics(y, mean, qf, q, scale)
