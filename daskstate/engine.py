@@ -30,7 +30,10 @@ Fit options (``split_every``, ``checkpoint``, ``checkpoint_every``, ``progress``
 hold the running state plus its position (epoch, round) and the ids of the
 partitions it consumed, written atomically; re-running the same call resumes.
 A state that declares ``blas_threads = 1`` has its tasks run with one BLAS
-thread each: the engine applies that policy, the state's code does not.
+thread each: the engine applies that policy, the state's code does not. BLAS's
+thread count is one setting per process, so :func:`compute` (every graph
+daskstate computes) sets it from the calling thread around the whole compute;
+the tasks' own entries then only count (see :class:`~daskstate.numerics.single_blas_thread`).
 """
 
 from __future__ import annotations

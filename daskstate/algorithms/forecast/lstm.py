@@ -137,12 +137,6 @@ def _step(z: np.ndarray, h: np.ndarray, c: np.ndarray, U: np.ndarray, gates: np.
     return c, gates[:, 2 * N : 3 * N] * tanh_c
 
 
-def _matmul_steps(x: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """(T, B, d) @ (d, m) as one 2-D product."""
-    T, B, d = x.shape
-    return (x.reshape(T * B, d) @ W).reshape(T, B, -1)
-
-
 def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, static_all: np.ndarray,
             state: list[tuple[np.ndarray, np.ndarray]] | None = None, keep: list[np.ndarray] | None = None,
             work: Workspace | None = None) -> tuple[np.ndarray, Cache, list[tuple[np.ndarray, np.ndarray]]]:
@@ -153,7 +147,7 @@ def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, 
     (h, c) per layer (zeros if None). ``keep`` (training with dropout): per layer but
     the last, a (T, B, N) mask of 0 or ``1 / (1 - rate)`` multiplying the hidden
     states that layer passes up (as a stacked ``torch.nn.LSTM``'s ``dropout``).
-    ``work``: the buffers to fill (the cache lives in them until the next pass).
+    ``work``: the buffers to fill (the raw outputs and the cache live in them until the next pass).
     """
     work = Workspace() if work is None else work
     B, T, d = step_inputs.shape
@@ -188,7 +182,12 @@ def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, 
             x = np.multiply(hidden, keep[layer], out=work.empty(f"inputs{layer + 1}", hidden.shape))
         else:
             x = hidden
-    raw = _matmul_steps(x, v["W_out"]) + v["b_out"] + _matmul_steps(cache.inputs[0], v["W_skip"])
+    k = v["W_out"].shape[1]
+    raw, skip = work.empty("raw", (T, B, k)), work.empty("skip", (T, B, k))
+    np.matmul(x.reshape(T * B, -1), v["W_out"], out=raw.reshape(T * B, k))
+    raw += v["b_out"]
+    np.matmul(cache.inputs[0].reshape(T * B, -1), v["W_skip"], out=skip.reshape(T * B, k))
+    raw += skip
     return raw.transpose(1, 0, 2), cache, final
 
 
