@@ -941,8 +941,8 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
 
         errors = self._map_rows(X, residual, None, "reconstruction-error")
         if isinstance(errors, dd.Series | da.Array):
-            mean = errors.mean() if isinstance(errors, dd.Series) else da.nanmean(errors)
-            return float(self._compute(mean)[0])
+            average = errors.mean() if isinstance(errors, dd.Series) else da.nanmean(errors)
+            return float(self._compute(average)[0])
         return float(np.nanmean(np.asarray(errors)))
 
     # ---- scikit-learn -------------------------------------------------------------------
@@ -987,8 +987,8 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         """
         values = self.score_samples(X)
         if isinstance(values, dd.Series | da.Array):
-            mean = values.mean() if isinstance(values, dd.Series) else da.nanmean(values)
-            return float(self._compute(mean)[0])
+            average = values.mean() if isinstance(values, dd.Series) else da.nanmean(values)
+            return float(self._compute(average)[0])
         return float(np.nanmean(np.asarray(values)))
 
     def to_sklearn(self) -> Any:
