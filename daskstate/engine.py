@@ -30,7 +30,10 @@ Fit options (``split_every``, ``checkpoint``, ``checkpoint_every``, ``progress``
 hold the running state plus its position (epoch, round) and the ids of the
 partitions it consumed, written atomically; re-running the same call resumes.
 A state that declares ``blas_threads = 1`` has its tasks run with one BLAS
-thread each: the engine applies that policy, the state's code does not.
+thread each: the engine applies that policy, the state's code does not. BLAS's
+thread count is one setting per process, so :func:`compute` (every graph
+daskstate computes) sets it from the calling thread around the whole compute;
+the tasks' own entries then only count (see :class:`~daskstate.numerics.single_blas_thread`).
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ from daskstate.state import RoundContext, State, merge_all
 from daskstate.store import checksum, read_group, save_state, state_from_attrs, writer_lock
 
 __all__ = [
-    "DEFAULT_CHECKPOINT_EVERY", "FitOptions", "RoundContext", "RoundResult", "build_rounds", "epoch_rounds",
-    "finish_round", "fold", "fold_and_inspect", "fold_rounds", "inspect_partitions", "merge_round_results",
+    "DEFAULT_CHECKPOINT_EVERY", "FitOptions", "RoundContext", "RoundResult", "build_rounds", "compute",
+    "epoch_rounds", "finish_round", "fold", "fold_and_inspect", "fold_rounds", "inspect_partitions", "merge_round_results",
     "merge_states", "read_part", "tree_reduce", "update_task",
 ]
 
@@ -371,22 +374,39 @@ def _part_key(part: Any) -> Any:
     return getattr(part, "key", None)
 
 
-def _compute(obj: Any, progress: bool) -> Any:
-    """Compute one Delayed with the active scheduler, with Dask's own progress bar if asked."""
-    client = _active_client()
-    if client is not None:
-        future = client.compute(obj)
+def compute(*collections: Any, state: State | None = None, progress: bool = False) -> tuple:
+    """``dask.compute(*collections)`` on the active scheduler, under ``state``'s BLAS policy.
+
+    The one way daskstate computes a graph (fits, predictions it reduces itself,
+    scores, backtests). The policy is taken from this (the calling) thread
+    around the whole compute: OpenBLAS's thread count is one setting per process,
+    so this is where it holds for every pool thread of the local scheduler at
+    once, and the tasks' own :meth:`State.blas_limit` entries only count. On a
+    ``distributed`` cluster the workers start with one BLAS thread
+    (``distributed.nanny.pre-spawn-environ``), and a task's entry sets it if a
+    worker does not (the limit is process-wide and reference-counted, see
+    :class:`daskstate.numerics.single_blas_thread`). ``progress``: Dask's own bar.
+    """
+    with contextlib.nullcontext() if state is None else _blas_policy(state, main_thread=True):
+        client = _active_client()
+        if client is not None:
+            futures = client.compute(list(collections))
+            if progress:
+                from distributed import progress as dprogress
+
+                dprogress(futures)
+            return tuple(client.gather(futures))
         if progress:
-            from distributed import progress as dprogress
+            from dask.diagnostics import ProgressBar
 
-            dprogress(future)
-        return future.result()
-    if progress:
-        from dask.diagnostics import ProgressBar
+            with ProgressBar():
+                return dask.compute(*collections)
+        return dask.compute(*collections)
 
-        with ProgressBar():
-            return dask.compute(obj)[0]
-    return dask.compute(obj)[0]
+
+def _compute(obj: Any, progress: bool) -> Any:
+    """Compute one Delayed (the caller holds the BLAS policy)."""
+    return compute(obj, progress=progress)[0]
 
 
 def _active_client():
@@ -695,8 +715,7 @@ def fold_and_inspect(inp: Input, state: State, inspect: Callable[[Any], Any], *,
         return state, []
     folded = build_rounds(inp, state, [todo], 0, _ONE_PASS, options)
     seen = _inspect_tasks(inp, todo, inspect, f"{state.algorithm}-inspect")
-    with _blas_policy(state, main_thread=True):
-        new, found = _compute(dask.delayed(tuple)([folded, seen]), options.progress)
+    new, found = compute(dask.delayed(tuple)([folded, seen]), state=state, progress=options.progress)[0]
     return new, list(found)
 
 

@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-import dask
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
@@ -340,6 +339,11 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         new._set_state(self.state_, {**self.finalize_overrides_, **overrides})
         return new
 
+    def _compute(self, *collections: Any) -> tuple:
+        """Compute Dask collections of this model's results (a score, a backtest) under its state's BLAS
+        policy (:func:`daskstate.engine.compute`): the one way an estimator computes what it returns eagerly."""
+        return engine.compute(*collections, state=self.state_)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "state_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
@@ -368,7 +372,13 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
         if on_invalid != "raise":
             dtype = np.float64  # invalid rows come out as NaN
 
+        policy = self.state_.blas_policy  # the task carries the policy, not the state
+
         def apply(block: Any, where: str) -> np.ndarray:
+            with policy.limit():
+                return _apply(block, where)
+
+        def _apply(block: Any, where: str) -> np.ndarray:
             if on_invalid == "raise":
                 Xb, _, _ = to_batch(block, None, schema, where=where)
                 return np.asarray(func(Xb))
@@ -443,9 +453,9 @@ class StateEstimator(_SetOutputMixin, BaseEstimator, auto_wrap_output_keys=None)
                 y_true = y_true.astype(np.float64)
                 resid = ((y_true - pred) ** 2).sum()
                 mean = y_true.mean()
-                ssr, sst = dask.compute(resid, ((y_true - mean) ** 2).sum())
+                ssr, sst = self._compute(resid, ((y_true - mean) ** 2).sum())
                 return float(1.0 - ssr / sst)
-            return float(dask.compute((pred == y_true).mean())[0])
+            return float(self._compute((pred == y_true).mean())[0])
         y_true = np.asarray(y)
         pred = np.asarray(pred)
         if self._score_kind() == "r2":

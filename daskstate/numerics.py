@@ -121,12 +121,28 @@ class single_blas_thread:
 
     Dask's threaded scheduler runs one task per core; each BLAS call (``X.T @ X``)
     would start a BLAS thread per core too, and the oversubscribed, spin-waiting
-    threads made a 512-feature PCA fit about 3x slower on 2 cores. Off the main
-    thread (pool workers), the limit is set when the first task enters and the
-    original limits are restored when the last one leaves (reference-counted, so
-    concurrent tasks do not undo each other). On the main thread (in-memory fits)
-    BLAS keeps all its threads, and Dask's worker processes already run BLAS on
-    one thread. Needs ``threadpoolctl`` (a scikit-learn dependency); a no-op without it.
+    threads made a 512-feature PCA fit about 3x slower on 2 cores. OpenBLAS's
+    thread count (pthreads build, as in numpy's and scipy's wheels) is one setting
+    for the whole process, so the limit is reference-counted over all threads:
+    the first context to enter sets it, the last to leave restores the limits
+    seen before the first (concurrent tasks do not undo each other).
+
+    The engine holds it from the calling thread around a whole pass
+    (:meth:`State.blas_limit` with ``main_thread=True``), so the tasks' own
+    entries only count; a task of a lazy result computed by the user (a
+    ``predict`` output) sets it itself. Off the main thread it is always active;
+    on the main thread (in-memory fits) only with ``main_thread=True``: BLAS keeps
+    all its threads there otherwise. Dask's worker processes already start with
+    one BLAS thread (``distributed.nanny.pre-spawn-environ``). Needs
+    ``threadpoolctl`` (a scikit-learn dependency); a no-op without it.
+
+    threadpoolctl (3.8) lets only one "controlling" thread change a process-wide
+    OpenBLAS pool and silently ignores the others: a limit set from a pool thread
+    after the main thread had set one did nothing, and a restore from another
+    thread than the one that set the limit left BLAS on one thread. Every change
+    here is made under this class's lock with that ownership cleared before and
+    after, so it takes effect from whichever thread makes it and leaves no thread
+    owning the pool.
 
     ``main_thread=True`` limits the main thread too: for many small GEMMs (k-means'
     distance blocks) BLAS threads cost more than they bring, wherever the call runs.
@@ -150,7 +166,7 @@ class single_blas_thread:
                 if controller is None:
                     self._active = False
                     return self
-                cls._limiter = controller.limit(limits=1, user_api="blas")
+                cls._limiter = _as_owner(lambda: controller.limit(limits=1, user_api="blas"))
             cls._depth += 1
         return self
 
@@ -177,8 +193,44 @@ class single_blas_thread:
         with cls._lock:
             cls._depth -= 1
             if cls._depth == 0 and cls._limiter is not None:
-                cls._limiter.restore_original_limits()
+                _as_owner(cls._limiter.restore_original_limits)
                 cls._limiter = None
+
+
+def _as_owner(change: Callable[[], Any]) -> Any:
+    """``change()`` (a threadpoolctl limit or restore) made from this thread whatever thread owned the pool."""
+    release = _release_blas_owner()
+    release()
+    try:
+        return change()
+    finally:
+        release()
+
+
+def _release_blas_owner() -> Callable[[], None]:
+    """threadpoolctl's ``OpenBLASController.clear_controlling_thread(force=True)``, or a no-op before 3.8."""
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:
+        return lambda: None
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    return (lambda: clear(force=True)) if clear is not None else (lambda: None)
+
+
+def blas_thread_count() -> int | None:
+    """The largest thread count of the BLAS libraries loaded in this process (None without threadpoolctl).
+
+    Examples
+    --------
+    >>> with single_blas_thread(main_thread=True):
+    ...     blas_thread_count() in (None, 1)
+    True
+    """
+    controller = single_blas_thread._blas_controller()
+    if controller is None:
+        return None
+    counts = [lib.get_num_threads() for lib in controller.lib_controllers if lib.user_api == "blas"]
+    return max(counts) if counts else None
 
 
 # ---- stochastic gradient descent: link functions, losses, optimisers, row hashing ----

@@ -88,6 +88,27 @@ FORMAT_VERSION = 1
 _REGISTRY: dict[str, type[State]] = {}
 
 
+@dataclass(frozen=True)
+class BlasPolicy:
+    """A state's declared BLAS policy (``blas_threads``, ``blas_on_main_thread``), small enough
+    to travel in a task: a ``predict`` or ``transform`` task carries it instead of the state.
+
+    Examples
+    --------
+    >>> with BlasPolicy(threads=1, main_thread=True).limit():
+    ...     pass
+    """
+
+    threads: int | None = None
+    main_thread: bool = False
+
+    def limit(self, main_thread: bool | None = None) -> contextlib.AbstractContextManager:
+        """The policy as a context; ``main_thread`` overrides whether it holds on the main thread."""
+        if self.threads != 1:
+            return contextlib.nullcontext()
+        return single_blas_thread(main_thread=self.main_thread if main_thread is None else main_thread)
+
+
 def register(cls: type[State]) -> type[State]:
     """Class decorator: make a State loadable by its ``algorithm`` name."""
     if not cls.algorithm:
@@ -300,11 +321,14 @@ class State(abc.ABC):
     def copy(self) -> State:
         return copy.deepcopy(self)
 
+    @property
+    def blas_policy(self) -> BlasPolicy:
+        """The declared BLAS policy (``blas_threads``, ``blas_on_main_thread``) as a value."""
+        return BlasPolicy(self.blas_threads, self.blas_on_main_thread)
+
     def blas_limit(self, main_thread: bool | None = None) -> contextlib.AbstractContextManager:
-        """The declared BLAS policy (``blas_threads``, ``blas_on_main_thread``) as a context."""
-        if self.blas_threads != 1:
-            return contextlib.nullcontext()
-        return single_blas_thread(main_thread=self.blas_on_main_thread if main_thread is None else main_thread)
+        """The declared BLAS policy as a context (``main_thread=True``: also on the main thread)."""
+        return self.blas_policy.limit(main_thread)
 
     def update(self, X: Any, y: np.ndarray | None = None, *, source: str | None = None,
                context: RoundContext | None = None, weight: np.ndarray | None = None) -> State:

@@ -309,7 +309,7 @@ def test_validation_scores_at_most_validation_sequences_windows_evenly_spread(mo
     X = TrainingWindows.of(to_series_block(df, cols, as_offset("MS"), 16, 3))
     scored = []
     nll = state._nll
-    monkeypatch.setattr(state, "_nll", lambda theta, seq, keep=None: (scored.append(seq.item), nll(theta, seq))[1])
+    monkeypatch.setattr(state, "_nll", lambda theta, seq, **kw: (scored.append(seq.item), nll(theta, seq, **kw))[1])
     state._evaluate(X, None, np.arange(len(X)), {"theta": state.theta})
     assert sum(map(len, scored)) == len(X) > 7  # under the cap: all
     scored.clear()
@@ -317,3 +317,35 @@ def test_validation_scores_at_most_validation_sequences_windows_evenly_spread(mo
     state._evaluate(X, None, np.arange(len(X)), {"theta": state.theta})
     items = np.concatenate(scored)
     assert len(items) == 7 and set(items) == {0, 1, 2}
+
+
+def test_a_training_step_reuses_its_workspace():
+    """Under ``MALLOC_TRIM_THRESHOLD_`` (Dask's workers) every fresh array above 128 kB is mapped and faulted
+    in again: a training step's (T, B, ...) arrays live in a workspace its loop reuses, with the same result."""
+    import tracemalloc
+
+    state, cols = small_state("student_t")
+    state.params.update(num_cells=40, dropout_rate=0.1)
+    state.theta = state.initial_theta(np.random.default_rng(0))
+    df = synthetic_panel(3, 30, freq="MS", seed=4).assign(promo=0.5, kind="x")
+    block = to_series_block(df, cols, as_offset("MS"), 16, 3)
+    rng = np.random.default_rng(5)
+    item, j = rng.integers(0, 3, 256), rng.integers(3, 20, 256)
+    seq = state.sequences(block, block.offsets[item] + j, item, block.starts[item] + j, state.block_codes(block)[item])
+    work = lstm.Workspace()
+
+    def step(work):
+        keep = state.dropout_masks(np.random.default_rng(6), len(seq.item), work)
+        return state.loss_and_gradient(state.theta, seq, keep, work=work)
+
+    loss, grad, _ = step(None)
+    grad = grad.copy()
+    step(work)  # fills the workspace
+    peaks = []
+    for w in (work, None):
+        tracemalloc.start()
+        got_loss, got_grad, _ = step(w)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert got_loss == loss and np.array_equal(got_grad, grad)
+    assert peaks[0] < peaks[1] / 4, peaks

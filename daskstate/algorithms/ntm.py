@@ -788,7 +788,9 @@ class NeuralTopicModel(SGDEstimator):
             state = self.state_
 
             def block(part: Any, i: int) -> np.ndarray:
-                return func(state.read_batch(part, None, where=f"{name}: partition {i}")[0])
+                counts = state.read_batch(part, None, where=f"{name}: partition {i}")[0]
+                with state.blas_limit():
+                    return func(counts)
 
             block_d = dask.delayed(block, pure=True)
             rows = partition_lengths(X, len(inp.parts)) if width != 2 or name != "score" else [np.nan] * len(inp.parts)
@@ -823,7 +825,7 @@ class NeuralTopicModel(SGDEstimator):
             return np.array([[-(rec + kl).sum(), C.sum()]])
 
         out = self._map_docs(X, sums, 2, "score")
-        out = np.asarray(out.compute() if hasattr(out, "compute") else out).sum(axis=0)
+        out = np.asarray(self._compute(out)[0] if hasattr(out, "compute") else out).sum(axis=0)
         return float(out[0]), float(out[1])
 
     def score(self, X: Any, y: Any = None) -> float:

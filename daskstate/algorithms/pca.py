@@ -940,10 +940,9 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
             return np.einsum("ij,ij->i", R, R)
 
         errors = self._map_rows(X, residual, None, "reconstruction-error")
-        if isinstance(errors, dd.Series):
-            return float(errors.mean().compute())
-        if isinstance(errors, da.Array):
-            return float(da.nanmean(errors).compute())
+        if isinstance(errors, dd.Series | da.Array):
+            average = errors.mean() if isinstance(errors, dd.Series) else da.nanmean(errors)
+            return float(self._compute(average)[0])
         return float(np.nanmean(np.asarray(errors)))
 
     # ---- scikit-learn -------------------------------------------------------------------
@@ -987,10 +986,9 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StateEstimator):
         The reconstruction error is :meth:`reconstruction_error`.
         """
         values = self.score_samples(X)
-        if isinstance(values, dd.Series):
-            return float(values.mean().compute())
-        if isinstance(values, da.Array):
-            return float(da.nanmean(values).compute())
+        if isinstance(values, dd.Series | da.Array):
+            average = values.mean() if isinstance(values, dd.Series) else da.nanmean(values)
+            return float(self._compute(average)[0])
         return float(np.nanmean(np.asarray(values)))
 
     def to_sklearn(self) -> Any:

@@ -218,12 +218,21 @@ class ForecastDeepARState(NeuralForecastState):
         """
         return 1.0 if self.params.get("centered", False) and self.likelihood != "negative_binomial" else 0.0
 
-    def step_inputs(self, seq: Sequences, filled: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        """Inputs (n, len(steps), n_step) of unrolled steps ``steps`` (0 .. C + H - 1), lags from ``filled``."""
-        P = self.max_lag
-        lagged = filled[:, P + steps[:, None] - self.lags[None, :]] - self.center
+    def step_inputs(self, seq: Sequences, filled: np.ndarray, steps: np.ndarray,
+                    work: lstm.Workspace | None = None) -> np.ndarray:
+        """Inputs (n, len(steps), n_step) of unrolled steps ``steps`` (0 .. C + H - 1), lags from ``filled``
+        (``work``: in its buffer, valid until the next call)."""
+        P, nl = self.max_lag, len(self.lags)
+        work = lstm.Workspace() if work is None else work
+        out = work.empty("step_inputs", (len(filled), len(steps), self.n_step))
+        lagged = np.take(filled, P + steps[:, None] - self.lags[None, :], axis=1, mode="clip",  # all in range
+                         out=work.empty("lagged", (len(filled), len(steps), nl)))
+        np.subtract(lagged, self.center, out=out[:, :, :nl])
         dates = date_features(seq.first[:, None] + steps[None, :], self.offset, self.harmonics)
-        return np.concatenate([lagged, dates, seq.covariates[:, steps]], axis=2)
+        nd = dates.shape[2]
+        out[:, :, nl : nl + nd] = dates
+        out[:, :, nl + nd :] = seq.covariates[:, steps]
+        return out
 
     def static_reals(self, seq: Sequences) -> np.ndarray:
         return np.log(seq.scale)[:, None]
@@ -249,34 +258,43 @@ class ForecastDeepARState(NeuralForecastState):
         return seq.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(seq.scale), 1))
 
     # ---- loss and gradient -----------------------------------------------------------------------
-    def _nll(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None
-             ) -> tuple[float, np.ndarray, lstm.Cache, int]:
+    def _nll(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None,
+             work: lstm.Workspace | None = None) -> tuple[float, np.ndarray, lstm.Cache, int]:
         v = self.layout.views(theta)
         C, H = self.unroll_context, self.horizon
         filled = self.filled(seq, self.max_lag + C)
-        X = self.step_inputs(seq, filled, np.arange(C + H))
+        X = self.step_inputs(seq, filled, np.arange(C + H), work=work)
         static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
-        raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all, keep=keep)
+        raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all, keep=keep, work=work)
         y, mask = self.targets(seq)
         loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq))
         return loss, d_raw, cache, int(mask.sum())
 
-    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None
-                          ) -> tuple[float, np.ndarray, int]:
+    def loss_and_gradient(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None,
+                          work: lstm.Workspace | None = None) -> tuple[float, np.ndarray, int]:
         """Summed NLL of the observed targets of all unrolled steps, and its gradient w.r.t. ``theta``
-        (``keep``: dropout masks, see :func:`lstm.forward`)."""
-        loss, d_raw, cache, count = self._nll(theta, seq, keep=keep)
+        (``keep``: dropout masks, see :func:`lstm.forward`; ``work``: the training loop's buffers,
+        the gradient among them, valid until the next call)."""
+        loss, d_raw, cache, count = self._nll(theta, seq, keep=keep, work=work)
         layout = self.layout
-        grad = lstm.backward(layout, layout.views(theta), self.num_layers, cache, d_raw, seq.codes, 1, keep)
+        grad = lstm.backward(layout, layout.views(theta), self.num_layers, cache, d_raw, seq.codes, 1, keep,
+                             work=work)
         return loss, grad, count
 
-    def dropout_masks(self, rng: np.random.Generator, n: int) -> list[np.ndarray] | None:
-        """Dropout masks (T, n, N) of the hidden states each layer but the last passes up, or None."""
+    def dropout_masks(self, rng: np.random.Generator, n: int, work: lstm.Workspace | None = None
+                      ) -> list[np.ndarray] | None:
+        """Dropout masks (T, n, N) of the hidden states each layer but the last passes up, or None
+        (``work``: in its buffers, valid until the next call)."""
         rate = float(self.params.get("dropout_rate", 0.0))
         if rate <= 0 or self.num_layers < 2:
             return None
         T, N = self.unroll_context + self.horizon, int(self.params.get("num_cells", 40))
-        return [(rng.random((T, n, N)) >= rate) / (1.0 - rate) for _ in range(self.num_layers - 1)]
+        work = lstm.Workspace() if work is None else work
+        masks = []
+        for layer in range(self.num_layers - 1):
+            u = rng.random(out=work.empty(f"keep{layer}", (T, n, N)))
+            masks.append(np.divide(u >= rate, 1.0 - rate, out=u))
+        return masks
 
     # ---- the trainer's hooks: sequences as examples ------------------------------------------------
     def block_codes(self, block: SeriesBlock) -> np.ndarray:
@@ -330,11 +348,13 @@ class ForecastDeepARState(NeuralForecastState):
         picks = rng.choice(order, size=(steps, size), p=weight / weight.sum())
         codes = self.block_codes(X.block)
         lr = self.current_learning_rate()
+        work = lstm.Workspace()  # every step's arrays have the same shapes: reuse them (see lstm.Workspace)
         for pick in picks:
             seq = self._sequences_of(X, pick, codes, holdout="mask")
             if not len(seq.item):
                 continue
-            loss, grad, count = self.loss_and_gradient(self.theta, seq, self.dropout_masks(rng, len(seq.item)))
+            loss, grad, count = self.loss_and_gradient(self.theta, seq, self.dropout_masks(rng, len(seq.item), work),
+                                                       work=work)
             if count == 0 or not np.isfinite(loss):
                 continue
             grad /= count
@@ -342,7 +362,8 @@ class ForecastDeepARState(NeuralForecastState):
             if norm > CLIP_NORM:
                 grad *= CLIP_NORM / norm
             self.adam_t += 1.0
-            adam_step(self.theta, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
+            adam_step(self.theta, grad, self.adam_m, self.adam_v, float(self.adam_t[0]), lr,
+                      work=(work.empty("adam0", grad.shape), work.empty("adam1", grad.shape)))
             self.mon_loss += loss
             self.mon_n += count
 
@@ -355,10 +376,11 @@ class ForecastDeepARState(NeuralForecastState):
         holdout = "count" if self.calibrating else "mask"
         scored = rows if len(rows) <= VALIDATION_SEQUENCES else rows[
             np.linspace(0, len(rows) - 1, VALIDATION_SEQUENCES).astype(np.int64)]
+        work = lstm.Workspace()
         for start in range(0, len(scored), size):
             seq = self._sequences_of(X, scored[start : start + size], codes, holdout=holdout)
             if len(seq.item):
-                loss, _, _, count = self._nll(params["theta"], seq)
+                loss, _, _, count = self._nll(params["theta"], seq, work=work)
                 self.ev_loss += loss
                 self.ev_n += count
         if not (self.calibrating and len(rows)):
@@ -393,24 +415,28 @@ class ForecastDeepARState(NeuralForecastState):
         position = block.starts[item] + (origins - block.offsets[item])
         rows = np.arange(len(origins))
         chunk = max(1, PATH_ROWS // num_samples)
+        work = lstm.Workspace()  # the chunks' buffers (see lstm.Workspace)
         # many small GEMMs: BLAS threads only spin-wait (on a busy machine, 50x the CPU of one thread)
         with single_blas_thread(main_thread=True):
             for start in range(0, len(origins), chunk):
                 sl = slice(start, start + chunk)
                 seq = self.sequences(block, origins[sl], rows[sl], position[sl], codes[sl])
                 if len(seq.item):
-                    paths = self._draw_paths(theta, seq, keys[seq.item], num_samples, seed)
+                    paths = self._draw_paths(theta, seq, keys[seq.item], num_samples, seed, work)
                     out[seq.item] = widen(paths, paths.mean(axis=1, keepdims=True), spread, self.likelihood)
         return out
 
-    def _draw_paths(self, theta: np.ndarray, seq: Sequences, keys: np.ndarray, S: int, seed: int) -> np.ndarray:
+    def _draw_paths(self, theta: np.ndarray, seq: Sequences, keys: np.ndarray, S: int, seed: int,
+                    work: lstm.Workspace | None = None) -> np.ndarray:
         """Paths (n, S, H) in the data's units: the context unrolled once per sequence (float64), then all
         ``n * S`` paths stepped together in float32.
 
         What does not depend on a path (the date features and covariates of each future step, the static
         inputs, the biases) is projected once per sequence and broadcast over its ``S`` paths; per step
-        only the lags (read from the paths drawn so far) go through the input weights.
+        only the lags (read from the paths drawn so far) go through the input weights. ``work``: buffers
+        reused from call to call (fresh ones fault every page in again, see :class:`lstm.Workspace`).
         """
+        work = lstm.Workspace() if work is None else work
         v = self.layout.views(theta)
         C, H, L, P = self.unroll_context, self.horizon, self.num_layers, self.max_lag
         n, nl, d = len(seq.item), len(self.lags), self.n_step
@@ -423,21 +449,27 @@ class ForecastDeepARState(NeuralForecastState):
         known_z = (known @ v["W0"][nl:d] + (static_all @ v["W0"][d:] + v["b0"])[:, None, :]).astype(np.float32)
         known_out = (known @ v["W_skip"][nl:] + v["b_out"]).astype(np.float32)     # (n, H, k)
         W_lag, skip_lag = f32["W0"][:nl], f32["W_skip"][:nl]
-        cells = lstm.Recurrence(f32, L, [(np.repeat(h, S, axis=0), np.repeat(c, S, axis=0)) for h, c in state])
-        paths = np.repeat(filled, S, axis=0)     # (n * S, P + C + H), float64: counts stay whole numbers
+        cells = lstm.Recurrence(f32, L, state, repeat=S, work=work)
+        paths = work.empty("paths", (n * S, filled.shape[1]))  # float64: counts stay whole numbers
+        paths.reshape(n, S, -1)[...] = filled[:, None, :]      # np.repeat(filled, S, axis=0)
         scale = np.repeat(seq.scale, S)
         like_scale = scale if self.likelihood == "negative_binomial" else np.ones_like(scale)
         lag_columns = P + C - self.lags
+        lag64, lagged = work.empty("lag64", (n * S, nl)), work.empty("lagged", (n * S, nl), np.float32)
+        z0 = work.empty("z0", (n * S, W_lag.shape[1]), np.float32)
+        raw64 = work.empty("raw64", (n * S, f32["W_out"].shape[1]))
         for t in range(H):
-            lagged = (paths[:, lag_columns + t] - self.center).astype(np.float32)
-            z0 = lagged @ W_lag
+            np.take(paths, lag_columns + t, axis=1, out=lag64, mode="clip")  # all in range
+            lag64 -= self.center
+            lagged[...] = lag64
+            np.matmul(lagged, W_lag, out=z0)
             z0.reshape(n, S, -1)[...] += known_z[:, None, t]
             top = cells.step(z0)
             raw = top @ f32["W_out"]
             raw += lagged @ skip_lag
             raw.reshape(n, S, -1)[...] += known_out[:, None, t]
             u = path_uniforms(keys, S, t, seed).ravel()
-            y = values_at(raw.astype(np.float64)[:, None, :], self.likelihood, like_scale[:, None],
-                          u[:, None, None])[:, 0, 0]
+            raw64[...] = raw
+            y = values_at(raw64[:, None, :], self.likelihood, like_scale[:, None], u[:, None, None])[:, 0, 0]
             paths[:, P + C + t] = y / scale if self.likelihood == "negative_binomial" else y + self.center
         return (paths[:, P + C :] * scale[:, None]).reshape(n, S, H)

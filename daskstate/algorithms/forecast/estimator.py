@@ -59,7 +59,7 @@ from daskstate.data import Input
 from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
 from daskstate.estimator import Floats, Ints, StateEstimator
-from daskstate.state import Schema, State
+from daskstate.state import BlasPolicy, Schema, State
 from daskstate.training import Schedule, train_epochs
 
 MODELS = ("linear", "mlp", "deepar")
@@ -547,6 +547,7 @@ class Forecaster(StateEstimator):
         fn = task(self._model_parts(), cols, self.state_.params, options.pop("quantiles"), self.duplicates,
                   **options)
         fn.id_dtype = X.dtypes[cols.id_col]
+        fn.blas_policy = self.state_.blas_policy
         if isinstance(X, pd.DataFrame):
             return fn(X, fut)
         meta = fn.empty()
@@ -572,11 +573,12 @@ class Forecaster(StateEstimator):
         cols = self._columns
         _check_frame(X, cols)
         fn = _BacktestTask(self._model_parts(), cols, self.state_.params, q, self.duplicates)
+        fn.blas_policy = self.state_.blas_policy
         if isinstance(X, pd.DataFrame):
             pieces = [fn(X)]
         else:
             parts = X[cols.needed].to_delayed(optimize_graph=True)
-            pieces = list(dask.compute(*[dask.delayed(fn, pure=True)(p) for p in parts]))
+            pieces = list(self._compute(*[dask.delayed(fn, pure=True)(p) for p in parts]))
         items = np.concatenate([p[0] for p in pieces])
         y, mean, qf, scale = (np.concatenate([p[k] for p in pieces]) for k in range(1, 5))
         per_item, overall = forecast_metrics(y, mean, qf, q, scale)
@@ -632,6 +634,9 @@ def _raise_if_split(item_lists: Sequence[np.ndarray]) -> None:
 
 
 class _ModelTask:
+    #: the model state's BLAS policy, held around the forecast (set by the estimator)
+    blas_policy: BlasPolicy = BlasPolicy()
+
     def __init__(self, model: dict, cols: Columns, params: dict, quantiles: np.ndarray, duplicates: str,
                  num_samples: int | None = None, seed: int = 0):
         self.model, self.cols, self.params, self.quantiles, self.duplicates = model, cols, params, quantiles, duplicates
@@ -737,7 +742,8 @@ class _PredictTask(_ModelTask):
         block = self._block(part, self.kind)
         if self.cols.covariates:
             self._fill_future(block, future)
-        values = self.values(block)
+        with self.blas_policy.limit():
+            values = self.values(block)
         k, H, _ = values.shape
         times = grid_timestamps(block.last_time, self.offset, H)
         out = {self.cols.id_col: pd.Series(np.repeat(block.items, H), dtype=self.id_dtype),
@@ -788,7 +794,8 @@ class _BacktestTask(_ModelTask):
         ok = block.lengths > H
         origins = (block.offsets + block.lengths - 1 - H)[ok]
         sub = np.flatnonzero(ok)
-        mean, qf = self._forecast(block, origins)
+        with self.blas_policy.limit():
+            mean, qf = self._forecast(block, origins)
         y = block.values[origins[:, None] + np.arange(1, H + 1)[None, :]]
         season = int(self.params.get("season", 1))
         scale = _history_scale(block, sub, H, season)

@@ -78,6 +78,36 @@ def static_inputs(v: dict[str, np.ndarray], static: np.ndarray, codes: np.ndarra
     return np.concatenate(parts, axis=1)
 
 
+class Workspace:
+    """Buffers that successive forward and backward passes of one training loop (or one validation pass)
+    reuse instead of allocating their (T, B, ...) arrays afresh.
+
+    A fresh array above glibc's mmap threshold is mapped on allocation and unmapped on free,
+    and every page of it faults on first touch. glibc raises that threshold as it sees such
+    arrays freed, unless ``MALLOC_TRIM_THRESHOLD_`` is set, as Dask's nanny sets it for its
+    workers (``distributed.nanny.pre-spawn-environ``): there every step's temporaries were
+    faulted in again, and deepar's fit took twice the CPU (2,000 series: 15x the page faults).
+    A buffer named here is valid until the next request of the same name; the arrays of a
+    :class:`Cache` filled from a workspace, until the next forward pass.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+    def empty(self, name: str, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+        """A C-contiguous array of ``shape`` (contents undefined), reusing the buffer ``name``."""
+        n, key = int(np.prod(shape)), (name, np.dtype(dtype))
+        flat = self._flat.get(key)
+        if flat is None or flat.size < n:
+            flat = self._flat[key] = np.empty(n, dtype=dtype)
+        return flat[:n].reshape(shape)
+
+    def zeros(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        out = self.empty(name, shape)
+        out.fill(0.0)
+        return out
+
+
 @dataclass
 class Cache:
     """What the backward pass needs from a teacher-forced forward pass (arrays time-major: (T, B, ...))."""
@@ -107,15 +137,9 @@ def _step(z: np.ndarray, h: np.ndarray, c: np.ndarray, U: np.ndarray, gates: np.
     return c, gates[:, 2 * N : 3 * N] * tanh_c
 
 
-def _matmul_steps(x: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """(T, B, d) @ (d, m) as one 2-D product."""
-    T, B, d = x.shape
-    return (x.reshape(T * B, d) @ W).reshape(T, B, -1)
-
-
 def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, static_all: np.ndarray,
-            state: list[tuple[np.ndarray, np.ndarray]] | None = None, keep: list[np.ndarray] | None = None
-            ) -> tuple[np.ndarray, Cache, list[tuple[np.ndarray, np.ndarray]]]:
+            state: list[tuple[np.ndarray, np.ndarray]] | None = None, keep: list[np.ndarray] | None = None,
+            work: Workspace | None = None) -> tuple[np.ndarray, Cache, list[tuple[np.ndarray, np.ndarray]]]:
     """Teacher-forced pass over all steps: raw outputs (B, T, k), the cache, and the final (h, c) per layer.
 
     ``step_inputs`` (B, T, d). Layer by layer (each layer's input projection is one
@@ -123,22 +147,28 @@ def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, 
     (h, c) per layer (zeros if None). ``keep`` (training with dropout): per layer but
     the last, a (T, B, N) mask of 0 or ``1 / (1 - rate)`` multiplying the hidden
     states that layer passes up (as a stacked ``torch.nn.LSTM``'s ``dropout``).
+    ``work``: the buffers to fill (the raw outputs and the cache live in them until the next pass).
     """
+    work = Workspace() if work is None else work
     B, T, d = step_inputs.shape
     cache = Cache([], static_all, [], [], [], [])
     final = []
-    x = np.ascontiguousarray(step_inputs.transpose(1, 0, 2))
+    x = work.empty("inputs0", (T, B, d))
+    np.copyto(x, step_inputs.transpose(1, 0, 2))
     for layer in range(num_layers):
         U = v[f"U{layer}"]
         N = U.shape[0]
         W = v[f"W{layer}"]
+        z = work.empty("z", (T, B, 4 * N))
         if layer == 0:
-            z = _matmul_steps(x, W[:d]) + (static_all @ W[d:] + v["b0"])[None, :, :]
+            np.matmul(x.reshape(T * B, d), W[:d], out=z.reshape(T * B, 4 * N))
+            z += (static_all @ W[d:] + v["b0"])[None, :, :]
         else:
-            z = _matmul_steps(x, W) + v[f"b{layer}"]
+            np.matmul(x.reshape(T * B, -1), W, out=z.reshape(T * B, 4 * N))
+            z += v[f"b{layer}"]
         h, c = state[layer] if state is not None else (np.zeros((B, N)), np.zeros((B, N)))
-        gates, cells, hidden = np.empty((T, B, 4 * N)), np.empty((T, B, N)), np.empty((T, B, N))
-        tanh_cells = np.empty((T, B, N))
+        gates, cells = work.empty(f"gates{layer}", (T, B, 4 * N)), work.empty(f"cells{layer}", (T, B, N))
+        hidden, tanh_cells = work.empty(f"hidden{layer}", (T, B, N)), work.empty(f"tanh_cells{layer}", (T, B, N))
         for t in range(T):
             c, h = _step(z[t], h, c, U, gates[t], tanh_cells[t])
             cells[t], hidden[t] = c, h
@@ -148,8 +178,16 @@ def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, 
         cache.tanh_cells.append(tanh_cells)
         cache.hidden.append(hidden)
         final.append((h, c))
-        x = hidden * keep[layer] if keep is not None and layer < num_layers - 1 else hidden
-    raw = _matmul_steps(x, v["W_out"]) + v["b_out"] + _matmul_steps(cache.inputs[0], v["W_skip"])
+        if keep is not None and layer < num_layers - 1:
+            x = np.multiply(hidden, keep[layer], out=work.empty(f"inputs{layer + 1}", hidden.shape))
+        else:
+            x = hidden
+    k = v["W_out"].shape[1]
+    raw, skip = work.empty("raw", (T, B, k)), work.empty("skip", (T, B, k))
+    np.matmul(x.reshape(T * B, -1), v["W_out"], out=raw.reshape(T * B, k))
+    raw += v["b_out"]
+    np.matmul(cache.inputs[0].reshape(T * B, -1), v["W_skip"], out=skip.reshape(T * B, k))
+    raw += skip
     return raw.transpose(1, 0, 2), cache, final
 
 
@@ -176,18 +214,27 @@ class Recurrence:
     hot loop: thousands of steps of the same shape, where fresh arrays per step cost page faults).
 
     ``v``: the weights (views or copies, in the dtype to compute in); ``state``: the initial (h, c) per
-    layer, copied. :meth:`step` takes layer 0's projected input and returns the top hidden state (a
-    buffer overwritten by the next step).
+    layer, copied, each row ``repeat`` times in a row (``np.repeat(h, repeat, axis=0)``). :meth:`step`
+    takes layer 0's projected input and returns the top hidden state (a buffer overwritten by the
+    next step). ``work``: where the buffers live (a sampler's chunks reuse them).
     """
 
-    def __init__(self, v: dict[str, np.ndarray], num_layers: int, state: list[tuple[np.ndarray, np.ndarray]]):
+    def __init__(self, v: dict[str, np.ndarray], num_layers: int, state: list[tuple[np.ndarray, np.ndarray]],
+                 repeat: int = 1, work: Workspace | None = None):
         self.v, self.num_layers = v, num_layers
-        self.h = [np.array(h, dtype=v["U0"].dtype) for h, _ in state]
-        self.c = [np.array(c, dtype=v["U0"].dtype) for _, c in state]
-        B, N = self.h[0].shape
-        self.gates = np.empty((B, 4 * N), dtype=v["U0"].dtype)
-        self.z = np.empty_like(self.gates)
-        self.tmp = np.empty_like(self.h[0])
+        work = Workspace() if work is None else work
+        dtype = v["U0"].dtype
+        n, N = state[0][0].shape
+        B = n * repeat
+        self.h, self.c = [], []
+        for layer, (h, c) in enumerate(state):
+            for name, a, into in (("h", h, self.h), ("c", c, self.c)):
+                buf = work.empty(f"recurrence_{name}{layer}", (B, N), dtype)
+                buf.reshape(n, repeat, N)[...] = a[:, None, :]
+                into.append(buf)
+        self.gates = work.empty("recurrence_gates", (B, 4 * N), dtype)
+        self.z = work.empty("recurrence_z", (B, 4 * N), dtype)
+        self.tmp = work.empty("recurrence_tmp", (B, N), dtype)
 
     def step(self, z0: np.ndarray) -> np.ndarray:
         """One step from layer 0's projected input ``z0`` (B, 4N: inputs @ W0, static projection, bias)."""
@@ -216,14 +263,17 @@ class Recurrence:
 
 
 def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: Cache, d_raw: np.ndarray,
-             codes: np.ndarray, n_static: int, keep: list[np.ndarray] | None = None) -> np.ndarray:
+             codes: np.ndarray, n_static: int, keep: list[np.ndarray] | None = None,
+             work: Workspace | None = None) -> np.ndarray:
     """Gradient w.r.t. the flat ``theta`` (views ``v``) from the gradient w.r.t. the raw outputs (B, T, k).
 
     ``codes`` (B, n_categories) are the embedding rows of each sequence, ``n_static``
     the number of static reals before the embeddings, ``keep`` the dropout masks of
-    the forward pass.
+    the forward pass. ``work``: buffers for the temporaries (and the gradient, valid
+    until the next call with the same workspace).
     """
-    grad = np.zeros(layout.size)
+    work = Workspace() if work is None else work
+    grad = work.zeros("grad", (layout.size,))
     g = layout.views(grad)
     top = cache.hidden[-1]
     T, B, N = top.shape
@@ -232,20 +282,33 @@ def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: C
     g["b_out"][...] = d_raw.sum(axis=0)
     x0 = cache.inputs[0]
     g["W_skip"][...] = x0.reshape(T * B, -1).T @ d_raw
-    dH = (d_raw @ v["W_out"].T).reshape(T, B, N)
+    dH = work.empty("dH", (T, B, N))
+    np.matmul(d_raw, v["W_out"].T, out=dH.reshape(T * B, N))
+    tmp = work.empty("tmp", (T, B, N))
     for layer in range(num_layers - 1, -1, -1):
         U = v[f"U{layer}"]
         UT = np.ascontiguousarray(U.T)
         gates, cells, hidden = cache.gates[layer], cache.cells[layer], cache.hidden[layer]
         tanh_c = cache.tanh_cells[layer]
         i, f, o, gg = (gates[..., k * N : (k + 1) * N] for k in range(4))
-        c_prev = np.concatenate([np.zeros((1, B, N)), cells[:-1]])
-        # local derivatives, vectorised over all steps: dZ[t] = dc[t] * A[t] except the output gate (dh[t] * A_o[t])
-        A = np.concatenate([gg * i * (1.0 - i), c_prev * f * (1.0 - f), np.zeros((T, B, N)), i * (1.0 - gg * gg)],
-                           axis=2).reshape(T, B, 4, N)
-        A_o = tanh_c * o * (1.0 - o)
-        dc_dh = o * (1.0 - tanh_c * tanh_c)
-        dZ = np.empty((T, B, 4, N))
+        c_prev = work.empty("c_prev", (T, B, N))
+        c_prev[0] = 0.0
+        c_prev[1:] = cells[:-1]
+        # local derivatives, vectorised over all steps: dZ[t] = dc[t] * A[t] except the output gate (dh[t] * A_o[t]);
+        # A[:, :, k] = [gg i (1 - i), c_prev f (1 - f), 0, i (1 - gg^2)], each product in the order written
+        A = work.empty("A", (T, B, 4, N))
+        np.multiply(gg, i, out=A[:, :, 0])
+        A[:, :, 0] *= np.subtract(1.0, i, out=tmp)
+        np.multiply(c_prev, f, out=A[:, :, 1])
+        A[:, :, 1] *= np.subtract(1.0, f, out=tmp)
+        A[:, :, 2] = 0.0
+        np.multiply(gg, gg, out=tmp)
+        np.multiply(i, np.subtract(1.0, tmp, out=tmp), out=A[:, :, 3])
+        A_o = np.multiply(tanh_c, o, out=work.empty("A_o", (T, B, N)))
+        A_o *= np.subtract(1.0, o, out=tmp)
+        np.multiply(tanh_c, tanh_c, out=tmp)
+        dc_dh = np.multiply(o, np.subtract(1.0, tmp, out=tmp), out=work.empty("dc_dh", (T, B, N)))
+        dZ = work.empty("dZ", (T, B, 4, N))
         dh = np.zeros((B, N))
         dc = np.zeros((B, N))
         for t in range(T - 1, -1, -1):
@@ -276,7 +339,7 @@ def backward(layout: Layout, v: dict[str, np.ndarray], num_layers: int, cache: C
                 np.add.at(E, codes[:, j], d_static[:, at : at + dim])
                 at += dim
         else:
-            dH = (flat_dZ @ W.T).reshape(T, B, N)
+            np.matmul(flat_dZ, W.T, out=dH.reshape(T * B, N))
             if keep is not None:
                 dH *= keep[layer - 1]
     return grad
