@@ -13,6 +13,10 @@ each in a fresh process (its own peak RSS), on the local threaded scheduler:
   reader, pyarrow to pandas to a float array per partition, on Dask's threads);
 - ``arrow floor``: the fastest plain read found, for reference: a pool of one thread per core, each
   reading whole files with pyarrow straight into a float array (no pandas, no Dask);
+- ``pandas floor``: issue 14's own definition of the read floor, the way a user would read the data by
+  hand: ``pd.read_parquet`` of each file in turn (no Dask, one file at a time), touching every value.
+  daskstate's reader is faster than that, so the ``floor`` above (which uses it) is the stricter of
+  the two; every fit's time is reported against both (``ratio_to_pandas_floor``);
 - ``daskstate``: ``KMeans(k).fit`` in one pass (and ``epochs=2``: one exact Lloyd pass more);
 - ``dask-ml``: ``dask_ml.cluster.KMeans(k)`` (k-means|| then Lloyd) on the persisted Dask array,
   as its documentation advises;
@@ -99,6 +103,15 @@ def arrow_floor_job(folder: str) -> dict:
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         totals = list(pool.map(read, parquet_files(folder)))
     return {"files": len(totals), "vm_hwm_mb": own_peak_rss_mb(), "cpu_seconds": cpu_seconds() - cpu}
+
+
+def pandas_floor_job(folder: str) -> dict:
+    import pandas as pd
+
+    cpu = cpu_seconds()
+    files = parquet_files(folder)
+    total = sum(float(pd.read_parquet(path, columns=FEATURES).to_numpy().sum()) for path in files)
+    return {"files": len(files), "total": total, "vm_hwm_mb": own_peak_rss_mb(), "cpu_seconds": cpu_seconds() - cpu}
 
 
 def daskstate_job(folder: str, k: int, epochs: int = 1) -> dict:
@@ -357,8 +370,28 @@ def main() -> None:
                          "all_seconds": arrow["all_seconds"], "load": arrow["load_before"]})
         print(f"arrow floor {arrow['seconds']:.3f} s ({arrow['ratio_to_floor']:.2f}x the floor)", flush=True)
 
+    pandas_floor = ({"ok": False} if args.only_one_pass else
+                    measure(pandas_floor_job, args.repeat, args.timeout, floor_folder=folder, folder=folder))
+    if pandas_floor["ok"]:
+        rows_out.append({"k": None, "fit": "pandas floor (pd.read_parquet per file, one after another)",
+                         "seconds": pandas_floor["seconds"], "ratio_to_floor": pandas_floor["ratio_to_floor"],
+                         "cpu_ratio_to_floor": pandas_floor.get("cpu_ratio_to_floor"),
+                         "peak_rss_mb": pandas_floor["peak_rss_mb"], "all_seconds": pandas_floor["all_seconds"],
+                         "load": pandas_floor["load_before"]})
+        print(f"pandas floor {pandas_floor['seconds']:.3f} s ({pandas_floor['ratio_to_floor']:.2f}x the floor)",
+              flush=True)
+
+    def to_pandas_floor(r: dict, key: str = "ratio_to_floor") -> float | None:
+        """A fit's time over the pandas floor's: both measured against the floor of their own rounds."""
+        if not (pandas_floor["ok"] and r.get("ok") and r.get(key) and pandas_floor.get(key)):
+            return None
+        return r[key] / pandas_floor[key]
+
     summary: dict = {"floor_seconds": t_floor, "arrow_floor_seconds": arrow.get("seconds"),
-                     "arrow_floor_ratio_to_floor": arrow.get("ratio_to_floor")}
+                     "arrow_floor_ratio_to_floor": arrow.get("ratio_to_floor"),
+                     "pandas_floor_seconds": pandas_floor.get("seconds"),
+                     "pandas_floor_ratio_to_floor": pandas_floor.get("ratio_to_floor"),
+                     "pandas_floor_cpu_ratio_to_floor": pandas_floor.get("cpu_ratio_to_floor")}
     for k in args.ks:
         plan = [
             ("daskstate KMeans", daskstate_job, {"k": k}, args.repeat),
@@ -392,6 +425,7 @@ def main() -> None:
                 res = r["result"]
                 row.update({
                     "seconds": r["seconds"], "ratio_to_floor": r["ratio_to_floor"],
+                    "ratio_to_pandas_floor": to_pandas_floor(r),
                     "floor_seconds": r["floor_seconds"], "round_ratios": r["round_ratios"],
                     "sse": r["sse"], "sse_ratio": r["sse"] / ref_sse if ref_sse else None,
                     "cpu_seconds": r.get("cpu_seconds"), "cpu_ratio_to_floor": r.get("cpu_ratio_to_floor"),
@@ -408,6 +442,8 @@ def main() -> None:
             "fit_ratio_to_floor": results[ours].get("ratio_to_floor"),
             "fit_ratio_to_arrow_floor": (results[ours]["seconds"] / arrow["seconds"]
                                          if results[ours].get("ok") and arrow["ok"] else None),
+            "fit_ratio_to_pandas_floor": to_pandas_floor(results[ours]),
+            "fit_cpu_ratio_to_pandas_floor": to_pandas_floor(results[ours], "cpu_ratio_to_floor"),
             "sse_ratio": _ratio(results, ours, sk, "sse"),
             "epochs2_ratio_to_floor": results.get(ours2, {}).get("ratio_to_floor"),
             "epochs2_sse_ratio": _ratio(results, ours2, sk, "sse"),
@@ -442,8 +478,8 @@ def main() -> None:
         summary["big_fit_ratio_to_floor"] = r_big["seconds"] / f_big["seconds"] if r_big["ok"] else None
 
     path = write_results(args.results_name, {"dataset": ds, "rows": rows_out, "summary": summary, "args": vars(args)})
-    print(markdown_table(rows_out, ["k", "fit", "seconds", "ratio_to_floor", "cpu_ratio_to_floor", "sse_ratio",
-                                    "peak_rss_mb", "load"]))
+    print(markdown_table(rows_out, ["k", "fit", "seconds", "ratio_to_floor", "ratio_to_pandas_floor",
+                                    "cpu_ratio_to_floor", "sse_ratio", "peak_rss_mb", "load"]))
     print(summary)
     print(f"written to {path}")
 

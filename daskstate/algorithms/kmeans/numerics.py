@@ -91,7 +91,8 @@ PACKED_MAX_CENTERS = 100
 
 
 def nearest_centers_packed(
-    X: np.ndarray, C: np.ndarray, *, shift: np.ndarray, work: dict | None = None
+    X: np.ndarray, C: np.ndarray, *, shift: np.ndarray, work: dict | None = None,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest of at most ``PACKED_MAX_CENTERS`` centres, 2x faster than :func:`nearest_centers` in float32.
 
@@ -105,7 +106,8 @@ def nearest_centers_packed(
     whose distances agree to ``2^-(23 - bits)`` relatively (ties at float32
     precision); the returned squared distance is truncated by as much (at most
     ``1.5e-5`` relatively for 100 centres). For the assignment and cost estimate
-    of streaming k-means, not for exact inertia.
+    of streaming k-means, not for exact inertia. ``out``: arrays of ``n`` labels
+    (intp) and squared distances (float64) to write into.
 
     Returns
     -------
@@ -116,7 +118,6 @@ def nearest_centers_packed(
     k = len(C)
     if not 1 <= k <= PACKED_MAX_CENTERS:
         raise ValueError(f"nearest_centers_packed handles 1 to {PACKED_MAX_CENTERS} centres, got {k}")
-    low = np.int32((1 << max(1, (k - 1).bit_length())) - 1)
     shift = np.asarray(shift, dtype=np.float64)
     cols = int(min(max(n, 1), max(256, (1 << 21) // (4 * k))))
     work = {} if work is None else work
@@ -130,13 +131,15 @@ def nearest_centers_packed(
         B = np.empty((d + 2, cols), dtype=np.float32)
         B[d] = 1.0
         work.update(key=key, A=A, Cs=np.empty((k, d)), B=B, G=np.empty((k, cols), dtype=np.float32),
-                    index=np.arange(k, dtype=np.int32)[:, None])
-    A, Cs, B, G, index = work["A"], work["Cs"], work["B"], work["G"], work["index"]
+                    index=np.arange(k, dtype=np.int32)[:, None], low=np.int32((1 << max(1, (k - 1).bit_length())) - 1))
+    A, Cs, B, G, index, low = work["A"], work["Cs"], work["B"], work["G"], work["index"], work["low"]
     np.subtract(C, shift, out=Cs)
     np.multiply(Cs, -2.0, out=A[:, :d], casting="same_kind")
     np.einsum("ij,ij->i", Cs, Cs, out=A[:, d], casting="same_kind")
-    labels = np.empty(n, dtype=np.intp)
-    sq_dist = np.empty(n)
+    if out is None:
+        labels, sq_dist = np.empty(n, dtype=np.intp), np.empty(n)
+    else:
+        labels, sq_dist = out
     for s in range(0, n, cols):
         m = min(cols, n - s)
         b, g = B[:, :m], G[:, :m]
@@ -155,14 +158,17 @@ def nearest_centers_packed(
     return labels, sq_dist
 
 
-def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
+def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray | None = None, *,
+                 work: dict | None = None) -> np.ndarray:
     """Per-cluster (weighted) sums of the rows of ``X``: a ``k x d`` float64 array.
 
     The product of the ``k x n`` one-hot matrix of ``labels`` (in CSC form, which
     needs no sorting: one entry per column, the weight in row ``labels[i]``) with
     ``X``: one pass over the rows for all columns, in compiled code that releases
     the GIL. One ``np.bincount`` per column costs 2-4x as much single-threaded and
-    holds the GIL, so two threads updating partitions could not overlap it.
+    holds the GIL, so two threads updating partitions could not overlap it. Pass
+    the same ``work`` dict to repeated calls (one per mini-batch) to reuse the
+    row-major copy of ``X`` and the one-hot matrix's constant arrays.
 
     Examples
     --------
@@ -174,10 +180,18 @@ def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray 
     labels = np.asarray(labels, dtype=np.int64)
     if n and not (0 <= labels.min() and labels.max() < k):  # compiled code does not check
         raise ValueError(f"labels must lie in [0, {k}), got {labels.min()}..{labels.max()}")
-    data = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    rows = np.ascontiguousarray(X, dtype=np.float64)  # row-major: one row is one entry's vector
+    work = {} if work is None else work
+    if len(work.get("indptr", ())) <= n or work["rows"].shape[1] != d:
+        # the column pointers (one entry per column) and unit weights, made once for the largest n
+        work.update(indptr=np.arange(n + 1, dtype=np.int64), ones=np.ones(n), rows=np.empty((n, d)))
+    data = work["ones"][:n] if weights is None else np.asarray(weights, dtype=np.float64)
+    if X.dtype == np.float64 and X.flags.c_contiguous:
+        rows = X
+    else:  # row-major: one row is one entry's vector
+        rows = work["rows"][:n]
+        np.copyto(rows, X, casting="unsafe")
     out = np.zeros((k, d))
-    _csc_matvecs(k, n, d, np.arange(n + 1, dtype=np.int64), labels, data, rows.ravel(), out.ravel())
+    _csc_matvecs(k, n, d, work["indptr"][: n + 1], labels, data, rows.ravel(), out.ravel())
     return out
 
 

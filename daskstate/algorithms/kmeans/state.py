@@ -317,7 +317,9 @@ class KMeansState(State):
         rng = _seed(self.params["seed"], self.n_rows, content)
         if not len(self.centers):
             self.shift = X[:size].mean(axis=0)
-        work: dict = {}
+        # buffers reused by every mini-batch of the partition (assignment, sums, labels and distances)
+        work: dict = {"assign": {}, "sums": {}, "labels": np.empty(min(size, len(X)), dtype=np.intp),
+                      "d2": np.empty(min(size, len(X)))}
         # A small batch has few mini-batches to move the seeds: a few Lloyd steps on the
         # first one place them (cheap at that size; big partitions do not need it).
         polish = len(X) <= 4 * size
@@ -341,21 +343,15 @@ class KMeansState(State):
         if self.n_centers < self.max_centers:
             self._grow(X, rng, polish, weight)
         labels, d2 = self._assign(X, work)
-        if self._drifted(d2, weight):
+        counts, dist_sum = self._counts(labels, d2, weight)
+        if self._drifted(counts, dist_sum):
             # rows far from every centre (sorted data: diamonds by price, 2.7x scikit-learn's SSE
             # when the centres seeded on the cheapest stones had to stretch over all of them): open
             # up to K centres on them by D^2 sampling, absorb the rows, then reduce to K as a merge does
             self._grow(X, rng, weight=weight, need=self.max_centers)
             labels, d2 = self._assign(X, work)
-        m = self.n_centers
-        if weight is None:
-            counts = np.bincount(labels, minlength=m).astype(np.float64)
-            sums = cluster_sums(labels, X, m)  # float64, exact
-            dist_sum = np.bincount(labels, weights=d2, minlength=m)
-        else:  # weights multiply the counts, sums and costs
-            counts = np.bincount(labels, weights=weight, minlength=m)
-            sums = cluster_sums(labels, X, m, weights=weight)
-            dist_sum = np.bincount(labels, weights=d2 * weight, minlength=m)
+            counts, dist_sum = self._counts(labels, d2, weight)
+        sums = cluster_sums(labels, X, self.n_centers, weights=weight, work=work["sums"])  # float64, exact
         self._decay(len(X))
         # every centre moves to the running mean of its rows; no masks of the centres that got
         # rows (each a copy): a centre without rows has share 0 and a zero move
@@ -378,17 +374,25 @@ class KMeansState(State):
         """Nearest centre and squared distance of each row (float32 distances on shifted rows:
         only the assignment and the cost estimate use them)."""
         if self.n_centers <= PACKED_MAX_CENTERS:
-            return nearest_centers_packed(X, self.centers, shift=self.shift, work=work)
-        return nearest_centers(X, self.centers, shift=self.shift, dtype=np.float32, work=work)
+            n = len(X)
+            return nearest_centers_packed(X, self.centers, shift=self.shift, work=work["assign"],
+                                          out=(work["labels"][:n], work["d2"][:n]))
+        return nearest_centers(X, self.centers, shift=self.shift, dtype=np.float32, work=work["assign"])
 
-    def _drifted(self, d2: np.ndarray, weight: np.ndarray | None) -> bool:
-        """Whether a mini-batch's rows (at squared distances ``d2`` from the core set) are
-        ``DRIFT_COST_RATIO`` times farther on average than the rows the core set summarises."""
+    def _counts(self, labels: np.ndarray, d2: np.ndarray, weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (summed weights) and summed (weighted) squared distances per centre."""
+        m = self.n_centers
+        if weight is None:
+            return np.bincount(labels, minlength=m).astype(np.float64), np.bincount(labels, weights=d2, minlength=m)
+        return np.bincount(labels, weights=weight, minlength=m), np.bincount(labels, weights=d2 * weight, minlength=m)
+
+    def _drifted(self, counts: np.ndarray, dist_sum: np.ndarray) -> bool:
+        """Whether a mini-batch's rows (``counts`` per centre, at summed squared distances ``dist_sum``)
+        are ``DRIFT_COST_RATIO`` times farther on average than the rows the core set summarises."""
         seen, cost = self.weights.sum(), self.estimated_cost
         if not (seen > 0 and cost > 0):  # nothing summarised yet, or every row on its centre
             return False
-        batch = d2.mean() if weight is None else (weight @ d2) / weight.sum()
-        return bool(batch > DRIFT_COST_RATIO * cost / seen)
+        return bool(dist_sum.sum() > DRIFT_COST_RATIO * cost / seen * counts.sum())
 
     def _grow(self, X: np.ndarray, rng: np.random.Generator, polish: bool = False,
               weight: np.ndarray | None = None, need: int | None = None) -> None:
