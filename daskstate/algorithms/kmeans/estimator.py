@@ -445,14 +445,13 @@ class KMeans(ClusterMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, St
         return self._map_rows(X, dist, [f"d{j}" for j in range(len(C))], "transform")
 
     def _min_sq_distances(self, X: Any) -> tuple[float, int]:
-        import dask
         import dask.array as da
 
         d2 = self._map_rows(X, lambda A: self._nearest(A)[1], None, "min-sq-distance")
         if isinstance(d2, da.Array):
-            total, count = dask.compute(da.nansum(d2), (~da.isnan(d2)).sum())
+            total, count = self._compute(da.nansum(d2), (~da.isnan(d2)).sum())
         elif hasattr(d2, "dask"):
-            total, count = dask.compute(d2.sum(), d2.count())
+            total, count = self._compute(d2.sum(), d2.count())
         else:
             d2 = np.asarray(d2, dtype=np.float64)
             total, count = np.nansum(d2), int((~np.isnan(d2)).sum())
