@@ -395,14 +395,18 @@ def choose_by_holdout(paths: list[str]) -> dict:
     for how in ("holdout", "test"):
         for v in sorted({k[2] for k in runs[0]}):
             sel = [r for r in rows if r["choice"] == how and r["variant"] == v]
-            ratios = np.array([[r["mase_vs_today"], r["wql_vs_today"]] for r in sel])
             summary.append({"choice": how, "variant": v, "overrides": sel[0]["overrides"],
                             "runs_chosen": np.bincount([r["run"] for r in sel], minlength=len(runs)).tolist(),
-                            "mase_vs_today": float(np.exp(np.log(ratios[:, 0]).mean())),
-                            "wql_vs_today": float(np.exp(np.log(ratios[:, 1]).mean())),
-                            "worst_mase_vs_today": float(ratios[:, 0].max()),
-                            "worst_wql_vs_today": float(ratios[:, 1].max()), **_geo_vs_ets(sel)})
+                            **_geo_relative(sel, "today"), **_geo_vs_ets(sel)})
     return {"runs": paths, "rows": rows, "summary": summary}
+
+
+def _geo_relative(rows: list[dict], to: str) -> dict:
+    """Geometric means and worst of the rows' ``mase_vs_<to>`` and ``wql_vs_<to>``."""
+    ratios = np.array([[r[f"mase_vs_{to}"], r[f"wql_vs_{to}"]] for r in rows])
+    return {f"mase_vs_{to}": float(np.exp(np.log(ratios[:, 0]).mean())),
+            f"wql_vs_{to}": float(np.exp(np.log(ratios[:, 1]).mean())),
+            f"worst_mase_vs_{to}": float(ratios[:, 0].max()), f"worst_wql_vs_{to}": float(ratios[:, 1].max())}
 
 
 def choose_per_step(name: str, df: pd.DataFrame, freq: str, shares: list[float], origins: int,
@@ -705,11 +709,7 @@ def main() -> None:
         summary = []
         for how in ("first", "overall", "step"):
             sel = [r for r in rows if r["choice"] == how]
-            ratios = np.array([[r["mase_vs_first"], r["wql_vs_first"]] for r in sel])
-            summary.append({"choice": how, "mase_vs_first": float(np.exp(np.log(ratios[:, 0]).mean())),
-                            "wql_vs_first": float(np.exp(np.log(ratios[:, 1]).mean())),
-                            "worst_mase_vs_first": float(ratios[:, 0].max()),
-                            "worst_wql_vs_first": float(ratios[:, 1].max()), **_geo_vs_ets(sel)})
+            summary.append({"choice": how, **_geo_relative(sel, "first"), **_geo_vs_ets(sel)})
         print(markdown_table(summary, list(summary[0])))
         path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                                                  "shares": shares, "rows": rows, "summary": summary,
