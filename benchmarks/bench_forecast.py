@@ -24,6 +24,8 @@ Usage::
     python -m benchmarks.bench_forecast --finalize-variants '[{}, {"wd": 0.01}]' --origins 3   # linear only
     python -m benchmarks.bench_forecast --finalize-variants '[{}]' --origins 3 \
         --patch daskstate.algorithms.forecast.linear:STUDENT_DF=5.0    # a module constant set for the run
+    python -m benchmarks.bench_forecast --choose-by-holdout benchmarks/results/a.json,benchmarks/results/b.json \
+        --results-name forecast_choice    # per pair the run whose state's holdout error is lowest
 
 Writes benchmarks/results/forecast.json (or the --results-name) and prints a Markdown table.
 The scale run fits and predicts a lazily generated daily panel in a fresh process per size
@@ -288,6 +290,10 @@ def compare_finalize(name: str, df: pd.DataFrame, freq: str, variants: list[dict
                    "cpu_seconds": fit_cpu + time.process_time() - t0}
             if hasattr(tuned, "local_weight_"):
                 row["local_weight"] = np.round(tuned.local_weight_, 3).tolist()
+            if hasattr(tuned, "holdout_sse_"):  # the state's own backtest: what a choice at finalize could go by
+                row.update(holdout_mse=float(np.sum(tuned.holdout_sse_) / max(np.sum(tuned.holdout_pairs_), 1)),
+                           holdout_sse=np.asarray(tuned.holdout_sse_).tolist(),
+                           holdout_pairs=np.asarray(tuned.holdout_pairs_).tolist())
             if ets is not None:
                 row.update(mase_vs_ets=overall["MASE"] / ets["MASE"], wql_vs_ets=overall["wQL"] / ets["wQL"],
                            time_vs_ets=row["cpu_seconds"] / ets.get("cpu_seconds", ets["seconds"]))
@@ -357,6 +363,99 @@ def _geo_vs_ets(rows: list[dict]) -> dict:
             "wql_vs_ets": float(np.exp(np.mean([np.log(r["wql_vs_ets"]) for r in with_ets]))),
             "worst_mase_vs_ets": float(max(r["mase_vs_ets"] for r in with_ets)),
             "max_time_vs_ets": float(max(r["time_vs_ets"] for r in with_ets))}
+
+
+def choose_by_holdout(paths: list[str]) -> dict:
+    """Simulate a choice at finalize between the designs of several ``--finalize-variants`` runs (e.g. one
+    per ``--patch``): per (panel, origin, variant) the run whose model has the lowest holdout error (the
+    state's ``holdout_mse``, the weighted squared error of the model solved without each series' last tenth),
+    scored as that run scored it. Also the choice by the test error (the best any choice could do). Each
+    relative to the first run (today's design) and to ETS."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append({(r["panel"], r["origin"], r["variant"]): r for r in json.load(f)["rows"]})
+    rows = []
+    for key, first in runs[0].items():
+        alts = [run[key] for run in runs if key in run]
+        by_holdout = int(np.argmin([r.get("holdout_mse", np.inf) for r in alts]))
+        by_test = int(np.argmin([r["MASE"] for r in alts]))
+        for how, j in (("holdout", by_holdout), ("test", by_test)):
+            r = alts[j]
+            row = {"panel": key[0], "origin": key[1], "variant": key[2], "choice": how, "run": j,
+                   "overrides": r["overrides"], "MASE": r["MASE"], "wQL": r["wQL"], "coverage_80": r["coverage_80"],
+                   "mase_vs_today": r["MASE"] / first["MASE"], "wql_vs_today": r["wQL"] / first["wQL"],
+                   "holdout_mse": [a.get("holdout_mse") for a in alts], "MASE_runs": [a["MASE"] for a in alts],
+                   "cpu_seconds": r["cpu_seconds"]}
+            for m in ("mase_vs_ets", "wql_vs_ets", "time_vs_ets"):
+                if m in r:
+                    row[m] = r[m]
+            rows.append(row)
+    summary = []
+    for how in ("holdout", "test"):
+        for v in sorted({k[2] for k in runs[0]}):
+            sel = [r for r in rows if r["choice"] == how and r["variant"] == v]
+            summary.append({"choice": how, "variant": v, "overrides": sel[0]["overrides"],
+                            "runs_chosen": np.bincount([r["run"] for r in sel], minlength=len(runs)).tolist(),
+                            **_geo_relative(sel, "today"), **_geo_vs_ets(sel)})
+    return {"runs": paths, "rows": rows, "summary": summary}
+
+
+def _geo_relative(rows: list[dict], to: str) -> dict:
+    """Geometric means and worst of the rows' ``mase_vs_<to>`` and ``wql_vs_<to>``."""
+    ratios = np.array([[r[f"mase_vs_{to}"], r[f"wql_vs_{to}"]] for r in rows])
+    return {f"mase_vs_{to}": float(np.exp(np.log(ratios[:, 0]).mean())),
+            f"wql_vs_{to}": float(np.exp(np.log(ratios[:, 1]).mean())),
+            f"worst_mase_vs_{to}": float(ratios[:, 0].max()), f"worst_wql_vs_{to}": float(ratios[:, 1].max())}
+
+
+def choose_per_step(name: str, df: pd.DataFrame, freq: str, shares: list[float], origins: int,
+                    ets_cache: dict | None = None) -> list[dict]:
+    """Simulate a choice at finalize between designs that differ in the long context's share of the series
+    (:data:`~daskstate.algorithms.forecast.series.LONG_CONTEXT_SHARE`, one fit each): per horizon step, the
+    forecast of the design whose state's holdout error at that step is lowest ("step"), or of the one whose
+    holdout error over all steps is lowest ("overall"); "first" is ``shares[0]`` alone (today's design)."""
+    from daskstate.algorithms.forecast import series
+    from daskstate.algorithms.forecast.estimator import _BacktestTask
+
+    H = default_prediction_length(as_offset(freq))
+    before = series.LONG_CONTEXT_SHARE
+    rows = []
+    for k in range(origins):
+        train, full = origin_split(name, df, H, k)
+        outs, sse, pairs, cpu = [], [], [], []
+        for share in shares:
+            series.LONG_CONTEXT_SHARE = share
+            t0 = time.process_time()
+            fc = daskstate.Forecaster(prediction_length=H, freq=freq).fit(train)
+            outs.append(_BacktestTask(fc._model_parts(), fc._columns, fc.state_.params, Q, fc.duplicates)(full))
+            cpu.append(time.process_time() - t0)
+            sse.append(np.asarray(fc.holdout_sse_))
+            pairs.append(np.asarray(fc.holdout_pairs_))
+        series.LONG_CONTEXT_SHARE = before
+        step_mse = np.array(sse) / np.maximum(np.array(pairs), 1)                      # (designs, H)
+        overall_mse = np.array(sse).sum(axis=1) / np.maximum(np.array(pairs).sum(axis=1), 1)
+        _, y, _, _, scale = outs[0]
+        choices = {"first": np.zeros(H, dtype=int), "overall": np.full(H, int(np.argmin(overall_mse))),
+                   "step": np.argmin(np.where(np.isfinite(step_mse), step_mse, np.inf), axis=0)}
+        ets = (ets_cache or {}).get(f"{name}@{-k}")
+        for how, chosen in choices.items():
+            mean = np.stack([outs[d][2][:, h] for h, d in enumerate(chosen)], axis=1)
+            qf = np.stack([outs[d][3][:, h] for h, d in enumerate(chosen)], axis=1)
+            _, overall = forecast_metrics(y, mean, qf, Q, scale)
+            row = {"panel": name, "origin": -k, "choice": how, "chosen": chosen.tolist(),
+                   **{m: overall[m] for m in ("MASE", "wQL", "coverage_80")},
+                   "holdout_mse": overall_mse.tolist(), "cpu_seconds": float(sum(cpu)),
+                   "cpu_seconds_first": cpu[0]}
+            if ets is not None:
+                row.update(mase_vs_ets=overall["MASE"] / ets["MASE"], wql_vs_ets=overall["wQL"] / ets["wQL"],
+                           time_vs_ets=row["cpu_seconds"] / ets.get("cpu_seconds", ets["seconds"]))
+            rows.append(row)
+    first = {(r["panel"], r["origin"]): r for r in rows if r["choice"] == "first"}
+    for r in rows:
+        r.update(mase_vs_first=r["MASE"] / first[(r["panel"], r["origin"])]["MASE"],
+                 wql_vs_first=r["wQL"] / first[(r["panel"], r["origin"])]["wQL"])
+    return rows
 
 
 def neural_row(name: str, model: str, epochs: int | None, train: pd.DataFrame, full: pd.DataFrame, H: int,
@@ -574,6 +673,12 @@ def main() -> None:
                         "--panels into --ets-cache (origin 0 from --reuse-ets where it has the panel), and stop")
     parser.add_argument("--origins", type=int, default=1, help="with --finalize-variants: backtest origins, "
                         "the benchmark's own and the ones 1 .. N-1 windows before it")
+    parser.add_argument("--choose-by-holdout", default="", help="comma-separated results files of "
+                        "--finalize-variants runs (the first: today's design): per (panel, origin, variant) the "
+                        "run of lowest holdout error, as a choice at finalize would make it (see choose_by_holdout)")
+    parser.add_argument("--choose-per-step", default="", help="comma-separated shares of the series the long "
+                        "context reads (the first: today's design): fit each at --origins origins and choose per "
+                        "horizon step / overall by the state's holdout error (see choose_per_step)")
     parser.add_argument("--patch", action="append", default=[], help="MODULE:NAME=JSON: set a module constant "
                         "before the run (e.g. daskstate.algorithms.forecast.linear:STUDENT_DF=5.0), to compare a "
                         "model change with the model before it from one commit; repeatable")
@@ -584,6 +689,33 @@ def main() -> None:
     if args.ets_cache and os.path.exists(args.ets_cache):
         with open(args.ets_cache) as f:
             ets_cache = json.load(f)
+    if args.choose_by_holdout:
+        chosen = choose_by_holdout(args.choose_by_holdout.split(","))
+        print(markdown_table([r for r in chosen["rows"] if r["origin"] == 0 and r["choice"] == "holdout"],
+                             ["panel", "variant", "run", "mase_vs_today", "wql_vs_today", "mase_vs_ets", "wql_vs_ets",
+                              "holdout_mse", "MASE_runs"]))
+        print(markdown_table(chosen["summary"], list(chosen["summary"][0])))
+        path = write_results(args.results_name, {"loadavg": os.getloadavg(), **chosen})
+        print(f"wrote {path}")
+        return
+    if args.choose_per_step:
+        shares = [float(v) for v in args.choose_per_step.split(",")]
+        rows = []
+        for name, (df, freq) in panels(args.panels.split(","), args.synthetic_series).items():
+            rows += choose_per_step(name, df, freq, shares, args.origins, ets_cache)
+            print(markdown_table([r for r in rows if r["panel"] == name],
+                                 ["panel", "origin", "choice", "chosen", "MASE", "wQL", "mase_vs_first",
+                                  "wql_vs_first", "mase_vs_ets", "wql_vs_ets"]), flush=True)
+        summary = []
+        for how in ("first", "overall", "step"):
+            sel = [r for r in rows if r["choice"] == how]
+            summary.append({"choice": how, **_geo_relative(sel, "first"), **_geo_vs_ets(sel)})
+        print(markdown_table(summary, list(summary[0])))
+        path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                                                 "shares": shares, "rows": rows, "summary": summary,
+                                                 "origins": args.origins})
+        print(f"wrote {path}")
+        return
     if args.fit_ets_origins:
         recorded = recorded_ets_rows(args.reuse_ets, args.synthetic_series)
         for name, (df, freq) in panels(args.panels.split(","), args.synthetic_series).items():

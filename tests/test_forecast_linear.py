@@ -3,6 +3,8 @@ and on real series the benchmark's default panels do not include."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -278,3 +280,30 @@ def test_a_state_from_before_the_signed_level_saves_loads_and_forecasts_as_befor
     assert back.state_.level_points == 0
     pd.testing.assert_frame_equal(back.predict(train), old.predict(train))
     assert not np.allclose(old.predict(train)["mean"], new.predict(train)["mean"])
+
+
+def test_holdout_error_of_the_final_design_is_kept_for_a_choice_at_finalize(tmp_path):
+    """``holdout_sse_`` / ``holdout_pairs_``: per step, the weighted squared error on the holdout pairs of the
+    final design solved without them (what a choice between designs at finalize can go by; see
+    docs/forecasting-linear.md, fclin6). Without the local forecast it is the error of the chosen ridge
+    penalty in ``selection_``; the convex combination's weight is least-squares on those pairs, so it is
+    never larger. ``bench_forecast.choose_by_holdout`` picks per pair the run of lowest holdout error."""
+    from benchmarks.bench_forecast import choose_by_holdout
+
+    df, freq = load_panel("aus_arrivals")
+    train, _ = holdout_split(df, 8)
+    fc = daskstate.Forecaster(freq=freq, prediction_length=8).fit(train)
+    glob = fc.finalize(combine="none")
+    assert glob.holdout_sse_.shape == glob.holdout_pairs_.shape == (8,) and (glob.holdout_pairs_ > 0).all()
+    mse = glob.holdout_sse_.sum() / glob.holdout_pairs_.sum()
+    assert np.isclose(mse, min(s["holdout_mse"] for s in glob.selection_), rtol=1e-9)
+    assert (fc.holdout_sse_ <= glob.holdout_sse_ * (1 + 1e-9)).all() and fc.holdout_sse_.sum() < glob.holdout_sse_.sum()
+    runs = []
+    for j, (m, h) in enumerate(((1.0, 2.0), (0.9, 1.0))):
+        path = tmp_path / f"run{j}.json"
+        path.write_text(json.dumps({"rows": [{"panel": "p", "origin": 0, "variant": 0, "overrides": "{}", "MASE": m,
+                                              "wQL": m, "coverage_80": 0.8, "cpu_seconds": 1.0, "holdout_mse": h}]}))
+        runs.append(str(path))
+    chosen = choose_by_holdout(runs)
+    assert [s["runs_chosen"] for s in chosen["summary"]] == [[0, 1], [0, 1]]
+    assert np.isclose(chosen["summary"][0]["mase_vs_today"], 0.9)

@@ -172,6 +172,9 @@ class Forecaster(StateEstimator):
         "linear": how each window's local exponential-smoothing forecast is combined with the global
         model, and its weight per horizon step (chosen on the holdout sums; see
         :mod:`~daskstate.algorithms.forecast.local`).
+    holdout_sse_, holdout_pairs_ : ndarray (prediction_length,)
+        "linear": per horizon step, the weighted squared error on the holdout pairs (each series' last
+        tenth) of the final design solved without them, and the number of those pairs.
     theta_, n_epochs_, validation_loss_, train_loss_, history_
         Neural models: the selected (best validated) parameters, the epochs run,
         the validation and training loss per epoch, the last epoch's training loss

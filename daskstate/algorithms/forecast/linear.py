@@ -316,6 +316,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         dof = self.n_design - (0 if keep is None else 1)
         weight = np.zeros(self.horizon)
         calibration = np.ones(self.horizon)
+        holdout_sse = np.full(self.horizon, np.nan)
         if can_validate:
             coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best, keep)
             if combine == "convex":
@@ -328,7 +329,8 @@ class ForecastLinearState(SeriesStateMixin, State):
                     weight = convex_weights(coef_t, j, hold, pooled)
                 coef_t = _toward_local(coef_t, j, weight)
                 sigma_t = _spread(coef_t, train, dof)
-            calibration = _calibration(_sse(coef_t, hold), hold[3], sigma_t)
+            holdout_sse = _sse(coef_t, hold)
+            calibration = _calibration(holdout_sse, hold[3], sigma_t)
         if combine == "convex":
             if not can_validate and local_weight is not None:
                 weight = np.full(self.horizon, float(local_weight))
@@ -340,11 +342,12 @@ class ForecastLinearState(SeriesStateMixin, State):
         if can_validate and calibrate == "overfit":
             # the holdout error of the model solved without the holdout over that of the final model on the same
             # pairs: how much a forecast's error exceeds an in-sample one, without the holdout period's own volatility
-            calibration = _calibration(_sse(coef_t, hold), hold[3], np.sqrt(_sse(coef, hold) / np.maximum(hold[3], 1)))
+            calibration = _calibration(holdout_sse, hold[3], np.sqrt(_sse(coef, hold) / np.maximum(hold[3], 1)))
         return {"coef_": coef, "sigma_": sigma * calibration, "wd_": wd_best, "prior_": prior_best,
                 "calibration_": calibration, "combine_": combine, "local_weight_": weight,
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
                                for (w, pr), sc in zip(candidates, scores, strict=False)],
+                "holdout_sse_": holdout_sse, "holdout_pairs_": hold[3].copy(),
                 "weighting_": self.params.get("weighting", "noise"), "long_season_": self.long_season,
                 "local_season_": self.local_season, "level_points_": self.level_points, "nonnegative_": bool(self.target_range[0] >= 0)}
 

@@ -49,6 +49,8 @@ MAX_SEASONAL_LAG = 400
 MAX_RECENT_LAGS = 100
 #: context points the default lags reach for when the series are long enough (see :func:`default_lags`)
 CONTEXT_POINTS = 48
+#: the share of the typical series length the linear model's long context reads (see :func:`long_context`)
+LONG_CONTEXT_SHARE = 0.5
 
 
 # ---------------------------------------------------------------------------- columns
@@ -202,7 +204,7 @@ def long_context(offset: DateOffset, context_length: int, series_length: int | N
     if not seasons or series_length is None:
         return 0
     m = seasons[0]
-    longest = m * (min(int(series_length) // 2, MAX_SEASONAL_LAG) // m)
+    longest = m * (min(int(int(series_length) * LONG_CONTEXT_SHARE), MAX_SEASONAL_LAG) // m)
     return longest if longest >= int(context_length) + m else 0
 
 
