@@ -204,11 +204,13 @@ def moving_average(context: np.ndarray, season: int) -> np.ndarray:
     return out
 
 
-def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int) -> np.ndarray:
+def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, size: np.ndarray | None = None
+                    ) -> np.ndarray:
     """(n, season): per position of a cycle that ends at the origin, the mean of ``detrended`` (the context
     minus its :func:`moving_average`) relative to its cycle's mean absolute value, centred on 0 (classical
-    decomposition: the trend inside a cycle stays out of the index)."""
-    size = _cycle_sizes(context, season)
+    decomposition: the trend inside a cycle stays out of the index). ``size``: :func:`_cycle_sizes` of ``context``
+    if known."""
+    size = _cycle_sizes(context, season) if size is None else size
     with np.errstate(invalid="ignore", divide="ignore"):
         relative = np.where(size > 0, detrended / size, np.nan)
     cycles = _as_cycles(relative, season)                                   # (n, cycles, season)
@@ -240,12 +242,14 @@ def _cycle_sizes(context: np.ndarray, season: int) -> np.ndarray:
     return np.broadcast_to(size, cycles.shape).reshape(n, -1)[:, -T:]
 
 
-def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
+def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int, size: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Subtract ``index`` (n, season; phase ``j`` is the last cycle's ``j``-th point) times each cycle's mean
-    absolute value: (adjusted context (n, T), the phase of every context point (T,))."""
+    absolute value (``size``: :func:`_cycle_sizes` of ``context`` if known): (adjusted context (n, T), the phase
+    of every context point (T,))."""
     T = context.shape[1]
     phase = (np.arange(T) - T) % season
-    return context - index[:, phase] * _cycle_sizes(context, season), phase
+    return context - index[:, phase] * (_cycle_sizes(context, season) if size is None else size), phase
 
 
 def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarray | None = None) -> np.ndarray:
@@ -269,8 +273,9 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     if season > 1 and T >= 3 * season:
         detrended = context - moving_average(context, season)
         seasonal = is_seasonal(detrended, season)
-        idx = detrended_index(context, detrended, season) if index is None else index
-        adjusted, _ = seasonal_adjustment(context, idx, season)
+        size = _cycle_sizes(context, season)
+        idx = detrended_index(context, detrended, season, size) if index is None else index
+        adjusted, _ = seasonal_adjustment(context, idx, season, size)
         y = np.where(seasonal[:, None], adjusted, context)
     y = y[:, -LOCAL_POINTS:]
     observed = ~np.isnan(y)
