@@ -307,3 +307,35 @@ def test_holdout_error_of_the_final_design_is_kept_for_a_choice_at_finalize(tmp_
     chosen = choose_by_holdout(runs)
     assert [s["runs_chosen"] for s in chosen["summary"]] == [[0, 1], [0, 1]]
     assert np.isclose(chosen["summary"][0]["mase_vs_today"], 0.9)
+
+
+def test_in_memory_fit_and_finalize_hold_one_blas_thread(monkeypatch):
+    """The linear state's products and solves are small: an in-memory fit (the main thread) runs them on one BLAS
+    thread (a second one only spin-waits, and its CPU counts against the fit); the user's limit is restored after."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from daskstate.algorithms.forecast import linear
+    from daskstate.algorithms.forecast.datasets import synthetic_panel
+    from daskstate.numerics import blas_thread_count
+
+    if blas_thread_count() is None:
+        pytest.skip("no BLAS library that threadpoolctl controls")
+    seen: dict[str, list] = {"update": [], "finalize": []}
+    add_products, sse = linear._add_products, linear._sse
+
+    def probe_update(*args, **kwargs):
+        seen["update"].append(blas_thread_count())
+        return add_products(*args, **kwargs)
+
+    def probe_finalize(*args, **kwargs):
+        seen["finalize"].append(blas_thread_count())
+        return sse(*args, **kwargs)
+
+    monkeypatch.setattr(linear, "_add_products", probe_update)
+    monkeypatch.setattr(linear, "_sse", probe_finalize)
+    df = synthetic_panel(12, 80, freq="D", seed=5)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        fc = daskstate.Forecaster(freq="D", prediction_length=7).fit(df)
+        fc.finalize(combine="none")
+        assert blas_thread_count() == 2
+    assert seen["update"] and set(seen["update"]) == {1}
+    assert seen["finalize"] and set(seen["finalize"]) == {1}

@@ -9,7 +9,14 @@ import pytest
 import daskstate
 from daskstate.algorithms.forecast.estimator import holdout_split
 from daskstate.algorithms.forecast.linear import _sse, _toward_local, convex_weights
-from daskstate.algorithms.forecast.local import damped_sum, is_seasonal, local_forecast, smooth
+from daskstate.algorithms.forecast.local import (
+    _smooth_masked,
+    damped_sum,
+    is_seasonal,
+    local_forecast,
+    smooth,
+    smoothing_grid,
+)
 from daskstate.errors import StateError
 
 
@@ -47,6 +54,27 @@ def test_damped_trend_matches_statsmodels_holt(alpha, beta, phi):
                                               optimized=False)
         np.testing.assert_allclose(forecast[i], r.forecast(6), rtol=1e-12)
         np.testing.assert_allclose(sse[i, 0], r.sse, rtol=1e-10)
+
+
+def test_gapless_rows_match_the_step_by_step_recursion():
+    """Rows whose missing values all lead take the prefix recursion: the same state and errors as the
+    masked step-by-step recursion over every parameter set; rows with gaps and empty rows mixed in."""
+    rng = np.random.default_rng(3)
+    y = np.stack([_walk(48, seed=s) for s in range(40)])
+    first = rng.integers(0, 40, size=40)
+    y[np.arange(48)[None, :] < first[:, None]] = np.nan
+    y[5, 30] = y[6, 44:46] = np.nan                                       # gaps
+    y[7] = np.nan                                                         # nothing observed
+    params = smoothing_grid()
+    level0 = np.nan_to_num(y[np.arange(40), first])
+    trend0 = rng.normal(0.0, 0.5, 40)
+    level, trend, sse, count = smooth(y, params, level0, trend0)
+    ref = _smooth_masked(y, params, level0, trend0)
+    forecast = level[:, :, None] + trend[:, :, None] * damped_sum(params[:, 2], 8)[None]
+    forecast_ref = ref[0][:, :, None] + ref[1][:, :, None] * damped_sum(params[:, 2], 8)[None]
+    np.testing.assert_allclose(forecast, forecast_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sse, ref[2], rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(count, (~np.isnan(y)).sum(axis=1))
 
 
 def test_missing_values_carry_the_forecast_forward():

@@ -119,6 +119,9 @@ class ForecastLinearState(SeriesStateMixin, State):
     summed_arrays: ClassVar[tuple[str, ...]] = array_names[:-1]
 
     blas_threads: ClassVar[int | None] = 1
+    # the fit's products ((n, p) windows x (p, p) per step), finalize's solves and the forecasts are small: a second
+    # BLAS thread on the main thread (in-memory fits) mostly spin-waits, and its CPU counts against the fit
+    blas_on_main_thread: ClassVar[bool] = True
 
     # ---- hyperparameters (offset, lags, horizon, harmonics, season: SeriesStateMixin) -----
     @property
@@ -275,6 +278,13 @@ class ForecastLinearState(SeriesStateMixin, State):
         same pairs, a holdout period more volatile than the history (a crisis in the last tenth) does not
         widen every later forecast; each window's noise scale already follows its own context's volatility.
         """
+        # one BLAS thread over all of finalize's small solves: entered once, not once per solve (each change of
+        # OpenBLAS's thread count costs as much as a solve)
+        with single_blas_thread(main_thread=True):
+            return self._finalize(wd, prior, combine, local_weight, weight_from, pooled, calibrate)
+
+    def _finalize(self, wd: float | None, prior: str | None, combine: str | None, local_weight: float | None,
+                  weight_from: str | None, pooled: bool | None, calibrate: str | None) -> dict[str, Any]:
         if not (self.pairs > 0).any():
             raise StateError(f"the linear forecaster's state has seen no training windows: a window needs "
                              f"{self.min_observed} observed context values (half of its last {self.scale_points} "

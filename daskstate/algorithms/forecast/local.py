@@ -72,20 +72,92 @@ def smooth(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend0: np.nda
     ``level0``, ``trend0`` (n,): the states before the first point (a model with ``beta == 0`` starts without
     trend). Returns the final level and trend (n, G), the one-step squared error sums (n, G) and
     the number of observed points (n,).
+
+    Rows whose missing values all lead (a context longer than its series) take :func:`_smooth_gapless`;
+    rows with a gap take :func:`_smooth_masked`.
     """
     n, T = y.shape
+    observed = ~np.isnan(y)
+    count = observed.sum(axis=1)
+    first = np.argmax(observed, axis=1)
+    gapless = (count > 0) & (count == T - first)
+    if gapless.all():
+        return (*_smooth_gapless(y, params, level0, trend0, first), count)
+    level, trend, sse = (np.zeros((n, len(params))) for _ in range(3))
+    for rows, run in ((np.flatnonzero(gapless), _smooth_gapless), (np.flatnonzero(~gapless), _smooth_masked)):
+        if len(rows):
+            args = (y[rows], params, level0[rows], trend0[rows]) + ((first[rows],) if run is _smooth_gapless else ())
+            level[rows], trend[rows], sse[rows] = run(*args)
+    return level, trend, sse, count
+
+
+def _smooth_masked(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend0: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`smooth`'s recursion for any pattern of missing values: level, trend, sse (n, G)."""
     alpha, beta, phi = (params[:, k][None, :] for k in range(3))
     level = np.repeat(level0[:, None], len(params), axis=1)
     trend = np.where(beta > 0, trend0[:, None], 0.0)
     sse = np.zeros_like(level)
     observed = ~np.isnan(y)
-    for t in range(T):  # a loop over time steps, vectorised over windows x parameter sets
+    for t in range(y.shape[1]):  # a loop over time steps, vectorised over windows x parameter sets
         fitted = level + phi * trend
         e = np.where(observed[:, t, None], y[:, t, None] - fitted, 0.0)
         sse += e * e
         level = fitted + alpha * e
         trend = phi * trend + (alpha * beta) * e
-    return level, trend, sse, observed.sum(axis=1)
+    return level, trend, sse
+
+
+def _smooth_gapless(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend0: np.ndarray, first: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`smooth` for rows observed from ``first`` (n,) to the end: level, trend, sse (n, G).
+
+    The same recursion with less work per step: before its first point a row's state only moves along
+    its damped trend (``first`` steps in closed form), so the rows, sorted by ``first``, that have
+    started form a prefix, the only rows a step touches; the state kept is the one-step forecast
+    ``f = l + phi b`` (``f <- f + alpha e + phi b`` after ``b <- phi b + alpha beta e``), and the sets
+    without trend (simple exponential smoothing) carry no trend at all.
+    """
+    n, T = y.shape
+    order = np.argsort(first, kind="stable")
+    values = np.ascontiguousarray(y[order].T)                               # (T, n): a step's rows are contiguous
+    started = np.searchsorted(first[order], np.arange(T), side="right")     # rows started by each step
+    trended = params[:, 1] > 0
+    alpha, beta, phi = params[~trended, 0], params[trended, 1], params[trended, 2]
+    holt_alpha = params[trended, 0]
+    steps = first[order][:, None].astype(np.float64)
+    # SES: the level is the forecast; damped trend: the state after `first` steps without error
+    ses = np.repeat(level0[order][:, None], len(alpha), axis=1)
+    ses_sse = np.zeros_like(ses)
+    powers = phi[None, :] ** steps
+    trend = trend0[order][:, None] * powers
+    forecast = level0[order][:, None] + trend0[order][:, None] * (phi * (1.0 - powers) / (1.0 - phi)) + phi * trend
+    holt_sse = np.zeros_like(forecast)
+    gain_trend = holt_alpha * beta
+    square = np.empty_like(forecast)
+    for t in range(T):
+        k = started[t]
+        if k == 0:
+            continue
+        e = values[t, :k, None] - ses[:k]
+        ses_sse[:k] += e * e
+        ses[:k] += alpha * e
+        e = values[t, :k, None] - forecast[:k]
+        np.multiply(e, e, out=square[:k])
+        holt_sse[:k] += square[:k]
+        trend[:k] *= phi
+        trend[:k] += gain_trend * e
+        forecast[:k] += holt_alpha * e
+        forecast[:k] += phi * trend[:k]
+    level_out, trend_out, sse_out = (np.empty((n, len(params))) for _ in range(3))
+    level_out[order[:, None], np.flatnonzero(~trended)[None, :]] = ses
+    trend_out[order[:, None], np.flatnonzero(~trended)[None, :]] = 0.0
+    sse_out[order[:, None], np.flatnonzero(~trended)[None, :]] = ses_sse
+    holt = np.flatnonzero(trended)[None, :]
+    level_out[order[:, None], holt] = forecast - phi * trend
+    trend_out[order[:, None], holt] = trend
+    sse_out[order[:, None], holt] = holt_sse
+    return level_out, trend_out, sse_out
 
 
 def damped_sum(phi: np.ndarray, H: int) -> np.ndarray:
@@ -105,7 +177,8 @@ def is_seasonal(context: np.ndarray, season: int) -> np.ndarray:
         mean = np.where(observed, context, 0.0).sum(axis=1) / np.maximum(count, 1)
         x = np.where(observed, context - mean[:, None], 0.0)
         denom = (x * x).sum(axis=1)
-        r = np.stack([(x[:, k:] * x[:, :T - k]).sum(axis=1) / denom for k in range(1, season + 1)], axis=1)
+        # einsum: no (n, T) product array per lag (6x less time than multiply-then-sum on 20,000 windows)
+        r = np.stack([np.einsum("ij,ij->i", x[:, k:], x[:, :T - k]) / denom for k in range(1, season + 1)], axis=1)
         limit = SEASONALITY_Z * np.sqrt((1.0 + 2.0 * (r[:, :-1] ** 2).sum(axis=1)) / count)
     return (np.abs(r[:, -1]) > limit) & (denom > 0) & (count >= 3 * season)
 
@@ -132,11 +205,13 @@ def moving_average(context: np.ndarray, season: int) -> np.ndarray:
     return out
 
 
-def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int) -> np.ndarray:
+def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, size: np.ndarray | None = None
+                    ) -> np.ndarray:
     """(n, season): per position of a cycle that ends at the origin, the mean of ``detrended`` (the context
     minus its :func:`moving_average`) relative to its cycle's mean absolute value, centred on 0 (classical
-    decomposition: the trend inside a cycle stays out of the index)."""
-    size = _cycle_sizes(context, season)
+    decomposition: the trend inside a cycle stays out of the index). ``size``: :func:`_cycle_sizes` of ``context``
+    if known."""
+    size = _cycle_sizes(context, season) if size is None else size
     with np.errstate(invalid="ignore", divide="ignore"):
         relative = np.where(size > 0, detrended / size, np.nan)
     cycles = _as_cycles(relative, season)                                   # (n, cycles, season)
@@ -168,12 +243,14 @@ def _cycle_sizes(context: np.ndarray, season: int) -> np.ndarray:
     return np.broadcast_to(size, cycles.shape).reshape(n, -1)[:, -T:]
 
 
-def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
+def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int, size: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Subtract ``index`` (n, season; phase ``j`` is the last cycle's ``j``-th point) times each cycle's mean
-    absolute value: (adjusted context (n, T), the phase of every context point (T,))."""
+    absolute value (``size``: :func:`_cycle_sizes` of ``context`` if known): (adjusted context (n, T), the phase
+    of every context point (T,))."""
     T = context.shape[1]
     phase = (np.arange(T) - T) % season
-    return context - index[:, phase] * _cycle_sizes(context, season), phase
+    return context - index[:, phase] * (_cycle_sizes(context, season) if size is None else size), phase
 
 
 def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarray | None = None) -> np.ndarray:
@@ -197,8 +274,9 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     if season > 1 and T >= 3 * season:
         detrended = context - moving_average(context, season)
         seasonal = is_seasonal(detrended, season)
-        idx = detrended_index(context, detrended, season) if index is None else index
-        adjusted, _ = seasonal_adjustment(context, idx, season)
+        size = _cycle_sizes(context, season)
+        idx = detrended_index(context, detrended, season, size) if index is None else index
+        adjusted, _ = seasonal_adjustment(context, idx, season, size)
         y = np.where(seasonal[:, None], adjusted, context)
     y = y[:, -LOCAL_POINTS:]
     observed = ~np.isnan(y)
