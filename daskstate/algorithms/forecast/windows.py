@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from pandas.tseries.offsets import DateOffset
 
 from daskstate.algorithms.forecast.local import cycle_index, local_forecast
@@ -114,11 +113,15 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
 
 
 def _windows_into(block: SeriesBlock, origins: np.ndarray, work: Workspace) -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`SeriesBlock.windows` (unscaled context and targets) as views of one reused buffer."""
+    """:meth:`SeriesBlock.windows` (unscaled context and targets) as views of one reused buffer.
+
+    One ``take`` from the flat values at a reused (n, L + H) index (``np.take`` from the sliding
+    window view would first copy the whole view: ``L + H`` times the block).
+    """
     L, H = block.context_length, block.prediction_length
-    view = sliding_window_view(block.values, L + H)
-    rows = np.take(view, origins - L + 1, axis=0, out=work.empty("window_values", (len(origins), L + H)),
-                   mode="wrap")  # "wrap": a negative index counts from the end, as indexing does
+    at = work.empty("window_index", (len(origins), L + H), np.int64)
+    np.add((origins - L + 1)[:, None], np.arange(L + H), out=at)
+    rows = np.take(block.values, at, out=work.empty("window_values", at.shape), mode="clip")  # in range: padded
     return rows[:, :L], rows[:, L:]
 
 
