@@ -272,7 +272,9 @@ def _reference_step(state, theta, w):
 
 def test_mlp_windows_in_a_workspace_are_the_same_windows():
     """Windows drawn into a workspace's buffers equal those drawn afresh, chunk after chunk (the buffers are
-    reused from one chunk to the next) and with the holdout's targets masked in place."""
+    reused from one chunk to the next), with less memory at their peak."""
+    import tracemalloc
+
     from daskstate.algorithms.forecast import lstm, windows
 
     state, _, block, origins, item, position = _mlp_windows(900)
@@ -283,6 +285,18 @@ def test_mlp_windows_in_a_workspace_are_the_same_windows():
         for field in windows.Windows.__dataclass_fields__:
             np.testing.assert_array_equal(getattr(a, field), getattr(copies, field), err_msg=field)
         assert copies.context.base is not None  # a view of the workspace's buffer, not a fresh array
+    big = synthetic_panel(200, 400, freq="D", seed=4)  # a block 30x one chunk's values
+    block = to_series_block(big, Columns(), as_offset("D"), 28, 14)
+    origins, item, position = block.origins()
+    pick = np.arange(0, len(origins), 37)
+    peaks = []
+    for use in (work, None):
+        tracemalloc.start()
+        for _ in iter_windows(block, origins[pick], item[pick], position[pick], 7, 5000, work=use):
+            pass
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[0] < peaks[1], peaks  # nothing the size of the block (as a take from its sliding view)
 
 
 @pytest.mark.parametrize("likelihood", ["student_t", "gaussian", "negative_binomial"])
