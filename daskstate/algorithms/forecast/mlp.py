@@ -120,15 +120,18 @@ class ForecastMLPState(NeuralForecastState):
     # ---- the network ----------------------------------------------------------------------------
     def inputs(self, w: Windows, work: Workspace | None = None) -> np.ndarray:
         """Network inputs of windows ``w``: (n, n_inputs) (``work``: in its buffer, valid until the next call)."""
-        n, nl = len(w.scale), len(self.lags)
-        X = np.empty((n, self.n_inputs)) if work is None else work.empty("inputs", (n, self.n_inputs))
-        np.subtract(lagged_values(w, self.lags), self.center, out=X[:, :nl])
-        X[:, nl] = (~np.isnan(w.context)).mean(axis=1)
-        # the level matters to counts (their dispersion), not to real values, whose windows are scale-free
-        X[:, nl + 1] = np.log1p(w.scale) if self.likelihood == "negative_binomial" else 0.0
+        lags, n = self.lags, len(w.scale)
         dates = date_features(w.position + 1, self.offset, self.harmonics)
-        X[:, nl + 2 : nl + 2 + dates.shape[1]] = dates
-        X[:, nl + 2 + dates.shape[1] :] = np.nan_to_num(w.covariates.reshape(n, -1))
+        cov = np.nan_to_num(w.covariates.reshape(n, -1))
+        at = [len(lags), len(lags) + 1, len(lags) + 2, len(lags) + 2 + dates.shape[1]]
+        shape = (n, at[-1] + cov.shape[1])
+        X = np.empty(shape) if work is None else work.empty("inputs", shape)
+        np.subtract(lagged_values(w, lags), self.center, out=X[:, : at[0]])
+        X[:, at[0]] = (~np.isnan(w.context)).mean(axis=1)
+        # the level matters to counts (their dispersion), not to real values, whose windows are scale-free
+        X[:, at[1]] = np.log1p(w.scale) if self.likelihood == "negative_binomial" else 0.0
+        X[:, at[2] : at[3]] = dates
+        X[:, at[3] :] = cov
         return X
 
     @property
