@@ -1,4 +1,4 @@
-"""deepar fit and predict CPU, two versions of daskstate side by side, under chosen process environments.
+"""deepar (or mlp) fit and predict CPU, two versions of daskstate side by side, under chosen process environments.
 
 Usage::
 
@@ -6,7 +6,7 @@ Usage::
         --environs default,workers,MALLOC_TRIM_THRESHOLD_,OPENBLAS_NUM_THREADS
 
 Each round runs, each in a fresh process and in an order that alternates between rounds, one
-``Forecaster(model="deepar", epochs=1)`` fit and predict on ``bench_forecast``'s lazily generated
+``Forecaster(model=<--model>, epochs=<--epochs>)`` fit and predict on ``bench_forecast``'s lazily generated
 daily panel (``--series`` x 500 points, 1,000 series per partition, threaded scheduler, as its
 scale run) for every (environment, checkout) pair. Environments: ``default`` (this one),
 ``workers`` (what Dask's nanny gives its workers, ``distributed.nanny.pre-spawn-environ``), or
@@ -39,7 +39,7 @@ def mark():
 ddf = synthetic_panel({series}, 500, freq="D", seed=9, series_per_partition=1000)
 with dask.config.set(scheduler="threads"):
     w0, c0, f0 = mark()
-    fc = daskstate.Forecaster(freq="D", prediction_length=14, model="deepar", epochs=1).fit(ddf)
+    fc = daskstate.Forecaster(freq="D", prediction_length=14, model="{model}", epochs={epochs}).fit(ddf)
     w1, c1, f1 = mark()
     out = fc.predict(ddf).compute()
     w2, c2, f2 = mark()
@@ -65,9 +65,9 @@ def environ(name: str) -> dict[str, str]:
     return env
 
 
-def run_job(tree: str, series: int, env: dict[str, str]) -> dict:
+def run_job(tree: str, series: int, env: dict[str, str], model: str = "deepar", epochs: int = 1) -> dict:
     """One fit and predict with ``tree``'s daskstate in a fresh process with environment ``env``."""
-    out = subprocess.run([sys.executable, "-c", _JOB.format(series=series)], cwd=tree,
+    out = subprocess.run([sys.executable, "-c", _JOB.format(series=series, model=model, epochs=epochs)], cwd=tree,
                          env={**env, "PYTHONPATH": tree}, capture_output=True, text=True, check=False)
     line = [s for s in out.stdout.splitlines() if s.startswith("RESULT")]
     if not line:
@@ -81,6 +81,8 @@ def main() -> None:
     ap.add_argument("--new", default=None, help="the checkout to measure (default: this one)")
     ap.add_argument("--series", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--model", default="deepar", choices=("deepar", "mlp"))
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--environs", default="default,workers", help="comma-separated: default, workers, or one "
                     "variable of distributed.nanny.pre-spawn-environ alone")
     ap.add_argument("--results-name", default="deepar_ab")
@@ -93,7 +95,7 @@ def main() -> None:
     for r in range(args.repeat):
         for e, t in pairs if r % 2 == 0 else pairs[::-1]:
             load = os.getloadavg()[0]
-            res = run_job(trees[t], args.series, environ(e))
+            res = run_job(trees[t], args.series, environ(e), args.model, args.epochs)
             res["loadavg"] = load
             runs[f"{e}/{t}"].append(res)
             print(r, e, t, res, flush=True)
@@ -108,7 +110,8 @@ def main() -> None:
             summary[f"{e}/new_vs_base"] = {k: n[k] / b[k] for k in ("fit_cpu_seconds", "predict_cpu_seconds")}
     for name, s in summary.items():
         print(name, {k: round(v, 3) for k, v in s.items()})
-    path = write_results(args.results_name, {"series": args.series, "repeat": args.repeat, "trees": trees,
+    path = write_results(args.results_name, {"series": args.series, "repeat": args.repeat, "model": args.model,
+                                             "epochs": args.epochs, "trees": trees,
                                              "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                                              "summary": summary, "runs": runs})
     print("wrote", path)

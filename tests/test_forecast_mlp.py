@@ -220,3 +220,142 @@ def test_fit_and_predict_keep_nothing_per_series_in_the_driver():
     kept(16)  # imports and first-use caches
     small, large = kept(16), kept(128)
     assert large - small < 200_000, (small, large)
+
+
+def _mlp_windows(n_windows: int, likelihood: str = "student_t"):
+    """A state with a trained-looking theta and ``n_windows`` windows of a small daily panel (one chunk)."""
+    state = ForecastMLPState(Schema((), target="target"),
+                             {"freq": "D", "lags": list(range(1, 29)), "prediction_length": 14, "context_length": 28,
+                              "season": 7, "likelihood": likelihood, "num_cells": 40, "seed": 1, "centered": True})
+    df = synthetic_panel(30, 200, freq="D", seed=4)
+    df.loc[df.index[::11], "target"] = np.nan
+    if likelihood == "negative_binomial":
+        df["target"] = np.round(np.abs(df["target"]))
+    block = to_series_block(df, Columns(), as_offset("D"), 28, 14)
+    origins, item, position = block.origins()
+    pick = np.random.default_rng(3).permutation(len(origins))[:n_windows]
+    theta = state.theta + np.random.default_rng(2).normal(0, 0.05, state.theta.shape)
+    return state, theta, block, origins[pick], item[pick], position[pick]
+
+
+def _reference_step(state, theta, w):
+    """The loss and gradient of a mini-batch as written before the workspace: fresh arrays for every
+    temporary (what the buffered pass must reproduce to the bit)."""
+    from daskstate.algorithms.forecast.mlp import unpack
+    from daskstate.algorithms.forecast.series import date_features
+    from daskstate.algorithms.forecast.windows import lagged_values
+
+    n = len(w.scale)
+    X = np.concatenate([lagged_values(w, state.lags) - state.center,
+                        (~np.isnan(w.context)).mean(axis=1, keepdims=True), np.zeros((n, 1)),
+                        date_features(w.position + 1, state.offset, state.harmonics), w.covariates.reshape(n, -1)],
+                       axis=1)
+    layers = unpack(theta, state.shapes)
+    acts, a = [X], X
+    for W, b in layers[:-1]:
+        a = np.maximum(a @ W + b, 0.0)
+        acts.append(a)
+    raw = (a @ layers[-1][0] + layers[-1][1]).reshape(n, state.horizon, -1)
+    raw[..., 0] += state.center
+    mask = ~np.isnan(w.target)
+    loss, d_raw = nll_and_grad(raw, w.target, mask, state.likelihood, np.ones((n, 1)))
+    grad = np.zeros_like(theta)
+    delta = d_raw.reshape(n, -1)
+    for i in range(len(layers) - 1, -1, -1):
+        gW, gb = unpack(grad, state.shapes)[i]
+        gW[...] = acts[i].T @ delta
+        gb[...] = delta.sum(axis=0)
+        if i:
+            delta = (delta @ layers[i][0].T) * (acts[i] > 0)
+    return loss, grad
+
+
+def test_mlp_windows_in_a_workspace_are_the_same_windows():
+    """Windows drawn into a workspace's buffers equal those drawn afresh, chunk after chunk (the buffers are
+    reused from one chunk to the next), with less memory at their peak."""
+    import tracemalloc
+
+    from daskstate.algorithms.forecast import lstm, windows
+
+    state, _, block, origins, item, position = _mlp_windows(900)
+    work = lstm.Workspace()
+    fresh = list(iter_windows(block, origins, item, position, 7, 5000))
+    assert len(fresh) > 2
+    for a, copies in zip(fresh, iter_windows(block, origins, item, position, 7, 5000, work=work), strict=True):
+        for field in windows.Windows.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(a, field), getattr(copies, field), err_msg=field)
+        assert copies.context.base is not None  # a view of the workspace's buffer, not a fresh array
+    big = synthetic_panel(200, 400, freq="D", seed=4)  # a block 30x one chunk's values
+    block = to_series_block(big, Columns(), as_offset("D"), 28, 14)
+    origins, item, position = block.origins()
+    pick = np.arange(0, len(origins), 37)
+    peaks = []
+    for use in (work, None):
+        tracemalloc.start()
+        for _ in iter_windows(block, origins[pick], item[pick], position[pick], 7, 5000, work=use):
+            pass
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[0] < peaks[1], peaks  # nothing the size of the block (as a take from its sliding view)
+
+
+@pytest.mark.parametrize("likelihood", ["student_t", "gaussian", "negative_binomial"])
+def test_a_training_step_reuses_its_workspace(likelihood):
+    """Under ``MALLOC_TRIM_THRESHOLD_`` (Dask's workers) every fresh array above 128 kB is mapped and faulted
+    in again: a step's network arrays live in a workspace its loop reuses, with the loss and gradient of the
+    unbuffered pass to the bit, and a warm workspace neither grows nor lets a step's peak memory grow."""
+    import tracemalloc
+
+    from daskstate.algorithms.forecast import lstm
+
+    state, theta, block, origins, item, position = _mlp_windows(1500, likelihood)
+    w = next(iter_windows(block, origins, item, position, 7, 1))
+    if likelihood != "negative_binomial":
+        loss, grad = _reference_step(state, theta, w)
+        got_loss, got_grad, _ = state.loss_and_gradient(theta, w, work=lstm.Workspace())
+        assert got_loss == loss and np.array_equal(got_grad, grad)
+    loss, grad, _ = state.loss_and_gradient(theta, w)
+    grad = grad.copy()
+    work = lstm.Workspace()
+    state.loss_and_gradient(theta, w, work=work)  # fills the workspace
+    sizes = {k: v.nbytes for k, v in work._flat.items()}
+    peaks = []
+    for use in (work, work, None):
+        tracemalloc.start()
+        got_loss, got_grad, _ = state.loss_and_gradient(theta, w, work=use)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert got_loss == loss and np.array_equal(got_grad, grad)
+    assert {k: v.nbytes for k, v in work._flat.items()} == sizes
+    assert peaks[1] <= peaks[0] * 1.05 and peaks[0] < peaks[2] * 0.8, peaks
+    assert state.window_loss(theta, w, work=work) == (loss, int((~np.isnan(w.target)).sum()))
+
+
+def test_holdout_sums_in_a_workspace_match_the_unbuffered_sums():
+    """``add_spread_sums`` with its per-factor temporaries in reused buffers adds what the expressions with
+    fresh arrays add, to the bit (NaN targets, NaN quantiles, counts clipped at zero)."""
+    from daskstate.algorithms.forecast import lstm
+    from daskstate.algorithms.forecast.neural import CALIBRATION_LEVELS, SPREAD_FACTORS
+
+    rng = np.random.default_rng(7)
+    y = rng.gamma(2.0, size=(700, 3))
+    y[::5, 0] = np.nan
+    mean = y + rng.normal(size=y.shape)
+    quantiles = mean[..., None] + rng.normal(size=y.shape + (len(CALIBRATION_LEVELS),)).cumsum(axis=-1) - 2.0
+    quantiles[::13, 2, 4] = np.nan
+    for likelihood in ("gaussian", "negative_binomial"):
+        state, work = small_state(likelihood), lstm.Workspace()
+        for _ in range(2):  # the second call reuses the buffers
+            state.add_spread_sums(y, mean, quantiles, work)
+        ok = ~np.isnan(y)
+        y0, deviation = np.where(ok, y, 0.0)[..., None], np.nan_to_num(quantiles - mean[..., None])
+        loss, inside = np.zeros((3, len(SPREAD_FACTORS))), np.zeros((3, len(SPREAD_FACTORS)))
+        for k, factor in enumerate(SPREAD_FACTORS):
+            q = np.nan_to_num(mean)[..., None] + factor * deviation
+            q = np.maximum(q, 0.0) if likelihood == "negative_binomial" else q
+            diff = y0 - q
+            per = 2.0 * np.maximum(CALIBRATION_LEVELS * diff, (CALIBRATION_LEVELS - 1.0) * diff).sum(axis=2)
+            loss[:, k] += np.where(ok, per, 0.0).sum(axis=0)
+            inside[:, k] += ((diff[..., 8] <= 0) & (diff[..., 0] >= 0) & ok).sum(axis=0)
+        assert np.array_equal(state.ev_spread_loss, 2 * loss) or np.array_equal(state.ev_spread_loss, loss + loss)
+        assert np.array_equal(state.ev_spread_inside, 2 * inside)

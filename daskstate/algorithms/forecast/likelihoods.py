@@ -35,44 +35,49 @@ def parameters(raw: np.ndarray, likelihood: str, scale: np.ndarray) -> dict[str,
     return out
 
 
-def nll_and_grad(raw: np.ndarray, y: np.ndarray, mask: np.ndarray, likelihood: str, scale: np.ndarray
-                 ) -> tuple[float, np.ndarray]:
-    """Sum of the NLL over the observed targets and its gradient w.r.t. ``raw`` (same shape).
+def nll_and_grad(raw: np.ndarray, y: np.ndarray, mask: np.ndarray, likelihood: str, scale: np.ndarray,
+                 gradient: bool = True) -> tuple[float, np.ndarray | None]:
+    """Sum of the NLL over the observed targets and its gradient w.r.t. ``raw`` (same shape; None
+    without ``gradient``, as a validation pass needs only the loss).
 
     ``y`` and ``mask`` have ``raw``'s shape without the last axis; masked targets add nothing.
     """
     y = np.where(mask, y, 0.0)
     p = parameters(raw, likelihood, scale)
-    grad = np.zeros_like(raw)
+    grad = np.zeros_like(raw) if gradient else None
     if likelihood == "negative_binomial":
         mu, r = p["mu"], p["r"]
         logpmf = (special.gammaln(y + r) - special.gammaln(r) - special.gammaln(y + 1.0)
                   + r * (np.log(r) - np.log(r + mu)) + y * (np.log(mu) - np.log(r + mu)))
-        d_mu = -(y / mu - (r + y) / (r + mu))
-        d_r = -(special.digamma(y + r) - special.digamma(r) + np.log(r) - np.log(r + mu) + (mu - y) / (r + mu))
-        grad[..., 0] = d_mu * sigmoid(raw[..., 0]) * scale
-        grad[..., 1] = d_r * sigmoid(raw[..., 1])
         nll = -logpmf
+        if grad is not None:
+            d_mu = -(y / mu - (r + y) / (r + mu))
+            d_r = -(special.digamma(y + r) - special.digamma(r) + np.log(r) - np.log(r + mu) + (mu - y) / (r + mu))
+            grad[..., 0] = d_mu * sigmoid(raw[..., 0]) * scale
+            grad[..., 1] = d_r * sigmoid(raw[..., 1])
     else:
         mu, sigma = p["mu"], p["sigma"]
         z = (y - mu) / sigma
         if likelihood == "gaussian":
             nll = np.log(sigma) + 0.5 * z * z + 0.5 * np.log(2 * np.pi)
-            d_mu = -z / sigma
-            d_sigma = 1.0 / sigma - z * z / sigma
+            if grad is not None:
+                grad[..., 0] = -z / sigma
+                grad[..., 1] = (1.0 / sigma - z * z / sigma) * sigmoid(raw[..., 1])
         else:
             nu = p["nu"]
-            q = nu + z * z
             nll = (-special.gammaln((nu + 1) / 2) + special.gammaln(nu / 2) + 0.5 * np.log(nu * np.pi)
                    + np.log(sigma) + (nu + 1) / 2 * np.log1p(z * z / nu))
-            d_mu = -(nu + 1) * z / (sigma * q)
-            d_sigma = 1.0 / sigma - (nu + 1) * z * z / (sigma * q)
-            d_nu = (-0.5 * special.digamma((nu + 1) / 2) + 0.5 * special.digamma(nu / 2) + 0.5 / nu
-                    + 0.5 * np.log1p(z * z / nu) - (nu + 1) * z * z / (2 * nu * q))
-            grad[..., 2] = d_nu * sigmoid(raw[..., 2])
-        grad[..., 0] = d_mu
-        grad[..., 1] = d_sigma * sigmoid(raw[..., 1])
-    grad *= mask[..., None]
+            if grad is not None:
+                q = nu + z * z
+                d_mu = -(nu + 1) * z / (sigma * q)
+                d_sigma = 1.0 / sigma - (nu + 1) * z * z / (sigma * q)
+                d_nu = (-0.5 * special.digamma((nu + 1) / 2) + 0.5 * special.digamma(nu / 2) + 0.5 / nu
+                        + 0.5 * np.log1p(z * z / nu) - (nu + 1) * z * z / (2 * nu * q))
+                grad[..., 2] = d_nu * sigmoid(raw[..., 2])
+                grad[..., 0] = d_mu
+                grad[..., 1] = d_sigma * sigmoid(raw[..., 1])
+    if grad is not None:
+        grad *= mask[..., None]
     return float(np.sum(np.where(mask, nll, 0.0))), grad
 
 

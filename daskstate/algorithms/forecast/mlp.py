@@ -22,6 +22,7 @@ from daskstate.algorithms.forecast.likelihoods import (
     nll_and_grad,
     values_at,
 )
+from daskstate.algorithms.forecast.lstm import Workspace
 from daskstate.algorithms.forecast.neural import NeuralForecastState, widen
 from daskstate.algorithms.forecast.sampling import correlated_uniforms
 from daskstate.algorithms.forecast.series import date_features, n_date_features
@@ -46,32 +47,44 @@ def unpack(theta: np.ndarray, shapes: list[tuple[int, int]]) -> list[tuple[np.nd
     return out
 
 
-def forward(theta: np.ndarray, shapes: list[tuple[int, int]], X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Raw outputs of the network and the activations backprop needs."""
+def forward(theta: np.ndarray, shapes: list[tuple[int, int]], X: np.ndarray, work: Workspace | None = None
+            ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Raw outputs of the network and the activations backprop needs (``work``: buffers they live in,
+    valid until the next pass; see :class:`~daskstate.algorithms.forecast.lstm.Workspace`)."""
+    work = Workspace() if work is None else work
     layers = unpack(theta, shapes)
     acts = [X]
     a = X
-    for W, b in layers[:-1]:
-        a = np.maximum(a @ W + b, 0.0)
+    for i, (W, b) in enumerate(layers[:-1]):
+        a = np.matmul(a, W, out=work.empty(f"act{i + 1}", (len(X), W.shape[1])))
+        a += b
+        np.maximum(a, 0.0, out=a)
         acts.append(a)
     W, b = layers[-1]
-    return a @ W + b, acts
+    raw = np.matmul(a, W, out=work.empty("raw", (len(X), W.shape[1])))
+    raw += b
+    return raw, acts
 
 
-def backward(theta: np.ndarray, shapes: list[tuple[int, int]], acts: list[np.ndarray], d_out: np.ndarray
-             ) -> np.ndarray:
-    """Gradient of the loss w.r.t. the flat ``theta``, from its gradient w.r.t. the raw outputs."""
+def backward(theta: np.ndarray, shapes: list[tuple[int, int]], acts: list[np.ndarray], d_out: np.ndarray,
+             work: Workspace | None = None) -> np.ndarray:
+    """Gradient of the loss w.r.t. the flat ``theta``, from its gradient w.r.t. the raw outputs (``work``:
+    buffers for the temporaries and the gradient, valid until the next call)."""
+    work = Workspace() if work is None else work
     layers = unpack(theta, shapes)
-    grad = np.zeros_like(theta)
+    grad = work.zeros("grad", theta.shape)
     grads = unpack(grad, shapes)
     delta = d_out
     for i in range(len(layers) - 1, -1, -1):
         a = acts[i]
         gW, gb = grads[i]
-        gW[...] = a.T @ delta
-        gb[...] = delta.sum(axis=0)
+        np.matmul(a.T, delta, out=gW)
+        np.sum(delta, axis=0, out=gb)
         if i:
-            delta = (delta @ layers[i][0].T) * (a > 0)
+            W = layers[i][0]
+            back = np.matmul(delta, W.T, out=work.empty(f"delta{i}", (len(delta), W.shape[0])))
+            back *= a > 0
+            delta = back
     return grad
 
 
@@ -105,15 +118,21 @@ class ForecastMLPState(NeuralForecastState):
         return np.concatenate(parts)
 
     # ---- the network ----------------------------------------------------------------------------
-    def inputs(self, w: Windows) -> np.ndarray:
-        """Network inputs of windows ``w``: (n, n_inputs)."""
-        observed = (~np.isnan(w.context)).mean(axis=1, keepdims=True)
-        # the level matters to counts (their dispersion), not to real values, whose windows are scale-free
-        level = np.log1p(w.scale) if self.likelihood == "negative_binomial" else np.zeros_like(w.scale)
+    def inputs(self, w: Windows, work: Workspace | None = None) -> np.ndarray:
+        """Network inputs of windows ``w``: (n, n_inputs) (``work``: in its buffer, valid until the next call)."""
+        lags, n = self.lags, len(w.scale)
         dates = date_features(w.position + 1, self.offset, self.harmonics)
-        cov = np.nan_to_num(w.covariates.reshape(len(w.scale), -1))
-        lagged = lagged_values(w, self.lags) - self.center
-        return np.concatenate([lagged, observed, level[:, None], dates, cov], axis=1)
+        cov = np.nan_to_num(w.covariates.reshape(n, -1))
+        at = [len(lags), len(lags) + 1, len(lags) + 2, len(lags) + 2 + dates.shape[1]]
+        shape = (n, at[-1] + cov.shape[1])
+        X = np.empty(shape) if work is None else work.empty("inputs", shape)
+        np.subtract(lagged_values(w, lags), self.center, out=X[:, : at[0]])
+        X[:, at[0]] = (~np.isnan(w.context)).mean(axis=1)
+        # the level matters to counts (their dispersion), not to real values, whose windows are scale-free
+        X[:, at[1]] = np.log1p(w.scale) if self.likelihood == "negative_binomial" else 0.0
+        X[:, at[2] : at[3]] = dates
+        X[:, at[3] :] = cov
+        return X
 
     @property
     def center(self) -> float:
@@ -121,9 +140,10 @@ class ForecastMLPState(NeuralForecastState):
         see :attr:`ForecastDeepARState.center <daskstate.algorithms.forecast.deepar.ForecastDeepARState.center>`)."""
         return 1.0 if self.params.get("centered", False) and self.likelihood != "negative_binomial" else 0.0
 
-    def raw_outputs(self, theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    def raw_outputs(self, theta: np.ndarray, X: np.ndarray, work: Workspace | None = None
+                    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Raw distribution parameters (n, H, k), the mean's measured from 0 again, and the activations."""
-        raw, acts = forward(theta, self.shapes, X)
+        raw, acts = forward(theta, self.shapes, X, work)
         raw = raw.reshape(len(X), self.horizon, -1)
         raw[..., 0] += self.center
         return raw, acts
@@ -132,28 +152,32 @@ class ForecastMLPState(NeuralForecastState):
         y = w.target * w.scale[:, None] if self.likelihood == "negative_binomial" else w.target
         return y, ~np.isnan(y)
 
-    def _nll(self, theta: np.ndarray, w: Windows) -> tuple[float, np.ndarray, list[np.ndarray], int]:
-        X = self.inputs(w)
-        raw, acts = self.raw_outputs(theta, X)
+    def _nll(self, theta: np.ndarray, w: Windows, work: Workspace | None = None, gradient: bool = True
+             ) -> tuple[float, np.ndarray | None, list[np.ndarray], int]:
+        X = self.inputs(w, work)
+        raw, acts = self.raw_outputs(theta, X, work)
         y, mask = self.targets(w)
         scale = w.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(X), 1))
-        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, scale)
-        return loss, d_raw.reshape(len(X), -1), acts, int(mask.sum())
+        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, scale, gradient=gradient)
+        return loss, None if d_raw is None else d_raw.reshape(len(X), -1), acts, int(mask.sum())
 
-    def loss_and_gradient(self, theta: np.ndarray, w: Windows) -> tuple[float, np.ndarray, int]:
-        """Summed NLL of the windows' observed targets and its gradient w.r.t. ``theta``."""
-        loss, d_raw, acts, count = self._nll(theta, w)
-        return loss, backward(theta, self.shapes, acts, d_raw), count
+    def loss_and_gradient(self, theta: np.ndarray, w: Windows, work: Workspace | None = None
+                          ) -> tuple[float, np.ndarray, int]:
+        """Summed NLL of the windows' observed targets and its gradient w.r.t. ``theta`` (``work``: the
+        training loop's buffers; the gradient lives in them until the next call)."""
+        loss, d_raw, acts, count = self._nll(theta, w, work)
+        return loss, backward(theta, self.shapes, acts, d_raw, work), count
 
-    def window_loss(self, theta: np.ndarray, w: Windows) -> tuple[float, int]:
-        loss, _, _, count = self._nll(theta, w)
+    def window_loss(self, theta: np.ndarray, w: Windows, work: Workspace | None = None) -> tuple[float, int]:
+        loss, _, _, count = self._nll(theta, w, work, gradient=False)
         return loss, count
 
-    def forecast(self, theta: np.ndarray, w: Windows, quantiles: np.ndarray, spread: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def forecast(self, theta: np.ndarray, w: Windows, quantiles: np.ndarray, spread: np.ndarray | None = None,
+                 work: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean (n, H) and quantiles (n, H, q) in the data's units; ``spread`` (H,): the quantiles' distances
-        from the mean widened by these factors (``calibration_``, see :mod:`neural`)."""
-        raw, _ = self.raw_outputs(theta, self.inputs(w))
+        from the mean widened by these factors (``calibration_``, see :mod:`neural`); ``work``: buffers for
+        the network's pass."""
+        raw, _ = self.raw_outputs(theta, self.inputs(w, work), work)
         mean, q = mean_and_quantiles(raw, self.likelihood, w.scale[:, None], quantiles)
         return mean, widen(q, mean[..., None], spread, self.likelihood, step_axis=-2)
 

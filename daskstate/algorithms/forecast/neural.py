@@ -44,6 +44,7 @@ import pandas as pd
 
 from daskstate import engine
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
+from daskstate.algorithms.forecast.lstm import Workspace
 from daskstate.algorithms.forecast.series import SeriesBlock
 from daskstate.algorithms.forecast.windows import Windows, iter_windows
 from daskstate.errors import StateError
@@ -149,12 +150,14 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         """The flat parameter vector before training."""
 
     @abc.abstractmethod
-    def loss_and_gradient(self, theta: np.ndarray, w: Windows) -> tuple[float, np.ndarray, int]:
-        """Summed NLL of the windows' observed targets, its gradient w.r.t. ``theta``, the targets counted."""
+    def loss_and_gradient(self, theta: np.ndarray, w: Windows, work: Workspace | None = None
+                          ) -> tuple[float, np.ndarray, int]:
+        """Summed NLL of the windows' observed targets, its gradient w.r.t. ``theta``, the targets counted
+        (``work``: the training loop's buffers; the gradient may live in them until the next call)."""
 
-    def window_loss(self, theta: np.ndarray, w: Windows) -> tuple[float, int]:
+    def window_loss(self, theta: np.ndarray, w: Windows, work: Workspace | None = None) -> tuple[float, int]:
         """Summed NLL and targets counted (validation); override to skip the backward pass."""
-        loss, _, count = self.loss_and_gradient(theta, w)
+        loss, _, count = self.loss_and_gradient(theta, w, work=work)
         return loss, count
 
     # ---- arrays -------------------------------------------------------------------------------
@@ -212,13 +215,15 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
             return np.ones(len(X), dtype=bool)
         return window_hash_unit(X.block.items, X.item, X.position, int(self.params.get("seed", 0))) < frac
 
-    def _windows(self, X: TrainingWindows, pick: np.ndarray):
-        """Windows ``pick``; a target in the holdout is missing, but in the holdout pass."""
+    def _windows(self, X: TrainingWindows, pick: np.ndarray, work: Workspace | None = None):
+        """Windows ``pick``; a target in the holdout is missing, but in the holdout pass (``work``: the
+        windows' buffers, see :func:`iter_windows`)."""
         start = self.holdout_position(X.block) if self.holds_out and not self.calibrating else None
-        for w in iter_windows(X.block, X.origins[pick], X.item[pick], X.position[pick], self.season, self.n_inputs):
+        for w in iter_windows(X.block, X.origins[pick], X.item[pick], X.position[pick], self.season, self.n_inputs,
+                              work=work):
             if start is not None:
                 steps = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
-                w.target = np.where(steps >= start[w.item][:, None], np.nan, w.target)
+                np.copyto(w.target, np.nan, where=steps >= start[w.item][:, None])
             yield w
 
     def _train(self, X: TrainingWindows, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
@@ -234,13 +239,16 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         reps = -(-steps * size // len(order))
         order = np.concatenate([order, *(rng.permutation(order) for _ in range(reps - 1))])[: steps * size]
         lr = self.current_learning_rate()
+        work = Workspace()  # every step's arrays have the same shapes: reuse them (see lstm.Workspace)
         for start in range(0, len(order), size):
-            for w in self._windows(X, order[start : start + size]):
-                loss, grad, count = self.loss_and_gradient(self.theta, w)
+            for w in self._windows(X, order[start : start + size], work):
+                loss, grad, count = self.loss_and_gradient(self.theta, w, work=work)
                 if count == 0:
                     continue
                 self.adam_t += 1.0
-                adam_step(self.theta, grad / count, self.adam_m, self.adam_v, float(self.adam_t[0]), lr)
+                step_grad = np.divide(grad, count, out=work.empty("adam_grad", grad.shape))
+                adam_step(self.theta, step_grad, self.adam_m, self.adam_v, float(self.adam_t[0]), lr,
+                          work=(work.empty("adam0", grad.shape), work.empty("adam1", grad.shape)))
                 self.mon_loss += loss
                 self.mon_n += count
 
@@ -257,34 +265,52 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
 
     def _evaluate(self, X: TrainingWindows, t: None, rows: np.ndarray, params: dict[str, np.ndarray]) -> None:
         calibrating = self.calibrating
-        for w in self._windows(X, rows):
-            loss, count = self.window_loss(params["theta"], w)
+        work = Workspace()  # the chunks' buffers (see lstm.Workspace)
+        for w in self._windows(X, rows, work):
+            loss, count = self.window_loss(params["theta"], w, work=work)
             self.ev_loss += loss
             self.ev_n += count
             if calibrating:
-                mean, quantiles = self.forecast(params["theta"], w, CALIBRATION_LEVELS)
-                self.add_spread_sums(w.target, mean / w.scale[:, None], quantiles / w.scale[:, None, None])
+                mean, quantiles = self.forecast(params["theta"], w, CALIBRATION_LEVELS, work=work)
+                mean /= w.scale[:, None]
+                quantiles /= w.scale[:, None, None]
+                self.add_spread_sums(w.target, mean, quantiles, work)
 
     # ---- calibration of the spread ----------------------------------------------------------------
-    def add_spread_sums(self, y: np.ndarray, mean: np.ndarray, quantiles: np.ndarray) -> None:
+    def add_spread_sums(self, y: np.ndarray, mean: np.ndarray, quantiles: np.ndarray,
+                        work: Workspace | None = None) -> None:
         """Add holdout targets ``y`` (n, H) against forecasts (mean (n, H), quantiles (n, H, levels) at
         :data:`CALIBRATION_LEVELS`), all in the windows' scaled units, to the ``ev_spread_*`` sums: per step
-        and factor, the quantile loss of the forecast widened about its mean by the factor, and 80% hits."""
+        and factor, the quantile loss of the forecast widened about its mean by the factor, and 80% hits.
+        ``work``: buffers for the (n, H, levels) temporaries of every factor (see :class:`lstm.Workspace`)."""
+        work = Workspace() if work is None else work
         ok = ~np.isnan(y)
         y0 = np.where(ok, y, 0.0)[..., None]
-        deviation = np.nan_to_num(quantiles - mean[..., None])
+        deviation = np.subtract(quantiles, mean[..., None], out=work.empty("spread_deviation", quantiles.shape))
+        np.nan_to_num(deviation, copy=False)
         center = np.nan_to_num(mean)[..., None]
         levels = CALIBRATION_LEVELS
         lo, hi = int(np.argmin(np.abs(levels - 0.1))), int(np.argmin(np.abs(levels - 0.9)))
         nonnegative = self.params.get("likelihood") == "negative_binomial"
+        q, low = work.empty("spread_q", quantiles.shape), work.empty("spread_low", quantiles.shape)
+        loss = work.empty("spread_loss", y.shape)
+        inside, flag = work.empty("spread_inside", y.shape, bool), work.empty("spread_flag", y.shape, bool)
         for k, factor in enumerate(SPREAD_FACTORS):
-            q = center + factor * deviation
+            np.multiply(factor, deviation, out=q)
+            np.add(center, q, out=q)
             if nonnegative:
-                q = np.maximum(q, 0.0)
-            diff = y0 - q
-            loss = 2.0 * np.maximum(levels * diff, (levels - 1.0) * diff).sum(axis=2)
-            self.ev_spread_loss[:, k] += np.where(ok, loss, 0.0).sum(axis=0)
-            inside = (diff[..., hi] <= 0) & (diff[..., lo] >= 0) & ok
+                np.maximum(q, 0.0, out=q)
+            diff = np.subtract(y0, q, out=q)
+            np.multiply(levels - 1.0, diff, out=low)
+            np.less_equal(diff[..., hi], 0, out=inside)
+            inside &= np.greater_equal(diff[..., lo], 0, out=flag)
+            inside &= ok
+            np.multiply(levels, diff, out=diff)
+            np.maximum(diff, low, out=diff)
+            np.sum(diff, axis=2, out=loss)
+            loss *= 2.0
+            np.copyto(loss, 0.0, where=~ok)
+            self.ev_spread_loss[:, k] += loss.sum(axis=0)
             self.ev_spread_inside[:, k] += inside.sum(axis=0)
         self.ev_spread_pairs += ok.sum(axis=0)
 

@@ -12,12 +12,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pandas.tseries.offsets import DateOffset
 
 from daskstate.algorithms.forecast.local import cycle_index, local_forecast
 from daskstate.algorithms.forecast.series import SeriesBlock, date_features
+
+if TYPE_CHECKING:
+    from daskstate.algorithms.forecast.lstm import Workspace
 
 #: floor of the relative noise scale, so a flat context cannot get an unbounded weight
 NOISE_FLOOR = 0.02
@@ -70,21 +74,26 @@ def noise_scale(scaled: np.ndarray, season: int) -> np.ndarray:
 
 
 def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
-                 season: int, width: int, min_observed: int = 1, scale_points: int | None = None
-                 ) -> Iterator[Windows]:
+                 season: int, width: int, min_observed: int = 1, scale_points: int | None = None,
+                 work: Workspace | None = None) -> Iterator[Windows]:
     """Scaled windows at the given origins, in mini-batches of bounded size.
 
     The scale, noise scale and observed count come from the last ``scale_points`` context
     values (default: the whole context), so that a model that also reads a longer history
     scales and weights its windows as one that reads only the recent values. Windows with
     fewer than ``min_observed`` such observed values or a zero scale are dropped.
+    ``work`` (a :class:`~daskstate.algorithms.forecast.lstm.Workspace`): the windows' context and
+    targets live in its buffers, valid until the next window is drawn (the same values as without).
     """
     H = block.prediction_length
     step = max(64, BATCH_VALUES // max(1, H * width))
     for start in range(0, len(origins), step):
         sl = slice(start, start + step)
         o = origins[sl]
-        context, target = block.windows(o)
+        if work is None:
+            context, target = block.windows(o)
+        else:
+            context, target = _windows_into(block, o, work)
         recent = context if scale_points is None else context[:, -int(scale_points):]
         scale, n_obs = context_scale(recent)
         keep = (n_obs >= max(1, min_observed)) & (scale > 0)
@@ -92,11 +101,28 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
             o, context, target, scale = o[keep], context[keep], target[keep], scale[keep]
         if not len(o):
             continue
-        context = context / scale[:, None]
-        target = target / scale[:, None]
+        if work is None:
+            context = context / scale[:, None]
+            target = target / scale[:, None]
+        else:
+            context = np.divide(context, scale[:, None], out=work.empty("window_context", context.shape))
+            target = np.divide(target, scale[:, None], out=work.empty("window_target", target.shape))
         noise = noise_scale(context if scale_points is None else context[:, -int(scale_points):], season)
         yield Windows(o, item[sl][keep], position[sl][keep], context, target, scale, noise,
                       block.future_covariates(o))
+
+
+def _windows_into(block: SeriesBlock, origins: np.ndarray, work: Workspace) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`SeriesBlock.windows` (unscaled context and targets) as views of one reused buffer.
+
+    One ``take`` from the flat values at a reused (n, L + H) index (``np.take`` from the sliding
+    window view would first copy the whole view: ``L + H`` times the block).
+    """
+    L, H = block.context_length, block.prediction_length
+    at = work.empty("window_index", (len(origins), L + H), np.int64)
+    np.add((origins - L + 1)[:, None], np.arange(L + H), out=at)
+    rows = np.take(block.values, at, out=work.empty("window_values", at.shape), mode="clip")  # in range: padded
+    return rows[:, :L], rows[:, L:]
 
 
 def lagged_values(w: Windows, lags: np.ndarray) -> np.ndarray:
