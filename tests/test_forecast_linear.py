@@ -119,7 +119,7 @@ def _assert_partial_fit_is_exact(fc, old: pd.DataFrame, new: pd.DataFrame, every
     empty = fc.state_.empty_like()
     fc.partial_fit(new, history=old)
     whole = empty.update(empty.read_batch(everything, None, where="input")[0])
-    for name in ("gram", "xty", "yty", "pairs"):
+    for name in ("gram", "xty", "yty", "pairs") + (fc.state_.spread_arrays if fc.state_.spread_z else ()):
         np.testing.assert_allclose(getattr(fc.state_, name), getattr(whole, name), rtol=1e-9, atol=1e-9)
 
 
@@ -356,7 +356,7 @@ def test_per_window_spread_is_the_least_squares_line_of_the_residuals_on_the_noi
     over the training pairs (``r`` the final model's residual in noise units, ``z`` the window's squared noise
     ratio) comes exactly from a z-weighted copy of the normal equations; checked against the residuals computed
     pair by pair, for the final model and for another one (any ``coef`` at finalize); merging two states' sums
-    equals folding all the windows into one."""
+    equals folding all the windows into one, and a partial fit of new points is exact."""
     from daskstate.algorithms.forecast import linear
 
     _, train, fc = _spread_fit(monkeypatch)
@@ -376,7 +376,8 @@ def test_per_window_spread_is_the_least_squares_line_of_the_residuals_on_the_noi
     monkeypatch.setattr(linear, "_add_products", record_products)
     monkeypatch.setattr(linear, "spread_feature", record_feature)
     state._update(state.read_batch(train, None, where="input")[0], None, None)
-    monkeypatch.undo()
+    monkeypatch.setattr(linear, "_add_products", add_products)
+    monkeypatch.setattr(linear, "spread_feature", feature)
     for name in state.spread_arrays:
         np.testing.assert_allclose(getattr(state, name), getattr(fc.state_, name), rtol=1e-10, atol=1e-12)
     z = np.concatenate(zs)
@@ -397,6 +398,10 @@ def test_per_window_spread_is_the_least_squares_line_of_the_residuals_on_the_noi
     assert all(part.spread_moments[:, 0].sum() > 0 for part in parts)
     for name in state.spread_arrays:
         np.testing.assert_allclose(getattr(merged, name), getattr(state, name), rtol=1e-10, atol=1e-12)
+    earlier, later = holdout_split(train, 8)
+    first = daskstate.Forecaster(freq=fc.freq, prediction_length=8).fit(earlier)
+    assert first.state_.spread_z
+    _assert_partial_fit_is_exact(first, earlier, later, train)
 
 
 def test_per_window_spread_narrows_the_calm_series_of_a_volatile_panel(monkeypatch):

@@ -17,6 +17,8 @@ State (all sums, so ``merge`` adds them and a fit is exact in one pass)::
     holdout_*        the same four sums over the pairs whose target is in the last tenth
                      (at least H points) of its series
     target_range (2,) smallest and largest target seen (non-negative data gives non-negative forecasts)
+    spread_*         with ``params["spread_z"]`` (off by default: :data:`SPREAD_Z`): gram, xty, yty weighted by
+                     ``w_i z_i`` too, and per step sum z, sum z^2 (see :meth:`ForecastLinearState.spread_model`)
 
 ``finalize`` solves the ridge system ``(gram_h + s_h wd I) w_h = xty_h + s_h wd w0_h``
 (``s_h`` the mean diagonal of ``gram_h``; ``w0`` zero or the seasonal naive forecast) for
