@@ -394,7 +394,7 @@ def _empty_state(path: str, body: dict, declared: dict[str, tuple[str, tuple[int
         schema = Schema.from_json(body["schema"])
     except StateError as exc:
         raise StateFileError(f"{path}: {exc}") from None
-    if set(declared) != set(cls.array_names):
+    if not set(declared) <= set(cls.array_names):  # the exact set, which may depend on params: _check_shapes
         raise StateFileError(
             f"{path}: {cls.algorithm} state arrays are {sorted(declared)}; expected {sorted(cls.array_names)}")
     params = body["params"]
@@ -420,7 +420,10 @@ def _empty_state(path: str, body: dict, declared: dict[str, tuple[str, tuple[int
 
 
 def _check_shapes(path: str, empty: State, declared: dict[str, tuple[str, tuple[int, ...]]]) -> None:
-    """Declared shapes must be the empty state's, except along its zero-length (growing) axes."""
+    """Declared arrays must be the empty state's, their shapes too, except along its zero-length (growing) axes."""
+    if set(declared) != set(empty.arrays()):
+        raise StateFileError(f"{path}: {empty.algorithm} state arrays are {sorted(declared)}; expected "
+                             f"{sorted(empty.arrays())}")
     for name, template in empty.arrays().items():
         t = np.asarray(template)
         dtype, shape = declared[name]

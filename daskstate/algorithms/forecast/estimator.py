@@ -28,6 +28,7 @@ from daskstate.algorithms.forecast.deepar import (
 from daskstate.algorithms.forecast.linear import (
     LOCAL_COLUMN,
     SIGNED_LEVEL,
+    SPREAD_Z,
     STATIC_BUCKETS,
     ForecastLinearState,
     distribution_quantiles,
@@ -330,7 +331,7 @@ class Forecaster(StateEstimator):
                   "duplicates": self.duplicates, "static": [str(c) for c in self.static]}
         if self.model == "linear":
             params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd), local=LOCAL_COLUMN,
-                          signed_level=SIGNED_LEVEL)
+                          signed_level=SIGNED_LEVEL, **({"spread_z": True} if SPREAD_Z else {}))
             longest = long_context(offset, L, series_length) if self.context_length is None else 0
             if longest and seasons:
                 # the seasonal index column reads a longer history; windows are still scaled by the lags' context
@@ -607,7 +608,8 @@ class Forecaster(StateEstimator):
                     "calibration_": getattr(self, "calibration_", None)}
         return {"coef_": self.coef_, "sigma_": self.sigma_, "nonnegative_": self.nonnegative_,
                 "weighting_": self.weighting_, "long_season_": getattr(self, "long_season_", 0),
-                "local_season_": getattr(self, "local_season_", 0), "level_points_": getattr(self, "level_points_", 0)}
+                "local_season_": getattr(self, "local_season_", 0), "level_points_": getattr(self, "level_points_", 0),
+                "spread_": getattr(self, "spread_", None), "spread_season_": getattr(self, "spread_season_", 1)}
 
     def _check_future(self, future: pd.DataFrame | None) -> pd.DataFrame | None:
         cols = self._columns

@@ -17,6 +17,8 @@ State (all sums, so ``merge`` adds them and a fit is exact in one pass)::
     holdout_*        the same four sums over the pairs whose target is in the last tenth
                      (at least H points) of its series
     target_range (2,) smallest and largest target seen (non-negative data gives non-negative forecasts)
+    spread_*         with ``params["spread_z"]`` (off by default: :data:`SPREAD_Z`): gram, xty, yty weighted by
+                     ``w_i z_i`` too, and per step sum z, sum z^2 (see :meth:`ForecastLinearState.spread_model`)
 
 ``finalize`` solves the ridge system ``(gram_h + s_h wd I) w_h = xty_h + s_h wd w0_h``
 (``s_h`` the mean diagonal of ``gram_h``; ``w0`` zero or the seasonal naive forecast) for
@@ -59,6 +61,7 @@ from daskstate.algorithms.forecast.windows import (
     iter_windows,
     lag_design,
     lagged_values,
+    noise_ratio,
     step_design,
 )
 from daskstate.errors import StateError
@@ -95,6 +98,15 @@ CALIBRATE = "overfit"
 #: residuals in noise units pool windows whose error-to-noise ratio differs (a scale mixture), so their
 #: distribution is peaked with heavy tails; 4 measured against 3, 5 and 8 in docs/forecasting-linear.md
 STUDENT_DF = 4.0
+#: whether new fits keep the sums of a per-window spread (``params["spread_z"]``; see
+#: :meth:`ForecastLinearState.spread_model`): the residual variance per step a linear function of the window's
+#: :func:`spread_feature`, solved exactly at finalize. Off: simulated and built in fcspread, it improves wQL over
+#: 36 (panel, origin) pairs by 1.3% but one pair by 5.3% worse (docs/forecasting-linear.md)
+SPREAD_Z = False
+#: the largest value of the spread feature (the squared noise ratio), so a few windows cannot lever the fit
+SPREAD_CAP = 25.0
+#: the smallest relative variance a window's spread model may give (a share of the step's mean)
+SPREAD_FLOOR = 0.25
 
 
 @register
@@ -115,8 +127,11 @@ class ForecastLinearState(SeriesStateMixin, State):
 
     algorithm: ClassVar[str] = "forecast_linear"
     array_names: ClassVar[tuple[str, ...]] = ("gram", "xty", "yty", "pairs", "holdout_gram", "holdout_xty",
-                                              "holdout_yty", "holdout_pairs", "target_range")
-    summed_arrays: ClassVar[tuple[str, ...]] = array_names[:-1]
+                                              "holdout_yty", "holdout_pairs", "target_range", "spread_gram",
+                                              "spread_xty", "spread_yty", "spread_moments")
+    summed_arrays: ClassVar[tuple[str, ...]] = tuple(n for n in array_names if n != "target_range")
+    #: the per-window spread's sums (with ``params["spread_z"]``; states without it neither keep nor save them)
+    spread_arrays: ClassVar[tuple[str, ...]] = array_names[-4:]
 
     blas_threads: ClassVar[int | None] = 1
     # the fit's products ((n, p) windows x (p, p) per step), finalize's solves and the forecasts are small: a second
@@ -155,6 +170,11 @@ class ForecastLinearState(SeriesStateMixin, State):
         return int(self.params.get("long_season", 0))
 
     @property
+    def spread_z(self) -> bool:
+        """Whether the state keeps the sums of the per-window spread (:meth:`spread_model`)."""
+        return bool(self.params.get("spread_z"))
+
+    @property
     def n_static(self) -> int:
         """Indicator columns of the static categories: per-category intercepts (hashed, see
         :func:`~daskstate.algorithms.forecast.series.static_indicators`)."""
@@ -191,6 +211,21 @@ class ForecastLinearState(SeriesStateMixin, State):
         self.holdout_yty = np.zeros(H)
         self.holdout_pairs = np.zeros(H)
         self.target_range = np.array([np.inf, -np.inf])
+        # z-weighted copies of the normal equations and, per step, the sums of z and z^2 over the pairs
+        Hz = H if self.spread_z else 0
+        self.spread_gram = np.zeros((Hz, p, p))
+        self.spread_xty = np.zeros((Hz, p))
+        self.spread_yty = np.zeros(Hz)
+        self.spread_moments = np.zeros((Hz, 2))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The state's arrays; without ``params["spread_z"]`` the same as a state saved before it (none of
+        :attr:`spread_arrays`)."""
+        out = super().arrays()
+        if not self.spread_z:
+            for name in self.spread_arrays:
+                del out[name]
+        return out
 
     # ---- update --------------------------------------------------------------------------
     def _update(self, X: SeriesBatch, y: Any, context: Any) -> None:
@@ -236,6 +271,11 @@ class ForecastLinearState(SeriesStateMixin, State):
         if rows.any():
             hold = (self.holdout_gram, self.holdout_xty, self.holdout_yty, self.holdout_pairs)
             _add_products(hold, lagged[rows], extra[rows], w.target[rows], weight[rows], held[rows])
+        if self.spread_z:
+            z = spread_feature(w, self.season)
+            _add_products((self.spread_gram, self.spread_xty, self.spread_yty, np.zeros(self.horizon)), lagged, extra,
+                          w.target, weight * z, mask)
+            self.spread_moments += np.stack([mask.T @ z, mask.T @ (z * z)], axis=1)
 
     # ---- merge ---------------------------------------------------------------------------
     def _merge(self, other: ForecastLinearState) -> None:
@@ -354,12 +394,34 @@ class ForecastLinearState(SeriesStateMixin, State):
             # pairs: how much a forecast's error exceeds an in-sample one, without the holdout period's own volatility
             calibration = _calibration(holdout_sse, hold[3], np.sqrt(_sse(coef, hold) / np.maximum(hold[3], 1)))
         return {"coef_": coef, "sigma_": sigma * calibration, "wd_": wd_best, "prior_": prior_best,
+                "spread_": self.spread_model(coef) if self.spread_z else None, "spread_season_": self.season,
                 "calibration_": calibration, "combine_": combine, "local_weight_": weight,
                 "selection_": [{"wd": w, "prior": pr, "holdout_mse": sc}
                                for (w, pr), sc in zip(candidates, scores, strict=False)],
                 "holdout_sse_": holdout_sse, "holdout_pairs_": hold[3].copy(),
                 "weighting_": self.params.get("weighting", "noise"), "long_season_": self.long_season,
                 "local_season_": self.local_season, "level_points_": self.level_points, "nonnegative_": bool(self.target_range[0] >= 0)}
+
+    def spread_model(self, coef: np.ndarray) -> np.ndarray:
+        """(H, 2): per step ``(a, b)`` of the least-squares line ``r^2 ~ a + b z`` over the training pairs, ``r`` the
+        residual of ``coef`` in noise units and ``z`` the window's :func:`spread_feature`, relative to the step's
+        mean ``r^2`` (so ``a + b mean(z) = 1``); ``(1, 0)`` where ``z`` does not vary (no context beyond the noise
+        scale's points) or there are no pairs.
+
+        The sums of ``r^2`` and ``z r^2`` follow from the normal equations as :func:`_sse` (``yty - 2 c.xty +
+        c.G.c`` on the plain and the z-weighted copies), so the line is solved without data for any ``coef``.
+        """
+        everything = (self.gram, self.xty, self.yty, self.pairs)
+        weighted = (self.spread_gram, self.spread_xty, self.spread_yty, self.pairs)
+        r2, zr2 = _sse(coef, everything), _sse(coef, weighted)
+        n, sz, szz = self.pairs, self.spread_moments[:, 0], self.spread_moments[:, 1]
+        det = n * szz - sz * sz
+        out = np.tile([1.0, 0.0], (self.horizon, 1))
+        ok = (n > 0) & (r2 > 0) & (det > 1e-9 * np.maximum(n * szz, 1e-300))
+        mean = r2[ok] / n[ok]
+        out[ok, 0] = (szz[ok] * r2[ok] - sz[ok] * zr2[ok]) / det[ok] / mean
+        out[ok, 1] = (n[ok] * zr2[ok] - sz[ok] * r2[ok]) / det[ok] / mean
+        return out
 
     def prior_coefficients(self, prior: str) -> np.ndarray:
         """(H, p): zero, or the seasonal naive forecast (weight 1 on the lag one cycle before step h)."""
@@ -521,14 +583,29 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
     pairs += mask.sum(axis=0)
 
 
+def spread_feature(w: Windows, season: int) -> np.ndarray:
+    """(n,) ``z`` of the per-window spread: the squared :func:`~daskstate.algorithms.forecast.windows.noise_ratio`
+    (at most :data:`SPREAD_CAP`), so ``a + b z`` mixes the variance of the recent noise scale (``a``) with that
+    of the whole context's (``b``)."""
+    return np.minimum(noise_ratio(w, season) ** 2, SPREAD_CAP)
+
+
 def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
                     static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators)."""
+    """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators).
+
+    With a spread model (``model["spread_"]``, see :meth:`ForecastLinearState.spread_model`) a window's spread at
+    step ``h`` is ``sigma_h`` times ``sqrt(max(a_h + b_h z, SPREAD_FLOOR))``, ``z`` its :func:`spread_feature`.
+    """
     X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)),
                    int(model.get("local_season_", 0)), int(model.get("level_points_", 0)))
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]
+    if model.get("spread_") is not None:
+        ab = np.asarray(model["spread_"])
+        relative = ab[None, :, 0] + ab[None, :, 1] * spread_feature(w, int(model.get("spread_season_", 1)))[:, None]
+        std = std * np.sqrt(np.maximum(relative, SPREAD_FLOOR))
     return mean, std
 
 

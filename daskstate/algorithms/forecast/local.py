@@ -267,10 +267,27 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     >>> bool(local_forecast(y, 2)[0, 1] > 8.5)  # a damped trend continues the line
     True
     """
+    fit = local_fit(context, season, index)
+    steps = damped_sum(smoothing_grid()[:, 2], H)                          # (G, H)
+    out = fit["level"][:, None] + fit["trend"][:, None] * steps[fit["best"]]
+    seasonal = fit["seasonal"]
+    if seasonal.any():
+        phase = np.arange(H) % season
+        out = np.where(seasonal[:, None], out + fit["index"][:, phase] * np.abs(out), out)
+    out[fit["count"] == 0] = np.nan
+    return out
+
+
+def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The smoothing behind :func:`local_forecast`, per context row (n, T): the chosen parameter set's
+    final ``level`` and ``trend``, its index ``best`` in :func:`smoothing_grid`, its one-step squared error
+    sum ``sse`` over ``count`` observed points, whether the row was ``seasonal`` and its seasonal ``index``
+    (n, season; None when no row can be seasonal)."""
     context = np.asarray(context, dtype=np.float64)
     n, T = context.shape
     y = context
     seasonal = np.zeros(n, dtype=bool)
+    idx = None
     if season > 1 and T >= 3 * season:
         detrended = context - moving_average(context, season)
         seasonal = is_seasonal(detrended, season)
@@ -297,10 +314,5 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     with np.errstate(divide="ignore"):
         aic = nobs * np.log(np.maximum(sse / nobs, 1e-12)) + 2.0 * k
     best = np.argmin(aic, axis=1)
-    steps = damped_sum(params[:, 2], H)                                    # (G, H)
-    out = level[rows, best][:, None] + trend[rows, best][:, None] * steps[best]
-    if seasonal.any():
-        phase = np.arange(H) % season
-        out = np.where(seasonal[:, None], out + idx[:, phase] * np.abs(out), out)
-    out[count == 0] = np.nan
-    return out
+    return {"level": level[rows, best], "trend": trend[rows, best], "best": best, "sse": sse[rows, best],
+            "count": count, "seasonal": seasonal, "index": idx}

@@ -73,6 +73,13 @@ def noise_scale(scaled: np.ndarray, season: int) -> np.ndarray:
     return np.sqrt(out**2 + NOISE_FLOOR**2)
 
 
+def noise_ratio(w: Windows, season: int) -> np.ndarray:
+    """(n,) the :func:`noise_scale` of each window's whole (long) context over its own noise scale (from the
+    last ``scale_points`` values): above 1 where the recent values are calmer than the history, 1 where the
+    context has no values before them."""
+    return noise_scale(w.context, season) / w.noise
+
+
 def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
                  season: int, width: int, min_observed: int = 1, scale_points: int | None = None,
                  work: Workspace | None = None) -> Iterator[Windows]:
