@@ -17,7 +17,7 @@ State (all sums, so ``merge`` adds them and a fit is exact in one pass)::
     holdout_*        the same four sums over the pairs whose target is in the last tenth
                      (at least H points) of its series
     target_range (2,) smallest and largest target seen (non-negative data gives non-negative forecasts)
-    spread_*         with ``params["spread_z"]`` (off by default: :data:`SPREAD_Z`): gram, xty, yty weighted by
+    spread_*         with ``params["spread_z"]`` (new fits: :data:`SPREAD_Z`): gram, xty, yty weighted by
                      ``w_i z_i`` too, and per step sum z, sum z^2 (see :meth:`ForecastLinearState.spread_model`)
 
 ``finalize`` solves the ridge system ``(gram_h + s_h wd I) w_h = xty_h + s_h wd w0_h``
@@ -100,9 +100,9 @@ CALIBRATE = "overfit"
 STUDENT_DF = 4.0
 #: whether new fits keep the sums of a per-window spread (``params["spread_z"]``; see
 #: :meth:`ForecastLinearState.spread_model`): the residual variance per step a linear function of the window's
-#: :func:`spread_feature`, solved exactly at finalize. Off: simulated and built in fcspread, it improves wQL over
-#: 36 (panel, origin) pairs by 1.3% but one pair by 5.3% worse (docs/forecasting-linear.md)
-SPREAD_Z = False
+#: :func:`spread_feature`, solved exactly at finalize. On since fcspread: wQL over 36 (panel, origin) pairs 1.3%
+#: better, fpp2_uschange's 19% better, one pair 5.3% worse but still 0.60 of ETS's (docs/forecasting-linear.md)
+SPREAD_Z = True
 #: the largest value of the spread feature (the squared noise ratio), so a few windows cannot lever the fit
 SPREAD_CAP = 25.0
 #: the smallest relative variance a window's spread model may give (a share of the step's mean)
