@@ -177,19 +177,75 @@ def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray 
            [3., 4.]])
     """
     n, d = X.shape
+    labels = _checked_labels(labels, n, k)
+    work = {} if work is None else work
+    if X.dtype == np.float64 and X.flags.c_contiguous:
+        rows = X
+        _one_hot_constants(work, n, d)
+    else:  # row-major: one row is one entry's vector
+        rows = _one_hot_constants(work, n, d)[:n]
+        np.copyto(rows, X, casting="unsafe")
+    return _one_hot_product(labels, rows, k, weights, work)
+
+
+def cluster_stats(labels: np.ndarray, X: np.ndarray, sq_dist: np.ndarray | None, k: int,
+                  weights: np.ndarray | None = None, *, work: dict | None = None,
+                  check: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-cluster (weighted) sums of the rows, row counts and sums of ``sq_dist``, in one pass.
+
+    :func:`cluster_sums` of the rows with two more columns, ones and ``sq_dist``:
+    one compiled call that releases the GIL instead of that call and two
+    ``np.bincount`` (which hold it), with the same sums in the same order
+    (``bincount``'s). ``sq_dist=None``: the distances are already in the
+    buffer's last column (``stats_rows(work, n, d)[:, d + 1]``, where an
+    assignment can write them). ``check=False`` skips the range check of
+    ``labels``, for labels an assignment just computed. Returns ``(sums (k, d),
+    counts (k,), dist_sums (k,))``, float64.
+
+    Examples
+    --------
+    >>> s, c, e = cluster_stats(np.array([0, 1, 0]), np.array([[1.0], [3.0], [5.0]]), np.array([1.0, 0.0, 2.0]), 2)
+    >>> s.ravel().tolist(), c.tolist(), e.tolist()
+    ([6.0, 3.0], [2.0, 1.0], [3.0, 0.0])
+    """
+    n, d = X.shape
+    labels = _checked_labels(labels, n, k) if check else np.asarray(labels, dtype=np.int64)
+    work = {} if work is None else work
+    rows = stats_rows(work, n, d)
+    np.copyto(rows[:, :d], X, casting="unsafe")
+    if sq_dist is not None:
+        rows[:, d + 1] = sq_dist
+    out = _one_hot_product(labels, rows, k, weights, work)
+    return out[:, :d], out[:, d], out[:, d + 1]
+
+
+def stats_rows(work: dict, n: int, d: int) -> np.ndarray:
+    """:func:`cluster_stats`' row buffer for ``n`` rows of ``d`` features: ``n x (d + 2)``, column ``d`` ones."""
+    if len(work.get("indptr", ())) <= n or work["rows"].shape[1] != d + 2:
+        _one_hot_constants(work, n, d + 2)
+        work["rows"][:, d] = 1.0
+    return work["rows"][:n]
+
+
+def _checked_labels(labels: np.ndarray, n: int, k: int) -> np.ndarray:
     labels = np.asarray(labels, dtype=np.int64)
     if n and not (0 <= labels.min() and labels.max() < k):  # compiled code does not check
         raise ValueError(f"labels must lie in [0, {k}), got {labels.min()}..{labels.max()}")
-    work = {} if work is None else work
-    if len(work.get("indptr", ())) <= n or work["rows"].shape[1] != d:
-        # the column pointers (one entry per column) and unit weights, made once for the largest n
-        work.update(indptr=np.arange(n + 1, dtype=np.int64), ones=np.ones(n), rows=np.empty((n, d)))
+    return labels
+
+
+def _one_hot_constants(work: dict, n: int, width: int) -> np.ndarray:
+    """The one-hot matrix's column pointers and unit weights for ``n`` rows, and a row buffer ``n x width``."""
+    if len(work.get("indptr", ())) <= n or work["rows"].shape[1] != width:
+        # made once for the largest n
+        work.update(indptr=np.arange(n + 1, dtype=np.int64), ones=np.ones(n), rows=np.empty((n, width)))
+    return work["rows"]
+
+
+def _one_hot_product(labels: np.ndarray, rows: np.ndarray, k: int, weights: np.ndarray | None,
+                     work: dict) -> np.ndarray:
+    n, d = rows.shape
     data = work["ones"][:n] if weights is None else np.asarray(weights, dtype=np.float64)
-    if X.dtype == np.float64 and X.flags.c_contiguous:
-        rows = X
-    else:  # row-major: one row is one entry's vector
-        rows = work["rows"][:n]
-        np.copyto(rows, X, casting="unsafe")
     out = np.zeros((k, d))
     _csc_matvecs(k, n, d, work["indptr"][: n + 1], labels, data, rows.ravel(), out.ravel())
     return out
