@@ -131,8 +131,9 @@ def nearest_centers_packed(
         B = np.empty((d + 2, cols), dtype=np.float32)
         B[d] = 1.0
         work.update(key=key, A=A, Cs=np.empty((k, d)), B=B, G=np.empty((k, cols), dtype=np.float32),
-                    index=np.arange(k, dtype=np.int32)[:, None], low=np.int32((1 << max(1, (k - 1).bit_length())) - 1))
-    A, Cs, B, G, index, low = work["A"], work["Cs"], work["B"], work["G"], work["index"], work["low"]
+                    best=np.empty(cols, dtype=np.int32), index=np.arange(k, dtype=np.int32)[:, None],
+                    low=np.int32((1 << max(1, (k - 1).bit_length())) - 1))
+    A, Cs, B, G, best, index, low = (work[name] for name in ("A", "Cs", "B", "G", "best", "index", "low"))
     np.subtract(C, shift, out=Cs)
     np.multiply(Cs, -2.0, out=A[:, :d], casting="same_kind")
     np.einsum("ij,ij->i", Cs, Cs, out=A[:, d], casting="same_kind")
@@ -149,12 +150,12 @@ def nearest_centers_packed(
         bits = g.view(np.int32)
         np.bitwise_and(bits, ~low, out=bits)
         np.bitwise_or(bits, index, out=bits)
-        best = bits.min(axis=0)
-        np.bitwise_and(best, low, out=labels[s : s + m], casting="unsafe")
+        top = np.minimum.reduce(bits, axis=0, out=best[:m])
+        np.bitwise_and(top, low, out=labels[s : s + m], casting="unsafe")
         # a tiny negative distance (rounding, a row on its centre) is negative as an int
         # too, so it still wins; it is clipped to 0
-        np.bitwise_and(best, ~low, out=best)
-        np.maximum(best.view(np.float32), 0.0, out=sq_dist[s : s + m])
+        np.bitwise_and(top, ~low, out=top)
+        np.maximum(top.view(np.float32), 0.0, out=sq_dist[s : s + m])
     return labels, sq_dist
 
 

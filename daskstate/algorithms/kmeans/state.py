@@ -331,13 +331,15 @@ class KMeansState(State):
         if offer is not None:
             take = offer[0]
             picked = np.empty((len(take), X.shape[1]), dtype=X.dtype)
-        for rows in mini_batches(len(X), size):
+            # where each mini-batch's sampled rows start and end in ``take``
+            bounds = np.searchsorted(take, np.arange(0, len(X) + size, size)).tolist()
+        for i, rows in enumerate(mini_batches(len(X), size)):
             batch = X[rows]
             self._update_batch(batch, rng, work, polish, None if weight is None else weight[rows])
             if offer is not None:
                 # the sample's rows are copied while their mini-batch is in the cache: gathered
                 # from the whole partition afterwards, they cost 3x as much (cache misses)
-                lo, hi = np.searchsorted(take, (rows.start, rows.stop))
+                lo, hi = bounds[i], bounds[i + 1]
                 picked[lo:hi] = batch[take[lo:hi] - rows.start]
         if offer is not None:
             self._sample_offer(picked, offer[1], offer[2])
