@@ -88,6 +88,8 @@ def nearest_centers(
 #: ``nearest_centers_packed`` handles up to this many centres (7 index bits); above it the
 #: packing's extra passes over the distance block cost more than ``argmin`` saves
 PACKED_MAX_CENTERS = 100
+#: the packed assignment's float32 distance block is at most this large (rows per block = this / 4k)
+PACKED_BLOCK_BYTES = 1 << 21
 
 
 def nearest_centers_packed(
@@ -119,7 +121,7 @@ def nearest_centers_packed(
     if not 1 <= k <= PACKED_MAX_CENTERS:
         raise ValueError(f"nearest_centers_packed handles 1 to {PACKED_MAX_CENTERS} centres, got {k}")
     shift = np.asarray(shift, dtype=np.float64)
-    cols = int(min(max(n, 1), max(256, (1 << 21) // (4 * k))))
+    cols = int(min(max(n, 1), max(256, PACKED_BLOCK_BYTES // (4 * k))))
     work = {} if work is None else work
     key = ("packed", cols, d, k)
     if work.get("key") != key:
