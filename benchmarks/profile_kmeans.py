@@ -139,33 +139,43 @@ def task_times(folder: str, k: int, scheduler: str) -> dict:
     return {"wall": wall, "cpu": cpu, **{kind: dict(zip(names, v, strict=True)) for kind, v in sums.items()}}
 
 
-def thread_rounds(folder: str, k: int, repeat: int) -> dict:
+def thread_rounds(folder: str, k: int, repeat: int, switch_intervals: tuple[float, ...] = ()) -> dict:
     """:func:`task_times` on the synchronous and the threaded scheduler, interleaved; medians.
 
     ``threads-arrow1`` is the threaded fit with pyarrow's CPU pool cut to one thread
     (``pyarrow.set_cpu_count(1)``): a Parquet read decodes its columns on that pool
     while the task's own thread sleeps, so two reading tasks (or one read beside an
-    update) put more runnable threads than cores on two cores.
+    update) put more runnable threads than cores on two cores. ``threads-si<s>`` is
+    the threaded fit under ``sys.setswitchinterval(s)`` for each ``s`` in
+    ``switch_intervals``: a thread that gives the GIL up for a numpy call waits, to
+    take it back, until the thread holding it gives it up or for the switch
+    interval (5 ms by default), so pure-Python stretches in one task (pandas, merges
+    of small arrays) stall the other task's many short numpy calls.
     """
+    import sys
+
     import pyarrow as pa
 
-    arrow_threads = pa.cpu_count()
+    arrow_threads, interval = pa.cpu_count(), sys.getswitchinterval()
     task_times(folder, k, "threads")  # imports, first-call costs
-    runs: dict[str, list[dict]] = {"sync": [], "threads": [], "threads-arrow1": []}
+    runs: dict[str, list[dict]] = {"sync": [], "threads": [], "threads-arrow1": [],
+                                   **{f"threads-si{s:g}": [] for s in switch_intervals}}
     try:
         for _ in range(repeat):
             for name in runs:
                 pa.set_cpu_count(1 if name.endswith("arrow1") else arrow_threads)
+                sys.setswitchinterval(float(name[len("threads-si"):]) if "-si" in name else interval)
                 runs[name].append(task_times(folder, k, name.split("-")[0]))
     finally:
         pa.set_cpu_count(arrow_threads)
+        sys.setswitchinterval(interval)
     out = {}
     for scheduler, rs in runs.items():
         med = {key: float(np.median([r[key] for r in rs])) for key in ("wall", "cpu")}
         for kind in ("read", "update"):
             med[kind] = {n: float(np.median([r[kind][n] for r in rs])) for n in rs[0][kind]}
         out[scheduler] = {"median": med, "runs": rs}
-        print(f"k={k} {scheduler:14s} fit wall {med['wall']:.3f} CPU {med['cpu']:.3f}  " + "  ".join(
+        print(f"k={k} {scheduler:17s} fit wall {med['wall']:.3f} CPU {med['cpu']:.3f}  " + "  ".join(
             f"{kind}: wall {m['wall']:.3f} on-cpu {m['on_cpu']:.3f} run-queue {m['run_queue']:.3f} "
             f"sleep {m['sleep']:.3f}" for kind, m in ((kind, med[kind]) for kind in ("read", "update"))), flush=True)
     return out
@@ -181,6 +191,8 @@ def main() -> None:
     ap.add_argument("--cprofile", type=int, default=0, help="print this many top functions (cumulative) per k")
     ap.add_argument("--threads", action="store_true",
                     help="also split the read and update tasks' time (on-CPU, run queue, sleep) on 1 and 2 threads")
+    ap.add_argument("--switch-intervals", type=float, nargs="*", default=[],
+                    help="with --threads: also the threaded fit under each of these sys.setswitchinterval values")
     ap.add_argument("--results-name", default="kmeans_profile")
     args = ap.parse_args()
 
@@ -196,7 +208,8 @@ def main() -> None:
         out["by_k"][str(k)] = {"cpu_seconds": best, "all": [r["seconds"] for r in runs], "sse": sse}
         print(f"k={k}: " + "  ".join(f"{n} {v:.3f}" for n, v in best.items()) + f"  (SSE {sse:.6g})", flush=True)
         if args.threads:
-            out["by_k"][str(k)]["threads"] = thread_rounds(ds["folder"], k, args.repeat)
+            out["by_k"][str(k)]["threads"] = thread_rounds(ds["folder"], k, args.repeat,
+                                                              tuple(args.switch_intervals))
         if args.cprofile:
             prof = cProfile.Profile()
             phases(ds["folder"], k, profile=prof)
