@@ -73,8 +73,7 @@ def nearest_centers(
         if groups == 1:
             lab = labels[s : s + m]
             np.argmin(g, axis=1, out=lab)
-            sq_dist[s : s + m] = np.take_along_axis(g, lab[:, None], axis=1)[:, 0]
-            sq_dist[s : s + m] += x_sq
+            np.add(g[np.arange(m), lab], x_sq, out=sq_dist[s : s + m])
         else:
             g3 = g.reshape(m, groups, k // groups)
             lab = g3.argmin(axis=2)
