@@ -22,7 +22,7 @@ on the threaded scheduler (interleaved, ``--repeat`` rounds): for the read tasks
 the update tasks, the sums over tasks of their wall time, their thread's time on a
 CPU, its time runnable but waiting for a CPU (other threads or processes: the run
 queue) and the rest, time asleep (waiting for the GIL or another lock), from
-Linux's ``/proc/self/task/<tid>/schedstat``. Load from other processes shows up as
+Linux's ``/proc/self/task/<tid>/schedstat``, and how often it went to sleep. Load from other processes shows up as
 run-queue wait, not as sleep, so the split holds on a busy machine too.
 Writes ``benchmarks/results/<results-name>.json``.
 """
@@ -94,13 +94,17 @@ def phases(folder: str, k: int, split_every: int = 8, profile: cProfile.Profile 
     return {"seconds": t, "centers": model["cluster_centers_"]}
 
 
-def _thread_times() -> tuple[float, float]:
-    """This thread's time on a CPU and waiting in the run queue, in seconds (Linux schedstat)."""
+def _thread_times() -> tuple[float, float, int]:
+    """This thread's time on a CPU and waiting in the run queue (seconds, Linux schedstat), and
+    how many times it went to sleep (voluntary context switches: GIL and lock waits)."""
     import threading
 
-    with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as fh:
+    task = f"/proc/self/task/{threading.get_native_id()}"
+    with open(f"{task}/schedstat") as fh:
         on_cpu, run_queue, _ = fh.read().split()
-    return int(on_cpu) / 1e9, int(run_queue) / 1e9
+    with open(f"{task}/status") as fh:
+        sleeps = next(int(line.split()[1]) for line in fh if line.startswith("voluntary_ctxt_switches"))
+    return int(on_cpu) / 1e9, int(run_queue) / 1e9, sleeps
 
 
 def task_times(folder: str, k: int, scheduler: str) -> dict:
@@ -112,16 +116,16 @@ def task_times(folder: str, k: int, scheduler: str) -> dict:
     from daskstate.algorithms.kmeans.state import KMeansState
     from daskstate.data import PieceReader
 
-    sums: dict[str, list[float]] = {"read": [0.0] * 4, "update": [0.0] * 4}
+    sums: dict[str, list[float]] = {"read": [0.0] * 5, "update": [0.0] * 5}
 
     def timed(kind, fn):
         def wrapper(*args, **kwargs):
             t0 = time.perf_counter()
-            c0, q0 = _thread_times()
+            c0, q0, n0 = _thread_times()
             out = fn(*args, **kwargs)
-            c1, q1 = _thread_times()
+            c1, q1, n1 = _thread_times()
             wall = time.perf_counter() - t0
-            for i, v in enumerate((wall, c1 - c0, q1 - q0, wall - (c1 - c0) - (q1 - q0))):
+            for i, v in enumerate((wall, c1 - c0, q1 - q0, wall - (c1 - c0) - (q1 - q0), n1 - n0)):
                 sums[kind][i] += v  # list items: one thread at a time adds (the GIL)
             return out
         return wrapper
@@ -135,7 +139,7 @@ def task_times(folder: str, k: int, scheduler: str) -> dict:
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu
     finally:
         PieceReader.__call__, KMeansState.update_inplace = saved
-    names = ("wall", "on_cpu", "run_queue", "sleep")
+    names = ("wall", "on_cpu", "run_queue", "sleep", "sleeps")
     return {"wall": wall, "cpu": cpu, **{kind: dict(zip(names, v, strict=True)) for kind, v in sums.items()}}
 
 
@@ -177,7 +181,7 @@ def thread_rounds(folder: str, k: int, repeat: int, switch_intervals: tuple[floa
         out[scheduler] = {"median": med, "runs": rs}
         print(f"k={k} {scheduler:17s} fit wall {med['wall']:.3f} CPU {med['cpu']:.3f}  " + "  ".join(
             f"{kind}: wall {m['wall']:.3f} on-cpu {m['on_cpu']:.3f} run-queue {m['run_queue']:.3f} "
-            f"sleep {m['sleep']:.3f}" for kind, m in ((kind, med[kind]) for kind in ("read", "update"))), flush=True)
+            f"sleep {m['sleep']:.3f} ({m['sleeps']:.0f} times)" for kind, m in ((kind, med[kind]) for kind in ("read", "update"))), flush=True)
     return out
 
 
