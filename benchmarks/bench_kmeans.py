@@ -115,11 +115,15 @@ def pandas_floor_job(folder: str) -> dict:
 
 
 def daskstate_job(folder: str, k: int, epochs: int = 1, params: dict | None = None,
-                  scheduler: str = "threads") -> dict:
+                  scheduler: str = "threads", switch_interval: float | None = None) -> dict:
+    import sys
+
     import dask
 
     import daskstate
 
+    if switch_interval is not None:  # the GIL's switch interval for this process (an experiment)
+        sys.setswitchinterval(switch_interval)
     cpu = cpu_seconds()
     with dask.config.set(scheduler=scheduler):
         km = daskstate.KMeans(k, epochs=epochs, random_state=0, features=FEATURES, **(params or {})).fit(
