@@ -6,7 +6,10 @@ Usage::
 
 Each round runs, each in a fresh process, the read-pass floor, then ``KMeans(k).fit`` with
 the ``--base`` checkout's daskstate, then with this checkout's (the order alternates between
-rounds), on ``bench_kmeans``'s blobs dataset. Reports per k the median over rounds of each
+rounds), on ``bench_kmeans``'s blobs dataset. ``--new-params '{"mini_batch_size": 10000}'``
+passes more ``KMeans`` parameters to this checkout's fit only; ``--new-switch-interval 0.0005``
+runs this checkout's fit under ``sys.setswitchinterval(0.0005)`` (the GIL's; Python's default
+is 0.005 s). Reports per k the median over rounds of each
 fit's wall time and CPU time divided by the floor of its round, and the exact SSE of each.
 Writes ``benchmarks/results/<results-name>.json``.
 """
@@ -55,6 +58,10 @@ def main() -> None:
     ap.add_argument("--data", default="/tmp/daskstate-bench")
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--results-name", default="kmeans_ab")
+    ap.add_argument("--new-params", type=json.loads, default=None,
+                    help="JSON object of more KMeans parameters for this checkout's fit")
+    ap.add_argument("--new-switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval for this checkout's fit (seconds)")
     args = ap.parse_args()
     from benchmarks.bench_kmeans import exact_sse, load_all
     from benchmarks.common import make_dataset
@@ -71,7 +78,10 @@ def main() -> None:
             load = os.getloadavg()[0]
             floor = run_job(here, "floor_job", folder)
             order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
-            fits = {name: run_job(trees[name], "daskstate_job", folder, k=k) for name in order}
+            new_extra = {**({"params": args.new_params} if args.new_params else {}),
+                         **({"switch_interval": args.new_switch_interval} if args.new_switch_interval else {})}
+            fits = {name: run_job(trees[name], "daskstate_job", folder, k=k, **(new_extra if name == "new" else {}))
+                    for name in order}
             if not (floor["ok"] and all(f["ok"] for f in fits.values())):
                 raise SystemExit(f"a run failed: {floor} {fits}")
             rows.append({"load": load, "floor": floor["seconds"], "floor_cpu": floor["cpu_seconds"],

@@ -114,14 +114,20 @@ def pandas_floor_job(folder: str) -> dict:
     return {"files": len(files), "total": total, "vm_hwm_mb": own_peak_rss_mb(), "cpu_seconds": cpu_seconds() - cpu}
 
 
-def daskstate_job(folder: str, k: int, epochs: int = 1) -> dict:
+def daskstate_job(folder: str, k: int, epochs: int = 1, params: dict | None = None,
+                  scheduler: str = "threads", switch_interval: float | None = None) -> dict:
+    import sys
+
     import dask
 
     import daskstate
 
+    if switch_interval is not None:  # the GIL's switch interval for this process (an experiment)
+        sys.setswitchinterval(switch_interval)
     cpu = cpu_seconds()
-    with dask.config.set(scheduler="threads"):
-        km = daskstate.KMeans(k, epochs=epochs, random_state=0, features=FEATURES).fit(daskstate.read_parquet(folder))
+    with dask.config.set(scheduler=scheduler):
+        km = daskstate.KMeans(k, epochs=epochs, random_state=0, features=FEATURES, **(params or {})).fit(
+            daskstate.read_parquet(folder))
     return {"centers": km.cluster_centers_, "state_bytes": km.state_.nbytes, "core_set": km.state_.n_centers,
             "estimated_sse": km.estimated_inertia_, "rows": km.n_samples_seen_, "vm_hwm_mb": own_peak_rss_mb(),
             "cpu_seconds": cpu_seconds() - cpu}

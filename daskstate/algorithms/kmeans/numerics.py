@@ -73,8 +73,7 @@ def nearest_centers(
         if groups == 1:
             lab = labels[s : s + m]
             np.argmin(g, axis=1, out=lab)
-            sq_dist[s : s + m] = np.take_along_axis(g, lab[:, None], axis=1)[:, 0]
-            sq_dist[s : s + m] += x_sq
+            np.add(g[np.arange(m), lab], x_sq, out=sq_dist[s : s + m])
         else:
             g3 = g.reshape(m, groups, k // groups)
             lab = g3.argmin(axis=2)
@@ -88,6 +87,8 @@ def nearest_centers(
 #: ``nearest_centers_packed`` handles up to this many centres (7 index bits); above it the
 #: packing's extra passes over the distance block cost more than ``argmin`` saves
 PACKED_MAX_CENTERS = 100
+#: the packed assignment's float32 distance block is at most this large (rows per block = this / 4k)
+PACKED_BLOCK_BYTES = 1 << 21
 
 
 def nearest_centers_packed(
@@ -119,7 +120,7 @@ def nearest_centers_packed(
     if not 1 <= k <= PACKED_MAX_CENTERS:
         raise ValueError(f"nearest_centers_packed handles 1 to {PACKED_MAX_CENTERS} centres, got {k}")
     shift = np.asarray(shift, dtype=np.float64)
-    cols = int(min(max(n, 1), max(256, (1 << 21) // (4 * k))))
+    cols = int(min(max(n, 1), max(256, PACKED_BLOCK_BYTES // (4 * k))))
     work = {} if work is None else work
     key = ("packed", cols, d, k)
     if work.get("key") != key:
@@ -131,8 +132,9 @@ def nearest_centers_packed(
         B = np.empty((d + 2, cols), dtype=np.float32)
         B[d] = 1.0
         work.update(key=key, A=A, Cs=np.empty((k, d)), B=B, G=np.empty((k, cols), dtype=np.float32),
-                    index=np.arange(k, dtype=np.int32)[:, None], low=np.int32((1 << max(1, (k - 1).bit_length())) - 1))
-    A, Cs, B, G, index, low = work["A"], work["Cs"], work["B"], work["G"], work["index"], work["low"]
+                    best=np.empty(cols, dtype=np.int32), index=np.arange(k, dtype=np.int32)[:, None],
+                    low=np.int32((1 << max(1, (k - 1).bit_length())) - 1))
+    A, Cs, B, G, best, index, low = (work[name] for name in ("A", "Cs", "B", "G", "best", "index", "low"))
     np.subtract(C, shift, out=Cs)
     np.multiply(Cs, -2.0, out=A[:, :d], casting="same_kind")
     np.einsum("ij,ij->i", Cs, Cs, out=A[:, d], casting="same_kind")
@@ -149,12 +151,12 @@ def nearest_centers_packed(
         bits = g.view(np.int32)
         np.bitwise_and(bits, ~low, out=bits)
         np.bitwise_or(bits, index, out=bits)
-        best = bits.min(axis=0)
-        np.bitwise_and(best, low, out=labels[s : s + m], casting="unsafe")
+        top = np.minimum.reduce(bits, axis=0, out=best[:m])
+        np.bitwise_and(top, low, out=labels[s : s + m], casting="unsafe")
         # a tiny negative distance (rounding, a row on its centre) is negative as an int
         # too, so it still wins; it is clipped to 0
-        np.bitwise_and(best, ~low, out=best)
-        np.maximum(best.view(np.float32), 0.0, out=sq_dist[s : s + m])
+        np.bitwise_and(top, ~low, out=top)
+        np.maximum(top.view(np.float32), 0.0, out=sq_dist[s : s + m])
     return labels, sq_dist
 
 
@@ -177,19 +179,75 @@ def cluster_sums(labels: np.ndarray, X: np.ndarray, k: int, weights: np.ndarray 
            [3., 4.]])
     """
     n, d = X.shape
+    labels = _checked_labels(labels, n, k)
+    work = {} if work is None else work
+    if X.dtype == np.float64 and X.flags.c_contiguous:
+        rows = X
+        _one_hot_constants(work, n, d)
+    else:  # row-major: one row is one entry's vector
+        rows = _one_hot_constants(work, n, d)[:n]
+        np.copyto(rows, X, casting="unsafe")
+    return _one_hot_product(labels, rows, k, weights, work)
+
+
+def cluster_stats(labels: np.ndarray, X: np.ndarray, sq_dist: np.ndarray | None, k: int,
+                  weights: np.ndarray | None = None, *, work: dict | None = None,
+                  check: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-cluster (weighted) sums of the rows, row counts and sums of ``sq_dist``, in one pass.
+
+    :func:`cluster_sums` of the rows with two more columns, ones and ``sq_dist``:
+    one compiled call that releases the GIL instead of that call and two
+    ``np.bincount`` (which hold it), with the same sums in the same order
+    (``bincount``'s). ``sq_dist=None``: the distances are already in the
+    buffer's last column (``stats_rows(work, n, d)[:, d + 1]``, where an
+    assignment can write them). ``check=False`` skips the range check of
+    ``labels``, for labels an assignment just computed. Returns ``(sums (k, d),
+    counts (k,), dist_sums (k,))``, float64.
+
+    Examples
+    --------
+    >>> s, c, e = cluster_stats(np.array([0, 1, 0]), np.array([[1.0], [3.0], [5.0]]), np.array([1.0, 0.0, 2.0]), 2)
+    >>> s.ravel().tolist(), c.tolist(), e.tolist()
+    ([6.0, 3.0], [2.0, 1.0], [3.0, 0.0])
+    """
+    n, d = X.shape
+    labels = _checked_labels(labels, n, k) if check else np.asarray(labels, dtype=np.int64)
+    work = {} if work is None else work
+    rows = stats_rows(work, n, d)
+    np.copyto(rows[:, :d], X, casting="unsafe")
+    if sq_dist is not None:
+        rows[:, d + 1] = sq_dist
+    out = _one_hot_product(labels, rows, k, weights, work)
+    return out[:, :d], out[:, d], out[:, d + 1]
+
+
+def stats_rows(work: dict, n: int, d: int) -> np.ndarray:
+    """:func:`cluster_stats`' row buffer for ``n`` rows of ``d`` features: ``n x (d + 2)``, column ``d`` ones."""
+    if len(work.get("indptr", ())) <= n or work["rows"].shape[1] != d + 2:
+        _one_hot_constants(work, n, d + 2)
+        work["rows"][:, d] = 1.0
+    return work["rows"][:n]
+
+
+def _checked_labels(labels: np.ndarray, n: int, k: int) -> np.ndarray:
     labels = np.asarray(labels, dtype=np.int64)
     if n and not (0 <= labels.min() and labels.max() < k):  # compiled code does not check
         raise ValueError(f"labels must lie in [0, {k}), got {labels.min()}..{labels.max()}")
-    work = {} if work is None else work
-    if len(work.get("indptr", ())) <= n or work["rows"].shape[1] != d:
-        # the column pointers (one entry per column) and unit weights, made once for the largest n
-        work.update(indptr=np.arange(n + 1, dtype=np.int64), ones=np.ones(n), rows=np.empty((n, d)))
+    return labels
+
+
+def _one_hot_constants(work: dict, n: int, width: int) -> np.ndarray:
+    """The one-hot matrix's column pointers and unit weights for ``n`` rows, and a row buffer ``n x width``."""
+    if len(work.get("indptr", ())) <= n or work["rows"].shape[1] != width:
+        # made once for the largest n
+        work.update(indptr=np.arange(n + 1, dtype=np.int64), ones=np.ones(n), rows=np.empty((n, width)))
+    return work["rows"]
+
+
+def _one_hot_product(labels: np.ndarray, rows: np.ndarray, k: int, weights: np.ndarray | None,
+                     work: dict) -> np.ndarray:
+    n, d = rows.shape
     data = work["ones"][:n] if weights is None else np.asarray(weights, dtype=np.float64)
-    if X.dtype == np.float64 and X.flags.c_contiguous:
-        rows = X
-    else:  # row-major: one row is one entry's vector
-        rows = work["rows"][:n]
-        np.copyto(rows, X, casting="unsafe")
     out = np.zeros((k, d))
     _csc_matvecs(k, n, d, work["indptr"][: n + 1], labels, data, rows.ravel(), out.ravel())
     return out

@@ -16,11 +16,13 @@ from daskstate.algorithms.kmeans.numerics import (
     PACKED_MAX_CENTERS,
     WARD_MAX_POINTS,
     cell_lloyd,
+    cluster_stats,
     cluster_sums,
     d2_sample_rounds,
     nearest_centers,
     nearest_centers_packed,
     row_norms_sq,
+    stats_rows,
     weighted_kmeans_pp,
     weighted_lloyd,
     weighted_ward,
@@ -65,6 +67,9 @@ AUTO_NUM_TRIALS = 10
 #: (rows x k x trials), at most ``SMALL_DATA_MAX_TRIALS``
 SMALL_DATA_TRIAL_WORK = 20_000
 SMALL_DATA_MAX_TRIALS = 100
+
+
+_TINY = np.finfo(np.float64).tiny
 
 
 def auto_extra_center_factor(k_max: int) -> int:
@@ -318,8 +323,7 @@ class KMeansState(State):
         if not len(self.centers):
             self.shift = X[:size].mean(axis=0)
         # buffers reused by every mini-batch of the partition (assignment, sums, labels and distances)
-        work: dict = {"assign": {}, "sums": {}, "labels": np.empty(min(size, len(X)), dtype=np.intp),
-                      "d2": np.empty(min(size, len(X)))}
+        work: dict = {"assign": {}, "sums": {}, "labels": np.empty(min(size, len(X)), dtype=np.intp)}
         # A small batch has few mini-batches to move the seeds: a few Lloyd steps on the
         # first one place them (cheap at that size; big partitions do not need it).
         polish = len(X) <= 4 * size
@@ -327,13 +331,15 @@ class KMeansState(State):
         if offer is not None:
             take = offer[0]
             picked = np.empty((len(take), X.shape[1]), dtype=X.dtype)
-        for rows in mini_batches(len(X), size):
+            # where each mini-batch's sampled rows start and end in ``take``
+            bounds = np.searchsorted(take, np.arange(0, len(X) + size, size)).tolist()
+        for i, rows in enumerate(mini_batches(len(X), size)):
             batch = X[rows]
             self._update_batch(batch, rng, work, polish, None if weight is None else weight[rows])
             if offer is not None:
                 # the sample's rows are copied while their mini-batch is in the cache: gathered
                 # from the whole partition afterwards, they cost 3x as much (cache misses)
-                lo, hi = np.searchsorted(take, (rows.start, rows.stop))
+                lo, hi = bounds[i], bounds[i + 1]
                 picked[lo:hi] = batch[take[lo:hi] - rows.start]
         if offer is not None:
             self._sample_offer(picked, offer[1], offer[2])
@@ -342,22 +348,19 @@ class KMeansState(State):
                       weight: np.ndarray | None = None) -> None:
         if self.n_centers < self.max_centers:
             self._grow(X, rng, polish, weight)
-        labels, d2 = self._assign(X, work)
-        counts, dist_sum = self._counts(labels, d2, weight)
+        sums, counts, dist_sum = self._assign_and_sum(X, work, weight)
         if self._drifted(counts, dist_sum):
             # rows far from every centre (sorted data: diamonds by price, 2.7x scikit-learn's SSE
             # when the centres seeded on the cheapest stones had to stretch over all of them): open
             # up to K centres on them by D^2 sampling, absorb the rows, then reduce to K as a merge does
             self._grow(X, rng, weight=weight, need=self.max_centers)
-            labels, d2 = self._assign(X, work)
-            counts, dist_sum = self._counts(labels, d2, weight)
-        sums = cluster_sums(labels, X, self.n_centers, weights=weight, work=work["sums"])  # float64, exact
+            sums, counts, dist_sum = self._assign_and_sum(X, work, weight)
         self._decay(len(X))
         # every centre moves to the running mean of its rows; no masks of the centres that got
         # rows (each a copy): a centre without rows has share 0 and a zero move
         w_new = self.weights + counts
-        share = counts / np.maximum(w_new, np.finfo(np.float64).tiny)
-        delta = sums / np.maximum(counts, np.finfo(np.float64).tiny)[:, None]
+        share = counts / np.maximum(w_new, _TINY)
+        delta = sums / np.maximum(counts, _TINY)[:, None]
         delta -= self.centers
         delta[counts == 0] = 0.0
         self.centers += delta * share[:, None]
@@ -370,21 +373,20 @@ class KMeansState(State):
                                                            self.max_centers, rng, tol=self.params["local_lloyd_tol"])
             self.centers = C + self.shift
 
-    def _assign(self, X: np.ndarray, work: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centre and squared distance of each row (float32 distances on shifted rows:
-        only the assignment and the cost estimate use them)."""
-        if self.n_centers <= PACKED_MAX_CENTERS:
-            n = len(X)
-            return nearest_centers_packed(X, self.centers, shift=self.shift, work=work["assign"],
-                                          out=(work["labels"][:n], work["d2"][:n]))
-        return nearest_centers(X, self.centers, shift=self.shift, dtype=np.float32, work=work["assign"])
-
-    def _counts(self, labels: np.ndarray, d2: np.ndarray, weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows (summed weights) and summed (weighted) squared distances per centre."""
-        m = self.n_centers
-        if weight is None:
-            return np.bincount(labels, minlength=m).astype(np.float64), np.bincount(labels, weights=d2, minlength=m)
-        return np.bincount(labels, weights=weight, minlength=m), np.bincount(labels, weights=d2 * weight, minlength=m)
+    def _assign_and_sum(self, X: np.ndarray, work: dict,
+                        weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per centre: the (weighted) sums of its nearest rows (float64, exact), their number
+        (summed weights) and their summed (weighted) squared distances to it."""
+        n, d = X.shape
+        m = len(self.centers)
+        if m <= PACKED_MAX_CENTERS:
+            # the distances go straight into the sums' buffer
+            labels = work["labels"][:n]
+            nearest_centers_packed(X, self.centers, shift=self.shift, work=work["assign"],
+                                   out=(labels, stats_rows(work["sums"], n, d)[:, d + 1]))
+            return cluster_stats(labels, X, None, m, weight, work=work["sums"], check=False)
+        labels, d2 = nearest_centers(X, self.centers, shift=self.shift, dtype=np.float32, work=work["assign"])
+        return cluster_stats(labels, X, d2, m, weight, work=work["sums"], check=False)
 
     def _drifted(self, counts: np.ndarray, dist_sum: np.ndarray) -> bool:
         """Whether a mini-batch's rows (``counts`` per centre, at summed squared distances ``dist_sum``)
