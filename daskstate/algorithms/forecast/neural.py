@@ -70,11 +70,16 @@ class TrainingWindows:
     @classmethod
     def of(cls, block: SeriesBlock) -> TrainingWindows:
         origins, item, position = block.origins()
-        has_target = np.zeros(len(origins), bool)
-        observed = ~np.isnan(block.values)
-        for h in range(1, block.prediction_length + 1):
-            has_target |= observed[np.minimum(origins + h, len(observed) - 1)]
-        keep = np.flatnonzero(has_target)
+        # observed targets among the flat values after each origin (up to the last one): a difference
+        # of running counts, not one full-size pass per horizon step
+        seen = np.cumsum(~np.isnan(block.values))
+        ahead = np.add(origins, block.prediction_length)
+        np.minimum(ahead, len(seen) - 1, out=ahead)
+        counts = seen[ahead]
+        del ahead
+        counts -= seen[origins]
+        keep = np.flatnonzero(counts)
+        del counts
         return cls(block, origins[keep], item[keep], position[keep])
 
     def __len__(self) -> int:
@@ -96,9 +101,17 @@ def window_hash_unit(items: np.ndarray, item: np.ndarray, position: np.ndarray, 
     0.1
     """
     per_item = pd.util.hash_array(np.asarray(items, dtype=object))
-    mixed = per_item[item] ^ (position.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    mixed = position.astype(np.uint64)  # in place from here (as few full-size temporaries as possible)
+    mixed *= np.uint64(0x9E3779B97F4A7C15)
+    mixed ^= per_item[item]
     mixed ^= np.uint64((seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF)
-    return (pd.util.hash_array(mixed) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    hashed = pd.util.hash_array(mixed)
+    del mixed
+    hashed >>= np.uint64(11)
+    unit = hashed.astype(np.float64)
+    del hashed
+    unit *= 2.0**-53
+    return unit
 
 
 def widen(values: np.ndarray, center: np.ndarray, spread: np.ndarray | None, likelihood: str,
