@@ -267,7 +267,7 @@ class ForecastDeepARState(NeuralForecastState):
         static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
         raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all, keep=keep, work=work)
         y, mask = self.targets(seq)
-        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq))
+        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq), work=work)
         return loss, d_raw, cache, int(mask.sum())
 
     def loss_and_gradient(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None,

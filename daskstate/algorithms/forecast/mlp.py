@@ -158,7 +158,7 @@ class ForecastMLPState(NeuralForecastState):
         raw, acts = self.raw_outputs(theta, X, work)
         y, mask = self.targets(w)
         scale = w.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(X), 1))
-        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, scale, gradient=gradient)
+        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, scale, gradient=gradient, work=work)
         return loss, None if d_raw is None else d_raw.reshape(len(X), -1), acts, int(mask.sum())
 
     def loss_and_gradient(self, theta: np.ndarray, w: Windows, work: Workspace | None = None
