@@ -232,11 +232,15 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         """Windows ``pick``; a target in the holdout is missing, but in the holdout pass (``work``: the
         windows' buffers, see :func:`iter_windows`)."""
         start = self.holdout_position(X.block) if self.holds_out and not self.calibrating else None
+        buffers = Workspace() if work is None else work
         for w in iter_windows(X.block, X.origins[pick], X.item[pick], X.position[pick], self.season, self.n_inputs,
-                              work=work):
+                              work=work, noise_scales=False):
             if start is not None:
-                steps = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
-                np.copyto(w.target, np.nan, where=steps >= start[w.item][:, None])
+                shape = w.target.shape
+                steps = np.add(w.position[:, None], np.arange(1, self.horizon + 1)[None, :],
+                               out=buffers.empty("holdout_steps", shape, np.int64))
+                held = np.greater_equal(steps, start[w.item][:, None], out=buffers.empty("holdout_held", shape, bool))
+                np.copyto(w.target, np.nan, where=held)
             yield w
 
     def _train(self, X: TrainingWindows, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:
