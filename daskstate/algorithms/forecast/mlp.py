@@ -126,7 +126,7 @@ class ForecastMLPState(NeuralForecastState):
         at = [len(lags), len(lags) + 1, len(lags) + 2, len(lags) + 2 + dates.shape[1]]
         shape = (n, at[-1] + cov.shape[1])
         X = np.empty(shape) if work is None else work.empty("inputs", shape)
-        np.subtract(lagged_values(w, lags), self.center, out=X[:, : at[0]])
+        np.subtract(lagged_values(w, lags, work), self.center, out=X[:, : at[0]])
         X[:, at[0]] = (~np.isnan(w.context)).mean(axis=1)
         # the level matters to counts (their dispersion), not to real values, whose windows are scale-free
         X[:, at[1]] = np.log1p(w.scale) if self.likelihood == "negative_binomial" else 0.0

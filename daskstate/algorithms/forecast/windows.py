@@ -135,17 +135,39 @@ def _windows_into(block: SeriesBlock, origins: np.ndarray, work: Workspace) -> t
     return rows[:, :L], rows[:, L:]
 
 
-def lagged_values(w: Windows, lags: np.ndarray) -> np.ndarray:
+def lagged_values(w: Windows, lags: np.ndarray, work: Workspace | None = None) -> np.ndarray:
     """The scaled context at ``lags`` (n, len(lags)); a missing value is the window's scaled level.
 
-    So a short or gappy context still gives a full row.
+    So a short or gappy context still gives a full row. ``work``: the result and the
+    temporaries in its buffers (valid until the next call; the same values).
     """
     L = w.context.shape[1]
+    if work is not None:
+        return _lagged_values_into(w.context, L - lags, work)
     lagged = w.context[:, L - lags]
     missing = np.isnan(lagged)
     if missing.any():
         level = np.nanmean(w.context, axis=1)
         lagged = np.where(missing, level[:, None], lagged)
+    return lagged
+
+
+def _lagged_values_into(context: np.ndarray, columns: np.ndarray, work: Workspace) -> np.ndarray:
+    """:func:`lagged_values` in reused buffers; the level is ``np.nanmean``'s: the sum of the observed
+    values (missing ones as 0) over their count."""
+    n = len(context)
+    lagged = np.take(context, columns, axis=1, out=work.empty("lagged_values", (n, len(columns))),
+                     mode="clip")  # in range (lags 1 .. L): unbuffered
+    missing = np.isnan(lagged, out=work.empty("lagged_missing", lagged.shape, bool))
+    if missing.any():
+        unobserved = np.isnan(context, out=work.empty("lagged_unobserved", context.shape, bool))
+        count = context.shape[1] - unobserved.sum(axis=1)
+        filled = work.empty("lagged_filled", context.shape)
+        np.copyto(filled, context)
+        np.copyto(filled, 0.0, where=unobserved)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = filled.sum(axis=1) / count
+        np.copyto(lagged, level[:, None], where=missing)
     return lagged
 
 
