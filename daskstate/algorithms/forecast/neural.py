@@ -82,6 +82,27 @@ class TrainingWindows:
         del counts
         return cls(block, origins[keep], item[keep], position[keep])
 
+    @classmethod
+    def in_ranges(cls, block: SeriesBlock, item: np.ndarray, first: np.ndarray, last: np.ndarray) -> TrainingWindows:
+        """The windows whose origins are the points ``first[r] .. last[r]`` (counted from the item's first
+        point) of item ``item[r]``, range after range (none where ``last[r] < first[r]``).
+
+        Examples
+        --------
+        >>> block = SeriesBlock(np.array(["a", "b"]), np.array([0, 5]), np.array([3, 2]), np.array([1, 6]),
+        ...                     np.zeros(9), np.zeros((9, 0)), np.zeros(2), None, 1, 1)
+        >>> w = TrainingWindows.in_ranges(block, np.array([0, 1]), np.array([1, 0]), np.array([2, 1]))
+        >>> w.origins.tolist(), w.item.tolist(), w.position.tolist()
+        ([2, 3, 6, 7], [0, 0, 1, 1], [1, 2, 5, 6])
+        """
+        n = np.maximum(last - first + 1, 0)
+        before = np.cumsum(n) - n
+        origins = np.repeat(block.offsets[item] + first - before, n)
+        origins += np.arange(len(origins), dtype=np.int64)
+        position = np.repeat(block.starts[item] - block.offsets[item], n)
+        position += origins
+        return cls(block, origins, np.repeat(item, n), position)
+
     def __len__(self) -> int:
         return len(self.origins)
 
