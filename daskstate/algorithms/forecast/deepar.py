@@ -448,7 +448,10 @@ class ForecastDeepARState(NeuralForecastState):
         _, _, state = lstm.forward(v, L, self.step_inputs(seq, filled, np.arange(C), work), static_all, work=work)
         f32 = {k: a.astype(np.float32) for k, a in v.items()}
         known = self.step_inputs(seq, filled, np.arange(C, C + H), work)[:, :, nl:]  # (n, H, d - nl)
-        known_z = (known @ v["W0"][nl:d] + (static_all @ v["W0"][d:] + v["b0"])[:, None, :]).astype(np.float32)
+        z64 = np.matmul(known, v["W0"][nl:d], out=work.empty("known_z64", (n, H, v["W0"].shape[1])))
+        z64 += (static_all @ v["W0"][d:] + v["b0"])[:, None, :]
+        known_z = work.empty("known_z", z64.shape, np.float32)
+        known_z[...] = z64
         known_out = (known @ v["W_skip"][nl:] + v["b_out"]).astype(np.float32)     # (n, H, k)
         W_lag, skip_lag = f32["W0"][:nl], f32["W_skip"][:nl]
         cells = lstm.Recurrence(f32, L, state, repeat=S, work=work)
