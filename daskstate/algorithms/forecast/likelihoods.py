@@ -206,11 +206,15 @@ def mean_and_quantiles(raw: np.ndarray, likelihood: str, scale: np.ndarray, quan
         mu, r = p["mu"][..., None], p["r"][..., None]
         return p["mu"], stats.nbinom.ppf(q, r, r / (r + mu))
     s = scale
+    # (mu + sigma * z) * s, in place in one (..., q) array
     if likelihood == "student_t":
         z = stats.t.ppf(q, p["nu"][..., None])
+        z *= p["sigma"][..., None]
     else:
-        z = stats.norm.ppf(q)
-    return p["mu"] * s, (p["mu"][..., None] + p["sigma"][..., None] * z) * s[..., None]
+        z = p["sigma"][..., None] * stats.norm.ppf(q)
+    z += p["mu"][..., None]
+    z *= s[..., None]
+    return p["mu"] * s, z
 
 
 def values_at(raw: np.ndarray, likelihood: str, scale: np.ndarray, u: np.ndarray) -> np.ndarray:
