@@ -69,18 +69,23 @@ class TrainingWindows:
 
     @classmethod
     def of(cls, block: SeriesBlock) -> TrainingWindows:
-        origins, item, position = block.origins()
-        # observed targets among the flat values after each origin (up to the last one): a difference
-        # of running counts, not one full-size pass per horizon step
+        """The windows with an observed target among the next ``prediction_length`` values, found on the
+        flat values (running counts of observed ones; every item is followed by that many NaN), so only
+        the kept windows are ever listed."""
+        H, total = block.prediction_length, len(block.values)
         seen = np.cumsum(~np.isnan(block.values))
-        ahead = np.add(origins, block.prediction_length)
-        np.minimum(ahead, len(seen) - 1, out=ahead)
-        counts = seen[ahead]
-        del ahead
-        counts -= seen[origins]
-        keep = np.flatnonzero(counts)
-        del counts
-        return cls(block, origins[keep], item[keep], position[keep])
+        keep = np.greater(seen[H:], seen[:-H]) if total > H else np.zeros(0, bool)  # origin o: seen[o + H] > seen[o]
+        del seen
+        inside = np.zeros(total + 1, np.int8)  # +1 from an item's first point, -1 after its last
+        inside[block.offsets] = 1
+        inside[block.offsets + block.lengths] = -1
+        keep &= np.cumsum(inside[: len(keep)], dtype=np.int8).astype(bool)
+        origins = np.flatnonzero(keep)
+        del keep
+        item = np.searchsorted(block.offsets, origins, side="right") - 1
+        position = block.starts[item] - block.offsets[item]
+        position += origins
+        return cls(block, origins, item, position)
 
     @classmethod
     def in_ranges(cls, block: SeriesBlock, item: np.ndarray, first: np.ndarray, last: np.ndarray) -> TrainingWindows:
