@@ -327,7 +327,9 @@ def test_a_training_step_reuses_its_workspace(likelihood):
         tracemalloc.stop()
         assert got_loss == loss and np.array_equal(got_grad, grad)
     assert {k: v.nbytes for k, v in work._flat.items()} == sizes
-    assert peaks[1] <= peaks[0] * 1.05 and peaks[0] < peaks[2] * 0.8, peaks
+    # slack for what other threads of the process allocate meanwhile (tracemalloc sees them): less than one
+    # (n, H) array of the step, now that the likelihood's temporaries live in the workspace too
+    assert peaks[1] <= peaks[0] * 1.05 + 64_000 and peaks[0] < peaks[2] * 0.8, peaks
     assert state.window_loss(theta, w, work=work) == (loss, int((~np.isnan(w.target)).sum()))
 
 
