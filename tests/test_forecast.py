@@ -421,3 +421,49 @@ def test_training_windows_need_half_their_context():
         daskstate.Forecaster(**kw).fit(too_short)
     out = fc.predict(too_short)
     assert out["mean"].notna().all()
+
+
+def test_rows_already_grouped_per_item_give_the_block_sorted_rows_give():
+    """Rows written item by item (in any item order, each item's rows in time order) are placed where they
+    are, without sorted copies; the block is the one shuffled rows give, gaps, NaN and covariates included.
+    Duplicates inside such a run still raise, and a fixed-step frequency's off-grid timestamp still does."""
+
+    df = synthetic_panel(12, 40, freq="D", seed=2)
+    df = df.drop(index=df.index[5::7]).reset_index(drop=True)  # gaps
+    df.loc[df.index[::9], "target"] = np.nan
+    df["promo"] = np.arange(len(df)) % 3
+    cols = Columns(covariates=("promo",))
+    grouped = pd.concat([g for _, g in df.groupby("item_id", sort=False)][::-1], ignore_index=True)  # items reversed
+    shuffled = df.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    blocks = [to_series_block(x, cols, as_offset("D"), 14, 7) for x in (grouped, shuffled, df)]
+    for block in blocks[1:]:
+        for field in ("items", "starts", "lengths", "offsets", "values", "covariates", "last_time"):
+            np.testing.assert_array_equal(getattr(block, field), getattr(blocks[0], field), err_msg=field)
+    twice = pd.concat([grouped.iloc[:3], grouped.iloc[2:]], ignore_index=True)
+    with pytest.raises(DataError, match="duplicate timestamp"):
+        to_series_block(twice, cols, as_offset("D"), 14, 7)
+    times = pd.Series(pd.to_datetime(["2020-01-01", "2020-01-03", "2020-01-02"]))
+    assert grid_positions(times, as_offset("D")).tolist() == [18262, 18264, 18263]
+    with pytest.raises(DataError, match="1 timestamp"):
+        grid_positions(pd.Series([pd.Timestamp("2020-01-01"), pd.Timestamp("2020-01-02 06:00")]), as_offset("D"))
+
+
+def test_mlp_training_windows_are_those_with_an_observed_target():
+    """The windows the mlp trains on: every origin with at least one observed target among its next
+    ``prediction_length`` values (running counts of observed values, checked against a loop over steps)."""
+    from daskstate.algorithms.forecast.neural import TrainingWindows
+
+    df = synthetic_panel(5, 60, freq="D", seed=2)
+    df.loc[(df["item_id"] == df["item_id"].iloc[0]) & (np.arange(len(df)) % 60 > 30), "target"] = np.nan
+    df.loc[df.index[::4], "target"] = np.nan
+    block = to_series_block(df, Columns(), as_offset("D"), 14, 7)
+    got = TrainingWindows.of(block)
+    origins, item, position = block.origins()
+    observed = ~np.isnan(block.values)
+    keep = np.zeros(len(origins), bool)
+    for h in range(1, 8):
+        keep |= observed[np.minimum(origins + h, len(observed) - 1)]
+    assert keep.any() and not keep.all()
+    np.testing.assert_array_equal(got.origins, origins[keep])
+    np.testing.assert_array_equal(got.item, item[keep])
+    np.testing.assert_array_equal(got.position, position[keep])

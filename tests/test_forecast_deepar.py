@@ -349,3 +349,33 @@ def test_a_training_step_reuses_its_workspace():
         tracemalloc.stop()
         assert got_loss == loss and np.array_equal(got_grad, grad)
     assert peaks[0] < peaks[1] / 4, peaks
+
+
+@pytest.mark.parametrize("holdout", ["none", "held", "calibrating"])
+def test_training_windows_are_the_origins_the_rule_names(holdout):
+    """deepar's training windows built range by range (no array over every point of the partition) are,
+    in the same order, those the rule selects from every origin: the whole future inside the series (up
+    to ``len - 2`` for a short item), the twin's without its holdout, the holdout pass's only its own."""
+    from daskstate.algorithms.forecast.base import SeriesBatch
+
+    state, cols = small_state("student_t")
+    state.params["validation_fraction"] = 0.0 if holdout == "none" else 0.2
+    state.extra_meta["holdout"] = "none" if holdout == "none" else "held"
+    if holdout == "calibrating":
+        state.extra_meta.update(phase="eval", eval={"calibrate": True})
+    df = synthetic_panel(4, 30, freq="MS", seed=4).assign(promo=0.5, kind="x")
+    df = df[~((df["item_id"] == df["item_id"].iloc[-1]) & (np.arange(len(df)) % 30 > 2))]  # a 3-point item
+    block = to_series_block(df, cols, as_offset("MS"), 16, 3)
+    got = state._training_batch(SeriesBatch(block, None, 0), "test")
+    origins, item, position = block.origins()
+    j = position - block.starts[item]
+    whole = block.lengths - 1 - state.horizon
+    keep = j <= np.where(whole >= 0, whole, block.lengths - 2)[item]
+    if holdout != "none":
+        held = position + 1 >= state.holdout_position(block)[item]
+        keep |= held & (j <= block.lengths[item] - 2)
+        keep &= held if holdout == "calibrating" else ~held
+    assert keep.any() and not keep.all()
+    np.testing.assert_array_equal(got.origins, origins[keep])
+    np.testing.assert_array_equal(got.item, item[keep])
+    np.testing.assert_array_equal(got.position, position[keep])

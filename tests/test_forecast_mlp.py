@@ -327,7 +327,9 @@ def test_a_training_step_reuses_its_workspace(likelihood):
         tracemalloc.stop()
         assert got_loss == loss and np.array_equal(got_grad, grad)
     assert {k: v.nbytes for k, v in work._flat.items()} == sizes
-    assert peaks[1] <= peaks[0] * 1.05 and peaks[0] < peaks[2] * 0.8, peaks
+    # slack for what other threads of the process allocate meanwhile (tracemalloc sees them): less than one
+    # (n, H) array of the step, now that the likelihood's temporaries live in the workspace too
+    assert peaks[1] <= peaks[0] * 1.05 + 64_000 and peaks[0] < peaks[2] * 0.8, peaks
     assert state.window_loss(theta, w, work=work) == (loss, int((~np.isnan(w.target)).sum()))
 
 
@@ -359,3 +361,60 @@ def test_holdout_sums_in_a_workspace_match_the_unbuffered_sums():
             inside[:, k] += ((diff[..., 8] <= 0) & (diff[..., 0] >= 0) & ok).sum(axis=0)
         assert np.array_equal(state.ev_spread_loss, 2 * loss) or np.array_equal(state.ev_spread_loss, loss + loss)
         assert np.array_equal(state.ev_spread_inside, 2 * inside)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "student_t", "negative_binomial"])
+def test_likelihood_in_a_workspace_is_the_same_to_the_bit_and_allocates_no_temporaries(likelihood):
+    """A validation chunk's NLL and gradient computed in a warm workspace: the same loss and gradient bit for
+    bit as afresh, and none of the dozens of full-size temporaries (each one faulted in afresh under
+    Dask's workers' allocator)."""
+    import tracemalloc
+
+    from daskstate.algorithms.forecast.lstm import Workspace
+
+    rng = np.random.default_rng(7)
+    n, H, k = 3000, 14, 3 if likelihood == "student_t" else 2
+    raw = rng.normal(0, 2, size=(n, H, k))
+    y = rng.poisson(4, size=(n, H)).astype(float) if likelihood == "negative_binomial" else rng.normal(1, 1, (n, H))
+    y[rng.random((n, H)) < 0.2] = np.nan
+    mask, scale = ~np.isnan(y), rng.uniform(0.5, 5.0, size=(n, 1))
+    work = Workspace()
+    nll_and_grad(raw, y, mask, likelihood, scale, work=work)  # fills the workspace
+    for gradient in (True, False):
+        tracemalloc.start()
+        loss, grad = nll_and_grad(raw, y, mask, likelihood, scale, gradient=gradient, work=work)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        fresh_loss, fresh_grad = nll_and_grad(raw, y, mask, likelihood, scale, gradient=gradient)
+        assert loss == fresh_loss
+        assert (grad is None) == (fresh_grad is None) == (not gradient)
+        if gradient:
+            assert np.array_equal(grad, fresh_grad)
+        assert peak < n * H * 8 / 4, peak  # not one (n, H) float array
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")
+def test_lagged_values_and_scales_in_a_workspace_are_the_same():
+    """The mlp's lag inputs (a missing lag: the window's mean, as np.nanmean) and the windows' scales from
+    reused buffers equal those computed afresh, with no full-size temporary once the buffers are warm."""
+    import tracemalloc
+
+    from daskstate.algorithms.forecast.lstm import Workspace
+    from daskstate.algorithms.forecast.windows import context_scale, lagged_values
+
+    state, _, block, origins, item, position = _mlp_windows(900)
+    w = next(iter_windows(block, origins, item, position, 7, 1))  # one chunk of 900
+    w.context[5] = np.nan  # a window with nothing observed: its level is NaN either way
+    assert np.isnan(w.context[:, 28 - state.lags]).any()
+    work = Workspace()
+    for _ in range(2):
+        tracemalloc.start()
+        got = lagged_values(w, state.lags, work)
+        scale, n_obs = context_scale(w.context, work)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, lagged_values(w, state.lags))
+    want_scale, want_n = context_scale(w.context)
+    np.testing.assert_array_equal(scale, want_scale)
+    np.testing.assert_array_equal(n_obs, want_n)
+    assert peak < w.context.nbytes, peak  # (n,) results only; afresh: several (n, L) arrays (0.55 MB here)

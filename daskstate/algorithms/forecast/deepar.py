@@ -267,7 +267,7 @@ class ForecastDeepARState(NeuralForecastState):
         static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
         raw, cache, _ = lstm.forward(v, self.num_layers, X, static_all, keep=keep, work=work)
         y, mask = self.targets(seq)
-        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq))
+        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, self._likelihood_scale(seq), work=work)
         return loss, d_raw, cache, int(mask.sum())
 
     def loss_and_gradient(self, theta: np.ndarray, seq: Sequences, keep: list[np.ndarray] | None = None,
@@ -304,15 +304,16 @@ class ForecastDeepARState(NeuralForecastState):
         """Every forecast origin of the partition: 0 .. ``len - 1 - H`` of each item (the whole future inside
         the series; up to ``len - 2`` for an item shorter than that, and for the holdout's origins)."""
         block = X.block
-        origins, item, position = block.origins()
-        j = position - block.starts[item]
         whole = block.lengths - 1 - self.horizon
-        hi = np.where(whole >= 0, whole, block.lengths - 2)
-        keep = j <= hi[item]
-        if self.holds_out:
-            keep |= (position + 1 >= self.holdout_position(block)[item]) & (j <= block.lengths[item] - 2)
-        keep = np.flatnonzero(keep)
-        return self.split_holdout(TrainingWindows(block, origins[keep], item[keep], position[keep]))
+        last = np.where(whole >= 0, whole, block.lengths - 2)  # at most lengths - 2
+        items, first = np.arange(block.n_items), np.zeros(block.n_items, np.int64)
+        if not self.holds_out:
+            return TrainingWindows.in_ranges(block, items, first, last)
+        # as split_holdout: a window is the holdout's when its first target is (origin >= held - 1)
+        held = self.holdout_position(block) - block.starts - 1
+        if self.calibrating:
+            return TrainingWindows.in_ranges(block, items, np.maximum(held, 0), block.lengths - 2)
+        return TrainingWindows.in_ranges(block, items, first, np.minimum(last, held - 1))
 
     def _sequences_of(self, X: TrainingWindows, pick: np.ndarray, codes: np.ndarray, holdout: str = "none"
                       ) -> Sequences:
@@ -393,10 +394,10 @@ class ForecastDeepARState(NeuralForecastState):
             if not len(seq.item):
                 continue
             y = seq.values[:, P + C :].copy()
-            paths = self._draw_paths(params["theta"], seq, keys[seq.item], S, int(self.params.get("seed", 0)))
+            paths = self._draw_paths(params["theta"], seq, keys[seq.item], S, int(self.params.get("seed", 0)), work)
             paths /= seq.scale[:, None, None]
             quantiles = np.moveaxis(np.quantile(paths, CALIBRATION_LEVELS, axis=1), 0, -1)
-            self.add_spread_sums(y, paths.mean(axis=1), quantiles)
+            self.add_spread_sums(y, paths.mean(axis=1), quantiles, work)
 
     # ---- forecasting -------------------------------------------------------------------------------
     def sample_paths(self, theta: np.ndarray, block: SeriesBlock, origins: np.ndarray, num_samples: int,
@@ -443,10 +444,14 @@ class ForecastDeepARState(NeuralForecastState):
         seq.values[:, P + C :] = np.nan  # the future is not read (evaluate passes the actual values)
         filled = self.filled(seq, P + C)
         static_all = lstm.static_inputs(v, self.static_reals(seq), seq.codes)
-        _, _, state = lstm.forward(v, L, self.step_inputs(seq, filled, np.arange(C)), static_all)
+        # the context's pass in the buffers too: its final state is copied into the recurrence's below
+        _, _, state = lstm.forward(v, L, self.step_inputs(seq, filled, np.arange(C), work), static_all, work=work)
         f32 = {k: a.astype(np.float32) for k, a in v.items()}
-        known = self.step_inputs(seq, filled, np.arange(C, C + H))[:, :, nl:]       # (n, H, d - nl)
-        known_z = (known @ v["W0"][nl:d] + (static_all @ v["W0"][d:] + v["b0"])[:, None, :]).astype(np.float32)
+        known = self.step_inputs(seq, filled, np.arange(C, C + H), work)[:, :, nl:]  # (n, H, d - nl)
+        z64 = np.matmul(known, v["W0"][nl:d], out=work.empty("known_z64", (n, H, v["W0"].shape[1])))
+        z64 += (static_all @ v["W0"][d:] + v["b0"])[:, None, :]
+        known_z = work.empty("known_z", z64.shape, np.float32)
+        known_z[...] = z64
         known_out = (known @ v["W_skip"][nl:] + v["b_out"]).astype(np.float32)     # (n, H, k)
         W_lag, skip_lag = f32["W0"][:nl], f32["W_skip"][:nl]
         cells = lstm.Recurrence(f32, L, state, repeat=S, work=work)

@@ -704,7 +704,8 @@ class _ModelTask:
         position = block.starts + (origins - block.offsets)
         if "network" in self.model:
             net = self.model["network"]
-            for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), net.n_inputs):
+            for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), net.n_inputs,
+                                  noise_scales=False):
                 mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles,
                                                         self.model["calibration_"])
             return mean, qf

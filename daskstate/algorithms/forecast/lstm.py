@@ -120,10 +120,10 @@ class Cache:
     hidden: list[np.ndarray]   # per layer: (T, B, N) hidden states
 
 
-def _step(z: np.ndarray, h: np.ndarray, c: np.ndarray, U: np.ndarray, gates: np.ndarray, tanh_c: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _step(z: np.ndarray, h: np.ndarray, c: np.ndarray, U: np.ndarray, gates: np.ndarray, tanh_c: np.ndarray,
+          c_out: np.ndarray | None = None, h_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One LSTM step from the projected input ``z``, writing the activated gates into ``gates`` and
-    ``tanh(c)`` into ``tanh_c``: (new c, new h)."""
+    ``tanh(c)`` into ``tanh_c``: (new c, new h), in ``c_out`` and ``h_out`` if given (neither ``c`` nor ``h``)."""
     N = h.shape[1]
     np.matmul(h, U, out=gates)
     gates += z
@@ -132,9 +132,10 @@ def _step(z: np.ndarray, h: np.ndarray, c: np.ndarray, U: np.ndarray, gates: np.
     np.tanh(gates, out=gates)
     sig *= 0.5
     sig += 0.5
-    c = gates[:, N : 2 * N] * c + gates[:, :N] * gates[:, 3 * N :]
-    np.tanh(c, out=tanh_c)
-    return c, gates[:, 2 * N : 3 * N] * tanh_c
+    c_out = np.multiply(gates[:, N : 2 * N], c, out=c_out)  # f * c + i * g
+    c_out += np.multiply(gates[:, :N], gates[:, 3 * N :], out=h_out)
+    np.tanh(c_out, out=tanh_c)
+    return c_out, np.multiply(gates[:, 2 * N : 3 * N], tanh_c, out=h_out)
 
 
 def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, static_all: np.ndarray,
@@ -170,8 +171,7 @@ def forward(v: dict[str, np.ndarray], num_layers: int, step_inputs: np.ndarray, 
         gates, cells = work.empty(f"gates{layer}", (T, B, 4 * N)), work.empty(f"cells{layer}", (T, B, N))
         hidden, tanh_cells = work.empty(f"hidden{layer}", (T, B, N)), work.empty(f"tanh_cells{layer}", (T, B, N))
         for t in range(T):
-            c, h = _step(z[t], h, c, U, gates[t], tanh_cells[t])
-            cells[t], hidden[t] = c, h
+            c, h = _step(z[t], h, c, U, gates[t], tanh_cells[t], cells[t], hidden[t])
         cache.inputs.append(x)
         cache.gates.append(gates)
         cache.cells.append(cells)

@@ -126,7 +126,7 @@ class ForecastMLPState(NeuralForecastState):
         at = [len(lags), len(lags) + 1, len(lags) + 2, len(lags) + 2 + dates.shape[1]]
         shape = (n, at[-1] + cov.shape[1])
         X = np.empty(shape) if work is None else work.empty("inputs", shape)
-        np.subtract(lagged_values(w, lags), self.center, out=X[:, : at[0]])
+        np.subtract(lagged_values(w, lags, work), self.center, out=X[:, : at[0]])
         X[:, at[0]] = (~np.isnan(w.context)).mean(axis=1)
         # the level matters to counts (their dispersion), not to real values, whose windows are scale-free
         X[:, at[1]] = np.log1p(w.scale) if self.likelihood == "negative_binomial" else 0.0
@@ -158,7 +158,7 @@ class ForecastMLPState(NeuralForecastState):
         raw, acts = self.raw_outputs(theta, X, work)
         y, mask = self.targets(w)
         scale = w.scale[:, None] if self.likelihood == "negative_binomial" else np.ones((len(X), 1))
-        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, scale, gradient=gradient)
+        loss, d_raw = nll_and_grad(raw, y, mask, self.likelihood, scale, gradient=gradient, work=work)
         return loss, None if d_raw is None else d_raw.reshape(len(X), -1), acts, int(mask.sum())
 
     def loss_and_gradient(self, theta: np.ndarray, w: Windows, work: Workspace | None = None

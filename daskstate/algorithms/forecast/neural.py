@@ -69,13 +69,44 @@ class TrainingWindows:
 
     @classmethod
     def of(cls, block: SeriesBlock) -> TrainingWindows:
-        origins, item, position = block.origins()
-        has_target = np.zeros(len(origins), bool)
-        observed = ~np.isnan(block.values)
-        for h in range(1, block.prediction_length + 1):
-            has_target |= observed[np.minimum(origins + h, len(observed) - 1)]
-        keep = np.flatnonzero(has_target)
-        return cls(block, origins[keep], item[keep], position[keep])
+        """The windows with an observed target among the next ``prediction_length`` values, found on the
+        flat values (running counts of observed ones; every item is followed by that many NaN), so only
+        the kept windows are ever listed."""
+        H, total = block.prediction_length, len(block.values)
+        seen = np.cumsum(~np.isnan(block.values))
+        keep = np.greater(seen[H:], seen[:-H]) if total > H else np.zeros(0, bool)  # origin o: seen[o + H] > seen[o]
+        del seen
+        inside = np.zeros(total + 1, np.int8)  # +1 from an item's first point, -1 after its last
+        inside[block.offsets] = 1
+        inside[block.offsets + block.lengths] = -1
+        keep &= np.cumsum(inside[: len(keep)], dtype=np.int8).astype(bool)
+        origins = np.flatnonzero(keep)
+        del keep
+        item = np.searchsorted(block.offsets, origins, side="right") - 1
+        position = block.starts[item] - block.offsets[item]
+        position += origins
+        return cls(block, origins, item, position)
+
+    @classmethod
+    def in_ranges(cls, block: SeriesBlock, item: np.ndarray, first: np.ndarray, last: np.ndarray) -> TrainingWindows:
+        """The windows whose origins are the points ``first[r] .. last[r]`` (counted from the item's first
+        point) of item ``item[r]``, range after range (none where ``last[r] < first[r]``).
+
+        Examples
+        --------
+        >>> block = SeriesBlock(np.array(["a", "b"]), np.array([0, 5]), np.array([3, 2]), np.array([1, 6]),
+        ...                     np.zeros(9), np.zeros((9, 0)), np.zeros(2), None, 1, 1)
+        >>> w = TrainingWindows.in_ranges(block, np.array([0, 1]), np.array([1, 0]), np.array([2, 1]))
+        >>> w.origins.tolist(), w.item.tolist(), w.position.tolist()
+        ([2, 3, 6, 7], [0, 0, 1, 1], [1, 2, 5, 6])
+        """
+        n = np.maximum(last - first + 1, 0)
+        before = np.cumsum(n) - n
+        origins = np.repeat(block.offsets[item] + first - before, n)
+        origins += np.arange(len(origins), dtype=np.int64)
+        position = np.repeat(block.starts[item] - block.offsets[item], n)
+        position += origins
+        return cls(block, origins, np.repeat(item, n), position)
 
     def __len__(self) -> int:
         return len(self.origins)
@@ -96,9 +127,17 @@ def window_hash_unit(items: np.ndarray, item: np.ndarray, position: np.ndarray, 
     0.1
     """
     per_item = pd.util.hash_array(np.asarray(items, dtype=object))
-    mixed = per_item[item] ^ (position.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    mixed = position.astype(np.uint64)  # in place from here (as few full-size temporaries as possible)
+    mixed *= np.uint64(0x9E3779B97F4A7C15)
+    mixed ^= per_item[item]
     mixed ^= np.uint64((seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF)
-    return (pd.util.hash_array(mixed) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    hashed = pd.util.hash_array(mixed)
+    del mixed
+    hashed >>= np.uint64(11)
+    unit = hashed.astype(np.float64)
+    del hashed
+    unit *= 2.0**-53
+    return unit
 
 
 def widen(values: np.ndarray, center: np.ndarray, spread: np.ndarray | None, likelihood: str,
@@ -219,11 +258,15 @@ class NeuralForecastState(SeriesStateMixin, SGDState):
         """Windows ``pick``; a target in the holdout is missing, but in the holdout pass (``work``: the
         windows' buffers, see :func:`iter_windows`)."""
         start = self.holdout_position(X.block) if self.holds_out and not self.calibrating else None
+        buffers = Workspace() if work is None else work
         for w in iter_windows(X.block, X.origins[pick], X.item[pick], X.position[pick], self.season, self.n_inputs,
-                              work=work):
+                              work=work, noise_scales=False):
             if start is not None:
-                steps = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
-                np.copyto(w.target, np.nan, where=steps >= start[w.item][:, None])
+                shape = w.target.shape
+                steps = np.add(w.position[:, None], np.arange(1, self.horizon + 1)[None, :],
+                               out=buffers.empty("holdout_steps", shape, np.int64))
+                held = np.greater_equal(steps, start[w.item][:, None], out=buffers.empty("holdout_held", shape, bool))
+                np.copyto(w.target, np.nan, where=held)
             yield w
 
     def _train(self, X: TrainingWindows, t: None, order: np.ndarray, monitor: bool, rng: np.random.Generator) -> None:

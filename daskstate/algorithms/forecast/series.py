@@ -220,9 +220,13 @@ def grid_positions(times: pd.Series | pd.DatetimeIndex, offset: DateOffset, wher
         ts = ts.tz_convert(None)
     ts = ts.as_unit("ns")
     n = max(1, int(getattr(offset, "n", 1)))
+    step = fixed_step(offset)
+    if step is not None:  # elementwise: no sort of the timestamps (the same positions as below)
+        pos, rem = np.divmod(ts.asi8 - _EPOCH.value, step)
+        if not len(rem) or (rem == rem[0]).all():
+            return pos
     uniq, inverse = np.unique(ts.asi8, return_inverse=True)
     u = pd.DatetimeIndex(uniq.astype("datetime64[ns]"))
-    step = fixed_step(offset)
     if step is not None:
         delta = uniq - _EPOCH.value
         pos, rem = np.divmod(delta, step)
@@ -316,8 +320,12 @@ class SeriesBlock:
         """Every grid point as a window origin: (flat index, item number, grid position)."""
         item = np.repeat(np.arange(self.n_items), self.lengths)
         first = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
-        j = np.arange(int(self.lengths.sum()), dtype=np.int64) - first[item]
-        return self.offsets[item] + j, item, self.starts[item] + j
+        # per item a constant plus the running row number, added in place (fewer full-size temporaries)
+        origins = np.repeat(self.offsets - first, self.lengths)
+        origins += np.arange(len(origins), dtype=np.int64)
+        position = np.repeat(self.starts - self.offsets, self.lengths)
+        position += origins
+        return origins, item, position
 
     def last_origins(self) -> np.ndarray:
         """Flat index of each item's last grid point (the origin of its forecast)."""
@@ -356,9 +364,12 @@ def to_series_block(
     """
     cols.check(df.columns, where, target=target)
     L, H = int(context_length), int(prediction_length)
-    ids = df[cols.id_col].to_numpy()
-    if pd.isna(ids).any():
-        raise DataError(f"{where}: {int(pd.isna(ids).sum())} row(s) with a missing {cols.id_col!r}")
+    ids = df[cols.id_col]
+    if ids.isna().any():
+        raise DataError(f"{where}: {int(ids.isna().sum())} row(s) with a missing {cols.id_col!r}")
+    # the column itself (an Arrow string column: no array of Python strings); a categorical's codes would
+    # sort by its categories' order, not by value
+    ids = ids.to_numpy() if isinstance(ids.dtype, pd.CategoricalDtype) else ids
     try:
         times = pd.to_datetime(df[cols.time_col])
     except (TypeError, ValueError) as exc:
@@ -370,9 +381,58 @@ def to_series_block(
     cov = np.column_stack([_numeric(df, c, where) for c in cols.covariates]) if cols.covariates else (
         np.zeros((len(df), 0)))
     codes, items = pd.factorize(ids, sort=True)
+    runs = _item_runs(codes, pos, len(items))
+    if runs is None:
+        codes, pos, y, cov, tvals = _sorted_rows(codes, pos, y, cov, times.to_numpy("datetime64[ns]"), items,
+                                                 duplicates, where)
+        first = np.searchsorted(codes, np.arange(len(items)), side="left")
+        last = np.searchsorted(codes, np.arange(len(items)), side="right") - 1
+        last_time = tvals[last]
+    else:  # every item's rows in order already: rows are placed where they are (no sorted copies)
+        first, last = runs
+        last_time = times.iloc[last].to_numpy("datetime64[ns]")
+    starts, lengths = pos[first], pos[last] - pos[first] + 1
+    seg = L + lengths + H
+    seg_start = np.concatenate([[0], np.cumsum(seg)[:-1]]).astype(np.int64)
+    offsets = seg_start + L
+    values = np.full(int(seg.sum()), np.nan)
+    flat = np.subtract(pos, starts[codes])
+    flat += offsets[codes]
+    values[flat] = y
+    covariates = np.full((len(values), cov.shape[1]), np.nan)
+    covariates[flat] = cov
+    static = None
+    if cols.static:
+        static = df[[cols.id_col, *cols.static]].drop_duplicates(cols.id_col).set_index(cols.id_col).loc[items]
+    return SeriesBlock(np.asarray(items), starts, lengths, offsets, values, covariates, last_time, static, L, H)
+
+
+def _item_runs(codes: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first and last row of each of the ``k`` items when every item's rows are one run of rows
+    in increasing grid position (the items in any order, as a table written series by series); else None."""
+    if not len(codes):
+        return None
+    change = np.diff(codes) != 0
+    bad = np.diff(pos) <= 0
+    bad[change] = False
+    if bad.any():
+        return None
+    start = np.flatnonzero(change) + 1
+    if len(start) + 1 != k:  # an item in more than one run
+        return None
+    start = np.concatenate([[0], start])
+    end = np.concatenate([start[1:] - 1, [len(codes) - 1]])
+    first, last = np.empty(k, np.int64), np.empty(k, np.int64)
+    first[codes[start]], last[codes[start]] = start, end
+    return first, last
+
+
+def _sorted_rows(codes: np.ndarray, pos: np.ndarray, y: np.ndarray, cov: np.ndarray, tvals: np.ndarray,
+                 items: Any, duplicates: str, where: str) -> tuple[np.ndarray, ...]:
+    """The rows sorted by (item, grid position), duplicate timestamps raised or averaged
+    (see :func:`to_series_block`): ``codes, pos, y, cov, tvals``."""
     order = np.lexsort((pos, codes))
-    codes, pos, y, cov = codes[order], pos[order], y[order], cov[order]
-    tvals = times.to_numpy("datetime64[ns]")[order]
+    codes, pos, y, cov, tvals = codes[order], pos[order], y[order], cov[order], tvals[order]
     same = (np.diff(codes) == 0) & (np.diff(pos) == 0)
     if same.any():
         if duplicates != "mean":
@@ -395,22 +455,7 @@ def to_series_block(
         y = mean_of(y)
         cov = np.column_stack([mean_of(cov[:, j]) for j in range(cov.shape[1])]) if cov.shape[1] else cov[keep]
         codes, pos, tvals = codes[keep], pos[keep], tvals[keep]
-    k = len(items)
-    first = np.searchsorted(codes, np.arange(k), side="left")
-    last = np.searchsorted(codes, np.arange(k), side="right") - 1
-    starts, lengths = pos[first], pos[last] - pos[first] + 1
-    seg = L + lengths + H
-    seg_start = np.concatenate([[0], np.cumsum(seg)[:-1]]).astype(np.int64)
-    offsets = seg_start + L
-    values = np.full(int(seg.sum()), np.nan)
-    flat = offsets[codes] + (pos - starts[codes])
-    values[flat] = y
-    covariates = np.full((len(values), cov.shape[1]), np.nan)
-    covariates[flat] = cov
-    static = None
-    if cols.static:
-        static = df[[cols.id_col, *cols.static]].drop_duplicates(cols.id_col).set_index(cols.id_col).loc[items]
-    return SeriesBlock(np.asarray(items), starts, lengths, offsets, values, covariates, tvals[last], static, L, H)
+    return codes, pos, y, cov, tvals
 
 
 def static_indicators(static: pd.DataFrame | None, columns: Sequence[str], buckets: int) -> np.ndarray:

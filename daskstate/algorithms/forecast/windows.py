@@ -39,15 +39,23 @@ class Windows:
     context: np.ndarray     # (n, L) context / scale, NaN where missing
     target: np.ndarray      # (n, H) targets / scale, NaN where missing
     scale: np.ndarray       # (n,) mean |observed context|
-    noise: np.ndarray       # (n,) relative noise scale (>= NOISE_FLOOR)
+    noise: np.ndarray | None  # (n,) relative noise scale (>= NOISE_FLOOR); None when not asked for
     covariates: np.ndarray  # (n, H, c) known covariates at the target steps
 
 
-def context_scale(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean absolute observed value of each context row, and the observed counts."""
-    observed = ~np.isnan(context)
-    n_obs = observed.sum(axis=1)
-    total = np.where(observed, np.abs(context), 0.0).sum(axis=1)
+def context_scale(context: np.ndarray, work: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean absolute observed value of each context row, and the observed counts (``work``: buffers for
+    the full-size temporaries; the same values)."""
+    if work is None:
+        observed = ~np.isnan(context)
+        n_obs = observed.sum(axis=1)
+        total = np.where(observed, np.abs(context), 0.0).sum(axis=1)
+    else:
+        missing = np.isnan(context, out=work.empty("scale_missing", context.shape, bool))
+        n_obs = context.shape[1] - missing.sum(axis=1)
+        absolute = np.abs(context, out=work.empty("scale_abs", context.shape))
+        np.copyto(absolute, 0.0, where=missing)
+        total = absolute.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = total / n_obs
     return scale, n_obs
@@ -82,7 +90,7 @@ def noise_ratio(w: Windows, season: int) -> np.ndarray:
 
 def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
                  season: int, width: int, min_observed: int = 1, scale_points: int | None = None,
-                 work: Workspace | None = None) -> Iterator[Windows]:
+                 work: Workspace | None = None, noise_scales: bool = True) -> Iterator[Windows]:
     """Scaled windows at the given origins, in mini-batches of bounded size.
 
     The scale, noise scale and observed count come from the last ``scale_points`` context
@@ -91,6 +99,7 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
     fewer than ``min_observed`` such observed values or a zero scale are dropped.
     ``work`` (a :class:`~daskstate.algorithms.forecast.lstm.Workspace`): the windows' context and
     targets live in its buffers, valid until the next window is drawn (the same values as without).
+    ``noise_scales=False``: ``noise`` is None (the neural models do not read it).
     """
     H = block.prediction_length
     step = max(64, BATCH_VALUES // max(1, H * width))
@@ -102,7 +111,7 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
         else:
             context, target = _windows_into(block, o, work)
         recent = context if scale_points is None else context[:, -int(scale_points):]
-        scale, n_obs = context_scale(recent)
+        scale, n_obs = context_scale(recent, work)
         keep = (n_obs >= max(1, min_observed)) & (scale > 0)
         if not keep.all():
             o, context, target, scale = o[keep], context[keep], target[keep], scale[keep]
@@ -114,7 +123,8 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
         else:
             context = np.divide(context, scale[:, None], out=work.empty("window_context", context.shape))
             target = np.divide(target, scale[:, None], out=work.empty("window_target", target.shape))
-        noise = noise_scale(context if scale_points is None else context[:, -int(scale_points):], season)
+        noise = noise_scale(context if scale_points is None else context[:, -int(scale_points):], season) if (
+            noise_scales) else None
         yield Windows(o, item[sl][keep], position[sl][keep], context, target, scale, noise,
                       block.future_covariates(o))
 
@@ -132,17 +142,39 @@ def _windows_into(block: SeriesBlock, origins: np.ndarray, work: Workspace) -> t
     return rows[:, :L], rows[:, L:]
 
 
-def lagged_values(w: Windows, lags: np.ndarray) -> np.ndarray:
+def lagged_values(w: Windows, lags: np.ndarray, work: Workspace | None = None) -> np.ndarray:
     """The scaled context at ``lags`` (n, len(lags)); a missing value is the window's scaled level.
 
-    So a short or gappy context still gives a full row.
+    So a short or gappy context still gives a full row. ``work``: the result and the
+    temporaries in its buffers (valid until the next call; the same values).
     """
     L = w.context.shape[1]
+    if work is not None:
+        return _lagged_values_into(w.context, L - lags, work)
     lagged = w.context[:, L - lags]
     missing = np.isnan(lagged)
     if missing.any():
         level = np.nanmean(w.context, axis=1)
         lagged = np.where(missing, level[:, None], lagged)
+    return lagged
+
+
+def _lagged_values_into(context: np.ndarray, columns: np.ndarray, work: Workspace) -> np.ndarray:
+    """:func:`lagged_values` in reused buffers; the level is ``np.nanmean``'s: the sum of the observed
+    values (missing ones as 0) over their count."""
+    n = len(context)
+    lagged = np.take(context, columns, axis=1, out=work.empty("lagged_values", (n, len(columns))),
+                     mode="clip")  # in range (lags 1 .. L): unbuffered
+    missing = np.isnan(lagged, out=work.empty("lagged_missing", lagged.shape, bool))
+    if missing.any():
+        unobserved = np.isnan(context, out=work.empty("lagged_unobserved", context.shape, bool))
+        count = context.shape[1] - unobserved.sum(axis=1)
+        filled = work.empty("lagged_filled", context.shape)
+        np.copyto(filled, context)
+        np.copyto(filled, 0.0, where=unobserved)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = filled.sum(axis=1) / count
+        np.copyto(lagged, level[:, None], where=missing)
     return lagged
 
 
