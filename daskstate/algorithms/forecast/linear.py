@@ -605,9 +605,8 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
     extra = np.where(mask[:, :, None], extra, 0.0)
     n, H, e = extra.shape
     k = lagged.shape[1]
-    if per_pair:
-        for h in range(H):
-            gram[h, :k, :k] += (lagged * wm[:, h, None]).T @ lagged
+    if per_pair:  # one product for every step's block
+        gram[:, :k, :k] += ((lagged[:, None, :] * wm[:, :, None]).reshape(n, H * k).T @ lagged).reshape(H, k, k)
     else:
         gram[:, :k, :k] += (lagged * weight[:, None]).T @ lagged
         for h in np.flatnonzero(~mask.all(axis=0)):  # a loop over horizon steps, not rows
