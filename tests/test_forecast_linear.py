@@ -519,11 +519,12 @@ def test_per_step_spread_is_the_least_squares_plane_of_the_residuals(monkeypatch
     assert not set(line.state_.arrays()) & set(state.step_arrays)
 
 
-def test_per_step_spread_widens_a_multiplicative_seasons_peak(monkeypatch):
+def test_per_step_spread_widens_a_multiplicative_seasons_peak(monkeypatch, tmp_path):
     """fpp2_monthly at the benchmark's origin: souvenirs (94% of the panel's sum of |y|, so its wQL is the panel's)
     has December sales ~3.5x its other months' and errors in proportion; with the per-window line only its 80%
     band was as wide in December as in May. With the per-step term the December band is wider than the others and
-    the panel's wQL drops (0.382 -> 0.369 when measured; ETS 0.378), the forecast mean unchanged."""
+    the panel's wQL drops (0.382 -> 0.369 when measured; ETS 0.378), the forecast mean unchanged; the state's step
+    sums save and load."""
     df, _, on = _spread_fit(monkeypatch, "fpp2_monthly", step=True, horizon=18)
     _, _, off = _spread_fit(monkeypatch, "fpp2_monthly", step=False, horizon=18)
     on_scores, off_scores = on.evaluate(df)[0], off.evaluate(df)[0]
@@ -538,3 +539,7 @@ def test_per_step_spread_widens_a_multiplicative_seasons_peak(monkeypatch):
     december = pd.DatetimeIndex(on.predict(souvenirs)["timestamp"]).month == 12
     assert widths[0][december].min() > 2 * np.median(widths[0][~december])
     assert widths[1][december].min() < 1.5 * np.median(widths[1][~december])
+    on.save(tmp_path / "step.zarr")
+    back = daskstate.load(tmp_path / "step.zarr")
+    np.testing.assert_array_equal(back.spread_, on.spread_)
+    pd.testing.assert_frame_equal(back.predict(souvenirs), on.predict(souvenirs))
