@@ -388,9 +388,7 @@ def test_per_window_spread_is_the_least_squares_line_of_the_residuals_on_the_noi
     z = np.concatenate(zs)
     assert z.std() > 0.1 and z.max() <= linear.SPREAD_CAP
     for coef in (fc.coef_, fc.finalize(combine="none").coef_):
-        r2 = np.concatenate([np.where(mask, w * (np.where(mask, y, 0.0) - np.einsum(
-            "nhp,hp->nh", np.concatenate([np.broadcast_to(lag[:, None], (*extra.shape[:2], lag.shape[1])), extra], 2),
-            coef)) ** 2, np.nan) for lag, extra, y, w, mask in ((c[0], c[1], c[2], c[3][:, None], c[4]) for c in calls)])
+        r2 = _residual_pairs(calls, coef)
         expected = np.array([np.linalg.lstsq(np.column_stack([np.ones(ok.sum()), z[ok]]), r2[ok, h], rcond=None)[0]
                              / r2[ok, h].mean() for h in range(8) for ok in [~np.isnan(r2[:, h])]])
         np.testing.assert_allclose(state.spread_model(coef), expected, rtol=1e-7, atol=1e-9)

@@ -19,6 +19,8 @@ State (all sums, so ``merge`` adds them and a fit is exact in one pass)::
     target_range (2,) smallest and largest target seen (non-negative data gives non-negative forecasts)
     spread_*         with ``params["spread_z"]`` (new fits: :data:`SPREAD_Z`): gram, xty, yty weighted by
                      ``w_i z_i`` too, and per step sum z, sum z^2 (see :meth:`ForecastLinearState.spread_model`)
+    step_*           with ``params["spread_step"]`` (new fits: :data:`SPREAD_STEP`): gram, xty, yty weighted per
+                     pair by ``w_i z_ih`` (:func:`step_spread_feature`), and per step sum z_s, sum z_s^2, sum z z_s
 
 ``finalize`` solves the ridge system ``(gram_h + s_h wd I) w_h = xty_h + s_h wd w0_h``
 (``s_h`` the mean diagonal of ``gram_h``; ``w0`` zero or the seasonal naive forecast) for
@@ -240,7 +242,7 @@ class ForecastLinearState(SeriesStateMixin, State):
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The state's arrays; without ``params["spread_z"]`` the same as a state saved before it (none of
-        :attr:`spread_arrays`)."""
+        :attr:`spread_arrays`), without ``params["spread_step"]`` none of :attr:`step_arrays`."""
         out = super().arrays()
         absent = (() if self.spread_z else self.spread_arrays) + (() if self.spread_step else self.step_arrays)
         for name in absent:
@@ -436,6 +438,8 @@ class ForecastLinearState(SeriesStateMixin, State):
 
         The sums of ``r^2`` and ``z r^2`` follow from the normal equations as :func:`_sse` (``yty - 2 c.xty +
         c.G.c`` on the plain and the z-weighted copies), so the line is solved without data for any ``coef``.
+        With ``params["spread_step"]``: (H, 3), ``(a, b, c)`` of the plane ``r^2 ~ a + b z + c z_s`` the same way,
+        ``z_s`` the pair's :func:`step_spread_feature` (its copy of the sums weighted per pair).
         """
         everything = (self.gram, self.xty, self.yty, self.pairs)
         weighted = (self.spread_gram, self.spread_xty, self.spread_yty, self.pairs)
@@ -650,7 +654,8 @@ def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset,
     """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators).
 
     With a spread model (``model["spread_"]``, see :meth:`ForecastLinearState.spread_model`) a window's spread at
-    step ``h`` is ``sigma_h`` times ``sqrt(max(a_h + b_h z, SPREAD_FLOOR))``, ``z`` its :func:`spread_feature`.
+    step ``h`` is ``sigma_h`` times ``sqrt(max(a_h + b_h z, SPREAD_FLOOR))``, ``z`` its :func:`spread_feature`
+    (with a per-step term, ``a_h + b_h z + c_h z_sh``, ``z_sh`` its :func:`step_spread_feature`).
     """
     X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)),
                    int(model.get("local_season_", 0)), int(model.get("level_points_", 0)))
