@@ -344,14 +344,16 @@ def test_in_memory_fit_and_finalize_hold_one_blas_thread(monkeypatch):
     assert seen["finalize"] and set(seen["finalize"]) == {1}
 
 
-def _spread_fit(monkeypatch, name: str = "fpp2_uschange"):
-    """A forecaster on ``name``'s training part (the benchmark's origin) with the per-window spread's sums."""
+def _spread_fit(monkeypatch, name: str = "fpp2_uschange", step: bool = False, horizon: int = 8):
+    """A forecaster on ``name``'s training part (the benchmark's origin) with the per-window spread's sums (and with
+    ``step`` the per-step term's; off, the spread as fcspread measured it)."""
     from daskstate.algorithms.forecast import estimator
 
     monkeypatch.setattr(estimator, "SPREAD_Z", True)
+    monkeypatch.setattr(estimator, "SPREAD_STEP", step)
     df, freq = load_unseen_panel(name)
-    train, _ = holdout_split(df, 8)
-    return df, train, daskstate.Forecaster(freq=freq, prediction_length=8).fit(train)
+    train, _ = holdout_split(df, horizon)
+    return df, train, daskstate.Forecaster(freq=freq, prediction_length=horizon).fit(train)
 
 
 def test_per_window_spread_is_the_least_squares_line_of_the_residuals_on_the_noise_ratio(monkeypatch):
@@ -386,9 +388,7 @@ def test_per_window_spread_is_the_least_squares_line_of_the_residuals_on_the_noi
     z = np.concatenate(zs)
     assert z.std() > 0.1 and z.max() <= linear.SPREAD_CAP
     for coef in (fc.coef_, fc.finalize(combine="none").coef_):
-        r2 = np.concatenate([np.where(mask, w * (np.where(mask, y, 0.0) - np.einsum(
-            "nhp,hp->nh", np.concatenate([np.broadcast_to(lag[:, None], (*extra.shape[:2], lag.shape[1])), extra], 2),
-            coef)) ** 2, np.nan) for lag, extra, y, w, mask in ((c[0], c[1], c[2], c[3][:, None], c[4]) for c in calls)])
+        r2 = _residual_pairs(calls, coef)
         expected = np.array([np.linalg.lstsq(np.column_stack([np.ones(ok.sum()), z[ok]]), r2[ok, h], rcond=None)[0]
                              / r2[ok, h].mean() for h in range(8) for ok in [~np.isnan(r2[:, h])]])
         np.testing.assert_allclose(state.spread_model(coef), expected, rtol=1e-7, atol=1e-9)
@@ -434,7 +434,8 @@ def test_states_without_the_spread_sums_save_load_and_forecast_as_before(monkeyp
         patch.setattr(estimator, "SPREAD_Z", False)
         old = daskstate.Forecaster(freq=freq, prediction_length=8).fit(train)
     assert "spread_z" not in old.state_.params and old.spread_ is None
-    assert set(old.state_.arrays()) == set(linear.ForecastLinearState.array_names) - set(linear.ForecastLinearState.spread_arrays)
+    cls = linear.ForecastLinearState
+    assert set(old.state_.arrays()) == set(cls.array_names) - set(cls.spread_arrays) - set(cls.step_arrays)
     old.save(tmp_path / "old.zarr")
     back = daskstate.load(tmp_path / "old.zarr")
     assert back.spread_ is None
@@ -450,3 +451,93 @@ def test_states_without_the_spread_sums_save_load_and_forecast_as_before(monkeyp
     write_group(tmp_path / "bad.zarr", arrays, attrs)
     with pytest.raises(daskstate.errors.StateFileError, match="state arrays"):
         daskstate.load(tmp_path / "bad.zarr")
+
+
+def _residual_pairs(calls: list, coef: np.ndarray) -> np.ndarray:
+    """(pairs, H) weighted squared residuals of ``coef`` from recorded ``_add_products`` calls (NaN: no pair)."""
+    return np.concatenate([np.where(mask, w * (np.where(mask, y, 0.0) - np.einsum(
+        "nhp,hp->nh", np.concatenate([np.broadcast_to(lag[:, None], (*extra.shape[:2], lag.shape[1])), extra], 2),
+        coef)) ** 2, np.nan) for lag, extra, y, w, mask in ((c[0], c[1], c[2], c[3][:, None], c[4]) for c in calls)])
+
+
+def test_per_step_spread_is_the_least_squares_plane_of_the_residuals(monkeypatch):
+    """``params["spread_step"]`` (``linear.SPREAD_STEP``, on by default): per step, the least-squares plane ``r^2 ~ a
+    + b z + c z_s`` (``z_s`` the squared scaled value one season before the target, per window and step) comes
+    exactly from a per-pair weighted copy of the normal equations, for the final model and another one; merging
+    two states' sums equals folding all the windows into one; a state with the per-window line only (saved before
+    it) has none of its arrays and forecasts with the line."""
+    from daskstate.algorithms.forecast import linear
+
+    _, train, fc = _spread_fit(monkeypatch, "fpp2_monthly", step=True, horizon=18)
+    H = 18
+    state = fc.state_.empty_like()
+    assert state.spread_step and fc.spread_.shape == (H, 3)
+    calls, zs, steps = [], [], []
+    add_products, feature, step_feature = linear._add_products, linear.spread_feature, linear.step_spread_feature
+
+    def record_products(sums, *args):
+        if sums[0] is state.gram:
+            calls.append(args)
+        return add_products(sums, *args)
+
+    def record_feature(*args):
+        zs.append(feature(*args))
+        return zs[-1]
+
+    def record_step(*args):
+        steps.append(step_feature(*args))
+        return steps[-1]
+
+    monkeypatch.setattr(linear, "_add_products", record_products)
+    monkeypatch.setattr(linear, "spread_feature", record_feature)
+    monkeypatch.setattr(linear, "step_spread_feature", record_step)
+    state._update(state.read_batch(train, None, where="input")[0], None, None)
+    monkeypatch.setattr(linear, "_add_products", add_products)
+    monkeypatch.setattr(linear, "spread_feature", feature)
+    monkeypatch.setattr(linear, "step_spread_feature", step_feature)
+    for name in state.spread_arrays + state.step_arrays:
+        np.testing.assert_allclose(getattr(state, name), getattr(fc.state_, name), rtol=1e-10, atol=1e-12)
+    z, zstep = np.concatenate(zs), np.concatenate(steps)
+    assert zstep.std() > 0.1 and zstep.max() <= linear.SPREAD_CAP
+    for coef in (fc.coef_, fc.finalize(combine="none").coef_):
+        r2 = _residual_pairs(calls, coef)
+        expected = np.array([np.linalg.lstsq(np.column_stack([np.ones(ok.sum()), z[ok], zstep[ok, h]]), r2[ok, h],
+                                             rcond=None)[0] / r2[ok, h].mean()
+                             for h in range(H) for ok in [~np.isnan(r2[:, h])]])
+        np.testing.assert_allclose(state.spread_model(coef), expected, rtol=1e-6, atol=1e-8)
+    items = train["item_id"].unique()
+    halves = [train[train["item_id"].isin(items[:5])], train[~train["item_id"].isin(items[:5])]]
+    parts = [state.empty_like() for _ in halves]
+    parts = [part.update(part.read_batch(half, None, where="input")[0]) for part, half in zip(parts, halves, strict=True)]
+    merged = parts[0].merge(parts[1])
+    for name in state.step_arrays:
+        np.testing.assert_allclose(getattr(merged, name), getattr(state, name), rtol=1e-10, atol=1e-12)
+    _, _, line = _spread_fit(monkeypatch, "fpp2_monthly", step=False, horizon=18)
+    assert not line.state_.spread_step and line.spread_.shape == (H, 2)
+    assert not set(line.state_.arrays()) & set(state.step_arrays)
+
+
+def test_per_step_spread_widens_a_multiplicative_seasons_peak(monkeypatch, tmp_path):
+    """fpp2_monthly at the benchmark's origin: souvenirs (94% of the panel's sum of |y|, so its wQL is the panel's)
+    has December sales ~3.5x its other months' and errors in proportion; with the per-window line only its 80%
+    band was as wide in December as in May. With the per-step term the December band is wider than the others and
+    the panel's wQL drops (0.382 -> 0.369 when measured; ETS 0.378), the forecast mean unchanged; the state's step
+    sums save and load."""
+    df, _, on = _spread_fit(monkeypatch, "fpp2_monthly", step=True, horizon=18)
+    _, _, off = _spread_fit(monkeypatch, "fpp2_monthly", step=False, horizon=18)
+    on_scores, off_scores = on.evaluate(df)[0], off.evaluate(df)[0]
+    assert on_scores["MASE"] == pytest.approx(off_scores["MASE"], rel=1e-12)
+    assert on_scores["wQL"] < 0.375 < 0.38 < off_scores["wQL"]
+    train, _ = holdout_split(df, 18)
+    souvenirs = train[train["item_id"] == "souvenirs/Sales"]
+    widths = []
+    for fc in (on, off):
+        pred = fc.predict(souvenirs)
+        widths.append((pred["q0.9"] - pred["q0.1"]).to_numpy())
+    december = pd.DatetimeIndex(on.predict(souvenirs)["timestamp"]).month == 12
+    assert widths[0][december].min() > 2 * np.median(widths[0][~december])
+    assert widths[1][december].min() < 1.5 * np.median(widths[1][~december])
+    on.save(tmp_path / "step.zarr")
+    back = daskstate.load(tmp_path / "step.zarr")
+    np.testing.assert_array_equal(back.spread_, on.spread_)
+    pd.testing.assert_frame_equal(back.predict(souvenirs), on.predict(souvenirs))

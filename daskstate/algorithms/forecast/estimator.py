@@ -28,6 +28,7 @@ from daskstate.algorithms.forecast.deepar import (
 from daskstate.algorithms.forecast.linear import (
     LOCAL_COLUMN,
     SIGNED_LEVEL,
+    SPREAD_STEP,
     SPREAD_Z,
     STATIC_BUCKETS,
     ForecastLinearState,
@@ -331,7 +332,8 @@ class Forecaster(StateEstimator):
                   "duplicates": self.duplicates, "static": [str(c) for c in self.static]}
         if self.model == "linear":
             params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd), local=LOCAL_COLUMN,
-                          signed_level=SIGNED_LEVEL, **({"spread_z": True} if SPREAD_Z else {}))
+                          signed_level=SIGNED_LEVEL, **({"spread_z": True} if SPREAD_Z else {}),
+                          **({"spread_step": True} if SPREAD_Z and SPREAD_STEP else {}))
             longest = long_context(offset, L, series_length) if self.context_length is None else 0
             if longest and seasons:
                 # the seasonal index column reads a longer history; windows are still scaled by the lags' context

@@ -19,6 +19,8 @@ State (all sums, so ``merge`` adds them and a fit is exact in one pass)::
     target_range (2,) smallest and largest target seen (non-negative data gives non-negative forecasts)
     spread_*         with ``params["spread_z"]`` (new fits: :data:`SPREAD_Z`): gram, xty, yty weighted by
                      ``w_i z_i`` too, and per step sum z, sum z^2 (see :meth:`ForecastLinearState.spread_model`)
+    step_*           with ``params["spread_step"]`` (new fits: :data:`SPREAD_STEP`): gram, xty, yty weighted per
+                     pair by ``w_i z_ih`` (:func:`step_spread_feature`), and per step sum z_s, sum z_s^2, sum z z_s
 
 ``finalize`` solves the ridge system ``(gram_h + s_h wd I) w_h = xty_h + s_h wd w0_h``
 (``s_h`` the mean diagonal of ``gram_h``; ``w0`` zero or the seasonal naive forecast) for
@@ -103,6 +105,11 @@ STUDENT_DF = 4.0
 #: :func:`spread_feature`, solved exactly at finalize. On since fcspread: wQL over 36 (panel, origin) pairs 1.3%
 #: better, fpp2_uschange's 19% better, one pair 5.3% worse but still 0.60 of ETS's (docs/forecasting-linear.md)
 SPREAD_Z = True
+#: whether new fits (with :data:`SPREAD_Z`) also keep the sums of a per-step term of that spread
+#: (``params["spread_step"]``): the residual variance a plane in the window's :func:`spread_feature` and the target
+#: step's :func:`step_spread_feature`, so a multiplicative season's peak months get the wider spread (fcmon: wQL over
+#: 36 pairs 1.0% better, fpp2_monthly's souvenirs; docs/forecasting-linear.md)
+SPREAD_STEP = True
 #: the largest value of the spread feature (the squared noise ratio), so a few windows cannot lever the fit
 SPREAD_CAP = 25.0
 #: the smallest relative variance a window's spread model may give (a share of the step's mean)
@@ -128,10 +135,13 @@ class ForecastLinearState(SeriesStateMixin, State):
     algorithm: ClassVar[str] = "forecast_linear"
     array_names: ClassVar[tuple[str, ...]] = ("gram", "xty", "yty", "pairs", "holdout_gram", "holdout_xty",
                                               "holdout_yty", "holdout_pairs", "target_range", "spread_gram",
-                                              "spread_xty", "spread_yty", "spread_moments")
+                                              "spread_xty", "spread_yty", "spread_moments", "step_gram", "step_xty",
+                                              "step_yty", "step_moments")
     summed_arrays: ClassVar[tuple[str, ...]] = tuple(n for n in array_names if n != "target_range")
     #: the per-window spread's sums (with ``params["spread_z"]``; states without it neither keep nor save them)
-    spread_arrays: ClassVar[tuple[str, ...]] = array_names[-4:]
+    spread_arrays: ClassVar[tuple[str, ...]] = array_names[-8:-4]
+    #: the per-step spread term's sums (with ``params["spread_step"]``)
+    step_arrays: ClassVar[tuple[str, ...]] = array_names[-4:]
 
     blas_threads: ClassVar[int | None] = 1
     # the fit's products ((n, p) windows x (p, p) per step), finalize's solves and the forecasts are small: a second
@@ -173,6 +183,12 @@ class ForecastLinearState(SeriesStateMixin, State):
     def spread_z(self) -> bool:
         """Whether the state keeps the sums of the per-window spread (:meth:`spread_model`)."""
         return bool(self.params.get("spread_z"))
+
+    @property
+    def spread_step(self) -> bool:
+        """Whether the state keeps the sums of the per-step spread term too (:meth:`spread_model`; needs
+        :attr:`spread_z`)."""
+        return self.spread_z and bool(self.params.get("spread_step"))
 
     @property
     def n_static(self) -> int:
@@ -217,14 +233,20 @@ class ForecastLinearState(SeriesStateMixin, State):
         self.spread_xty = np.zeros((Hz, p))
         self.spread_yty = np.zeros(Hz)
         self.spread_moments = np.zeros((Hz, 2))
+        # the same with the per-(window, step) feature; moments per step: sum z_s, sum z_s^2, sum z z_s
+        Hs = H if self.spread_step else 0
+        self.step_gram = np.zeros((Hs, p, p))
+        self.step_xty = np.zeros((Hs, p))
+        self.step_yty = np.zeros(Hs)
+        self.step_moments = np.zeros((Hs, 3))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The state's arrays; without ``params["spread_z"]`` the same as a state saved before it (none of
-        :attr:`spread_arrays`)."""
+        :attr:`spread_arrays`), without ``params["spread_step"]`` none of :attr:`step_arrays`."""
         out = super().arrays()
-        if not self.spread_z:
-            for name in self.spread_arrays:
-                del out[name]
+        absent = (() if self.spread_z else self.spread_arrays) + (() if self.spread_step else self.step_arrays)
+        for name in absent:
+            del out[name]
         return out
 
     # ---- update --------------------------------------------------------------------------
@@ -276,6 +298,12 @@ class ForecastLinearState(SeriesStateMixin, State):
             _add_products((self.spread_gram, self.spread_xty, self.spread_yty, np.zeros(self.horizon)), lagged, extra,
                           w.target, weight * z, mask)
             self.spread_moments += np.stack([mask.T @ z, mask.T @ (z * z)], axis=1)
+            if self.spread_step:
+                zs = step_spread_feature(w, self.long_season or self.season, self.horizon)      # (n, H)
+                _add_products((self.step_gram, self.step_xty, self.step_yty, np.zeros(self.horizon)), lagged, extra,
+                              w.target, weight[:, None] * zs, mask)
+                on = np.where(mask, zs, 0.0)
+                self.step_moments += np.stack([on.sum(axis=0), (on * zs).sum(axis=0), z @ on], axis=1)
 
     # ---- merge ---------------------------------------------------------------------------
     def _merge(self, other: ForecastLinearState) -> None:
@@ -410,6 +438,8 @@ class ForecastLinearState(SeriesStateMixin, State):
 
         The sums of ``r^2`` and ``z r^2`` follow from the normal equations as :func:`_sse` (``yty - 2 c.xty +
         c.G.c`` on the plain and the z-weighted copies), so the line is solved without data for any ``coef``.
+        With ``params["spread_step"]``: (H, 3), ``(a, b, c)`` of the plane ``r^2 ~ a + b z + c z_s`` the same way,
+        ``z_s`` the pair's :func:`step_spread_feature` (its copy of the sums weighted per pair).
         """
         everything = (self.gram, self.xty, self.yty, self.pairs)
         weighted = (self.spread_gram, self.spread_xty, self.spread_yty, self.pairs)
@@ -421,7 +451,18 @@ class ForecastLinearState(SeriesStateMixin, State):
         mean = r2[ok] / n[ok]
         out[ok, 0] = (szz[ok] * r2[ok] - sz[ok] * zr2[ok]) / det[ok] / mean
         out[ok, 1] = (n[ok] * zr2[ok] - sz[ok] * r2[ok]) / det[ok] / mean
-        return out
+        if not self.spread_step:
+            return out
+        # with the per-step term: the plane r^2 ~ a + b z + c z_s, (H, 3), the minimum-norm solution where a
+        # feature does not vary (z_s is 1 for a series without a season: c then shares a's part)
+        sr2 = _sse(coef, (self.step_gram, self.step_xty, self.step_yty, self.pairs))
+        ss, sss, szs = self.step_moments.T
+        plane = np.tile([1.0, 0.0, 0.0], (self.horizon, 1))
+        for h in np.flatnonzero((n > 0) & (r2 > 0)):
+            moments = np.array([[n[h], sz[h], ss[h]], [sz[h], szz[h], szs[h]], [ss[h], szs[h], sss[h]]])
+            solved = np.linalg.lstsq(moments, np.array([r2[h], zr2[h], sr2[h]]), rcond=None)[0]
+            plane[h] = solved / (r2[h] / n[h])
+        return plane
 
     def prior_coefficients(self, prior: str) -> np.ndarray:
         """(H, p): zero, or the seasonal naive forecast (weight 1 on the lag one cycle before step h)."""
@@ -553,7 +594,8 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
     """Add the weighted products of the (window, step) pairs in ``mask`` to ``sums = (gram, xty, yty, pairs)``.
 
     The lag block of the Gram matrix is the same for every step but for the pairs whose
-    target is missing: it is formed once and those pairs are subtracted.
+    target is missing: it is formed once and those pairs are subtracted. ``weight`` is (n,), or (n, H) for a
+    weight per pair (the lag block is then formed per step).
     """
     gram, xty, yty, pairs = sums
     rows = mask.any(axis=1)
@@ -561,15 +603,19 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
         return
     if not rows.all():
         lagged, extra, target, weight, mask = lagged[rows], extra[rows], target[rows], weight[rows], mask[rows]
-    wm = np.where(mask, weight[:, None], 0.0)                           # (n, H)
+    per_pair = weight.ndim == 2
+    wm = np.where(mask, weight if per_pair else weight[:, None], 0.0)  # (n, H)
     y = np.where(mask, target, 0.0)
     extra = np.where(mask[:, :, None], extra, 0.0)
     n, H, e = extra.shape
     k = lagged.shape[1]
-    gram[:, :k, :k] += (lagged * weight[:, None]).T @ lagged
-    for h in np.flatnonzero(~mask.all(axis=0)):  # a loop over horizon steps, not rows
-        miss = ~mask[:, h]
-        gram[h, :k, :k] -= (lagged[miss] * weight[miss, None]).T @ lagged[miss]
+    if per_pair:  # one product for every step's block
+        gram[:, :k, :k] += ((lagged[:, None, :] * wm[:, :, None]).reshape(n, H * k).T @ lagged).reshape(H, k, k)
+    else:
+        gram[:, :k, :k] += (lagged * weight[:, None]).T @ lagged
+        for h in np.flatnonzero(~mask.all(axis=0)):  # a loop over horizon steps, not rows
+            miss = ~mask[:, h]
+            gram[h, :k, :k] -= (lagged[miss] * weight[miss, None]).T @ lagged[miss]
     wextra = extra * wm[:, :, None]
     # (long inner dimension on the left: OpenBLAS is many times slower on ``lagged.T @ wide``)
     cross = (wextra.reshape(n, H * e).T @ lagged).reshape(H, e, k)                   # (H, e, k)
@@ -590,12 +636,26 @@ def spread_feature(w: Windows, season: int) -> np.ndarray:
     return np.minimum(noise_ratio(w, season) ** 2, SPREAD_CAP)
 
 
+def step_spread_feature(w: Windows, season: int, horizon: int) -> np.ndarray:
+    """(n, H) ``z_s`` of the per-step spread term: the square of the window's scaled context value one ``season``
+    before each target step (at most :data:`SPREAD_CAP`; 1 where it is missing or there is no season), so the
+    spread can follow the level of the target's phase (a multiplicative season's errors grow with it)."""
+    n, L = w.context.shape
+    h = np.arange(1, horizon + 1)
+    lag = season * -(-h // season) - h + 1
+    if season <= 1 or lag.max() > L:
+        return np.ones((n, horizon))
+    last = w.context[:, L - lag]
+    return np.minimum(np.where(np.isnan(last), 1.0, last * last), SPREAD_CAP)
+
+
 def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
                     static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators).
 
     With a spread model (``model["spread_"]``, see :meth:`ForecastLinearState.spread_model`) a window's spread at
-    step ``h`` is ``sigma_h`` times ``sqrt(max(a_h + b_h z, SPREAD_FLOOR))``, ``z`` its :func:`spread_feature`.
+    step ``h`` is ``sigma_h`` times ``sqrt(max(a_h + b_h z, SPREAD_FLOOR))``, ``z`` its :func:`spread_feature`
+    (with a per-step term, ``a_h + b_h z + c_h z_sh``, ``z_sh`` its :func:`step_spread_feature`).
     """
     X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)),
                    int(model.get("local_season_", 0)), int(model.get("level_points_", 0)))
@@ -605,6 +665,9 @@ def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset,
     if model.get("spread_") is not None:
         ab = np.asarray(model["spread_"])
         relative = ab[None, :, 0] + ab[None, :, 1] * spread_feature(w, int(model.get("spread_season_", 1)))[:, None]
+        if ab.shape[1] == 3:  # the per-step term (``params["spread_step"]``), in the seasonal index's season
+            step_season = int(model.get("long_season_", 0)) or int(model.get("spread_season_", 1))
+            relative = relative + ab[None, :, 2] * step_spread_feature(w, step_season, len(ab))
         std = std * np.sqrt(np.maximum(relative, SPREAD_FLOOR))
     return mean, std
 
