@@ -765,7 +765,7 @@ def _one_numpy_type(arrow_type: pa.DataType, table: pa.Table) -> bool:
 
 
 def _number_type(arrow_type: pa.DataType) -> bool:
-    """Whether Arrow values of this type are plain numpy numbers (integers without nulls, floats but float16)."""
+    """Whether Arrow values of this type, without nulls, convert to a plain numpy number dtype (not float16)."""
     return pa.types.is_integer(arrow_type) or (pa.types.is_floating(arrow_type) and not pa.types.is_float16(arrow_type))
 
 
