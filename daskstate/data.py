@@ -710,21 +710,48 @@ def table_to_frame(table: pa.Table) -> pd.DataFrame:
     types = set(table.schema.types)
     if table.num_columns < 2 or len(types) != 1 or not _one_numpy_type(types.pop(), table):
         return table.to_pandas()
+    split = _split_frame(table)
+    if split is None:
+        return table.to_pandas()
+    block = _new_block(table.num_columns, table.num_rows, split.dtypes.iloc[0])
+    _copy_columns(block, table.columns)
+    return _block_frame(block, split)
+
+
+def _split_frame(table: pa.Table) -> pd.DataFrame | None:
+    """``table.to_pandas(split_blocks=True)`` (zero-copy), or None unless its columns share one numpy number dtype.
+
+    None when the pandas metadata asked for another dtype or made a column the index.
+    """
     split = table.to_pandas(split_blocks=True)
     dtypes = set(split.dtypes)
     dtype = dtypes.pop() if len(dtypes) == 1 else None
     if not (isinstance(dtype, np.dtype) and dtype.kind in "fiu") or split.shape[1] != table.num_columns:
-        # the pandas metadata asked for another dtype, or made a column the index
-        return table.to_pandas()
-    # from Arrow's memory pool, as ``to_pandas()``'s blocks: it keeps freed memory for the next
-    # partition, where a fresh numpy array of this size page-faults its way in (2-3x the copy)
-    nbytes = table.num_columns * table.num_rows * dtype.itemsize
-    block = np.frombuffer(pa.allocate_buffer(nbytes), dtype=dtype).reshape(table.num_columns, table.num_rows)
-    for row, column in zip(block, table.columns, strict=True):
+        return None
+    return split
+
+
+def _new_block(n_columns: int, n_rows: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised ``columns x rows`` block from Arrow's memory pool, as ``to_pandas()``'s blocks.
+
+    The pool keeps freed memory for the next partition, where a fresh numpy array of
+    this size page-faults its way in (2-3x the copy).
+    """
+    buffer = pa.allocate_buffer(n_columns * n_rows * dtype.itemsize)
+    return np.frombuffer(buffer, dtype=dtype).reshape(n_columns, n_rows)
+
+
+def _copy_columns(rows: np.ndarray, columns: Sequence[pa.ChunkedArray]) -> None:
+    """Each Arrow column into its row of ``rows`` (nulls of floats as NaN)."""
+    for row, column in zip(rows, columns, strict=True):
         start = 0
         for chunk in column.chunks:
             row[start : start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
             start += len(chunk)
+
+
+def _block_frame(block: np.ndarray, split: pd.DataFrame) -> pd.DataFrame:
+    """The frame over ``block.T`` with ``split``'s index, column labels and attrs."""
     frame = pd.DataFrame(block.T, index=split.index, columns=split.columns, copy=False)
     frame.attrs = split.attrs
     return frame
@@ -732,9 +759,88 @@ def table_to_frame(table: pa.Table) -> pd.DataFrame:
 
 def _one_numpy_type(arrow_type: pa.DataType, table: pa.Table) -> bool:
     """Whether Arrow columns of this type convert to one plain numpy dtype (integers: without nulls)."""
-    if pa.types.is_floating(arrow_type) and not pa.types.is_float16(arrow_type):
-        return True
-    return pa.types.is_integer(arrow_type) and all(column.null_count == 0 for column in table.columns)
+    if pa.types.is_integer(arrow_type):
+        return all(column.null_count == 0 for column in table.columns)
+    return _number_type(arrow_type)
+
+
+def _number_type(arrow_type: pa.DataType) -> bool:
+    """Whether Arrow values of this type, without nulls, convert to a plain numpy number dtype (not float16)."""
+    return pa.types.is_integer(arrow_type) or (pa.types.is_floating(arrow_type) and not pa.types.is_float16(arrow_type))
+
+
+#: decoded bytes per read when :func:`read_row_group_frame` reads a row group a few columns at a time:
+#: small enough for the decoded values to stay in a core's L2 cache (1-2 MiB on current server cores)
+#: next to the decoder's own page buffers, large enough that the cost of a call stays small
+READ_GROUP_BYTES = 512 * 1024
+
+
+def read_row_group_frame(file: pq.ParquetFile, row_group: int, columns: Sequence[str] | None = None
+                         ) -> pd.DataFrame:
+    """``table_to_frame(file.read_row_group(row_group, columns))``, read a few columns at a time.
+
+    When the columns share one float or integer type, they are decoded in groups of
+    about :data:`READ_GROUP_BYTES`, and each group is copied into the frame's block
+    while it is still in the CPU's cache: the row group is never decoded whole
+    into a second, freshly allocated copy of its values. A row group of 100,000 x 16
+    float64 values (Snappy) costs 9.3 ms of CPU instead of 11.8 ms, and in a fresh
+    process far less, where that second copy page-faulted in each time. Values,
+    dtypes, index and column labels are those of a whole read; anything else
+    (other types, nulls, one group only) is read whole.
+
+    Examples
+    --------
+    >>> with pq.ParquetFile("data/part-0.parquet", pre_buffer=False) as f:   # doctest: +SKIP
+    ...     frame = read_row_group_frame(f, 0, ["x", "y"])
+    """
+    names = _unique(columns)
+    plan = _column_groups(file, row_group, names)
+    if plan is None:
+        return table_to_frame(file.read_row_group(row_group, columns=names))
+    groups, dtype = plan
+    n_rows = file.metadata.row_group(row_group).num_rows
+    block = _new_block(sum(map(len, groups)), n_rows, dtype)
+    fields, metadata, start = [], None, 0
+    for group in groups:
+        part = file.read_row_group(row_group, columns=group, use_threads=False)
+        if part.column_names != group or part.num_rows != n_rows or any(c.null_count for c in part.columns):
+            # nulls may convert to something else than NaN (integers, nullable dtypes): read whole
+            return table_to_frame(file.read_row_group(row_group, columns=names))
+        _copy_columns(block[start : start + len(group)], part.columns)
+        fields.extend(part.schema)
+        metadata, start = part.schema.metadata, start + len(group)
+    # the same table as a whole read, its columns zero-copy views of the block's rows
+    table = pa.Table.from_arrays([pa.array(row) for row in block], schema=pa.schema(fields, metadata=metadata))
+    split = _split_frame(table)
+    return table.to_pandas() if split is None or split.dtypes.iloc[0] != dtype else _block_frame(block, split)
+
+
+def _unique(columns: Sequence[str] | None) -> list[str] | None:
+    """The column names, each once, in order (as pyarrow reads them)."""
+    return list(dict.fromkeys(columns)) if columns is not None else None
+
+
+def _column_groups(file: pq.ParquetFile, row_group: int, columns: Sequence[str] | None
+                   ) -> tuple[list[list[str]], np.dtype] | None:
+    """The groups of column names :func:`read_row_group_frame` reads at a time, and their numpy dtype.
+
+    None when the row group is better read whole: a column that is not a plain
+    top-level float or integer column, columns of different types, or one group.
+    """
+    schema = file.schema_arrow
+    names = schema.names if columns is None else _unique(columns)
+    if any(len(schema.get_all_field_indices(name)) != 1 for name in names):
+        return None
+    types = {schema.field(name).type for name in names}
+    arrow_type = types.pop() if len(types) == 1 else None
+    if arrow_type is None or not _number_type(arrow_type):
+        return None
+    dtype = np.dtype(arrow_type.to_pandas_dtype())
+    n_rows = file.metadata.row_group(row_group).num_rows
+    per_group = max(1, READ_GROUP_BYTES // max(1, n_rows * dtype.itemsize))
+    if per_group >= len(names):
+        return None
+    return [names[i : i + per_group] for i in range(0, len(names), per_group)], dtype
 
 
 class PieceReader:
@@ -747,12 +853,17 @@ class PieceReader:
     def __call__(self, piece: Piece, columns: Sequence[str] | None = None) -> pd.DataFrame:
         # Dask passes a projection when it pushed one down; otherwise read what read_parquet exposed.
         columns = self.columns if columns is None else columns
-        # memory-mapped: the decoder reads the pages where the page cache holds them, not from a
+        # in column groups: read page by page into buffers the allocator reuses; memory-mapped, with each
+        # page faulted in, the same reads cost 14% more CPU one after another (0-3% more in a fit on Dask's
+        # threads), and a file truncated during the read could end the process (SIGBUS)
+        with pq.ParquetFile(piece.path, pre_buffer=False) as f:
+            if _column_groups(f, piece.row_group, columns) is not None:
+                return read_row_group_frame(f, piece.row_group, columns)
+        # whole: memory-mapped, the decoder reads the pages where the page cache holds them, not from a
         # copy (9% less CPU for a row group of 100,000 x 16 float64 values in Snappy pages). The cost:
         # a file truncated by another process while it is read ends the process with SIGBUS, not an error.
         with pq.ParquetFile(piece.path, memory_map=True) as f:
-            table = f.read_row_group(piece.row_group, columns=list(columns) if columns is not None else None)
-        return table_to_frame(table)
+            return table_to_frame(f.read_row_group(piece.row_group, columns=_unique(columns)))
 
     def __dask_tokenize__(self):
         return ("daskstate-piece-reader", tuple(self.pieces), self.columns)

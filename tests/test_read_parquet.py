@@ -91,3 +91,76 @@ def test_parquet_partitions_are_one_column_major_block_and_errors_name_the_colum
     assert np.array_equal(to_features(part, Schema(("c", "a"))), frame[["c", "a"]].to_numpy())
     with pytest.raises(SchemaError, match=r"partition 3: feature column\(s\) 'e' \(\w+\) are not numeric"):
         to_features(ddf.partitions[0].compute(), Schema(("a", "e")), where="partition 3")
+
+
+def _parquet_file(table: pa.Table, row_group_size: int | None = None) -> pq.ParquetFile:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=row_group_size)
+    return pq.ParquetFile(pa.BufferReader(buf.getvalue()))
+
+
+class _CountingFile:
+    """A ParquetFile that records the columns of each ``read_row_group`` call."""
+
+    def __init__(self, file: pq.ParquetFile):
+        self.file, self.reads = file, []
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def read_row_group(self, i, columns=None, **kwargs):
+        self.reads.append(None if columns is None else list(columns))
+        return self.file.read_row_group(i, columns=columns, **kwargs)
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+@pytest.mark.parametrize("columns", ["all", "reversed", "repeated"])
+def test_read_row_group_frame_is_the_whole_read(name, columns, monkeypatch):
+    monkeypatch.setattr(daskstate.data, "READ_GROUP_BYTES", 1)  # one column per read wherever it can
+    table = TABLES[name]()
+    names = {"all": None, "reversed": table.column_names[::-1],
+             "repeated": table.column_names[:1] + table.column_names}[columns]
+    for row_group_size in (None, 3):
+        file = _parquet_file(table, row_group_size)
+        for rg in range(file.metadata.num_row_groups):
+            want = table_to_frame(file.read_row_group(rg, columns=names))
+            counting = _CountingFile(file)
+            got = daskstate.data.read_row_group_frame(counting, rg, names)
+            pd.testing.assert_frame_equal(got, want, check_exact=True)
+            assert got.attrs == want.attrs and type(got.index) is type(want.index)
+            assert got.to_numpy().flags.f_contiguous == want.to_numpy().flags.f_contiguous
+
+
+def test_read_row_group_frame_reads_columns_in_groups_of_the_read_size(monkeypatch):
+    table = pa.table({f"c{j}": _rng.normal(size=1000) for j in range(10)})
+    file = _parquet_file(table)
+    # 3 columns of 1000 float64 values fit in 24,000 bytes: four reads of 3, 3, 3 and 1 columns
+    monkeypatch.setattr(daskstate.data, "READ_GROUP_BYTES", 24_000)
+    counting = _CountingFile(file)
+    frame = daskstate.data.read_row_group_frame(counting, 0, table.column_names[::-1])
+    assert counting.reads == [["c9", "c8", "c7"], ["c6", "c5", "c4"], ["c3", "c2", "c1"], ["c0"]]
+    assert np.array_equal(frame.to_numpy(), table.to_pandas().to_numpy()[:, ::-1])
+    assert frame.to_numpy().flags.f_contiguous
+    # a row group that fits in one read, and columns of two types, are read whole
+    for columns in (table.column_names[:3], None):
+        counting = _CountingFile(_parquet_file(table.append_column("i", pa.array(np.arange(1000)))
+                                                if columns is None else table))
+        daskstate.data.read_row_group_frame(counting, 0, columns)
+        assert counting.reads == [columns]
+    # nulls: read again whole (integers with nulls become floats, as in to_pandas)
+    with_nulls = pa.table({"a": pa.array([1, 2, None] * 100), "b": pa.array(range(300))})
+    monkeypatch.setattr(daskstate.data, "READ_GROUP_BYTES", 1)
+    counting = _CountingFile(_parquet_file(with_nulls))
+    got = daskstate.data.read_row_group_frame(counting, 0, None)
+    assert counting.reads == [["a"], None]
+    pd.testing.assert_frame_equal(got, with_nulls.to_pandas(), check_exact=True)
+
+
+def test_parquet_partitions_read_in_column_groups_are_one_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(daskstate.data, "READ_GROUP_BYTES", 1)
+    frame = pd.DataFrame(_rng.normal(size=(50, 4)), columns=list("abcd"))
+    frame.to_parquet(tmp_path / "x.parquet")
+    part = daskstate.read_parquet(tmp_path / "x.parquet")[["b", "d"]].partitions[0].compute()  # reads b and d
+    pd.testing.assert_frame_equal(part, frame[["b", "d"]], check_exact=True)
+    X = to_features(part, Schema(("b", "d")), where="partition 0")
+    assert X.flags.f_contiguous and np.shares_memory(X, part.to_numpy())
