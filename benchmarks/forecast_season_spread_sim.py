@@ -25,18 +25,14 @@ usmacro_changes,us_employment,synthetic_monthly,synthetic_daily,elecdemand
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import threading
 import time
 
 import numpy as np
 
 import daskstate
-from benchmarks.bench_forecast import Q, origin_split, panels
-from benchmarks.common import write_results
-from benchmarks.forecast_spread_sim import summarise
+from benchmarks.bench_forecast import Q, origin_split
+from benchmarks.forecast_spread_sim import simulate
 from daskstate.algorithms.forecast import estimator, linear
 from daskstate.algorithms.forecast.local import cycle_index
 from daskstate.algorithms.forecast.series import as_offset, default_prediction_length
@@ -152,32 +148,8 @@ def run_pair(name: str, df, freq: str, k: int, specs: list, ets: dict | None) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--panels", required=True)
-    parser.add_argument("--origins", type=int, default=3)
-    parser.add_argument("--ets-cache", default="benchmarks/results/forecast_ets_origins.json")
-    parser.add_argument("--specs", default=json.dumps(DEFAULT_SPECS))
-    parser.add_argument("--results-name", default="forecast_fcmon_season_sim")
-    args = parser.parse_args()
-    specs = json.loads(args.specs)
-    with open(args.ets_cache) as f:
-        ets_cache = json.load(f)
-    load_before = os.getloadavg()
-    linear.ForecastLinearState._fold_windows = _recording_fold
-    estimator.linear_forecast = _scaled_forecast
-    rows: list[dict] = []
-    for name, (df, freq) in panels(args.panels.split(",")).items():
-        for k in range(args.origins):
-            rows += run_pair(name, df, freq, k, specs, ets_cache.get(f"{name}@{-k}"))
-            print(name, -k, {r["spec"]: round(r.get("wql_vs_base", r["wQL"]), 4) for r in rows[-len(specs) - 1:]},
-                  {r["spec"]: round(r["coverage_80"], 3) for r in rows[-len(specs) - 1:]}, flush=True)
-    summary = summarise(rows)
-    for s in summary:
-        print(s)
-    path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                                             "origins": args.origins, "specs": specs, "rows": rows,
-                                             "summary": summary})
-    print(f"wrote {path}")
+    simulate(__doc__.splitlines()[0], "forecast_fcmon_season_sim", DEFAULT_SPECS, _recording_fold, _scaled_forecast,
+             run_pair)
 
 
 if __name__ == "__main__":

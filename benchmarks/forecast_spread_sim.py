@@ -207,26 +207,29 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def simulate(description: str, default_name: str, default_specs: list, recording_fold: Callable,
+             scaled_forecast: Callable, run_pair: Callable) -> None:
+    """The command line shared by the spread simulations: every (panel, origin) through ``run_pair`` with the
+    state's fold and the estimator's forecast replaced by the simulation's recording and scaling versions."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--panels", required=True)
     parser.add_argument("--origins", type=int, default=3)
     parser.add_argument("--ets-cache", default="benchmarks/results/forecast_ets_origins.json")
-    parser.add_argument("--specs", default=json.dumps(DEFAULT_SPECS))
-    parser.add_argument("--results-name", default="forecast_fcspread_sim")
+    parser.add_argument("--specs", default=json.dumps(default_specs))
+    parser.add_argument("--results-name", default=default_name)
     args = parser.parse_args()
     specs = json.loads(args.specs)
     with open(args.ets_cache) as f:
         ets_cache = json.load(f)
     load_before = os.getloadavg()
-    linear.ForecastLinearState._fold_windows = _recording_fold
-    estimator.linear_forecast = _scaled_forecast
+    linear.ForecastLinearState._fold_windows = recording_fold
+    estimator.linear_forecast = scaled_forecast
     rows: list[dict] = []
     for name, (df, freq) in panels(args.panels.split(",")).items():
         for k in range(args.origins):
             rows += run_pair(name, df, freq, k, specs, ets_cache.get(f"{name}@{-k}"))
             print(name, -k, {r["spec"]: round(r.get("wql_vs_base", r["wQL"]), 4) for r in rows[-len(specs) - 1:]},
-                  flush=True)
+                  {r["spec"]: round(r["coverage_80"], 3) for r in rows[-len(specs) - 1:]}, flush=True)
     summary = summarise(rows)
     for s in summary:
         print(s)
@@ -234,6 +237,11 @@ def main() -> None:
                                              "origins": args.origins, "specs": specs, "rows": rows,
                                              "summary": summary})
     print(f"wrote {path}")
+
+
+def main() -> None:
+    simulate(__doc__.splitlines()[0], "forecast_fcspread_sim", DEFAULT_SPECS, _recording_fold, _scaled_forecast,
+             run_pair)
 
 
 if __name__ == "__main__":

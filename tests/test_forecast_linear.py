@@ -356,6 +356,33 @@ def _spread_fit(monkeypatch, name: str = "fpp2_uschange", step: bool = False, ho
     return df, train, daskstate.Forecaster(freq=freq, prediction_length=horizon).fit(train)
 
 
+def _fold_recording(monkeypatch, state, train: pd.DataFrame, *features: str) -> tuple[list, list[list]]:
+    """Fold ``train`` into ``state`` recording the arguments of every product added to its main sums and the
+    values the ``features`` (names of functions in ``linear``) return; the module is restored after."""
+    from daskstate.algorithms.forecast import linear
+
+    calls, seen = [], [[] for _ in features]
+    originals = {name: getattr(linear, name) for name in ("_add_products", *features)}
+
+    def record_products(sums, *args):
+        if sums[0] is state.gram:
+            calls.append(args)
+        return originals["_add_products"](sums, *args)
+
+    def recorder(name: str, out: list):
+        def record(*args):
+            out.append(originals[name](*args))
+            return out[-1]
+        return record
+
+    with monkeypatch.context() as patch:
+        patch.setattr(linear, "_add_products", record_products)
+        for name, out in zip(features, seen, strict=True):
+            patch.setattr(linear, name, recorder(name, out))
+        state._update(state.read_batch(train, None, where="input")[0], None, None)
+    return calls, seen
+
+
 def test_per_window_spread_is_the_least_squares_line_of_the_residuals_on_the_noise_ratio(monkeypatch):
     """``params["spread_z"]`` (``linear.SPREAD_Z``, on by default): per step, the least-squares line ``r^2 ~ a + b z``
     over the training pairs (``r`` the final model's residual in noise units, ``z`` the window's squared noise
@@ -366,23 +393,7 @@ def test_per_window_spread_is_the_least_squares_line_of_the_residuals_on_the_noi
 
     _, train, fc = _spread_fit(monkeypatch)
     state = fc.state_.empty_like()
-    calls, zs = [], []
-    add_products, feature = linear._add_products, linear.spread_feature
-
-    def record_products(sums, *args):
-        if sums[0] is state.gram:
-            calls.append(args)
-        return add_products(sums, *args)
-
-    def record_feature(*args):
-        zs.append(feature(*args))
-        return zs[-1]
-
-    monkeypatch.setattr(linear, "_add_products", record_products)
-    monkeypatch.setattr(linear, "spread_feature", record_feature)
-    state._update(state.read_batch(train, None, where="input")[0], None, None)
-    monkeypatch.setattr(linear, "_add_products", add_products)
-    monkeypatch.setattr(linear, "spread_feature", feature)
+    calls, (zs,) = _fold_recording(monkeypatch, state, train, "spread_feature")
     for name in state.spread_arrays:
         np.testing.assert_allclose(getattr(state, name), getattr(fc.state_, name), rtol=1e-10, atol=1e-12)
     z = np.concatenate(zs)
@@ -472,29 +483,7 @@ def test_per_step_spread_is_the_least_squares_plane_of_the_residuals(monkeypatch
     H = 18
     state = fc.state_.empty_like()
     assert state.spread_step and fc.spread_.shape == (H, 3)
-    calls, zs, steps = [], [], []
-    add_products, feature, step_feature = linear._add_products, linear.spread_feature, linear.step_spread_feature
-
-    def record_products(sums, *args):
-        if sums[0] is state.gram:
-            calls.append(args)
-        return add_products(sums, *args)
-
-    def record_feature(*args):
-        zs.append(feature(*args))
-        return zs[-1]
-
-    def record_step(*args):
-        steps.append(step_feature(*args))
-        return steps[-1]
-
-    monkeypatch.setattr(linear, "_add_products", record_products)
-    monkeypatch.setattr(linear, "spread_feature", record_feature)
-    monkeypatch.setattr(linear, "step_spread_feature", record_step)
-    state._update(state.read_batch(train, None, where="input")[0], None, None)
-    monkeypatch.setattr(linear, "_add_products", add_products)
-    monkeypatch.setattr(linear, "spread_feature", feature)
-    monkeypatch.setattr(linear, "step_spread_feature", step_feature)
+    calls, (zs, steps) = _fold_recording(monkeypatch, state, train, "spread_feature", "step_spread_feature")
     for name in state.spread_arrays + state.step_arrays:
         np.testing.assert_allclose(getattr(state, name), getattr(fc.state_, name), rtol=1e-10, atol=1e-12)
     z, zstep = np.concatenate(zs), np.concatenate(steps)
