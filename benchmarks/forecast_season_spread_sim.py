@@ -32,11 +32,11 @@ import numpy as np
 
 import daskstate
 from benchmarks.bench_forecast import Q, origin_split
-from benchmarks.forecast_spread_sim import simulate
+from benchmarks.forecast_spread_sim import residuals_in_noise_units, simulate
 from daskstate.algorithms.forecast import estimator, linear
 from daskstate.algorithms.forecast.local import cycle_index
 from daskstate.algorithms.forecast.series import as_offset, default_prediction_length
-from daskstate.algorithms.forecast.windows import lagged_values, noise_scale, step_design
+from daskstate.algorithms.forecast.windows import noise_scale
 
 DEFAULT_SPECS = [[["w2", "s2"], 0.25], [["w2", "m2"], 0.25], [["s2"], 0.25], [["m2"], 0.25]]
 
@@ -70,13 +70,7 @@ def _recording_fold(self, w, first_target, holdout_start, static=None):
     record = _MODE["collect"]
     if record is None:
         return
-    lagged = lagged_values(w, self.lags)
-    extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season,
-                        self.level_points)
-    mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)
-    X = np.concatenate([np.broadcast_to(lagged[:, None, :], extra.shape[:2] + (lagged.shape[1],)), extra], axis=2)
-    pred = np.einsum("nhp,hp->nh", np.where(mask[:, :, None], X, 0.0), record["coef"])
-    r2 = np.where(mask, (np.where(mask, w.target, 0.0) - pred) ** 2 / w.noise[:, None] ** 2, np.nan)
+    _, r2 = residuals_in_noise_units(self, w, static, record["coef"])
     z = step_features(w, self.horizon, self.season, self.long_season)
     with _LOCK:
         record["r2"].append(r2)

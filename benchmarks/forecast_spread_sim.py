@@ -75,19 +75,25 @@ def z_candidates(w, season: int, local_season: int) -> dict[str, np.ndarray]:
             "observed": np.mean(~np.isnan(w.context), axis=1)}
 
 
+def residuals_in_noise_units(state, w, static, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, r2), both (n, H): which (window, step) pairs of windows ``w`` the state fits, and the squared
+    residual of ``coef`` on each in the window's noise units (NaN where there is no pair)."""
+    lagged = lagged_values(w, state.lags)
+    extra = step_design(w, state.offset, state.harmonics, static, state.long_season, state.local_season,
+                        state.level_points)
+    mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)
+    X = np.concatenate([np.broadcast_to(lagged[:, None, :], extra.shape[:2] + (lagged.shape[1],)), extra], axis=2)
+    pred = np.einsum("nhp,hp->nh", np.where(mask[:, :, None], X, 0.0), coef)
+    return mask, np.where(mask, (np.where(mask, w.target, 0.0) - pred) ** 2 / w.noise[:, None] ** 2, np.nan)
+
+
 def _recording_fold(self, w, first_target, holdout_start, static=None):
     _fold_windows(self, w, first_target, holdout_start, static)
     record = _MODE["collect"]
     if record is None:
         return
-    lagged = lagged_values(w, self.lags)
-    extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season,
-                        self.level_points)
-    mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)
+    mask, r2 = residuals_in_noise_units(self, w, static, record["coef"])
     held = mask & (w.position[:, None] + np.arange(1, self.horizon + 1)[None, :] >= holdout_start[:, None])
-    X = np.concatenate([np.broadcast_to(lagged[:, None, :], extra.shape[:2] + (lagged.shape[1],)), extra], axis=2)
-    pred = np.einsum("nhp,hp->nh", np.where(mask[:, :, None], X, 0.0), record["coef"])
-    r2 = np.where(mask, (np.where(mask, w.target, 0.0) - pred) ** 2 / w.noise[:, None] ** 2, np.nan)
     z = z_candidates(w, self.season, self.local_season)
     with _LOCK:
         record["r2"].append(r2)
