@@ -132,7 +132,40 @@ def seasonal_naive(hist: list[np.ndarray], H: int, m: int) -> tuple[np.ndarray, 
     return mean, qf
 
 
+#: the per-series ETS peer: "statsmodels" (``ETSModel``, four variants by AICc) or "autoets" (statsforecast's
+#: ``AutoETS``, every ETS form by AICc; it needs pandas < 3, so it runs in an environment of its own: see
+#: benchmarks/README.md); set by ``--ets-peer``
+ETS_PEER = "statsmodels"
+ETS_METHOD = {"statsmodels": "statsmodels ETS (best AICc)", "autoets": "statsforecast AutoETS"}
+
+
+def autoets_forecast(y: np.ndarray, H: int, m: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """statsforecast's ``AutoETS`` (model "ZZZ": error, trend, damping and season chosen by AICc) on one series;
+    its quantiles from the Gaussian prediction intervals of the chosen model (levels 20, 40, 60, 80 give the
+    quantiles 0.1 .. 0.9, the mean the median)."""
+    from statsforecast.models import AutoETS
+
+    y = pd.Series(y).interpolate(limit_direction="both").to_numpy()
+    levels = sorted({int(round(100 * abs(1 - 2 * q))) for q in Q if q != 0.5})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoETS(season_length=max(m, 1)).fit(y)
+            out = model.predict(H, level=levels)
+    except Exception:  # a series AutoETS cannot fit is forecast by its last value, as ets_forecast does
+        mean = np.repeat(y[-1], H)
+        return mean, np.repeat(mean[:, None], len(Q), axis=1), "naive"
+    mean = np.asarray(out["mean"], dtype=np.float64)
+    cols = []
+    for q in Q:
+        level = int(round(100 * abs(1 - 2 * q)))
+        cols.append(mean if level == 0 else np.asarray(out[f"{'lo' if q < 0.5 else 'hi'}-{level}"], dtype=np.float64))
+    return mean, np.stack(cols, axis=1), model.model_["method"]
+
+
 def ets_forecast(y: np.ndarray, H: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    if ETS_PEER == "autoets":
+        return autoets_forecast(y, H, m)
     from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
     y = pd.Series(y).interpolate(limit_direction="both").to_numpy()
@@ -173,7 +206,7 @@ def ets_row(name: str, hist: list[np.ndarray], y: np.ndarray, scale: np.ndarray,
         means.append(mu)
         qfs.append(q)
         chosen.append(kind)
-    return {"method": "statsmodels ETS (best AICc)", "seconds": time.perf_counter() - t0,
+    return {"method": ETS_METHOD[ETS_PEER], "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0,
             **score(y, np.asarray(means), np.asarray(qfs), scale),
             "variants": pd.Series(chosen).value_counts().to_dict()}
@@ -671,6 +704,9 @@ def main() -> None:
                         "origin, at --origins origins (linear only, no ETS)")
     parser.add_argument("--ets-cache", default="", help="JSON file of ETS rows per (panel, origin) (see "
                         "ets_at_origins): with --finalize-variants, the variants relative to ETS where it has a row")
+    parser.add_argument("--ets-peer", choices=sorted(ETS_METHOD), default="statsmodels",
+                        help="the per-series ETS fitted by this run (autoets: statsforecast, in an environment "
+                        "with pandas < 3)")
     parser.add_argument("--fit-ets-origins", action="store_true", help="fit per-series ETS at --origins origins of "
                         "--panels into --ets-cache (origin 0 from --reuse-ets where it has the panel), and stop")
     parser.add_argument("--origins", type=int, default=1, help="with --finalize-variants: backtest origins, "
@@ -685,6 +721,8 @@ def main() -> None:
                         "before the run (e.g. daskstate.algorithms.forecast.linear:STUDENT_DF=5.0), to compare a "
                         "model change with the model before it from one commit; repeatable")
     args = parser.parse_args()
+    global ETS_PEER
+    ETS_PEER = args.ets_peer
     args.patched = [set_constant(p) for p in args.patch]
     load_before = os.getloadavg()
     ets_cache: dict = {}
