@@ -80,6 +80,8 @@ def panels(names: list[str], n_synthetic: int = 100) -> dict[str, tuple[pd.DataF
             out[name] = (synthetic_panel(n_synthetic, 400, freq="D", seed=1), "D")
         elif name == "synthetic_monthly":
             out[name] = (synthetic_panel(n_synthetic, 144, freq="MS", seed=2), "MS")
+        elif name == "synthetic_yearly":  # not in the defaults: trend, level shifts, noise and counts, no season
+            out[name] = (synthetic_panel(n_synthetic, 40, freq="YS-JAN", seed=3, start="1980-01-01"), "YS-JAN")
         else:
             raise ValueError(f"unknown panel {name!r}")
     return out

@@ -48,6 +48,11 @@ UNSEEN_PANELS = {
                                                            "wmurders", "elecsales", "marathon", "maxtemp",
                                                            "sunspotarea")]
                    + [("fpp3", "prices", c, None) for c in ("eggs", "chicken", "copper", "nails", "oil", "wheat")]),
+    # a second yearly panel (R's own datasets), to tell a change for yearly data from one for fpp_annual: the Nile's
+    # flow, Lake Huron's level, lynx trappings, sunspot numbers, New Haven's temperature, US airline miles and great
+    # discoveries (treering's 8,000 years and uspop's decades left out)
+    "datasets_annual": ("YS-JAN", [("datasets", d, None) for d in ("Nile", "LakeHuron", "lynx", "sunspot.year", "nhtemp",
+                                                                   "airmiles", "discoveries")]),
 }
 #: the first period of the datasets stored without dates (multivariate ts objects)
 _FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01", "USMacroG": "1950-01-01"}
@@ -128,7 +133,9 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
     to Australia (austa), Guinean rice production, Asian livestock, Saudi oil production, US women murdered per
     100,000, South Australian electricity sales, Boston marathon winning times, Melbourne's maximum temperature
     and the sun's spot area, and fpp3's prices of eggs, chicken, copper, nails, oil and wheat (each from its
-    first to its last recorded year; 20-198 points).
+    first to its last recorded year; 20-198 points); ``datasets_annual``: 7 yearly series of R's ``datasets`` (the
+    Nile's flow, Lake Huron's level, lynx trappings, sunspot numbers, New Haven's mean temperature, US airline
+    passenger miles, great discoveries; 24-289 points).
     Series given as decimal years (``time``), whole years (``year``) or as "1987 Jan" month labels.
 
     Examples
