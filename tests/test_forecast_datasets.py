@@ -36,3 +36,29 @@ def test_annual_panel_is_yearly_series_from_first_to_last_recorded_year():
     fc = daskstate.Forecaster(freq=freq).fit(df[df["item_id"].isin(["elecsales", "austa", "prices/chicken"])])
     out = fc.predict(df[df["item_id"] == "elecsales"])
     assert len(out) == 6 and np.isfinite(out["mean"]).all()
+
+
+def test_yearly_windows_read_a_long_context_for_the_local_smoother(monkeypatch):
+    """Yearly data have no season, so the long context was off and the local smoother and the per-window spread read
+    only the 4 lags' points. With it (series.NONSEASONAL_LONG_CONTEXT) the windows read half the typical series but
+    are scaled by the lags' points as before; on fpp_annual at the benchmark's origin wQL falls by more than 10%
+    (measured: 0.156 -> 0.129)."""
+    from daskstate.algorithms.forecast import series
+    from daskstate.algorithms.forecast.estimator import holdout_split
+
+    df, freq = load_unseen_panel("fpp_annual")
+    train, _ = holdout_split(df, 6)
+    scores = {}
+    for on in (True, False):
+        monkeypatch.setattr(series, "NONSEASONAL_LONG_CONTEXT", on)
+        fc = daskstate.Forecaster(freq=freq).fit(train)
+        params = fc.state_.params
+        if on:
+            typical = int(train.groupby("item_id").size().median())
+            assert params["context_length"] == typical // 2 and params["scale_points"] == 4
+            assert "long_season" not in params and list(fc.state_.lags) == [1, 2, 3, 4]
+        else:
+            assert params["context_length"] == 4 and "scale_points" not in params
+        scores[on], _ = fc.evaluate(df)
+    assert scores[True]["wQL"] < 0.9 * scores[False]["wQL"]
+    assert scores[True]["MASE"] < scores[False]["MASE"]

@@ -51,6 +51,9 @@ MAX_RECENT_LAGS = 100
 CONTEXT_POINTS = 48
 #: the share of the typical series length the linear model's long context reads (see :func:`long_context`)
 LONG_CONTEXT_SHARE = 0.5
+#: whether data without a season (yearly) get the long context too: the local smoother then reads up to half the
+#: typical series instead of only the lags' few points (fcannual; False: the model before it)
+NONSEASONAL_LONG_CONTEXT = True
 
 
 # ---------------------------------------------------------------------------- columns
@@ -189,7 +192,11 @@ def long_context(offset: DateOffset, context_length: int, series_length: int | N
     """The history the linear model's long-memory columns average over: whole cycles of the
     shortest season up to half the typical ``series_length`` (so a window's context leaves
     half a series as targets) and :data:`MAX_SEASONAL_LAG`; 0 when that is not at least one
-    cycle longer than ``context_length`` (the lags already read it all) or there is no season.
+    cycle longer than ``context_length`` (the lags already read it all).
+
+    Data without a season (yearly) count single steps as cycles (with :data:`NONSEASONAL_LONG_CONTEXT`): there
+    the long context is what the local smoother of each window reads (its level and trend), which the lags'
+    few points (4 a year) cannot estimate.
 
     Examples
     --------
@@ -199,11 +206,13 @@ def long_context(offset: DateOffset, context_length: int, series_length: int | N
     20
     >>> long_context(as_offset("QS"), 12, series_length=24)
     0
+    >>> long_context(as_offset("YS"), 4, series_length=47)
+    23
     """
     seasons = season_lengths(offset)
-    if not seasons or series_length is None:
+    if series_length is None or not (seasons or NONSEASONAL_LONG_CONTEXT):
         return 0
-    m = seasons[0]
+    m = seasons[0] if seasons else 1
     longest = m * (min(int(int(series_length) * LONG_CONTEXT_SHARE), MAX_SEASONAL_LAG) // m)
     return longest if longest >= int(context_length) + m else 0
 
