@@ -51,6 +51,9 @@ MAX_RECENT_LAGS = 100
 CONTEXT_POINTS = 48
 #: the share of the typical series length the linear model's long context reads (see :func:`long_context`)
 LONG_CONTEXT_SHARE = 0.5
+#: the recent lags of data without a season (yearly), see :func:`default_lags` (fcannual: 4 before; measured
+#: 4, 6, 8, 12, 16, 24 over three yearly panels in docs/forecasting-linear.md)
+NONSEASONAL_RECENT_LAGS = 12
 #: whether data without a season (yearly) get the long context too: the local smoother then reads up to half the
 #: typical series instead of only the lags' few points (fcannual; False: the model before it)
 NONSEASONAL_LONG_CONTEXT = True
@@ -165,16 +168,22 @@ def default_lags(offset: DateOffset, prediction_length: int, series_length: int 
     seasons (daily data's week) then average over enough points, while short series
     keep most of their points as training targets.
 
+    Data without a season (yearly) read :data:`NONSEASONAL_RECENT_LAGS` recent values: as many as quarterly
+    data's three cycles, so the window's scale and noise scale (its weight in the fit and its spread) average
+    over 11 differences, not 3.
+
     Examples
     --------
     >>> default_lags(as_offset("QS"), 8)
     [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    >>> default_lags(as_offset("YS"), 6) == list(range(1, 13))
+    True
     >>> max(default_lags(as_offset("D"), 14, series_length=400))  # 6 weeks: 400 // 8 >= 42
     42
     """
     H = int(prediction_length)
     seasons = season_lengths(offset)
-    recent = max(4, 3 * seasons[0]) if seasons else 4
+    recent = max(4, 3 * seasons[0]) if seasons else NONSEASONAL_RECENT_LAGS
     if seasons and series_length is not None:
         m = seasons[0]
         longest = min(CONTEXT_POINTS, int(series_length) // 8)
