@@ -64,3 +64,16 @@ def test_yearly_windows_read_a_long_context_and_twelve_lags(monkeypatch):
         scores[on], _ = fc.evaluate(df)
     assert scores[True]["wQL"] < 0.9 * scores[False]["wQL"]
     assert scores[True]["MASE"] < 0.99 * scores[False]["MASE"]
+
+
+def test_short_yearly_series_still_give_training_windows():
+    """The yearly lags are at most half the typical series (at least 4): 6-point series fit and forecast as they did
+    with 4 lags (12 lags would need 6 observed values before any target)."""
+    from daskstate.algorithms.forecast.datasets import synthetic_panel
+
+    for length, lags in ((6, 4), (14, 7), (30, 12)):
+        df = synthetic_panel(20, length, freq="YS-JAN", seed=1)
+        fc = daskstate.Forecaster(freq="YS-JAN").fit(df)
+        assert list(fc.state_.lags) == list(range(1, lags + 1)) and fc.state_.pairs[0] > 0
+        out = fc.predict(df)
+        assert len(out) == 20 * 6 and np.isfinite(out["mean"]).mean() >= 0.9  # a count series of zeros has no scale

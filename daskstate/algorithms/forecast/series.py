@@ -170,7 +170,8 @@ def default_lags(offset: DateOffset, prediction_length: int, series_length: int 
 
     Data without a season (yearly) read :data:`NONSEASONAL_RECENT_LAGS` recent values: as many as quarterly
     data's three cycles, so the window's scale and noise scale (its weight in the fit and its spread) average
-    over 11 differences, not 3.
+    over 11 differences, not 3; at most half the typical ``series_length`` (at least 4), so that short series
+    still give training windows.
 
     Examples
     --------
@@ -178,12 +179,16 @@ def default_lags(offset: DateOffset, prediction_length: int, series_length: int 
     [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     >>> default_lags(as_offset("YS"), 6) == list(range(1, 13))
     True
+    >>> max(default_lags(as_offset("YS"), 6, series_length=14))
+    7
     >>> max(default_lags(as_offset("D"), 14, series_length=400))  # 6 weeks: 400 // 8 >= 42
     42
     """
     H = int(prediction_length)
     seasons = season_lengths(offset)
     recent = max(4, 3 * seasons[0]) if seasons else NONSEASONAL_RECENT_LAGS
+    if not seasons and series_length is not None:  # at most half the typical series (at least 4): a window needs
+        recent = max(4, min(recent, int(series_length) // 2))  # half its lags observed, and targets after them
     if seasons and series_length is not None:
         m = seasons[0]
         longest = min(CONTEXT_POINTS, int(series_length) // 8)
