@@ -77,3 +77,16 @@ def test_short_yearly_series_still_give_training_windows():
         assert list(fc.state_.lags) == list(range(1, lags + 1)) and fc.state_.pairs[0] > 0
         out = fc.predict(df)
         assert len(out) == 20 * 6 and np.isfinite(out["mean"]).mean() >= 0.9  # a count series of zeros has no scale
+
+
+def test_new_yearly_points_with_the_long_history_are_exact():
+    """Yearly windows read a context longer than their lags (the long context): a partial fit of new points whose
+    history reaches back ``context_length`` still gives the sums of one pass over all the points."""
+    from test_forecast_linear import _assert_partial_fit_is_exact
+
+    df, freq = load_unseen_panel("fpp_annual")
+    cut = pd.Timestamp("1985-01-01")
+    old, new = df[df["timestamp"] < cut], df[df["timestamp"] >= cut]
+    fc = daskstate.Forecaster(freq=freq).fit(old)
+    assert fc.state_.params["context_length"] > fc.state_.scale_points == 12
+    _assert_partial_fit_is_exact(fc, old, new, df)
