@@ -104,7 +104,8 @@ class Forecaster(StateEstimator):
     context_length : int, optional
         Steps of history each window reads (default: the largest lag; "linear": up to half the
         typical series length, whole cycles, when that reaches a cycle past the lags: the seasonal
-        index column averages the seasonal shape over it, see :func:`long_context`). "deepar": the
+        index column averages the seasonal shape over it and the local smoother reads it, also for
+        yearly data, see :func:`long_context`). "deepar": the
         steps the network unrolls before the forecast origin (default: ``prediction_length``);
         the lags reach further back.
     lags : list of int, optional
