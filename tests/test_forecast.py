@@ -294,6 +294,26 @@ def test_all_nan_series_short_series_and_unknown_item():
     assert out.loc[out["item_id"] == "short", "mean"].between(3, 10).all()
 
 
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_a_series_whose_context_is_all_zero_is_forecast_zero(model):
+    # an intermittent count series gone quiet: its windows have scale 0, so the models' scaled forecasts
+    # shrink to 0; it was NaN, like a series without any observed value
+    rng = np.random.default_rng(0)
+    times = pd.date_range("1990-01-01", periods=30, freq="YS")
+    frames = [pd.DataFrame({"item_id": f"s{i}", "timestamp": times, "target": rng.poisson(3.0, 30).astype(float)})
+              for i in range(12)]
+    frames[0].loc[18:, "target"] = 0.0
+    frames[1].loc[:, "target"] = np.nan
+    df = pd.concat(frames, ignore_index=True)
+    kw = {"epochs": 2} if model == "mlp" else {}
+    fc = daskstate.Forecaster(model=model, freq="YS", prediction_length=6, **kw).fit(df)
+    for out in (fc.predict(df), fc.predict(df, num_samples=20)):
+        values = out.set_index("item_id")[["mean", "q0.1", "q0.5", "q0.9"]]
+        assert (values.loc["s0"].to_numpy() == 0.0).all()
+        assert values.loc["s1"].isna().all().all()                       # nothing observed: still NaN
+        assert values.drop(["s0", "s1"]).notna().all().all()
+
+
 def test_negative_values_with_negative_binomial_name_the_item():
     df = seasonal_panel(3, 40)
     df.loc[5, "target"] = -1.0

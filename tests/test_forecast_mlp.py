@@ -383,10 +383,13 @@ def test_likelihood_in_a_workspace_is_the_same_to_the_bit_and_allocates_no_tempo
     work = Workspace()
     nll_and_grad(raw, y, mask, likelihood, scale, work=work)  # fills the workspace
     for gradient in (True, False):
-        tracemalloc.start()
-        loss, grad = nll_and_grad(raw, y, mask, likelihood, scale, gradient=gradient, work=work)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        peaks = []
+        for _ in range(3):  # the least of three: tracemalloc also counts what other threads of the process
+            tracemalloc.start()  # allocate meanwhile (a cluster's event loop left by an earlier test), which comes
+            loss, grad = nll_and_grad(raw, y, mask, likelihood, scale, gradient=gradient, work=work)  # and goes
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        peak = min(peaks)
         fresh_loss, fresh_grad = nll_and_grad(raw, y, mask, likelihood, scale, gradient=gradient)
         assert loss == fresh_loss
         assert (grad is None) == (fresh_grad is None) == (not gradient)

@@ -56,7 +56,7 @@ from daskstate.algorithms.forecast.series import (
     static_indicators,
     to_series_block,
 )
-from daskstate.algorithms.forecast.windows import iter_windows
+from daskstate.algorithms.forecast.windows import context_scale, iter_windows
 from daskstate.data import Input
 from daskstate.engine import FitOptions
 from daskstate.errors import DataError, SchemaError
@@ -671,8 +671,26 @@ class _ModelTask:
             return None
         return static_indicators(block.static, static, int(self.params.get("static_buckets", STATIC_BUCKETS)))
 
+    def _zero_contexts(self, block: SeriesBlock, origins: np.ndarray) -> np.ndarray:
+        """(k,) whether each origin's scale window (its last ``scale_points`` context values) is observed and all
+        zero. Every model forecasts a window in units of that window's mean absolute value, so such a window has
+        no window of its own; the models' forecasts shrink to 0 with that scale, and so do their spreads: a
+        series that has been exactly 0 there (an intermittent count series gone quiet) is forecast 0, not NaN."""
+        context, _ = block.windows(origins)
+        points = self.params.get("scale_points")
+        scale, n_obs = context_scale(context if points is None else context[:, -int(points):])
+        return (n_obs > 0) & (scale == 0)
+
     def _sample(self, block: SeriesBlock, origins: np.ndarray) -> np.ndarray:
-        """Sample paths (k, S, H) at the given origins (one per item); NaN where no context."""
+        """Sample paths (k, S, H) at the given origins (one per item); NaN where no context, 0 where the context
+        is all zero (see :meth:`_zero_contexts`)."""
+        paths = self._sample_windows(block, origins)
+        quiet = np.isnan(paths).all(axis=(1, 2))
+        if quiet.any():
+            paths[quiet & self._zero_contexts(block, origins)] = 0.0
+        return paths
+
+    def _sample_windows(self, block: SeriesBlock, origins: np.ndarray) -> np.ndarray:
         H, S = block.prediction_length, int(self.num_samples or DEFAULT_PATHS)
         if isinstance(self.model.get("network"), ForecastDeepARState):  # ancestral sampling, seeded per item
             return self.model["network"].sample_paths(self.model["theta_"], block, origins, S, self.seed,
@@ -693,7 +711,8 @@ class _ModelTask:
         return paths
 
     def _forecast(self, block: SeriesBlock, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (k, H) and quantiles (k, H, q) at the given origins (one per item); NaN where no context.
+        """Mean (k, H) and quantiles (k, H, q) at the given origins (one per item); NaN where no context, 0 where
+        the context is all zero (see :meth:`_zero_contexts`).
 
         With ``num_samples``: estimated from that many sample paths.
         """
@@ -712,7 +731,7 @@ class _ModelTask:
                                   noise_scales=False):
                 mean[w.item], qf[w.item] = net.forecast(self.model["theta_"], w, self.quantiles,
                                                         self.model["calibration_"])
-            return mean, qf
+            return self._quiet_zero(block, origins, mean, qf)
         width = len(self.model["coef_"][0])
         codes = self._static_codes(block)
         for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width,
@@ -723,6 +742,14 @@ class _ModelTask:
             mean[w.item] = np.maximum(m, 0.0) if nonneg else m
             qf[w.item] = distribution_quantiles(m, s, self.quantiles, self.params.get("likelihood", "student_t"),
                                                 nonneg)
+        return self._quiet_zero(block, origins, mean, qf)
+
+    def _quiet_zero(self, block: SeriesBlock, origins: np.ndarray, mean: np.ndarray, qf: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        quiet = np.isnan(mean).all(axis=1)
+        if quiet.any():
+            quiet &= self._zero_contexts(block, origins)
+            mean[quiet], qf[quiet] = 0.0, 0.0
         return mean, qf
 
 
