@@ -58,6 +58,25 @@ def test_grid_positions_and_seasons():
     assert default_lags(as_offset("QS"), 8) == list(range(1, 13))
 
 
+def test_weekly_date_features_follow_the_calendar_year(monkeypatch):
+    """The same date 26 years apart (the span of fpp3's us_gasoline) has the same weekly date features up to
+    the weekday a date falls on (half a week at most); with a 52-week cycle they were 33 days apart."""
+    from daskstate.algorithms.forecast import series
+
+    offset = as_offset("W-MON")
+    mondays = pd.DatetimeIndex(["1991-02-04", "2017-02-06"])  # the Mondays of ISO week 6
+    pos = grid_positions(pd.Series(mondays), offset)
+
+    def phase_gap_days(features):  # the first harmonic's angle between the two dates, in days of a year
+        angle = np.arctan2(features[:, 0], features[:, 1])
+        return abs((angle[1] - angle[0] + np.pi) % (2 * np.pi) - np.pi) / (2 * np.pi) * series.YEAR_DAYS
+
+    assert phase_gap_days(series.date_features(pos, offset)) <= 3.5
+    monkeypatch.setattr(series, "CALENDAR_YEAR_FOURIER", False)
+    assert phase_gap_days(series.date_features(pos, offset)) > 30
+    assert series.fourier_periods(as_offset("D")) == [7] and series.n_date_features(offset) == 6
+
+
 def test_frequency_that_does_not_match_the_timestamps():
     df = seasonal_panel(2, 30, freq="D")
     with pytest.raises(DataError, match="do not match the frequency 'MS'"):

@@ -51,6 +51,10 @@ MAX_RECENT_LAGS = 100
 CONTEXT_POINTS = 48
 #: the share of the typical series length the linear model's long context reads (see :func:`long_context`)
 LONG_CONTEXT_SHARE = 0.5
+#: weekly data's date features follow the calendar year (:data:`YEAR_DAYS` / 7 = 52.18 weeks), not the 52 weeks of
+#: its seasonal lags, against which the year drifts by a week every 5.6 years (see :func:`fourier_periods`)
+CALENDAR_YEAR_FOURIER = True
+YEAR_DAYS = 365.25
 
 
 # ---------------------------------------------------------------------------- columns
@@ -271,18 +275,35 @@ def date_features(pos: np.ndarray, offset: DateOffset, harmonics: int = 3) -> np
 
     Harmonics whose sine vanishes on the grid (``2k == m``) keep only the cosine.
     """
-    seasons = season_lengths(offset)
+    seasons = fourier_periods(offset)
     longest = max(seasons, default=1)
-    if seasons and all(longest % m == 0 for m in seasons) and np.size(pos) > longest:
+    if seasons and all(float(m).is_integer() and longest % m == 0 for m in seasons) and np.size(pos) > longest:
         # one cycle of the longest season holds every distinct row: look them up
-        return _fourier(np.arange(longest), seasons, harmonics)[np.asarray(pos) % longest]
+        return _fourier(np.arange(longest), seasons, harmonics)[np.asarray(pos) % int(longest)]
     return _fourier(np.asarray(pos), seasons, harmonics)
 
 
-def _fourier(pos: np.ndarray, seasons: list[int], harmonics: int) -> np.ndarray:
+def fourier_periods(offset: DateOffset) -> list[float]:
+    """The cycle lengths (in steps) of the date features: the seasons of :func:`season_lengths`, but for weekly
+    data the calendar year, ``365.25 / 7`` weeks (with :data:`CALENDAR_YEAR_FOURIER`).
+
+    Examples
+    --------
+    >>> [round(m, 2) for m in fourier_periods(as_offset("W-MON"))]
+    [52.18]
+    >>> fourier_periods(as_offset("MS"))
+    [12]
+    """
+    seasons = season_lengths(offset)
+    if CALENDAR_YEAR_FOURIER and isinstance(offset, Week) and seasons:
+        return [YEAR_DAYS / (7 * max(1, int(getattr(offset, "n", 1))))]
+    return list(seasons)
+
+
+def _fourier(pos: np.ndarray, seasons: list[float], harmonics: int) -> np.ndarray:
     cols = []
     for m in seasons:
-        for k in range(1, min(harmonics, m // 2) + 1):
+        for k in range(1, min(harmonics, int(m // 2)) + 1):
             angle = (2.0 * np.pi * k / m) * (pos % m)
             if 2 * k != m:
                 cols.append(np.sin(angle))
