@@ -278,6 +278,7 @@ def compare_finalize(name: str, df: pd.DataFrame, freq: str, variants: list[dict
     rows = []
     for k in range(origins):
         train, full = origin_split(name, df, H, k)
+        naive = seasonal_naive_score(full, H, offset)
         gc.collect()  # a full collection of what the run holds (every panel) is not charged to the pair it falls in
         t0 = time.process_time()
         fc = daskstate.Forecaster(prediction_length=H, freq=freq).fit(train)
@@ -290,6 +291,7 @@ def compare_finalize(name: str, df: pd.DataFrame, freq: str, variants: list[dict
             row = {"panel": name, "origin": -k, "variant": j, "overrides": json.dumps(overrides),
                    **{m: overall[m] for m in ("MASE", "wQL", "coverage_80")},
                    "cpu_seconds": fit_cpu + time.process_time() - t0}
+            row["mase_vs_snaive"] = overall["MASE"] / naive["MASE"]
             if hasattr(tuned, "local_weight_"):
                 row["local_weight"] = np.round(tuned.local_weight_, 3).tolist()
             if hasattr(tuned, "holdout_sse_"):  # the state's own backtest: what a choice at finalize could go by
@@ -301,6 +303,16 @@ def compare_finalize(name: str, df: pd.DataFrame, freq: str, variants: list[dict
                            time_vs_ets=row["cpu_seconds"] / ets.get("cpu_seconds", ets["seconds"]))
             rows.append(row)
     return rows
+
+
+def seasonal_naive_score(full: pd.DataFrame, H: int, offset) -> dict[str, float]:
+    """The seasonal naive forecast's scores on the last ``H`` points of every series of ``full`` (as in
+    :func:`run_panel`), so that a backtest at an earlier origin is compared with it too."""
+    seasons = season_lengths(offset)
+    m = seasons[0] if seasons else 1
+    _, hist, y = series_arrays(full, H)
+    mean, qf = seasonal_naive(hist, H, m)
+    return score(y, mean, qf, seasonal_naive_scale(pad_left(hist), m))
 
 
 def origin_split(name: str, df: pd.DataFrame, H: int, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -730,7 +742,7 @@ def main() -> None:
             rows += compare_finalize(name, df, freq, variants, args.origins, ets_cache)
             print(markdown_table([r for r in rows if r["panel"] == name],
                                  ["panel", "origin", "overrides", "MASE", "wQL", "coverage_80", "mase_vs_ets",
-                                  "wql_vs_ets"]), flush=True)
+                                  "wql_vs_ets", "mase_vs_snaive"]), flush=True)
         summary = variant_summary(rows, len(variants))
         print(markdown_table(summary, list(summary[0])))
         path = write_results(args.results_name, {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),

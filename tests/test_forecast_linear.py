@@ -200,7 +200,7 @@ def test_benchmark_compares_variants_with_ets_at_each_origin(tmp_path, monkeypat
     """``--fit-ets-origins`` caches per-series ETS per (panel, origin); the variants are then scored against it
     (statsmodels' fits replaced by the last value here: the test is of the bookkeeping, and fast)."""
     import benchmarks.bench_forecast as bench
-    from benchmarks.bench_forecast import compare_finalize, ets_at_origins
+    from benchmarks.bench_forecast import compare_finalize, earlier_origin, ets_at_origins
 
     def last_value(y, H, m, seed=0):
         return np.repeat(y[-1], H), np.repeat(y[-1], H * len(bench.Q)).reshape(H, -1), "naive"
@@ -213,6 +213,9 @@ def test_benchmark_compares_variants_with_ets_at_each_origin(tmp_path, monkeypat
     rows = compare_finalize("noisy", df, "MS", [{"combine": "none"}], origins=2, ets_cache=cache)
     for r in rows:
         assert r["mase_vs_ets"] == pytest.approx(r["MASE"] / cache[f"noisy@{r['origin']}"]["MASE"])
+        # and the seasonal naive forecast at the same origin (fcweekly)
+        part = earlier_origin("noisy", df, 18, -r["origin"])
+        assert r["mase_vs_snaive"] == pytest.approx(r["MASE"] / _seasonal_naive_mase(part, 18, 12))
 
 
 def test_intercept_is_the_signed_level_for_series_that_cross_zero():
