@@ -80,6 +80,8 @@ def panels(names: list[str], n_synthetic: int = 100) -> dict[str, tuple[pd.DataF
             out[name] = (synthetic_panel(n_synthetic, 400, freq="D", seed=1), "D")
         elif name == "synthetic_monthly":
             out[name] = (synthetic_panel(n_synthetic, 144, freq="MS", seed=2), "MS")
+        elif name == "synthetic_weekly":  # five years of weeks: half a series is not a cycle past the lags (fcweekly)
+            out[name] = (synthetic_panel(n_synthetic, 260, freq="W-MON", seed=3), "W-MON")
         else:
             raise ValueError(f"unknown panel {name!r}")
     return out

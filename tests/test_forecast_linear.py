@@ -45,7 +45,28 @@ def test_seasonal_index_by_hand():
     expected = [(first[0] + second[0]) / 2, (first[1] + second[1]) / 2, (first[2] + second[2]) / 2, first[3]]
     np.testing.assert_allclose(seasonal_index(w, 4)[0, :, 0], expected + expected[:2])
     assert long_context(as_offset("MS"), 36, series_length=240) == 120
-    assert long_context(as_offset("MS"), 36, series_length=80) == 0  # not a cycle beyond the lags
+    # half of 80 is not a cycle beyond the lags: the whole series' cycles (fcweekly), none without the fallback
+    assert long_context(as_offset("MS"), 36, series_length=80) == 72
+    assert long_context(as_offset("MS"), 36, series_length=47) == 0
+
+
+def test_long_context_falls_back_to_the_whole_series_when_half_is_too_short(monkeypatch):
+    """Weekly lags span two years (105 weeks), so in series of under six years half the series is not a cycle
+    past them: without the fallback there is no long context at all, the local model reads two cycles (never
+    seasonal) and the spread's noise ratio is constant. On five years of synthetic weekly series the fallback
+    improves wQL (measured: 0.0984 -> 0.0909 at the last origin)."""
+    from benchmarks.bench_forecast import panels
+    from daskstate.algorithms.forecast import series
+
+    df, freq = panels(["synthetic_weekly"])["synthetic_weekly"]
+    train, _ = holdout_split(df, 13)
+    scores = {}
+    for fallback in (True, False):
+        monkeypatch.setattr(series, "LONG_CONTEXT_FALLBACK", fallback)
+        fc = daskstate.Forecaster(freq=freq, prediction_length=13).fit(train)
+        scores[fallback] = fc.evaluate(df)[0]["wQL"]
+        assert fc.long_season_ == (52 if fallback else 0)
+    assert scores[True] < 0.95 * scores[False]
 
 
 @pytest.mark.parametrize("panel", ["noisy_monthly", "visnights"])

@@ -54,6 +54,9 @@ LONG_CONTEXT_SHARE = 0.5
 #: weekly data's date features follow the calendar year (:data:`YEAR_DAYS` / 7 = 52.18 weeks), not the 52 weeks of
 #: its seasonal lags, against which the year drifts by a week every 5.6 years (see :func:`fourier_periods`)
 CALENDAR_YEAR_FOURIER = True
+#: when half the typical series is not a cycle past the lags (weekly data, whose lags span two years, in series of
+#: under six years), the long context reads whole cycles of the whole typical series instead of none
+LONG_CONTEXT_FALLBACK = True
 YEAR_DAYS = 365.25
 
 
@@ -192,8 +195,10 @@ def default_lags(offset: DateOffset, prediction_length: int, series_length: int 
 def long_context(offset: DateOffset, context_length: int, series_length: int | None) -> int:
     """The history the linear model's long-memory columns average over: whole cycles of the
     shortest season up to half the typical ``series_length`` (so a window's context leaves
-    half a series as targets) and :data:`MAX_SEASONAL_LAG`; 0 when that is not at least one
-    cycle longer than ``context_length`` (the lags already read it all) or there is no season.
+    half a series as targets) and :data:`MAX_SEASONAL_LAG`. When that is not at least one cycle
+    longer than ``context_length`` (the lags read it all), whole cycles up to the whole typical
+    series (:data:`LONG_CONTEXT_FALLBACK`), so that the local model and the spread still see more
+    than the lags' cycles; 0 when neither is, or there is no season.
 
     Examples
     --------
@@ -201,7 +206,9 @@ def long_context(offset: DateOffset, context_length: int, series_length: int | N
     72
     >>> long_context(as_offset("QS"), 12, series_length=40)
     20
-    >>> long_context(as_offset("QS"), 12, series_length=24)
+    >>> long_context(as_offset("W-MON"), 105, series_length=270)  # half of it is 2.6 years: the whole, 5 years
+    260
+    >>> long_context(as_offset("QS"), 12, series_length=15)
     0
     """
     seasons = season_lengths(offset)
@@ -209,6 +216,8 @@ def long_context(offset: DateOffset, context_length: int, series_length: int | N
         return 0
     m = seasons[0]
     longest = m * (min(int(int(series_length) * LONG_CONTEXT_SHARE), MAX_SEASONAL_LAG) // m)
+    if longest < int(context_length) + m and LONG_CONTEXT_FALLBACK:
+        longest = m * (min(int(series_length), MAX_SEASONAL_LAG) // m)
     return longest if longest >= int(context_length) + m else 0
 
 
