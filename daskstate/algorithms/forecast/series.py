@@ -51,8 +51,9 @@ MAX_RECENT_LAGS = 100
 CONTEXT_POINTS = 48
 #: the share of the typical series length the linear model's long context reads (see :func:`long_context`)
 LONG_CONTEXT_SHARE = 0.5
-#: weekly data's date features follow the calendar year (:data:`YEAR_DAYS` / 7 = 52.18 weeks), not the 52 weeks of
-#: its seasonal lags, against which the year drifts by a week every 5.6 years (see :func:`fourier_periods`)
+#: new weekly fits' date features follow the calendar year (:data:`YEAR_DAYS` / 7 = 52.18 weeks), not the 52 weeks
+#: of their seasonal lags, against which the year drifts by a week every 5.6 years (see :func:`fourier_periods`);
+#: a state records it as ``params["calendar_year"]``, so states saved before keep their 52-week features
 CALENDAR_YEAR_FOURIER = True
 #: when half the typical series is not a cycle past the lags (weekly data, whose lags span two years, in series of
 #: under six years), the long context reads whole cycles of the whole typical series instead of none
@@ -279,12 +280,12 @@ def grid_timestamps(last: pd.Series | pd.DatetimeIndex, offset: DateOffset, step
     return out
 
 
-def date_features(pos: np.ndarray, offset: DateOffset, harmonics: int = 3) -> np.ndarray:
+def date_features(pos: np.ndarray, offset: DateOffset, harmonics: int = 3, calendar_year: bool = False) -> np.ndarray:
     """Fourier terms of the position in every seasonal cycle: sin/cos pairs, shape pos.shape + (F,).
 
     Harmonics whose sine vanishes on the grid (``2k == m``) keep only the cosine.
     """
-    seasons = fourier_periods(offset)
+    seasons = fourier_periods(offset, calendar_year)
     longest = max(seasons, default=1)
     if seasons and all(float(m).is_integer() and longest % m == 0 for m in seasons) and np.size(pos) > longest:
         # one cycle of the longest season holds every distinct row: look them up
@@ -292,19 +293,19 @@ def date_features(pos: np.ndarray, offset: DateOffset, harmonics: int = 3) -> np
     return _fourier(np.asarray(pos), seasons, harmonics)
 
 
-def fourier_periods(offset: DateOffset) -> list[float]:
+def fourier_periods(offset: DateOffset, calendar_year: bool = False) -> list[float]:
     """The cycle lengths (in steps) of the date features: the seasons of :func:`season_lengths`, but for weekly
-    data the calendar year, ``365.25 / 7`` weeks (with :data:`CALENDAR_YEAR_FOURIER`).
+    data with ``calendar_year`` the calendar year, ``365.25 / 7`` weeks.
 
     Examples
     --------
-    >>> [round(m, 2) for m in fourier_periods(as_offset("W-MON"))]
+    >>> [round(m, 2) for m in fourier_periods(as_offset("W-MON"), calendar_year=True)]
     [52.18]
-    >>> fourier_periods(as_offset("MS"))
-    [12]
+    >>> fourier_periods(as_offset("W-MON")), fourier_periods(as_offset("MS"), calendar_year=True)
+    ([52], [12])
     """
     seasons = season_lengths(offset)
-    if CALENDAR_YEAR_FOURIER and isinstance(offset, Week) and seasons:
+    if calendar_year and isinstance(offset, Week) and seasons:
         return [YEAR_DAYS / (7 * max(1, int(getattr(offset, "n", 1))))]
     return list(seasons)
 
