@@ -280,7 +280,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
         lagged = lagged_values(w, self.lags)                               # (n, l)
         extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season,
-                            self.level_points, self.calendar_year)                                                   # (n, H, e)
+                            self.level_points, self.calendar_year)                       # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:

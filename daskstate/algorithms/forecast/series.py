@@ -283,7 +283,8 @@ def grid_timestamps(last: pd.Series | pd.DatetimeIndex, offset: DateOffset, step
 def date_features(pos: np.ndarray, offset: DateOffset, harmonics: int = 3, calendar_year: bool = False) -> np.ndarray:
     """Fourier terms of the position in every seasonal cycle: sin/cos pairs, shape pos.shape + (F,).
 
-    Harmonics whose sine vanishes on the grid (``2k == m``) keep only the cosine.
+    Harmonics whose sine vanishes on the grid (``2k == m``) keep only the cosine. ``calendar_year``: weekly
+    data's cycle is the calendar year (see :func:`fourier_periods`; a state's ``params["calendar_year"]``).
     """
     seasons = fourier_periods(offset, calendar_year)
     longest = max(seasons, default=1)
