@@ -695,6 +695,8 @@ def main() -> None:
     parser.add_argument("--choose-per-step", default="", help="comma-separated shares of the series the long "
                         "context reads (the first: today's design): fit each at --origins origins and choose per "
                         "horizon step / overall by the state's holdout error (see choose_per_step)")
+    parser.add_argument("--keep-last", type=int, default=0, help="with --finalize-variants: keep only each series' "
+                        "last N points (shorter series, where e.g. the long context's fallback applies)")
     parser.add_argument("--patch", action="append", default=[], help="MODULE:NAME=JSON: set a module constant "
                         "before the run (e.g. daskstate.algorithms.forecast.linear:STUDENT_DF=5.0), to compare a "
                         "model change with the model before it from one commit; repeatable")
@@ -741,6 +743,8 @@ def main() -> None:
         variants = json.loads(args.finalize_variants)
         rows = []
         for name, (df, freq) in panels(args.panels.split(","), args.synthetic_series).items():
+            if args.keep_last:
+                df = df.groupby("item_id", sort=False).tail(args.keep_last)
             rows += compare_finalize(name, df, freq, variants, args.origins, ets_cache)
             print(markdown_table([r for r in rows if r["panel"] == name],
                                  ["panel", "origin", "overrides", "MASE", "wQL", "coverage_80", "mase_vs_ets",
