@@ -82,6 +82,8 @@ def panels(names: list[str], n_synthetic: int = 100) -> dict[str, tuple[pd.DataF
             out[name] = (synthetic_panel(n_synthetic, 144, freq="MS", seed=2), "MS")
         elif name == "synthetic_yearly":  # not in the defaults: trend, level shifts, noise and counts, no season
             out[name] = (synthetic_panel(n_synthetic, 40, freq="YS-JAN", seed=3, start="1980-01-01"), "YS-JAN")
+        elif name == "synthetic_weekly":  # five years of weeks: half a series is not a cycle past the lags (fcweekly)
+            out[name] = (synthetic_panel(n_synthetic, 260, freq="W-MON", seed=3), "W-MON")
         else:
             raise ValueError(f"unknown panel {name!r}")
     return out
@@ -731,6 +733,8 @@ def main() -> None:
     parser.add_argument("--choose-per-step", default="", help="comma-separated shares of the series the long "
                         "context reads (the first: today's design): fit each at --origins origins and choose per "
                         "horizon step / overall by the state's holdout error (see choose_per_step)")
+    parser.add_argument("--keep-last", type=int, default=0, help="with --finalize-variants: keep only each series' "
+                        "last N points (shorter series, where e.g. the long context's fallback applies)")
     parser.add_argument("--patch", action="append", default=[], help="MODULE:NAME=JSON: set a module constant "
                         "before the run (e.g. daskstate.algorithms.forecast.linear:STUDENT_DF=5.0), to compare a "
                         "model change with the model before it from one commit; repeatable")
@@ -779,6 +783,8 @@ def main() -> None:
         variants = json.loads(args.finalize_variants)
         rows = []
         for name, (df, freq) in panels(args.panels.split(","), args.synthetic_series).items():
+            if args.keep_last:
+                df = df.groupby("item_id", sort=False).tail(args.keep_last)
             rows += compare_finalize(name, df, freq, variants, args.origins, ets_cache)
             print(markdown_table([r for r in rows if r["panel"] == name],
                                  ["panel", "origin", "overrides", "MASE", "wQL", "coverage_80", "mase_vs_ets",

@@ -58,6 +58,38 @@ def test_grid_positions_and_seasons():
     assert default_lags(as_offset("QS"), 8) == list(range(1, 13))
 
 
+def test_weekly_date_features_follow_the_calendar_year(monkeypatch, tmp_path):
+    """The same date 26 years apart (the span of fpp3's us_gasoline) has the same weekly date features up to
+    the weekday a date falls on (half a week at most); with a 52-week cycle they were 33 days apart. A new weekly
+    fit records it in its state; a state without the record (saved before) keeps the 52-week features."""
+    from daskstate.algorithms.forecast import series
+
+    offset = as_offset("W-MON")
+    mondays = pd.DatetimeIndex(["1991-02-04", "2017-02-06"])  # the Mondays of ISO week 6
+    pos = grid_positions(pd.Series(mondays), offset)
+
+    def phase_gap_days(features):  # the first harmonic's angle between the two dates, in days of a year
+        angle = np.arctan2(features[:, 0], features[:, 1])
+        return abs((angle[1] - angle[0] + np.pi) % (2 * np.pi) - np.pi) / (2 * np.pi) * series.YEAR_DAYS
+
+    assert phase_gap_days(series.date_features(pos, offset, calendar_year=True)) <= 3.5
+    assert phase_gap_days(series.date_features(pos, offset)) > 30
+    assert series.fourier_periods(as_offset("D"), calendar_year=True) == [7] and series.n_date_features(offset) == 6
+
+    df = seasonal_panel(4, 160, freq="W-MON")
+    new = daskstate.Forecaster(freq="W-MON", prediction_length=4).fit(df)
+    assert new.state_.params["calendar_year"] is True
+    monkeypatch.setattr(series, "CALENDAR_YEAR_FOURIER", False)
+    before = daskstate.Forecaster(freq="W-MON", prediction_length=4).fit(df)
+    assert "calendar_year" not in before.state_.params
+    expected = before.predict(df)
+    monkeypatch.setattr(series, "CALENDAR_YEAR_FOURIER", True)
+    before.save(tmp_path / "before")
+    loaded = daskstate.load(tmp_path / "before")
+    pd.testing.assert_frame_equal(loaded.predict(df), expected)
+    assert not np.allclose(new.predict(df)["mean"], expected["mean"])
+
+
 def test_frequency_that_does_not_match_the_timestamps():
     df = seasonal_panel(2, 30, freq="D")
     with pytest.raises(DataError, match="do not match the frequency 'MS'"):
@@ -94,8 +126,9 @@ def test_gaps_and_nan_targets_are_masked():
     gappy = df.drop(index=[10, 11, 70])
     nan = df.copy()
     nan.loc[[10, 11, 70], "target"] = np.nan
-    a = daskstate.Forecaster(freq="MS", prediction_length=6).fit(gappy)
-    b = daskstate.Forecaster(freq="MS", prediction_length=6).fit(nan)
+    # a fixed context: the long context follows the typical series length, which counts rows (fewer in `gappy`)
+    a = daskstate.Forecaster(freq="MS", prediction_length=6, context_length=36).fit(gappy)
+    b = daskstate.Forecaster(freq="MS", prediction_length=6, context_length=36).fit(nan)
     assert_same_state(a, b)
     full = daskstate.Forecaster(freq="MS", prediction_length=6).fit(df)
     assert (full.state_.pairs > a.state_.pairs).all()
@@ -161,7 +194,7 @@ def test_holdout_sums_are_the_normal_equations_of_the_last_points():
 
 def test_incremental_new_points_and_new_series_are_exact():
     df = seasonal_panel(6, 80)
-    kw = dict(freq="MS", prediction_length=6)
+    kw = dict(freq="MS", prediction_length=6, context_length=36)  # one design for both (see the test above)
     whole = daskstate.Forecaster(**kw).fit(df)
     cut = pd.Timestamp("2005-01-01")
     known = df["item_id"] < "item4"

@@ -147,7 +147,8 @@ def test_local_column_sums_merge_exactly_and_partial_fit_is_exact():
     partial_fit equal a fit on everything (each window's local forecast reads only its own context; the holdout
     sums differ by design: a partial fit's holdout is its new points' last tenth)."""
     df = _panel()
-    kw = dict(freq="MS", prediction_length=6)
+    # a fixed context: the long context follows the typical series length, shorter in the partial fit's first part
+    kw = dict(freq="MS", prediction_length=6, context_length=36)
     whole = daskstate.Forecaster(**kw).fit(df)
     assert whole.state_.local_column is not None and whole.local_season_ == 12
     items = df["item_id"].unique()

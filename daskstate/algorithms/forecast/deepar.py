@@ -228,7 +228,7 @@ class ForecastDeepARState(NeuralForecastState):
         lagged = np.take(filled, P + steps[:, None] - self.lags[None, :], axis=1, mode="clip",  # all in range
                          out=work.empty("lagged", (len(filled), len(steps), nl)))
         np.subtract(lagged, self.center, out=out[:, :, :nl])
-        dates = date_features(seq.first[:, None] + steps[None, :], self.offset, self.harmonics)
+        dates = date_features(seq.first[:, None] + steps[None, :], self.offset, self.harmonics, self.calendar_year)
         nd = dates.shape[2]
         out[:, :, nl : nl + nd] = dates
         out[:, :, nl + nd :] = seq.covariates[:, steps]

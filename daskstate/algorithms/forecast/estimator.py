@@ -18,8 +18,10 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.base import tokenize
+from pandas.tseries.offsets import Week
 from sklearn.utils._param_validation import StrOptions
 
+from daskstate.algorithms.forecast import series as _series
 from daskstate.algorithms.forecast.deepar import (
     ForecastDeepARState,
     embedding_dimension,
@@ -331,6 +333,8 @@ class Forecaster(StateEstimator):
                   "lags": lags, "season": seasons[0] if seasons else 1, "harmonics": int(self.harmonics),
                   "likelihood": self.likelihood, "columns": [self.id_col, self.time_col, self.target],
                   "duplicates": self.duplicates, "static": [str(c) for c in self.static]}
+        if _series.CALENDAR_YEAR_FOURIER and isinstance(offset, Week):  # read at fit time (--patch)
+            params["calendar_year"] = True
         if self.model == "linear":
             params.update(weighting=self.weighting, wd=None if self.wd is None else float(self.wd), local=LOCAL_COLUMN,
                           signed_level=SIGNED_LEVEL, **({"spread_z": True} if SPREAD_Z else {}),
@@ -705,7 +709,7 @@ class _ModelTask:
         codes = self._static_codes(block)
         for w in self._windows(block, origins, len(self.model["coef_"][0])):
             m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)),
-                                   None if codes is None else codes[w.item])
+                                   None if codes is None else codes[w.item], bool(self.params.get("calendar_year")))
             paths[w.item] = linear_sample_paths(m, s, self.params.get("likelihood", "student_t"),
                                                 self.model["nonnegative_"], S, rng)
         return paths
@@ -737,7 +741,7 @@ class _ModelTask:
         for w in iter_windows(block, origins, item, position, int(self.params.get("season", 1)), width,
                               scale_points=self.params.get("scale_points")):
             m, s = linear_forecast(self.model, w, self.lags, self.offset, int(self.params.get("harmonics", 3)),
-                                   None if codes is None else codes[w.item])
+                                   None if codes is None else codes[w.item], bool(self.params.get("calendar_year")))
             nonneg = self.model["nonnegative_"]
             mean[w.item] = np.maximum(m, 0.0) if nonneg else m
             qf[w.item] = distribution_quantiles(m, s, self.quantiles, self.params.get("likelihood", "student_t"),

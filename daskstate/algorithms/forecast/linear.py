@@ -280,7 +280,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
         lagged = lagged_values(w, self.lags)                               # (n, l)
         extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season,
-                            self.level_points)                                                   # (n, H, e)
+                            self.level_points, self.calendar_year)                       # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:
@@ -650,7 +650,7 @@ def step_spread_feature(w: Windows, season: int, horizon: int) -> np.ndarray:
 
 
 def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
-                    static: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    static: np.ndarray | None = None, calendar_year: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (n, H) in the data's units for windows ``w`` (``static``: their indicators).
 
     With a spread model (``model["spread_"]``, see :meth:`ForecastLinearState.spread_model`) a window's spread at
@@ -658,7 +658,7 @@ def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset,
     (with a per-step term, ``a_h + b_h z + c_h z_sh``, ``z_sh`` its :func:`step_spread_feature`).
     """
     X = lag_design(w, lags, offset, harmonics, static, int(model.get("long_season_", 0)),
-                   int(model.get("local_season_", 0)), int(model.get("level_points_", 0)))
+                   int(model.get("local_season_", 0)), int(model.get("level_points_", 0)), calendar_year)
     mean = np.einsum("nhp,hp->nh", X, model["coef_"]) * w.scale[:, None]
     spread = w.noise if model.get("weighting_", "noise") == "noise" else 1.0
     std = model["sigma_"][None, :] * (spread * w.scale)[:, None]

@@ -121,7 +121,7 @@ class ForecastMLPState(NeuralForecastState):
     def inputs(self, w: Windows, work: Workspace | None = None) -> np.ndarray:
         """Network inputs of windows ``w``: (n, n_inputs) (``work``: in its buffer, valid until the next call)."""
         lags, n = self.lags, len(w.scale)
-        dates = date_features(w.position + 1, self.offset, self.harmonics)
+        dates = date_features(w.position + 1, self.offset, self.harmonics, self.calendar_year)
         cov = np.nan_to_num(w.covariates.reshape(n, -1))
         at = [len(lags), len(lags) + 1, len(lags) + 2, len(lags) + 2 + dates.shape[1]]
         shape = (n, at[-1] + cov.shape[1])

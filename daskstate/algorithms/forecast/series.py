@@ -57,6 +57,14 @@ NONSEASONAL_RECENT_LAGS = 12
 #: whether data without a season (yearly) get the long context too: the local smoother then reads up to half the
 #: typical series instead of only the lags' few points (fcannual; False: the model before it)
 NONSEASONAL_LONG_CONTEXT = True
+#: new weekly fits' date features follow the calendar year (:data:`YEAR_DAYS` / 7 = 52.18 weeks), not the 52 weeks
+#: of their seasonal lags, against which the year drifts by a week every 5.6 years (see :func:`fourier_periods`);
+#: a state records it as ``params["calendar_year"]``, so states saved before keep their 52-week features
+CALENDAR_YEAR_FOURIER = True
+#: when half the typical series is not a cycle past the lags (weekly data, whose lags span two years, in series of
+#: under six years), the long context reads whole cycles of the whole typical series instead of none
+LONG_CONTEXT_FALLBACK = True
+YEAR_DAYS = 365.25
 
 
 # ---------------------------------------------------------------------------- columns
@@ -205,12 +213,14 @@ def default_lags(offset: DateOffset, prediction_length: int, series_length: int 
 def long_context(offset: DateOffset, context_length: int, series_length: int | None) -> int:
     """The history the linear model's long-memory columns average over: whole cycles of the
     shortest season up to half the typical ``series_length`` (so a window's context leaves
-    half a series as targets) and :data:`MAX_SEASONAL_LAG`; 0 when that is not at least one
-    cycle longer than ``context_length`` (the lags already read it all).
+    half a series as targets) and :data:`MAX_SEASONAL_LAG`. When that is not at least one cycle
+    longer than ``context_length`` (the lags read it all), whole cycles up to the whole typical
+    series (:data:`LONG_CONTEXT_FALLBACK`, seasonal data), so that the local model and the spread still
+    see more than the lags' cycles; 0 when neither is.
 
     Data without a season (yearly) count single steps as cycles (with :data:`NONSEASONAL_LONG_CONTEXT`): there
     the long context is what the local smoother of each window reads (its level and trend), which the lags'
-    few points (4 a year) cannot estimate.
+    few points cannot estimate.
 
     Examples
     --------
@@ -218,7 +228,9 @@ def long_context(offset: DateOffset, context_length: int, series_length: int | N
     72
     >>> long_context(as_offset("QS"), 12, series_length=40)
     20
-    >>> long_context(as_offset("QS"), 12, series_length=24)
+    >>> long_context(as_offset("W-MON"), 105, series_length=270)  # half of it is 2.6 years: the whole, 5 years
+    260
+    >>> long_context(as_offset("QS"), 12, series_length=15)
     0
     >>> long_context(as_offset("YS"), 4, series_length=47)
     23
@@ -228,6 +240,8 @@ def long_context(offset: DateOffset, context_length: int, series_length: int | N
         return 0
     m = seasons[0] if seasons else 1
     longest = m * (min(int(int(series_length) * LONG_CONTEXT_SHARE), MAX_SEASONAL_LAG) // m)
+    if seasons and longest < int(context_length) + m and LONG_CONTEXT_FALLBACK:
+        longest = m * (min(int(series_length), MAX_SEASONAL_LAG) // m)
     return longest if longest >= int(context_length) + m else 0
 
 
@@ -289,23 +303,41 @@ def grid_timestamps(last: pd.Series | pd.DatetimeIndex, offset: DateOffset, step
     return out
 
 
-def date_features(pos: np.ndarray, offset: DateOffset, harmonics: int = 3) -> np.ndarray:
+def date_features(pos: np.ndarray, offset: DateOffset, harmonics: int = 3, calendar_year: bool = False) -> np.ndarray:
     """Fourier terms of the position in every seasonal cycle: sin/cos pairs, shape pos.shape + (F,).
 
-    Harmonics whose sine vanishes on the grid (``2k == m``) keep only the cosine.
+    Harmonics whose sine vanishes on the grid (``2k == m``) keep only the cosine. ``calendar_year``: weekly
+    data's cycle is the calendar year (see :func:`fourier_periods`; a state's ``params["calendar_year"]``).
     """
-    seasons = season_lengths(offset)
+    seasons = fourier_periods(offset, calendar_year)
     longest = max(seasons, default=1)
-    if seasons and all(longest % m == 0 for m in seasons) and np.size(pos) > longest:
+    if seasons and all(float(m).is_integer() and longest % m == 0 for m in seasons) and np.size(pos) > longest:
         # one cycle of the longest season holds every distinct row: look them up
-        return _fourier(np.arange(longest), seasons, harmonics)[np.asarray(pos) % longest]
+        return _fourier(np.arange(longest), seasons, harmonics)[np.asarray(pos) % int(longest)]
     return _fourier(np.asarray(pos), seasons, harmonics)
 
 
-def _fourier(pos: np.ndarray, seasons: list[int], harmonics: int) -> np.ndarray:
+def fourier_periods(offset: DateOffset, calendar_year: bool = False) -> list[float]:
+    """The cycle lengths (in steps) of the date features: the seasons of :func:`season_lengths`, but for weekly
+    data with ``calendar_year`` the calendar year, ``365.25 / 7`` weeks.
+
+    Examples
+    --------
+    >>> [round(m, 2) for m in fourier_periods(as_offset("W-MON"), calendar_year=True)]
+    [52.18]
+    >>> fourier_periods(as_offset("W-MON")), fourier_periods(as_offset("MS"), calendar_year=True)
+    ([52], [12])
+    """
+    seasons = season_lengths(offset)
+    if calendar_year and isinstance(offset, Week) and seasons:
+        return [YEAR_DAYS / (7 * max(1, int(getattr(offset, "n", 1))))]
+    return list(seasons)
+
+
+def _fourier(pos: np.ndarray, seasons: list[float], harmonics: int) -> np.ndarray:
     cols = []
     for m in seasons:
-        for k in range(1, min(harmonics, m // 2) + 1):
+        for k in range(1, min(harmonics, int(m // 2)) + 1):
             angle = (2.0 * np.pi * k / m) * (pos % m)
             if 2 * k != m:
                 cols.append(np.sin(angle))

@@ -207,7 +207,8 @@ def signed_level(w: Windows, points: int) -> np.ndarray:
 
 
 def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
-                long_season: int = 0, local_season: int = 0, level_points: int = 0) -> np.ndarray:
+                long_season: int = 0, local_season: int = 0, level_points: int = 0,
+                calendar_year: bool = False) -> np.ndarray:
     """The design columns that depend on the horizon step: (n, H, e) = [seasonal index, local forecast,
     date features, covariates, static, level].
 
@@ -228,16 +229,18 @@ def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarr
     local = (local_forecast(w.context, H, local_season)[:, :, None] if local_season else np.zeros((n, H, 0)))
     level = np.ones((n, H, 1)) if not level_points else np.broadcast_to(signed_level(w, level_points)[:, None, None],
                                                                         (n, H, 1))
-    return np.concatenate([memory, local, date_features(pos, offset, harmonics), w.covariates,
+    return np.concatenate([memory, local, date_features(pos, offset, harmonics, calendar_year), w.covariates,
                            np.broadcast_to(static[:, None, :], (n, H, static.shape[1])), level], axis=2)
 
 
 def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
-               long_season: int = 0, local_season: int = 0, level_points: int = 0) -> np.ndarray:
+               long_season: int = 0, local_season: int = 0, level_points: int = 0,
+               calendar_year: bool = False) -> np.ndarray:
     """Design rows per horizon step: (n, H, p) = [lagged values, seasonal index, local forecast, date features,
     covariates, static, level] (see :func:`step_design`)."""
     lagged = lagged_values(w, lags)
     n, H = w.target.shape
     return np.concatenate([np.broadcast_to(lagged[:, None, :], (n, H, len(lags))),
-                           step_design(w, offset, harmonics, static, long_season, local_season, level_points)],
+                           step_design(w, offset, harmonics, static, long_season, local_season, level_points,
+                                       calendar_year)],
                           axis=2)
