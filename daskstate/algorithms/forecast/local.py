@@ -37,6 +37,13 @@ HOLT_GRID = tuple((a, b, p) for a in (0.2, 0.5, 0.8) for b in (0.1, 0.3) for p i
 LOCAL_POINTS = 96
 #: one-sided critical value of the seasonality test (90%, as the M4 benchmarks' deseasonalisation)
 SEASONALITY_Z = 1.645
+#: the seasonal index's discounts tried per window: with discount ``g`` the cycle ``k`` cycles before the last weighs
+#: ``(1 - g)^k`` (as the seasonal state of Holt-Winters smoothing with seasonal gain ``g`` weighs them; 0: every cycle
+#: alike, classical decomposition); each window takes the one whose index of the cycles before each cycle predicted
+#: that cycle best (:func:`discount_choice`)
+SEASONAL_DISCOUNTS = (0.0,)
+#: a discount is chosen only from at least this many predicted cycles (otherwise the first of the grid)
+DISCOUNT_MIN_CYCLES = 2
 
 
 def cycle_index(context: np.ndarray, season: int) -> np.ndarray:
@@ -216,11 +223,40 @@ def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, siz
         relative = np.where(size > 0, detrended / size, np.nan)
     cycles = _as_cycles(relative, season)                                   # (n, cycles, season)
     ok = ~np.isnan(cycles)
-    counts = ok.sum(axis=1)
+    discount = discount_choice(cycles, np.asarray(SEASONAL_DISCOUNTS, dtype=np.float64))
+    weight = (1.0 - discount[:, None]) ** np.arange(cycles.shape[1])[None, ::-1]   # (n, cycles): the last weighs 1
+    counts = (ok * weight[:, :, None]).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        index = np.where(counts > 0, np.where(ok, cycles, 0.0).sum(axis=1) / counts, np.nan)
+        index = np.where(counts > 0, (np.where(ok, cycles, 0.0) * weight[:, :, None]).sum(axis=1) / counts, np.nan)
     index = np.where(np.isfinite(index), index, 0.0)
     return index - index.mean(axis=1, keepdims=True)
+
+
+def discount_choice(cycles: np.ndarray, discounts: np.ndarray) -> np.ndarray:
+    """(n,) per row of ``cycles`` (n, C, season; NaN where not observed) the discount of ``discounts`` whose
+    discounted mean of the cycles before each cycle predicts that cycle with the least squared error (summed over
+    every observed phase of cycles that have a prediction): a one-cycle-ahead backtest of the seasonal index.
+    Rows with fewer than :data:`DISCOUNT_MIN_CYCLES` predicted cycles take ``discounts[0]``."""
+    n, C, m = cycles.shape
+    if len(discounts) == 1 or C < 2:
+        return np.full(n, discounts[0])
+    ok = ~np.isnan(cycles)
+    values = np.where(ok, cycles, 0.0)
+    keep = 1.0 - discounts[None, None, :]                                   # (1, 1, D)
+    total = np.zeros((n, m, len(discounts)))
+    mass = np.zeros_like(total)
+    sse = np.zeros((n, len(discounts)))
+    predicted = np.zeros(n)
+    for c in range(C):
+        seen = ok[:, c, :, None] & (mass > 0)                               # (n, m, 1|D)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = np.where(seen, values[:, c, :, None] - total / np.where(mass > 0, mass, 1.0), 0.0)
+        sse += (error * error).sum(axis=1)
+        predicted += seen[:, :, 0].any(axis=1)
+        total = keep * total + values[:, c, :, None]
+        mass = keep * mass + ok[:, c, :, None]
+    best = discounts[np.argmin(sse, axis=1)]
+    return np.where(predicted >= DISCOUNT_MIN_CYCLES, best, discounts[0])
 
 
 def _as_cycles(a: np.ndarray, season: int) -> np.ndarray:
