@@ -2,9 +2,10 @@
 
     python -m benchmarks.forecast_local_diag synthetic_monthly [--origin 0] [--patch MODULE:NAME=JSON ...]
 
-The synthetic panels' generator (``datasets._series_block``) is replayed draw for draw to recover every series'
-noise-free mean path, its kind (intermittent counts, a level shift, plain) and its noise level. Per series, at one
-backtest origin, this scores against that mean path (and against the noisy actuals, MASE):
+The synthetic panels' generator (``datasets._series_block``) is run again with its draws recorded and its noise
+draws zeroed, to recover every series' noise-free mean path, its kind (intermittent counts, a level shift, plain)
+and its noise level. Per series, at one backtest origin, this scores against that mean path (and against the noisy
+actuals, MASE):
 
 - per-series ETS (the benchmark's four variants, best AICc; fitted once per (panel, origin) and kept in
   ``results/forecast_ets_fcsyn_params.json``: chosen form, fitted alpha / beta / phi / gamma, mean forecast);
@@ -31,7 +32,7 @@ import pandas as pd
 import daskstate
 from benchmarks.bench_forecast import Q, origin_split, panels, series_arrays, set_constant
 from daskstate.algorithms.forecast import local
-from daskstate.algorithms.forecast.datasets import fixed_step, season_lengths
+from daskstate.algorithms.forecast.datasets import season_lengths
 from daskstate.algorithms.forecast.estimator import _BacktestTask
 from daskstate.algorithms.forecast.series import as_offset, default_prediction_length
 
@@ -39,41 +40,64 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 ETS_CACHE = os.path.join(RESULTS, "forecast_ets_fcsyn_params.json")
 #: (series, length, freq, seed) of the benchmark's synthetic panels (``bench_forecast.panels``)
 SYNTHETIC = {"synthetic_monthly": (100, 144, "MS", 2), "synthetic_daily": (100, 400, "D", 1)}
+#: the generator's draws are replayed as ``_series_block`` draws them (its docstring: "deterministic per series
+#: block"); the benchmark's panels are one block of 100 series
+
+
+class _RecordingGenerator:
+    """A numpy Generator that records every draw (method, arguments, result); with ``noise_free`` its
+    ``standard_normal`` returns zeros and its ``poisson`` returns the rate, after drawing as the real one does (so
+    every later draw is the same)."""
+
+    def __init__(self, rng: np.random.Generator, noise_free: bool) -> None:
+        self.rng, self.noise_free, self.calls = rng, noise_free, []
+
+    def __getattr__(self, name: str):
+        method = getattr(self.rng, name)
+
+        def draw(*args, **kwargs):
+            out = method(*args, **kwargs)
+            self.calls.append((name, args, kwargs, out))
+            if self.noise_free and name == "standard_normal":
+                return np.zeros_like(out)
+            if self.noise_free and name == "poisson":
+                return np.broadcast_to(np.asarray(args[0], dtype=np.float64), np.shape(out)).copy()
+            return out
+        return draw
 
 
 def generator_truth(n_series: int, length: int, freq: str, seed: int) -> dict[str, np.ndarray]:
-    """Replay ``datasets._series_block``'s draws (one block of ``n_series``): the noise-free ``mean`` (n, length),
-    the observed ``y``, ``counts`` / ``shifted`` flags, ``noise``, the seasonal ``shape`` and ``amp`` (first cycle)."""
-    rng = np.random.default_rng([seed, 0])
-    offset = as_offset(freq)
-    t = np.arange(length, dtype=np.float64)[None, :]
-    k = n_series
-    level = np.exp(rng.normal(3.0, 1.5, size=(k, 1)))
-    trend = np.exp(rng.normal(0.0, 0.5 / length, size=(k, 1)) * t)
-    shape = np.ones((k, length))
-    cycles = [m for m in season_lengths(offset) if m >= 2]
-    day, fixed = pd.Timedelta(days=1).value, fixed_step(offset)
-    if fixed is not None and fixed % day == 0 and fixed // day <= 7:
-        cycles.append(365.25 * day / fixed)
-    amps = []
-    for m in cycles:
-        amp = rng.uniform(0.0, 0.4, size=(k, 1))
-        phase = rng.uniform(0, 2 * np.pi, size=(k, 1))
-        amps.append(amp[:, 0])
-        shape = shape + amp * np.sin(2 * np.pi * t / m + phase) + 0.5 * amp * np.sin(4 * np.pi * t / m + 2 * phase)
-    shift_at = rng.integers(length // 4, length, size=(k, 1))
-    shift = np.where(rng.random((k, 1)) < 0.3, rng.normal(0.0, 0.3, size=(k, 1)), 0.0)
-    mean = level * trend * np.exp(shift * (t >= shift_at)) * np.maximum(shape, 0.05)
-    noise = rng.uniform(0.02, 0.15, size=(k, 1))
-    y = mean * (1.0 + noise * rng.standard_normal((k, length)))
-    counts = rng.random(k) < 0.2
-    if counts.any():
-        rate = rng.uniform(0.2, 3.0, size=(int(counts.sum()), 1)) * (mean[counts] / level[counts])
-        y[counts] = rng.poisson(rate)
-        mean[counts] = rate
-    return {"mean": mean, "y": y, "counts": counts, "shifted": shift[:, 0] != 0, "shift_at": shift_at[:, 0],
-            "noise": noise[:, 0], "shape": np.maximum(shape, 0.05), "amp": amps[0] if amps else np.zeros(k),
-            "growth": np.log(trend[:, 1]) if length > 1 else np.zeros(k)}
+    """The synthetic panel's block of ``n_series`` generated twice by ``datasets._series_block`` itself, once as
+    the benchmark has it (``y``) and once without its noise draws (the noise-free ``mean`` path; a count series' Poisson
+    rate), with the draws recorded: ``counts`` / ``shifted`` flags, the ``noise`` level, the first cycle's
+    amplitude ``amp``, the trend's ``growth`` per step and the seasonal ``shape`` (the mean over level and trend)."""
+    from unittest import mock
+
+    from daskstate.algorithms.forecast import datasets
+
+    out, record, real = {}, None, np.random.default_rng
+    for key, noise_free in (("y", False), ("mean", True)):
+
+        def recording(seed_, noise_free=noise_free):
+            nonlocal record
+            record = _RecordingGenerator(real(seed_), noise_free)
+            return record
+
+        with mock.patch.object(datasets.np.random, "default_rng", recording):
+            frame = datasets._series_block(0, n_series, length, freq, seed, "2020-01-01")
+        out[key] = frame["target"].to_numpy(np.float64).reshape(n_series, length)
+    draws = {}
+    for name, args, kwargs, value in record.calls:
+        draws.setdefault(name, []).append((args, kwargs, value))
+    uniforms = [(a, v) for a, _, v in draws["uniform"]]
+    noise = next(v for a, v in uniforms if a[:2] == (0.02, 0.15))[:, 0]
+    amp = next((v for a, v in uniforms if a[:2] == (0.0, 0.4)), np.zeros((n_series, 1)))[:, 0]
+    shifted = draws["random"][0][2][:, 0] < 0.3          # the first `random` draw decides the level shifts
+    counts = draws["random"][1][2] < 0.2                 # the second, the count series
+    level, growth = (draws["normal"][k][2][:, 0] for k in (0, 1))   # log level, trend growth per step
+    trend = np.exp(level[:, None] + growth[:, None] * np.arange(length)[None, :])
+    return {**out, "counts": counts, "shifted": shifted, "noise": noise, "amp": amp, "growth": growth,
+            "shape": out["mean"] / trend}                # the seasonal shape (times any level shift)
 
 
 def ets_fit(y: np.ndarray, H: int, m: int) -> dict:
