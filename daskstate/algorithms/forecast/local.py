@@ -212,18 +212,22 @@ def moving_average(context: np.ndarray, season: int) -> np.ndarray:
     return out
 
 
-def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, size: np.ndarray | None = None
-                    ) -> np.ndarray:
+def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, size: np.ndarray | None = None,
+                    choose: np.ndarray | None = None) -> np.ndarray:
     """(n, season): per position of a cycle that ends at the origin, the mean of ``detrended`` (the context
     minus its :func:`moving_average`) relative to its cycle's mean absolute value, centred on 0 (classical
-    decomposition: the trend inside a cycle stays out of the index). ``size``: :func:`_cycle_sizes` of ``context``
-    if known."""
+    decomposition: the trend inside a cycle stays out of the index), each earlier cycle discounted by the row's
+    discount of :data:`SEASONAL_DISCOUNTS` (:func:`discount_choice`). ``size``: :func:`_cycle_sizes` of ``context``
+    if known; ``choose`` (n,): the rows whose discount is chosen (default all; the others take the grid's first)."""
     size = _cycle_sizes(context, season) if size is None else size
     with np.errstate(invalid="ignore", divide="ignore"):
         relative = np.where(size > 0, detrended / size, np.nan)
     cycles = _as_cycles(relative, season)                                   # (n, cycles, season)
     ok = ~np.isnan(cycles)
-    discount = discount_choice(cycles, np.asarray(SEASONAL_DISCOUNTS, dtype=np.float64))
+    discounts = np.asarray(SEASONAL_DISCOUNTS, dtype=np.float64)
+    discount = np.full(len(cycles), discounts[0])
+    rows = slice(None) if choose is None else np.flatnonzero(choose)
+    discount[rows] = discount_choice(cycles[rows], discounts)
     weight = (1.0 - discount[:, None]) ** np.arange(cycles.shape[1])[None, ::-1]   # (n, cycles): the last weighs 1
     counts = (ok * weight[:, :, None]).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -328,7 +332,7 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
         detrended = context - moving_average(context, season)
         seasonal = is_seasonal(detrended, season)
         size = _cycle_sizes(context, season)
-        idx = detrended_index(context, detrended, season, size) if index is None else index
+        idx = detrended_index(context, detrended, season, size, choose=seasonal) if index is None else index
         adjusted, _ = seasonal_adjustment(context, idx, season, size)
         y = np.where(seasonal[:, None], adjusted, context)
     y = y[:, -LOCAL_POINTS:]
