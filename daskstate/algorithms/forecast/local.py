@@ -6,8 +6,9 @@ module forecasts every window of a mini-batch from its own (scaled) context only
 forecast of a window is the same at fit and at predict and does not depend on points before
 its context (partial fits stay exact):
 
-1. seasonal adjustment, where the context is seasonal (the autocorrelation at the seasonal lag
-   passes the 90% test of the M4 competition's benchmarks): the relative seasonal index of
+1. seasonal adjustment, where the context is seasonal (the autocorrelation at the seasonal lag of the
+   context minus its moving average, extended over the context's ends, passes the 90% test of the M4
+   competition's benchmarks): the relative seasonal index of
    :func:`~daskstate.algorithms.forecast.windows.seasonal_index` times each cycle's mean absolute
    value is subtracted, and added back to the forecast relative to its level;
 2. exponential smoothing of the adjusted context with every smoothing parameter set of a small
@@ -37,6 +38,10 @@ HOLT_GRID = tuple((a, b, p) for a in (0.2, 0.5, 0.8) for b in (0.1, 0.3) for p i
 LOCAL_POINTS = 96
 #: one-sided critical value of the seasonality test (90%, as the M4 benchmarks' deseasonalisation)
 SEASONALITY_Z = 1.645
+#: whether the seasonality test reads the context detrended by a moving average extended over its ends
+#: (:func:`extended_moving_average`: every cycle of the context counts, so a context of three cycles can pass)
+#: rather than by the centred moving average alone, which leaves one cycle fewer (False: the model before fcsyn)
+TEST_EXTENDED_ENDS = True
 #: the seasonal index's discounts tried per window: with discount ``g`` the cycle ``k`` cycles before the last weighs
 #: ``(1 - g)^k`` (as the seasonal state of Holt-Winters smoothing with seasonal gain ``g`` weighs them; 0: every cycle
 #: alike, classical decomposition); each window takes the one whose index of the cycles before each cycle predicted
@@ -212,6 +217,26 @@ def moving_average(context: np.ndarray, season: int) -> np.ndarray:
     return out
 
 
+def extended_moving_average(context: np.ndarray, season: int, average: np.ndarray | None = None) -> np.ndarray:
+    """(n, T) :func:`moving_average` (``average`` if known) with its missing ends filled by its line over the
+    last (first) cycle of defined values, where the context is observed."""
+    average = moving_average(context, season) if average is None else average
+    n, T = average.shape
+    defined = ~np.isnan(average)
+    t = np.arange(T)[None, :]
+    rows = np.arange(n)
+    out = average.copy()
+    last = T - 1 - np.argmax(defined[:, ::-1], axis=1)
+    first = np.argmax(defined, axis=1)
+    for end, other, beyond in ((last, np.maximum(last - season, 0), t > last[:, None]),
+                               (first, np.minimum(first + season, T - 1), t < first[:, None])):
+        with np.errstate(invalid="ignore"):
+            slope = (average[rows, end] - average[rows, other]) / np.where(end != other, end - other, 1)
+        line = average[rows, end][:, None] + np.where(np.isfinite(slope), slope, 0.0)[:, None] * (t - end[:, None])
+        out = np.where(beyond, line, out)
+    return np.where(np.isnan(context), np.nan, out)
+
+
 def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, size: np.ndarray | None = None,
                     choose: np.ndarray | None = None) -> np.ndarray:
     """(n, season): per position of a cycle that ends at the origin, the mean of ``detrended`` (the context
@@ -329,8 +354,10 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     seasonal = np.zeros(n, dtype=bool)
     idx = None
     if season > 1 and T >= 3 * season:
-        detrended = context - moving_average(context, season)
-        seasonal = is_seasonal(detrended, season)
+        average = moving_average(context, season)
+        detrended = context - average
+        tested = context - extended_moving_average(context, season, average) if TEST_EXTENDED_ENDS else detrended
+        seasonal = is_seasonal(tested, season)
         size = _cycle_sizes(context, season)
         idx = detrended_index(context, detrended, season, size, choose=seasonal) if index is None else index
         adjusted, _ = seasonal_adjustment(context, idx, season, size)
