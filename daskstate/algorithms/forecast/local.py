@@ -42,6 +42,8 @@ SEASONALITY_Z = 1.645
 #: (:func:`extended_moving_average`: every cycle of the context counts, so a context of three cycles can pass)
 #: rather than by the centred moving average alone, which leaves one cycle fewer (False: the model before fcsyn)
 TEST_EXTENDED_ENDS = True
+#: whether the seasonal index too reads the context minus the extended moving average (every cycle)
+INDEX_EXTENDED_ENDS = False
 #: the seasonal index's discounts tried per window: with discount ``g`` the cycle ``k`` cycles before the last weighs
 #: ``(1 - g)^k`` (as the seasonal state of Holt-Winters smoothing with seasonal gain ``g`` weighs them; 0: every cycle
 #: alike, classical decomposition); each window takes the one whose index of the cycles before each cycle predicted
@@ -356,8 +358,10 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     if season > 1 and T >= 3 * season:
         average = moving_average(context, season)
         detrended = context - average
-        tested = context - extended_moving_average(context, season, average) if TEST_EXTENDED_ENDS else detrended
-        seasonal = is_seasonal(tested, season)
+        extended = (context - extended_moving_average(context, season, average)
+                    if TEST_EXTENDED_ENDS or INDEX_EXTENDED_ENDS else None)
+        seasonal = is_seasonal(extended if TEST_EXTENDED_ENDS else detrended, season)
+        detrended = extended if INDEX_EXTENDED_ENDS else detrended
         size = _cycle_sizes(context, season)
         idx = detrended_index(context, detrended, season, size, choose=seasonal) if index is None else index
         adjusted, _ = seasonal_adjustment(context, idx, season, size)
