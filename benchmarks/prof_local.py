@@ -1,4 +1,5 @@
-"""Time the local smoother's pieces on the windows a linear fit folds (by hand: python -m benchmarks.prof_local PANEL)."""
+"""Time the local smoother's pieces on the windows a linear fit folds (by hand:
+python -m benchmarks.prof_local PANEL [MODULE:NAME=JSON ...], the constants set as bench_forecast's --patch)."""
 import os
 import sys
 import time
@@ -6,7 +7,7 @@ import time
 import numpy as np
 
 import daskstate
-from benchmarks.bench_forecast import origin_split, panels
+from benchmarks.bench_forecast import origin_split, panels, set_constant
 from daskstate.algorithms.forecast import local
 from daskstate.algorithms.forecast import windows as W
 from daskstate.algorithms.forecast.series import as_offset, default_prediction_length
@@ -14,6 +15,8 @@ from daskstate.algorithms.forecast.series import as_offset, default_prediction_l
 
 def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "usmacro_changes"
+    for spec in sys.argv[2:]:
+        print("patched", set_constant(spec))
     (df, freq), = panels([name]).values()
     H = default_prediction_length(as_offset(freq))
     train, _ = origin_split(name, df, H, 1)

@@ -6,8 +6,9 @@ module forecasts every window of a mini-batch from its own (scaled) context only
 forecast of a window is the same at fit and at predict and does not depend on points before
 its context (partial fits stay exact):
 
-1. seasonal adjustment, where the context is seasonal (the autocorrelation at the seasonal lag
-   passes the 90% test of the M4 competition's benchmarks): the relative seasonal index of
+1. seasonal adjustment, where the context is seasonal (the autocorrelation at the seasonal lag of the
+   context minus its moving average, extended over the context's ends, passes the 90% test of the M4
+   competition's benchmarks): the relative seasonal index of
    :func:`~daskstate.algorithms.forecast.windows.seasonal_index` times each cycle's mean absolute
    value is subtracted, and added back to the forecast relative to its level;
 2. exponential smoothing of the adjusted context with every smoothing parameter set of a small
@@ -37,6 +38,19 @@ HOLT_GRID = tuple((a, b, p) for a in (0.2, 0.5, 0.8) for b in (0.1, 0.3) for p i
 LOCAL_POINTS = 96
 #: one-sided critical value of the seasonality test (90%, as the M4 benchmarks' deseasonalisation)
 SEASONALITY_Z = 1.645
+#: whether the seasonality test reads the context detrended by a moving average extended over its ends
+#: (:func:`extended_moving_average`: every cycle of the context counts, so a context of three cycles can pass)
+#: rather than by the centred moving average alone, which leaves one cycle fewer (False: the model before fcsyn)
+TEST_EXTENDED_ENDS = True
+#: whether the seasonal index too reads the context minus the extended moving average (every cycle)
+INDEX_EXTENDED_ENDS = False
+#: the seasonal index's discounts tried per window: with discount ``g`` the cycle ``k`` cycles before the last weighs
+#: ``(1 - g)^k`` (as the seasonal state of Holt-Winters smoothing with seasonal gain ``g`` weighs them; 0: every cycle
+#: alike, classical decomposition); each window takes the one whose index of the cycles before each cycle predicted
+#: that cycle best (:func:`discount_choice`)
+SEASONAL_DISCOUNTS = (0.0,)
+#: a discount is chosen only from at least this many predicted cycles (otherwise the first of the grid)
+DISCOUNT_MIN_CYCLES = 2
 
 
 def cycle_index(context: np.ndarray, season: int) -> np.ndarray:
@@ -205,22 +219,75 @@ def moving_average(context: np.ndarray, season: int) -> np.ndarray:
     return out
 
 
-def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, size: np.ndarray | None = None
-                    ) -> np.ndarray:
+def extended_moving_average(context: np.ndarray, season: int, average: np.ndarray | None = None) -> np.ndarray:
+    """(n, T) :func:`moving_average` (``average`` if known) with its missing ends filled by its line over the
+    last (first) cycle of defined values, where the context is observed."""
+    average = moving_average(context, season) if average is None else average
+    n, T = average.shape
+    defined = ~np.isnan(average)
+    t = np.arange(T)[None, :]
+    rows = np.arange(n)
+    out = average.copy()
+    last = T - 1 - np.argmax(defined[:, ::-1], axis=1)
+    first = np.argmax(defined, axis=1)
+    for end, other, beyond in ((last, np.maximum(last - season, 0), t > last[:, None]),
+                               (first, np.minimum(first + season, T - 1), t < first[:, None])):
+        with np.errstate(invalid="ignore"):
+            slope = (average[rows, end] - average[rows, other]) / np.where(end != other, end - other, 1)
+        line = average[rows, end][:, None] + np.where(np.isfinite(slope), slope, 0.0)[:, None] * (t - end[:, None])
+        out = np.where(beyond, line, out)
+    return np.where(np.isnan(context), np.nan, out)
+
+
+def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, size: np.ndarray | None = None,
+                    choose: np.ndarray | None = None) -> np.ndarray:
     """(n, season): per position of a cycle that ends at the origin, the mean of ``detrended`` (the context
     minus its :func:`moving_average`) relative to its cycle's mean absolute value, centred on 0 (classical
-    decomposition: the trend inside a cycle stays out of the index). ``size``: :func:`_cycle_sizes` of ``context``
-    if known."""
+    decomposition: the trend inside a cycle stays out of the index), each earlier cycle discounted by the row's
+    discount of :data:`SEASONAL_DISCOUNTS` (:func:`discount_choice`). ``size``: :func:`_cycle_sizes` of ``context``
+    if known; ``choose`` (n,): the rows whose discount is chosen (default all; the others take the grid's first)."""
     size = _cycle_sizes(context, season) if size is None else size
     with np.errstate(invalid="ignore", divide="ignore"):
         relative = np.where(size > 0, detrended / size, np.nan)
     cycles = _as_cycles(relative, season)                                   # (n, cycles, season)
     ok = ~np.isnan(cycles)
-    counts = ok.sum(axis=1)
+    discounts = np.asarray(SEASONAL_DISCOUNTS, dtype=np.float64)
+    discount = np.full(len(cycles), discounts[0])
+    rows = slice(None) if choose is None else np.flatnonzero(choose)
+    discount[rows] = discount_choice(cycles[rows], discounts)
+    weight = (1.0 - discount[:, None]) ** np.arange(cycles.shape[1])[None, ::-1]   # (n, cycles): the last weighs 1
+    counts = (ok * weight[:, :, None]).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        index = np.where(counts > 0, np.where(ok, cycles, 0.0).sum(axis=1) / counts, np.nan)
+        index = np.where(counts > 0, (np.where(ok, cycles, 0.0) * weight[:, :, None]).sum(axis=1) / counts, np.nan)
     index = np.where(np.isfinite(index), index, 0.0)
     return index - index.mean(axis=1, keepdims=True)
+
+
+def discount_choice(cycles: np.ndarray, discounts: np.ndarray) -> np.ndarray:
+    """(n,) per row of ``cycles`` (n, C, season; NaN where not observed) the discount of ``discounts`` whose
+    discounted mean of the cycles before each cycle predicts that cycle with the least squared error (summed over
+    every observed phase of cycles that have a prediction): a one-cycle-ahead backtest of the seasonal index.
+    Rows with fewer than :data:`DISCOUNT_MIN_CYCLES` predicted cycles take ``discounts[0]``."""
+    n, C, m = cycles.shape
+    if len(discounts) == 1 or C < 2:
+        return np.full(n, discounts[0])
+    ok = ~np.isnan(cycles)
+    values = np.where(ok, cycles, 0.0)
+    keep = 1.0 - discounts[None, None, :]                                   # (1, 1, D)
+    total = np.zeros((n, m, len(discounts)))
+    mass = np.zeros_like(total)
+    sse = np.zeros((n, len(discounts)))
+    predicted = np.zeros(n)
+    for c in range(C):
+        seen = ok[:, c, :, None] & (mass > 0)                               # (n, m, 1|D)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = np.where(seen, values[:, c, :, None] - total / np.where(mass > 0, mass, 1.0), 0.0)
+        sse += (error * error).sum(axis=1)
+        predicted += seen[:, :, 0].any(axis=1)
+        total = keep * total + values[:, c, :, None]
+        mass = keep * mass + ok[:, c, :, None]
+    best = discounts[np.argmin(sse, axis=1)]
+    return np.where(predicted >= DISCOUNT_MIN_CYCLES, best, discounts[0])
 
 
 def _as_cycles(a: np.ndarray, season: int) -> np.ndarray:
@@ -289,10 +356,14 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     seasonal = np.zeros(n, dtype=bool)
     idx = None
     if season > 1 and T >= 3 * season:
-        detrended = context - moving_average(context, season)
-        seasonal = is_seasonal(detrended, season)
+        average = moving_average(context, season)
+        detrended = context - average
+        extended = (context - extended_moving_average(context, season, average)
+                    if TEST_EXTENDED_ENDS or INDEX_EXTENDED_ENDS else None)
+        seasonal = is_seasonal(extended if TEST_EXTENDED_ENDS else detrended, season)
+        detrended = extended if INDEX_EXTENDED_ENDS else detrended
         size = _cycle_sizes(context, season)
-        idx = detrended_index(context, detrended, season, size) if index is None else index
+        idx = detrended_index(context, detrended, season, size, choose=seasonal) if index is None else index
         adjusted, _ = seasonal_adjustment(context, idx, season, size)
         y = np.where(seasonal[:, None], adjusted, context)
     y = y[:, -LOCAL_POINTS:]
