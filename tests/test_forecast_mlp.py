@@ -322,16 +322,18 @@ def test_a_training_step_reuses_its_workspace(likelihood):
     state.loss_and_gradient(theta, w, work=work)  # fills the workspace
     sizes = {k: v.nbytes for k, v in work._flat.items()}
     peaks = []
-    for use in (work, work, None):
+    for use in (work, work, work, work, None):
         tracemalloc.start()
         got_loss, got_grad, _ = state.loss_and_gradient(theta, w, work=use)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         assert got_loss == loss and np.array_equal(got_grad, grad)
     assert {k: v.nbytes for k, v in work._flat.items()} == sizes
-    # slack for what other threads of the process allocate meanwhile (tracemalloc sees them): less than one
+    # tracemalloc also counts what other threads of the process allocate meanwhile (a cluster's event loop left
+    # by an earlier test), which comes and goes: the least of the later warm steps, with slack of less than one
     # (n, H) array of the step, now that the likelihood's temporaries live in the workspace too
-    assert peaks[1] <= peaks[0] * 1.05 + 64_000 and peaks[0] < peaks[2] * 0.8, peaks
+    warm = min(peaks[1:4])
+    assert warm <= peaks[0] * 1.05 + 64_000 and min(peaks[:4]) < peaks[4] * 0.8, peaks
     assert state.window_loss(theta, w, work=work) == (loss, int((~np.isnan(w.target)).sum()))
 
 
