@@ -196,3 +196,35 @@ def test_local_forecast_of_sparse_and_short_contexts():
     out = local_forecast(rows, 4, season=4)
     assert np.isnan(out[0]).all()
     np.testing.assert_allclose(out[1:], [[3.0] * 4, [2.0] * 4])
+
+
+def test_comb_is_the_mean_of_each_family_best_forecast(monkeypatch):
+    from daskstate.algorithms.forecast import local
+
+    rng = np.random.default_rng(3)
+    t = np.arange(40)
+    rows = np.stack([_walk(40, seed=1), 20.0 + 0.5 * t + rng.normal(0, 1, 40),
+                     10.0 + 3.0 * np.sin(2 * np.pi * t / 4) + rng.normal(0, 0.3, 40) + 0.1 * t])
+    rows[0, 5] = np.nan
+    best = local_forecast(rows, 6, season=4)
+    monkeypatch.setattr(local, "LOCAL_COMBINE", "comb")
+    comb = local_forecast(rows, 6, season=4)
+    alone, families = [], local.COMB_FAMILIES
+    for family in families:
+        monkeypatch.setattr(local, "COMB_FAMILIES", (family,))
+        alone.append(local_forecast(rows, 6, season=4))
+    monkeypatch.setattr(local, "COMB_FAMILIES", families)
+    np.testing.assert_allclose(comb, np.mean(alone, axis=0), rtol=1e-12)
+    # the simple-smoothing member is flat (row 0 is not seasonal); the trended ones follow row 1's line upward
+    np.testing.assert_allclose(alone[0][0], alone[0][0, 0])
+    assert (np.diff(alone[1][1]) > 0).all() and (np.diff(alone[2][1]) > 0).all()
+    assert not np.allclose(comb, best)
+    # the overall least-AIC set is one of the members: with its family alone the forecast is "best"'s
+    params = local.smoothing_grid()
+    chosen = local.local_fit(rows, 4)["best"]
+    for i, b in enumerate(chosen):
+        k = next(j for j, m in enumerate(local.comb_families(params)) if m[b])
+        np.testing.assert_allclose(alone[k][i], best[i], rtol=1e-12)
+    monkeypatch.setattr(local, "LOCAL_COMBINE", "median")
+    with pytest.raises(ValueError, match="LOCAL_COMBINE"):
+        local_forecast(rows, 6, season=4)

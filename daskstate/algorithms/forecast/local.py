@@ -37,6 +37,13 @@ HOLT_GRID = tuple((a, b, p) for a in (0.2, 0.5, 0.8) for b in (0.1, 0.3) for p i
 LOCAL_POINTS = 96
 #: one-sided critical value of the seasonality test (90%, as the M4 benchmarks' deseasonalisation)
 SEASONALITY_Z = 1.645
+#: how a window's forecast comes from the grid: ``"best"``, the one parameter set of least AIC; ``"comb"``, the
+#: equal-weight mean of the least-AIC member of each family of :data:`COMB_FAMILIES` (the M3/M4 "Comb" of
+#: simple, Holt and damped smoothing, each member chosen within its family instead of by estimation)
+LOCAL_COMBINE = "best"
+#: the families of ``"comb"`` as (least, greatest) damping ``phi`` of trended sets; ``None``: simple smoothing
+#: (no trend). With the grid's phi 0.9 and 0.98: simple, damped and (nearly undamped) Holt
+COMB_FAMILIES = (None, (0.0, 0.95), (0.95, 1.0))
 
 
 def cycle_index(context: np.ndarray, season: int) -> np.ndarray:
@@ -269,7 +276,13 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     """
     fit = local_fit(context, season, index)
     steps = damped_sum(smoothing_grid()[:, 2], H)                          # (G, H)
-    out = fit["level"][:, None] + fit["trend"][:, None] * steps[fit["best"]]
+    if LOCAL_COMBINE == "comb":
+        # (n, M, H) each member's forecast, then their mean
+        out = (fit["member_level"][:, :, None] + fit["member_trend"][:, :, None] * steps[fit["members"]]).mean(axis=1)
+    elif LOCAL_COMBINE == "best":
+        out = fit["level"][:, None] + fit["trend"][:, None] * steps[fit["best"]]
+    else:
+        raise ValueError(f"local.LOCAL_COMBINE must be 'best' or 'comb', got {LOCAL_COMBINE!r}")
     seasonal = fit["seasonal"]
     if seasonal.any():
         phase = np.arange(H) % season
@@ -282,7 +295,8 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     """The smoothing behind :func:`local_forecast`, per context row (n, T): the chosen parameter set's
     final ``level`` and ``trend``, its index ``best`` in :func:`smoothing_grid`, its one-step squared error
     sum ``sse`` over ``count`` observed points, whether the row was ``seasonal`` and its seasonal ``index``
-    (n, season; None when no row can be seasonal)."""
+    (n, season; None when no row can be seasonal); for :data:`LOCAL_COMBINE` ``"comb"``, ``members`` (n, M): the
+    least-AIC set of each of the :func:`comb_families`, with its ``member_level`` and ``member_trend`` (n, M)."""
     context = np.asarray(context, dtype=np.float64)
     n, T = context.shape
     y = context
@@ -314,5 +328,17 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     with np.errstate(divide="ignore"):
         aic = nobs * np.log(np.maximum(sse / nobs, 1e-12)) + 2.0 * k
     best = np.argmin(aic, axis=1)
+    # each family's least-AIC set: the AIC of the other families' sets made infinite
+    members = np.stack([np.argmin(np.where(family[None, :], aic, np.inf), axis=1)
+                        for family in comb_families(params)], axis=1)
     return {"level": level[rows, best], "trend": trend[rows, best], "best": best, "sse": sse[rows, best],
-            "count": count, "seasonal": seasonal, "index": idx}
+            "count": count, "seasonal": seasonal, "index": idx, "members": members,
+            "member_level": level[rows[:, None], members], "member_trend": trend[rows[:, None], members]}
+
+
+def comb_families(params: np.ndarray) -> list[np.ndarray]:
+    """(G,) masks of the grid's sets (``params`` (G, 3)) in each family of :data:`COMB_FAMILIES` that has one."""
+    trended = params[:, 1] > 0
+    masks = [~trended if family is None else trended & (params[:, 2] > family[0]) & (params[:, 2] <= family[1])
+             for family in COMB_FAMILIES]
+    return [m for m in masks if m.any()]
