@@ -228,3 +228,21 @@ def test_comb_is_the_mean_of_each_family_best_forecast(monkeypatch):
     monkeypatch.setattr(local, "LOCAL_COMBINE", "median")
     with pytest.raises(ValueError, match="LOCAL_COMBINE"):
         local_forecast(rows, 6, season=4)
+
+
+def test_akaike_weighted_forecast(monkeypatch):
+    from daskstate.algorithms.forecast import local
+
+    rows = np.stack([_walk(40, seed=s) for s in range(3)])
+    params = smoothing_grid()
+    fit = local.local_fit(rows)
+    # recomputed from one smoothing per set: AIC = n log(sse / n) + 2 k, weights exp(-dAIC / 2)
+    level, trend, sse, count = smooth(rows, params, rows[:, 0], (rows[:, 2] - rows[:, 0]) / 2)  # season 1: 2 steps
+    aic = 40 * np.log(sse / 40) + 2 * np.where(params[:, 1] > 0, 3.0, 1.0)
+    w = np.exp(-(aic - aic.min(axis=1, keepdims=True)) / 2)
+    w /= w.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(fit["aic_weight"], w, rtol=1e-9)
+    monkeypatch.setattr(local, "LOCAL_COMBINE", "aicw")
+    expect = sum(w[:, g, None] * (level[:, g, None] + trend[:, g, None] * damped_sum(params[[g], 2], 5))
+                 for g in range(len(params)))
+    np.testing.assert_allclose(local_forecast(rows, 5), expect, rtol=1e-9)

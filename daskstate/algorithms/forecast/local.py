@@ -39,7 +39,8 @@ LOCAL_POINTS = 96
 SEASONALITY_Z = 1.645
 #: how a window's forecast comes from the grid: ``"best"``, the one parameter set of least AIC; ``"comb"``, the
 #: equal-weight mean of the least-AIC member of each family of :data:`COMB_FAMILIES` (the M3/M4 "Comb" of
-#: simple, Holt and damped smoothing, each member chosen within its family instead of by estimation)
+#: simple, Holt and damped smoothing, each member chosen within its family instead of by estimation); ``"aicw"``,
+#: every set weighted by its Akaike weight ``exp(-(AIC - min AIC) / 2)`` (normalised per window)
 LOCAL_COMBINE = "best"
 #: the families of ``"comb"`` as (least, greatest) damping ``phi`` of trended sets; ``None``: simple smoothing
 #: (no trend). With the grid's phi 0.9 and 0.98: simple, damped and (nearly undamped) Holt
@@ -279,10 +280,13 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     if LOCAL_COMBINE == "comb":
         # (n, M, H) each member's forecast, then their mean
         out = (fit["member_level"][:, :, None] + fit["member_trend"][:, :, None] * steps[fit["members"]]).mean(axis=1)
+    elif LOCAL_COMBINE == "aicw":
+        out = np.einsum("ng,ngh->nh", fit["aic_weight"], fit["grid_level"][:, :, None]
+                        + fit["grid_trend"][:, :, None] * steps[None, :, :])
     elif LOCAL_COMBINE == "best":
         out = fit["level"][:, None] + fit["trend"][:, None] * steps[fit["best"]]
     else:
-        raise ValueError(f"local.LOCAL_COMBINE must be 'best' or 'comb', got {LOCAL_COMBINE!r}")
+        raise ValueError(f"local.LOCAL_COMBINE must be 'best', 'comb' or 'aicw', got {LOCAL_COMBINE!r}")
     seasonal = fit["seasonal"]
     if seasonal.any():
         phase = np.arange(H) % season
@@ -296,7 +300,8 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     final ``level`` and ``trend``, its index ``best`` in :func:`smoothing_grid`, its one-step squared error
     sum ``sse`` over ``count`` observed points, whether the row was ``seasonal`` and its seasonal ``index``
     (n, season; None when no row can be seasonal); for :data:`LOCAL_COMBINE` ``"comb"``, ``members`` (n, M): the
-    least-AIC set of each of the :func:`comb_families`, with its ``member_level`` and ``member_trend`` (n, M)."""
+    least-AIC set of each of the :func:`comb_families`, with its ``member_level`` and ``member_trend`` (n, M); for
+    ``"aicw"``, every set's ``grid_level``, ``grid_trend`` and Akaike weight ``aic_weight`` (n, G)."""
     context = np.asarray(context, dtype=np.float64)
     n, T = context.shape
     y = context
@@ -333,7 +338,14 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
                         for family in comb_families(params)], axis=1)
     return {"level": level[rows, best], "trend": trend[rows, best], "best": best, "sse": sse[rows, best],
             "count": count, "seasonal": seasonal, "index": idx, "members": members,
-            "member_level": level[rows[:, None], members], "member_trend": trend[rows[:, None], members]}
+            "member_level": level[rows[:, None], members], "member_trend": trend[rows[:, None], members],
+            "grid_level": level, "grid_trend": trend, "aic_weight": _akaike_weights(aic)}
+
+
+def _akaike_weights(aic: np.ndarray) -> np.ndarray:
+    """(n, G) ``exp(-(AIC - min AIC) / 2)`` per row, normalised to sum 1."""
+    w = np.exp(-0.5 * (aic - aic.min(axis=1, keepdims=True)))
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def comb_families(params: np.ndarray) -> list[np.ndarray]:
