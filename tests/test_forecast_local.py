@@ -222,6 +222,7 @@ def test_comb_is_the_mean_of_each_family_best_forecast(monkeypatch):
     # the overall least-AIC set is one of the members: with its family alone the forecast is "best"'s
     params = local.smoothing_grid()
     chosen = local.local_fit(rows, 4)["best"]
+    assert local.local_fit(rows, 4)["members"].shape == (3, 3)
     for i, b in enumerate(chosen):
         k = next(j for j, m in enumerate(local.comb_families(params)) if m[b])
         np.testing.assert_allclose(alone[k][i], best[i], rtol=1e-12)
@@ -235,6 +236,7 @@ def test_akaike_weighted_forecast(monkeypatch):
 
     rows = np.stack([_walk(40, seed=s) for s in range(3)])
     params = smoothing_grid()
+    monkeypatch.setattr(local, "LOCAL_COMBINE", "aicw")
     fit = local.local_fit(rows)
     # recomputed from one smoothing per set: AIC = n log(sse / n) + 2 k, weights exp(-dAIC / 2)
     level, trend, sse, count = smooth(rows, params, rows[:, 0], (rows[:, 2] - rows[:, 0]) / 2)  # season 1: 2 steps
@@ -242,7 +244,6 @@ def test_akaike_weighted_forecast(monkeypatch):
     w = np.exp(-(aic - aic.min(axis=1, keepdims=True)) / 2)
     w /= w.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(fit["aic_weight"], w, rtol=1e-9)
-    monkeypatch.setattr(local, "LOCAL_COMBINE", "aicw")
     expect = sum(w[:, g, None] * (level[:, g, None] + trend[:, g, None] * damped_sum(params[[g], 2], 5))
                  for g in range(len(params)))
     np.testing.assert_allclose(local_forecast(rows, 5), expect, rtol=1e-9)

@@ -40,7 +40,8 @@ SEASONALITY_Z = 1.645
 #: how a window's forecast comes from the grid: ``"best"``, the one parameter set of least AIC; ``"comb"``, the
 #: equal-weight mean of the least-AIC member of each family of :data:`COMB_FAMILIES` (the M3/M4 "Comb" of
 #: simple, Holt and damped smoothing, each member chosen within its family instead of by estimation); ``"aicw"``,
-#: every set weighted by its Akaike weight ``exp(-(AIC - min AIC) / 2)`` (normalised per window)
+#: every set weighted by its Akaike weight ``exp(-(AIC - min AIC) / 2)`` (normalised per window). Both measured
+#: and not adopted (54 judged pairs, docs/forecasting-linear.md "Measured in fccomb")
 LOCAL_COMBINE = "best"
 #: the families of ``"comb"`` as (least, greatest) damping ``phi`` of trended sets; ``None``: simple smoothing
 #: (no trend). With the grid's phi 0.9 and 0.98: simple, damped and (nearly undamped) Holt
@@ -333,13 +334,17 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     with np.errstate(divide="ignore"):
         aic = nobs * np.log(np.maximum(sse / nobs, 1e-12)) + 2.0 * k
     best = np.argmin(aic, axis=1)
-    # each family's least-AIC set: the AIC of the other families' sets made infinite
-    members = np.stack([np.argmin(np.where(family[None, :], aic, np.inf), axis=1)
-                        for family in comb_families(params)], axis=1)
-    return {"level": level[rows, best], "trend": trend[rows, best], "best": best, "sse": sse[rows, best],
-            "count": count, "seasonal": seasonal, "index": idx, "members": members,
-            "member_level": level[rows[:, None], members], "member_trend": trend[rows[:, None], members],
-            "grid_level": level, "grid_trend": trend, "aic_weight": _akaike_weights(aic)}
+    fit = {"level": level[rows, best], "trend": trend[rows, best], "best": best, "sse": sse[rows, best],
+           "count": count, "seasonal": seasonal, "index": idx}
+    if LOCAL_COMBINE == "comb":
+        # each family's least-AIC set: the AIC of the other families' sets made infinite
+        members = np.stack([np.argmin(np.where(family[None, :], aic, np.inf), axis=1)
+                            for family in comb_families(params)], axis=1)
+        fit.update(members=members, member_level=level[rows[:, None], members],
+                   member_trend=trend[rows[:, None], members])
+    elif LOCAL_COMBINE == "aicw":
+        fit.update(grid_level=level, grid_trend=trend, aic_weight=_akaike_weights(aic))
+    return fit
 
 
 def _akaike_weights(aic: np.ndarray) -> np.ndarray:
