@@ -226,6 +226,12 @@ def test_comb_is_the_mean_of_each_family_best_forecast(monkeypatch):
     for i, b in enumerate(chosen):
         k = next(j for j, m in enumerate(local.comb_families(params)) if m[b])
         np.testing.assert_allclose(alone[k][i], best[i], rtol=1e-12)
+    # "comb_trended": "best" where it chose no trend, else the mean of the trended members
+    monkeypatch.setattr(local, "LOCAL_COMBINE", "comb_trended")
+    trended = params[chosen, 1] > 0
+    assert trended.any() and not trended.all()
+    expect = np.where(trended[:, None], np.mean(alone[1:], axis=0), best)
+    np.testing.assert_allclose(local_forecast(rows, 6, season=4), expect, rtol=1e-12)
     monkeypatch.setattr(local, "LOCAL_COMBINE", "median")
     with pytest.raises(ValueError, match="LOCAL_COMBINE"):
         local_forecast(rows, 6, season=4)

@@ -40,7 +40,8 @@ SEASONALITY_Z = 1.645
 #: how a window's forecast comes from the grid: ``"best"``, the one parameter set of least AIC; ``"comb"``, the
 #: equal-weight mean of the least-AIC member of each family of :data:`COMB_FAMILIES` (the M3/M4 "Comb" of
 #: simple, Holt and damped smoothing, each member chosen within its family instead of by estimation); ``"aicw"``,
-#: every set weighted by its Akaike weight ``exp(-(AIC - min AIC) / 2)`` (normalised per window). Both measured
+#: every set weighted by its Akaike weight ``exp(-(AIC - min AIC) / 2)`` (normalised per window); ``"comb_trended"``,
+#: ``"best"`` where it has no trend, else the mean of each trended family's least-AIC set. All measured
 #: and not adopted (54 judged pairs, docs/forecasting-linear.md "Measured in fccomb")
 LOCAL_COMBINE = "best"
 #: the families of ``"comb"`` as (least, greatest) damping ``phi`` of trended sets; ``None``: simple smoothing
@@ -278,7 +279,7 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     """
     fit = local_fit(context, season, index)
     steps = damped_sum(smoothing_grid()[:, 2], H)                          # (G, H)
-    if LOCAL_COMBINE == "comb":
+    if LOCAL_COMBINE in ("comb", "comb_trended"):
         # (n, M, H) each member's forecast, then their mean
         out = (fit["member_level"][:, :, None] + fit["member_trend"][:, :, None] * steps[fit["members"]]).mean(axis=1)
     elif LOCAL_COMBINE == "aicw":
@@ -287,7 +288,7 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     elif LOCAL_COMBINE == "best":
         out = fit["level"][:, None] + fit["trend"][:, None] * steps[fit["best"]]
     else:
-        raise ValueError(f"local.LOCAL_COMBINE must be 'best', 'comb' or 'aicw', got {LOCAL_COMBINE!r}")
+        raise ValueError(f"local.LOCAL_COMBINE must be 'best', 'comb', 'comb_trended' or 'aicw', got {LOCAL_COMBINE!r}")
     seasonal = fit["seasonal"]
     if seasonal.any():
         phase = np.arange(H) % season
@@ -336,10 +337,12 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     best = np.argmin(aic, axis=1)
     fit = {"level": level[rows, best], "trend": trend[rows, best], "best": best, "sse": sse[rows, best],
            "count": count, "seasonal": seasonal, "index": idx}
-    if LOCAL_COMBINE == "comb":
+    if LOCAL_COMBINE in ("comb", "comb_trended"):
         # each family's least-AIC set: the AIC of the other families' sets made infinite
-        members = np.stack([np.argmin(np.where(family[None, :], aic, np.inf), axis=1)
-                            for family in comb_families(params)], axis=1)
+        families = comb_families(params, trended_only=LOCAL_COMBINE == "comb_trended")
+        members = np.stack([np.argmin(np.where(family[None, :], aic, np.inf), axis=1) for family in families], axis=1)
+        if LOCAL_COMBINE == "comb_trended":  # a window whose least-AIC set has no trend keeps it alone
+            members = np.where(params[best, 1][:, None] > 0, members, best[:, None])
         fit.update(members=members, member_level=level[rows[:, None], members],
                    member_trend=trend[rows[:, None], members])
     elif LOCAL_COMBINE == "aicw":
@@ -353,9 +356,10 @@ def _akaike_weights(aic: np.ndarray) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-def comb_families(params: np.ndarray) -> list[np.ndarray]:
-    """(G,) masks of the grid's sets (``params`` (G, 3)) in each family of :data:`COMB_FAMILIES` that has one."""
+def comb_families(params: np.ndarray, trended_only: bool = False) -> list[np.ndarray]:
+    """(G,) masks of the grid's sets (``params`` (G, 3)) in each family of :data:`COMB_FAMILIES` that has one
+    (``trended_only``: without simple smoothing's)."""
     trended = params[:, 1] > 0
     masks = [~trended if family is None else trended & (params[:, 2] > family[0]) & (params[:, 2] <= family[1])
-             for family in COMB_FAMILIES]
+             for family in COMB_FAMILIES if not (trended_only and family is None)]
     return [m for m in masks if m.any()]
