@@ -301,9 +301,10 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     """The smoothing behind :func:`local_forecast`, per context row (n, T): the chosen parameter set's
     final ``level`` and ``trend``, its index ``best`` in :func:`smoothing_grid`, its one-step squared error
     sum ``sse`` over ``count`` observed points, whether the row was ``seasonal`` and its seasonal ``index``
-    (n, season; None when no row can be seasonal); for :data:`LOCAL_COMBINE` ``"comb"``, ``members`` (n, M): the
-    least-AIC set of each of the :func:`comb_families`, with its ``member_level`` and ``member_trend`` (n, M); for
-    ``"aicw"``, every set's ``grid_level``, ``grid_trend`` and Akaike weight ``aic_weight`` (n, G)."""
+    (n, season; None when no row can be seasonal); for :data:`LOCAL_COMBINE` ``"comb"`` or ``"comb_trended"``,
+    ``members`` (n, M): the least-AIC set of each of the :func:`comb_families`, with its ``member_level`` and
+    ``member_trend`` (n, M); for ``"aicw"``, every set's ``grid_level``, ``grid_trend`` and Akaike weight
+    ``aic_weight`` (n, G)."""
     context = np.asarray(context, dtype=np.float64)
     n, T = context.shape
     y = context
