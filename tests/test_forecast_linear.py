@@ -483,10 +483,10 @@ def test_per_step_spread_is_the_least_squares_plane_of_the_residuals(monkeypatch
     H = 18
     state = fc.state_.empty_like()
     assert state.spread_step and fc.spread_.shape == (H, 3)
-    calls, (zs, steps) = _fold_recording(monkeypatch, state, train, "spread_feature", "step_spread_feature")
+    calls, (zs, steps) = _fold_recording(monkeypatch, state, train, "spread_feature", "step_spread_columns")
     for name in state.spread_arrays + state.step_arrays:
         np.testing.assert_allclose(getattr(state, name), getattr(fc.state_, name), rtol=1e-10, atol=1e-12)
-    z, zstep = np.concatenate(zs), np.concatenate(steps)
+    z, zstep = np.concatenate(zs), np.concatenate([values[:, column] for values, column in steps])
     assert zstep.std() > 0.1 and zstep.max() <= linear.SPREAD_CAP
     for coef in (fc.coef_, fc.finalize(combine="none").coef_):
         r2 = _residual_pairs(calls, coef)

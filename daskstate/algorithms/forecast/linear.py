@@ -299,9 +299,10 @@ class ForecastLinearState(SeriesStateMixin, State):
                           w.target, weight * z, mask)
             self.spread_moments += np.stack([mask.T @ z, mask.T @ (z * z)], axis=1)
             if self.spread_step:
-                zs = step_spread_feature(w, self.long_season or self.season, self.horizon)      # (n, H)
+                values, column = step_spread_columns(w, self.long_season or self.season, self.horizon)
                 _add_products((self.step_gram, self.step_xty, self.step_yty, np.zeros(self.horizon)), lagged, extra,
-                              w.target, weight[:, None] * zs, mask)
+                              w.target, weight[:, None] * values, mask, column)
+                zs = values[:, column]                                                            # (n, H)
                 on = np.where(mask, zs, 0.0)
                 self.step_moments += np.stack([on.sum(axis=0), (on * zs).sum(axis=0), z @ on], axis=1)
 
@@ -590,12 +591,12 @@ def _sse(coef: np.ndarray, sums: tuple[np.ndarray, ...]) -> np.ndarray:
 
 
 def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.ndarray, target: np.ndarray,
-                  weight: np.ndarray, mask: np.ndarray) -> None:
+                  weight: np.ndarray, mask: np.ndarray, column: np.ndarray | None = None) -> None:
     """Add the weighted products of the (window, step) pairs in ``mask`` to ``sums = (gram, xty, yty, pairs)``.
 
-    The lag block of the Gram matrix is the same for every step but for the pairs whose
-    target is missing: it is formed once and those pairs are subtracted. ``weight`` is (n,), or (n, H) for a
-    weight per pair (the lag block is then formed per step).
+    ``weight`` (non-negative) is (n,), one per window, or (n, c) with ``column`` (H,): step ``h``'s pairs weighted by
+    ``weight[:, column[h]]``. The lag block of the Gram matrix is the same for every step that shares a weight column
+    but for the pairs whose target is missing: it is formed once per column and those pairs are subtracted.
     """
     gram, xty, yty, pairs = sums
     rows = mask.any(axis=1)
@@ -603,19 +604,21 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
         return
     if not rows.all():
         lagged, extra, target, weight, mask = lagged[rows], extra[rows], target[rows], weight[rows], mask[rows]
-    per_pair = weight.ndim == 2
-    wm = np.where(mask, weight if per_pair else weight[:, None], 0.0)  # (n, H)
+    H = mask.shape[1]
+    if weight.ndim == 1:
+        weight, column = weight[:, None], np.zeros(H, dtype=np.intp)
+    k = lagged.shape[1]
+    root = np.sqrt(weight)
+    for j in np.unique(column):
+        steps = np.flatnonzero(column == j)
+        seen = mask[:, steps].any(axis=1)
+        gram[steps, :k, :k] += _weighted_gram(lagged, root[:, j], seen)
+        for h in steps[~mask[seen][:, steps].all(axis=0)]:  # a loop over horizon steps, not rows
+            gram[h, :k, :k] -= _weighted_gram(lagged, root[:, j], seen & ~mask[:, h])
+    wm = np.where(mask, weight[:, column], 0.0)  # (n, H)
     y = np.where(mask, target, 0.0)
     extra = np.where(mask[:, :, None], extra, 0.0)
     n, H, e = extra.shape
-    k = lagged.shape[1]
-    if per_pair:  # one product for every step's block
-        gram[:, :k, :k] += ((lagged[:, None, :] * wm[:, :, None]).reshape(n, H * k).T @ lagged).reshape(H, k, k)
-    else:
-        gram[:, :k, :k] += (lagged * weight[:, None]).T @ lagged
-        for h in np.flatnonzero(~mask.all(axis=0)):  # a loop over horizon steps, not rows
-            miss = ~mask[:, h]
-            gram[h, :k, :k] -= (lagged[miss] * weight[miss, None]).T @ lagged[miss]
     wextra = extra * wm[:, :, None]
     # (long inner dimension on the left: OpenBLAS is many times slower on ``lagged.T @ wide``)
     cross = (wextra.reshape(n, H * e).T @ lagged).reshape(H, e, k)                   # (H, e, k)
@@ -629,6 +632,13 @@ def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.nd
     pairs += mask.sum(axis=0)
 
 
+def _weighted_gram(values: np.ndarray, root: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``sum_i root_i^2 v_i v_i^T`` over the ``rows`` of ``values``: the rows scaled by ``root`` times their own
+    transpose, which numpy hands to BLAS's symmetric product (half a general product's work)."""
+    scaled = values[rows] * root[rows, None] if not rows.all() else values * root[:, None]
+    return scaled.T @ scaled
+
+
 def spread_feature(w: Windows, season: int) -> np.ndarray:
     """(n,) ``z`` of the per-window spread: the squared :func:`~daskstate.algorithms.forecast.windows.noise_ratio`
     (at most :data:`SPREAD_CAP`), so ``a + b z`` mixes the variance of the recent noise scale (``a``) with that
@@ -640,13 +650,22 @@ def step_spread_feature(w: Windows, season: int, horizon: int) -> np.ndarray:
     """(n, H) ``z_s`` of the per-step spread term: the square of the window's scaled context value one ``season``
     before each target step (at most :data:`SPREAD_CAP`; 1 where it is missing or there is no season), so the
     spread can follow the level of the target's phase (a multiplicative season's errors grow with it)."""
+    values, column = step_spread_columns(w, season, horizon)
+    return values[:, column]
+
+
+def step_spread_columns(w: Windows, season: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`step_spread_feature` as its distinct columns (n, c) and the column of each step (H,): steps in the same
+    phase of the season (``h`` and ``h + season``) read the same context value; one column of ones where there is no
+    season or the context does not reach a season back."""
     n, L = w.context.shape
     h = np.arange(1, horizon + 1)
     lag = season * -(-h // season) - h + 1
     if season <= 1 or lag.max() > L:
-        return np.ones((n, horizon))
-    last = w.context[:, L - lag]
-    return np.minimum(np.where(np.isnan(last), 1.0, last * last), SPREAD_CAP)
+        return np.ones((n, 1)), np.zeros(horizon, dtype=np.intp)
+    lags, column = np.unique(lag, return_inverse=True)
+    last = w.context[:, L - lags]
+    return np.minimum(np.where(np.isnan(last), 1.0, last * last), SPREAD_CAP), column
 
 
 def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
