@@ -5,8 +5,8 @@
 Per panel (the benchmark's origin 0; ``synthetic_daily`` with ``--series`` series): the CPU seconds of one fold of
 the training panel into an empty state (its ``read_batch`` excluded), with the spread sums as configured, with the
 per-step term off (``SPREAD_STEP``) and with both spread sums off (``SPREAD_Z``), interleaved ``--reps`` times; and
-within the default fold the CPU of each call of ``_add_products`` by the sums it adds to (main, holdout, the
-per-window spread's, the per-step term's). One BLAS thread, as the fit runs.
+within the default fold the CPU of the calls of ``_add_products`` by the sums they add to (main, holdout, the
+per-window spread's ``spread_z``, the per-step term's ``spread_step``; since fcblock one call adds several). One BLAS thread, as the fit runs.
 
 ``--compare OTHER``: the same fit in a fresh process of the checkout ``OTHER`` (its PYTHONPATH) and here; prints the
 largest difference of every state array (relative to the largest magnitude of its step), of the finalized model's
@@ -61,8 +61,12 @@ def profile(name: str, series: int, reps: int) -> dict:
 
     def timed(sums, *args, **kwargs):
         s = current[0]
-        kind = {id(s.gram): "main", id(s.holdout_gram): "holdout", id(s.spread_gram): "spread_z",
-                id(s.step_gram): "spread_step"}.get(id(sums[0]), "other")
+        names = {id(s.gram): "main", id(s.holdout_gram): "holdout", id(s.spread_gram): "spread_z",
+                 id(s.step_gram): "spread_step"}
+        if isinstance(sums, list):  # since fcblock: one call per batch adds several sets of sums
+            kind = "+".join(names[id(t[0])] for targets, *_ in sums for t in targets)
+        else:
+            kind = names.get(id(sums[0]), "other")
         c0 = time.process_time()
         original(sums, *args, **kwargs)
         parts.setdefault(kind, [0.0] * (reps + 1))[-1] += time.process_time() - c0

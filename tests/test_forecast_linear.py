@@ -364,10 +364,10 @@ def _fold_recording(monkeypatch, state, train: pd.DataFrame, *features: str) -> 
     calls, seen = [], [[] for _ in features]
     originals = {name: getattr(linear, name) for name in ("_add_products", *features)}
 
-    def record_products(sums, *args):
-        if sums[0] is state.gram:
-            calls.append(args)
-        return originals["_add_products"](sums, *args)
+    def record_products(sets, lagged, extra, target, mask):
+        calls.extend((lagged, extra, target, weight, mask) for targets, weight, _ in sets
+                     if any(sums[0] is state.gram for sums in targets))
+        return originals["_add_products"](sets, lagged, extra, target, mask)
 
     def recorder(name: str, out: list):
         def record(*args):

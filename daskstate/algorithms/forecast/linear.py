@@ -286,25 +286,29 @@ class ForecastLinearState(SeriesStateMixin, State):
         if first_target is not None:
             mask &= target_pos >= first_target[:, None]
         weight = 1.0 / w.noise**2 if self.params.get("weighting", "noise") == "noise" else np.ones(len(w.noise))
-        sums = (self.gram, self.xty, self.yty, self.pairs)
-        _add_products(sums, lagged, extra, w.target, weight, mask)
         held = mask & (target_pos >= holdout_start[:, None])
         rows = held.any(axis=1)
         if rows.any():
             hold = (self.holdout_gram, self.holdout_xty, self.holdout_yty, self.holdout_pairs)
-            _add_products(hold, lagged[rows], extra[rows], w.target[rows], weight[rows], held[rows])
+            _add_products([([hold], weight[rows], None)], lagged[rows], extra[rows], w.target[rows], held[rows])
+        sets = [([(self.gram, self.xty, self.yty, self.pairs)], weight, None)]
         if self.spread_z:
             z = spread_feature(w, self.season)
-            _add_products((self.spread_gram, self.spread_xty, self.spread_yty, np.zeros(self.horizon)), lagged, extra,
-                          w.target, weight * z, mask)
+            sets.append(([(self.spread_gram, self.spread_xty, self.spread_yty, np.zeros(self.horizon))], weight * z,
+                         None))
             self.spread_moments += np.stack([mask.T @ z, mask.T @ (z * z)], axis=1)
             if self.spread_step:
-                values, column = step_spread_columns(w, self.long_season or self.season, self.horizon)
-                _add_products((self.step_gram, self.step_xty, self.step_yty, np.zeros(self.horizon)), lagged, extra,
-                              w.target, weight[:, None] * values, mask, column)
-                zs = values[:, column]                                                            # (n, H)
+                step = (self.step_gram, self.step_xty, self.step_yty, np.zeros(self.horizon))
+                columns = step_spread_columns(w, self.long_season or self.season, self.horizon)
+                if columns is None:  # z_s is 1 at every pair: the step sums get the main sums' products
+                    sets[0][0].append(step)
+                    zs = np.ones_like(w.target)
+                else:
+                    sets.append(([step], weight[:, None] * columns[0], columns[1]))
+                    zs = columns[0][:, columns[1]]                                                # (n, H)
                 on = np.where(mask, zs, 0.0)
                 self.step_moments += np.stack([on.sum(axis=0), (on * zs).sum(axis=0), z @ on], axis=1)
+        _add_products(sets, lagged, extra, w.target, mask)
 
     # ---- merge ---------------------------------------------------------------------------
     def _merge(self, other: ForecastLinearState) -> None:
@@ -590,46 +594,57 @@ def _sse(coef: np.ndarray, sums: tuple[np.ndarray, ...]) -> np.ndarray:
                       0.0)
 
 
-def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.ndarray, target: np.ndarray,
-                  weight: np.ndarray, mask: np.ndarray, column: np.ndarray | None = None) -> None:
-    """Add the weighted products of the (window, step) pairs in ``mask`` to ``sums = (gram, xty, yty, pairs)``.
+def _add_products(sets: list[tuple], lagged: np.ndarray, extra: np.ndarray, target: np.ndarray,
+                  mask: np.ndarray) -> None:
+    """Add the weighted products of the (window, step) pairs in ``mask`` to every set of sums in ``sets``.
 
-    ``weight`` (non-negative) is (n,), one per window, or (n, c) with ``column`` (H,): step ``h``'s pairs weighted by
-    ``weight[:, column[h]]``. The lag block of the Gram matrix is the same for every step that shares a weight column
-    but for the pairs whose target is missing: it is formed once per column and those pairs are subtracted.
+    ``sets``: ``(targets, weight, column)``, ``targets`` a list of ``sums = (gram, xty, yty, pairs)`` that all get
+    the same products, ``weight`` (non-negative) (n,), one per window (``column`` None), or (n, c) with ``column``
+    (H,): step ``h``'s pairs weighted by ``weight[:, column[h]]``. The lag block of the Gram matrix is the same for every step that shares a weight
+    column but for the pairs whose target is missing: it is formed once per column (a symmetric product) and those
+    pairs are subtracted. The step-dependent columns are masked and laid out step by step once for all the sets.
     """
-    gram, xty, yty, pairs = sums
     rows = mask.any(axis=1)
     if not rows.any():
         return
     if not rows.all():
-        lagged, extra, target, weight, mask = lagged[rows], extra[rows], target[rows], weight[rows], mask[rows]
-    H = mask.shape[1]
-    if weight.ndim == 1:
-        weight, column = weight[:, None], np.zeros(H, dtype=np.intp)
-    k = lagged.shape[1]
-    root = np.sqrt(weight)
-    for j in np.unique(column):
-        steps = np.flatnonzero(column == j)
-        seen = mask[:, steps].any(axis=1)
-        gram[steps, :k, :k] += _weighted_gram(lagged, root[:, j], seen)
-        for h in steps[~mask[seen][:, steps].all(axis=0)]:  # a loop over horizon steps, not rows
-            gram[h, :k, :k] -= _weighted_gram(lagged, root[:, j], seen & ~mask[:, h])
-    wm = np.where(mask, weight[:, column], 0.0)  # (n, H)
-    y = np.where(mask, target, 0.0)
-    extra = np.where(mask[:, :, None], extra, 0.0)
+        lagged, extra, target, mask = lagged[rows], extra[rows], target[rows], mask[rows]
+        sets = [(targets, weight[rows], column) for targets, weight, column in sets]
     n, H, e = extra.shape
-    wextra = extra * wm[:, :, None]
-    # (long inner dimension on the left: OpenBLAS is many times slower on ``lagged.T @ wide``)
-    cross = (wextra.reshape(n, H * e).T @ lagged).reshape(H, e, k)                   # (H, e, k)
-    gram[:, k:, :k] += cross
-    gram[:, :k, k:] += cross.transpose(0, 2, 1)
-    gram[:, k:, k:] += np.einsum("nhe,nhf->hef", wextra, extra, optimize=True)
-    wy = wm * y
-    xty[:, :k] += wy.T @ lagged
-    xty[:, k:] += np.einsum("nhe,nh->he", extra, wy)
-    yty += np.einsum("nh,nh->h", wm, y * y)
-    pairs += mask.sum(axis=0)
+    k = lagged.shape[1]
+    observed = mask.T                                                                    # (H, n)
+    extra_t = np.where(observed[:, None, :], extra.transpose(1, 2, 0), 0.0)             # (H, e, n)
+    y_t = np.where(observed, target.T, 0.0)
+    wextra = np.empty_like(extra_t)
+    for targets, weight, column in sets:
+        if weight.ndim == 1:
+            weight, column = weight[:, None], np.zeros(H, dtype=np.intp)
+        root = np.sqrt(weight)
+        for j in np.unique(column):
+            steps = np.flatnonzero(column == j)
+            seen = mask[:, steps].any(axis=1)
+            block = _weighted_gram(lagged, root[:, j], seen)
+            for gram, *_ in targets:
+                gram[steps, :k, :k] += block
+            for h in steps[~mask[seen][:, steps].all(axis=0)]:  # a loop over horizon steps, not rows
+                block = _weighted_gram(lagged, root[:, j], seen & ~mask[:, h])
+                for gram, *_ in targets:
+                    gram[h, :k, :k] -= block
+        wm = np.where(observed, weight.T[column], 0.0)                                   # (H, n)
+        np.multiply(extra_t, wm[:, None, :], out=wextra)
+        cross = (wextra.reshape(H * e, n) @ lagged).reshape(H, e, k)
+        square = wextra @ extra_t.transpose(0, 2, 1)
+        wy = wm * y_t
+        xl, xe = wy @ lagged, (extra_t @ wy[:, :, None])[:, :, 0]
+        yy = np.einsum("hn,hn->h", wy, y_t)
+        for gram, xty, yty, pairs in targets:
+            gram[:, k:, :k] += cross
+            gram[:, :k, k:] += cross.transpose(0, 2, 1)
+            gram[:, k:, k:] += square
+            xty[:, :k] += xl
+            xty[:, k:] += xe
+            yty += yy
+            pairs += observed.sum(axis=1)
 
 
 def _weighted_gram(values: np.ndarray, root: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -650,19 +665,19 @@ def step_spread_feature(w: Windows, season: int, horizon: int) -> np.ndarray:
     """(n, H) ``z_s`` of the per-step spread term: the square of the window's scaled context value one ``season``
     before each target step (at most :data:`SPREAD_CAP`; 1 where it is missing or there is no season), so the
     spread can follow the level of the target's phase (a multiplicative season's errors grow with it)."""
-    values, column = step_spread_columns(w, season, horizon)
-    return values[:, column]
+    columns = step_spread_columns(w, season, horizon)
+    return np.ones((len(w.context), horizon)) if columns is None else columns[0][:, columns[1]]
 
 
-def step_spread_columns(w: Windows, season: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def step_spread_columns(w: Windows, season: int, horizon: int) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`step_spread_feature` as its distinct columns (n, c) and the column of each step (H,): steps in the same
-    phase of the season (``h`` and ``h + season``) read the same context value; one column of ones where there is no
-    season or the context does not reach a season back."""
-    n, L = w.context.shape
+    phase of the season (``h`` and ``h + season``) read the same context value. None where there is no season or
+    the context does not reach a season back (``z_s`` is then 1 at every pair)."""
+    L = w.context.shape[1]
     h = np.arange(1, horizon + 1)
     lag = season * -(-h // season) - h + 1
     if season <= 1 or lag.max() > L:
-        return np.ones((n, 1)), np.zeros(horizon, dtype=np.intp)
+        return None
     lags, column = np.unique(lag, return_inverse=True)
     last = w.context[:, L - lags]
     return np.minimum(np.where(np.isnan(last), 1.0, last * last), SPREAD_CAP), column
