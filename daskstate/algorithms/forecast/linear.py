@@ -613,7 +613,9 @@ def _add_products(sets: list[tuple], lagged: np.ndarray, extra: np.ndarray, targ
     n, H, e = extra.shape
     k = lagged.shape[1]
     observed = mask.T                                                                    # (H, n)
-    extra_t = np.where(observed[:, None, :], extra.transpose(1, 2, 0), 0.0)             # (H, e, n)
+    # (H, e, n) in this order in memory: each step's columns are one matrix for the products below
+    extra_t = np.ascontiguousarray(extra.transpose(1, 2, 0))
+    np.copyto(extra_t, 0.0, where=~observed[:, None, :])
     y_t = np.where(observed, target.T, 0.0)
     wextra = np.empty_like(extra_t)
     for targets, weight, column in sets:
