@@ -364,10 +364,10 @@ def _fold_recording(monkeypatch, state, train: pd.DataFrame, *features: str) -> 
     calls, seen = [], [[] for _ in features]
     originals = {name: getattr(linear, name) for name in ("_add_products", *features)}
 
-    def record_products(sets, lagged, extra, target, mask):
+    def record_products(sets, lagged, extra, target, mask, *work):
         calls.extend((lagged, extra, target, weight, mask) for targets, weight, _ in sets
                      if any(sums[0] is state.gram for sums in targets))
-        return originals["_add_products"](sets, lagged, extra, target, mask)
+        return originals["_add_products"](sets, lagged, extra, target, mask, *work)
 
     def recorder(name: str, out: list):
         def record(*args):
@@ -541,7 +541,7 @@ def _direct_sums(state, folded: list) -> dict[str, np.ndarray]:
 
     H = state.horizon
     out = {name: np.zeros_like(getattr(state, name)) for name in state.summed_arrays}
-    for w, first_target, holdout_start, static in folded:
+    for w, first_target, holdout_start, static, *_ in folded:
         lagged = lagged_values(w, state.lags)
         X = np.concatenate([np.broadcast_to(lagged[:, None], (len(lagged), H, lagged.shape[1])),
                             step_design(w, state.offset, state.harmonics, static, state.long_season,

@@ -56,6 +56,7 @@ import numpy as np
 from scipy import stats
 
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
+from daskstate.algorithms.forecast.lstm import Workspace
 from daskstate.algorithms.forecast.sampling import correlated_uniforms, marginal_ppf
 from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features, static_indicators
 from daskstate.algorithms.forecast.windows import (
@@ -268,13 +269,14 @@ class ForecastLinearState(SeriesStateMixin, State):
         # the holdout: each series' last tenth, at least its last H points
         holdout_start = block.starts + block.lengths - np.maximum(self.horizon, block.lengths // HOLDOUT_FRACTION)
         codes = self.static_codes(block)
+        work = Workspace()  # the products' step-by-step buffers, reused from batch to batch (no page faults)
         for w in iter_windows(block, origins, item, position, self.season, self.n_design, self.min_observed,
                               self.scale_points):
             self._fold_windows(w, None if first_target is None else first_target[w.item], holdout_start[w.item],
-                               None if codes is None else codes[w.item])
+                               None if codes is None else codes[w.item], work)
 
     def _fold_windows(self, w: Windows, first_target: np.ndarray | None, holdout_start: np.ndarray,
-                      static: np.ndarray | None = None) -> None:
+                      static: np.ndarray | None = None, work: Workspace | None = None) -> None:
         """Add the windows' weighted products to the normal equations of every horizon step,
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
@@ -290,7 +292,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         rows = held.any(axis=1)
         if rows.any():
             hold = (self.holdout_gram, self.holdout_xty, self.holdout_yty, self.holdout_pairs)
-            _add_products([([hold], weight[rows], None)], lagged[rows], extra[rows], w.target[rows], held[rows])
+            _add_products([([hold], weight[rows], None)], lagged[rows], extra[rows], w.target[rows], held[rows], work)
         sets = [([(self.gram, self.xty, self.yty, self.pairs)], weight, None)]
         if self.spread_z:
             z = spread_feature(w, self.season)
@@ -308,7 +310,7 @@ class ForecastLinearState(SeriesStateMixin, State):
                     zs = columns[0][:, columns[1]]                                                # (n, H)
                 on = np.where(mask, zs, 0.0)
                 self.step_moments += np.stack([on.sum(axis=0), (on * zs).sum(axis=0), z @ on], axis=1)
-        _add_products(sets, lagged, extra, w.target, mask)
+        _add_products(sets, lagged, extra, w.target, mask, work)
 
     # ---- merge ---------------------------------------------------------------------------
     def _merge(self, other: ForecastLinearState) -> None:
@@ -595,14 +597,15 @@ def _sse(coef: np.ndarray, sums: tuple[np.ndarray, ...]) -> np.ndarray:
 
 
 def _add_products(sets: list[tuple], lagged: np.ndarray, extra: np.ndarray, target: np.ndarray,
-                  mask: np.ndarray) -> None:
+                  mask: np.ndarray, work: Workspace | None = None) -> None:
     """Add the weighted products of the (window, step) pairs in ``mask`` to every set of sums in ``sets``.
 
     ``sets``: ``(targets, weight, column)``, ``targets`` a list of ``sums = (gram, xty, yty, pairs)`` that all get
     the same products, ``weight`` (non-negative) (n,), one per window (``column`` None), or (n, c) with ``column``
     (H,): step ``h``'s pairs weighted by ``weight[:, column[h]]``. The lag block of the Gram matrix is the same for every step that shares a weight
     column but for the pairs whose target is missing: it is formed once per column (a symmetric product) and those
-    pairs are subtracted. The step-dependent columns are masked and laid out step by step once for all the sets.
+    pairs are subtracted. The step-dependent columns are masked and laid out step by step once for all the sets
+    (in ``work``'s buffers if given).
     """
     rows = mask.any(axis=1)
     if not rows.any():
@@ -614,10 +617,12 @@ def _add_products(sets: list[tuple], lagged: np.ndarray, extra: np.ndarray, targ
     k = lagged.shape[1]
     observed = mask.T                                                                    # (H, n)
     # (H, e, n) in this order in memory: each step's columns are one matrix for the products below
-    extra_t = np.ascontiguousarray(extra.transpose(1, 2, 0))
+    work = work or Workspace()
+    extra_t = work.empty("step_columns", (H, e, n))
+    np.copyto(extra_t, extra.transpose(1, 2, 0))
     np.copyto(extra_t, 0.0, where=~observed[:, None, :])
     y_t = np.where(observed, target.T, 0.0)
-    wextra = np.empty_like(extra_t)
+    wextra = work.empty("weighted_step_columns", (H, e, n))
     for targets, weight, column in sets:
         if weight.ndim == 1:
             weight, column = weight[:, None], np.zeros(H, dtype=np.intp)
