@@ -6,7 +6,11 @@ Per panel (the benchmark's origin 0; ``synthetic_daily`` with ``--series`` serie
 the training panel into an empty state (its ``read_batch`` excluded), with the spread sums as configured, with the
 per-step term off (``SPREAD_STEP``) and with both spread sums off (``SPREAD_Z``), interleaved ``--reps`` times; and
 within the default fold the CPU of the calls of ``_add_products`` by the sums they add to (main, holdout, the
-per-window spread's ``spread_z``, the per-step term's ``spread_step``; since fcblock one call adds several). One BLAS thread, as the fit runs.
+per-window spread's ``spread_z``, the per-step term's ``spread_step``; since fcblock one call adds several), and the
+fold's minor page faults (run it with ``MALLOC_TRIM_THRESHOLD_=65536`` for the environment of Dask's workers). One BLAS thread, as the fit runs.
+
+``--sums-against OTHER``: the CPU of this checkout's ``_add_products`` and of ``OTHER``'s (a checkout from before
+fcblock, one call per set of sums) on the same recorded batches of a fit, interleaved, medians of ``--reps``.
 
 ``--compare OTHER``: the same fit in a fresh process of the checkout ``OTHER`` (its PYTHONPATH) and here; prints the
 largest difference of every state array (relative to the largest magnitude of its step), of the finalized model's
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -55,6 +60,7 @@ def profile(name: str, series: int, reps: int) -> dict:
         batches[key] = states[key].read_batch(train, None, where="input")[0]
     estimator.SPREAD_Z, estimator.SPREAD_STEP = True, True
     cpu: dict[str, list[float]] = {key: [] for key in configs}
+    faults: dict[str, list[int]] = {key: [] for key in configs}
     parts: dict[str, list[float]] = {}
     original = lin._add_products
     current: list = [None]
@@ -80,19 +86,76 @@ def profile(name: str, series: int, reps: int) -> dict:
                     lin._add_products = timed
                     for v in parts.values():
                         v.append(0.0)
-                c0 = time.process_time()
+                f0, c0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time()
                 state._update(batches[key], None, None)
                 if r:
                     cpu[key].append(time.process_time() - c0)
+                    faults[key].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
                 lin._add_products = original
     shape = {"H": H, "lags": len(states["on"].lags), "p": states["on"].n_design, "season": states["on"].season,
              "long_season": states["on"].long_season}
     out = {"panel": name, "series": series if name.startswith("synthetic") else None, **shape,
            "fold_cpu_median": {k: float(np.median(v)) for k, v in cpu.items()},
+           "fold_minor_faults_median": {k: float(np.median(v)) for k, v in faults.items()},
            "add_products_cpu_median": {k: float(np.median(v[-reps:])) for k, v in parts.items()},
            "loadavg": os.getloadavg()}
     out["on_vs_step_off"] = out["fold_cpu_median"]["on"] / out["fold_cpu_median"]["step_off"]
     return out
+
+
+def sums_against(name: str, series: int, reps: int, other: str) -> dict:
+    """Median CPU of ``_add_products`` here and in ``other`` (its function read from its source: one call per set of
+    sums, ``(sums, lagged, extra, target, weight, mask)``) on the recorded batches of one fit of ``name``."""
+    import ast
+
+    from threadpoolctl import threadpool_limits
+
+    import daskstate
+    from daskstate.algorithms.forecast import linear as lin
+
+    source = (Path(other) / "daskstate" / "algorithms" / "forecast" / "linear.py").read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "_add_products")
+    namespace: dict = {"np": np}
+    exec(compile(ast.Module([node], []), "other", "exec"), namespace)
+    theirs, ours = namespace["_add_products"], lin._add_products
+    train, _, freq, H = _panel(name, series)
+    calls: list = []
+
+    def record(sets, *args):
+        calls.append((sets, *args[:4]))
+        return ours(sets, *args)
+
+    lin._add_products = record
+    try:
+        fc = daskstate.Forecaster(prediction_length=H, freq=freq).fit(train)
+    finally:
+        lin._add_products = ours
+    p = fc.state_.n_design
+
+    def fresh():
+        return np.zeros((H, p, p)), np.zeros((H, p)), np.zeros(H), np.zeros(H)
+
+    def run_ours():
+        for sets, *args in calls:
+            ours([([fresh() for _ in targets], weight, column) for targets, weight, column in sets], *args)
+
+    def run_theirs():
+        for sets, lagged, extra, target, mask in calls:
+            for targets, weight, column in sets:
+                for _ in targets:
+                    theirs(fresh(), lagged, extra, target, weight if column is None else weight[:, column], mask)
+
+    cpu: dict[str, list[float]] = {"ours": [], "theirs": []}
+    with threadpool_limits(1, user_api="blas"):
+        for r in range(reps):
+            for key, run in ((("ours", run_ours), ("theirs", run_theirs)) if r % 2 else
+                             (("theirs", run_theirs), ("ours", run_ours))):
+                c0 = time.process_time()
+                run()
+                cpu[key].append(time.process_time() - c0)
+    med = {k: float(np.median(v)) for k, v in cpu.items()}
+    return {"panel": name, "other": other, "add_products_cpu_median": med, "ours_vs_theirs": med["ours"] / med["theirs"],
+            "loadavg": os.getloadavg()}
 
 
 def numbers(name: str, series: int, path: str) -> None:
@@ -154,11 +217,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--series", type=int, default=2000, help="series of synthetic_daily / synthetic_monthly")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--compare", default=None, help="another checkout: compare every number instead of timing")
+    ap.add_argument("--sums-against", default=None, help="a checkout from before fcblock: time the two _add_products")
     ap.add_argument("--results-name", default=None)
     args = ap.parse_args(argv)
     rows = []
     for name in args.panels.split(","):
-        row = compare(name, args.series, args.compare) if args.compare else profile(name, args.series, args.reps)
+        if args.compare:
+            row = compare(name, args.series, args.compare)
+        elif args.sums_against:
+            row = sums_against(name, args.series, args.reps, args.sums_against)
+        else:
+            row = profile(name, args.series, args.reps)
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.results_name:
