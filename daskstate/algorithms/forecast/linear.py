@@ -269,7 +269,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         # the holdout: each series' last tenth, at least its last H points
         holdout_start = block.starts + block.lengths - np.maximum(self.horizon, block.lengths // HOLDOUT_FRACTION)
         codes = self.static_codes(block)
-        work = Workspace()  # the products' step-by-step buffers, reused from batch to batch (no page faults)
+        work = Workspace()  # the products' step-by-step buffers, reused from batch to batch (fewer page faults)
         for w in iter_windows(block, origins, item, position, self.season, self.n_design, self.min_observed,
                               self.scale_points):
             self._fold_windows(w, None if first_target is None else first_target[w.item], holdout_start[w.item],
@@ -602,10 +602,10 @@ def _add_products(sets: list[tuple], lagged: np.ndarray, extra: np.ndarray, targ
 
     ``sets``: ``(targets, weight, column)``, ``targets`` a list of ``sums = (gram, xty, yty, pairs)`` that all get
     the same products, ``weight`` (non-negative) (n,), one per window (``column`` None), or (n, c) with ``column``
-    (H,): step ``h``'s pairs weighted by ``weight[:, column[h]]``. The lag block of the Gram matrix is the same for every step that shares a weight
-    column but for the pairs whose target is missing: it is formed once per column (a symmetric product) and those
-    pairs are subtracted. The step-dependent columns are masked and laid out step by step once for all the sets
-    (in ``work``'s buffers if given).
+    (H,): step ``h``'s pairs weighted by ``weight[:, column[h]]``. The lag block of the Gram matrix is the same for
+    every step that shares a weight column but for the pairs whose target is missing: it is formed once per column
+    (a symmetric product) and those pairs are subtracted. The step-dependent columns are masked and laid out step by
+    step once for all the sets (in ``work``'s buffers if given).
     """
     rows = mask.any(axis=1)
     if not rows.any():
