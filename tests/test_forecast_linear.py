@@ -424,10 +424,10 @@ def _fold_recording(monkeypatch, state, train: pd.DataFrame, *features: str) -> 
     calls, seen = [], [[] for _ in features]
     originals = {name: getattr(linear, name) for name in ("_add_products", *features)}
 
-    def record_products(sums, *args):
-        if sums[0] is state.gram:
-            calls.append(args)
-        return originals["_add_products"](sums, *args)
+    def record_products(sets, lagged, extra, target, mask, *work):
+        calls.extend((lagged, extra, target, weight, mask) for targets, weight, _ in sets
+                     if any(sums[0] is state.gram for sums in targets))
+        return originals["_add_products"](sets, lagged, extra, target, mask, *work)
 
     def recorder(name: str, out: list):
         def record(*args):
@@ -543,10 +543,10 @@ def test_per_step_spread_is_the_least_squares_plane_of_the_residuals(monkeypatch
     H = 18
     state = fc.state_.empty_like()
     assert state.spread_step and fc.spread_.shape == (H, 3)
-    calls, (zs, steps) = _fold_recording(monkeypatch, state, train, "spread_feature", "step_spread_feature")
+    calls, (zs, steps) = _fold_recording(monkeypatch, state, train, "spread_feature", "step_spread_columns")
     for name in state.spread_arrays + state.step_arrays:
         np.testing.assert_allclose(getattr(state, name), getattr(fc.state_, name), rtol=1e-10, atol=1e-12)
-    z, zstep = np.concatenate(zs), np.concatenate(steps)
+    z, zstep = np.concatenate(zs), np.concatenate([values[:, column] for values, column in steps])
     assert zstep.std() > 0.1 and zstep.max() <= linear.SPREAD_CAP
     for coef in (fc.coef_, fc.finalize(combine="none").coef_):
         r2 = _residual_pairs(calls, coef)
@@ -590,3 +590,95 @@ def test_per_step_spread_widens_a_multiplicative_seasons_peak(monkeypatch, tmp_p
     back = daskstate.load(tmp_path / "step.zarr")
     np.testing.assert_array_equal(back.spread_, on.spread_)
     pd.testing.assert_frame_equal(back.predict(souvenirs), on.predict(souvenirs))
+
+
+def _direct_sums(state, folded: list) -> dict[str, np.ndarray]:
+    """Every summed array of ``state``'s kind, computed pair by pair from the full design row of each (window, step)
+    pair of the ``folded`` windows (the arguments of ``_fold_windows`` calls): one weighted outer product per pair,
+    none of the fold's shared blocks, subtractions or symmetric products."""
+    from daskstate.algorithms.forecast import linear
+    from daskstate.algorithms.forecast.windows import lagged_values, step_design
+
+    H = state.horizon
+    out = {name: np.zeros_like(getattr(state, name)) for name in state.summed_arrays}
+    for w, first_target, holdout_start, static, *_ in folded:
+        lagged = lagged_values(w, state.lags)
+        X = np.concatenate([np.broadcast_to(lagged[:, None], (len(lagged), H, lagged.shape[1])),
+                            step_design(w, state.offset, state.harmonics, static, state.long_season,
+                                        state.local_season, state.level_points)], axis=2)
+        position = w.position[:, None] + np.arange(1, H + 1)
+        mask = ~np.isnan(w.target) & ~np.isnan(X).any(axis=2)
+        if first_target is not None:
+            mask &= position >= first_target[:, None]
+        held = mask & (position >= holdout_start[:, None])
+        X, y = np.where(mask[:, :, None], X, 0.0), np.where(mask, w.target, 0.0)
+        weight = 1.0 / w.noise**2
+        z = linear.spread_feature(w, state.season)
+        zs = linear.step_spread_feature(w, state.long_season or state.season, H)
+        for prefix, a in (("", weight[:, None] * mask), ("holdout_", weight[:, None] * held),
+                          ("spread_", (weight * z)[:, None] * mask), ("step_", weight[:, None] * zs * mask)):
+            out[prefix + "gram"] += np.einsum("nh,nhp,nhq->hpq", a, X, X, optimize=True)
+            out[prefix + "xty"] += np.einsum("nh,nhp,nh->hp", a, X, y)
+            out[prefix + "yty"] += np.einsum("nh,nh->h", a, y * y)
+        out["pairs"] += mask.sum(axis=0)
+        out["holdout_pairs"] += held.sum(axis=0)
+        out["spread_moments"] += np.stack([mask.T @ z, mask.T @ (z * z)], axis=1)
+        on = np.where(mask, zs, 0.0)
+        out["step_moments"] += np.stack([on.sum(axis=0), (on * zs).sum(axis=0), z @ on], axis=1)
+    return out
+
+
+def _assert_sums_match(state, direct: dict[str, np.ndarray]) -> None:
+    """Each summed array of ``state`` equals ``direct``'s to 1e-10 of the largest magnitude of its step."""
+    for name, expected in direct.items():
+        got = getattr(state, name)
+        scale = np.abs(expected).reshape(len(expected), -1).max(axis=1) if expected.size else np.zeros(0)
+        err = np.abs(got - expected).reshape(len(expected), -1).max(axis=1) if expected.size else np.zeros(0)
+        assert (err <= 1e-10 * np.maximum(scale, 1e-300)).all(), (name, float((err / scale).max()))
+
+
+@pytest.mark.parametrize("panel", ["fpp2_monthly", "yearly"])
+def test_state_sums_equal_a_direct_computation_pair_by_pair(monkeypatch, panel):
+    """The fold's sums (its lag blocks shared by the steps of a season phase, symmetric products, the pairs with a
+    missing target subtracted, the main and spread sums in one pass, the step sums taken from the main ones where
+    ``z_s`` is 1) equal one outer product per (window, step) pair, for every summed array: on fpp2_monthly (H 18 over
+    a season of 12: steps 1 and 13 share a phase) with 4% of its targets missing, split in two states and merged,
+    and a partial fit of new points; on a yearly panel (no season: ``z_s`` is 1)."""
+    from daskstate.algorithms.forecast import estimator, linear
+    from daskstate.algorithms.forecast.datasets import synthetic_panel
+
+    monkeypatch.setattr(estimator, "SPREAD_Z", True)
+    monkeypatch.setattr(estimator, "SPREAD_STEP", True)
+    if panel == "yearly":
+        df, freq, H = synthetic_panel(12, 40, freq="YS", seed=3), "YS", 4
+    else:
+        (df, freq), H = load_unseen_panel("fpp2_monthly"), 18
+        df = df.assign(target=df["target"].where(np.random.default_rng(0).random(len(df)) > 0.04))
+    folded: list = []
+    original = linear.ForecastLinearState._fold_windows
+
+    def record(self, *args):
+        folded.append(args)
+        return original(self, *args)
+
+    monkeypatch.setattr(linear.ForecastLinearState, "_fold_windows", record)
+    earlier, _ = holdout_split(df, H)
+    items = df["item_id"].unique()
+    fc = daskstate.Forecaster(freq=freq, prediction_length=H).fit(earlier[earlier["item_id"].isin(items[:5])])
+    state = fc.state_
+    assert state.spread_step and (state.season > 1) == (panel != "yearly")
+    second = state.empty_like()
+    second = second.update(second.read_batch(earlier[~earlier["item_id"].isin(items[:5])], None, where="input")[0])
+    state = state.merge(second)
+    _assert_sums_match(state, _direct_sums(state, folded))
+    if panel == "yearly":
+        for name in ("gram", "xty", "yty"):
+            np.testing.assert_array_equal(getattr(state, "step_" + name), getattr(state, name))
+        return
+    assert np.isnan(earlier["target"]).any() and state.step_moments[:, 0].std() > 0
+    fc.state_ = state
+    folded.clear()
+    fc.partial_fit(df.drop(earlier.index), history=earlier)
+    assert all(first is not None for first, *_ in (args[1:] for args in folded))
+    _assert_sums_match(fc.state_, {name: value + getattr(state, name) for name, value in
+                                   _direct_sums(state, folded).items()})

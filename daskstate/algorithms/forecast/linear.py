@@ -56,6 +56,7 @@ import numpy as np
 from scipy import stats
 
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
+from daskstate.algorithms.forecast.lstm import Workspace
 from daskstate.algorithms.forecast.sampling import correlated_uniforms, marginal_ppf
 from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features, static_indicators
 from daskstate.algorithms.forecast.windows import (
@@ -268,13 +269,14 @@ class ForecastLinearState(SeriesStateMixin, State):
         # the holdout: each series' last tenth, at least its last H points
         holdout_start = block.starts + block.lengths - np.maximum(self.horizon, block.lengths // HOLDOUT_FRACTION)
         codes = self.static_codes(block)
+        work = Workspace()  # the products' step-by-step buffers, reused from batch to batch (fewer page faults)
         for w in iter_windows(block, origins, item, position, self.season, self.n_design, self.min_observed,
                               self.scale_points):
             self._fold_windows(w, None if first_target is None else first_target[w.item], holdout_start[w.item],
-                               None if codes is None else codes[w.item])
+                               None if codes is None else codes[w.item], work)
 
     def _fold_windows(self, w: Windows, first_target: np.ndarray | None, holdout_start: np.ndarray,
-                      static: np.ndarray | None = None) -> None:
+                      static: np.ndarray | None = None, work: Workspace | None = None) -> None:
         """Add the windows' weighted products to the normal equations of every horizon step,
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
         last tenth of its series, at least ``H`` points) to the holdout sums too."""
@@ -286,24 +288,29 @@ class ForecastLinearState(SeriesStateMixin, State):
         if first_target is not None:
             mask &= target_pos >= first_target[:, None]
         weight = 1.0 / w.noise**2 if self.params.get("weighting", "noise") == "noise" else np.ones(len(w.noise))
-        sums = (self.gram, self.xty, self.yty, self.pairs)
-        _add_products(sums, lagged, extra, w.target, weight, mask)
         held = mask & (target_pos >= holdout_start[:, None])
         rows = held.any(axis=1)
         if rows.any():
             hold = (self.holdout_gram, self.holdout_xty, self.holdout_yty, self.holdout_pairs)
-            _add_products(hold, lagged[rows], extra[rows], w.target[rows], weight[rows], held[rows])
+            _add_products([([hold], weight[rows], None)], lagged[rows], extra[rows], w.target[rows], held[rows], work)
+        sets = [([(self.gram, self.xty, self.yty, self.pairs)], weight, None)]
         if self.spread_z:
             z = spread_feature(w, self.season)
-            _add_products((self.spread_gram, self.spread_xty, self.spread_yty, np.zeros(self.horizon)), lagged, extra,
-                          w.target, weight * z, mask)
+            sets.append(([(self.spread_gram, self.spread_xty, self.spread_yty, np.zeros(self.horizon))], weight * z,
+                         None))
             self.spread_moments += np.stack([mask.T @ z, mask.T @ (z * z)], axis=1)
             if self.spread_step:
-                zs = step_spread_feature(w, self.long_season or self.season, self.horizon)      # (n, H)
-                _add_products((self.step_gram, self.step_xty, self.step_yty, np.zeros(self.horizon)), lagged, extra,
-                              w.target, weight[:, None] * zs, mask)
+                step = (self.step_gram, self.step_xty, self.step_yty, np.zeros(self.horizon))
+                columns = step_spread_columns(w, self.long_season or self.season, self.horizon)
+                if columns is None:  # z_s is 1 at every pair: the step sums get the main sums' products
+                    sets[0][0].append(step)
+                    zs = np.ones_like(w.target)
+                else:
+                    sets.append(([step], weight[:, None] * columns[0], columns[1]))
+                    zs = columns[0][:, columns[1]]                                                # (n, H)
                 on = np.where(mask, zs, 0.0)
                 self.step_moments += np.stack([on.sum(axis=0), (on * zs).sum(axis=0), z @ on], axis=1)
+        _add_products(sets, lagged, extra, w.target, mask, work)
 
     # ---- merge ---------------------------------------------------------------------------
     def _merge(self, other: ForecastLinearState) -> None:
@@ -589,44 +596,69 @@ def _sse(coef: np.ndarray, sums: tuple[np.ndarray, ...]) -> np.ndarray:
                       0.0)
 
 
-def _add_products(sums: tuple[np.ndarray, ...], lagged: np.ndarray, extra: np.ndarray, target: np.ndarray,
-                  weight: np.ndarray, mask: np.ndarray) -> None:
-    """Add the weighted products of the (window, step) pairs in ``mask`` to ``sums = (gram, xty, yty, pairs)``.
+def _add_products(sets: list[tuple], lagged: np.ndarray, extra: np.ndarray, target: np.ndarray,
+                  mask: np.ndarray, work: Workspace | None = None) -> None:
+    """Add the weighted products of the (window, step) pairs in ``mask`` to every set of sums in ``sets``.
 
-    The lag block of the Gram matrix is the same for every step but for the pairs whose
-    target is missing: it is formed once and those pairs are subtracted. ``weight`` is (n,), or (n, H) for a
-    weight per pair (the lag block is then formed per step).
+    ``sets``: ``(targets, weight, column)``, ``targets`` a list of ``sums = (gram, xty, yty, pairs)`` that all get
+    the same products, ``weight`` (non-negative) (n,), one per window (``column`` None), or (n, c) with ``column``
+    (H,): step ``h``'s pairs weighted by ``weight[:, column[h]]``. The lag block of the Gram matrix is the same for
+    every step that shares a weight column but for the pairs whose target is missing: it is formed once per column
+    (a symmetric product) and those pairs are subtracted. The step-dependent columns are masked and laid out step by
+    step once for all the sets (in ``work``'s buffers if given).
     """
-    gram, xty, yty, pairs = sums
     rows = mask.any(axis=1)
     if not rows.any():
         return
     if not rows.all():
-        lagged, extra, target, weight, mask = lagged[rows], extra[rows], target[rows], weight[rows], mask[rows]
-    per_pair = weight.ndim == 2
-    wm = np.where(mask, weight if per_pair else weight[:, None], 0.0)  # (n, H)
-    y = np.where(mask, target, 0.0)
-    extra = np.where(mask[:, :, None], extra, 0.0)
+        lagged, extra, target, mask = lagged[rows], extra[rows], target[rows], mask[rows]
+        sets = [(targets, weight[rows], column) for targets, weight, column in sets]
     n, H, e = extra.shape
     k = lagged.shape[1]
-    if per_pair:  # one product for every step's block
-        gram[:, :k, :k] += ((lagged[:, None, :] * wm[:, :, None]).reshape(n, H * k).T @ lagged).reshape(H, k, k)
-    else:
-        gram[:, :k, :k] += (lagged * weight[:, None]).T @ lagged
-        for h in np.flatnonzero(~mask.all(axis=0)):  # a loop over horizon steps, not rows
-            miss = ~mask[:, h]
-            gram[h, :k, :k] -= (lagged[miss] * weight[miss, None]).T @ lagged[miss]
-    wextra = extra * wm[:, :, None]
-    # (long inner dimension on the left: OpenBLAS is many times slower on ``lagged.T @ wide``)
-    cross = (wextra.reshape(n, H * e).T @ lagged).reshape(H, e, k)                   # (H, e, k)
-    gram[:, k:, :k] += cross
-    gram[:, :k, k:] += cross.transpose(0, 2, 1)
-    gram[:, k:, k:] += np.einsum("nhe,nhf->hef", wextra, extra, optimize=True)
-    wy = wm * y
-    xty[:, :k] += wy.T @ lagged
-    xty[:, k:] += np.einsum("nhe,nh->he", extra, wy)
-    yty += np.einsum("nh,nh->h", wm, y * y)
-    pairs += mask.sum(axis=0)
+    observed = mask.T                                                                    # (H, n)
+    # (H, e, n) in this order in memory: each step's columns are one matrix for the products below
+    work = work or Workspace()
+    extra_t = work.empty("step_columns", (H, e, n))
+    np.copyto(extra_t, extra.transpose(1, 2, 0))
+    np.copyto(extra_t, 0.0, where=~observed[:, None, :])
+    y_t = np.where(observed, target.T, 0.0)
+    wextra = work.empty("weighted_step_columns", (H, e, n))
+    for targets, weight, column in sets:
+        if weight.ndim == 1:
+            weight, column = weight[:, None], np.zeros(H, dtype=np.intp)
+        root = np.sqrt(weight)
+        for j in np.unique(column):
+            steps = np.flatnonzero(column == j)
+            seen = mask[:, steps].any(axis=1)
+            block = _weighted_gram(lagged, root[:, j], seen)
+            for gram, *_ in targets:
+                gram[steps, :k, :k] += block
+            for h in steps[~mask[seen][:, steps].all(axis=0)]:  # a loop over horizon steps, not rows
+                block = _weighted_gram(lagged, root[:, j], seen & ~mask[:, h])
+                for gram, *_ in targets:
+                    gram[h, :k, :k] -= block
+        wm = np.where(observed, weight.T[column], 0.0)                                   # (H, n)
+        np.multiply(extra_t, wm[:, None, :], out=wextra)
+        cross = (wextra.reshape(H * e, n) @ lagged).reshape(H, e, k)
+        square = wextra @ extra_t.transpose(0, 2, 1)
+        wy = wm * y_t
+        xl, xe = wy @ lagged, (extra_t @ wy[:, :, None])[:, :, 0]
+        yy = np.einsum("hn,hn->h", wy, y_t)
+        for gram, xty, yty, pairs in targets:
+            gram[:, k:, :k] += cross
+            gram[:, :k, k:] += cross.transpose(0, 2, 1)
+            gram[:, k:, k:] += square
+            xty[:, :k] += xl
+            xty[:, k:] += xe
+            yty += yy
+            pairs += observed.sum(axis=1)
+
+
+def _weighted_gram(values: np.ndarray, root: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``sum_i root_i^2 v_i v_i^T`` over the ``rows`` of ``values``: the rows scaled by ``root`` times their own
+    transpose, which numpy hands to BLAS's symmetric product (half a general product's work)."""
+    scaled = values[rows] * root[rows, None] if not rows.all() else values * root[:, None]
+    return scaled.T @ scaled
 
 
 def spread_feature(w: Windows, season: int) -> np.ndarray:
@@ -640,13 +672,22 @@ def step_spread_feature(w: Windows, season: int, horizon: int) -> np.ndarray:
     """(n, H) ``z_s`` of the per-step spread term: the square of the window's scaled context value one ``season``
     before each target step (at most :data:`SPREAD_CAP`; 1 where it is missing or there is no season), so the
     spread can follow the level of the target's phase (a multiplicative season's errors grow with it)."""
-    n, L = w.context.shape
+    columns = step_spread_columns(w, season, horizon)
+    return np.ones((len(w.context), horizon)) if columns is None else columns[0][:, columns[1]]
+
+
+def step_spread_columns(w: Windows, season: int, horizon: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`step_spread_feature` as its distinct columns (n, c) and the column of each step (H,): steps in the same
+    phase of the season (``h`` and ``h + season``) read the same context value. None where there is no season or
+    the context does not reach a season back (``z_s`` is then 1 at every pair)."""
+    L = w.context.shape[1]
     h = np.arange(1, horizon + 1)
     lag = season * -(-h // season) - h + 1
     if season <= 1 or lag.max() > L:
-        return np.ones((n, horizon))
-    last = w.context[:, L - lag]
-    return np.minimum(np.where(np.isnan(last), 1.0, last * last), SPREAD_CAP)
+        return None
+    lags, column = np.unique(lag, return_inverse=True)
+    last = w.context[:, L - lags]
+    return np.minimum(np.where(np.isnan(last), 1.0, last * last), SPREAD_CAP), column
 
 
 def linear_forecast(model: dict[str, Any], w: Windows, lags: np.ndarray, offset, harmonics: int,
