@@ -292,13 +292,15 @@ def test_mlp_windows_in_a_workspace_are_the_same_windows():
     for _ in iter_windows(block, origins[pick], item[pick], position[pick], 7, 5000, work=work):
         pass  # the buffers sized for this block's chunks first: a warm workspace is what the loops reuse
     peaks = []
-    for use in (work, None):
+    for use in (work, work, work, None):
         tracemalloc.start()
         for _ in iter_windows(block, origins[pick], item[pick], position[pick], 7, 5000, work=use):
             pass
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-    assert peaks[0] < peaks[1], peaks  # nothing the size of the block (as a take from its sliding view)
+    # the least of three warm draws: tracemalloc also counts what other threads allocate meanwhile (a cluster's
+    # event loop left by an earlier test); nothing the size of the block (as a take from its sliding view)
+    assert min(peaks[:3]) < peaks[3], peaks
 
 
 @pytest.mark.parametrize("likelihood", ["student_t", "gaussian", "negative_binomial"])
