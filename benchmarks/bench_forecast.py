@@ -670,6 +670,19 @@ def set_constant(spec: str) -> str:
     return spec
 
 
+def panel_at_origin(panel: str, origin: int, patches: list[str]
+                    ) -> tuple[pd.DataFrame, str, int, int, pd.DataFrame, pd.DataFrame]:
+    """For the diagnosis scripts: each ``--patch`` constant set, then ``panel``'s (frame, freq, horizon, season,
+    train, full) at ``origin`` (0, -1, ...: windows before the benchmark's own)."""
+    for spec in patches:
+        print("patched", set_constant(spec))
+    df, freq = panels([panel])[panel]
+    offset = as_offset(freq)
+    H, m = default_prediction_length(offset), (season_lengths(offset) or [1])[0]
+    train, full = origin_split(panel, df, H, -origin)
+    return df, freq, H, m, train, full
+
+
 def recorded_ets_rows(paths: str, synthetic_series: int) -> dict[str, dict]:
     """Panel -> the ETS row of the results files ``paths`` (comma-separated), marked 'reused_from'."""
     recorded = {}

@@ -30,11 +30,9 @@ import numpy as np
 import pandas as pd
 
 import daskstate
-from benchmarks.bench_forecast import Q, origin_split, panels, series_arrays, set_constant
+from benchmarks.bench_forecast import Q, panel_at_origin, series_arrays
 from daskstate.algorithms.forecast import local
-from daskstate.algorithms.forecast.datasets import season_lengths
 from daskstate.algorithms.forecast.estimator import _BacktestTask
-from daskstate.algorithms.forecast.series import as_offset, default_prediction_length
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 ETS_CACHE = os.path.join(RESULTS, "forecast_ets_fcsyn_params.json")
@@ -167,15 +165,10 @@ def main() -> None:
     ap.add_argument("--ets-points", type=int, default=0, help="also ETS fitted on each history's last N points only "
                     "(e.g. the linear model's context length: the same information as its last window)")
     args = ap.parse_args()
-    for spec in args.patch:
-        print("patched", set_constant(spec))
-    df, freq = panels([args.panel])[args.panel]
-    off = as_offset(freq)
-    H, m = default_prediction_length(off), (season_lengths(off) or [1])[0]
+    df, freq, H, m, train, full = panel_at_origin(args.panel, args.origin, args.patch)
     truth = generator_truth(*SYNTHETIC[args.panel])
     order = np.argsort([f"s{i}" for i in range(len(truth["y"]))])            # the panel's items sorted by name
     assert np.allclose(truth["y"][order].ravel(), df.sort_values(["item_id", "timestamp"])["target"].to_numpy())
-    train, full = origin_split(args.panel, df, H, -args.origin)
     items, hist, y = series_arrays(full, H)
     T = len(hist[0]) + H
     tr = {k: v[order] for k, v in truth.items()}

@@ -25,19 +25,12 @@ import daskstate
 from benchmarks.bench_forecast import (
     Q,
     ets_forecast,
-    origin_split,
-    panels,
+    panel_at_origin,
     series_arrays,
-    set_constant,
 )
 from daskstate.algorithms.forecast.estimator import _BacktestTask
 from daskstate.algorithms.forecast.linear import STUDENT_DF
 from daskstate.algorithms.forecast.metrics import quantile_loss
-from daskstate.algorithms.forecast.series import (
-    as_offset,
-    default_prediction_length,
-    season_lengths,
-)
 
 QS = np.asarray(Q)
 
@@ -55,12 +48,7 @@ def main() -> None:
     ap.add_argument("--series", default="")
     ap.add_argument("--patch", action="append", default=[], help="MODULE:NAME=JSON, as bench_forecast's")
     args = ap.parse_args()
-    for spec in args.patch:
-        print("patched", set_constant(spec))
-    df, freq = panels([args.panel])[args.panel]
-    off = as_offset(freq)
-    H, m = default_prediction_length(off), (season_lengths(off) or [1])[0]
-    train, full = origin_split(args.panel, df, H, -args.origin)
+    _, freq, H, m, train, full = panel_at_origin(args.panel, args.origin, args.patch)
     fc = daskstate.Forecaster(prediction_length=H, freq=freq).fit(train)
     task = _BacktestTask(fc._model_parts(), fc._columns, fc.state_.params, QS, fc.duplicates)
     items, y, mean, qf, scale = task(full[fc._columns.needed])
