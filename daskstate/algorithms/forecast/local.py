@@ -7,8 +7,8 @@ forecast of a window is the same at fit and at predict and does not depend on po
 its context (partial fits stay exact):
 
 1. seasonal adjustment, where the context is seasonal (the autocorrelation at the seasonal lag of the
-   context minus its moving average, extended over the context's ends, passes the 90% test of the M4
-   competition's benchmarks): the relative seasonal index of
+   context minus its centred moving average passes the 90% test of the M4 competition's benchmarks;
+   :data:`TEST_EXTENDED_ENDS`, off, extends that average over the context's ends): the relative seasonal index of
    :func:`~daskstate.algorithms.forecast.windows.seasonal_index` times each cycle's mean absolute
    value is subtracted, and added back to the forecast relative to its level;
 2. exponential smoothing of the adjusted context with every smoothing parameter set of a small
@@ -254,13 +254,17 @@ def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, siz
     cycles = _as_cycles(relative, season)                                   # (n, cycles, season)
     ok = ~np.isnan(cycles)
     discounts = np.asarray(SEASONAL_DISCOUNTS, dtype=np.float64)
-    discount = np.full(len(cycles), discounts[0])
-    rows = slice(None) if choose is None else np.flatnonzero(choose)
-    discount[rows] = discount_choice(cycles[rows], discounts)
-    weight = (1.0 - discount[:, None]) ** np.arange(cycles.shape[1])[None, ::-1]   # (n, cycles): the last weighs 1
-    counts = (ok * weight[:, :, None]).sum(axis=1)
+    values = np.where(ok, cycles, 0.0)
+    if discounts.any():  # some cycles weigh less than 1 (with the default grid (0,) every cycle weighs 1)
+        discount = np.full(len(cycles), discounts[0])
+        rows = slice(None) if choose is None else np.flatnonzero(choose)
+        discount[rows] = discount_choice(cycles[rows], discounts)
+        weight = (1.0 - discount[:, None]) ** np.arange(cycles.shape[1])[None, ::-1]   # (n, cycles): the last weighs 1
+        counts, totals = (ok * weight[:, :, None]).sum(axis=1), (values * weight[:, :, None]).sum(axis=1)
+    else:
+        counts, totals = ok.sum(axis=1), values.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        index = np.where(counts > 0, (np.where(ok, cycles, 0.0) * weight[:, :, None]).sum(axis=1) / counts, np.nan)
+        index = np.where(counts > 0, totals / counts, np.nan)
     index = np.where(np.isfinite(index), index, 0.0)
     return index - index.mean(axis=1, keepdims=True)
 
