@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 #: floor of the relative noise scale, so a flat context cannot get an unbounded weight
 NOISE_FLOOR = 0.02
+#: measure the noise scale around the differences' own mean (fcunseen, off): a smoothly growing context's mean
+#: absolute seasonal difference is its growth, not its noise (IncomeUK: 0.095 of the level against 0.007 centred)
+NOISE_CENTRED = False
 #: window x horizon x feature values per mini-batch (bounds temporary memory)
 BATCH_VALUES = 1 << 22
 
@@ -70,7 +73,12 @@ def noise_scale(scaled: np.ndarray, season: int) -> np.ndarray:
     for lag in dict.fromkeys((season, 1)):  # seasonal first, then one step where that is missing
         if lag >= scaled.shape[1]:
             continue
-        d = np.abs(scaled[:, lag:] - scaled[:, :-lag])
+        d = scaled[:, lag:] - scaled[:, :-lag]
+        if NOISE_CENTRED:
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a row with no pair: its mean is NaN, filled below
+                d = d - np.nanmean(d, axis=1, keepdims=True)
+        d = np.abs(d)
         ok = ~np.isnan(d)
         cnt = ok.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
