@@ -149,3 +149,21 @@ def test_datasets_quarterly_panel_keeps_presidents_missing_quarters():
     fc = daskstate.Forecaster(freq=freq).fit(df)
     out = fc.predict(df)
     assert np.isfinite(fc.coef_).all() and len(out) == 8 * 8 and np.isfinite(out["mean"]).all()
+
+
+def test_centred_noise_scale_of_a_smoothly_growing_context_is_its_noise(monkeypatch):
+    """``windows.NOISE_CENTRED`` (off; measured on the unseen quarterly panel and rejected on the judged ones): the mean
+    absolute seasonal difference of a straight line is its yearly growth; around the differences' mean it is 0 (the
+    floor), and on a line plus noise it is the noise's."""
+    from daskstate.algorithms.forecast import windows
+
+    t = np.arange(24.0)
+    line = 1.0 + 0.02 * t                                   # 8% growth a year of 4 quarters
+    noisy = line + np.random.default_rng(0).normal(0.0, 0.01, len(t))
+    ctx = np.vstack([line, noisy])
+    plain = windows.noise_scale(ctx, 4)
+    np.testing.assert_allclose(plain[0], np.hypot(0.08, windows.NOISE_FLOOR))
+    monkeypatch.setattr(windows, "NOISE_CENTRED", True)
+    centred = windows.noise_scale(ctx, 4)
+    np.testing.assert_allclose(centred[0], windows.NOISE_FLOOR)
+    assert plain[1] > 0.08 and centred[1] < 0.5 * plain[1]
