@@ -105,7 +105,8 @@ def _seasonal_naive_mase(df, H: int, m: int) -> float:
     return overall["MASE"]
 
 
-@pytest.mark.parametrize("name", sorted(set(UNSEEN_PANELS) - {"fpp_weekly"}))  # its missing weeks: tested below
+# their missing values: fpp_weekly tested below, datasets_quarterly in test_forecast_datasets.py
+@pytest.mark.parametrize("name", sorted(set(UNSEEN_PANELS) - {"fpp_weekly", "datasets_quarterly"}))
 def test_unseen_fpp2_panels_load_on_their_grid(name):
     df, freq = load_unseen_panel(name)
     assert df["target"].notna().all() and not df.duplicated(["item_id", "timestamp"]).any()

