@@ -260,3 +260,30 @@ def test_extended_moving_average_continues_a_line_over_the_ends():
     np.testing.assert_allclose(out[0], 3.0 + 0.5 * t, atol=1e-12)
     assert np.isnan(out[1, :6]).all()
     np.testing.assert_allclose(out[1, 8:], t[8:], atol=1e-12)  # 6, 7: the average of the observed part
+
+
+@pytest.mark.parametrize("lead", [0, 20, 60])
+def test_a_trend_is_forecast_the_same_whatever_missing_lead_the_context_has(lead, monkeypatch):
+    """fctrend: a series shorter than its context (missing values leading) is smoothed from its first observed
+    point. Before, the initial state was moved along the initial trend over the lead, the trended sets' errors grew
+    with it and AIC chose simple smoothing: a straight line of 40 points in a 100-point context was forecast flat."""
+    y = 100.0 * (1.0 + 0.03 * np.arange(40)) + np.random.default_rng(0).normal(0.0, 0.5, 40)
+    context = np.concatenate([np.full(lead, np.nan), y])[None, :]
+    gapped = context.copy()
+    gapped[0, -5] = np.nan                                                 # the masked recursion's path
+    line = 100.0 * (1.0 + 0.03 * np.arange(40, 46))
+    for ctx in (context, gapped):
+        forecast = local_forecast(ctx, 6)[0]
+        np.testing.assert_allclose(forecast, local_forecast(ctx[:, lead:], 6)[0], rtol=1e-12)
+        assert forecast[-1] - y[-1] > 0.6 * (line[-1] - y[-1])
+    if lead:
+        monkeypatch.setattr(local, "START_AT_FIRST_OBSERVED", False)
+        assert local_forecast(context, 6)[0, -1] - y[-1] < 0.2 * (line[-1] - y[-1])
+
+
+def test_line_start_is_the_least_squares_line_through_the_first_points():
+    """``TREND_START="line"`` (off): the state before the first observed point on the line through the first ones."""
+    y = np.array([[np.nan, np.nan, 3.0, 5.0, np.nan, 9.0, 11.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    level0, trend0 = local.line_start(y, np.array([2, 0]), 10)
+    np.testing.assert_allclose(trend0, [2.0, 0.0])
+    np.testing.assert_allclose(level0, [1.0, 1.0])
