@@ -287,3 +287,34 @@ def test_line_start_is_the_least_squares_line_through_the_first_points():
     level0, trend0 = local.line_start(y, np.array([2, 0]), 10)
     np.testing.assert_allclose(trend0, [2.0, 0.0])
     np.testing.assert_allclose(level0, [1.0, 1.0])
+
+
+def _weight_sums(n: int, true_weight: float, noise: float, seed: int) -> tuple:
+    rng = np.random.default_rng(seed)
+    H, p, j = 2, 3, 1
+    X = rng.normal(size=(n, H, p))
+    y = true_weight * X[:, :, j] + (1 - true_weight) * X[:, :, 0] + noise * rng.normal(size=(n, H))
+    w = rng.uniform(0.5, 2.0, n)
+    sums = (np.einsum("n,nhp,nhq->hpq", w, X, X), np.einsum("n,nhp,nh->hp", w, X, y),
+            np.einsum("n,nh->h", w, y * y), np.full(H, float(n)))
+    coef = np.zeros((H, p))
+    coef[:, 0] = 1.0
+    return coef, j, sums, X, y, w
+
+
+def test_shrunk_convex_weight_follows_its_standard_error():
+    """fctrend: ``shrink`` moves the holdout's weight toward 1/2 by ``t^2 / (1 + t^2)``, with ``t`` the weight's
+    distance from 1/2 over its least-squares standard error; a weight from many pairs is kept, one from a few noisy
+    pairs comes out near 1/2."""
+    coef, j, sums, X, y, w = _weight_sums(12, 0.9, 2.0, seed=4)
+    a = convex_weights(coef, j, sums)
+    shrunk = convex_weights(coef, j, sums, shrink=True)
+    g, loc = X[:, :, 0], X[:, :, j]
+    residual = y - (1 - a) * g - a * loc
+    se2 = np.einsum("n,nh->h", w, residual ** 2) / (len(y) - 1) / np.einsum("n,nh->h", w, (loc - g) ** 2)
+    t2 = (a - 0.5) ** 2 / se2
+    np.testing.assert_allclose(shrunk, 0.5 + (a - 0.5) * t2 / (1 + t2), rtol=1e-10)
+    assert (np.abs(shrunk - 0.5) < np.abs(a - 0.5)).all()
+    coef, j, sums, *_ = _weight_sums(20000, 0.9, 0.3, seed=5)
+    np.testing.assert_allclose(convex_weights(coef, j, sums, shrink=True), convex_weights(coef, j, sums), atol=1e-3)
+    np.testing.assert_allclose(convex_weights(coef, j, sums, shrink=True), 0.9, atol=0.02)

@@ -56,7 +56,9 @@ DISCOUNT_MIN_CYCLES = 2
 #: how the smoother's initial level and trend are set: ``"steps"``, the first observed value and the mean step over
 #: the next ``max(2, min(season, T // 4))`` points (2 points without a season); ``"line"``, the least-squares line
 #: through the first ``min(max(10, 2 season), T)`` observed points (the heuristic start of Hyndman et al. 2008, as
-#: R's ``forecast::ets``), so that a small trend gain does not carry the noise of two points as the trend
+#: R's ``forecast::ets``), so that a small trend gain does not carry the noise of two points as the trend;
+#: ``"line_without_season"``: ``"line"`` where the smoother has no season (``season`` 1: yearly data), ``"steps"``
+#: (a whole cycle's step) where it has one
 TREND_START = "steps"
 #: the points of ``"line"``'s start: ``max(LINE_START_POINTS, 2 season)``
 LINE_START_POINTS = 10
@@ -416,7 +418,7 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     observed = ~np.isnan(y)
     first = np.argmax(observed, axis=1)
     rows = np.arange(n)
-    if TREND_START == "line":
+    if TREND_START == "line" or (TREND_START == "line_without_season" and season <= 1):
         level0, trend0 = line_start(y, first, max(LINE_START_POINTS, 2 * season))
     else:
         level0 = y[rows, first]
