@@ -307,14 +307,15 @@ def test_shrunk_convex_weight_follows_its_standard_error():
     distance from 1/2 over its least-squares standard error; a weight from many pairs is kept, one from a few noisy
     pairs comes out near 1/2."""
     coef, j, sums, X, y, w = _weight_sums(12, 0.9, 2.0, seed=4)
-    a = convex_weights(coef, j, sums)
-    shrunk = convex_weights(coef, j, sums, shrink=True)
     g, loc = X[:, :, 0], X[:, :, j]
+    a = np.einsum("n,nh,nh->h", w, y - g, loc - g) / np.einsum("n,nh->h", w, (loc - g) ** 2)   # before clipping
+    shrunk = convex_weights(coef, j, sums, shrink=True)
     residual = y - (1 - a) * g - a * loc
     se2 = np.einsum("n,nh->h", w, residual ** 2) / (len(y) - 1) / np.einsum("n,nh->h", w, (loc - g) ** 2)
     t2 = (a - 0.5) ** 2 / se2
-    np.testing.assert_allclose(shrunk, 0.5 + (a - 0.5) * t2 / (1 + t2), rtol=1e-10)
-    assert (np.abs(shrunk - 0.5) < np.abs(a - 0.5)).all()
+    np.testing.assert_allclose(shrunk, np.clip(0.5 + (a - 0.5) * t2 / (1 + t2), 0, 1), rtol=1e-10)
+    assert (np.abs(shrunk - 0.5) <= np.abs(np.clip(a, 0, 1) - 0.5)).all()
+    assert shrunk[1] < 0.7 < convex_weights(coef, j, sums)[1]
     coef, j, sums, *_ = _weight_sums(20000, 0.9, 0.3, seed=5)
     np.testing.assert_allclose(convex_weights(coef, j, sums, shrink=True), convex_weights(coef, j, sums), atol=1e-3)
     np.testing.assert_allclose(convex_weights(coef, j, sums, shrink=True), 0.9, atol=0.02)

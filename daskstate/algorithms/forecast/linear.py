@@ -551,9 +551,9 @@ def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], 
 
     With ``d = e_column - coef`` the error is ``sse(coef) - 2 a (d.xty - coef.G.d) + a^2 d.G.d``, least at
     ``a = (d.xty - coef.G.d) / d.G.d`` (clipped to [0, 1]; 0 where ``d.G.d`` is 0). ``pooled``: one weight for
-    every step, of least error summed over the steps. ``shrink``: toward 1/2 by the weight's standard error
-    ``se^2 = sse(a) / (pairs - 1) / d.G.d`` (a regression of the global forecast's errors on ``d``; see
-    :data:`SHRINK_WEIGHT`), as ``1/2 + (a - 1/2) t^2 / (1 + t^2)``, ``t = (a - 1/2) / se``.
+    every step, of least error summed over the steps. ``shrink``: the weight before clipping moved toward 1/2 by its
+    standard error ``se^2 = sse(a) / (pairs - 1) / d.G.d`` (a regression of the global forecast's errors on ``d``;
+    see :data:`SHRINK_WEIGHT`), as ``1/2 + (a - 1/2) t^2 / (1 + t^2)``, ``t = (a - 1/2) / se``, then clipped.
     """
     gram, xty = sums[0], sums[1]
     d = -coef.copy()
@@ -563,7 +563,7 @@ def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], 
     if pooled:
         num, den = np.full_like(num, num.sum()), np.full_like(den, den.sum())
     with np.errstate(invalid="ignore", divide="ignore"):
-        weight = np.where(den > 0, np.clip(num / den, 0.0, 1.0), 0.0)
+        weight = np.where(den > 0, num / den, 0.0)
         if shrink:
             pairs = sums[3] if not pooled else np.full(len(num), sums[3].sum())
             sse = _sse(coef, sums) if not pooled else np.full(len(num), _sse(coef, sums).sum())
@@ -572,7 +572,7 @@ def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], 
             deviation = weight - 0.5
             kept = np.where(np.isfinite(variance), deviation ** 2 / (deviation ** 2 + variance), 0.0)
             weight = np.where(den > 0, 0.5 + deviation * np.nan_to_num(kept, nan=1.0), 0.0)
-        return weight
+        return np.clip(weight, 0.0, 1.0)
 
 
 def _toward_local(coef: np.ndarray, column: int, weight: np.ndarray) -> np.ndarray:
