@@ -16,6 +16,10 @@ its context (partial fits stay exact):
    Python loop over the context's time steps, vectorised over windows x grid;
 3. per window, the set of least AIC on its one-step errors (``n log(sse / n) + 2 k``).
 
+The recursion starts at a window's first observed point (a context longer than its series leads with missing
+values; :data:`START_AT_FIRST_OBSERVED`), from the first observed value and the mean step after it
+(:data:`TREND_START`).
+
 The recursion is the error-correction form of Holt's damped trend (statsmodels ``Holt(damped_trend=True)``
 with ``smoothing_level=alpha``, ``smoothing_trend=beta``, ``damping_trend=phi``; simple exponential
 smoothing is ``beta = 0`` with no initial trend)::
