@@ -319,3 +319,23 @@ def test_shrunk_convex_weight_follows_its_standard_error():
     coef, j, sums, *_ = _weight_sums(20000, 0.9, 0.3, seed=5)
     np.testing.assert_allclose(convex_weights(coef, j, sums, shrink=True), convex_weights(coef, j, sums), atol=1e-3)
     np.testing.assert_allclose(convex_weights(coef, j, sums, shrink=True), 0.9, atol=0.02)
+
+
+def test_a_short_growing_series_is_forecast_along_its_growth(monkeypatch):
+    """fctrend: yearly series shorter than the context (half the typical series) get the local smoother's trend; with
+    the state moved along the trend over the missing lead (before), it chose simple smoothing and forecast flat."""
+    rng = np.random.default_rng(7)
+    frames = [pd.DataFrame({"item_id": f"w{k}", "timestamp": pd.date_range("1950", periods=60, freq="YS"),
+                            "target": 100.0 + np.cumsum(rng.normal(0.0, 1.0, 60))}) for k in range(8)]
+    short = 50.0 * (1.0 + 0.05 * np.arange(20)) + rng.normal(0.0, 0.3, 20)
+    frames.append(pd.DataFrame({"item_id": "short", "timestamp": pd.date_range("1990", periods=20, freq="YS"),
+                                "target": short}))
+    df = pd.concat(frames, ignore_index=True)
+    growth = {}
+    for on in (True, False):
+        monkeypatch.setattr(local, "START_AT_FIRST_OBSERVED", on)
+        fc = daskstate.Forecaster(prediction_length=6, freq="YS").fit(df).finalize(local_weight=1.0)
+        assert fc.state_.params["context_length"] > 20
+        mean = fc.predict(df).query("item_id == 'short'")["mean"].to_numpy()
+        growth[on] = (mean[-1] - short[-1]) / (2.5 * 6)                   # the line's own growth is 2.5 a year
+    assert growth[True] > 0.6 and growth[False] < 0.3
