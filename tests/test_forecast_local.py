@@ -260,3 +260,82 @@ def test_extended_moving_average_continues_a_line_over_the_ends():
     np.testing.assert_allclose(out[0], 3.0 + 0.5 * t, atol=1e-12)
     assert np.isnan(out[1, :6]).all()
     np.testing.assert_allclose(out[1, 8:], t[8:], atol=1e-12)  # 6, 7: the average of the observed part
+
+
+@pytest.mark.parametrize("lead", [0, 20, 60])
+def test_a_trend_is_forecast_the_same_whatever_missing_lead_the_context_has(lead, monkeypatch):
+    """fctrend: a series shorter than its context (missing values leading) is smoothed from its first observed
+    point. Before, the initial state was moved along the initial trend over the lead, the trended sets' errors grew
+    with it and AIC chose simple smoothing: a straight line of 40 points in a 100-point context was forecast flat."""
+    y = 100.0 * (1.0 + 0.03 * np.arange(40)) + np.random.default_rng(0).normal(0.0, 0.5, 40)
+    context = np.concatenate([np.full(lead, np.nan), y])[None, :]
+    gapped = context.copy()
+    gapped[0, -5] = np.nan                                                 # the masked recursion's path
+    line = 100.0 * (1.0 + 0.03 * np.arange(40, 46))
+    for ctx in (context, gapped):
+        forecast = local_forecast(ctx, 6)[0]
+        np.testing.assert_allclose(forecast, local_forecast(ctx[:, lead:], 6)[0], rtol=1e-12)
+        assert forecast[-1] - y[-1] > 0.6 * (line[-1] - y[-1])
+    if lead:
+        monkeypatch.setattr(local, "START_AT_FIRST_OBSERVED", False)
+        assert local_forecast(context, 6)[0, -1] - y[-1] < 0.2 * (line[-1] - y[-1])
+
+
+def test_line_start_is_the_least_squares_line_through_the_first_points():
+    """``TREND_START="line"`` (off): the state before the first observed point on the line through the first ones."""
+    y = np.array([[np.nan, np.nan, 3.0, 5.0, np.nan, 9.0, 11.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    level0, trend0 = local.line_start(y, np.array([2, 0]), 10)
+    np.testing.assert_allclose(trend0, [2.0, 0.0])
+    np.testing.assert_allclose(level0, [1.0, 1.0])
+
+
+def _weight_sums(n: int, true_weight: float, noise: float, seed: int) -> tuple:
+    rng = np.random.default_rng(seed)
+    H, p, j = 2, 3, 1
+    X = rng.normal(size=(n, H, p))
+    y = true_weight * X[:, :, j] + (1 - true_weight) * X[:, :, 0] + noise * rng.normal(size=(n, H))
+    w = rng.uniform(0.5, 2.0, n)
+    sums = (np.einsum("n,nhp,nhq->hpq", w, X, X), np.einsum("n,nhp,nh->hp", w, X, y),
+            np.einsum("n,nh->h", w, y * y), np.full(H, float(n)))
+    coef = np.zeros((H, p))
+    coef[:, 0] = 1.0
+    return coef, j, sums, X, y, w
+
+
+def test_shrunk_convex_weight_follows_its_standard_error():
+    """fctrend: ``shrink`` moves the holdout's weight toward 1/2 by ``t^2 / (1 + t^2)``, with ``t`` the weight's
+    distance from 1/2 over its least-squares standard error; a weight from many pairs is kept, one from a few noisy
+    pairs comes out near 1/2."""
+    coef, j, sums, X, y, w = _weight_sums(12, 0.9, 2.0, seed=4)
+    g, loc = X[:, :, 0], X[:, :, j]
+    a = np.einsum("n,nh,nh->h", w, y - g, loc - g) / np.einsum("n,nh->h", w, (loc - g) ** 2)   # before clipping
+    shrunk = convex_weights(coef, j, sums, shrink=True)
+    residual = y - (1 - a) * g - a * loc
+    se2 = np.einsum("n,nh->h", w, residual ** 2) / (len(y) - 1) / np.einsum("n,nh->h", w, (loc - g) ** 2)
+    t2 = (a - 0.5) ** 2 / se2
+    np.testing.assert_allclose(shrunk, np.clip(0.5 + (a - 0.5) * t2 / (1 + t2), 0, 1), rtol=1e-10)
+    assert (np.abs(shrunk - 0.5) <= np.abs(np.clip(a, 0, 1) - 0.5)).all()
+    assert shrunk[1] < 0.7 < convex_weights(coef, j, sums)[1]
+    coef, j, sums, *_ = _weight_sums(20000, 0.9, 0.3, seed=5)
+    np.testing.assert_allclose(convex_weights(coef, j, sums, shrink=True), convex_weights(coef, j, sums), atol=1e-3)
+    np.testing.assert_allclose(convex_weights(coef, j, sums, shrink=True), 0.9, atol=0.02)
+
+
+def test_a_short_growing_series_is_forecast_along_its_growth(monkeypatch):
+    """fctrend: yearly series shorter than the context (half the typical series) get the local smoother's trend; with
+    the state moved along the trend over the missing lead (before), it chose simple smoothing and forecast flat."""
+    rng = np.random.default_rng(7)
+    frames = [pd.DataFrame({"item_id": f"w{k}", "timestamp": pd.date_range("1950", periods=60, freq="YS"),
+                            "target": 100.0 + np.cumsum(rng.normal(0.0, 1.0, 60))}) for k in range(8)]
+    short = 50.0 * (1.0 + 0.05 * np.arange(20)) + rng.normal(0.0, 0.3, 20)
+    frames.append(pd.DataFrame({"item_id": "short", "timestamp": pd.date_range("1990", periods=20, freq="YS"),
+                                "target": short}))
+    df = pd.concat(frames, ignore_index=True)
+    growth = {}
+    for on in (True, False):
+        monkeypatch.setattr(local, "START_AT_FIRST_OBSERVED", on)
+        fc = daskstate.Forecaster(prediction_length=6, freq="YS").fit(df).finalize(local_weight=1.0)
+        assert fc.state_.params["context_length"] > 20
+        mean = fc.predict(df).query("item_id == 'short'")["mean"].to_numpy()
+        growth[on] = (mean[-1] - short[-1]) / (2.5 * 6)                   # the line's own growth is 2.5 a year
+    assert growth[True] > 0.6 and growth[False] < 0.3

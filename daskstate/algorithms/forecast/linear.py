@@ -88,6 +88,12 @@ DEFAULT_COMBINE = "convex"
 WEIGHT_FROM = "holdout"
 #: one convex weight for all horizon steps (True) or one per step
 POOLED = False
+#: whether the holdout's convex weight per step is shrunk toward equal weights (1/2) by its own sampling
+#: uncertainty (fctrend): ``1/2 + (a - 1/2) t^2 / (1 + t^2)`` with ``t = (a - 1/2) / se(a)``, the standard error of the
+#: least-squares weight from the same holdout sums (:func:`convex_weights`). A weight the holdout cannot tell from 1/2
+#: (few series, a global and a local forecast of nearly the same holdout error) stays near 1/2 instead of following
+#: its noise to 0 or 1; a weight estimated from many pairs is kept
+SHRINK_WEIGHT = False
 #: whether new fits add the local forecast column (``params["local"]``)
 LOCAL_COLUMN = True
 #: whether new fits make the intercept column each window's signed level (``params["signed_level"]``, see
@@ -411,7 +417,7 @@ class ForecastLinearState(SeriesStateMixin, State):
                     weight = convex_weights(coef, j, everything)
                 else:
                     pooled = POOLED if pooled is None else bool(pooled)
-                    weight = convex_weights(coef_t, j, hold, pooled)
+                    weight = convex_weights(coef_t, j, hold, pooled, shrink=SHRINK_WEIGHT)
                 coef_t = _toward_local(coef_t, j, weight)
                 sigma_t = _spread(coef_t, train, dof)
             holdout_sse = _sse(coef_t, hold)
@@ -538,13 +544,16 @@ class ForecastLinearState(SeriesStateMixin, State):
         return coef, sigma, sse
 
 
-def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], pooled: bool = False) -> np.ndarray:
+def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], pooled: bool = False,
+                   shrink: bool = False) -> np.ndarray:
     """(H,): per step, the weight ``a`` in [0, 1] of least squared error on the normal equations ``sums`` of
     ``(1 - a)`` times the forecast of ``coef`` (H, p; zero at ``column``) plus ``a`` times design column ``column``.
 
     With ``d = e_column - coef`` the error is ``sse(coef) - 2 a (d.xty - coef.G.d) + a^2 d.G.d``, least at
     ``a = (d.xty - coef.G.d) / d.G.d`` (clipped to [0, 1]; 0 where ``d.G.d`` is 0). ``pooled``: one weight for
-    every step, of least error summed over the steps.
+    every step, of least error summed over the steps. ``shrink``: the weight before clipping moved toward 1/2 by its
+    standard error ``se^2 = sse(a) / (pairs - 1) / d.G.d`` (a regression of the global forecast's errors on ``d``;
+    see :data:`SHRINK_WEIGHT`), as ``1/2 + (a - 1/2) t^2 / (1 + t^2)``, ``t = (a - 1/2) / se``, then clipped.
     """
     gram, xty = sums[0], sums[1]
     d = -coef.copy()
@@ -554,7 +563,16 @@ def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], 
     if pooled:
         num, den = np.full_like(num, num.sum()), np.full_like(den, den.sum())
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, np.clip(num / den, 0.0, 1.0), 0.0)
+        weight = np.where(den > 0, num / den, 0.0)
+        if shrink:
+            pairs = sums[3] if not pooled else np.full(len(num), sums[3].sum())
+            sse = _sse(coef, sums) if not pooled else np.full(len(num), _sse(coef, sums).sum())
+            sse = np.maximum(sse - 2.0 * weight * num + weight * weight * den, 0.0)
+            variance = np.where((den > 0) & (pairs > 1), sse / np.maximum(pairs - 1.0, 1.0) / den, np.inf)
+            deviation = weight - 0.5
+            kept = np.where(np.isfinite(variance), deviation ** 2 / (deviation ** 2 + variance), 0.0)
+            weight = np.where(den > 0, 0.5 + deviation * np.nan_to_num(kept, nan=1.0), 0.0)
+        return np.clip(weight, 0.0, 1.0)
 
 
 def _toward_local(coef: np.ndarray, column: int, weight: np.ndarray) -> np.ndarray:

@@ -16,6 +16,10 @@ its context (partial fits stay exact):
    Python loop over the context's time steps, vectorised over windows x grid;
 3. per window, the set of least AIC on its one-step errors (``n log(sse / n) + 2 k``).
 
+The recursion starts at a window's first observed point (a context longer than its series leads with missing
+values; :data:`START_AT_FIRST_OBSERVED`), from the first observed value and the mean step after it
+(:data:`TREND_START`).
+
 The recursion is the error-correction form of Holt's damped trend (statsmodels ``Holt(damped_trend=True)``
 with ``smoothing_level=alpha``, ``smoothing_trend=beta``, ``damping_trend=phi``; simple exponential
 smoothing is ``beta = 0`` with no initial trend)::
@@ -53,6 +57,21 @@ INDEX_EXTENDED_ENDS = False
 SEASONAL_DISCOUNTS = (0.0,)
 #: a discount is chosen only from at least this many predicted cycles (otherwise the first of the grid)
 DISCOUNT_MIN_CYCLES = 2
+#: how the smoother's initial level and trend are set: ``"steps"``, the first observed value and the mean step over
+#: the next ``max(2, min(season, T // 4))`` points (2 points without a season); ``"line"``, the least-squares line
+#: through the first ``min(max(10, 2 season), T)`` observed points (the heuristic start of Hyndman et al. 2008, as
+#: R's ``forecast::ets``), so that a small trend gain does not carry the noise of two points as the trend;
+#: ``"line_without_season"``: ``"line"`` where the smoother has no season (``season`` 1: yearly data), ``"steps"``
+#: (a whole cycle's step) where it has one
+TREND_START = "steps"
+#: the points of ``"line"``'s start: ``max(LINE_START_POINTS, 2 season)``
+LINE_START_POINTS = 10
+#: whether the initial level and trend (set from the first observed points) are the state just before the first
+#: observed point (True), or, as before fctrend, the state before the context's first point, which the recursion then
+#: moved along the initial trend over the missing lead of a context longer than its series: a trended set reached
+#: its first observation ``first`` trend steps off, its one-step errors grew with the lead, and AIC chose simple
+#: smoothing for such windows, a straight line included (docs/forecasting-linear.md, "Growing series (fctrend)")
+START_AT_FIRST_OBSERVED = True
 
 
 def cycle_index(context: np.ndarray, season: int) -> np.ndarray:
@@ -102,25 +121,29 @@ def smooth(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend0: np.nda
     level, trend, sse = (np.zeros((n, len(params))) for _ in range(3))
     for rows, run in ((np.flatnonzero(gapless), _smooth_gapless), (np.flatnonzero(~gapless), _smooth_masked)):
         if len(rows):
-            args = (y[rows], params, level0[rows], trend0[rows]) + ((first[rows],) if run is _smooth_gapless else ())
-            level[rows], trend[rows], sse[rows] = run(*args)
+            level[rows], trend[rows], sse[rows] = run(y[rows], params, level0[rows], trend0[rows], first[rows])
     return level, trend, sse, count
 
 
-def _smooth_masked(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend0: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`smooth`'s recursion for any pattern of missing values: level, trend, sse (n, G)."""
+def _smooth_masked(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend0: np.ndarray,
+                   first: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`smooth`'s recursion for any pattern of missing values: level, trend, sse (n, G). With
+    :data:`START_AT_FIRST_OBSERVED` a row's state stays at its start until ``first`` (n,; default: each row's first
+    observed step)."""
     alpha, beta, phi = (params[:, k][None, :] for k in range(3))
     level = np.repeat(level0[:, None], len(params), axis=1)
     trend = np.where(beta > 0, trend0[:, None], 0.0)
     sse = np.zeros_like(level)
     observed = ~np.isnan(y)
+    first = np.argmax(observed, axis=1) if first is None else first
+    waiting = first if START_AT_FIRST_OBSERVED else np.zeros_like(first)
     for t in range(y.shape[1]):  # a loop over time steps, vectorised over windows x parameter sets
         fitted = level + phi * trend
         e = np.where(observed[:, t, None], y[:, t, None] - fitted, 0.0)
         sse += e * e
-        level = fitted + alpha * e
-        trend = phi * trend + (alpha * beta) * e
+        moving = (t >= waiting)[:, None]
+        level = np.where(moving, fitted + alpha * e, level)
+        trend = np.where(moving, phi * trend + (alpha * beta) * e, trend)
     return level, trend, sse
 
 
@@ -128,8 +151,8 @@ def _smooth_gapless(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`smooth` for rows observed from ``first`` (n,) to the end: level, trend, sse (n, G).
 
-    The same recursion with less work per step: before its first point a row's state only moves along
-    its damped trend (``first`` steps in closed form), so the rows, sorted by ``first``, that have
+    The same recursion with less work per step: before its first point a row's state does not move
+    (:data:`START_AT_FIRST_OBSERVED`; otherwise it moves along its damped trend, ``first`` steps in closed form), so the rows, sorted by ``first``, that have
     started form a prefix, the only rows a step touches; the state kept is the one-step forecast
     ``f = l + phi b`` (``f <- f + alpha e + phi b`` after ``b <- phi b + alpha beta e``), and the sets
     without trend (simple exponential smoothing) carry no trend at all.
@@ -141,7 +164,7 @@ def _smooth_gapless(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend
     trended = params[:, 1] > 0
     alpha, beta, phi = params[~trended, 0], params[trended, 1], params[trended, 2]
     holt_alpha = params[trended, 0]
-    steps = first[order][:, None].astype(np.float64)
+    steps = np.zeros((n, 1)) if START_AT_FIRST_OBSERVED else first[order][:, None].astype(np.float64)
     # SES: the level is the forecast; damped trend: the state after `first` steps without error
     ses = np.repeat(level0[order][:, None], len(alpha), axis=1)
     ses_sse = np.zeros_like(ses)
@@ -351,6 +374,29 @@ def local_forecast(context: np.ndarray, H: int, season: int = 1, index: np.ndarr
     return out
 
 
+def line_start(y: np.ndarray, first: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """(level0, trend0) (n,): per row of ``y`` (n, T), the least-squares line through its observed values among the
+    ``points`` steps from ``first`` (n,), its first observed step: the line's value one step before ``first`` (the
+    state before the first point) and its slope (0 with fewer than two observed values; NaN for a row without any).
+
+    >>> level0, trend0 = line_start(np.array([[np.nan, 1.0, 2.5, 3.0, 4.5]]), np.array([1]), 10)
+    >>> float(np.round(trend0[0], 6)), float(np.round(level0[0], 6))
+    (1.1, 0.0)
+    """
+    n, T = y.shape
+    steps = np.arange(T)[None, :] - first[:, None]                          # steps from the first observed point
+    inside = (steps >= 0) & (steps < points) & ~np.isnan(y)
+    x = np.where(inside, steps, 0.0)
+    v = np.where(inside, y, 0.0)
+    count = inside.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, mv = x.sum(axis=1) / count, v.sum(axis=1) / count
+        sxx = (np.where(inside, x - mx[:, None], 0.0) ** 2).sum(axis=1)
+        sxv = (np.where(inside, (x - mx[:, None]) * (v - mv[:, None]), 0.0)).sum(axis=1)
+        slope = np.where(sxx > 0, sxv / np.where(sxx > 0, sxx, 1.0), 0.0)
+    return mv + slope * (-1.0 - mx), slope
+
+
 def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The smoothing behind :func:`local_forecast`, per context row (n, T): the chosen parameter set's
     final ``level`` and ``trend``, its index ``best`` in :func:`smoothing_grid`, its one-step squared error
@@ -376,12 +422,15 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
     observed = ~np.isnan(y)
     first = np.argmax(observed, axis=1)
     rows = np.arange(n)
-    level0 = y[rows, first]
-    # initial trend: the mean step over the first observed points (at most a cycle, at least 2 steps)
-    span = max(2, min(season, y.shape[1] // 4))
-    later = np.minimum(first + span, y.shape[1] - 1)
-    with np.errstate(invalid="ignore"):
-        trend0 = np.where(later > first, (y[rows, later] - level0) / np.maximum(later - first, 1), 0.0)
+    if TREND_START == "line" or (TREND_START == "line_without_season" and season <= 1):
+        level0, trend0 = line_start(y, first, max(LINE_START_POINTS, 2 * season))
+    else:
+        level0 = y[rows, first]
+        # initial trend: the mean step over the first observed points (at most a cycle, at least 2 steps)
+        span = max(2, min(season, y.shape[1] // 4))
+        later = np.minimum(first + span, y.shape[1] - 1)
+        with np.errstate(invalid="ignore"):
+            trend0 = np.where(later > first, (y[rows, later] - level0) / np.maximum(later - first, 1), 0.0)
     trend0 = np.where(np.isfinite(trend0), trend0, 0.0)
     level0 = np.where(np.isfinite(level0), level0, 0.0)
     params = smoothing_grid()
