@@ -902,7 +902,11 @@ def _check_frame(X: Any, cols: Columns) -> None:
 
 def _typical_length(head: pd.DataFrame, cols: Columns) -> int:
     """Median number of rows per item in the first non-empty partition (it shapes the default lags)."""
-    return int(head.groupby(cols.id_col, sort=False).size().median())
+    codes, _ = pd.factorize(head[cols.id_col])
+    codes = codes[codes >= 0]  # as groupby: rows without an id are not an item
+    if not len(codes):
+        return int(head.groupby(cols.id_col, sort=False).size().median())
+    return int(np.median(np.bincount(codes)))
 
 
 def _head_partition(X: Any) -> pd.DataFrame:

@@ -50,7 +50,6 @@ state, with no simulation and no compounding of one-step errors; the cost is a
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from typing import Any, ClassVar
@@ -370,7 +369,7 @@ class ForecastLinearState(SeriesStateMixin, State):
             with single_blas_thread(main_thread=True):
                 kept = (key, self._finalize(**options))
             self._finalized = kept
-        return copy.deepcopy(kept[1])
+        return _copied(kept[1])
 
     def finalize_options(self, wd: float | None = None, prior: str | None = None, combine: str | None = None,
                          local_weight: float | None = None, weight_from: str | None = None, pooled: bool | None = None,
@@ -429,9 +428,10 @@ class ForecastLinearState(SeriesStateMixin, State):
         can_validate = (train[3] > 0).any() and (hold[3] > 0).any()
         scores = []
         if can_validate:
-            scores = [float(_sse(coef, hold).sum() / hold[3].sum())
-                      for coef in self._candidate_coefficients(train, candidates, keep)]
-            wd_best, prior_best = candidates[int(np.argmin(scores))]
+            solved = self._candidate_coefficients(train, candidates, keep)
+            scores = [float(_sse(coef, hold).sum() / hold[3].sum()) for coef in solved]
+            best = int(np.argmin(scores))
+            wd_best, prior_best = candidates[best]
         else:  # no holdout to choose by (a partial fit's new points only, or series of under H points)
             wd_best, prior_best = (DEFAULT_WD if wd is None else float(wd)), prior or "zero"
         coef, sigma, _ = self._solve(everything, wd_best, prior_best, keep)
@@ -440,8 +440,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         calibration = np.ones(self.horizon)
         holdout_sse = np.full(self.horizon, np.nan)
         if can_validate:
-            coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best, keep)
             if combine == "convex":
+                coef_t = solved[best]  # the chosen candidate, solved on the same sums (its spread is not needed)
                 if local_weight is not None:
                     weight = np.full(self.horizon, float(local_weight))
                 elif weight_from == "all":
@@ -450,6 +450,8 @@ class ForecastLinearState(SeriesStateMixin, State):
                     weight = convex_weights(coef_t, j, hold, pooled)
                 coef_t = _toward_local(coef_t, j, weight)
                 sigma_t = _spread(coef_t, train, dof)
+            else:
+                coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best, keep)
             holdout_sse = _sse(coef_t, hold)
             calibration = _calibration(holdout_sse, hold[3], sigma_t)
         if combine == "convex":
@@ -633,6 +635,12 @@ def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], 
         num, den = np.full_like(num, num.sum()), np.full_like(den, den.sum())
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, np.clip(num / den, 0.0, 1.0), 0.0)
+
+
+def _copied(model: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a finalized model: arrays copied, ``selection_``'s rows copied, numbers and strings as they are."""
+    return {k: v.copy() if isinstance(v, np.ndarray) else [dict(row) for row in v] if isinstance(v, list) else v
+            for k, v in model.items()}
 
 
 def _toward_local(coef: np.ndarray, column: int, weight: np.ndarray) -> np.ndarray:
