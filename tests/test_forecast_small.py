@@ -114,3 +114,22 @@ def test_finalize_again_with_the_same_options_returns_a_copy_of_the_same_model(f
     assert len(solves) == 3
     with pytest.raises(StateError, match="calibrate"):
         fc.state_.finalize(calibrate="sometimes")
+
+
+@pytest.mark.parametrize("likelihood", ["student_t", "gaussian"])
+def test_quantiles_from_scipy_special_equal_scipy_stats(likelihood):
+    """The predictive quantiles take scipy.special's quantile functions directly: bit for bit those of
+    ``stats.t.ppf`` (with :data:`~daskstate.algorithms.forecast.linear.STUDENT_DF` degrees of freedom, its variance
+    matched to the spread) and ``stats.norm.ppf``, without their per-call argument checks."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    mean, std = rng.normal(10, 3, (5, 4)), rng.gamma(2.0, 1.0, (5, 4))
+    q = np.array([0.01, 0.1, 0.25, 0.5, 0.8, 0.9, 0.99])
+    got = linear.distribution_quantiles(mean, std, q, likelihood, nonnegative=False)
+    if likelihood == "student_t":
+        df = linear.STUDENT_DF
+        expected = mean[..., None] + (std * np.sqrt((df - 2) / df))[..., None] * stats.t.ppf(q, df)
+    else:
+        expected = mean[..., None] + std[..., None] * stats.norm.ppf(q)
+    np.testing.assert_array_equal(got, expected)

@@ -55,7 +55,7 @@ import json
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from scipy.optimize import isotonic_regression
 
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
@@ -814,11 +814,11 @@ def distribution_quantiles(mean: np.ndarray, std: np.ndarray, quantiles: np.ndar
         var = np.maximum(std**2, 1.0001 * mu[..., 0])[..., None]
         r = mu**2 / (var - mu)
         out = stats.nbinom.ppf(q, r, r / (r + mu))
-    elif likelihood == "student_t":
-        df = STUDENT_DF
-        out = mean[..., None] + (std * np.sqrt((df - 2) / df))[..., None] * stats.t.ppf(q, df)
+    elif likelihood == "student_t":  # scipy.special's quantile functions: stats.t.ppf's and stats.norm.ppf's numbers
+        df = STUDENT_DF                # without their argument checks (90 us a call, as much as a small forecast)
+        out = mean[..., None] + (std * np.sqrt((df - 2) / df))[..., None] * special.stdtrit(df, q)
     else:
-        out = mean[..., None] + std[..., None] * stats.norm.ppf(q)
+        out = mean[..., None] + std[..., None] * special.ndtri(q)
     return np.maximum(out, 0.0) if nonnegative else out
 
 
