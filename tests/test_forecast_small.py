@@ -4,12 +4,14 @@ replaces."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import daskstate
 from daskstate.algorithms.forecast import linear
 from daskstate.algorithms.forecast.datasets import synthetic_panel
 from daskstate.algorithms.forecast.estimator import holdout_split
+from daskstate.algorithms.forecast.series import Columns, as_offset, grid_positions, to_series_block
 from daskstate.errors import StateError
 
 
@@ -133,3 +135,24 @@ def test_quantiles_from_scipy_special_equal_scipy_stats(likelihood):
     else:
         expected = mean[..., None] + std[..., None] * stats.norm.ppf(q)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("freq", ["MS", "ME", "QS-JAN", "QS-FEB", "QE-DEC", "2MS", "3ME"])
+def test_month_and_quarter_grid_positions_are_the_calendars(freq):
+    """Monthly and quarterly grid positions come from numpy's months since 1970: ``year * 12 + month - 1`` of every
+    timestamp (before 1970 too, at any time of day, as pandas' calendar fields give them), and a block's last
+    timestamps are each item's last."""
+    offset = as_offset(freq)
+    times = pd.date_range("1677-12-01", "2262-01-01", freq=offset).as_unit("ns")
+    times = times[np.random.default_rng(2).permutation(len(times))[:500]]
+    n = max(1, offset.n)
+    month = times.year.to_numpy(np.int64) * 12 + times.month.to_numpy(np.int64) - 1
+    if freq.startswith("Q"):
+        month = (month - offset.startingMonth) // 3
+    np.testing.assert_array_equal(grid_positions(pd.Series(times), offset), month // n)
+    np.testing.assert_array_equal(grid_positions(pd.Series(times + pd.Timedelta("6h")), offset), month // n)
+    local = pd.Series(pd.date_range("1960-01-01", periods=30, freq=offset).as_unit("us"))
+    df = pd.DataFrame({"item_id": np.repeat(["a", "b"], 15), "timestamp": local, "target": np.arange(30.0)})
+    block = to_series_block(df, Columns(), offset, 4, 2)
+    np.testing.assert_array_equal(block.last_time, local.iloc[[14, 29]].to_numpy("datetime64[ns]"))
+    np.testing.assert_array_equal(block.starts[1] - block.starts[0], 15)
