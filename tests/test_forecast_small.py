@@ -114,6 +114,9 @@ def test_finalize_again_with_the_same_options_returns_a_copy_of_the_same_model(f
     monkeypatch.setattr(linear, "WD_GRID", linear.WD_GRID[:2])
     state.finalize(combine="none")
     assert len(solves) == 3
+    monkeypatch.setattr(linear, "POOLED", True)  # any of the module's switches, as bench_forecast --patch sets them
+    state.finalize(combine="none")
+    assert len(solves) == 4
     with pytest.raises(StateError, match="calibrate"):
         fc.state_.finalize(calibrate="sometimes")
 

@@ -405,15 +405,17 @@ class ForecastLinearState(SeriesStateMixin, State):
                 "pooled": POOLED if pooled is None else bool(pooled), "calibrate": calibrate}
 
     def _finalize_key(self, options: dict[str, Any]) -> tuple:
-        """What a finalized model depends on: the options, the grids it chooses from, the parameters, the schema and
-        a digest of the arrays (so a state changed in place is solved again)."""
+        """What a finalized model depends on: the options, this module's constants (the grids it chooses from, the
+        switches; as patched at the time), the parameters, the schema and a digest of the arrays (so a state changed
+        in place is solved again)."""
         digest = hashlib.blake2b(digest_size=16)
         for name, a in self.arrays().items():
             a = np.ascontiguousarray(a)
             digest.update(f"|{name}|{a.dtype.str}|{a.shape}|".encode())
             digest.update(a.data)
-        return (tuple(sorted(options.items())), WD_GRID, PRIORS, DEFAULT_WD,
-                json.dumps(self.params, sort_keys=True, default=str), tuple(self.schema.features), digest.hexdigest())
+        constants = tuple((k, repr(v)) for k, v in globals().items() if k.isupper())
+        return (tuple(sorted(options.items())), constants, json.dumps(self.params, sort_keys=True, default=str),
+                tuple(self.schema.features), digest.hexdigest())
 
     def _finalize(self, wd: float | None, prior: str | None, combine: str, local_weight: float | None,
                   weight_from: str, pooled: bool, calibrate: str) -> dict[str, Any]:
@@ -447,6 +449,7 @@ class ForecastLinearState(SeriesStateMixin, State):
                 elif weight_from == "all":
                     weight = convex_weights(coef, j, everything)
                 else:
+                    pooled = POOLED if pooled is None else bool(pooled)
                     weight = convex_weights(coef_t, j, hold, pooled)
                 coef_t = _toward_local(coef_t, j, weight)
                 sigma_t = _spread(coef_t, train, dof)
