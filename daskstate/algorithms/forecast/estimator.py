@@ -593,8 +593,7 @@ class Forecaster(StateEstimator):
             pieces = list(self._compute(*[dask.delayed(fn, pure=True)(p) for p in parts]))
         items = np.concatenate([p[0] for p in pieces])
         y, mean, qf, scale = (np.concatenate([p[k] for p in pieces]) for k in range(1, 5))
-        per_item, overall = forecast_metrics(y, mean, qf, q, scale)
-        per_item.insert(0, cols.id_col, items)
+        per_item, overall = forecast_metrics(y, mean, qf, q, scale, leading={cols.id_col: items})
         return overall, per_item
 
     def __sklearn_tags__(self) -> Any:
