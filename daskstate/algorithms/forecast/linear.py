@@ -50,6 +50,7 @@ state, with no simulation and no compounding of one-step errors; the cost is a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, ClassVar
@@ -61,7 +62,12 @@ from scipy.optimize import isotonic_regression
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
 from daskstate.algorithms.forecast.lstm import Workspace
 from daskstate.algorithms.forecast.sampling import correlated_uniforms, marginal_ppf
-from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features, static_indicators
+from daskstate.algorithms.forecast.series import (
+    SeriesBlock,
+    as_offset,
+    n_date_features,
+    static_indicators,
+)
 from daskstate.algorithms.forecast.windows import (
     Windows,
     iter_windows,
@@ -158,7 +164,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         """Columns of a design row: lags, seasonal index (if any), date features, covariates, static
         category indicators, intercept."""
         return (len(self.lags) + bool(self.long_season) + bool(self.local_season)
-                + n_date_features(self.offset, self.harmonics) + self.n_features + self.n_static + 1)
+                + _date_feature_count(self.params["freq"], self.harmonics) + self.n_features + self.n_static + 1)
 
     @property
     def local_season(self) -> int:
@@ -619,6 +625,13 @@ class ForecastLinearState(SeriesStateMixin, State):
             first = int(np.flatnonzero(ok)[0])
             coef[:first], sigma[:first] = coef[first], sigma[first]
         return coef, sigma, sse
+
+
+@functools.lru_cache(maxsize=64)
+def _date_feature_count(freq: str, harmonics: int) -> int:
+    """:func:`~daskstate.algorithms.forecast.series.n_date_features` of a frequency string, computed once (the
+    design's width is asked for a dozen times a fit)."""
+    return n_date_features(as_offset(freq), harmonics)
 
 
 def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], pooled: bool = False) -> np.ndarray:
