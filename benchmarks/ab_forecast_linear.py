@@ -7,10 +7,7 @@ Each round runs, per checkout in turn (a fresh process each, alternating which g
 benchmark's measured unit per (panel, origin): fit + ``finalize(combine="convex")`` + ``evaluate``
 (as ``bench_forecast --finalize-variants`` times it), repeated ``--reps`` times in the process after
 one warm-up fit. Reports per pair the median CPU seconds of each checkout and their ratio, and
-``os.getloadavg()``; checks that both give the same MASE / wQL. Each row also has the medians of the
-unit's three parts (``*_fit_cpu``, ``*_finalize_cpu``, ``*_evaluate_cpu``). ``--items 1,4``: the panels'
-first 1 and 4 items as panels of their own too (``name[:1]``): the unit's cost that does not grow with the
-series (fcsmall).
+``os.getloadavg()``; checks that both give the same MASE / wQL.
 """
 
 from __future__ import annotations
@@ -25,13 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+# fcsmall: each row also has the medians of the unit's three parts (``*_fit_cpu``, ``*_finalize_cpu``,
+# ``*_evaluate_cpu``); ``--items 1,4`` runs the panels' first 1 and 4 items as panels of their own too (``name[:1]``):
+# the unit's cost that does not grow with the series. The item counts travel after the panels' names (``a,b;1,4``).
 _CHILD = r"""
 import json, sys, time
 import daskstate
 from benchmarks.bench_forecast import Q, origin_split, panels
 from daskstate.algorithms.forecast.series import as_offset, default_prediction_length
-names, origins, reps = sys.argv[1].split(","), int(sys.argv[2]), int(sys.argv[3])
-items = [int(n) for n in sys.argv[4].split(",") if n] if len(sys.argv) > 4 else []
+spec, _, counts = sys.argv[1].partition(";")
+names, origins, reps = spec.split(","), int(sys.argv[2]), int(sys.argv[3])
+items = [int(n) for n in counts.split(",") if n]
 out = {}
 for name, (df, freq) in panels(names).items():
     H = default_prediction_length(as_offset(freq))
@@ -57,9 +58,9 @@ print(json.dumps(out))
 """
 
 
-def run(checkout: str, names: str, origins: int, reps: int, items: str = "") -> dict:
+def run(checkout: str, names: str, origins: int, reps: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(Path(checkout).resolve()))
-    done = subprocess.run([sys.executable, "-c", _CHILD, names, str(origins), str(reps), items], cwd=checkout, env=env,
+    done = subprocess.run([sys.executable, "-c", _CHILD, names, str(origins), str(reps)], cwd=checkout, env=env,
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--origins", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--results-name", default=None)
     ap.add_argument("--items", default="", help="also each panel's first N items, e.g. 1,4 (the fixed cost)")
+    ap.add_argument("--results-name", default=None)
     args = ap.parse_args(argv)
     load = [os.getloadavg()]
     cpu: dict[str, dict[str, list]] = {"base": {}, "new": {}}
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics: dict[str, dict] = {}
     for r in range(args.rounds):
         for which in (("base", "new") if r % 2 == 0 else ("new", "base")):
-            got = run(getattr(args, which), args.panels, args.origins, args.reps, args.items)
+            got = run(getattr(args, which), f"{args.panels};{args.items}", args.origins, args.reps)
             for pair, row in got.items():
                 cpu[which].setdefault(pair, []).extend(row["cpu"])
                 parts[which].setdefault(pair, []).extend(row.get("parts", []))
