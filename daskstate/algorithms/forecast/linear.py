@@ -627,13 +627,6 @@ class ForecastLinearState(SeriesStateMixin, State):
         return coef, sigma, sse
 
 
-@functools.lru_cache(maxsize=64)
-def _date_feature_count(freq: str, harmonics: int) -> int:
-    """:func:`~daskstate.algorithms.forecast.series.n_date_features` of a frequency string, computed once (the
-    design's width is asked for a dozen times a fit)."""
-    return n_date_features(as_offset(freq), harmonics)
-
-
 def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], pooled: bool = False) -> np.ndarray:
     """(H,): per step, the weight ``a`` in [0, 1] of least squared error on the normal equations ``sums`` of
     ``(1 - a)`` times the forecast of ``coef`` (H, p; zero at ``column``) plus ``a`` times design column ``column``.
@@ -653,12 +646,6 @@ def convex_weights(coef: np.ndarray, column: int, sums: tuple[np.ndarray, ...], 
         return np.where(den > 0, np.clip(num / den, 0.0, 1.0), 0.0)
 
 
-def _copied(model: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a finalized model: arrays copied, ``selection_``'s rows copied, numbers and strings as they are."""
-    return {k: v.copy() if isinstance(v, np.ndarray) else [dict(row) for row in v] if isinstance(v, list) else v
-            for k, v in model.items()}
-
-
 def _toward_local(coef: np.ndarray, column: int, weight: np.ndarray) -> np.ndarray:
     """``(1 - a_h) coef_h + a_h e_column``: the convex combination as one coefficient vector per step."""
     out = coef * (1.0 - weight)[:, None]
@@ -669,6 +656,19 @@ def _toward_local(coef: np.ndarray, column: int, weight: np.ndarray) -> np.ndarr
 def _spread(coef: np.ndarray, sums: tuple[np.ndarray, ...], dof: int) -> np.ndarray:
     """(H,) in-sample residual spread of ``coef`` on ``sums``: ``sqrt(sse / max(pairs - dof, 1))``."""
     return np.sqrt(_sse(coef, sums) / np.maximum(sums[3] - dof, 1.0))
+
+
+@functools.lru_cache(maxsize=64)
+def _date_feature_count(freq: str, harmonics: int) -> int:
+    """:func:`~daskstate.algorithms.forecast.series.n_date_features` of a frequency string, computed once (the
+    design's width is asked for a dozen times a fit)."""
+    return n_date_features(as_offset(freq), harmonics)
+
+
+def _copied(model: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a finalized model: arrays copied, ``selection_``'s rows copied, numbers and strings as they are."""
+    return {k: v.copy() if isinstance(v, np.ndarray) else [dict(row) for row in v] if isinstance(v, list) else v
+            for k, v in model.items()}
 
 
 def _calibration(holdout_sse: np.ndarray, holdout_pairs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
