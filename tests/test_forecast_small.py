@@ -159,3 +159,14 @@ def test_month_and_quarter_grid_positions_are_the_calendars(freq):
     block = to_series_block(df, Columns(), offset, 4, 2)
     np.testing.assert_array_equal(block.last_time, local.iloc[[14, 29]].to_numpy("datetime64[ns]"))
     np.testing.assert_array_equal(block.starts[1] - block.starts[0], 15)
+
+
+def test_typical_length_is_the_median_rows_per_item():
+    """The typical series length (it shapes the default lags) by factorize + bincount: groupby's median of the rows
+    per item, rows without an id left out."""
+    from daskstate.algorithms.forecast.estimator import _typical_length
+
+    ids = ["a"] * 5 + ["b"] * 8 + [None] * 30 + ["c"] * 2 + ["d"] * 9
+    df = pd.DataFrame({"item_id": pd.Series(ids, dtype="str"), "timestamp": pd.Timestamp("2020-01-01"), "target": 1.0})
+    expected = int(df.groupby("item_id", sort=False).size().median())
+    assert _typical_length(df, Columns()) == expected == 6
