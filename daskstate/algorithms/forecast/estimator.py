@@ -593,8 +593,7 @@ class Forecaster(StateEstimator):
             pieces = list(self._compute(*[dask.delayed(fn, pure=True)(p) for p in parts]))
         items = np.concatenate([p[0] for p in pieces])
         y, mean, qf, scale = (np.concatenate([p[k] for p in pieces]) for k in range(1, 5))
-        per_item, overall = forecast_metrics(y, mean, qf, q, scale)
-        per_item.insert(0, cols.id_col, items)
+        per_item, overall = forecast_metrics(y, mean, qf, q, scale, leading={cols.id_col: items})
         return overall, per_item
 
     def __sklearn_tags__(self) -> Any:
@@ -902,7 +901,11 @@ def _check_frame(X: Any, cols: Columns) -> None:
 
 def _typical_length(head: pd.DataFrame, cols: Columns) -> int:
     """Median number of rows per item in the first non-empty partition (it shapes the default lags)."""
-    return int(head.groupby(cols.id_col, sort=False).size().median())
+    codes, _ = pd.factorize(head[cols.id_col])
+    codes = codes[codes >= 0]  # as groupby: rows without an id are not an item
+    if not len(codes):
+        return int(head.groupby(cols.id_col, sort=False).size().median())
+    return int(np.median(np.bincount(codes)))
 
 
 def _head_partition(X: Any) -> pd.DataFrame:

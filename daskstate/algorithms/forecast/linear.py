@@ -50,15 +50,24 @@ state, with no simulation and no compounding of one-step errors; the cost is a
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
+from scipy.optimize import isotonic_regression
 
 from daskstate.algorithms.forecast.base import SeriesBatch, SeriesStateMixin
 from daskstate.algorithms.forecast.lstm import Workspace
 from daskstate.algorithms.forecast.sampling import correlated_uniforms, marginal_ppf
-from daskstate.algorithms.forecast.series import SeriesBlock, n_date_features, static_indicators
+from daskstate.algorithms.forecast.series import (
+    SeriesBlock,
+    as_offset,
+    n_date_features,
+    static_indicators,
+)
 from daskstate.algorithms.forecast.windows import (
     Windows,
     iter_windows,
@@ -161,7 +170,7 @@ class ForecastLinearState(SeriesStateMixin, State):
         """Columns of a design row: lags, seasonal index (if any), date features, covariates, static
         category indicators, intercept."""
         return (len(self.lags) + bool(self.long_season) + bool(self.local_season)
-                + n_date_features(self.offset, self.harmonics) + self.n_features + self.n_static + 1)
+                + _date_feature_count(self.params["freq"], self.harmonics) + self.n_features + self.n_static + 1)
 
     @property
     def local_season(self) -> int:
@@ -358,14 +367,27 @@ class ForecastLinearState(SeriesStateMixin, State):
         in-sample residuals understate the error of a forecast, more so further ahead. Compared on the
         same pairs, a holdout period more volatile than the history (a crisis in the last tenth) does not
         widen every later forecast; each window's noise scale already follows its own context's volatility.
-        """
-        # one BLAS thread over all of finalize's small solves: entered once, not once per solve (each change of
-        # OpenBLAS's thread count costs as much as a solve)
-        with single_blas_thread(main_thread=True):
-            return self._finalize(wd, prior, combine, local_weight, weight_from, pooled, calibrate)
 
-    def _finalize(self, wd: float | None, prior: str | None, combine: str | None, local_weight: float | None,
-                  weight_from: str | None, pooled: bool | None, calibrate: str | None) -> dict[str, Any]:
+        The model is solved once per options and sums: ``finalize`` again with the same options (defaults filled
+        in, see :meth:`finalize_options`) on a state whose arrays, parameters and schema are unchanged (a digest of
+        them is kept with the model) returns a copy of the model solved before, the same numbers.
+        """
+        options = self.finalize_options(wd, prior, combine, local_weight, weight_from, pooled, calibrate)
+        key = self._finalize_key(options)
+        kept = self.__dict__.get("_finalized")
+        if kept is None or kept[0] != key:
+            # one BLAS thread over all of finalize's small solves: entered once, not once per solve (each change of
+            # OpenBLAS's thread count costs as much as a solve)
+            with single_blas_thread(main_thread=True):
+                kept = (key, self._finalize(**options))
+            self._finalized = kept
+        return _copied(kept[1])
+
+    def finalize_options(self, wd: float | None = None, prior: str | None = None, combine: str | None = None,
+                         local_weight: float | None = None, weight_from: str | None = None, pooled: bool | None = None,
+                         calibrate: str | None = None) -> dict[str, Any]:
+        """The options :meth:`finalize` solves with: the given ones checked, the others from the state's parameters
+        or the module's defaults (``wd`` and ``prior`` None: chosen on the holdout pairs)."""
         if not (self.pairs > 0).any():
             raise StateError(f"the linear forecaster's state has seen no training windows: a window needs "
                              f"{self.min_observed} observed context values (half of its last {self.scale_points} "
@@ -387,6 +409,29 @@ class ForecastLinearState(SeriesStateMixin, State):
         if j is None and combine != "none":
             raise StateError(f"combine={combine!r} needs the local forecast column, which this state has not got "
                              "(saved before it, or fitted with params['local'] False)")
+        calibrate = calibrate or self.params.get("calibrate") or CALIBRATE
+        if calibrate not in ("holdout", "overfit"):
+            raise StateError(f"calibrate must be 'holdout' or 'overfit', got {calibrate!r}")
+        return {"wd": None if wd is None else float(wd), "prior": prior, "combine": combine,
+                "local_weight": None if local_weight is None else float(local_weight), "weight_from": weight_from,
+                "pooled": POOLED if pooled is None else bool(pooled), "calibrate": calibrate}
+
+    def _finalize_key(self, options: dict[str, Any]) -> tuple:
+        """What a finalized model depends on: the options, this module's constants (the grids it chooses from, the
+        switches; as patched at the time), the parameters, the schema and a digest of the arrays (so a state changed
+        in place is solved again)."""
+        digest = hashlib.blake2b(digest_size=16)
+        for name, a in self.arrays().items():
+            a = np.ascontiguousarray(a)
+            digest.update(f"|{name}|{a.dtype.str}|{a.shape}|".encode())
+            digest.update(a.data)
+        constants = tuple((k, repr(v)) for k, v in globals().items() if k.isupper())
+        return (tuple(sorted(options.items())), constants, json.dumps(self.params, sort_keys=True, default=str),
+                tuple(self.schema.features), digest.hexdigest())
+
+    def _finalize(self, wd: float | None, prior: str | None, combine: str, local_weight: float | None,
+                  weight_from: str, pooled: bool, calibrate: str) -> dict[str, Any]:
+        j = self.local_column
         # the columns of the global linear part
         keep = None if combine == "feature" or j is None else np.delete(np.arange(self.n_design), j)
         candidates = [(float(w), pr) for w in ((wd,) if wd is not None else WD_GRID)
@@ -397,10 +442,10 @@ class ForecastLinearState(SeriesStateMixin, State):
         can_validate = (train[3] > 0).any() and (hold[3] > 0).any()
         scores = []
         if can_validate:
-            for w, pr in candidates:
-                coef, _, _ = self._solve(train, w, pr, keep)
-                scores.append(float(_sse(coef, hold).sum() / hold[3].sum()))
-            wd_best, prior_best = candidates[int(np.argmin(scores))]
+            solved = self._candidate_coefficients(train, candidates, keep)
+            scores = [float(_sse(coef, hold).sum() / hold[3].sum()) for coef in solved]
+            best = int(np.argmin(scores))
+            wd_best, prior_best = candidates[best]
         else:  # no holdout to choose by (a partial fit's new points only, or series of under H points)
             wd_best, prior_best = (DEFAULT_WD if wd is None else float(wd)), prior or "zero"
         coef, sigma, _ = self._solve(everything, wd_best, prior_best, keep)
@@ -409,8 +454,8 @@ class ForecastLinearState(SeriesStateMixin, State):
         calibration = np.ones(self.horizon)
         holdout_sse = np.full(self.horizon, np.nan)
         if can_validate:
-            coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best, keep)
             if combine == "convex":
+                coef_t = solved[best]  # the chosen candidate, solved on the same sums (its spread is not needed)
                 if local_weight is not None:
                     weight = np.full(self.horizon, float(local_weight))
                 elif weight_from == "all":
@@ -420,6 +465,8 @@ class ForecastLinearState(SeriesStateMixin, State):
                     weight = convex_weights(coef_t, j, hold, pooled, shrink=SHRINK_WEIGHT)
                 coef_t = _toward_local(coef_t, j, weight)
                 sigma_t = _spread(coef_t, train, dof)
+            else:
+                coef_t, sigma_t, _ = self._solve(train, wd_best, prior_best, keep)
             holdout_sse = _sse(coef_t, hold)
             calibration = _calibration(holdout_sse, hold[3], sigma_t)
         if combine == "convex":
@@ -427,9 +474,6 @@ class ForecastLinearState(SeriesStateMixin, State):
                 weight = np.full(self.horizon, float(local_weight))
             coef = _toward_local(coef, j, weight)
             sigma = _spread(coef, everything, dof)
-        calibrate = calibrate or self.params.get("calibrate") or CALIBRATE
-        if calibrate not in ("holdout", "overfit"):
-            raise StateError(f"calibrate must be 'holdout' or 'overfit', got {calibrate!r}")
         if can_validate and calibrate == "overfit":
             # the holdout error of the model solved without the holdout over that of the final model on the same
             # pairs: how much a forecast's error exceeds an in-sample one, without the holdout period's own volatility
@@ -505,6 +549,51 @@ class ForecastLinearState(SeriesStateMixin, State):
             coef[:, keep] = coef_k
             return coef, sigma, sse
         return self._solve_columns(sums, wd, self.prior_coefficients(prior))
+
+    def _candidate_coefficients(self, sums: tuple[np.ndarray, ...], candidates: list[tuple[float, str]],
+                                keep: np.ndarray | None = None) -> list[np.ndarray]:
+        """The coefficients of :meth:`_solve` for every ``(wd, prior)`` of ``candidates``, the same numbers, from one
+        batched solve (the ridge systems of all candidates stacked: one call instead of one per candidate, whose
+        fixed cost is most of a small panel's finalize). Falls back to one :meth:`_solve` per candidate where a
+        system is singular or a solution not finite."""
+        gram, xty, _, pairs = sums
+        if keep is not None:
+            gram, xty = gram[:, keep][:, :, keep], xty[:, keep]
+        H, p = xty.shape
+        ok = pairs > 0
+        if not ok.any():
+            return [self._solve(sums, w, pr, keep)[0] for w, pr in candidates]
+        priors = {pr: self.prior_coefficients(pr) if keep is None else self.prior_coefficients(pr)[:, keep]
+                  for pr in dict.fromkeys(pr for _, pr in candidates)}
+        penalty = np.ones(p)
+        penalty[-1] = 0.0
+        # as in _solve_columns, element by element, with a leading candidate axis
+        diagonal = np.einsum("hpp->hp", gram)
+        mean_diagonal = diagonal[:, :-1].mean(axis=1) if p > 1 else np.zeros(H)
+        strength = np.stack([w * mean_diagonal for w, _ in candidates])                    # (C, H)
+        A = gram[None] + (strength[:, :, None] * penalty)[:, :, :, None] * np.eye(p)[None, None]
+        b = np.stack([xty + strength[c][:, None] * penalty * priors[pr] for c, (_, pr) in enumerate(candidates)])
+        with single_blas_thread(main_thread=True):
+            try:
+                solved = np.linalg.solve(A[:, ok], b[:, ok][..., None])[..., 0]           # (C, ok, p)
+            except np.linalg.LinAlgError:
+                solved = None
+        if solved is None or not np.isfinite(solved).all():
+            return [self._solve(sums, w, pr, keep)[0] for w, pr in candidates]
+        coef = np.zeros((len(candidates), H, p))
+        coef[:, ok] = solved
+        # steps without training pairs borrow from the nearest earlier step (then the first from the first solved)
+        for h in range(1, H):
+            if pairs[h] <= 0:
+                coef[:, h] = coef[:, h - 1]
+        if not ok[0]:
+            first = int(np.flatnonzero(ok)[0])
+            coef[:, :first] = coef[:, first : first + 1]
+        if keep is None:
+            return list(coef)
+        full = np.zeros((len(candidates), H, self.n_design))
+        full[:, :, keep] = coef
+        return list(full)
 
     def _solve_columns(self, sums: tuple[np.ndarray, ...], wd: float, w0: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -587,6 +676,19 @@ def _spread(coef: np.ndarray, sums: tuple[np.ndarray, ...], dof: int) -> np.ndar
     return np.sqrt(_sse(coef, sums) / np.maximum(sums[3] - dof, 1.0))
 
 
+@functools.lru_cache(maxsize=64)
+def _date_feature_count(freq: str, harmonics: int) -> int:
+    """:func:`~daskstate.algorithms.forecast.series.n_date_features` of a frequency string, computed once (the
+    design's width is asked for a dozen times a fit)."""
+    return n_date_features(as_offset(freq), harmonics)
+
+
+def _copied(model: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a finalized model: arrays copied, ``selection_``'s rows copied, numbers and strings as they are."""
+    return {k: v.copy() if isinstance(v, np.ndarray) else [dict(row) for row in v] if isinstance(v, list) else v
+            for k, v in model.items()}
+
+
 def _calibration(holdout_sse: np.ndarray, holdout_pairs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """Factor per step (>= 1, non-decreasing in the step) by which the holdout error exceeds the in-sample spread.
 
@@ -594,16 +696,18 @@ def _calibration(holdout_sse: np.ndarray, holdout_pairs: np.ndarray, sigma: np.n
     (the pairs per step as weights; a forecast further out does not get more certain
     than in-sample residuals say), never below 1.
     """
-    from sklearn.isotonic import IsotonicRegression
-
     ok = (holdout_pairs > 0) & (sigma > 0) & np.isfinite(sigma)
     out = np.ones(len(sigma))
     if not ok.any():
         return out
     ratio = holdout_sse[ok] / (holdout_pairs[ok] * sigma[ok] ** 2)
     steps = np.flatnonzero(ok)
-    fitted = IsotonicRegression(increasing=True).fit(steps, ratio, sample_weight=holdout_pairs[ok])
-    out = np.sqrt(np.maximum(fitted.predict(np.arange(len(sigma))), 1.0))
+    # scipy's pool-adjacent-violators; between the fitted steps linear, before the first and after the last
+    # NaN unless one step is fitted (as scikit-learn's IsotonicRegression, at a fiftieth of its fixed cost)
+    fitted = isotonic_regression(ratio, weights=holdout_pairs[ok], increasing=True).x
+    at = (np.full(len(sigma), fitted[0]) if len(steps) == 1
+          else np.interp(np.arange(len(sigma)), steps, fitted, left=np.nan, right=np.nan))
+    out = np.sqrt(np.maximum(at, 1.0))
     return out
 
 
@@ -744,11 +848,11 @@ def distribution_quantiles(mean: np.ndarray, std: np.ndarray, quantiles: np.ndar
         var = np.maximum(std**2, 1.0001 * mu[..., 0])[..., None]
         r = mu**2 / (var - mu)
         out = stats.nbinom.ppf(q, r, r / (r + mu))
-    elif likelihood == "student_t":
-        df = STUDENT_DF
-        out = mean[..., None] + (std * np.sqrt((df - 2) / df))[..., None] * stats.t.ppf(q, df)
+    elif likelihood == "student_t":  # scipy.special's quantile functions: stats.t.ppf's and stats.norm.ppf's numbers
+        df = STUDENT_DF                # without their argument checks (90 us a call, as much as a small forecast)
+        out = mean[..., None] + (std * np.sqrt((df - 2) / df))[..., None] * special.stdtrit(df, q)
     else:
-        out = mean[..., None] + std[..., None] * stats.norm.ppf(q)
+        out = mean[..., None] + std[..., None] * special.ndtri(q)
     return np.maximum(out, 0.0) if nonnegative else out
 
 

@@ -273,7 +273,8 @@ def grid_positions(times: pd.Series | pd.DatetimeIndex, offset: DateOffset, wher
         if isinstance(offset, YearBegin | YearEnd):
             pos = u.year.to_numpy(np.int64)
         elif isinstance(offset, MonthBegin | MonthEnd | QuarterBegin | QuarterEnd):
-            pos = u.year.to_numpy(np.int64) * 12 + u.month.to_numpy(np.int64) - 1
+            # year * 12 + month - 1, from numpy's months since 1970 (DatetimeIndex's fields cost 90 us a call)
+            pos = uniq.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
             if isinstance(offset, QuarterBegin | QuarterEnd):
                 pos = (pos - int(offset.startingMonth)) // 3
         elif isinstance(offset, Week):
@@ -445,7 +446,7 @@ def to_series_block(
         last_time = tvals[last]
     else:  # every item's rows in order already: rows are placed where they are (no sorted copies)
         first, last = runs
-        last_time = times.iloc[last].to_numpy("datetime64[ns]")
+        last_time = times.to_numpy("datetime64[ns]")[last]  # not times.iloc[last]: a Series costs 0.3 ms
     starts, lengths = pos[first], pos[last] - pos[first] + 1
     seg = L + lengths + H
     seg_start = np.concatenate([[0], np.cumsum(seg)[:-1]]).astype(np.int64)
