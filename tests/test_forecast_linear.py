@@ -427,8 +427,8 @@ def _fold_recording(monkeypatch, state, train: pd.DataFrame, *features: str) -> 
     originals = {name: getattr(linear, name) for name in ("_add_products", *features)}
 
     def record_products(sets, lagged, extra, target, mask, *work):
-        calls.extend((lagged, extra, target, weight, mask) for targets, weight, _ in sets
-                     if any(sums[0] is state.gram for sums in targets))
+        calls.extend((lagged.copy(), extra.copy(), target.copy(), weight, mask) for targets, weight, _ in sets
+                     if any(sums[0] is state.gram for sums in targets))  # copies: the fold reuses its buffers
         return originals["_add_products"](sets, lagged, extra, target, mask, *work)
 
     def recorder(name: str, out: list):
@@ -684,3 +684,40 @@ def test_state_sums_equal_a_direct_computation_pair_by_pair(monkeypatch, panel):
     assert all(first is not None for first, *_ in (args[1:] for args in folded))
     _assert_sums_match(fc.state_, {name: value + getattr(state, name) for name, value in
                                    _direct_sums(state, folded).items()})
+
+
+def test_fold_in_reused_buffers_equals_the_fold_with_fresh_arrays(monkeypatch):
+    """The fold with its windows, design columns and products' temporaries in buffers reused from batch to batch
+    (``FOLD_WORKSPACE``; fcscale) gives the state of the fold with every temporary fresh: fpp2_monthly with 4% of
+    its targets missing, mini-batches of different sizes (so a buffer outlives its batch and is reused smaller and
+    larger), and a partial fit of new points (``first_target``)."""
+    from daskstate.algorithms.forecast import linear, windows
+    from daskstate.algorithms.forecast.lstm import Workspace
+
+    df, _ = load_unseen_panel("fpp2_monthly")
+    df = df.assign(target=df["target"].where(np.random.default_rng(1).random(len(df)) > 0.04))
+    earlier, _ = holdout_split(df, 18)
+    monkeypatch.setattr(windows, "BATCH_VALUES", 18 * 40 * 160 + 7)  # batches of ~250 windows: the last smaller
+    requested: set = set()
+    original = Workspace.empty
+
+    def empty(self, name, shape, dtype=np.float64):
+        requested.add(name)
+        return original(self, name, shape, dtype)
+
+    monkeypatch.setattr(Workspace, "empty", empty)
+    states = {}
+    for buffered in (False, True):
+        monkeypatch.setattr(linear, "FOLD_WORKSPACE", buffered)
+        requested.clear()
+        fc = daskstate.Forecaster(freq="MS", prediction_length=18).fit(earlier)
+        fc.partial_fit(df.drop(earlier.index), history=earlier)
+        states[buffered] = fc.state_
+        buffers = {"window_context", "lagged_values", "step_design", "noise_difference", "weighted_rows",
+                   "step_targets", "step_weights"}
+        assert buffers <= requested if buffered else not buffers & requested, requested
+    fresh, reused = states[False].arrays(), states[True].arrays()
+    assert fresh.keys() == reused.keys() and states[True].pairs.sum() > 0
+    for name, value in fresh.items():
+        scale = np.abs(value).max() if value.size else 0.0
+        np.testing.assert_allclose(reused[name], value, rtol=0, atol=1e-12 * scale, err_msg=name)

@@ -130,6 +130,11 @@ SPREAD_STEP = True
 SPREAD_CAP = 25.0
 #: the smallest relative variance a window's spread model may give (a share of the step's mean)
 SPREAD_FLOOR = 0.25
+#: whether the fold keeps its windows, design columns and products' temporaries in buffers reused from batch to batch
+#: (the same numbers; False: every batch's arrays fresh, as before fcscale). Fresh arrays above glibc's mmap threshold
+#: are faulted in page by page where freed memory goes back to the system at once (``MALLOC_TRIM_THRESHOLD_``, as
+#: Dask's workers run): docs/forecasting-linear.md, "Scale and page faults (fcscale)"
+FOLD_WORKSPACE = True
 
 
 @register
@@ -285,8 +290,9 @@ class ForecastLinearState(SeriesStateMixin, State):
         holdout_start = block.starts + block.lengths - np.maximum(self.horizon, block.lengths // HOLDOUT_FRACTION)
         codes = self.static_codes(block)
         work = Workspace()  # the products' step-by-step buffers, reused from batch to batch (fewer page faults)
+        windows_work = work if FOLD_WORKSPACE else None  # and the windows' and design columns' buffers
         for w in iter_windows(block, origins, item, position, self.season, self.n_design, self.min_observed,
-                              self.scale_points):
+                              self.scale_points, work=windows_work):
             self._fold_windows(w, None if first_target is None else first_target[w.item], holdout_start[w.item],
                                None if codes is None else codes[w.item], work)
 
@@ -294,10 +300,12 @@ class ForecastLinearState(SeriesStateMixin, State):
                       static: np.ndarray | None = None, work: Workspace | None = None) -> None:
         """Add the windows' weighted products to the normal equations of every horizon step,
         and those of the pairs whose target is at or after ``holdout_start`` (per window: the
-        last tenth of its series, at least ``H`` points) to the holdout sums too."""
-        lagged = lagged_values(w, self.lags)                               # (n, l)
+        last tenth of its series, at least ``H`` points) to the holdout sums too. ``work``: the products'
+        buffers, and with :data:`FOLD_WORKSPACE` the lags' and design columns' (the same numbers)."""
+        buffers = work if FOLD_WORKSPACE else None
+        lagged = lagged_values(w, self.lags, buffers)                      # (n, l)
         extra = step_design(w, self.offset, self.harmonics, static, self.long_season, self.local_season,
-                            self.level_points, self.calendar_year)                       # (n, H, e)
+                            self.level_points, self.calendar_year, buffers)              # (n, H, e)
         mask = ~np.isnan(w.target) & ~np.isnan(extra).any(axis=2)          # (n, H)
         target_pos = w.position[:, None] + np.arange(1, self.horizon + 1)[None, :]
         if first_target is not None:
@@ -310,7 +318,7 @@ class ForecastLinearState(SeriesStateMixin, State):
             _add_products([([hold], weight[rows], None)], lagged[rows], extra[rows], w.target[rows], held[rows], work)
         sets = [([(self.gram, self.xty, self.yty, self.pairs)], weight, None)]
         if self.spread_z:
-            z = spread_feature(w, self.season)
+            z = spread_feature(w, self.season, buffers)
             sets.append(([(self.spread_gram, self.spread_xty, self.spread_yty, np.zeros(self.horizon))], weight * z,
                          None))
             self.spread_moments += np.stack([mask.T @ z, mask.T @ (z * z)], axis=1)
@@ -742,8 +750,12 @@ def _add_products(sets: list[tuple], lagged: np.ndarray, extra: np.ndarray, targ
     work = work or Workspace()
     extra_t = work.empty("step_columns", (H, e, n))
     np.copyto(extra_t, extra.transpose(1, 2, 0))
-    np.copyto(extra_t, 0.0, where=~observed[:, None, :])
-    y_t = np.where(observed, target.T, 0.0)
+    unobserved = ~observed
+    np.copyto(extra_t, 0.0, where=unobserved[:, None, :])
+    buffers = work if FOLD_WORKSPACE else None  # also the (H, n) and (n, k) temporaries below
+    # (H, n) laid out as target (n, H), as np.where lays it out: the sums below add in the same order
+    y_t = np.where(observed, target.T, 0.0) if buffers is None else _zero_where(
+        target.T, unobserved, buffers.empty("step_targets", (n, H)).T)
     wextra = work.empty("weighted_step_columns", (H, e, n))
     for targets, weight, column in sets:
         if weight.ndim == 1:
@@ -752,18 +764,22 @@ def _add_products(sets: list[tuple], lagged: np.ndarray, extra: np.ndarray, targ
         for j in np.unique(column):
             steps = np.flatnonzero(column == j)
             seen = mask[:, steps].any(axis=1)
-            block = _weighted_gram(lagged, root[:, j], seen)
+            block = _weighted_gram(lagged, root[:, j], seen, buffers)
             for gram, *_ in targets:
                 gram[steps, :k, :k] += block
             for h in steps[~mask[seen][:, steps].all(axis=0)]:  # a loop over horizon steps, not rows
-                block = _weighted_gram(lagged, root[:, j], seen & ~mask[:, h])
+                block = _weighted_gram(lagged, root[:, j], seen & ~mask[:, h], buffers)
                 for gram, *_ in targets:
                     gram[h, :k, :k] -= block
-        wm = np.where(observed, weight.T[column], 0.0)                                   # (H, n)
+        if buffers is None:
+            wm = np.where(observed, weight.T[column], 0.0)                               # (H, n)
+        else:
+            wm = _zero_where(np.take(weight.T, column, axis=0, out=buffers.empty("step_weights", (H, n))),
+                             unobserved)
         np.multiply(extra_t, wm[:, None, :], out=wextra)
         cross = (wextra.reshape(H * e, n) @ lagged).reshape(H, e, k)
         square = wextra @ extra_t.transpose(0, 2, 1)
-        wy = wm * y_t
+        wy = wm * y_t if buffers is None else np.multiply(wm, y_t, out=buffers.empty("weighted_step_targets", (H, n)))
         xl, xe = wy @ lagged, (extra_t @ wy[:, :, None])[:, :, 0]
         yy = np.einsum("hn,hn->h", wy, y_t)
         for gram, xty, yty, pairs in targets:
@@ -776,18 +792,35 @@ def _add_products(sets: list[tuple], lagged: np.ndarray, extra: np.ndarray, targ
             pairs += observed.sum(axis=1)
 
 
-def _weighted_gram(values: np.ndarray, root: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _zero_where(values: np.ndarray, unobserved: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.where(unobserved, 0.0, values)`` in ``out`` (default: in place in ``values``)."""
+    if out is not None:
+        np.copyto(out, values)
+        values = out
+    np.copyto(values, 0.0, where=unobserved)
+    return values
+
+
+def _weighted_gram(values: np.ndarray, root: np.ndarray, rows: np.ndarray, work: Workspace | None = None
+                   ) -> np.ndarray:
     """``sum_i root_i^2 v_i v_i^T`` over the ``rows`` of ``values``: the rows scaled by ``root`` times their own
-    transpose, which numpy hands to BLAS's symmetric product (half a general product's work)."""
-    scaled = values[rows] * root[rows, None] if not rows.all() else values * root[:, None]
+    transpose, which numpy hands to BLAS's symmetric product (half a general product's work). ``work``: the
+    scaled rows in its buffer (the same numbers)."""
+    if work is None:
+        scaled = values[rows] * root[rows, None] if not rows.all() else values * root[:, None]
+    elif rows.all():
+        scaled = np.multiply(values, root[:, None], out=work.empty("weighted_rows", values.shape))
+    else:
+        picked = np.compress(rows, values, axis=0, out=work.empty("weighted_rows", (int(rows.sum()), values.shape[1])))
+        scaled = np.multiply(picked, root[rows, None], out=picked)
     return scaled.T @ scaled
 
 
-def spread_feature(w: Windows, season: int) -> np.ndarray:
+def spread_feature(w: Windows, season: int, work: Workspace | None = None) -> np.ndarray:
     """(n,) ``z`` of the per-window spread: the squared :func:`~daskstate.algorithms.forecast.windows.noise_ratio`
     (at most :data:`SPREAD_CAP`), so ``a + b z`` mixes the variance of the recent noise scale (``a``) with that
-    of the whole context's (``b``)."""
-    return np.minimum(noise_ratio(w, season) ** 2, SPREAD_CAP)
+    of the whole context's (``b``). ``work``: buffers of the noise ratio's differences."""
+    return np.minimum(noise_ratio(w, season, work) ** 2, SPREAD_CAP)
 
 
 def step_spread_feature(w: Windows, season: int, horizon: int) -> np.ndarray:

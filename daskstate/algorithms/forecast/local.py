@@ -173,21 +173,23 @@ def _smooth_gapless(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend
     forecast = level0[order][:, None] + trend0[order][:, None] * (phi * (1.0 - powers) / (1.0 - phi)) + phi * trend
     holt_sse = np.zeros_like(forecast)
     gain_trend = holt_alpha * beta
-    square = np.empty_like(forecast)
+    # every step's temporaries in buffers allocated once: fresh (k, G) arrays are mapped and faulted in at every step
+    # where glibc returns freed memory at once (MALLOC_TRIM_THRESHOLD_, as Dask's workers run: 60% of a fold's faults)
+    ses_error, ses_term = np.empty_like(ses), np.empty_like(ses)
+    error, square = np.empty_like(forecast), np.empty_like(forecast)
     for t in range(T):
         k = started[t]
         if k == 0:
             continue
-        e = values[t, :k, None] - ses[:k]
-        ses_sse[:k] += e * e
-        ses[:k] += alpha * e
-        e = values[t, :k, None] - forecast[:k]
-        np.multiply(e, e, out=square[:k])
-        holt_sse[:k] += square[:k]
+        e, term = np.subtract(values[t, :k, None], ses[:k], out=ses_error[:k]), ses_term[:k]
+        ses_sse[:k] += np.multiply(e, e, out=term)
+        ses[:k] += np.multiply(alpha, e, out=term)
+        e, term = np.subtract(values[t, :k, None], forecast[:k], out=error[:k]), square[:k]
+        holt_sse[:k] += np.multiply(e, e, out=term)
         trend[:k] *= phi
-        trend[:k] += gain_trend * e
-        forecast[:k] += holt_alpha * e
-        forecast[:k] += phi * trend[:k]
+        trend[:k] += np.multiply(gain_trend, e, out=term)
+        forecast[:k] += np.multiply(holt_alpha, e, out=term)
+        forecast[:k] += np.multiply(phi, trend[:k], out=term)
     level_out, trend_out, sse_out = (np.empty((n, len(params))) for _ in range(3))
     level_out[order[:, None], np.flatnonzero(~trended)[None, :]] = ses
     trend_out[order[:, None], np.flatnonzero(~trended)[None, :]] = 0.0

@@ -67,39 +67,51 @@ def context_scale(context: np.ndarray, work: Workspace | None = None) -> tuple[n
     return scale, n_obs
 
 
-def noise_scale(scaled: np.ndarray, season: int, centred: bool | None = None) -> np.ndarray:
+def noise_scale(scaled: np.ndarray, season: int, work: Workspace | None = None, centred: bool | None = None
+                ) -> np.ndarray:
     """Mean absolute ``season``-step difference of each scaled context (1-step if too few pairs).
 
-    ``sqrt(s^2 + NOISE_FLOOR^2)``, so it is never zero; 1.0 where no pair is observed. ``centred`` (default
-    :data:`NOISE_CENTRED`): the differences measured around their mean.
+    ``sqrt(s^2 + NOISE_FLOOR^2)``, so it is never zero; 1.0 where no pair is observed. ``work``: the
+    differences in its buffers (the same values). ``centred`` (default :data:`NOISE_CENTRED`): the differences
+    measured around their mean.
     """
     centred = NOISE_CENTRED if centred is None else centred
     out = np.full(len(scaled), np.nan)
     for lag in dict.fromkeys((season, 1)):  # seasonal first, then one step where that is missing
         if lag >= scaled.shape[1]:
             continue
-        d = scaled[:, lag:] - scaled[:, :-lag]
-        if centred:
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a row with no pair: its mean is NaN, filled below
-                d = d - np.nanmean(d, axis=1, keepdims=True)
-        d = np.abs(d)
-        ok = ~np.isnan(d)
-        cnt = ok.sum(axis=1)
+        if work is None or centred:
+            d = scaled[:, lag:] - scaled[:, :-lag]
+            if centred:
+                with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a row with no pair: its mean is NaN, filled below
+                    d = d - np.nanmean(d, axis=1, keepdims=True)
+            d = np.abs(d)
+            ok = ~np.isnan(d)
+            cnt = ok.sum(axis=1)
+            absent = None
+        else:
+            shape = (len(scaled), scaled.shape[1] - lag)
+            d = np.subtract(scaled[:, lag:], scaled[:, :-lag], out=work.empty("noise_difference", shape))
+            np.abs(d, out=d)
+            absent = np.isnan(d, out=work.empty("noise_missing", shape, bool))
+            cnt = shape[1] - absent.sum(axis=1)
+            np.copyto(d, 0.0, where=absent)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mad = np.where(ok, d, 0.0).sum(axis=1) / cnt
+            mad = (np.where(ok, d, 0.0) if absent is None else d).sum(axis=1) / cnt
         fill = np.isnan(out) & (cnt > 0)
         out[fill] = mad[fill]
     out[np.isnan(out)] = 1.0
     return np.sqrt(out**2 + NOISE_FLOOR**2)
 
 
-def noise_ratio(w: Windows, season: int) -> np.ndarray:
+def noise_ratio(w: Windows, season: int, work: Workspace | None = None) -> np.ndarray:
     """(n,) the :func:`noise_scale` of each window's whole (long) context over its own noise scale (from the
     last ``scale_points`` values): above 1 where the recent values are calmer than the history, 1 where the
-    context has no values before them. With :data:`SPREAD_NOISE_CENTRED` the whole context's noise is measured
-    around the differences' mean: below 1 where the recent noise scale is mostly steady growth."""
-    return noise_scale(w.context, season, centred=True if SPREAD_NOISE_CENTRED else None) / w.noise
+    context has no values before them (``work``: buffers of :func:`noise_scale`). With :data:`SPREAD_NOISE_CENTRED`
+    the whole context's noise is measured around the differences' mean: below 1 where the recent noise scale is
+    mostly steady growth."""
+    return noise_scale(w.context, season, work, centred=True if SPREAD_NOISE_CENTRED else None) / w.noise
 
 
 def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, position: np.ndarray,
@@ -137,7 +149,7 @@ def iter_windows(block: SeriesBlock, origins: np.ndarray, item: np.ndarray, posi
         else:
             context = np.divide(context, scale[:, None], out=work.empty("window_context", context.shape))
             target = np.divide(target, scale[:, None], out=work.empty("window_target", target.shape))
-        noise = noise_scale(context if scale_points is None else context[:, -int(scale_points):], season) if (
+        noise = noise_scale(context if scale_points is None else context[:, -int(scale_points):], season, work) if (
             noise_scales) else None
         yield Windows(o, item[sl][keep], position[sl][keep], context, target, scale, noise,
                       block.future_covariates(o))
@@ -222,9 +234,9 @@ def signed_level(w: Windows, points: int) -> np.ndarray:
 
 def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
                 long_season: int = 0, local_season: int = 0, level_points: int = 0,
-                calendar_year: bool = False) -> np.ndarray:
+                calendar_year: bool = False, work: Workspace | None = None) -> np.ndarray:
     """The design columns that depend on the horizon step: (n, H, e) = [seasonal index, local forecast,
-    date features, covariates, static, level].
+    date features, covariates, static, level] (``work``: the result in its buffer, valid until the next call).
 
     The last column, the intercept, is 1; with ``level_points`` it is the window's :func:`signed_level` over its
     last ``level_points`` values, which is 1 for a window without negative values: the intercept times the
@@ -243,8 +255,10 @@ def step_design(w: Windows, offset: DateOffset, harmonics: int, static: np.ndarr
     local = (local_forecast(w.context, H, local_season)[:, :, None] if local_season else np.zeros((n, H, 0)))
     level = np.ones((n, H, 1)) if not level_points else np.broadcast_to(signed_level(w, level_points)[:, None, None],
                                                                         (n, H, 1))
-    return np.concatenate([memory, local, date_features(pos, offset, harmonics, calendar_year), w.covariates,
-                           np.broadcast_to(static[:, None, :], (n, H, static.shape[1])), level], axis=2)
+    columns = [memory, local, date_features(pos, offset, harmonics, calendar_year), w.covariates,
+               np.broadcast_to(static[:, None, :], (n, H, static.shape[1])), level]
+    out = None if work is None else work.empty("step_design", (n, H, sum(c.shape[2] for c in columns)))
+    return np.concatenate(columns, axis=2, out=out)
 
 
 def lag_design(w: Windows, lags: np.ndarray, offset: DateOffset, harmonics: int, static: np.ndarray | None = None,
