@@ -393,7 +393,7 @@ class Forecaster(StateEstimator):
         X = _check_frame(X, cols)
         head = _head_partition(X)
         freq = self.freq or infer_freq(head, cols)
-        params = self._state_params(freq, _typical_length(head, cols))
+        params = self._state_params(freq, _typical_length(X, cols))
         if self.model == "deepar":
             params.update(self._static_categories(X))
         state = STATE_CLASSES[self.model](Schema(tuple(cols.covariates), target=cols.target), params)
@@ -860,7 +860,9 @@ class _PredictTask(_ModelTask):
             values = self.values(block)
         k, H, _ = values.shape
         times = aware_times(grid_timestamps(block.last_time, self.offset, H), block.tz, self.offset)
-        out = {self.cols.id_col: pd.Series(np.repeat(block.items, H), dtype=self.id_dtype),
+        # a categorical id takes the partition's own categories (a Dask frame's meta may list none: its ids were NaN)
+        id_dtype = part[self.cols.id_col].dtype if isinstance(self.id_dtype, pd.CategoricalDtype) else self.id_dtype
+        out = {self.cols.id_col: pd.Series(np.repeat(block.items, H), dtype=id_dtype),
                self.cols.time_col: times}
         for j, c in enumerate(self.value_columns()):
             out[c] = values[:, :, j].ravel()
@@ -1001,9 +1003,15 @@ def _index_as_columns(X: Any, names: Sequence[str]) -> Any:
     return X.reset_index(level=levels)
 
 
-def _typical_length(head: pd.DataFrame, cols: Columns) -> int:
-    """Median number of rows per item in the first non-empty partition (it shapes the default lags)."""
-    return int(head.groupby(cols.id_col, sort=False).size().median())
+def _typical_length(X: Any, cols: Columns) -> int:
+    """Median number of rows per item (it shapes the default lags and the linear model's long context).
+
+    For Dask input a pass over ``id_col`` alone: read from the first partition only, the same data gave another
+    model from Parquet than from pandas, and another for every partitioning."""
+    sizes = X[cols.id_col].value_counts()
+    if isinstance(sizes, dd.Series):
+        sizes = sizes.compute()
+    return int(sizes[sizes > 0].median())
 
 
 def _head_partition(X: Any) -> pd.DataFrame:
