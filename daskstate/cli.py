@@ -630,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
         debug(p)
 
     fit = sub.add_parser("fit", help="fit an algorithm and save the model")
-    fit.add_argument("algorithm", help="standard_scaler, kmeans, pca, linear_learner, ntm, vocabulary")
+    fit.add_argument("algorithm", help="standard_scaler, kmeans, pca, linear_learner, ntm, vocabulary, "
+                     "forecast (a long table: --param id_col=, time_col=, target=, prediction_length=)")
     fit.add_argument("--input", required=True, help="Parquet file/folder/glob, Zarr array, or CSV")
     fit.add_argument("--features", nargs="+", help="feature columns (default: every numeric one)")
     fit.add_argument("--target", help="target column (supervised algorithms)")

@@ -10,6 +10,7 @@ partitions fails naming them, leaving the previous state as it was.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -47,6 +48,7 @@ from daskstate.algorithms.forecast.series import (
     Columns,
     SeriesBlock,
     as_offset,
+    aware_times,
     default_lags,
     default_prediction_length,
     grid_positions,
@@ -388,10 +390,10 @@ class Forecaster(StateEstimator):
         """
         self._validate_params()
         cols = self._columns
-        _check_frame(X, cols)
+        X = _check_frame(X, cols)
         head = _head_partition(X)
         freq = self.freq or infer_freq(head, cols)
-        params = self._state_params(freq, _typical_length(head, cols))
+        params = self._state_params(freq, _typical_length(X, cols))
         if self.model == "deepar":
             params.update(self._static_categories(X))
         state = STATE_CLASSES[self.model](Schema(tuple(cols.covariates), target=cols.target), params)
@@ -418,7 +420,7 @@ class Forecaster(StateEstimator):
             return self.fit(X, progress=progress, split_every=split_every, checkpoint=checkpoint,
                             checkpoint_every=checkpoint_every)
         self._validate_params()
-        _check_frame(X, self._columns)
+        X = _check_frame(X, self._columns)
         options = self._run_options(progress, split_every, checkpoint, checkpoint_every)
         self._set_state(self._fold_series(X, self.state_, history, options), self.finalize_overrides_)
         return self
@@ -445,7 +447,7 @@ class Forecaster(StateEstimator):
         if options.checkpoint is not None:
             raise ValueError("model='linear' is one exact pass with no checkpoint (it merges per-partition sums)")
         if history is not None:
-            _check_frame(history, cols)
+            history = _check_frame(history, cols)
             if not isinstance(history, pd.DataFrame):
                 raise TypeError("history must be a pandas DataFrame (the last points of each known item)")
         if isinstance(X, pd.DataFrame):
@@ -480,7 +482,18 @@ class Forecaster(StateEstimator):
     def finalize(self, **overrides: Any) -> Forecaster:
         """A new fitted forecaster from the same state; ``wd=`` re-solves the ridge without data ("linear": also
         ``combine=``, ``local_weight=``: how the local exponential-smoothing forecast is mixed in, see
-        :meth:`ForecastLinearState.finalize`)."""
+        :meth:`ForecastLinearState.finalize`).
+
+        Anything else (``prediction_length``, ``lags``, ``model``, ...) shapes the state and needs a new ``fit``:
+        it raises a ValueError naming it, rather than returning a model that silently keeps the fitted value.
+        """
+        self._check_fitted()
+        accepted = finalize_options(self.state_)
+        unknown = sorted(set(overrides) - accepted)
+        if unknown:
+            raise ValueError(f"finalize: {unknown} cannot change without fitting again (the state was fitted with "
+                             f"prediction_length={self.state_.params['prediction_length']}); model={self.model!r} "
+                             f"accepts {sorted(accepted) if accepted else 'no overrides'}")
         return super().finalize(**overrides)
 
     # ---- forecasting ----------------------------------------------------------------------
@@ -554,16 +567,20 @@ class Forecaster(StateEstimator):
     def _forecast_frame(self, X: Any, task: type, future: pd.DataFrame | None, **options: Any) -> Any:
         self._check_fitted()
         cols = self._columns
-        _check_frame(X, cols)
+        # a Dask frame indexed by the item id with known divisions holds whole series: no check needed
+        indexed = isinstance(X, dd.DataFrame) and X.index.name == cols.id_col and X.known_divisions
+        X = _check_frame(X, cols)
         fut = self._check_future(future)
         fn = task(self._model_parts(), cols, self.state_.params, options.pop("quantiles"), self.duplicates,
                   **options)
         fn.id_dtype = X.dtypes[cols.id_col]
+        if isinstance(X.dtypes[cols.time_col], pd.DatetimeTZDtype):  # forecasts in the input's time zone
+            fn.time_dtype = pd.DatetimeTZDtype("ns", X.dtypes[cols.time_col].tz)
         fn.blas_policy = self.state_.blas_policy
         if isinstance(X, pd.DataFrame):
             return fn(X, fut)
         meta = fn.empty()
-        return X[cols.needed].map_partitions(fn, fut, meta=meta,
+        return X[cols.needed].map_partitions(fn, fut, None if indexed else _whole_series_check(X, cols.id_col), meta=meta,
                                              token=f"forecast-{task.kind}-{self._model_token()}-{tokenize(options)}")
 
     def evaluate(self, X: Any, quantiles: Sequence[float] = EVAL_QUANTILES) -> tuple[dict[str, float], pd.DataFrame]:
@@ -583,7 +600,7 @@ class Forecaster(StateEstimator):
         self._check_fitted()
         q = _check_quantiles(quantiles)
         cols = self._columns
-        _check_frame(X, cols)
+        X = _check_frame(X, cols)
         fn = _BacktestTask(self._model_parts(), cols, self.state_.params, q, self.duplicates)
         fn.blas_policy = self.state_.blas_policy
         if isinstance(X, pd.DataFrame):
@@ -591,10 +608,54 @@ class Forecaster(StateEstimator):
         else:
             parts = X[cols.needed].to_delayed(optimize_graph=True)
             pieces = list(self._compute(*[dask.delayed(fn, pure=True)(p) for p in parts]))
+            _raise_if_split([p[5] for p in pieces])  # a series cut in two would be backtested twice, on its halves
         items = np.concatenate([p[0] for p in pieces])
         y, mean, qf, scale = (np.concatenate([p[k] for p in pieces]) for k in range(1, 5))
         per_item, overall = forecast_metrics(y, mean, qf, q, scale, leading={cols.id_col: items})
         return overall, per_item
+
+    def plot(self, X: Any, items: Sequence[Any] | None = None, *, quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+             last: int | None = None, actual: pd.DataFrame | None = None, future: pd.DataFrame | None = None) -> Any:
+        """A fan chart of chosen items (needs the ``plot`` extra, matplotlib): history, forecast mean and bands.
+
+        Parameters
+        ----------
+        X : pandas or Dask DataFrame
+            The long table the forecasts start from (only ``items``' rows are read into memory).
+        items : sequence, optional
+            Item ids to draw, one panel each (default: the first three items of ``X``).
+        quantiles, future
+            As in :meth:`predict`; symmetric pairs of quantiles become bands.
+        last : int, optional
+            Show only each item's last ``last`` history points.
+        actual : DataFrame, optional
+            Realised values of the forecast period, drawn as points.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            (``fig.savefig("forecast.png")`` saves it.)
+
+        Examples
+        --------
+        >>> fig = fc.plot(df, ["item0"], last=48)  # doctest: +SKIP
+        """
+        from daskstate.algorithms.forecast.plot import fan_chart
+        from daskstate.plot import _pyplot
+
+        _pyplot()  # a clear ImportError naming the extra when matplotlib is missing
+        self._check_fitted()
+        cols = self._columns
+        X = _check_frame(X, cols)
+        if items is None:
+            items = list(pd.unique(_head_partition(X)[cols.id_col].to_numpy()))[:3]
+        items = list(items)
+        history = X[X[cols.id_col].isin(items)]
+        if isinstance(history, dd.DataFrame):
+            history = history.compute()
+        forecast = self.predict(history, quantiles, future=future)
+        return fan_chart(history, forecast, items, id_col=cols.id_col, time_col=cols.time_col, target=cols.target,
+                         last=last, actual=actual)
 
     def __sklearn_tags__(self) -> Any:
         """A long table in (item id, timestamp, value and covariate columns), not a 2-D array of features.
@@ -625,6 +686,7 @@ class Forecaster(StateEstimator):
         if future is None:
             raise DataError(f"the model uses covariates {list(cols.covariates)}: pass their values for the "
                             "forecast steps as future=<DataFrame with id, time and covariate columns>")
+        future = _index_as_columns(future, (cols.id_col, cols.time_col))
         missing = [c for c in (cols.id_col, cols.time_col, *cols.covariates) if c not in future.columns]
         if missing:
             raise SchemaError(f"future: column(s) {missing} missing (columns: {list(future.columns)})")
@@ -633,7 +695,15 @@ class Forecaster(StateEstimator):
 
 # ---- tasks (picklable callables, one per partition) --------------------------------------
 def _item_ids(part: pd.DataFrame, id_col: str) -> np.ndarray:
-    return pd.unique(part[id_col].to_numpy())
+    # unique first, then an array: an Arrow string column is not turned into Python strings row by row
+    return np.asarray(part[id_col].unique())
+
+
+def _whole_series_check(X: dd.DataFrame, id_col: str) -> Any:
+    """A delayed check (reading only ``id_col``) that raises naming the items with rows in more than one partition
+    of ``X``: a forecast of a split series would silently give one forecast per piece."""
+    ids = [dask.delayed(_item_ids, pure=True)(p, id_col) for p in X[[id_col]].to_delayed(optimize_graph=True)]
+    return dask.delayed(_raise_if_split, pure=True, name=f"forecast-items-{tokenize(X, id_col)}")(ids)
 
 
 def _raise_if_split(item_lists: Sequence[np.ndarray]) -> None:
@@ -760,6 +830,7 @@ class _PredictTask(_ModelTask):
     """One partition of history -> its forecast frame."""
 
     id_dtype: Any = object
+    time_dtype: Any = "datetime64[ns]"
     kind = "predict"
 
     def value_columns(self) -> list[str]:
@@ -772,11 +843,13 @@ class _PredictTask(_ModelTask):
 
     def empty(self) -> pd.DataFrame:
         cols = self.cols
-        frame = {cols.id_col: pd.Series([], dtype=self.id_dtype), cols.time_col: pd.Series([], dtype="datetime64[ns]")}
+        frame = {cols.id_col: pd.Series([], dtype=self.id_dtype), cols.time_col: pd.Series([], dtype=self.time_dtype)}
         frame.update({c: pd.Series([], dtype=np.float64) for c in self.value_columns()})
         return pd.DataFrame(frame)
 
-    def __call__(self, part: pd.DataFrame, future: pd.DataFrame | None = None) -> pd.DataFrame:
+    def __call__(self, part: pd.DataFrame, future: pd.DataFrame | None = None, whole_series: Any = None
+                 ) -> pd.DataFrame:
+        # ``whole_series``: the result of :func:`_whole_series_check` (Dask input), a dependency that raises first
         if len(part) == 0:
             return self.empty()
         block = self._block(part, self.kind)
@@ -785,9 +858,11 @@ class _PredictTask(_ModelTask):
         with self.blas_policy.limit():
             values = self.values(block)
         k, H, _ = values.shape
-        times = grid_timestamps(block.last_time, self.offset, H)
-        out = {self.cols.id_col: pd.Series(np.repeat(block.items, H), dtype=self.id_dtype),
-               self.cols.time_col: times.ravel()}
+        times = aware_times(grid_timestamps(block.last_time, self.offset, H), block.tz, self.offset)
+        # a categorical id takes the partition's own categories (a Dask frame's meta may list none: its ids were NaN)
+        id_dtype = part[self.cols.id_col].dtype if isinstance(self.id_dtype, pd.CategoricalDtype) else self.id_dtype
+        out = {self.cols.id_col: pd.Series(np.repeat(block.items, H), dtype=id_dtype),
+               self.cols.time_col: times}
         for j, c in enumerate(self.value_columns()):
             out[c] = values[:, :, j].ravel()
         return pd.DataFrame(out)
@@ -829,7 +904,8 @@ class _BacktestTask(_ModelTask):
     def __call__(self, part: pd.DataFrame):
         H, q = int(self.params["prediction_length"]), len(self.quantiles)
         if len(part) == 0:
-            return (np.array([], dtype=object), np.zeros((0, H)), np.zeros((0, H)), np.zeros((0, H, q)), np.zeros(0))
+            return (np.array([], dtype=object), np.zeros((0, H)), np.zeros((0, H)), np.zeros((0, H, q)), np.zeros(0),
+                    np.array([], dtype=object))
         block = self._block(part, "evaluate")
         ok = block.lengths > H
         origins = (block.offsets + block.lengths - 1 - H)[ok]
@@ -839,7 +915,7 @@ class _BacktestTask(_ModelTask):
         y = block.values[origins[:, None] + np.arange(1, H + 1)[None, :]]
         season = int(self.params.get("season", 1))
         scale = _history_scale(block, sub, H, season)
-        return block.items[sub], y, mean, qf, scale
+        return block.items[sub], y, mean, qf, scale, block.items
 
 
 def _history_scale(block: SeriesBlock, sub: np.ndarray, H: int, season: int) -> np.ndarray:
@@ -877,11 +953,22 @@ def holdout_split(df: pd.DataFrame, prediction_length: int, id_col: str = "item_
     return df[~test], df[test]
 
 
-def _check_quantiles(quantiles: Sequence[float]) -> np.ndarray:
-    q = np.asarray(list(quantiles), dtype=np.float64)
+def _check_quantiles(quantiles: float | Sequence[float]) -> np.ndarray:
+    """The requested quantile levels as a 1-d array: a single number is one level; repeats are dropped (one
+    column each), the order is kept."""
+    try:
+        q = np.atleast_1d(np.asarray(quantiles, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ValueError(f"quantiles must be numbers in (0, 1), got {quantiles!r}") from None
     if q.ndim != 1 or not len(q) or not ((q > 0) & (q < 1)).all():
-        raise ValueError(f"quantiles must be numbers in (0, 1), got {list(quantiles)}")
-    return q
+        raise ValueError(f"quantiles must be numbers in (0, 1), got {q.tolist()}")
+    return pd.unique(q)
+
+
+def finalize_options(state: State) -> set[str]:
+    """The overrides the state's ``finalize`` takes by name (none for the neural models)."""
+    params = inspect.signature(type(state).finalize).parameters.values()
+    return {p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _check_num_samples(num_samples: Any, optional: bool = False) -> int | None:
@@ -892,19 +979,41 @@ def _check_num_samples(num_samples: Any, optional: bool = False) -> int | None:
     return int(num_samples)
 
 
-def _check_frame(X: Any, cols: Columns) -> None:
+def _check_frame(X: Any, cols: Columns) -> Any:
+    """``X`` as a long table with the needed columns (an index named as the id or time column becomes a column),
+    or a TypeError / SchemaError naming what is missing."""
     if not isinstance(X, pd.DataFrame | dd.DataFrame):
         raise TypeError(f"a Forecaster takes a long pandas or Dask DataFrame ({cols.needed}), "
                         f"not {type(X).__name__}")
+    X = _index_as_columns(X, (cols.id_col, cols.time_col))
     cols.check(X.columns, "input")
+    return X
 
 
-def _typical_length(head: pd.DataFrame, cols: Columns) -> int:
-    """Median number of rows per item in the first non-empty partition (it shapes the default lags)."""
-    codes, _ = pd.factorize(head[cols.id_col])
+def _index_as_columns(X: Any, names: Sequence[str]) -> Any:
+    """``X`` with the index levels named as one of ``names`` (and not also a column) moved to columns: a frame
+    indexed by its timestamps (``set_index(time_col)``, ``dd.read_parquet`` of such a frame) or by (item, time)."""
+    index_names = X.index.names if isinstance(X, pd.DataFrame) else [X.index.name]
+    levels = [n for n in index_names if n in names and n not in X.columns]
+    if not levels:
+        return X
+    if isinstance(X, dd.DataFrame):
+        return X.reset_index()
+    return X.reset_index(level=levels)
+
+
+def _typical_length(X: Any, cols: Columns) -> int:
+    """Median number of rows per item (it shapes the default lags and the linear model's long context).
+
+    For Dask input a pass over ``id_col`` alone: read from the first partition only, the same data gave another
+    model from Parquet than from pandas, and another for every partitioning."""
+    if isinstance(X, dd.DataFrame):
+        sizes = X[cols.id_col].value_counts().compute()
+        return int(sizes[sizes > 0].median())
+    codes, _ = pd.factorize(X[cols.id_col])
     codes = codes[codes >= 0]  # as groupby: rows without an id are not an item
     if not len(codes):
-        return int(head.groupby(cols.id_col, sort=False).size().median())
+        return int(X.groupby(cols.id_col, sort=False).size().median())
     return int(np.median(np.bincount(codes)))
 
 

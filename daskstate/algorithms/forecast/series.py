@@ -252,10 +252,7 @@ def grid_positions(times: pd.Series | pd.DatetimeIndex, offset: DateOffset, wher
     Raises a DataError naming a timestamp that is not on the grid (e.g. hourly
     timestamps with ``freq="D"``, or 15th-of-month dates with ``freq="MS"``).
     """
-    ts = pd.DatetimeIndex(times)
-    if ts.tz is not None:
-        ts = ts.tz_convert(None)
-    ts = ts.as_unit("ns")
+    ts = naive_times(pd.DatetimeIndex(times), offset).as_unit("ns")
     n = max(1, int(getattr(offset, "n", 1)))
     step = fixed_step(offset)
     if step is not None:  # elementwise: no sort of the timestamps (the same positions as below)
@@ -293,6 +290,33 @@ def grid_positions(times: pd.Series | pd.DatetimeIndex, offset: DateOffset, wher
         )
     pos = pos // n if n > 1 and step is None else pos
     return np.asarray(pos, np.int64)[inverse]
+
+
+def naive_times(times: Any, offset: DateOffset) -> Any:
+    """Time-zone-aware timestamps (a DatetimeIndex or Series) as naive ones on the grid of ``offset``: the wall
+    clock for steps of a day or longer (a month starts at local midnight, whatever the UTC offset that day),
+    UTC for shorter steps (hours stay evenly spaced across a daylight-saving change). Naive input is returned as is.
+    """
+    acc = times.dt if isinstance(times, pd.Series) else times
+    if acc.tz is None:
+        return times
+    step = fixed_step(offset)
+    if step is not None and step < pd.Timedelta("1D").value:
+        return acc.tz_convert(None)
+    return acc.tz_localize(None)
+
+
+def aware_times(times: np.ndarray, tz: Any, offset: DateOffset) -> Any:
+    """The inverse of :func:`naive_times` for timestamps computed on the grid: naive datetime64 -> ``tz``-aware
+    (a wall-clock time that does not exist on a daylight-saving day moves forward; an ambiguous one is standard time).
+    """
+    ts = pd.DatetimeIndex(np.asarray(times).ravel())
+    if tz is None:
+        return ts
+    step = fixed_step(offset)
+    if step is not None and step < pd.Timedelta("1D").value:
+        return ts.tz_localize("UTC").tz_convert(tz)
+    return ts.tz_localize(tz, ambiguous=np.zeros(len(ts), bool), nonexistent="shift_forward")
 
 
 def grid_timestamps(last: pd.Series | pd.DatetimeIndex, offset: DateOffset, steps: int) -> np.ndarray:
@@ -367,6 +391,7 @@ class SeriesBlock:
     static: pd.DataFrame | None
     context_length: int
     prediction_length: int
+    tz: Any = None             # the input timestamps' time zone (``last_time`` is naive: see :func:`naive_times`)
 
     @property
     def n_items(self) -> int:
@@ -432,6 +457,8 @@ def to_series_block(
         raise DataError(f"{where}: column {cols.time_col!r} is not a timestamp ({exc})") from None
     if times.isna().any():
         raise DataError(f"{where}: {int(times.isna().sum())} row(s) with a missing {cols.time_col!r}")
+    tz = times.dt.tz
+    times = naive_times(times, offset)
     pos = grid_positions(times, offset, where)
     y = _numeric(df, cols.target, where) if target and cols.target in df.columns else np.full(len(df), np.nan)
     cov = np.column_stack([_numeric(df, c, where) for c in cols.covariates]) if cols.covariates else (
@@ -460,7 +487,7 @@ def to_series_block(
     static = None
     if cols.static:
         static = df[[cols.id_col, *cols.static]].drop_duplicates(cols.id_col).set_index(cols.id_col).loc[items]
-    return SeriesBlock(np.asarray(items), starts, lengths, offsets, values, covariates, last_time, static, L, H)
+    return SeriesBlock(np.asarray(items), starts, lengths, offsets, values, covariates, last_time, static, L, H, tz)
 
 
 def _item_runs(codes: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
