@@ -40,6 +40,9 @@ HOLT_GRID = tuple((a, b, p) for a in (0.2, 0.5, 0.8) for b in (0.1, 0.3) for p i
 #: the context points the smoother reads at most (the last ones): an exponential smoother with the smallest
 #: level weight forgets its start within them, and the cost stays bounded for long contexts
 LOCAL_POINTS = 96
+#: :func:`moving_average` sums the observed weight of windows of up to this many points as a product with the
+#: weights, of longer windows from running counts (the same numbers; the product is cheaper for short windows only)
+MASS_PRODUCT_POINTS = 13
 #: one-sided critical value of the seasonality test (90%, as the M4 benchmarks' deseasonalisation)
 SEASONALITY_Z = 1.645
 #: whether the seasonality test reads the context detrended by a moving average extended over its ends
@@ -101,9 +104,12 @@ def _nanmean_rows(a: np.ndarray) -> np.ndarray:
 
 
 def _count_rows(ok: np.ndarray) -> np.ndarray:
-    """(N,) float: the True values per row of ``ok`` (N, m). A product with ones, exact (whole numbers), where numpy's
-    reduction over a short last axis costs 5-10x as much."""
-    return ok.astype(np.float64) @ np.ones(ok.shape[1])
+    """(N,) float: the True values per row of ``ok`` (N, m), one column added at a time (whole numbers: exact in any
+    order), where numpy's reduction over a short last axis costs several times as much."""
+    out = ok[:, 0].astype(np.float64)
+    for j in range(1, ok.shape[1]):
+        out += ok[:, j]
+    return out
 
 
 def _row_sums(a: np.ndarray) -> np.ndarray:
@@ -199,6 +205,9 @@ def _smooth_gapless(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend
     gain_trend = holt_alpha * beta
     # every step's temporaries in buffers allocated once: fresh (k, G) arrays are mapped and faulted in at every step
     # where glibc returns freed memory at once (MALLOC_TRIM_THRESHOLD_, as Dask's workers run: 60% of a fold's faults)
+    # the coefficients as whole (n, G) arrays: every operation but the error's then runs over contiguous memory (numpy's
+    # fast path), where a broadcast (G,) row made each window's 6 or 12 values a loop of their own
+    alpha, phi, holt_alpha, gain_trend = (np.repeat(c[None, :], n, axis=0) for c in (alpha, phi, holt_alpha, gain_trend))
     ses_error, ses_term = np.empty_like(ses), np.empty_like(ses)
     error, square = np.empty_like(forecast), np.empty_like(forecast)
     for t in range(T):
@@ -207,13 +216,13 @@ def _smooth_gapless(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend
             continue
         e, term = np.subtract(values[t, :k, None], ses[:k], out=ses_error[:k]), ses_term[:k]
         ses_sse[:k] += np.multiply(e, e, out=term)
-        ses[:k] += np.multiply(alpha, e, out=term)
+        ses[:k] += np.multiply(alpha[:k], e, out=term)
         e, term = np.subtract(values[t, :k, None], forecast[:k], out=error[:k]), square[:k]
         holt_sse[:k] += np.multiply(e, e, out=term)
-        trend[:k] *= phi
-        trend[:k] += np.multiply(gain_trend, e, out=term)
-        forecast[:k] += np.multiply(holt_alpha, e, out=term)
-        forecast[:k] += np.multiply(phi, trend[:k], out=term)
+        trend[:k] *= phi[:k]
+        trend[:k] += np.multiply(gain_trend[:k], e, out=term)
+        forecast[:k] += np.multiply(holt_alpha[:k], e, out=term)
+        forecast[:k] += np.multiply(phi[:k], trend[:k], out=term)
     level_out, trend_out, sse_out = (np.empty((n, len(params))) for _ in range(3))
     level_out[order[:, None], np.flatnonzero(~trended)[None, :]] = ses
     trend_out[order[:, None], np.flatnonzero(~trended)[None, :]] = 0.0
@@ -264,7 +273,19 @@ def moving_average(context: np.ndarray, season: int) -> np.ndarray:
     from numpy.lib.stride_tricks import sliding_window_view
 
     total = sliding_window_view(values, len(weights), axis=1) @ weights
-    mass = sliding_window_view(observed.astype(np.float64), len(weights), axis=1) @ weights
+    w = len(weights)
+    if w <= MASS_PRODUCT_POINTS:
+        mass = sliding_window_view(observed.astype(np.float64), w, axis=1) @ weights
+    else:
+        # the observed weight of each window from running counts: whole and half numbers, exact in any order, so the
+        # same as the product with the weights, which costs a multiply-add per point and weight (elecdemand's 49
+        # weights: 40% of its local fit)
+        counted = np.zeros((n, T + 1))
+        np.cumsum(observed, axis=1, dtype=np.float64, out=counted[:, 1:])
+        mass = counted[:, w:] - counted[:, :T - w + 1]
+        if season % 2 == 0:
+            mass -= 0.5 * observed[:, :T - w + 1]
+            mass -= 0.5 * observed[:, w - 1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         out[:, half:T - half] = np.where(mass >= 0.5 * weights.sum(), total / mass, np.nan)
     return out
@@ -311,7 +332,7 @@ def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, siz
         weight = (1.0 - discount[:, None]) ** np.arange(cycles.shape[1])[None, ::-1]   # (n, cycles): the last weighs 1
         counts, totals = (ok * weight[:, :, None]).sum(axis=1), (values * weight[:, :, None]).sum(axis=1)
     else:
-        counts, totals = _cycle_sums(ok.astype(np.float64)), _cycle_sums(values)
+        counts, totals = _cycle_sums(ok), _cycle_sums(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         index = np.where(counts > 0, totals / counts, np.nan)
     index = np.where(np.isfinite(index), index, 0.0)
@@ -347,8 +368,9 @@ def discount_choice(cycles: np.ndarray, discounts: np.ndarray) -> np.ndarray:
 
 def _cycle_sums(a: np.ndarray) -> np.ndarray:
     """(n, season): ``a.sum(axis=1)`` of ``a`` (n, cycles, season), the same bits (numpy sums a middle axis one cycle
-    after the other from the first), in ``cycles`` additions of (n, season) rather than numpy's short inner loops."""
-    out = a[:, 0].copy()
+    after the other from the first), in ``cycles`` additions of (n, season) rather than numpy's short inner loops (a
+    boolean ``a``: its counts, as floats)."""
+    out = a[:, 0].astype(np.float64)
     for c in range(1, a.shape[1]):
         out += a[:, c]
     return out
