@@ -324,14 +324,16 @@ def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, siz
     cycles = _as_cycles(relative, season)                                   # (n, cycles, season)
     ok = ~np.isnan(cycles)
     discounts = np.asarray(SEASONAL_DISCOUNTS, dtype=np.float64)
-    values = np.where(ok, cycles, 0.0)
     if discounts.any():  # some cycles weigh less than 1 (with the default grid (0,) every cycle weighs 1)
+        values = np.where(ok, cycles, 0.0)
         discount = np.full(len(cycles), discounts[0])
         rows = slice(None) if choose is None else np.flatnonzero(choose)
         discount[rows] = discount_choice(cycles[rows], discounts)
         weight = (1.0 - discount[:, None]) ** np.arange(cycles.shape[1])[None, ::-1]   # (n, cycles): the last weighs 1
         counts, totals = (ok * weight[:, :, None]).sum(axis=1), (values * weight[:, :, None]).sum(axis=1)
-    else:
+    else:  # the missing values zeroed in place (``cycles`` is this call's own array): one (n, T) pass fewer
+        values = cycles
+        np.copyto(values, 0.0, where=~ok)
         counts, totals = _cycle_sums(ok), _cycle_sums(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         index = np.where(counts > 0, totals / counts, np.nan)
