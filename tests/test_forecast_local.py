@@ -352,6 +352,10 @@ def test_short_axis_sums_and_counts_have_numpys_bits():
         np.testing.assert_array_equal(local._count_rows(ok), ok.sum(axis=1))
         cycles = a[:, None, :].repeat(7, axis=1) * rng.normal(size=(3000, 7, 1))
         assert local._cycle_sums(cycles).tobytes() == cycles.sum(axis=1).tobytes(), m
+    # rows without values: nothing to count or add (a context shorter than its season has no whole cycle)
+    assert local._count_rows(np.zeros((4, 0), dtype=bool)).tolist() == [0.0] * 4
+    np.testing.assert_array_equal(local._cycle_sums(np.zeros((3, 0, 4))), np.zeros((3, 4)))
+    np.testing.assert_array_equal(local.cycle_index(np.ones((5, 3)), 4), np.zeros((5, 4)))
 
 
 @pytest.mark.parametrize("season", [4, 7, 12, 48])

@@ -106,6 +106,8 @@ def _nanmean_rows(a: np.ndarray) -> np.ndarray:
 def _count_rows(ok: np.ndarray) -> np.ndarray:
     """(N,) float: the True values per row of ``ok`` (N, m), one column added at a time (whole numbers: exact in any
     order), where numpy's reduction over a short last axis costs several times as much."""
+    if ok.shape[1] == 0:
+        return np.zeros(len(ok))
     out = ok[:, 0].astype(np.float64)
     for j in range(1, ok.shape[1]):
         out += ok[:, j]
@@ -372,6 +374,8 @@ def _cycle_sums(a: np.ndarray) -> np.ndarray:
     """(n, season): ``a.sum(axis=1)`` of ``a`` (n, cycles, season), the same bits (numpy sums a middle axis one cycle
     after the other from the first), in ``cycles`` additions of (n, season) rather than numpy's short inner loops (a
     boolean ``a``: its counts, as floats)."""
+    if a.shape[1] == 0:
+        return np.zeros((len(a), a.shape[2]))
     out = a[:, 0].astype(np.float64)
     for c in range(1, a.shape[1]):
         out += a[:, c]
