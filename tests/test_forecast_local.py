@@ -339,3 +339,79 @@ def test_a_short_growing_series_is_forecast_along_its_growth(monkeypatch):
         mean = fc.predict(df).query("item_id == 'short'")["mean"].to_numpy()
         growth[on] = (mean[-1] - short[-1]) / (2.5 * 6)                   # the line's own growth is 2.5 a year
     assert growth[True] > 0.6 and growth[False] < 0.3
+
+
+def test_short_axis_sums_and_counts_have_numpys_bits():
+    """fclocal: the seasonal statistics' sums written as column (cycle) additions give numpy's own reduction's bits,
+    for every row length (numpy's order changes at 8 values) and values of very different sizes."""
+    rng = np.random.default_rng(5)
+    for m in range(1, 14):
+        a = rng.normal(size=(3000, m)) * 10.0 ** rng.uniform(-8, 8, size=(3000, m))
+        assert local._row_sums(a).tobytes() == a.sum(axis=1).tobytes(), m
+        ok = rng.random((3000, m)) < 0.8
+        np.testing.assert_array_equal(local._count_rows(ok), ok.sum(axis=1))
+        cycles = a[:, None, :].repeat(7, axis=1) * rng.normal(size=(3000, 7, 1))
+        assert local._cycle_sums(cycles).tobytes() == cycles.sum(axis=1).tobytes(), m
+    # rows without values: nothing to count or add (a context shorter than its season has no whole cycle)
+    assert local._count_rows(np.zeros((4, 0), dtype=bool)).tolist() == [0.0] * 4
+    np.testing.assert_array_equal(local._cycle_sums(np.zeros((3, 0, 4))), np.zeros((3, 4)))
+    np.testing.assert_array_equal(local.cycle_index(np.ones((5, 3)), 4), np.zeros((5, 4)))
+
+
+@pytest.mark.parametrize("season", [4, 7, 12, 48])
+def test_moving_average_weight_from_running_counts_is_the_product(season, monkeypatch):
+    """The observed weight of long windows from running counts: bit for bit the product with the weights."""
+    rng = np.random.default_rng(season)
+    y = rng.normal(size=(60, 6 * season)) * 100.0
+    y[rng.random(y.shape) < 0.15] = np.nan
+    y[:10, :season * 2] = np.nan
+    monkeypatch.setattr(local, "MASS_PRODUCT_POINTS", 10 ** 6)
+    product = local.moving_average(y, season)
+    monkeypatch.setattr(local, "MASS_PRODUCT_POINTS", 0)
+    assert local.moving_average(y, season).tobytes() == product.tobytes()
+
+
+def _smooth_gapless_reference(y, params, level0, trend0, first):
+    """The prefix recursion as 074161d ran it, (k, G) steps with broadcast coefficients: the reference for the bits."""
+    n, T = y.shape
+    order = np.argsort(first, kind="stable")
+    values = y[order].T
+    started = np.searchsorted(first[order], np.arange(T), side="right")
+    trended = params[:, 1] > 0
+    alpha, beta, phi, holt_alpha = params[~trended, 0], params[trended, 1], params[trended, 2], params[trended, 0]
+    ses = np.repeat(level0[order][:, None], len(alpha), axis=1)
+    ses_sse = np.zeros_like(ses)
+    trend = trend0[order][:, None] * np.ones((1, len(phi)))
+    forecast = level0[order][:, None] + trend0[order][:, None] * 0.0 + phi * trend
+    holt_sse = np.zeros_like(forecast)
+    for t in range(T):
+        k = started[t]
+        e = values[t, :k, None] - ses[:k]
+        ses_sse[:k] += e * e
+        ses[:k] += alpha * e
+        e = values[t, :k, None] - forecast[:k]
+        holt_sse[:k] += e * e
+        trend[:k] *= phi
+        trend[:k] += (holt_alpha * beta) * e
+        forecast[:k] += holt_alpha * e
+        forecast[:k] += phi * trend[:k]
+    out = [np.empty((n, len(params))) for _ in range(3)]
+    for target, ses_part, holt_part in zip(out, (ses, 0.0, ses_sse), (forecast - phi * trend, trend, holt_sse), strict=True):
+        target[order[:, None], np.flatnonzero(~trended)[None, :]] = ses_part
+        target[order[:, None], np.flatnonzero(trended)[None, :]] = holt_part
+    return out
+
+
+def test_gapless_recursion_keeps_the_bits_of_the_broadcast_steps():
+    """fclocal: the smoother's steps over whole coefficient arrays are the same operations in the same order as the
+    steps with broadcast coefficients, so every level, trend and error sum keeps its bits."""
+    rng = np.random.default_rng(11)
+    y = np.stack([_walk(70, seed=s) for s in range(300)]) * rng.uniform(0.01, 100.0, (300, 1))
+    first = rng.integers(0, 50, size=300)
+    y[np.arange(70)[None, :] < first[:, None]] = np.nan
+    params = smoothing_grid()
+    level0 = y[np.arange(300), first]
+    trend0 = rng.normal(0.0, 0.5, 300)
+    got = local._smooth_gapless(y, params, level0, trend0, first)
+    for a, b in zip(got, _smooth_gapless_reference(y, params, level0, trend0, first), strict=True):
+        assert a.tobytes() == b.tobytes()

@@ -40,6 +40,9 @@ HOLT_GRID = tuple((a, b, p) for a in (0.2, 0.5, 0.8) for b in (0.1, 0.3) for p i
 #: the context points the smoother reads at most (the last ones): an exponential smoother with the smallest
 #: level weight forgets its start within them, and the cost stays bounded for long contexts
 LOCAL_POINTS = 96
+#: :func:`moving_average` sums the observed weight of windows of up to this many points as a product with the
+#: weights, of longer windows from running counts (the same numbers; the product is cheaper for short windows only)
+MASS_PRODUCT_POINTS = 13
 #: one-sided critical value of the seasonality test (90%, as the M4 benchmarks' deseasonalisation)
 SEASONALITY_Z = 1.645
 #: whether the seasonality test reads the context detrended by a moving average extended over its ends
@@ -79,9 +82,15 @@ def cycle_index(context: np.ndarray, season: int) -> np.ndarray:
     the origin (position ``j``: the last cycle's ``j``-th point); 0 where no cycle observes it."""
     n, L = context.shape
     cycles = context[:, L - season * (L // season):].reshape(n, L // season, season)
+    flat = cycles.reshape(-1, season)
+    ok = ~np.isnan(flat)
+    count = _count_rows(ok)
+    divisor = np.maximum(count, 1)
+    values = np.where(ok, flat, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = _nanmean_rows(cycles.reshape(-1, season)).reshape(n, -1, 1)
-        size = _nanmean_rows(np.abs(cycles).reshape(-1, season)).reshape(n, -1, 1)
+        # each cycle's mean and mean absolute value (the same missing values: one mask, one count for both)
+        mean = np.where(count > 0, _row_sums(values) / divisor, np.nan).reshape(n, -1, 1)
+        size = np.where(count > 0, _row_sums(np.abs(values, out=values)) / divisor, np.nan).reshape(n, -1, 1)
         relative = np.where(size > 0, (cycles - mean) / size, np.nan)
     index = _nanmean_rows(relative.transpose(0, 2, 1).reshape(n * season, -1)).reshape(n, season)
     return np.where(np.isnan(index), 0.0, index)
@@ -89,9 +98,32 @@ def cycle_index(context: np.ndarray, season: int) -> np.ndarray:
 
 def _nanmean_rows(a: np.ndarray) -> np.ndarray:
     ok = ~np.isnan(a)
-    cnt = ok.sum(axis=1)
+    cnt = _count_rows(ok)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cnt > 0, np.where(ok, a, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
+        return np.where(cnt > 0, _row_sums(np.where(ok, a, 0.0)) / np.maximum(cnt, 1), np.nan)
+
+
+def _count_rows(ok: np.ndarray) -> np.ndarray:
+    """(N,) float: the True values per row of ``ok`` (N, m), one column added at a time (whole numbers: exact in any
+    order), where numpy's reduction over a short last axis costs several times as much."""
+    if ok.shape[1] == 0:
+        return np.zeros(len(ok))
+    out = ok[:, 0].astype(np.float64)
+    for j in range(1, ok.shape[1]):
+        out += ok[:, j]
+    return out
+
+
+def _row_sums(a: np.ndarray) -> np.ndarray:
+    """(N,): ``a.sum(axis=1)`` of ``a`` (N, m), the same bits: numpy adds a row of fewer than 8 values one after the
+    other from the first, which the column additions here repeat without the reduction's per-row cost."""
+    m = a.shape[1]
+    if m >= 8 or m == 0:
+        return a.sum(axis=1)
+    out = a[:, 0].copy()
+    for j in range(1, m):
+        out += a[:, j]
+    return out
 
 
 def smoothing_grid() -> np.ndarray:
@@ -173,6 +205,9 @@ def _smooth_gapless(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend
     forecast = level0[order][:, None] + trend0[order][:, None] * (phi * (1.0 - powers) / (1.0 - phi)) + phi * trend
     holt_sse = np.zeros_like(forecast)
     gain_trend = holt_alpha * beta
+    # the coefficients as whole (n, G) arrays: every operation but the error's then runs over contiguous memory (numpy's
+    # fast path), where a broadcast (G,) row made each window's 6 or 12 values a loop of their own (0.7-0.8x the CPU)
+    alpha, phi, holt_alpha, gain_trend = (np.repeat(c[None, :], n, axis=0) for c in (alpha, phi, holt_alpha, gain_trend))
     # every step's temporaries in buffers allocated once: fresh (k, G) arrays are mapped and faulted in at every step
     # where glibc returns freed memory at once (MALLOC_TRIM_THRESHOLD_, as Dask's workers run: 60% of a fold's faults)
     ses_error, ses_term = np.empty_like(ses), np.empty_like(ses)
@@ -183,13 +218,13 @@ def _smooth_gapless(y: np.ndarray, params: np.ndarray, level0: np.ndarray, trend
             continue
         e, term = np.subtract(values[t, :k, None], ses[:k], out=ses_error[:k]), ses_term[:k]
         ses_sse[:k] += np.multiply(e, e, out=term)
-        ses[:k] += np.multiply(alpha, e, out=term)
+        ses[:k] += np.multiply(alpha[:k], e, out=term)
         e, term = np.subtract(values[t, :k, None], forecast[:k], out=error[:k]), square[:k]
         holt_sse[:k] += np.multiply(e, e, out=term)
-        trend[:k] *= phi
-        trend[:k] += np.multiply(gain_trend, e, out=term)
-        forecast[:k] += np.multiply(holt_alpha, e, out=term)
-        forecast[:k] += np.multiply(phi, trend[:k], out=term)
+        trend[:k] *= phi[:k]
+        trend[:k] += np.multiply(gain_trend[:k], e, out=term)
+        forecast[:k] += np.multiply(holt_alpha[:k], e, out=term)
+        forecast[:k] += np.multiply(phi[:k], trend[:k], out=term)
     level_out, trend_out, sse_out = (np.empty((n, len(params))) for _ in range(3))
     level_out[order[:, None], np.flatnonzero(~trended)[None, :]] = ses
     trend_out[order[:, None], np.flatnonzero(~trended)[None, :]] = 0.0
@@ -240,7 +275,19 @@ def moving_average(context: np.ndarray, season: int) -> np.ndarray:
     from numpy.lib.stride_tricks import sliding_window_view
 
     total = sliding_window_view(values, len(weights), axis=1) @ weights
-    mass = sliding_window_view(observed.astype(np.float64), len(weights), axis=1) @ weights
+    w = len(weights)
+    if w <= MASS_PRODUCT_POINTS:
+        mass = sliding_window_view(observed.astype(np.float64), w, axis=1) @ weights
+    else:
+        # the observed weight of each window from running counts: whole and half numbers, exact in any order, so the
+        # same as the product with the weights, which costs a multiply-add per point and weight (elecdemand's 49
+        # weights: 40% of its local fit)
+        counted = np.zeros((n, T + 1))
+        np.cumsum(observed, axis=1, dtype=np.float64, out=counted[:, 1:])
+        mass = counted[:, w:] - counted[:, :T - w + 1]
+        if season % 2 == 0:
+            mass -= 0.5 * observed[:, :T - w + 1]
+            mass -= 0.5 * observed[:, w - 1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         out[:, half:T - half] = np.where(mass >= 0.5 * weights.sum(), total / mass, np.nan)
     return out
@@ -279,15 +326,17 @@ def detrended_index(context: np.ndarray, detrended: np.ndarray, season: int, siz
     cycles = _as_cycles(relative, season)                                   # (n, cycles, season)
     ok = ~np.isnan(cycles)
     discounts = np.asarray(SEASONAL_DISCOUNTS, dtype=np.float64)
-    values = np.where(ok, cycles, 0.0)
     if discounts.any():  # some cycles weigh less than 1 (with the default grid (0,) every cycle weighs 1)
+        values = np.where(ok, cycles, 0.0)
         discount = np.full(len(cycles), discounts[0])
         rows = slice(None) if choose is None else np.flatnonzero(choose)
         discount[rows] = discount_choice(cycles[rows], discounts)
         weight = (1.0 - discount[:, None]) ** np.arange(cycles.shape[1])[None, ::-1]   # (n, cycles): the last weighs 1
         counts, totals = (ok * weight[:, :, None]).sum(axis=1), (values * weight[:, :, None]).sum(axis=1)
-    else:
-        counts, totals = ok.sum(axis=1), values.sum(axis=1)
+    else:  # the missing values zeroed in place (``cycles`` is this call's own array): one (n, T) pass fewer
+        values = cycles
+        np.copyto(values, 0.0, where=~ok)
+        counts, totals = _cycle_sums(ok), _cycle_sums(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         index = np.where(counts > 0, totals / counts, np.nan)
     index = np.where(np.isfinite(index), index, 0.0)
@@ -321,6 +370,18 @@ def discount_choice(cycles: np.ndarray, discounts: np.ndarray) -> np.ndarray:
     return np.where(predicted >= DISCOUNT_MIN_CYCLES, best, discounts[0])
 
 
+def _cycle_sums(a: np.ndarray) -> np.ndarray:
+    """(n, season): ``a.sum(axis=1)`` of ``a`` (n, cycles, season), the same bits (numpy sums a middle axis one cycle
+    after the other from the first), in ``cycles`` additions of (n, season) rather than numpy's short inner loops (a
+    boolean ``a``: its counts, as floats)."""
+    if a.shape[1] == 0:
+        return np.zeros((len(a), a.shape[2]))
+    out = a[:, 0].astype(np.float64)
+    for c in range(1, a.shape[1]):
+        out += a[:, c]
+    return out
+
+
 def _as_cycles(a: np.ndarray, season: int) -> np.ndarray:
     """(n, T) -> (n, ceil(T / season), season): whole cycles ending at the last point, NaN-padded at the start."""
     n, T = a.shape
@@ -333,12 +394,12 @@ def _as_cycles(a: np.ndarray, season: int) -> np.ndarray:
 def _cycle_sizes(context: np.ndarray, season: int) -> np.ndarray:
     """(n, T): the mean absolute observed value of the cycle (ending at the origin, in whole cycles) of each point."""
     n, T = context.shape
-    cycles = np.abs(_as_cycles(context, season))
+    cycles = np.abs(_as_cycles(context, season)).reshape(-1, season)
     ok = ~np.isnan(cycles)
-    counts = ok.sum(axis=2, keepdims=True)
+    counts = _count_rows(ok)
     with np.errstate(invalid="ignore", divide="ignore"):
-        size = np.where(counts > 0, np.where(ok, cycles, 0.0).sum(axis=2, keepdims=True) / counts, 0.0)
-    return np.broadcast_to(size, cycles.shape).reshape(n, -1)[:, -T:]
+        size = np.where(counts > 0, _row_sums(np.where(ok, cycles, 0.0)) / counts, 0.0).reshape(n, -1, 1)
+    return np.broadcast_to(size, (n, size.shape[1], season)).reshape(n, -1)[:, -T:]
 
 
 def seasonal_adjustment(context: np.ndarray, index: np.ndarray, season: int, size: np.ndarray | None = None
@@ -418,8 +479,10 @@ def local_fit(context: np.ndarray, season: int = 1, index: np.ndarray | None = N
         detrended = extended if INDEX_EXTENDED_ENDS else detrended
         size = _cycle_sizes(context, season)
         idx = detrended_index(context, detrended, season, size, choose=seasonal) if index is None else index
-        adjusted, _ = seasonal_adjustment(context, idx, season, size)
-        y = np.where(seasonal[:, None], adjusted, context)
+        # only the points the smoother reads are adjusted (their phases and cycle sizes are the whole context's)
+        tail = context[:, -LOCAL_POINTS:]
+        adjusted, _ = seasonal_adjustment(tail, idx, season, size[:, -LOCAL_POINTS:])
+        y = np.where(seasonal[:, None], adjusted, tail)
     y = y[:, -LOCAL_POINTS:]
     observed = ~np.isnan(y)
     first = np.argmax(observed, axis=1)
